@@ -1,0 +1,192 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Kind is the delivery semantics a subscription asks for.
+type Kind int
+
+const (
+	// Command subscriptions compete: each message goes to one member of the group.
+	Command Kind = iota + 1
+	// Event subscriptions fan out: each group gets one copy, its members compete.
+	Event
+	// Reply subscriptions belong to one engine instance and are not durable.
+	Reply
+)
+
+// String returns the kind's lower-case name.
+func (k Kind) String() string {
+	switch k {
+	case Command:
+		return "command"
+	case Event:
+		return "event"
+	case Reply:
+		return "reply"
+	default:
+		return fmt.Sprintf("kind(%d)", int(k))
+	}
+}
+
+// Spec describes one subscription the engine needs.
+type Spec struct {
+	// Topic is the topic to consume, as named by package router.
+	Topic string
+	// Group is the consumer group: members of one group compete for messages,
+	// different groups each get every message (Event) or share the topic
+	// (Command). For Reply subscriptions it is the owning instance's id.
+	Group string
+	// Kind selects the delivery semantics.
+	Kind Kind
+	// Concurrency is how many messages this subscription may have in flight
+	// (delivered, not yet acked) at once. Values below 1 mean 1.
+	Concurrency int
+}
+
+// Validate reports every problem with the spec.
+func (s Spec) Validate() error {
+	var errs []error
+	if s.Topic == "" {
+		errs = append(errs, errors.New("bridge: spec: empty topic"))
+	}
+	if s.Group == "" {
+		errs = append(errs, errors.New("bridge: spec: empty group"))
+	}
+	if s.Kind < Command || s.Kind > Reply {
+		errs = append(errs, fmt.Errorf("bridge: spec: unknown kind %d", int(s.Kind)))
+	}
+	return errors.Join(errs...)
+}
+
+// Workers returns Concurrency, or 1 when it is below 1.
+func (s Spec) Workers() int {
+	if s.Concurrency < 1 {
+		return 1
+	}
+	return s.Concurrency
+}
+
+// Capabilities declares the real differences between backends. The
+// conformance suite reads them; nothing else should need to.
+type Capabilities struct {
+	// Durable: messages survive a restart of the process (and of the broker).
+	Durable bool
+	// DetectsMissingHandler: publishing a command nobody consumes fails at once
+	// with ErrNoSubscriber instead of waiting for a timeout.
+	DetectsMissingHandler bool
+	// CrossProcess: engines in different OS processes can talk through it.
+	CrossProcess bool
+}
+
+// Bridge is one connection to a backend.
+//
+// Publisher and every Subscriber it returns stay usable until Close. Closing
+// a subscriber returned by Subscriber must not close the bridge or the
+// publisher (Watermill's router closes the subscribers it was given).
+type Bridge interface {
+	// Name is the backend's scheme, such as "gochannel" or "nats".
+	Name() string
+	// Publisher returns the shared publisher. Its Close is a no-op: the
+	// bridge owns it and closes it in Close.
+	Publisher() message.Publisher
+	// Subscriber returns a new subscriber for spec. Subscribe on it must be
+	// called with spec.Topic.
+	Subscriber(ctx context.Context, spec Spec) (message.Subscriber, error)
+	// Health reports whether the backend is reachable now.
+	Health(ctx context.Context) error
+	// Capabilities declares what this backend guarantees.
+	Capabilities() Capabilities
+	// Close releases every connection. It is safe to call more than once.
+	Close() error
+}
+
+// Opener opens a bridge from a parsed URL.
+type Opener func(ctx context.Context, u *url.URL) (Bridge, error)
+
+// Errors returned by Open and by backends.
+var (
+	// ErrUnknownScheme: no backend is registered for the URL's scheme.
+	ErrUnknownScheme = errors.New("bridge: unknown scheme")
+	// ErrBadURL: the URL could not be parsed or has invalid parameters.
+	ErrBadURL = errors.New("bridge: bad URL")
+	// ErrUnreachable: the backend could not be reached.
+	ErrUnreachable = errors.New("bridge: backend unreachable")
+	// ErrNoSubscriber: a message was published to a topic nobody consumes
+	// (only backends with Capabilities.DetectsMissingHandler return it).
+	ErrNoSubscriber = errors.New("bridge: no subscriber for topic")
+	// ErrClosed: the bridge was closed.
+	ErrClosed = errors.New("bridge: closed")
+)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Opener{}
+)
+
+// Register makes a backend available under scheme. Backends call it from
+// their package's init; registering a scheme twice panics.
+func Register(scheme string, open Opener) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[scheme]; dup {
+		panic("bridge: scheme registered twice: " + scheme)
+	}
+	registry[scheme] = open
+}
+
+// Schemes lists the registered schemes, sorted.
+func Schemes() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := make([]string, 0, len(registry))
+	for s := range registry {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Open opens the bridge named by rawURL. The empty string means the
+// in-process backend ("gochannel://").
+func Open(ctx context.Context, rawURL string) (Bridge, error) {
+	if strings.TrimSpace(rawURL) == "" {
+		rawURL = "gochannel://"
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrBadURL, Redact(rawURL), err)
+	}
+	if u.Scheme == "" {
+		return nil, fmt.Errorf("%w: %q has no scheme (want one of %s)", ErrBadURL, Redact(rawURL), strings.Join(Schemes(), ", "))
+	}
+	registryMu.RLock()
+	open, ok := registry[u.Scheme]
+	registryMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w %q (registered: %s; import the backend package, e.g. bridge/all)", ErrUnknownScheme, u.Scheme, strings.Join(Schemes(), ", "))
+	}
+	b, err := open(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s (%s): %w", u.Scheme, Redact(rawURL), err)
+	}
+	return b, nil
+}
+
+// Redact returns rawURL with any password replaced, for logs and errors.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "<unparseable URL>"
+	}
+	return u.Redacted()
+}

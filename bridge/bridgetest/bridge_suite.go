@@ -1,0 +1,353 @@
+package bridgetest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// Harness tells the suite how to reach one backend.
+type Harness struct {
+	// Open returns a new connection to the backend, as another process would
+	// open it. The suite closes what it opens.
+	Open func(t *testing.T) bridge.Bridge
+	// Outage, when set, takes the backend away (stops the broker, or kills
+	// every connection) and returns a function that brings it back. Backends
+	// without one do not run the outage tests; every durable backend must
+	// provide it.
+	Outage func(t *testing.T) (restore func())
+	// Wait bounds every wait for a delivery; zero means 20 s.
+	Wait time.Duration
+}
+
+func (h Harness) wait() time.Duration {
+	if h.Wait > 0 {
+		return h.Wait
+	}
+	return 20 * time.Second
+}
+
+// Unique returns a name no earlier test run used, for topics and groups on
+// durable backends.
+func Unique(prefix string) string {
+	return prefix + "_" + watermill.NewShortUUID()[:10]
+}
+
+func open(t *testing.T, h Harness) bridge.Bridge {
+	t.Helper()
+	b := h.Open(t)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func subscribe(t *testing.T, b bridge.Bridge, spec bridge.Spec) (<-chan *message.Message, message.Subscriber) {
+	t.Helper()
+	sub, err := b.Subscriber(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("Subscriber(%+v): %v", spec, err)
+	}
+	ch, err := sub.Subscribe(context.Background(), spec.Topic)
+	if err != nil {
+		t.Fatalf("Subscribe(%q): %v", spec.Topic, err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	return ch, sub
+}
+
+func publish(t *testing.T, b bridge.Bridge, topic string, payloads ...string) {
+	t.Helper()
+	for _, p := range payloads {
+		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(p))); err != nil {
+			t.Fatalf("Publish(%q, %q): %v", topic, p, err)
+		}
+	}
+}
+
+func numbered(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	return out
+}
+
+// counter collects payloads from several channels, acking each.
+type counter struct {
+	mu   sync.Mutex
+	seen map[string]int
+	by   map[string]map[string]int // consumer → payload → count
+}
+
+func newCounter() *counter {
+	return &counter{seen: map[string]int{}, by: map[string]map[string]int{}}
+}
+
+func (c *counter) consume(name string, ch <-chan *message.Message) {
+	go func() {
+		for m := range ch {
+			c.mu.Lock()
+			c.seen[string(m.Payload)]++
+			if c.by[name] == nil {
+				c.by[name] = map[string]int{}
+			}
+			c.by[name][string(m.Payload)]++
+			c.mu.Unlock()
+			m.Ack()
+		}
+	}()
+}
+
+func (c *counter) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.seen {
+		n += v
+	}
+	return n
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// RunBridge runs the bridge-level conformance suite.
+func RunBridge(t *testing.T, h Harness) {
+	t.Run("Health", func(t *testing.T) {
+		b := open(t, h)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := b.Health(ctx); err != nil {
+			t.Fatalf("Health on a fresh bridge: %v", err)
+		}
+		if b.Name() == "" {
+			t.Fatal("Name() is empty")
+		}
+		_ = b.Close()
+		if err := b.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+	})
+	t.Run("InvalidSpec", func(t *testing.T) {
+		b := open(t, h)
+		if _, err := b.Subscriber(context.Background(), bridge.Spec{}); err == nil {
+			t.Fatal("Subscriber accepted an empty spec")
+		}
+	})
+	t.Run("CompetingConsumers", func(t *testing.T) { testCompeting(t, h) })
+	t.Run("EventFanOut", func(t *testing.T) { testFanOut(t, h) })
+	t.Run("ReplyGoesToItsOwner", func(t *testing.T) { testReply(t, h) })
+	t.Run("RedeliveryAfterNack", func(t *testing.T) { testNack(t, h) })
+	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, h) })
+	t.Run("CloseWithUnackedLosesNothing", func(t *testing.T) { testCloseUnacked(t, h) })
+	if h.Outage != nil {
+		t.Run("OutageMidStream", func(t *testing.T) { testOutage(t, h) })
+	}
+}
+
+func testCompeting(t *testing.T, h Harness) {
+	b1, b2 := open(t, h), open(t, h)
+	spec := bridge.Spec{Topic: Unique("cmp"), Group: "svc.v1", Kind: bridge.Command}
+	c := newCounter()
+	ch1, _ := subscribe(t, b1, spec)
+	ch2, _ := subscribe(t, b2, spec)
+	c.consume("a", ch1)
+	c.consume("b", ch2)
+	const n = 40
+	publish(t, b1, spec.Topic, numbered("m", n)...)
+	waitFor(t, h.wait(), fmt.Sprintf("%d commands", n), func() bool { return c.total() >= n })
+	time.Sleep(200 * time.Millisecond) // let a duplicate show up if there is one
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, k := range c.seen {
+		if k != 1 {
+			t.Errorf("command %s handled %d times, want once", p, k)
+		}
+	}
+	if len(c.seen) != n {
+		t.Errorf("%d distinct commands handled, want %d", len(c.seen), n)
+	}
+}
+
+func testFanOut(t *testing.T, h Harness) {
+	b1, b2, b3 := open(t, h), open(t, h), open(t, h)
+	topic := Unique("evt")
+	// group A has two competing instances, group B one.
+	chA1, _ := subscribe(t, b1, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
+	chA2, _ := subscribe(t, b2, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
+	chB, _ := subscribe(t, b3, bridge.Spec{Topic: topic, Group: "b.v1", Kind: bridge.Event})
+	ca, cb := newCounter(), newCounter()
+	ca.consume("a1", chA1)
+	ca.consume("a2", chA2)
+	cb.consume("b", chB)
+	const n = 30
+	publish(t, b1, topic, numbered("e", n)...)
+	waitFor(t, h.wait(), "both groups to get every event", func() bool { return ca.total() >= n && cb.total() >= n })
+	time.Sleep(200 * time.Millisecond)
+	for name, cc := range map[string]*counter{"a": ca, "b": cb} {
+		cc.mu.Lock()
+		if len(cc.seen) != n {
+			t.Errorf("group %s got %d distinct events, want %d", name, len(cc.seen), n)
+		}
+		for p, k := range cc.seen {
+			if k != 1 {
+				t.Errorf("group %s got %s %d times, want once", name, p, k)
+			}
+		}
+		cc.mu.Unlock()
+	}
+}
+
+func testReply(t *testing.T, h Harness) {
+	b1, b2 := open(t, h), open(t, h)
+	t1, t2 := Unique("reply"), Unique("reply")
+	ch1, _ := subscribe(t, b1, bridge.Spec{Topic: t1, Group: "inst1", Kind: bridge.Reply})
+	ch2, _ := subscribe(t, b2, bridge.Spec{Topic: t2, Group: "inst2", Kind: bridge.Reply})
+	c1, c2 := newCounter(), newCounter()
+	c1.consume("1", ch1)
+	c2.consume("2", ch2)
+	publish(t, b2, t1, "for-1")
+	publish(t, b1, t2, "for-2a", "for-2b")
+	waitFor(t, h.wait(), "replies", func() bool { return c1.total() == 1 && c2.total() == 2 })
+	time.Sleep(100 * time.Millisecond)
+	if c1.seen["for-1"] != 1 || c1.total() != 1 {
+		t.Errorf("instance 1 got %v, want only for-1", c1.seen)
+	}
+	if c2.seen["for-2a"] != 1 || c2.seen["for-2b"] != 1 || c2.total() != 2 {
+		t.Errorf("instance 2 got %v, want for-2a and for-2b", c2.seen)
+	}
+}
+
+func testNack(t *testing.T, h Harness) {
+	b := open(t, h)
+	spec := bridge.Spec{Topic: Unique("nack"), Group: "svc.v1", Kind: bridge.Command}
+	ch, _ := subscribe(t, b, spec)
+	publish(t, b, spec.Topic, "x")
+	first := receive(t, h, ch)
+	first.Nack()
+	second := receive(t, h, ch)
+	second.Ack()
+	if string(second.Payload) != "x" || second.UUID != first.UUID {
+		t.Fatalf("redelivered %q (uuid %s), want x (uuid %s)", second.Payload, second.UUID, first.UUID)
+	}
+}
+
+func receive(t *testing.T, h Harness, ch <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatal("subscription channel closed")
+		}
+		return m
+	case <-time.After(h.wait()):
+		t.Fatal("no message within", h.wait())
+		return nil
+	}
+}
+
+func testConcurrency(t *testing.T, h Harness) {
+	b := open(t, h)
+	const workers = 4
+	spec := bridge.Spec{Topic: Unique("conc"), Group: "svc.v1", Kind: bridge.Command, Concurrency: workers}
+	ch, _ := subscribe(t, b, spec)
+	publish(t, b, spec.Topic, numbered("c", workers)...)
+	held := make([]*message.Message, 0, workers)
+	for range workers {
+		held = append(held, receive(t, h, ch)) // none acked yet
+	}
+	for _, m := range held {
+		m.Ack()
+	}
+}
+
+func testCloseUnacked(t *testing.T, h Harness) {
+	b := open(t, h)
+	spec := bridge.Spec{Topic: Unique("close"), Group: "svc.v1", Kind: bridge.Command}
+	sub, err := b.Subscriber(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sub.Subscribe(context.Background(), spec.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b, spec.Topic, "inflight")
+	m := receive(t, h, ch)
+	closed := make(chan struct{})
+	go func() { _ = sub.Close(); close(closed) }()
+	time.Sleep(100 * time.Millisecond)
+	m.Nack() // the handler failed while the subscriber was closing
+	select {
+	case <-closed:
+	case <-time.After(h.wait()):
+		t.Fatal("Close did not return after the in-flight message was nacked")
+	}
+	ch2, _ := subscribe(t, open(t, h), spec)
+	again := receive(t, h, ch2)
+	again.Ack()
+	if string(again.Payload) != "inflight" {
+		t.Fatalf("got %q, want the nacked message back", again.Payload)
+	}
+}
+
+func testOutage(t *testing.T, h Harness) {
+	b := open(t, h)
+	spec := bridge.Spec{Topic: Unique("outage"), Group: "svc.v1", Kind: bridge.Command}
+	ch, _ := subscribe(t, b, spec)
+	c := newCounter()
+	c.consume("x", ch)
+	const half = 50
+	publish(t, b, spec.Topic, numbered("before", half)...)
+	waitFor(t, h.wait(), "messages before the outage", func() bool { return c.total() >= half })
+
+	restore := h.Outage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), h.wait())
+	waitFor(t, h.wait(), "Health to report the outage", func() bool { return b.Health(ctx) != nil })
+	cancel()
+	restore()
+	waitFor(t, 2*h.wait(), "Health to recover", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return b.Health(ctx) == nil
+	})
+	after := numbered("after", half)
+	deadline := time.Now().Add(2 * h.wait())
+	for _, p := range after { // a publish right after a reconnect may still fail once
+		for {
+			err := b.Publisher().Publish(spec.Topic, message.NewMessage(watermill.NewUUID(), []byte(p)))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("publish after the outage: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor(t, 2*h.wait(), "every message after the outage", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, p := range after {
+			if c.seen[p] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}

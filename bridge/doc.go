@@ -1,0 +1,21 @@
+// Package bridge is Switchboard's one distribution switch.
+//
+// A Bridge is opened from a URL and hands the engine a Watermill publisher
+// and, for every subscription the engine needs, a Watermill subscriber with
+// the delivery semantics of that subscription's Kind:
+//
+//	Command  competing consumers within a group (one service's instances share
+//	         the work); durable where the backend is durable.
+//	Event    one copy per group (per subscribing service), instances of that
+//	         group compete; durable where the backend is durable.
+//	Reply    delivered only to the instance that owns the reply topic; never
+//	         durable.
+//
+// The URL scheme picks the backend. The empty string and "gochannel://" select
+// the in-process backend (package bridge/inproc, registered by this package).
+// Other backends register themselves with Register from their own package;
+// Open fails with ErrUnknownScheme when no backend knows the scheme.
+//
+// Backends never import the engine: the contract between the two is this
+// package alone.
+package bridge

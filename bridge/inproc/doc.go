@@ -1,0 +1,25 @@
+// Package inproc is the in-process backend, opened by the empty bridge URL or
+// "gochannel://".
+//
+// Watermill's GoChannel gives every subscriber of a topic its own copy: it has
+// no consumer groups, so neither competing consumers (two instances of one
+// service sharing commands) nor a per-handler worker count can be expressed
+// with it. This backend keeps GoChannel's role (messages cross no process
+// boundary, nothing is written anywhere) and adds what the engine's delivery
+// table needs: a queue per (topic, group), members that compete for it, up to
+// Spec.Concurrency messages in flight per subscription, and redelivery after a
+// Nack (after NackDelay, so a failing handler does not spin).
+//
+// Every delivery is a copy of the published message, as it would be after a
+// trip through a broker, so a handler cannot mutate its caller's message.
+//
+// Messages wait in a group's queue while the group has no member, so an
+// engine restarted inside the same process picks up where the last one
+// stopped; they are lost when the process exits (Capabilities.Durable is
+// false). Reply groups are removed with their last member.
+//
+// Bridges opened with the same URL host share one bus inside the process:
+// "gochannel://" and "gochannel://a" are different buses, two opens of
+// "gochannel://a" are the same one. This is how several engines in one test
+// behave like instances of a service on a broker.
+package inproc

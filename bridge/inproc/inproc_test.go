@@ -1,0 +1,33 @@
+package inproc_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+)
+
+func TestConformance(t *testing.T) {
+	bus := bridgetest.Unique("bus") // one shared bus per test run
+	bridgetest.RunBridge(t, bridgetest.Harness{
+		Open: func(t *testing.T) bridge.Bridge {
+			b, err := bridge.Open(t.Context(), "gochannel://"+bus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		},
+		Wait: 5 * time.Second,
+	})
+}
+
+func TestBadURL(t *testing.T) {
+	for _, u := range []string{"gochannel://?nack_delay=soon", "gochannel://?colour=blue"} {
+		if _, err := bridge.Open(t.Context(), u); err == nil {
+			t.Errorf("Open(%q) succeeded", u)
+		}
+	}
+	_ = inproc.DefaultNackDelay
+}
