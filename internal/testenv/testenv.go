@@ -1,0 +1,244 @@
+// Package testenv gives tests the real servers they need: their URLs (from
+// the environment, with the local defaults), a hard failure naming the
+// command that starts a server that is unreachable, and outages that stop a
+// broker or cut every database connection for restart tests.
+//
+// Test binaries run in parallel, and an outage must not hit another
+// package's test. Each process that uses a server holds a shared file lock on
+// it until it exits; Outage upgrades that lock to an exclusive one, so an
+// outage waits until no other test process is using the server.
+package testenv
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+)
+
+// Server names accepted by URL and Outage.
+const (
+	NATS     = "nats"
+	AMQP     = "amqp"
+	Postgres = "postgres"
+)
+
+type server struct {
+	env, def, start string
+}
+
+var servers = map[string]server{
+	NATS:     {"SWITCHBOARD_TEST_NATS", "nats://127.0.0.1:4222", "scripts/services.sh start nats"},
+	AMQP:     {"SWITCHBOARD_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/", "scripts/services.sh start rabbitmq"},
+	Postgres: {"SWITCHBOARD_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/switchboard_test?sslmode=disable", "scripts/services.sh start postgres"},
+}
+
+var (
+	mu    sync.Mutex
+	locks = map[string]*os.File{}
+)
+
+// URL returns the server's URL and fails the test when it is unreachable.
+// It also takes the process's shared lock on the server (see the package doc).
+func URL(t testing.TB, name string) string {
+	t.Helper()
+	s, ok := servers[name]
+	if !ok {
+		t.Fatalf("testenv: unknown server %q", name)
+	}
+	raw := os.Getenv(s.env)
+	if raw == "" {
+		raw = s.def
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatalf("testenv: $%s=%q: %v", s.env, raw, err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), map[string]string{NATS: "4222", AMQP: "5672", Postgres: "5432"}[name])
+	}
+	if err := Reachable(host, 3*time.Second); err != nil {
+		t.Fatalf("%s is required and unreachable at %s (%v).\nStart it with: %s\n(or point $%s at a running server)", name, host, err, s.start, s.env)
+	}
+	lock(t, name, syscall.LOCK_SH)
+	return raw
+}
+
+// Reachable dials host:port over TCP.
+func Reachable(hostport string, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", hostport, timeout)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func lock(t testing.TB, name string, how int) {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	f := locks[name]
+	if f == nil {
+		var err error
+		f, err = os.OpenFile(filepath.Join(os.TempDir(), "switchboard-test-"+name+".lock"), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatalf("testenv: lock file: %v", err)
+		}
+		locks[name] = f
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		t.Fatalf("testenv: flock %s: %v", name, err)
+	}
+}
+
+// Outage takes the server away and returns a function that brings it back;
+// the test must call it (Cleanup also does, once). NATS is stopped and
+// restarted with its own command line; RabbitMQ's broker application is
+// stopped and started (rabbitmqctl stop_app/start_app); PostgreSQL refuses new
+// connections to the test database and every existing one is terminated
+// with pg_terminate_backend.
+func Outage(t testing.TB, name string) (restore func()) {
+	t.Helper()
+	raw := URL(t, name)
+	lock(t, name, syscall.LOCK_EX)
+	var once sync.Once
+	var back func() error
+	switch name {
+	case NATS:
+		back = stopNATS(t)
+	case AMQP:
+		run(t, "rabbitmqctl", "stop_app")
+		back = func() error { return runErr("rabbitmqctl", "start_app") }
+	case Postgres:
+		back = cutPostgres(t, raw)
+	}
+	restore = func() {
+		once.Do(func() {
+			if err := back(); err != nil {
+				t.Errorf("testenv: bringing %s back: %v", name, err)
+			}
+			lock(t, name, syscall.LOCK_SH)
+		})
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+func run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if err := runErr(name, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runErr(name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// stopNATS kills the running nats-server and returns a function that starts
+// it again with the same command line.
+func stopNATS(t testing.TB) func() error {
+	t.Helper()
+	pid, cmdline := findProcess(t, "nats-server")
+	p, _ := os.FindProcess(pid)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("testenv: stopping nats-server (pid %d): %v", pid, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: nats-server (pid %d) still running 30 s after SIGTERM", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return func() error {
+		cmd := exec.Command(cmdline[0], cmdline[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives the test binary
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		go func() { _ = cmd.Wait() }()
+		return waitPort("127.0.0.1:4222", 30*time.Second)
+	}
+}
+
+func waitPort(hostport string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := Reachable(hostport, time.Second)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func findProcess(t testing.TB, exe string) (int, []string) {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if filepath.Base(args[0]) == exe {
+			return pid, args
+		}
+	}
+	t.Fatalf("testenv: no %s process found", exe)
+	return 0, nil
+}
+
+// cutPostgres makes the test database refuse connections and terminates
+// every connection to it; the returned function allows connections again.
+func cutPostgres(t testing.TB, raw string) func() error {
+	t.Helper()
+	u, _ := url.Parse(raw)
+	dbname := strings.TrimPrefix(u.Path, "/")
+	admin := *u
+	admin.Path = "/postgres"
+	db, err := sql.Open("pgx", admin.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ident := `"` + strings.ReplaceAll(dbname, `"`, `""`) + `"`
+	if _, err := db.ExecContext(ctx, `ALTER DATABASE `+ident+` ALLOW_CONNECTIONS false`); err != nil {
+		t.Fatalf("testenv: refusing connections to %s: %v", dbname, err)
+	}
+	if _, err := db.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, dbname); err != nil {
+		t.Fatalf("testenv: pg_terminate_backend: %v", err)
+	}
+	return func() error {
+		defer db.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := db.ExecContext(ctx, `ALTER DATABASE `+ident+` ALLOW_CONNECTIONS true`)
+		return err
+	}
+}
