@@ -1,0 +1,117 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-go/switchboard/router"
+)
+
+// Command is a typed request/response contract: the service that implements
+// it registers a handler with Handle, and any caller, anywhere, calls Invoke.
+// Declare it once, as a package-level variable shared by both sides.
+type Command[In, Out any] struct {
+	service, version, name string
+	topic                  string
+	success                *Event[Out]
+}
+
+// NewCommand declares command name of service at version. Names are checked
+// (router.ValidName, router.ValidVersion); an invalid one panics, like
+// regexp.MustCompile, because contracts are package-level declarations.
+func NewCommand[In, Out any](service, version, name string) *Command[In, Out] {
+	for _, err := range []error{router.ValidName("service", service), router.ValidVersion(version), router.ValidName("command", name)} {
+		if err != nil {
+			panic("switchboard: NewCommand: " + err.Error())
+		}
+	}
+	return &Command[In, Out]{service: service, version: version, name: name, topic: router.CommandTopic(service, version, name)}
+}
+
+// EmitsOnSuccess declares that every successful call emits ev with the
+// command's result as payload, after the handler returns and before the
+// reply is sent. It returns c for use in the declaration.
+func (c *Command[In, Out]) EmitsOnSuccess(ev *Event[Out]) *Command[In, Out] {
+	c.success = ev
+	return c
+}
+
+// String returns "<service>.v<version>.<name>", which is also its topic.
+func (c *Command[In, Out]) String() string { return c.topic }
+
+// CallOption changes one Invoke.
+type CallOption func(*callOptions)
+
+type callOptions struct {
+	timeout time.Duration
+}
+
+// Timeout bounds this call instead of Config.DefaultTimeout. The caller's
+// context deadline, and the deadline of the message being handled, still
+// apply when earlier.
+func Timeout(d time.Duration) CallOption {
+	return func(o *callOptions) { o.timeout = d }
+}
+
+// Invoke sends in to the command's service and waits for its result. ctx
+// must come from a handler or from Engine.Context. Errors are *Error values:
+// the handler's own, or ErrInvalidInput, ErrPayloadTooLarge, ErrTimeout,
+// ErrNoHandler, ErrUnreachable, ErrShuttingDown; ErrNoEngine when ctx has no
+// engine; ctx.Err() when ctx is cancelled.
+func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption) (Out, error) {
+	var out Out
+	e, err := engineFrom(ctx)
+	if err != nil {
+		return out, fmt.Errorf("invoke %s: %w", c.topic, err)
+	}
+	o := callOptions{timeout: e.cfg.DefaultTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	payload, err := e.codec.encodeInput(&in)
+	if err != nil {
+		return out, err
+	}
+	reply, err := e.call(ctx, c.topic, payload, o.timeout)
+	if err != nil {
+		return out, err
+	}
+	if err := e.codec.decodeOutput(reply, &out); err != nil {
+		return out, fmt.Errorf("invoke %s: %w", c.topic, err)
+	}
+	return out, nil
+}
+
+// Event is a typed event contract: services Subscribe to it, anyone Emits
+// it. Declare it once, as a package-level variable.
+type Event[T any] struct {
+	name, topic string
+}
+
+// NewEvent declares an event named name ("user.created"). An invalid name
+// panics (see NewCommand).
+func NewEvent[T any](name string) *Event[T] {
+	if err := router.ValidEventName(name); err != nil {
+		panic("switchboard: NewEvent: " + err.Error())
+	}
+	return &Event[T]{name: name, topic: router.EventTopic(name)}
+}
+
+// String returns the event's name.
+func (ev *Event[T]) String() string { return ev.name }
+
+// Emit publishes payload to every subscribing service. It returns once the
+// bridge accepted the message (with no subscriber at all, that is at once).
+// ctx must come from a handler or from Engine.Context.
+func (ev *Event[T]) Emit(ctx context.Context, payload T) error {
+	e, err := engineFrom(ctx)
+	if err != nil {
+		return fmt.Errorf("emit %s: %w", ev.name, err)
+	}
+	body, err := e.codec.encodeInput(&payload)
+	if err != nil {
+		return err
+	}
+	return e.emit(ctx, ev.topic, body)
+}

@@ -1,0 +1,68 @@
+// Package engine is Switchboard's public core: services with typed commands
+// and events, the context handlers call other services through, errors that
+// cross the wire as data, and the Engine that runs it all on a bridge.
+//
+// # Contracts
+//
+// A Command[In, Out] or Event[T] is declared once, in a package shared by
+// the service that implements it and every caller. Callers never spell a
+// topic:
+//
+//	var SendWelcome = engine.NewCommand[SendWelcomeIn, SendWelcomeOut]("email", "1", "sendWelcome")
+//	var UserCreated = engine.NewEvent[User]("user.created")
+//
+// # Services
+//
+// A Service has a name and a version; Handle and Subscribe attach handlers.
+// From inside a handler, SendWelcome.Invoke(ctx, in) and
+// UserCreated.Emit(ctx, ev) work with the handler's ctx; from outside, with
+// Engine.Context(ctx). A command may declare an event it emits on success
+// (EmitsOnSuccess): its result becomes the event's payload.
+//
+// # What flows with every message
+//
+// Meta (message id, correlation id, causation id, W3C traceparent,
+// principal, tenant, deadline) is read from a handler's context with
+// MetaFrom and is derived automatically for every nested Invoke and Emit.
+//
+// # Input and output
+//
+// Payloads are JSON. Input is decoded strictly (unknown fields are a 400
+// unless AllowUnknownFields; empty payloads, trailing data and wrong types
+// are a 400 naming the field) and a payload type's Validate method runs on
+// both sides; output is encoded once, on the handler's side.
+//
+// # Errors
+//
+// A handler's *Error reaches the caller intact; any other error or a panic
+// arrives as ErrInternal (500) and is logged on the service side, with the
+// stack for a panic. Timeouts, a missing handler, an unreachable backend, an
+// open circuit and a stopping engine are distinct sentinels (see Error).
+//
+// # Middleware
+//
+// Any Watermill message.HandlerMiddleware plugs in at three scopes:
+// Config.Middleware (every handler), Service.Use (one service) and the
+// Middleware option (one handler), run outermost first in that order. A
+// middleware sees the incoming message (with the handler context, so
+// MetaFrom works on msg.Context()) and, for commands, the reply message the
+// handler produced; an error it returns is answered to the caller like a
+// handler's error, so guards return ErrUnauthorized or ErrForbidden.
+//
+// # Lifecycle
+//
+// Run starts the engine and blocks; on context cancellation (or a signal,
+// with Config.HandleSignals) it drains: no new messages are taken,
+// in-flight handlers finish and reply within Config.DrainTimeout, then
+// connections close. Ready and Health expose readiness and bridge
+// connectivity.
+//
+// # Delivery
+//
+// Commands are handled by one instance of their service (up to
+// Config.CommandConcurrency at once per instance, see Concurrency); events
+// reach every subscribing service once, in order per subscription by
+// default. A subscription that fails with a transient error is redelivered;
+// a permanent failure (a 4xx *Error, undecodable payload) is logged and
+// acknowledged.
+package engine

@@ -1,0 +1,407 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	_ "github.com/switchboard-go/switchboard/bridge/inproc" // the default backend
+	"github.com/switchboard-go/switchboard/router"
+)
+
+// Config configures an Engine. The zero value is valid: an in-process
+// engine with the defaults below.
+type Config struct {
+	// Bridge is the backend URL: "" or "gochannel://" (in-process, the
+	// default), "nats://…", "amqp://…", "postgres://…". Backends other than
+	// the in-process one are linked in by importing their package, or all of
+	// them with bridge/all. Examples read it from $SWITCHBOARD_BRIDGE.
+	Bridge string
+	// Transport, when set, is used instead of opening Bridge; the engine
+	// does not close it. Use it to share one connection between engines or
+	// to plug in your own backend.
+	Transport bridge.Bridge
+	// Logger receives the engine's logs. Default: slog.Default().
+	Logger *slog.Logger
+	// DefaultTimeout bounds an Invoke without its own Timeout. Default 30 s.
+	DefaultTimeout time.Duration
+	// DrainTimeout bounds how long Stop waits for in-flight handlers.
+	// Default 10 s.
+	DrainTimeout time.Duration
+	// ConnectTimeout bounds opening the bridge. Default 10 s.
+	ConnectTimeout time.Duration
+	// MaxPayloadBytes is the largest payload sent or accepted. Default 1 MiB.
+	MaxPayloadBytes int
+	// CommandConcurrency is the default number of messages one command
+	// handler processes at once per instance. Default 16.
+	CommandConcurrency int
+	// AllowUnknownFields accepts payload fields the input type lacks, for
+	// every handler. Default false: they are a 400.
+	AllowUnknownFields bool
+	// Middleware runs around every handler of every service, outermost.
+	Middleware []message.HandlerMiddleware
+	// HandleSignals makes Run stop on SIGINT and SIGTERM as well as on
+	// context cancellation. Default false for libraries; the examples set it.
+	HandleSignals bool
+	// InstanceID names this engine instance (its reply topic). Default: a
+	// random id.
+	InstanceID string
+}
+
+// Defaults for Config's zero fields.
+const (
+	DefaultTimeout            = 30 * time.Second
+	DefaultDrainTimeout       = 10 * time.Second
+	DefaultConnectTimeout     = 10 * time.Second
+	DefaultMaxPayloadBytes    = 1 << 20
+	DefaultCommandConcurrency = 16
+)
+
+// Validate reports every problem in c.
+func (c Config) Validate() error {
+	var errs []error
+	for name, d := range map[string]time.Duration{"DefaultTimeout": c.DefaultTimeout, "DrainTimeout": c.DrainTimeout, "ConnectTimeout": c.ConnectTimeout} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s is negative (%s)", name, d))
+		}
+	}
+	if c.MaxPayloadBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxPayloadBytes is negative (%d)", c.MaxPayloadBytes))
+	}
+	if c.CommandConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("CommandConcurrency is negative (%d)", c.CommandConcurrency))
+	}
+	if c.Bridge != "" && c.Transport != nil {
+		errs = append(errs, errors.New("both Bridge and Transport are set; set one"))
+	}
+	if c.InstanceID != "" {
+		if err := router.ValidName("instance", c.InstanceID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i, mw := range c.Middleware {
+		if mw == nil {
+			errs = append(errs, fmt.Errorf("Middleware[%d] is nil", i))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("switchboard: invalid config: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = DefaultTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if c.CommandConcurrency == 0 {
+		c.CommandConcurrency = DefaultCommandConcurrency
+	}
+	if c.InstanceID == "" {
+		c.InstanceID = "i" + watermill.NewShortUUID()
+	}
+}
+
+// State is an engine's lifecycle stage.
+type State int32
+
+// Lifecycle stages, in order.
+const (
+	StateNew State = iota
+	StateStarting
+	StateRunning
+	StateDraining
+	StateStopped
+)
+
+var stateNames = [...]string{"new", "starting", "running", "draining", "stopped"}
+
+// String returns the state's name.
+func (s State) String() string { return stateNames[s] }
+
+// ErrNotReady is returned by Health when the engine is not running; the
+// message names the state.
+var ErrNotReady = errors.New("switchboard: engine not ready")
+
+// Engine runs services on a bridge and carries their calls.
+type Engine struct {
+	cfg      Config
+	log      *slog.Logger
+	codec    codec
+	b        bridge.Bridge
+	ownsB    bool
+	calls    *router.Calls
+	mu       sync.Mutex
+	state    State
+	services []*Service
+	rt       *router.Router
+	stopRep  func()
+	ready    chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+	hardStop context.CancelFunc
+	hardCtx  context.Context
+}
+
+// New validates cfg and opens the bridge. It fails within
+// cfg.ConnectTimeout when the backend is unreachable.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	b, owns := cfg.Transport, false
+	if b == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
+		defer cancel()
+		var err error
+		if b, err = bridge.Open(ctx, cfg.Bridge); err != nil {
+			return nil, fmt.Errorf("switchboard: %w", err)
+		}
+		owns = true
+	}
+	hardCtx, hardStop := context.WithCancel(context.Background())
+	return &Engine{
+		cfg:      cfg,
+		log:      cfg.Logger.With("engine", cfg.InstanceID),
+		codec:    codec{maxBytes: cfg.MaxPayloadBytes, allowUnknownFields: cfg.AllowUnknownFields},
+		b:        b,
+		ownsB:    owns,
+		calls:    router.NewCalls(),
+		ready:    make(chan struct{}),
+		stopped:  make(chan struct{}),
+		hardCtx:  hardCtx,
+		hardStop: hardStop,
+	}, nil
+}
+
+// Register adds services. It reports every wiring problem (invalid names,
+// duplicate handlers, a service registered twice) and must be called before
+// Start or Run.
+func (e *Engine) Register(services ...*Service) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state != StateNew {
+		return fmt.Errorf("switchboard: Register after Start (engine is %s)", e.state)
+	}
+	var errs []error
+	have := map[string]bool{}
+	for _, s := range e.services {
+		have[s.id] = true
+	}
+	for _, s := range services {
+		if s == nil {
+			errs = append(errs, errors.New("nil service"))
+			continue
+		}
+		if have[s.id] {
+			errs = append(errs, fmt.Errorf("service %s registered twice", s))
+			continue
+		}
+		if err := s.check(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		have[s.id] = true
+		e.services = append(e.services, s)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("switchboard: %w", err)
+	}
+	return nil
+}
+
+// Bridge returns the engine's bridge.
+func (e *Engine) Bridge() bridge.Bridge { return e.b }
+
+// Context returns ctx carrying the engine, for Invoke and Emit from outside
+// any handler (a main, a test, an HTTP handler).
+func (e *Engine) Context(ctx context.Context) context.Context {
+	return context.WithValue(ctx, engineKey{}, e)
+}
+
+type engineKey struct{}
+
+func engineFrom(ctx context.Context) (*Engine, error) {
+	if e, ok := ctx.Value(engineKey{}).(*Engine); ok {
+		return e, nil
+	}
+	return nil, ErrNoEngine
+}
+
+// State returns the engine's lifecycle stage.
+func (e *Engine) State() State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.state
+}
+
+// Ready returns a channel closed once the engine is running (every handler
+// subscribed, replies listened to).
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+// Done returns a channel closed once the engine has stopped.
+func (e *Engine) Done() <-chan struct{} { return e.stopped }
+
+// Health reports whether the engine can do its work now: it is running and
+// its bridge answers. The error wraps ErrNotReady or the bridge's error.
+func (e *Engine) Health(ctx context.Context) error {
+	if s := e.State(); s != StateRunning {
+		return fmt.Errorf("%w: %s", ErrNotReady, s)
+	}
+	if err := e.b.Health(ctx); err != nil {
+		return fmt.Errorf("switchboard: bridge %s: %w", e.b.Name(), err)
+	}
+	return nil
+}
+
+// Start subscribes every registered handler and the reply topic, and
+// returns once the engine is running. Use Run unless you manage the
+// lifecycle yourself; every Start needs a Stop.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	if e.state != StateNew {
+		e.mu.Unlock()
+		return fmt.Errorf("switchboard: Start on a %s engine", e.state)
+	}
+	e.state = StateStarting
+	services := e.services
+	e.mu.Unlock()
+
+	err := e.start(ctx, services)
+	if err != nil {
+		e.log.Error("engine failed to start", "err", err)
+		_ = e.Stop(context.Background())
+		return err
+	}
+	e.mu.Lock()
+	e.state = StateRunning
+	e.mu.Unlock()
+	close(e.ready)
+	e.log.Debug("engine running", "bridge", e.b.Name(), "services", len(services))
+	return nil
+}
+
+func (e *Engine) start(ctx context.Context, services []*Service) error {
+	rt, err := router.New(e.b, e.cfg.DrainTimeout, e.log)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.rt = rt
+	e.mu.Unlock()
+	stopRep, err := router.Listen(ctx, e.b, e.cfg.InstanceID, e.calls, e.log)
+	if err != nil {
+		return fmt.Errorf("switchboard: %w", err)
+	}
+	e.mu.Lock()
+	e.stopRep = stopRep
+	e.mu.Unlock()
+	for _, s := range services {
+		for _, r := range s.regs {
+			spec := bridge.Spec{Topic: r.topic, Group: s.group(r), Kind: r.kind, Concurrency: r.concurrency}
+			if spec.Concurrency == 0 {
+				spec.Concurrency = e.cfg.CommandConcurrency
+			}
+			name := spec.Group + "/" + r.kind.String() + "/" + r.topic
+			if err := rt.Handle(ctx, name, spec, e.handler(s, r)); err != nil {
+				return fmt.Errorf("switchboard: %w", err)
+			}
+		}
+	}
+	if err := rt.Start(ctx); err != nil {
+		return fmt.Errorf("switchboard: %w", err)
+	}
+	return nil
+}
+
+// Stop drains and stops the engine: no new messages are taken, in-flight
+// handlers finish and send their replies (up to Config.DrainTimeout, after
+// which their contexts are cancelled), then the reply subscription and the
+// bridge (if the engine opened it) are closed. Calls still waiting fail with
+// ErrShuttingDown. ctx bounds the whole stop. Stop is idempotent.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.stopOnce.Do(func() {
+		e.mu.Lock()
+		e.state = StateDraining
+		rt, stopRep := e.rt, e.stopRep
+		e.mu.Unlock()
+		done := make(chan error, 1)
+		go func() {
+			var errs []error
+			if rt != nil {
+				if err := rt.Close(); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			e.hardStop() // anything still running is past the drain deadline
+			if stopRep != nil {
+				stopRep()
+			}
+			if e.ownsB {
+				if err := e.b.Close(); err != nil {
+					errs = append(errs, fmt.Errorf("closing bridge: %w", err))
+				}
+			}
+			done <- errors.Join(errs...)
+		}()
+		select {
+		case err := <-done:
+			e.stopErr = err
+		case <-ctx.Done():
+			e.stopErr = fmt.Errorf("switchboard: stop: %w", ctx.Err())
+		}
+		e.mu.Lock()
+		e.state = StateStopped
+		e.mu.Unlock()
+		close(e.stopped)
+		if e.stopErr != nil {
+			e.log.Warn("engine stopped with errors", "err", e.stopErr)
+		}
+	})
+	return e.stopErr
+}
+
+// Run starts the engine, blocks until ctx is done (or, with
+// Config.HandleSignals, SIGINT/SIGTERM arrives), then stops it gracefully.
+// It returns nil after a clean drain.
+func (e *Engine) Run(ctx context.Context) error {
+	if e.cfg.HandleSignals {
+		var cancel context.CancelFunc
+		ctx, cancel = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer cancel()
+	}
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), e.cfg.DrainTimeout+e.cfg.ConnectTimeout)
+	defer cancel()
+	return e.Stop(stopCtx)
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

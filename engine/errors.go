@@ -1,0 +1,80 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/switchboard-go/switchboard/envelope"
+)
+
+// Error is an error that crosses the wire as data. A handler returns one (or
+// wraps one) to answer with a code, a message and optional details; the
+// caller's Invoke returns an equal *Error, testable with errors.As, and with
+// errors.Is against the sentinels below (matching is by Code, and by Reason
+// when the sentinel has one). Any other error a handler returns, and any
+// panic, reaches the caller as a 500 "internal" error that names the failed
+// message but leaks nothing else; the service logs the original (with the
+// stack for a panic).
+type Error = envelope.Error
+
+// Sentinels for errors.Is. Handlers can return them directly, or build a
+// richer *Error with NewError or Invalid.
+var (
+	// ErrInvalidInput: the payload failed decoding or validation (400).
+	ErrInvalidInput = &Error{Code: http.StatusBadRequest, Message: "invalid input"}
+	// ErrUnauthorized: no or bad credentials (401).
+	ErrUnauthorized = &Error{Code: http.StatusUnauthorized, Message: "unauthorized"}
+	// ErrForbidden: the principal may not do this (403).
+	ErrForbidden = &Error{Code: http.StatusForbidden, Message: "forbidden"}
+	// ErrNotFound: the thing asked for does not exist (404).
+	ErrNotFound = &Error{Code: http.StatusNotFound, Message: "not found"}
+	// ErrConflict: the request conflicts with current state (409).
+	ErrConflict = &Error{Code: http.StatusConflict, Message: "conflict"}
+	// ErrPayloadTooLarge: the payload exceeds Config.MaxPayloadBytes (413).
+	ErrPayloadTooLarge = &Error{Code: http.StatusRequestEntityTooLarge, Message: "payload too large"}
+	// ErrUnprocessable: well-formed input the business rules refuse (422).
+	ErrUnprocessable = &Error{Code: http.StatusUnprocessableEntity, Message: "unprocessable"}
+	// ErrInternal: an unexpected error or a panic in a handler (500).
+	ErrInternal = &Error{Code: http.StatusInternalServerError, Reason: "internal", Message: "internal error"}
+	// ErrUnavailable matches every 503: no handler, unreachable, circuit
+	// open, shutting down.
+	ErrUnavailable = &Error{Code: http.StatusServiceUnavailable, Message: "service unavailable"}
+	// ErrNoHandler: nothing consumes the command (detected at once on
+	// backends whose Capabilities.DetectsMissingHandler is true; elsewhere
+	// the call times out).
+	ErrNoHandler = &Error{Code: http.StatusServiceUnavailable, Reason: "no_handler", Message: "no handler registered"}
+	// ErrUnreachable: the bridge could not publish the request.
+	ErrUnreachable = &Error{Code: http.StatusServiceUnavailable, Reason: "unreachable", Message: "service unreachable"}
+	// ErrCircuitOpen: a circuit breaker refused the call without trying.
+	ErrCircuitOpen = &Error{Code: http.StatusServiceUnavailable, Reason: "circuit_open", Message: "circuit open"}
+	// ErrShuttingDown: the engine stopped before the reply came.
+	ErrShuttingDown = &Error{Code: http.StatusServiceUnavailable, Reason: "shutting_down", Message: "engine shutting down"}
+	// ErrTimeout: no reply before the deadline (504).
+	ErrTimeout = &Error{Code: http.StatusGatewayTimeout, Reason: "timeout", Message: "timed out"}
+)
+
+// ErrNoEngine is returned by Invoke and Emit when ctx carries no engine: call
+// them from a handler, or with a context from Engine.Context.
+var ErrNoEngine = errors.New("switchboard: context carries no engine (call from a handler, or use Engine.Context)")
+
+// NewError returns an *Error with code and a formatted message.
+func NewError(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Invalid returns a 400 error naming the offending field; Validate methods
+// return it so callers (and the HTTP gateway) can point at the field.
+func Invalid(field, problem string) *Error {
+	return &Error{
+		Code:    http.StatusBadRequest,
+		Reason:  "invalid_input",
+		Message: field + ": " + problem,
+		Details: map[string]any{"field": field},
+	}
+}
+
+// with returns a copy of sentinel with message and details.
+func with(sentinel *Error, message string, details map[string]any) *Error {
+	return &Error{Code: sentinel.Code, Reason: sentinel.Reason, Message: message, Details: details}
+}

@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/router"
+)
+
+// Service is a named, versioned set of command handlers and event
+// subscriptions. Several versions of one service can run side by side: each
+// version has its own topics.
+type Service struct {
+	name, version string
+	id            string
+	middleware    []message.HandlerMiddleware
+	regs          []*registration
+	errs          []error
+}
+
+// NewService returns an empty service. An invalid name or version is
+// reported by Engine.Register.
+func NewService(name, version string) *Service {
+	s := &Service{name: name, version: version, id: router.ServiceID(name, version)}
+	for _, err := range []error{router.ValidName("service", name), router.ValidVersion(version)} {
+		if err != nil {
+			s.errs = append(s.errs, err)
+		}
+	}
+	return s
+}
+
+// Name returns the service's name.
+func (s *Service) Name() string { return s.name }
+
+// Version returns the service's version.
+func (s *Service) Version() string { return s.version }
+
+// String returns "<name>.v<version>".
+func (s *Service) String() string { return s.id }
+
+// Use adds middleware around every handler of this service, inside the
+// engine's global middleware and outside each handler's own. The first
+// added runs first.
+func (s *Service) Use(mw ...message.HandlerMiddleware) {
+	s.middleware = append(s.middleware, mw...)
+}
+
+// HandlerOption configures one command handler or subscription.
+type HandlerOption func(*registration)
+
+// Concurrency sets how many messages this handler processes at once in this
+// instance (default: Config.CommandConcurrency for commands, 1 for
+// subscriptions, which keeps events in order).
+func Concurrency(n int) HandlerOption {
+	return func(r *registration) { r.concurrency = n }
+}
+
+// Middleware adds middleware around this handler only, innermost of the
+// three scopes (global, service, handler).
+func Middleware(mw ...message.HandlerMiddleware) HandlerOption {
+	return func(r *registration) { r.middleware = append(r.middleware, mw...) }
+}
+
+// AllowUnknownFields makes this handler accept payload fields its input type
+// does not have (the default rejects them with a 400).
+func AllowUnknownFields() HandlerOption {
+	return func(r *registration) { r.allowUnknown = true }
+}
+
+// SubscriptionName distinguishes several subscriptions of one service to the
+// same event; each gets its own copy of every event.
+func SubscriptionName(name string) HandlerOption {
+	return func(r *registration) {
+		if err := router.ValidName("subscription", name); err != nil {
+			r.errs = append(r.errs, err)
+		}
+		r.subscription = name
+	}
+}
+
+// registration is one handler, with its types erased.
+type registration struct {
+	kind         bridge.Kind
+	name         string // command name or event name
+	topic        string
+	subscription string
+	concurrency  int
+	middleware   []message.HandlerMiddleware
+	allowUnknown bool
+	successTopic string // commands only: event emitted on success
+	errs         []error
+	// run decodes and validates payload, runs the user's function, and
+	// returns the encoded result (nil for subscriptions).
+	run func(ctx context.Context, c codec, payload []byte, allowUnknown bool) ([]byte, error)
+}
+
+// Handle registers fn as the handler of command c in service s. The
+// command's service and version must be s's.
+func Handle[In, Out any](s *Service, c *Command[In, Out], fn func(ctx context.Context, in In) (Out, error), opts ...HandlerOption) {
+	r := &registration{kind: bridge.Command, name: c.name, topic: c.topic}
+	if c.service != s.name || c.version != s.version {
+		r.errs = append(r.errs, fmt.Errorf("command %s does not belong to service %s", c, s))
+	}
+	if fn == nil {
+		r.errs = append(r.errs, fmt.Errorf("command %s: nil handler", c))
+	}
+	if c.success != nil {
+		r.successTopic = c.success.topic
+	}
+	r.run = func(ctx context.Context, cd codec, payload []byte, allowUnknown bool) ([]byte, error) {
+		var in In
+		if err := cd.decodeInput(payload, &in, allowUnknown); err != nil {
+			return nil, err
+		}
+		out, err := fn(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		b, err := jsonMarshal(out)
+		if err != nil {
+			return nil, fmt.Errorf("%w: result of %s is not JSON-serialisable: %w", errOutput, c, err)
+		}
+		return b, nil
+	}
+	s.add(r, opts)
+}
+
+// Subscribe registers fn to receive event ev in service s. Each subscribing
+// service gets every event once; its instances share the work.
+func Subscribe[T any](s *Service, ev *Event[T], fn func(ctx context.Context, ev T) error, opts ...HandlerOption) {
+	r := &registration{kind: bridge.Event, name: ev.name, topic: ev.topic, concurrency: 1}
+	if fn == nil {
+		r.errs = append(r.errs, fmt.Errorf("subscription to %s: nil handler", ev))
+	}
+	r.run = func(ctx context.Context, cd codec, payload []byte, allowUnknown bool) ([]byte, error) {
+		var v T
+		if err := cd.decodeInput(payload, &v, allowUnknown); err != nil {
+			return nil, err
+		}
+		return nil, fn(ctx, v)
+	}
+	s.add(r, opts)
+}
+
+func (s *Service) add(r *registration, opts []HandlerOption) {
+	for _, o := range opts {
+		o(r)
+	}
+	if r.concurrency < 0 {
+		r.errs = append(r.errs, fmt.Errorf("%s: negative concurrency %d", r.name, r.concurrency))
+	}
+	s.regs = append(s.regs, r)
+}
+
+// group returns the consumer group of r in s.
+func (s *Service) group(r *registration) string {
+	if r.kind == bridge.Command {
+		return s.id
+	}
+	return router.EventGroup(s.name, s.version, r.subscription)
+}
+
+// check reports every wiring problem of s.
+func (s *Service) check() error {
+	errs := append([]error(nil), s.errs...)
+	seen := map[string]bool{}
+	for _, r := range s.regs {
+		errs = append(errs, r.errs...)
+		key := r.kind.String() + " " + r.topic + " " + s.group(r)
+		if seen[key] {
+			what := "command " + r.name + " has two handlers"
+			if r.kind == bridge.Event {
+				what = "event " + r.name + " has two subscriptions with the same name (use SubscriptionName)"
+			}
+			errs = append(errs, errors.New(what))
+		}
+		seen[key] = true
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	return nil
+}

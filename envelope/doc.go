@@ -1,0 +1,25 @@
+// Package envelope defines what travels with every Switchboard message
+// besides its payload: the metadata keys, the Meta a handler reads from its
+// context, W3C trace context, and the wire form of errors.
+//
+// It is the vocabulary shared by engine, router and middleware; it depends
+// on nothing but Watermill's message type.
+//
+// Metadata keys (all lower-case, safe as NATS, AMQP and SQL header names):
+//
+//	correlation_id  the conversation: set once at the edge, copied to every
+//	                message caused by it (same key as Watermill's
+//	                CorrelationID middleware, so it interoperates)
+//	causation_id    the id of the message that caused this one
+//	traceparent     W3C trace context: same trace id, new span id per message
+//	tracestate      W3C vendor state, copied unchanged
+//	principal_id    who the first message acted for
+//	tenant_id       whose data it concerns
+//	deadline        RFC 3339 (nanoseconds) instant after which nobody waits
+//	                for the result
+//	reply_to        the topic a command's reply goes to (absent: no reply)
+//	kind            command, event or reply
+//	error           "1" on a reply that carries an Error instead of a result
+//
+// The message id is Watermill's message UUID.
+package envelope

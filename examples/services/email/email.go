@@ -1,0 +1,51 @@
+// Package email implements the email service: it "sends" e-mails (records
+// them in memory) and greets every new user a second time when it sees
+// user.created.
+package email
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
+	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
+)
+
+// Outbox records sent e-mails; it stands in for an SMTP client.
+type Outbox struct {
+	mu   sync.Mutex
+	sent []emailapi.Sent
+}
+
+func (o *Outbox) send(to, subject string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sent = append(o.sent, emailapi.Sent{To: to, Subject: subject})
+	return len(o.sent)
+}
+
+// Sent returns a copy of the sent e-mails.
+func (o *Outbox) Sent() []emailapi.Sent {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]emailapi.Sent(nil), o.sent...)
+}
+
+// New returns the email service, sending through out.
+func New(out *Outbox) *engine.Service {
+	svc := engine.NewService("email", "1")
+	engine.Handle(svc, emailapi.SendWelcome, func(ctx context.Context, in emailapi.SendWelcomeIn) (emailapi.SendWelcomeOut, error) {
+		n := out.send(in.Email, "Welcome, "+in.Name)
+		return emailapi.SendWelcomeOut{MessageID: fmt.Sprintf("mail-%d", n)}, nil
+	})
+	engine.Handle(svc, emailapi.ListSent, func(ctx context.Context, _ emailapi.ListSentIn) (emailapi.ListSentOut, error) {
+		return emailapi.ListSentOut{Sent: out.Sent()}, nil
+	})
+	engine.Subscribe(svc, userapi.UserCreated, func(ctx context.Context, u userapi.User) error {
+		out.send(u.Email, "Getting started")
+		return nil
+	})
+	return svc
+}

@@ -1,0 +1,59 @@
+package router
+
+import (
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/envelope"
+)
+
+// Calls is the table of requests waiting for their reply, keyed by the
+// request's message id (a reply's causation id). The correlation id cannot
+// be the key: it is shared by every call of one conversation, and a handler
+// may have several calls in flight.
+type Calls struct {
+	mu      sync.Mutex
+	pending map[string]chan *message.Message
+}
+
+// NewCalls returns an empty table.
+func NewCalls() *Calls {
+	return &Calls{pending: map[string]chan *message.Message{}}
+}
+
+// Expect registers a call before its request is published. The returned
+// channel receives the reply at most once; forget must be called when the
+// caller stops waiting, whether or not a reply came.
+func (c *Calls) Expect(requestID string) (reply <-chan *message.Message, forget func()) {
+	ch := make(chan *message.Message, 1)
+	c.mu.Lock()
+	c.pending[requestID] = ch
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.pending, requestID)
+		c.mu.Unlock()
+	}
+}
+
+// Deliver hands a reply to its waiting caller. It returns false when nobody
+// waits for it any more (the caller timed out or went away).
+func (c *Calls) Deliver(reply *message.Message) bool {
+	id := reply.Metadata.Get(envelope.KeyCausationID)
+	c.mu.Lock()
+	ch, ok := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	if ok {
+		ch <- reply // buffered, and removed from the table: never blocks
+	}
+	return ok
+}
+
+// Len returns the number of calls waiting.
+func (c *Calls) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}

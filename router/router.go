@@ -1,0 +1,126 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// Router runs handlers on one bridge.
+type Router struct {
+	b       bridge.Bridge
+	log     *slog.Logger
+	wm      *message.Router
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	runErr  chan error
+}
+
+// New returns a router on b. drain bounds how long Close waits for in-flight
+// handlers.
+func New(b bridge.Bridge, drain time.Duration, log *slog.Logger) (*Router, error) {
+	// Watermill logs every handler start at Info; that is our Debug.
+	wlog := watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: drain}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	return &Router{b: b, log: log, wm: wm, runErr: make(chan error, 1)}, nil
+}
+
+// Handle adds a handler for spec. It must be called before Start.
+func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h message.NoPublishHandlerFunc) error {
+	sub, err := r.b.Subscriber(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("router: subscriber for %s %q: %w", spec.Kind, spec.Topic, err)
+	}
+	r.wm.AddConsumerHandler(name, spec.Topic, uncancelled{sub}, h)
+	return nil
+}
+
+// Start subscribes every handler and returns once they are all running.
+func (r *Router) Start(ctx context.Context) error {
+	r.mu.Lock()
+	r.started = true
+	r.mu.Unlock()
+	go func() { r.runErr <- r.wm.Run(context.WithoutCancel(ctx)) }()
+	select {
+	case <-r.wm.Running():
+		return nil
+	case err := <-r.runErr:
+		if err == nil {
+			err = errors.New("router stopped while starting")
+		}
+		return fmt.Errorf("router: %w", err)
+	case <-ctx.Done():
+		_ = r.Close()
+		return ctx.Err()
+	}
+}
+
+// Close stops taking messages, waits up to the drain timeout for in-flight
+// handlers, and returns an error if some were still running.
+func (r *Router) Close() error {
+	r.mu.Lock()
+	started, closed := r.started, r.closed
+	r.closed = true
+	r.mu.Unlock()
+	if !started || closed {
+		return nil
+	}
+	if err := r.wm.Close(); err != nil {
+		return fmt.Errorf("router: drain: %w", err)
+	}
+	return nil
+}
+
+// uncancelled hides the router's subscription context from the subscriber:
+// see the package documentation.
+type uncancelled struct{ message.Subscriber }
+
+func (u uncancelled) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return u.Subscriber.Subscribe(context.WithoutCancel(ctx), topic)
+}
+
+// Listen consumes the instance's reply topic until ctx is done, handing each
+// reply to calls. Replies nobody waits for are logged and acked. It returns
+// once the subscription is open; stop closes it and waits.
+func Listen(ctx context.Context, b bridge.Bridge, instance string, calls *Calls, log *slog.Logger) (stop func(), err error) {
+	spec := bridge.Spec{Topic: ReplyTopic(instance), Group: instance, Kind: bridge.Reply, Concurrency: 1}
+	sub, err := b.Subscriber(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("router: reply subscriber: %w", err)
+	}
+	ch, err := sub.Subscribe(context.WithoutCancel(ctx), spec.Topic)
+	if err != nil {
+		_ = sub.Close()
+		return nil, fmt.Errorf("router: subscribe %q: %w", spec.Topic, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m := range ch {
+			if !calls.Deliver(m) {
+				log.Warn("reply arrived after its caller stopped waiting; dropped",
+					"reply_id", m.UUID, "request_id", m.Metadata.Get("causation_id"))
+			}
+			m.Ack()
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			_ = sub.Close()
+			<-done
+		})
+	}, nil
+}
