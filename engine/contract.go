@@ -40,6 +40,15 @@ func (c *Command[In, Out]) EmitsOnSuccess(ev *Event[Out]) *Command[In, Out] {
 // String returns "<service>.v<version>.<name>", which is also its topic.
 func (c *Command[In, Out]) String() string { return c.topic }
 
+// Service returns the name of the service that implements the command.
+func (c *Command[In, Out]) Service() string { return c.service }
+
+// Version returns the version of the service that implements the command.
+func (c *Command[In, Out]) Version() string { return c.version }
+
+// Name returns the command's name within its service.
+func (c *Command[In, Out]) Name() string { return c.name }
+
 // CallOption changes one Invoke.
 type CallOption func(*callOptions)
 

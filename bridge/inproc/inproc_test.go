@@ -31,3 +31,17 @@ func TestBadURL(t *testing.T) {
 	}
 	_ = inproc.DefaultNackDelay
 }
+
+func TestEngineConformance(t *testing.T) {
+	bus := bridgetest.Unique("bus")
+	bridgetest.RunEngine(t, bridgetest.Harness{
+		Open: func(t *testing.T) bridge.Bridge {
+			b, err := bridge.Open(t.Context(), "gochannel://"+bus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		},
+		Wait: 5 * time.Second,
+	})
+}

@@ -70,10 +70,10 @@ func URL(t testing.TB, name string) string {
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), map[string]string{NATS: "4222", AMQP: "5672", Postgres: "5432"}[name])
 	}
+	lock(t, name, syscall.LOCK_SH) // first: waits while another process's outage runs
 	if err := Reachable(host, 3*time.Second); err != nil {
 		t.Fatalf("%s is required and unreachable at %s (%v).\nStart it with: %s\n(or point $%s at a running server)", name, host, err, s.start, s.env)
 	}
-	lock(t, name, syscall.LOCK_SH)
 	return raw
 }
 

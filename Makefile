@@ -1,0 +1,38 @@
+# Switchboard's build and test entry points. `make test` is what CI runs.
+GO                  ?= go
+BIN                 := $(CURDIR)/.bin
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK         := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+
+.PHONY: test fmt-check vet staticcheck unit demo services
+
+## test: gofmt check, go vet, staticcheck, and every test with the race
+## detector against the real servers (see scripts/services.sh).
+test: fmt-check vet staticcheck unit
+
+fmt-check:
+	@out="$$(gofmt -l $$(find . -name '*.go' -not -path './.bin/*'))"; \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+$(STATICCHECK):
+	mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(BIN)/staticcheck $@
+
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+
+unit:
+	scripts/services.sh check
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+## demo: the seed's scenario in one process (SWITCHBOARD_BRIDGE picks the backend).
+demo:
+	$(GO) run ./examples/monolith
+
+## services: start the local PostgreSQL, RabbitMQ and NATS the tests use.
+services:
+	scripts/services.sh start
