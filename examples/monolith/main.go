@@ -91,7 +91,6 @@ func run(serve bool) error {
 	for _, s := range sent.Sent {
 		fmt.Printf("e-mail to %s: %q\n", s.To, s.Subject)
 	}
-	fmt.Println("trace:")
 	tr.print()
 	if serve {
 		fmt.Println("serving; Ctrl-C to stop")
@@ -105,39 +104,76 @@ func run(serve bool) error {
 // also an example of plugging a plain Watermill middleware into the engine.
 type tracer struct {
 	mu    sync.Mutex
-	lines []string
-	trace string
+	steps []*step
+	depth map[string]int // message id → nesting depth
+}
+
+type step struct {
+	depth               int
+	topic, group        string
+	status, correlation string
+	trace, principal    string
 }
 
 func (t *tracer) middleware(next message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		m := engine.MetaFrom(msg.Context())
-		out, err := next(msg)
-		status := "ok"
-		if err != nil {
-			status = "error: " + err.Error()
-		}
-		topic := message.SubscribeTopicFromCtx(msg.Context())
 		t.mu.Lock()
-		defer t.mu.Unlock()
-		if t.trace == "" {
-			t.trace = envelope.TraceID(m.Traceparent)
+		if t.depth == nil {
+			t.depth = map[string]int{}
 		}
-		t.lines = append(t.lines, fmt.Sprintf("  %-22s %-8s principal=%s correlation=%s… caused-by=%s… trace-shared=%v",
-			topic, status, m.PrincipalID, short(m.CorrelationID), short(m.CausationID), envelope.TraceID(m.Traceparent) == t.trace))
+		d := 0
+		if parent, ok := t.depth[m.CausationID]; ok {
+			d = parent + 1
+		}
+		t.depth[m.MessageID] = d
+		s := &step{depth: d, topic: message.SubscribeTopicFromCtx(msg.Context()), group: message.HandlerNameFromCtx(msg.Context()),
+			correlation: m.CorrelationID, trace: envelope.TraceID(m.Traceparent), principal: m.PrincipalID}
+		t.steps = append(t.steps, s)
+		t.mu.Unlock()
+
+		out, err := next(msg)
+		t.mu.Lock()
+		s.status = "ok"
+		if err != nil {
+			s.status = "error: " + err.Error()
+		}
+		t.mu.Unlock()
 		return out, err
 	}
 }
 
+// print shows the first conversation (the first createUser) as a tree.
 func (t *tracer) print() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Println(strings.Join(t.lines, "\n"))
+	first := t.steps[0]
+	for _, s := range t.steps {
+		if s.depth == 0 {
+			first = s
+			break
+		}
+	}
+	fmt.Printf("trace of the first call (correlation %s, trace %s, principal %s):\n", short(first.correlation), short(first.trace), first.principal)
+	for _, s := range t.steps {
+		if s.correlation != first.correlation {
+			continue
+		}
+		what := s.topic
+		if strings.HasPrefix(s.topic, "event.") {
+			what += " → " + strings.SplitN(s.group, "/", 2)[0]
+		}
+		same := ""
+		if s.trace != first.trace || s.principal != first.principal {
+			same = " (trace or principal lost!)"
+		}
+		fmt.Printf("  %s%s: %s%s\n", strings.Repeat("  ", s.depth), what, s.status, same)
+	}
 }
 
 func short(id string) string {
 	if len(id) > 8 {
-		return id[:8]
+		return id[:8] + "…"
 	}
 	return id
 }
