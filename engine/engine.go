@@ -92,7 +92,7 @@ func (c Config) Validate() error {
 	}
 	for i, mw := range c.Middleware {
 		if mw == nil {
-			errs = append(errs, fmt.Errorf("Middleware[%d] is nil", i))
+			errs = append(errs, fmt.Errorf("middleware %d of Config.Middleware is nil", i))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
