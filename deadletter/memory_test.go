@@ -1,0 +1,10 @@
+package deadletter_test
+
+import (
+	"testing"
+
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/deadletter/storetest"
+)
+
+func TestMemoryStore(t *testing.T) { storetest.Run(t, deadletter.NewMemory()) }
