@@ -12,9 +12,10 @@
 //	         durable.
 //
 // The URL scheme picks the backend. The empty string and "gochannel://" select
-// the in-process backend (package bridge/inproc, registered by this package).
-// Other backends register themselves with Register from their own package;
-// Open fails with ErrUnknownScheme when no backend knows the scheme.
+// the in-process backend, package bridge/inproc. Every backend registers
+// itself with Register from its package's init, so a program links the ones
+// it imports (bridge/all imports them all; the engine always imports
+// inproc). Open fails with ErrUnknownScheme when no backend knows the scheme.
 //
 // Backends never import the engine: the contract between the two is this
 // package alone.

@@ -332,3 +332,9 @@ func testEngineOutage(t *testing.T, h Harness) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Run runs the whole conformance suite: RunBridge, then RunEngine.
+func Run(t *testing.T, h Harness) {
+	t.Run("Bridge", func(t *testing.T) { RunBridge(t, h) })
+	t.Run("Engine", func(t *testing.T) { RunEngine(t, h) })
+}

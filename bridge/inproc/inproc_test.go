@@ -11,7 +11,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	bus := bridgetest.Unique("bus") // one shared bus per test run
-	bridgetest.RunBridge(t, bridgetest.Harness{
+	bridgetest.Run(t, bridgetest.Harness{
 		Open: func(t *testing.T) bridge.Bridge {
 			b, err := bridge.Open(t.Context(), "gochannel://"+bus)
 			if err != nil {
@@ -30,18 +30,4 @@ func TestBadURL(t *testing.T) {
 		}
 	}
 	_ = inproc.DefaultNackDelay
-}
-
-func TestEngineConformance(t *testing.T) {
-	bus := bridgetest.Unique("bus")
-	bridgetest.RunEngine(t, bridgetest.Harness{
-		Open: func(t *testing.T) bridge.Bridge {
-			b, err := bridge.Open(t.Context(), "gochannel://"+bus)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
-		Wait: 5 * time.Second,
-	})
 }

@@ -1,0 +1,153 @@
+// Package nats is the NATS JetStream backend, registered for "nats://" URLs.
+// Import it for its side effect (or import bridge/all):
+//
+//	import _ "github.com/switchboard-go/switchboard/bridge/nats"
+//	b, err := bridge.Open(ctx, "nats://user:pass@127.0.0.1:4222?ack_wait=1m")
+//
+// # URL
+//
+// nats://[user:pass@]host[:port][?params]. A user without a password is sent
+// as a token. Unknown or malformed parameters fail with bridge.ErrBadURL
+// naming the parameter. Parameters and defaults:
+//
+//	ack_wait=30s         server AckWait of every consumer: how long a message
+//	                     may stay with a dead process before it is delivered
+//	                     again (at least 100ms). See "Acks" below.
+//	nack_delay=50ms      wait before a nacked message is delivered again (0:
+//	                     at once). Same name and default as gochannel://.
+//	stream_prefix=SB_    prefix of the streams this backend creates.
+//	retention=limits     retention of the streams it creates for commands and
+//	                     events: "limits" or "interest" (see "Streams").
+//	max_age=0            age limit of those streams; 0 keeps messages forever.
+//	replicas=1           replicas of those streams (1 to 5, for clusters).
+//	reply_prefix=reply.  topics the publisher never creates a stream for (see
+//	                     "Replies"); empty turns this off.
+//	connect_timeout=5s   bound on the initial connection and handshake.
+//
+// # Connection
+//
+// The initial connect is bounded by connect_timeout (and by the context given
+// to bridge.Open) and does not retry: an unreachable server, or one without
+// JetStream, fails Open with bridge.ErrUnreachable naming the backend and the
+// address (password redacted). Once connected, the client reconnects forever
+// (every 500ms plus jitter) and pings every 10s, so a silently dead server is
+// noticed. Nothing is buffered while disconnected: a publish then fails at
+// once (wrapping bridge.ErrUnreachable) instead of hanging, and no stale pull
+// request reaches the server after a reconnect. Health checks that the
+// connection is up and that JetStream answers an account-info request.
+//
+// # Streams
+//
+// Every topic gets its own stream, subjects = [topic] (dots are subject
+// separators, so "email.v1.sendWelcome" is used as it is). Stream names cannot
+// contain dots, so the name is stream_prefix + the topic with every character
+// other than letters, digits, '-' and '_' replaced by '_' (cut to 64) + '_' +
+// 8 hex digits of the topic's SHA-256: deterministic in every process, and
+// "a.b" and "a_b" do not collide. Topics that are not literal NATS subjects
+// (empty tokens, wildcards, spaces) are rejected.
+//
+// Streams are provisioned explicitly, never with watermill-nats'
+// AutoProvision (which costs a stream lookup on every publish): a subscriber
+// creates its stream when it is created, and the publisher creates a missing
+// one the first time it publishes to a topic, then caches the name; if a
+// cached stream disappears, the publish fails with "no stream", and the
+// publisher looks again and retries once. A stream that already covers the
+// topic (found by subject) is used as it is, so operators may provision
+// streams themselves (other retention, replicas, limits); the URL's stream
+// settings only apply to streams this backend creates.
+//
+// Streams are file-backed. The default retention is "limits" with no limits:
+// nothing is ever dropped silently, including commands published before their
+// service first subscribed, at the price of streams that grow until max_age
+// (or an operator's limit) is set. retention=interest keeps a message only
+// until every consumer existing at publish time has acked it, which bounds
+// disk to the backlog, but drops messages published while a topic has no
+// consumer at all (for instance a command to a service that never ran yet).
+// WorkQueue retention is not offered: an event topic has one consumer per
+// subscribing group.
+//
+// # Consumers and delivery
+//
+// Every group has one durable pull consumer on its topic's stream, named
+// from the group like streams are (plus a hash of topic and group, so one
+// group on two topics of an operator's shared stream gets two consumers).
+// Members of a group, in one process or many, pull from the same consumer, so
+// they compete; groups have separate consumers, so each gets every message:
+//
+//	Command  durable, DeliverAll: commands sent before the service first
+//	         subscribed are delivered.
+//	Event    durable, DeliverNew: a group gets the events published after it
+//	         first subscribed (like a queue bound to an exchange); from then
+//	         on the durable keeps its place while no member runs.
+//	Reply    a memory stream with WorkQueue retention and a consumer, created
+//	         by the subscriber and deleted when the bridge's last subscriber
+//	         for that topic closes. Not durable: replies in flight are lost if
+//	         the server restarts (the subscriber re-creates the stream after
+//	         the reconnect), and a reply nobody took expires after ReplyMaxAge.
+//
+// A consumer takes the server's defaults of 512 waiting pulls and 1000
+// unacked messages, which bounds the sum of Spec.Concurrency over a group's
+// members.
+//
+// Consumers never expire (MaxDeliver -1): a message that keeps failing is the
+// engine's to dead-letter, not the broker's to drop. Subscriber.Close stops
+// pulling but leaves the durable consumer in place (nats.go deletes consumers
+// it created itself on Unsubscribe; here they are created explicitly, so that
+// cannot happen). A subscriber checks every 30s, and after each reconnect,
+// that its consumer still exists, and re-creates it (and its stream) if not.
+//
+// # Why pull consumers and not watermill-nats' Subscriber
+//
+// watermill-nats' pkg/nats Subscriber is built on push queue subscriptions
+// with one callback per subscription that blocks until the message is acked.
+// JetStream hands each message to a random member of the queue group, busy or
+// not, so with SubscribersCount=N a second message often waits behind the
+// first in a client buffer (with its ack-wait clock running, watermill #609):
+// holding N messages unacked, fewer than N arrive (in a test shaped like the
+// conformance suite's Concurrency test, 5 runs of 6 got 2 or 3 of 4). Its Close
+// also drains the whole connection, and on close it returns without acking
+// or nacking the message in flight. So this package publishes with
+// watermill-nats' Publisher and its header format (NATSMarshaler: UUID in
+// _watermill_message_uuid, metadata in headers, so watermill-nats
+// subscribers can read what it writes), and consumes with JetStream pull
+// consumers directly: each of the Spec.Concurrency workers pulls one message
+// only when it is idle, so exactly up to N messages are in flight per
+// subscription, none waits in a buffer, and none is ever acked implicitly
+// (nats.go auto-acks push callback subscriptions unless nats.ManualAck is
+// given; a pull never acks by itself).
+//
+// # Acks
+//
+// Ack is confirmed by the server (AckSync) before the worker pulls again.
+// Nack asks for a redelivery after nack_delay. While a handler runs, the
+// worker reports progress every ack_wait/2, so a slow handler is not raced by
+// a duplicate: ack_wait bounds how long a message stays with a dead process
+// or connection, not how long a handler may take (the engine's deadlines do
+// that). A message that is never settled is delivered again ack_wait after
+// its subscriber stops reporting progress.
+//
+// Subscriber.Close stops pulling, gives back at once any message it pulled
+// but did not hand out, and waits for the handlers' verdicts on the ones it
+// did, at most ack_wait (after which it returns an error and JetStream
+// redelivers them). Bridge.Close does not wait: handlers still running lose
+// their connection and their messages come back after ack_wait. Bridge.Close
+// is idempotent, Publisher().Close is a no-op, and Subscriber.Close never
+// touches the bridge's connection.
+//
+// # Replies
+//
+// The publisher never creates a stream for a topic starting with
+// reply_prefix ("reply.", as router.ReplyTopic names them): only the reply
+// subscriber does, and deletes it when it closes. A reply to an instance
+// that is gone fails with bridge.ErrNoSubscriber instead of creating a
+// stream nobody would read.
+//
+// # Capabilities
+//
+// Durable and CrossProcess are true. DetectsMissingHandler is false: a
+// command to a service that never subscribed is stored and delivered once it
+// does, which is what a durable bus should do; only reply topics fail fast.
+//
+// Delivery is at least once: a redelivery after a lost ack or a crashed
+// process can duplicate a message, and redeliveries do not keep order.
+package nats

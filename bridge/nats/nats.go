@@ -1,0 +1,627 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// Defaults of the URL parameters; see the package documentation.
+const (
+	// DefaultAckWait is the server's AckWait: how long a delivered message
+	// may stay unacknowledged before JetStream delivers it again.
+	DefaultAckWait = 30 * time.Second
+	// DefaultNackDelay is how long a nacked message waits before it is
+	// delivered again (the same default as the in-process backend).
+	DefaultNackDelay = 50 * time.Millisecond
+	// DefaultStreamPrefix starts the name of every stream this backend creates.
+	DefaultStreamPrefix = "SB_"
+	// DefaultReplyPrefix marks reply topics: the publisher never creates a
+	// stream for a topic that starts with it (see the package documentation).
+	DefaultReplyPrefix = "reply."
+	// DefaultConnectTimeout bounds the initial connection, handshake included.
+	DefaultConnectTimeout = 5 * time.Second
+	// ReplyMaxAge is how long an unconsumed reply is kept. Reply streams are
+	// not durable; the limit only matters when an instance vanished without
+	// closing its reply subscription.
+	ReplyMaxAge = time.Hour
+)
+
+// Internal timings.
+const (
+	reconnectWait  = 500 * time.Millisecond // between reconnect attempts, plus jitter
+	pingInterval   = 10 * time.Second       // detects a silently dead server in ~30 s
+	publishTimeout = 5 * time.Second        // wait for JetStream's publish ack
+	fetchWait      = 5 * time.Second        // lifetime of one pull request
+	ackTimeout     = 5 * time.Second        // wait for the server to confirm an ack
+	adminTimeout   = 10 * time.Second       // stream/consumer calls without a caller deadline
+	minAckWait     = 100 * time.Millisecond // progress is reported every ack_wait/2
+)
+
+func init() {
+	bridge.Register("nats", open)
+}
+
+// options are the parsed URL parameters.
+type options struct {
+	ackWait        time.Duration
+	nackDelay      time.Duration
+	streamPrefix   string
+	replyPrefix    string
+	retention      jetstream.RetentionPolicy
+	maxAge         time.Duration
+	replicas       int
+	connectTimeout time.Duration
+}
+
+var knownParams = []string{"ack_wait", "connect_timeout", "max_age", "nack_delay", "replicas", "reply_prefix", "retention", "stream_prefix"}
+
+// parseOptions validates u's query. Every problem wraps bridge.ErrBadURL.
+func parseOptions(u *url.URL) (options, error) {
+	o := options{
+		ackWait:        DefaultAckWait,
+		nackDelay:      DefaultNackDelay,
+		streamPrefix:   DefaultStreamPrefix,
+		replyPrefix:    DefaultReplyPrefix,
+		retention:      jetstream.LimitsPolicy,
+		replicas:       1,
+		connectTimeout: DefaultConnectTimeout,
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return o, fmt.Errorf("%w: query: %w", bridge.ErrBadURL, err)
+	}
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{bridge.ErrBadURL}, args...)...))
+	}
+	duration := func(k, v string, min time.Duration) time.Duration {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < min {
+			if min > 0 {
+				bad("%s=%q is not a positive duration", k, v)
+			} else {
+				bad("%s=%q is not a non-negative duration", k, v)
+			}
+		}
+		return d
+	}
+	for _, k := range keys {
+		vs := q[k]
+		if len(vs) != 1 {
+			bad("parameter %q given %d times", k, len(vs))
+			continue
+		}
+		v := vs[0]
+		switch k {
+		case "ack_wait":
+			o.ackWait = duration(k, v, minAckWait)
+		case "nack_delay":
+			o.nackDelay = duration(k, v, 0)
+		case "max_age":
+			o.maxAge = duration(k, v, 0)
+		case "connect_timeout":
+			o.connectTimeout = duration(k, v, time.Millisecond)
+		case "stream_prefix":
+			if !validNamePrefix(v) {
+				bad("stream_prefix=%q: only letters, digits, '-' and '_' (at most %d)", v, maxNamePart)
+			}
+			o.streamPrefix = v
+		case "reply_prefix":
+			o.replyPrefix = v
+		case "retention":
+			switch v {
+			case "limits":
+				o.retention = jetstream.LimitsPolicy
+			case "interest":
+				o.retention = jetstream.InterestPolicy
+			default:
+				bad("retention=%q: want limits or interest", v)
+			}
+		case "replicas":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 5 {
+				bad("replicas=%q: want 1 to 5", v)
+			}
+			o.replicas = n
+		default:
+			bad("unknown parameter %q (known: %s)", k, strings.Join(knownParams, ", "))
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+// serverURL returns the URL handed to nats.go (scheme, credentials, host;
+// no query) and its redacted form for messages.
+func serverURL(u *url.URL) (server, shown string, err error) {
+	if u.Opaque != "" || u.Host == "" {
+		return "", "", fmt.Errorf("%w: want nats://host:port[?params], got %q", bridge.ErrBadURL, bridge.Redact(u.String()))
+	}
+	if u.Path != "" && u.Path != "/" {
+		return "", "", fmt.Errorf("%w: unexpected path %q (want nats://host:port[?params])", bridge.ErrBadURL, u.Path)
+	}
+	if u.Fragment != "" {
+		return "", "", fmt.Errorf("%w: unexpected fragment %q", bridge.ErrBadURL, u.Fragment)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", "", fmt.Errorf("%w: bad port %q", bridge.ErrBadURL, p)
+		}
+	}
+	s := url.URL{Scheme: "nats", User: u.User, Host: u.Host}
+	return s.String(), s.Redacted(), nil
+}
+
+// open is the bridge.Opener registered for "nats".
+func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
+	opts, err := parseOptions(u)
+	if err != nil {
+		return nil, err
+	}
+	server, shown, err := serverURL(u)
+	if err != nil {
+		return nil, err
+	}
+	log := slog.Default().With("bridge", "nats", "server", shown)
+	b := &natsBridge{
+		opts:      opts,
+		shown:     shown,
+		log:       log,
+		streams:   map[string]string{},
+		subs:      map[*subscriber]struct{}{},
+		replyRefs: map[string]int{},
+		done:      make(chan struct{}),
+	}
+
+	timeout := opts.connectTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = time.Until(dl)
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("%w: nats at %s: %w", bridge.ErrUnreachable, shown, context.DeadlineExceeded)
+	}
+	natsOpts := []natsgo.Option{
+		natsgo.Name("switchboard"),
+		natsgo.Timeout(timeout),
+		natsgo.MaxReconnects(-1),
+		natsgo.ReconnectWait(reconnectWait),
+		// No buffering while disconnected: a publish fails at once instead
+		// of waiting for an ack, and no stale pull request reaches the
+		// server after a reconnect.
+		natsgo.ReconnectBufSize(-1),
+		natsgo.PingInterval(pingInterval),
+		natsgo.DisconnectErrHandler(func(c *natsgo.Conn, err error) {
+			if c.IsClosed() {
+				return // our own Close
+			}
+			log.Warn("nats: disconnected; reconnecting", "err", err)
+		}),
+		natsgo.ReconnectHandler(func(c *natsgo.Conn) {
+			log.Info("nats: reconnected", "url", c.ConnectedUrlRedacted())
+			b.reconnected()
+		}),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats: asynchronous error", "subject", subj, "err", err)
+		}),
+	}
+
+	type result struct {
+		conn *natsgo.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := natsgo.Connect(server, natsOpts...)
+		done <- result{c, err}
+	}()
+	var conn *natsgo.Conn
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("%w: nats at %s: %w", bridge.ErrUnreachable, shown, r.err)
+		}
+		conn = r.conn
+	case <-ctx.Done():
+		go func() { // the dial is bounded by timeout; close whatever it yields
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, fmt.Errorf("%w: nats at %s: %w", bridge.ErrUnreachable, shown, ctx.Err())
+	}
+
+	js, err := jetstream.New(conn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("nats at %s: jetstream: %w", shown, err)
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	_, err = js.AccountInfo(actx)
+	cancel()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: nats at %s: JetStream unavailable (is the server started with -js?): %w", bridge.ErrUnreachable, shown, err)
+	}
+
+	wlog := watermill.NewSlogLogger(log)
+	pub, err := wmnats.NewPublisherWithNatsConn(conn, wmnats.PublisherPublishConfig{
+		Marshaler:         &wmnats.NATSMarshaler{},
+		SubjectCalculator: wmnats.DefaultSubjectCalculator,
+		JetStream: wmnats.JetStreamConfig{
+			AutoProvision:  false, // streams are provisioned here, once per topic
+			ConnectOptions: []natsgo.JSOpt{natsgo.MaxWait(publishTimeout)},
+		},
+	}, wlog)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("nats at %s: publisher: %w", shown, err)
+	}
+
+	b.mu.Lock() // the reconnect handler reads these
+	b.conn, b.js, b.wpub = conn, js, pub
+	b.mu.Unlock()
+	return b, nil
+}
+
+// reconnected makes every subscriber check its consumer: a server restart
+// loses memory streams (reply topics), and an operator may have deleted
+// things meanwhile.
+func (b *natsBridge) reconnected() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	for s := range b.subs {
+		go s.reconnected()
+	}
+}
+
+// natsBridge is one connection to a NATS server with JetStream.
+type natsBridge struct {
+	opts  options
+	shown string // redacted server URL
+	conn  *natsgo.Conn
+	js    jetstream.JetStream
+	wpub  *wmnats.Publisher
+	log   *slog.Logger
+
+	mu        sync.Mutex
+	streams   map[string]string // topic → stream, for the publisher
+	subs      map[*subscriber]struct{}
+	replyRefs map[string]int // reply stream → open reply subscribers
+	closed    bool
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// Name implements bridge.Bridge.
+func (b *natsBridge) Name() string { return "nats" }
+
+// Capabilities implements bridge.Bridge.
+func (b *natsBridge) Capabilities() bridge.Capabilities {
+	return bridge.Capabilities{Durable: true, DetectsMissingHandler: false, CrossProcess: true}
+}
+
+// Health implements bridge.Bridge: the connection must be up and JetStream
+// must answer an account-info request.
+func (b *natsBridge) Health(ctx context.Context) error {
+	if b.isClosed() {
+		return bridge.ErrClosed
+	}
+	if s := b.conn.Status(); s != natsgo.CONNECTED {
+		return fmt.Errorf("%w: nats at %s: connection %s", bridge.ErrUnreachable, b.shown, s)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ackTimeout)
+		defer cancel()
+	}
+	if _, err := b.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("%w: nats at %s: JetStream: %w", bridge.ErrUnreachable, b.shown, err)
+	}
+	return nil
+}
+
+func (b *natsBridge) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Close implements bridge.Bridge. Open subscribers stop at once: a message
+// a handler still holds is not acked and JetStream delivers it again after
+// ack_wait. Reply streams of this bridge are deleted, then the connection
+// is flushed and closed.
+func (b *natsBridge) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		close(b.done)
+		subs := make([]*subscriber, 0, len(b.subs))
+		for s := range b.subs {
+			subs = append(subs, s)
+		}
+		b.mu.Unlock()
+		for _, s := range subs {
+			s.stop(true)
+		}
+		if err := b.conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+			b.log.Debug("nats: flush before close", "err", err)
+		}
+		b.conn.Close()
+	})
+	return nil
+}
+
+// Publisher implements bridge.Bridge.
+func (b *natsBridge) Publisher() message.Publisher { return publisher{b} }
+
+type publisher struct{ b *natsBridge }
+
+// Close is a no-op: the bridge owns the connection.
+func (publisher) Close() error { return nil }
+
+// Publish stores each message in the stream of topic and returns once
+// JetStream has acknowledged it. The stream is created when it does not
+// exist yet, except for reply topics (see the package documentation).
+func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	b := p.b
+	if b.isClosed() {
+		return bridge.ErrClosed
+	}
+	if err := validSubject(topic); err != nil {
+		return fmt.Errorf("nats: publish: %w", err)
+	}
+	for _, m := range msgs {
+		if err := b.publishOne(topic, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *natsBridge) publishOne(topic string, m *message.Message) error {
+	if _, err := b.publisherStream(topic); err != nil {
+		return err
+	}
+	err := b.wpub.Publish(topic, m)
+	if errors.Is(err, natsgo.ErrNoStreamResponse) {
+		// The stream went away since it was cached (deleted by an operator,
+		// or a reply stream whose owner closed): look again, once.
+		b.forgetStream(topic)
+		if _, err := b.publisherStream(topic); err != nil {
+			return err
+		}
+		err = b.wpub.Publish(topic, m)
+	}
+	if err != nil {
+		if !b.conn.IsConnected() {
+			return fmt.Errorf("%w: nats at %s: publish to %q: %w", bridge.ErrUnreachable, b.shown, topic, err)
+		}
+		return fmt.Errorf("nats: publish to %q: %w", topic, err)
+	}
+	return nil
+}
+
+// publisherStream returns the stream that stores topic, from the cache or
+// from the server, creating it unless topic is a reply topic.
+func (b *natsBridge) publisherStream(topic string) (string, error) {
+	b.mu.Lock()
+	name, ok := b.streams[topic]
+	b.mu.Unlock()
+	if ok {
+		return name, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	if b.opts.replyPrefix != "" && strings.HasPrefix(topic, b.opts.replyPrefix) {
+		name, err := b.js.StreamNameBySubject(ctx, topic)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return "", fmt.Errorf("%w %q: no reply stream (its owner is gone)", bridge.ErrNoSubscriber, topic)
+		}
+		if err != nil {
+			return "", b.adminErr("look up the stream of "+strconv.Quote(topic), err)
+		}
+		b.cacheStream(topic, name)
+		return name, nil
+	}
+	name, err := b.ensureStream(ctx, topic, false)
+	if err != nil {
+		return "", err
+	}
+	b.cacheStream(topic, name)
+	return name, nil
+}
+
+func (b *natsBridge) cacheStream(topic, name string) {
+	b.mu.Lock()
+	b.streams[topic] = name
+	b.mu.Unlock()
+}
+
+func (b *natsBridge) forgetStream(topic string) {
+	b.mu.Lock()
+	delete(b.streams, topic)
+	b.mu.Unlock()
+}
+
+// adminErr wraps an error of a JetStream management call, marking it
+// ErrUnreachable when the connection is down.
+func (b *natsBridge) adminErr(what string, err error) error {
+	if !b.conn.IsConnected() || errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return fmt.Errorf("%w: nats at %s: %s: %w", bridge.ErrUnreachable, b.shown, what, err)
+	}
+	return fmt.Errorf("nats: %s: %w", what, err)
+}
+
+// ensureStream returns the stream that stores topic. An existing stream
+// whose subjects cover topic is used as it is (so operators may provision
+// streams themselves); otherwise the backend's own stream is created. Reply
+// streams live in memory and are removed once consumed.
+func (b *natsBridge) ensureStream(ctx context.Context, topic string, reply bool) (string, error) {
+	found, err := b.js.StreamNameBySubject(ctx, topic)
+	if err == nil {
+		return found, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return "", b.adminErr("look up the stream of "+strconv.Quote(topic), err)
+	}
+	cfg := jetstream.StreamConfig{
+		Name:        streamName(b.opts.streamPrefix, topic),
+		Description: "switchboard topic " + topic,
+		Subjects:    []string{topic},
+		Retention:   b.opts.retention,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.opts.replicas,
+		MaxAge:      b.opts.maxAge,
+		Discard:     jetstream.DiscardOld,
+	}
+	if reply {
+		cfg.Description = "switchboard reply topic " + topic
+		cfg.Retention = jetstream.WorkQueuePolicy
+		cfg.Storage = jetstream.MemoryStorage
+		cfg.Replicas = 1
+		cfg.MaxAge = ReplyMaxAge
+	}
+	if _, err := b.js.CreateStream(ctx, cfg); err != nil {
+		// Another process may have won the race, with other settings.
+		if found, lerr := b.js.StreamNameBySubject(ctx, topic); lerr == nil {
+			return found, nil
+		}
+		return "", b.adminErr("create stream "+cfg.Name+" for "+strconv.Quote(topic), err)
+	}
+	b.log.Debug("nats: stream created", "stream", cfg.Name, "topic", topic, "reply", reply)
+	return cfg.Name, nil
+}
+
+// consumerConfig is the durable pull consumer of spec's group.
+func (b *natsBridge) consumerConfig(spec bridge.Spec) jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       consumerName(spec.Topic, spec.Group),
+		Description:   fmt.Sprintf("switchboard %s group %s on %s", spec.Kind, spec.Group, spec.Topic),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       b.opts.ackWait,
+		MaxDeliver:    -1, // never drop: dead-lettering is the engine's job
+		FilterSubject: spec.Topic,
+	}
+	switch spec.Kind {
+	case bridge.Event:
+		// A group gets the events published after it first subscribed, as
+		// with a queue bound to an exchange; the durable then keeps its place.
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	case bridge.Reply:
+		cfg.MemoryStorage = true
+	}
+	return cfg
+}
+
+// provision makes sure spec's stream and consumer exist and returns the
+// consumer and its stream.
+func (b *natsBridge) provision(ctx context.Context, spec bridge.Spec) (jetstream.Consumer, string, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, adminTimeout)
+		defer cancel()
+	}
+	stream, err := b.ensureStream(ctx, spec.Topic, spec.Kind == bridge.Reply)
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := b.consumerConfig(spec)
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, "", b.adminErr(fmt.Sprintf("create consumer %s (%s group %q) on stream %s", cfg.Durable, spec.Kind, spec.Group, stream), err)
+	}
+	return cons, stream, nil
+}
+
+// Subscriber implements bridge.Bridge. The stream and the group's durable
+// consumer are created here, so a Command or Event group exists (and keeps
+// its messages) from this call on.
+func (b *natsBridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subscriber, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if err := validSubject(spec.Topic); err != nil {
+		return nil, fmt.Errorf("nats: subscriber: %w", err)
+	}
+	if b.isClosed() {
+		return nil, bridge.ErrClosed
+	}
+	cons, stream, err := b.provision(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	s := newSubscriber(b, spec, cons, stream)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, bridge.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	if spec.Kind == bridge.Reply {
+		b.replyRefs[stream]++
+	}
+	return s, nil
+}
+
+// release forgets s; when s was the last reply subscriber of a reply stream
+// this backend named, the stream is deleted.
+func (b *natsBridge) release(s *subscriber) {
+	b.mu.Lock()
+	if _, ok := b.subs[s]; !ok {
+		b.mu.Unlock()
+		return
+	}
+	delete(b.subs, s)
+	del := false
+	if s.spec.Kind == bridge.Reply {
+		b.replyRefs[s.stream]--
+		if b.replyRefs[s.stream] <= 0 {
+			delete(b.replyRefs, s.stream)
+			delete(b.streams, s.spec.Topic)
+			del = s.stream == streamName(b.opts.streamPrefix, s.spec.Topic)
+		}
+	}
+	b.mu.Unlock()
+	if !del {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	if err := b.js.DeleteStream(ctx, s.stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.log.Warn("nats: deleting reply stream", "stream", s.stream, "err", err)
+	}
+}
+
+// compile-time checks
+var (
+	_ bridge.Bridge     = (*natsBridge)(nil)
+	_ message.Publisher = publisher{}
+)

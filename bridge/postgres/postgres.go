@@ -1,0 +1,611 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// Defaults for the URL parameters this package reads (see the package doc).
+const (
+	// DefaultSchema holds the bridge's tables unless ?schema= says otherwise.
+	DefaultSchema = "switchboard"
+	// DefaultPollInterval is the fallback poll, for wake-ups missed while the
+	// LISTEN connection was down (?poll_interval=).
+	DefaultPollInterval = 2 * time.Second
+	// DefaultAckDeadline is how long a delivered message may stay unacked
+	// before it is delivered again (?ack_deadline=).
+	DefaultAckDeadline = 30 * time.Second
+	// DefaultNackDelay is how long a nacked message waits before it can be
+	// delivered again (?nack_delay=).
+	DefaultNackDelay = 100 * time.Millisecond
+	// DefaultConnectTimeout bounds every connection attempt unless the URL
+	// sets libpq's own ?connect_timeout= (in seconds).
+	DefaultConnectTimeout = 5 * time.Second
+)
+
+const (
+	// opTimeout bounds each statement the bridge runs on its own behalf.
+	opTimeout = 15 * time.Second
+	// heartbeatEvery refreshes bridge_groups.seen_at of the groups this
+	// bridge has members in (and re-creates a group removed meanwhile).
+	heartbeatEvery = time.Minute
+	// replyStaleAfter: reply groups not seen for this long belong to an
+	// instance that died without closing; any bridge deletes them.
+	replyStaleAfter = 15 * time.Minute
+	// listenerPing: an idle LISTEN connection is pinged this often, so a
+	// silently dead connection is noticed and replaced.
+	listenerPing = 30 * time.Second
+)
+
+func init() {
+	bridge.Register("postgres", open)
+	bridge.Register("postgresql", open)
+}
+
+// ourParams are the URL query parameters this package consumes; every other
+// parameter is left in the URL handed to pgx.
+var ourParams = []string{"schema", "poll_interval", "ack_deadline", "nack_delay"}
+
+// config is a parsed bridge URL.
+type config struct {
+	schema       string
+	pollInterval time.Duration
+	ackDeadline  time.Duration
+	nackDelay    time.Duration
+	pool         *pgxpool.Config
+	addr         string // redacted URL, for errors and logs
+}
+
+// parseURL splits u into our parameters and pgx's configuration.
+func parseURL(u *url.URL) (config, error) {
+	c := config{
+		schema:       DefaultSchema,
+		pollInterval: DefaultPollInterval,
+		ackDeadline:  DefaultAckDeadline,
+		nackDelay:    DefaultNackDelay,
+	}
+	q := u.Query()
+	if v := q.Get("schema"); q.Has("schema") {
+		if !schemaName.MatchString(v) {
+			return c, fmt.Errorf("%w: schema=%q is not a plain identifier of at most 63 bytes ([A-Za-z_][A-Za-z0-9_]*)", bridge.ErrBadURL, v)
+		}
+		c.schema = v
+	}
+	durations := []struct {
+		name string
+		dst  *time.Duration
+		min  time.Duration
+	}{
+		{"poll_interval", &c.pollInterval, 10 * time.Millisecond},
+		{"ack_deadline", &c.ackDeadline, 100 * time.Millisecond},
+		{"nack_delay", &c.nackDelay, 0},
+	}
+	for _, d := range durations {
+		if !q.Has(d.name) {
+			continue
+		}
+		v := q.Get(d.name)
+		x, err := time.ParseDuration(v)
+		if err != nil || x < d.min {
+			return c, fmt.Errorf("%w: %s=%q is not a duration of at least %s", bridge.ErrBadURL, d.name, v, d.min)
+		}
+		*d.dst = x
+	}
+	for _, p := range ourParams {
+		q.Del(p)
+	}
+	pgURL := *u
+	pgURL.RawQuery = q.Encode()
+	c.addr = bridge.Redact(pgURL.String())
+	pc, err := pgxpool.ParseConfig(pgURL.String())
+	if err != nil {
+		// pgx's message may quote the URL; say only which part is wrong.
+		return c, fmt.Errorf("%w: %s: %s", bridge.ErrBadURL, c.addr, redactPgx(err))
+	}
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		pc.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
+	c.pool = pc
+	return c, nil
+}
+
+// redactPgx returns pgx's parse error without the connection string, which
+// may hold a password.
+func redactPgx(err error) string {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		if pe.Unwrap() != nil {
+			return pe.Unwrap().Error()
+		}
+		return "invalid connection string"
+	}
+	return err.Error()
+}
+
+func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
+	c, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	return newBridge(ctx, c)
+}
+
+// Bridge is a PostgreSQL connection implementing bridge.Bridge. Open it with
+// bridge.Open and a postgres:// URL.
+type Bridge struct {
+	cfg     config
+	q       queries
+	pool    *pgxpool.Pool
+	wm      *wmsql.Publisher
+	log     *slog.Logger
+	channel string // NOTIFY channel: the schema's name
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	regMu  sync.Mutex // serialises group registration (Subscriber) and leave
+	mu     sync.Mutex
+	closed bool
+	groups map[groupKey]*groupRef
+	subs   map[string]map[*subscription]struct{} // topic → running subscriptions
+	subsWG sync.WaitGroup                        // subscription goroutines
+	bgWG   sync.WaitGroup                        // listener and maintenance
+
+	pubMu     sync.RWMutex // held shared by Publish, exclusively by Close
+	pubClosed bool
+
+	closeOnce sync.Once
+}
+
+type groupKey struct{ topic, name string }
+
+// groupRef is a consumer group this bridge has members in.
+type groupRef struct {
+	key     groupKey
+	kind    bridge.Kind
+	id      atomic.Int64 // bridge_groups.id; replaced if the row is re-created
+	members int          // guarded by Bridge.mu
+}
+
+func newBridge(ctx context.Context, c config) (*Bridge, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, c.pool)
+	if err != nil {
+		return nil, fmt.Errorf("%w: postgres at %s: %w", bridge.ErrBadURL, c.addr, err)
+	}
+	fail := func(err error) (*Bridge, error) {
+		pool.Close()
+		return nil, err
+	}
+	connectCtx, cancel := context.WithTimeout(ctx, c.pool.ConnConfig.ConnectTimeout+time.Second)
+	defer cancel()
+	if err := pool.Ping(connectCtx); err != nil {
+		return fail(connectError(c.addr, err))
+	}
+	if err := ensureSchema(connectCtx, pool, c.schema); err != nil {
+		return fail(err)
+	}
+	b := &Bridge{
+		cfg:     c,
+		q:       newQueries(quoteIdent(c.schema)),
+		pool:    pool,
+		log:     slog.Default().With("bridge", "postgres", "schema", c.schema),
+		channel: c.schema,
+		groups:  map[groupKey]*groupRef{},
+		subs:    map[string]map[*subscription]struct{}{},
+	}
+	// Publishing is watermill-sql's Publisher on the pool, with our schema
+	// adapter: it is also what a caller uses on its own transaction.
+	b.wm, err = wmsql.NewPublisher(wmsql.BeginnerFromPgx(pool),
+		wmsql.PublisherConfig{SchemaAdapter: SchemaAdapter{Schema: c.schema}},
+		watermill.NewSlogLogger(b.log))
+	if err != nil {
+		return fail(fmt.Errorf("postgres: %w", err))
+	}
+	// The first LISTEN connection is made here, so that a bridge that opens
+	// is already woken by the next NOTIFY.
+	conn, err := b.listenConnect(connectCtx)
+	if err != nil {
+		return fail(connectError(c.addr, err))
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.bgWG.Add(2)
+	go b.listen(conn)
+	go b.maintain()
+	return b, nil
+}
+
+// connectError classifies a failed connection attempt: a parameter the
+// server rejected is a bad URL, anything else (refused, timeout, unknown
+// host, authentication, missing database) makes the backend unreachable.
+func connectError(addr string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42704" || pgErr.Code == "22023") {
+		return fmt.Errorf("%w: postgres at %s rejected a parameter: %w", bridge.ErrBadURL, addr, err)
+	}
+	return fmt.Errorf("%w: postgres at %s: %w", bridge.ErrUnreachable, addr, err)
+}
+
+// Name implements bridge.Bridge.
+func (b *Bridge) Name() string { return "postgres" }
+
+// Capabilities implements bridge.Bridge.
+func (b *Bridge) Capabilities() bridge.Capabilities {
+	return bridge.Capabilities{Durable: true, DetectsMissingHandler: true, CrossProcess: true}
+}
+
+// Pool returns the bridge's connection pool, for callers that publish inside
+// their own transactions (see SchemaAdapter). It is closed by Close.
+func (b *Bridge) Pool() *pgxpool.Pool { return b.pool }
+
+// Adapter returns the watermill-sql schema adapter for this bridge's schema.
+func (b *Bridge) Adapter() SchemaAdapter { return SchemaAdapter{Schema: b.cfg.schema} }
+
+// Health implements bridge.Bridge with a round trip to the server.
+func (b *Bridge) Health(ctx context.Context) error {
+	if b.isClosed() {
+		return bridge.ErrClosed
+	}
+	var one int
+	if err := b.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("postgres at %s: %w", b.cfg.addr, err)
+	}
+	return nil
+}
+
+func (b *Bridge) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Close implements bridge.Bridge. Running subscriptions end (messages still
+// held by handlers are abandoned and come back after the ack deadline),
+// this bridge's reply groups are deleted, and the pool is closed. It is safe
+// to call more than once.
+func (b *Bridge) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		var replies []int64
+		for _, g := range b.groups {
+			if g.kind == bridge.Reply {
+				replies = append(replies, g.id.Load())
+			}
+		}
+		b.mu.Unlock()
+
+		b.cancel()
+		b.subsWG.Wait()
+
+		b.pubMu.Lock()
+		b.pubClosed = true
+		b.pubMu.Unlock()
+		// Taking pubMu exclusively waited for every running Publish, and
+		// pubClosed stops new ones, so watermill-sql's Close (whose closed
+		// flag is not synchronised) cannot race with its Publish.
+		_ = b.wm.Close()
+
+		for _, id := range replies {
+			b.deleteReplyGroup(id)
+		}
+		b.bgWG.Wait()
+		b.pool.Close()
+	})
+	return nil
+}
+
+// Publisher implements bridge.Bridge.
+func (b *Bridge) Publisher() message.Publisher { return publisher{b} }
+
+type publisher struct{ b *Bridge }
+
+// Publish queues copies of msgs for every consumer group of topic, in one
+// statement (all or nothing). It fails with bridge.ErrNoSubscriber when the
+// topic has no group, and with bridge.ErrClosed after Close. The first
+// message's context bounds the call, as in watermill-sql.
+func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	b := p.b
+	b.pubMu.RLock()
+	defer b.pubMu.RUnlock()
+	if b.pubClosed {
+		return bridge.ErrClosed
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	// watermill-sql runs the insert with msgs[0].Context(). Bound it, and
+	// end it when the bridge closes, on a shallow copy so that the caller's
+	// message is not modified.
+	ctx, cancel := context.WithTimeout(msgs[0].Context(), opTimeout)
+	defer cancel()
+	defer context.AfterFunc(b.ctx, cancel)()
+	first := message.NewMessage(msgs[0].UUID, msgs[0].Payload)
+	first.Metadata = msgs[0].Metadata
+	first.SetContext(ctx)
+	all := make([]*message.Message, len(msgs))
+	all[0] = first
+	copy(all[1:], msgs[1:])
+
+	err := b.wm.Publish(topic, all...)
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == noSubscriberCode {
+		return fmt.Errorf("%w %q", bridge.ErrNoSubscriber, topic)
+	}
+	return fmt.Errorf("postgres: publish to %q: %w", topic, err)
+}
+
+// Close is a no-op: the bridge owns the publisher and closes it in Close.
+func (publisher) Close() error { return nil }
+
+// Subscriber implements bridge.Bridge. It registers spec.Group as a consumer
+// group of spec.Topic (so that messages published from now on are queued for
+// it even while no member runs) and returns a subscriber for it.
+func (b *Bridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subscriber, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if err := validateTopic(spec.Topic); err != nil {
+		return nil, err
+	}
+	if b.isClosed() {
+		return nil, bridge.ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	// regMu orders this registration with a concurrent leave of the same
+	// reply group, which would otherwise delete the row just upserted.
+	b.regMu.Lock()
+	defer b.regMu.Unlock()
+	id, err := b.registerGroup(ctx, groupKey{spec.Topic, spec.Group}, spec.Kind)
+	if err != nil {
+		return nil, err
+	}
+	key := groupKey{spec.Topic, spec.Group}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, bridge.ErrClosed
+	}
+	ref := b.groups[key]
+	if ref == nil {
+		ref = &groupRef{key: key, kind: spec.Kind}
+		b.groups[key] = ref
+	}
+	ref.id.Store(id)
+	ref.members++
+	return &subscriber{b: b, spec: spec, ref: ref, closing: make(chan struct{})}, nil
+}
+
+// registerGroup inserts (or refreshes) the group row and returns its id.
+func (b *Bridge) registerGroup(ctx context.Context, key groupKey, kind bridge.Kind) (int64, error) {
+	var (
+		id   int64
+		have string
+	)
+	err := b.pool.QueryRow(ctx, b.q.upsertGroup, key.topic, key.name, kind.String()).Scan(&id, &have)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: registering group %q of topic %q: %w", key.name, key.topic, err)
+	}
+	if have != kind.String() {
+		return 0, fmt.Errorf("postgres: group %q on topic %q is a %s group, cannot join as %s", key.name, key.topic, have, kind)
+	}
+	return id, nil
+}
+
+// leave drops one member of ref; the last member of a reply group deletes it.
+func (b *Bridge) leave(ref *groupRef) {
+	b.regMu.Lock()
+	defer b.regMu.Unlock()
+	b.mu.Lock()
+	ref.members--
+	last := ref.members == 0
+	if last && b.groups[ref.key] == ref {
+		delete(b.groups, ref.key)
+	}
+	closed := b.closed
+	b.mu.Unlock()
+	if last && ref.kind == bridge.Reply && !closed {
+		b.deleteReplyGroup(ref.id.Load())
+	}
+}
+
+func (b *Bridge) deleteReplyGroup(id int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := b.pool.Exec(ctx, b.q.deleteGroup, id); err != nil {
+		b.log.Warn("deleting reply group (it will be collected when stale)", "group_id", id, "err", err)
+	}
+}
+
+// addSub registers a running subscription for wake-ups; false once closed.
+func (b *Bridge) addSub(s *subscription) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	m := b.subs[s.topic]
+	if m == nil {
+		m = map[*subscription]struct{}{}
+		b.subs[s.topic] = m
+	}
+	m[s] = struct{}{}
+	b.subsWG.Add(1)
+	return true
+}
+
+func (b *Bridge) removeSub(s *subscription) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.subs[s.topic], s)
+	if len(b.subs[s.topic]) == 0 {
+		delete(b.subs, s.topic)
+	}
+}
+
+// wakeTopic wakes every running subscription of topic.
+func (b *Bridge) wakeTopic(topic string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs[topic] {
+		s.signal()
+	}
+}
+
+// wakeAll wakes every running subscription (after LISTEN was re-established,
+// notifications sent meanwhile are lost).
+func (b *Bridge) wakeAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range b.subs {
+		for s := range m {
+			s.signal()
+		}
+	}
+}
+
+// maintain refreshes this bridge's groups and collects stale reply groups.
+func (b *Bridge) maintain() {
+	defer b.bgWG.Done()
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		refs := make([]*groupRef, 0, len(b.groups))
+		for _, g := range b.groups {
+			refs = append(refs, g)
+		}
+		b.mu.Unlock()
+		sort.Slice(refs, func(i, j int) bool { return refs[i].id.Load() < refs[j].id.Load() })
+		for _, g := range refs {
+			ctx, cancel := context.WithTimeout(b.ctx, opTimeout)
+			id, err := b.registerGroup(ctx, g.key, g.kind)
+			cancel()
+			if err != nil {
+				b.log.Debug("group heartbeat failed", "topic", g.key.topic, "group", g.key.name, "err", err)
+				continue
+			}
+			if old := g.id.Swap(id); old != id {
+				b.log.Warn("consumer group was deleted and has been re-created; messages published meanwhile were not queued for it",
+					"topic", g.key.topic, "group", g.key.name)
+			}
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, opTimeout)
+		if _, err := b.pool.Exec(ctx, b.q.gcReplies, replyStaleAfter.Microseconds()); err != nil && b.ctx.Err() == nil {
+			b.log.Debug("collecting stale reply groups failed", "err", err)
+		}
+		cancel()
+	}
+}
+
+// listenConnect opens the dedicated LISTEN connection.
+func (b *Bridge) listenConnect(ctx context.Context) (*pgx.Conn, error) {
+	cfg := b.cfg.pool.ConnConfig.Copy()
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout+time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+quoteIdent(b.channel)); err != nil {
+		_ = conn.Close(context.Background())
+		return nil, err
+	}
+	return conn, nil
+}
+
+// listen keeps one connection LISTENing on the bridge's channel and wakes
+// the subscriptions of each notified topic. The connection is re-made after
+// any failure (with backoff); every subscription is woken once it is back,
+// since notifications sent while it was down are lost.
+func (b *Bridge) listen(conn *pgx.Conn) {
+	defer b.bgWG.Done()
+	backoff := 100 * time.Millisecond
+	down := false
+	for {
+		if conn == nil {
+			var err error
+			conn, err = b.listenConnect(b.ctx)
+			if err != nil {
+				if b.ctx.Err() != nil {
+					return
+				}
+				if !down {
+					b.log.Warn("LISTEN connection down; subscribers fall back to polling", "err", err)
+					down = true
+				}
+				select {
+				case <-b.ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 2*time.Second)
+				continue
+			}
+			if down {
+				b.log.Info("LISTEN connection restored")
+				down = false
+			}
+			backoff = 100 * time.Millisecond
+			b.wakeAll()
+		}
+		err := b.waitNotifications(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = conn.Close(ctx)
+		cancel()
+		conn = nil
+		if b.ctx.Err() != nil {
+			return
+		}
+		b.log.Warn("LISTEN connection lost; reconnecting", "err", err)
+		down = true
+	}
+}
+
+func (b *Bridge) waitNotifications(conn *pgx.Conn) error {
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, listenerPing)
+		n, err := conn.WaitForNotification(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			b.wakeTopic(n.Payload)
+		case b.ctx.Err() != nil:
+			return err
+		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
+			// Idle: make sure the connection is still alive.
+			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			err = conn.Ping(ctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+	}
+}

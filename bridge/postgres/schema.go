@@ -1,0 +1,358 @@
+package postgres
+
+import (
+	"context"
+	stdsql "database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// noSubscriberCode is the SQLSTATE the publish statement raises (through
+// bridge_no_subscriber) when the topic has no consumer group at all.
+const noSubscriberCode = "SB404"
+
+// maxTopicLen bounds topic names: a topic is the payload of a NOTIFY, which
+// PostgreSQL limits to 8000 bytes, and it is stored in every queue row.
+const maxTopicLen = 1024
+
+// schemaName is what the schema URL parameter accepts: a plain identifier
+// that fits PostgreSQL's 63-byte limit. It is still always quoted in SQL.
+var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// topicChars mirrors watermill-sql's own topic check (its Publisher rejects
+// any other character), so that a subscription can never be created for a
+// topic nothing could publish to.
+var topicChars = regexp.MustCompile(`^[A-Za-z0-9\-$:._]+$`)
+
+func validateTopic(topic string) error {
+	if len(topic) > maxTopicLen {
+		return fmt.Errorf("postgres: topic is %d bytes long, at most %d allowed", len(topic), maxTopicLen)
+	}
+	if !topicChars.MatchString(topic) {
+		return fmt.Errorf("postgres: topic %q: %w", topic, wmsql.ErrInvalidTopicName)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Schema (DDL)
+//
+// Everything the bridge creates is here, in schemaDDL, and nowhere else. It is
+// idempotent (IF NOT EXISTS / OR REPLACE) and runs in one transaction under a
+// transaction-scoped advisory lock, so any number of processes may open the
+// bridge at once. When versioned migrations arrive (package migrations), this
+// list moves there verbatim as "version 1" and ensureSchema becomes a check.
+// ---------------------------------------------------------------------------
+
+// schemaDDL returns the statements that create the bridge's tables in the
+// (already quoted) schema qs.
+func schemaDDL(qs string) []string {
+	stmts := []string{
+		`CREATE SCHEMA IF NOT EXISTS {s}`,
+
+		// One row per consumer group of a topic. A Subscriber registers its
+		// group here; Publish copies each message to every group of the topic.
+		`CREATE TABLE IF NOT EXISTS {s}.bridge_groups (
+			id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+			topic      text        NOT NULL,
+			name       text        NOT NULL,
+			kind       text        NOT NULL CHECK (kind IN ('command', 'event', 'reply')),
+			created_at timestamptz NOT NULL DEFAULT now(),
+			seen_at    timestamptz NOT NULL DEFAULT now(),
+			UNIQUE (topic, name)
+		)`,
+
+		// One row per (message, group) still to be processed. visible_at is
+		// when the row may next be claimed: publish time, then lease expiry
+		// (ack deadline) while a consumer holds it, then now+nack_delay after a
+		// Nack. Ack deletes the row.
+		`CREATE TABLE IF NOT EXISTS {s}.bridge_queue (
+			id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+			group_id     bigint      NOT NULL REFERENCES {s}.bridge_groups (id) ON DELETE CASCADE,
+			uuid         text        NOT NULL,
+			payload      bytea       NOT NULL,
+			metadata     jsonb       NOT NULL DEFAULT '{}',
+			published_at timestamptz NOT NULL DEFAULT now(),
+			visible_at   timestamptz NOT NULL DEFAULT now(),
+			attempts     integer     NOT NULL DEFAULT 0
+		)`,
+
+		// Serves the claim (group_id = ? AND visible_at <= now() ORDER BY
+		// visible_at, id), the next-visible probe, and the FK cascade.
+		`CREATE INDEX IF NOT EXISTS bridge_queue_next ON {s}.bridge_queue (group_id, visible_at, id)`,
+
+		// Raises the error the publish statement uses to report "no consumer
+		// group for this topic" with a recognisable SQLSTATE. Plain SQL cannot
+		// raise, and the check must live in the statement so that it also
+		// holds when the statement runs inside a caller's transaction.
+		`CREATE OR REPLACE FUNCTION {s}.bridge_no_subscriber(topic text) RETURNS bigint
+		LANGUAGE plpgsql VOLATILE AS $fn$
+		BEGIN
+			RAISE EXCEPTION USING
+				ERRCODE = '` + noSubscriberCode + `',
+				MESSAGE = format('switchboard: no subscriber for topic %s', topic);
+		END
+		$fn$`,
+	}
+	for i, s := range stmts {
+		stmts[i] = strings.ReplaceAll(s, "{s}", qs)
+	}
+	return stmts
+}
+
+// ensureSchema creates the bridge's tables when they are missing. The fast
+// path (everything present) takes no lock and writes nothing.
+func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	qs := quoteIdent(schema)
+	var ready bool
+	err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL`,
+		qs+".bridge_queue", qs+".bridge_no_subscriber(text)").Scan(&ready)
+	if err != nil {
+		return fmt.Errorf("postgres: checking schema %s: %w", qs, err)
+	}
+	if ready {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// Two-key form: (namespace for this package, hash of the schema name).
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(1937337954, hashtext($1))`, schema); err != nil {
+			return fmt.Errorf("postgres: schema lock: %w", err)
+		}
+		for _, stmt := range schemaDDL(qs) {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("postgres: creating schema %s: %w", qs, err)
+			}
+		}
+		return nil
+	})
+}
+
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// ---------------------------------------------------------------------------
+// Queries (DML)
+// ---------------------------------------------------------------------------
+
+// queries holds every statement the bridge runs, with the schema filled in.
+type queries struct {
+	upsertGroup string
+	deleteGroup string
+	gcReplies   string
+	claim       string
+	nextVisible string
+	ack         string
+	nack        string
+	release     string
+}
+
+// publishSQL is the statement behind every Publish. $1 topic, $2 uuids, $3
+// payloads, $4 metadata (JSON text), $5 NOTIFY channel. In one statement it
+// copies every message to every group of the topic (in publish order), raises
+// SB404 when there is no group, and NOTIFYs — which PostgreSQL delivers only
+// when the surrounding transaction commits, so a listener never wakes before
+// the rows are visible. Identical notifications of one transaction are folded.
+func publishSQL(qs string) string {
+	return strings.ReplaceAll(`
+			WITH m AS (
+				SELECT * FROM unnest($2::text[], $3::bytea[], $4::text[])
+					WITH ORDINALITY AS m(uuid, payload, metadata, ord)
+			), ins AS (
+				INSERT INTO {s}.bridge_queue (group_id, uuid, payload, metadata)
+				SELECT g.id, m.uuid, m.payload, m.metadata::jsonb
+				FROM {s}.bridge_groups g CROSS JOIN m
+				WHERE g.topic = $1
+				ORDER BY m.ord, g.id
+				RETURNING 1
+			), n AS (SELECT count(*) AS n FROM ins)
+			SELECT CASE WHEN n.n = 0 AND cardinality($2::text[]) > 0
+			            THEN {s}.bridge_no_subscriber($1) ELSE n.n END,
+			       pg_notify($5, $1)
+			FROM n`, "{s}", qs)
+}
+
+func newQueries(qs string) queries {
+	r := strings.NewReplacer("{s}", qs)
+	return queries{
+		// $1 topic, $2 group, $3 kind. Returns the existing kind on conflict,
+		// so the caller can refuse to join a group as another kind.
+		upsertGroup: r.Replace(`
+			INSERT INTO {s}.bridge_groups (topic, name, kind) VALUES ($1, $2, $3)
+			ON CONFLICT (topic, name) DO UPDATE SET seen_at = now()
+			RETURNING id, kind`),
+
+		deleteGroup: r.Replace(`DELETE FROM {s}.bridge_groups WHERE id = $1 AND kind = 'reply'`),
+
+		// $1 staleness in microseconds.
+		gcReplies: r.Replace(`
+			DELETE FROM {s}.bridge_groups
+			WHERE kind = 'reply' AND seen_at < now() - $1::bigint * interval '1 microsecond'`),
+
+		// $1 group id, $2 limit, $3 lease (ack deadline) in microseconds.
+		// SKIP LOCKED lets every member and every worker claim concurrently
+		// without waiting on each other; the lease is the row's visible_at, so
+		// no transaction stays open while a handler runs. MATERIALIZED keeps
+		// the locking subquery from being inlined and re-evaluated.
+		claim: r.Replace(`
+			WITH c AS MATERIALIZED (
+				SELECT id FROM {s}.bridge_queue
+				WHERE group_id = $1 AND visible_at <= now()
+				ORDER BY visible_at, id
+				LIMIT $2
+				FOR UPDATE SKIP LOCKED
+			)
+			UPDATE {s}.bridge_queue q
+			SET visible_at = now() + $3::bigint * interval '1 microsecond', attempts = q.attempts + 1
+			FROM c WHERE q.id = c.id
+			RETURNING q.id, q.uuid, q.payload, q.metadata, q.attempts`),
+
+		// Seconds until the group's next row becomes claimable (NULL: none).
+		nextVisible: r.Replace(`
+			SELECT extract(epoch FROM min(visible_at) - clock_timestamp())::float8
+			FROM {s}.bridge_queue WHERE group_id = $1`),
+
+		ack: r.Replace(`DELETE FROM {s}.bridge_queue WHERE id = $1`),
+
+		// $1 id, $2 attempts seen at claim (the lease token), $3 delay in µs.
+		nack: r.Replace(`
+			UPDATE {s}.bridge_queue
+			SET visible_at = now() + $3::bigint * interval '1 microsecond'
+			WHERE id = $1 AND attempts = $2`),
+
+		// A claimed row that was never handed to a handler goes back as it was.
+		release: r.Replace(`
+			UPDATE {s}.bridge_queue SET visible_at = now(), attempts = attempts - 1
+			WHERE id = $1 AND attempts = $2`),
+	}
+}
+
+// ---------------------------------------------------------------------------
+// watermill-sql schema adapter
+// ---------------------------------------------------------------------------
+
+// SchemaAdapter is a watermill-sql SchemaAdapter for the bridge's tables. The
+// bridge's own publisher is watermill-sql's Publisher with this adapter; use
+// the same pair on a transaction to publish atomically with other writes
+// (a transactional outbox without a relay):
+//
+//	pub, _ := wmsql.NewPublisher(wmsql.TxFromPgx(tx),
+//		wmsql.PublisherConfig{SchemaAdapter: postgres.SchemaAdapter{Schema: "switchboard"}}, nil)
+//
+// The insert fans the message out to every consumer group of the topic and
+// NOTIFYs the subscribers on commit; it fails with SQLSTATE SB404 when the
+// topic has no group. Reading is not done through watermill-sql's Subscriber
+// (see the package documentation), so SelectQuery returns an error.
+type SchemaAdapter struct {
+	// Schema is the PostgreSQL schema holding the tables; empty means
+	// DefaultSchema.
+	Schema string
+}
+
+var _ wmsql.SchemaAdapter = SchemaAdapter{}
+
+func (a SchemaAdapter) schema() (string, error) {
+	s := a.Schema
+	if s == "" {
+		s = DefaultSchema
+	}
+	if !schemaName.MatchString(s) {
+		return "", fmt.Errorf("postgres: invalid schema name %q (want %s)", s, schemaName)
+	}
+	return s, nil
+}
+
+// InsertQuery implements wmsql.SchemaAdapter: one statement that queues
+// params.Msgs for every consumer group of params.Topic and notifies
+// listeners on commit.
+func (a SchemaAdapter) InsertQuery(params wmsql.InsertQueryParams) (wmsql.Query, error) {
+	s, err := a.schema()
+	if err != nil {
+		return wmsql.Query{}, err
+	}
+	if err := validateTopic(params.Topic); err != nil {
+		return wmsql.Query{}, err
+	}
+	uuids := make([]string, len(params.Msgs))
+	payloads := make([][]byte, len(params.Msgs))
+	metas := make([]string, len(params.Msgs))
+	for i, m := range params.Msgs {
+		md := m.Metadata
+		if md == nil {
+			md = message.Metadata{}
+		}
+		js, err := json.Marshal(md)
+		if err != nil {
+			return wmsql.Query{}, fmt.Errorf("postgres: metadata of message %s: %w", m.UUID, err)
+		}
+		uuids[i], payloads[i], metas[i] = m.UUID, m.Payload, string(js)
+	}
+	return wmsql.Query{
+		Query: publishSQL(quoteIdent(s)),
+		Args:  []any{params.Topic, uuids, payloads, metas, s},
+	}, nil
+}
+
+// errNoWatermillSubscriber explains why SelectQuery is not available.
+var errNoWatermillSubscriber = errors.New("postgres: the bridge tables are read by this package's Subscriber, not by watermill-sql's (no SKIP LOCKED, head-of-line Nack)")
+
+// SelectQuery implements wmsql.SchemaAdapter. It always fails: use the
+// bridge's Subscriber.
+func (a SchemaAdapter) SelectQuery(wmsql.SelectQueryParams) (wmsql.Query, error) {
+	return wmsql.Query{}, errNoWatermillSubscriber
+}
+
+// UnmarshalMessage implements wmsql.SchemaAdapter for rows shaped like the
+// bridge's claim result: id, uuid, payload, metadata, attempts.
+func (a SchemaAdapter) UnmarshalMessage(params wmsql.UnmarshalMessageParams) (wmsql.Row, error) {
+	var (
+		r        wmsql.Row
+		uuid     string
+		attempts int32
+	)
+	if err := params.Row.Scan(&r.Offset, &uuid, &r.Payload, &r.Metadata, &attempts); err != nil {
+		return wmsql.Row{}, fmt.Errorf("postgres: scanning message row: %w", err)
+	}
+	r.UUID = []byte(uuid)
+	md := message.Metadata{}
+	if len(r.Metadata) > 0 {
+		if err := json.Unmarshal(r.Metadata, &md); err != nil {
+			return wmsql.Row{}, fmt.Errorf("postgres: metadata of message %s: %w", uuid, err)
+		}
+	}
+	if md == nil { // JSON null
+		md = message.Metadata{}
+	}
+	r.Msg = message.NewMessage(uuid, r.Payload)
+	r.Msg.Metadata = md
+	r.ExtraData = map[string]any{"attempts": attempts}
+	return r, nil
+}
+
+// SchemaInitializingQueries implements wmsql.SchemaAdapter. The tables do not
+// depend on the topic; the statements are idempotent but must not run
+// concurrently without a lock (the bridge takes an advisory lock).
+func (a SchemaAdapter) SchemaInitializingQueries(wmsql.SchemaInitializingQueriesParams) ([]wmsql.Query, error) {
+	s, err := a.schema()
+	if err != nil {
+		return nil, err
+	}
+	ddl := schemaDDL(quoteIdent(s))
+	out := make([]wmsql.Query, len(ddl))
+	for i, q := range ddl {
+		out[i] = wmsql.Query{Query: q}
+	}
+	return out, nil
+}
+
+// SubscribeIsolationLevel implements wmsql.SchemaAdapter; claims are single
+// statements under READ COMMITTED.
+func (a SchemaAdapter) SubscribeIsolationLevel() stdsql.IsolationLevel {
+	return stdsql.LevelReadCommitted
+}
