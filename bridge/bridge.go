@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -76,6 +77,31 @@ func (s Spec) Workers() int {
 	return s.Concurrency
 }
 
+// Metadata keys shared by the engine and the backends.
+const (
+	// DeliveryKey is set by a backend on every message it delivers: "1" on
+	// the first delivery to a group, incremented each time the same message
+	// is delivered to that group again (after a Nack or an expired ack
+	// deadline). Backends declare Capabilities.CountsDeliveries.
+	DeliveryKey = "_delivery"
+	// NackDelayKey may be set by the consumer on a delivered message before
+	// it calls Nack, to ask for redelivery after that duration (Go syntax,
+	// e.g. "1.5s") instead of the backend's default nack delay. The
+	// redelivery goes to the same group only. Backends declare
+	// Capabilities.NackDelay.
+	NackDelayKey = "_nack_delay"
+)
+
+// NackDelay returns the delay requested on msg with NackDelayKey, or def.
+func NackDelay(md map[string]string, def time.Duration) time.Duration {
+	if v, ok := md[NackDelayKey]; ok {
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			return d
+		}
+	}
+	return def
+}
+
 // Capabilities declares the real differences between backends. The
 // conformance suite reads them; nothing else should need to.
 type Capabilities struct {
@@ -86,6 +112,10 @@ type Capabilities struct {
 	DetectsMissingHandler bool
 	// CrossProcess: engines in different OS processes can talk through it.
 	CrossProcess bool
+	// CountsDeliveries: delivered messages carry DeliveryKey.
+	CountsDeliveries bool
+	// NackDelay: a Nack honours NackDelayKey.
+	NackDelay bool
 }
 
 // Bridge is one connection to a backend.

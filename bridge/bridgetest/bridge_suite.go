@@ -235,15 +235,29 @@ func testReply(t *testing.T, h Harness) {
 
 func testNack(t *testing.T, h Harness) {
 	b := open(t, h)
+	caps := b.Capabilities()
 	spec := bridge.Spec{Topic: Unique("nack"), Group: "svc.v1", Kind: bridge.Command}
 	ch, _ := subscribe(t, b, spec)
 	publish(t, b, spec.Topic, "x")
 	first := receive(t, h, ch)
+	const delay = 400 * time.Millisecond
+	first.Metadata.Set(bridge.NackDelayKey, delay.String())
+	nacked := time.Now()
 	first.Nack()
 	second := receive(t, h, ch)
 	second.Ack()
 	if string(second.Payload) != "x" || second.UUID != first.UUID {
 		t.Fatalf("redelivered %q (uuid %s), want x (uuid %s)", second.Payload, second.UUID, first.UUID)
+	}
+	if caps.CountsDeliveries {
+		if d1, d2 := first.Metadata.Get(bridge.DeliveryKey), second.Metadata.Get(bridge.DeliveryKey); d1 != "1" || d2 != "2" {
+			t.Errorf("delivery counts %q then %q, want 1 then 2", d1, d2)
+		}
+	}
+	if caps.NackDelay {
+		if waited := time.Since(nacked); waited < delay-50*time.Millisecond {
+			t.Errorf("redelivered after %s, asked for %s", waited, delay)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -107,7 +108,7 @@ func (b *Bus) Name() string { return "gochannel" }
 
 // Capabilities implements bridge.Bridge.
 func (b *Bus) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: false, DetectsMissingHandler: true, CrossProcess: false}
+	return bridge.Capabilities{Durable: false, DetectsMissingHandler: true, CrossProcess: false, CountsDeliveries: true, NackDelay: true}
 }
 
 // Health implements bridge.Bridge: the bus is healthy until closed.
@@ -303,8 +304,11 @@ func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Mes
 		}
 		delivery := m.Copy()
 		delivery.SetContext(ctx)
+		n, _ := strconv.Atoi(m.Metadata.Get(bridge.DeliveryKey))
+		delivery.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(n+1))
 		select {
 		case out <- delivery:
+			m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(n+1)) // m is this group's own copy
 		case <-stop:
 			g.push(m) // not delivered: leave it for another member
 			return
@@ -313,13 +317,12 @@ func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Mes
 		select {
 		case <-delivery.Acked():
 		case <-delivery.Nacked():
-			s.redeliver(g, m)
+			s.redeliver(g, m, bridge.NackDelay(delivery.Metadata, s.b.opts.NackDelay))
 		}
 	}
 }
 
-func (s *subscriber) redeliver(g *group, m *message.Message) {
-	d := s.b.opts.NackDelay
+func (s *subscriber) redeliver(g *group, m *message.Message, d time.Duration) {
 	if d <= 0 {
 		g.push(m)
 		return

@@ -324,7 +324,7 @@ func (b *natsBridge) Name() string { return "nats" }
 
 // Capabilities implements bridge.Bridge.
 func (b *natsBridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: false, CrossProcess: true}
+	return bridge.Capabilities{Durable: true, DetectsMissingHandler: false, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
 }
 
 // Health implements bridge.Bridge: the connection must be up and JetStream

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -254,6 +255,9 @@ func (s *subscriber) work(ctx, stopCtx context.Context, out chan<- *message.Mess
 		}
 		wm := decode(jm)
 		wm.SetContext(ctx)
+		if md, err := jm.Metadata(); err == nil {
+			wm.Metadata.Set(bridge.DeliveryKey, strconv.FormatUint(md.NumDelivered, 10))
+		}
 		select {
 		case out <- wm:
 		case <-stopCtx.Done():
@@ -283,7 +287,7 @@ func (s *subscriber) await(jm jetstream.Msg, wm *message.Message) bool {
 			s.settle(jm, true, 0)
 			return true
 		case <-wm.Nacked():
-			s.settle(jm, false, s.b.opts.nackDelay)
+			s.settle(jm, false, bridge.NackDelay(wm.Metadata, s.b.opts.nackDelay))
 			return true
 		case <-progress.C:
 			if err := jm.InProgress(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -259,6 +260,7 @@ func (s *subscription) deliver(c claimed) {
 	defer func() { s.done <- struct{}{} }()
 	m := c.msg
 	m.SetContext(s.ctx)
+	m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(int(c.attempts)))
 	lease := time.NewTimer(time.Until(c.expires))
 	defer lease.Stop()
 	select {
@@ -278,13 +280,14 @@ func (s *subscription) deliver(c claimed) {
 			return err
 		})
 	case <-m.Nacked():
+		delay := bridge.NackDelay(m.Metadata, s.b.cfg.nackDelay)
 		s.settle(c, "nack", func(ctx context.Context) error {
-			_, err := s.b.pool.Exec(ctx, s.b.q.nack, c.id, c.attempts, s.b.cfg.nackDelay.Microseconds())
+			_, err := s.b.pool.Exec(ctx, s.b.q.nack, c.id, c.attempts, delay.Microseconds())
 			return err
 		})
 		// Wake this subscription when the message is due again; members in
 		// other processes find it through their next-visible timer.
-		time.AfterFunc(s.b.cfg.nackDelay, s.signal)
+		time.AfterFunc(delay, s.signal)
 	case <-lease.C:
 		// The row is visible again: whoever claims it next gets it. A late
 		// Ack or Nack of this delivery changes nothing.
