@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/router"
 )
 
@@ -15,6 +16,7 @@ type Command[In, Out any] struct {
 	service, version, name string
 	topic                  string
 	success                *Event[Out]
+	idempotent             bool
 }
 
 // NewCommand declares command name of service at version. Names are checked
@@ -34,6 +36,15 @@ func NewCommand[In, Out any](service, version, name string) *Command[In, Out] {
 // reply is sent. It returns c for use in the declaration.
 func (c *Command[In, Out]) EmitsOnSuccess(ev *Event[Out]) *Command[In, Out] {
 	c.success = ev
+	return c
+}
+
+// Idempotent declares that running the command twice has the effect of
+// running it once, so a caller may retry it: Invoke then retries, with
+// Config.Reliability.Retry's backoff, when the call timed out or the
+// service was unavailable — never after a handled error. It returns c.
+func (c *Command[In, Out]) Idempotent() *Command[In, Out] {
+	c.idempotent = true
 	return c
 }
 
@@ -82,7 +93,7 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 	if err != nil {
 		return out, err
 	}
-	reply, err := e.call(ctx, c.topic, payload, o.timeout)
+	reply, err := e.call(ctx, c.topic, payload, o.timeout, c.idempotent)
 	if err != nil {
 		return out, err
 	}
@@ -90,6 +101,23 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 		return out, fmt.Errorf("invoke %s: %w", c.topic, err)
 	}
 	return out, nil
+}
+
+// Send sends in to the command's service without waiting for a result
+// (fire-and-forget): it returns once the bridge accepted the message. The
+// handler's result is discarded; if it fails, the message is retried and
+// finally dead-lettered like an event. ErrNoHandler when the backend knows
+// nobody consumes the command.
+func (c *Command[In, Out]) Send(ctx context.Context, in In) error {
+	e, err := engineFrom(ctx)
+	if err != nil {
+		return fmt.Errorf("send %s: %w", c.topic, err)
+	}
+	payload, err := e.codec.encodeInput(&in)
+	if err != nil {
+		return err
+	}
+	return e.send(ctx, c.topic, envelope.KindCommand, payload)
 }
 
 // Event is a typed event contract: services Subscribe to it, anyone Emits
@@ -122,5 +150,5 @@ func (ev *Event[T]) Emit(ctx context.Context, payload T) error {
 	if err != nil {
 		return err
 	}
-	return e.emit(ctx, ev.topic, body)
+	return e.send(ctx, ev.topic, envelope.KindEvent, body)
 }

@@ -14,9 +14,14 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/sony/gobreaker"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-go/switchboard/bridge"
 	_ "github.com/switchboard-go/switchboard/bridge/inproc" // the default backend
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/router"
 )
 
@@ -57,6 +62,65 @@ type Config struct {
 	// InstanceID names this engine instance (its reply topic). Default: a
 	// random id.
 	InstanceID string
+	// Reliability sets retries, redelivery, dead letters and circuit
+	// breakers. The zero value is the documented defaults.
+	Reliability Reliability
+	// TracerProvider records a span for every handled and every published
+	// message. Default: OpenTelemetry's global provider (a no-op until the
+	// program sets one); traceparent propagates either way.
+	TracerProvider trace.TracerProvider
+}
+
+// Reliability is what happens when handlers fail. See package middleware
+// for each piece and the order the engine applies them in.
+type Reliability struct {
+	// Retry is the in-memory retry of every handler (RetryPolicy overrides
+	// it per handler) and the backoff of caller-side retries of Idempotent
+	// commands. Default: 3 attempts, 100 ms doubling to 2 s, ±50 %, at most
+	// 10 s.
+	Retry middleware.Retry
+	// AttemptTimeout bounds each attempt of a handler. Default 0: only the
+	// message's deadline.
+	AttemptTimeout time.Duration
+	// MaxDeliveries is how many times a failing event (or fire-and-forget
+	// command) is delivered before it is dead-lettered. Default 5.
+	MaxDeliveries int
+	// Redelivery is the backoff between deliveries. Default 1 s doubling to
+	// 1 min, ±50 %.
+	Redelivery middleware.Retry
+	// DeadLetters stores messages that cannot be processed. Default: an
+	// in-memory store, which a restart empties — with a durable bridge, use
+	// deadletter/pgstore.
+	DeadLetters deadletter.Store
+	// Breaker is the consumer-side circuit breaker of every subscription.
+	// Default: on, 5 consecutive failures, open 10 s.
+	Breaker middleware.Breaker
+	// CallBreaker is the caller-side circuit breaker, one per downstream
+	// command: timeouts and 5xx answers count as failures. Default: on, 5
+	// consecutive failures, open 10 s.
+	CallBreaker middleware.Breaker
+}
+
+// Validate reports every problem in r.
+func (r Reliability) Validate() error {
+	var errs []error
+	for name, p := range map[string]middleware.Retry{"Retry": r.Retry, "Redelivery": r.Redelivery} {
+		if err := p.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if r.AttemptTimeout < 0 {
+		errs = append(errs, fmt.Errorf("AttemptTimeout is negative (%s)", r.AttemptTimeout))
+	}
+	if r.MaxDeliveries < 0 {
+		errs = append(errs, fmt.Errorf("MaxDeliveries is negative (%d)", r.MaxDeliveries))
+	}
+	for name, b := range map[string]middleware.Breaker{"Breaker": r.Breaker, "CallBreaker": r.CallBreaker} {
+		if err := b.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Defaults for Config's zero fields.
@@ -90,6 +154,9 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if err := c.Reliability.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("reliability: %w", err))
+	}
 	for i, mw := range c.Middleware {
 		if mw == nil {
 			errs = append(errs, fmt.Errorf("middleware %d of Config.Middleware is nil", i))
@@ -122,6 +189,13 @@ func (c *Config) setDefaults() {
 	}
 	if c.InstanceID == "" {
 		c.InstanceID = "i" + watermill.NewShortUUID()
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	c.Reliability.Retry = c.Reliability.Retry.WithDefaults()
+	if c.Reliability.DeadLetters == nil {
+		c.Reliability.DeadLetters = deadletter.NewMemory()
 	}
 }
 
@@ -165,6 +239,8 @@ type Engine struct {
 	stopErr  error
 	hardStop context.CancelFunc
 	hardCtx  context.Context
+	tracer   trace.Tracer
+	breakers map[string]*gobreaker.CircuitBreaker
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -196,6 +272,8 @@ func New(cfg Config) (*Engine, error) {
 		stopped:  make(chan struct{}),
 		hardCtx:  hardCtx,
 		hardStop: hardStop,
+		tracer:   cfg.TracerProvider.Tracer(middleware.TracerName),
+		breakers: map[string]*gobreaker.CircuitBreaker{},
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/middleware"
 )
 
 // Error is an error that crosses the wire as data. A handler returns one (or
@@ -47,7 +48,7 @@ var (
 	// ErrUnreachable: the bridge could not publish the request.
 	ErrUnreachable = &Error{Code: http.StatusServiceUnavailable, Reason: "unreachable", Message: "service unreachable"}
 	// ErrCircuitOpen: a circuit breaker refused the call without trying.
-	ErrCircuitOpen = &Error{Code: http.StatusServiceUnavailable, Reason: "circuit_open", Message: "circuit open"}
+	ErrCircuitOpen = middleware.ErrCircuitOpen
 	// ErrShuttingDown: the engine stopped before the reply came.
 	ErrShuttingDown = &Error{Code: http.StatusServiceUnavailable, Reason: "shutting_down", Message: "engine shutting down"}
 	// ErrTimeout: no reply before the deadline (504).

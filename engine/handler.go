@@ -10,17 +10,69 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/sony/gobreaker"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/router"
 )
 
 // errOutput marks a result that could not be encoded.
 var errOutput = errors.New("switchboard: handler output")
 
-// call publishes a command and waits for its reply payload.
-func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout time.Duration) ([]byte, error) {
+// outgoing builds a message caused by the one handled in ctx (or starting a
+// conversation): its Meta derives from ctx's, and with a recording tracer
+// its traceparent is a new producer span's. finish ends that span.
+func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error)) {
+	parent, _ := envelope.MetaFrom(ctx)
+	if kind != envelope.KindCommand {
+		parent.Deadline = time.Time{} // events and replies are not awaited
+	}
+	msg := message.NewMessage(watermill.NewUUID(), payload)
+	msg.SetContext(ctx)
+	meta := envelope.Child(parent, msg.UUID, deadline)
+	envelope.Write(msg, meta)
+	msg.Metadata.Set(envelope.KeyKind, kind)
+	if !trace.SpanContextFromContext(ctx).IsValid() && parent.Traceparent != "" {
+		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: parent.Traceparent, envelope.KeyTracestate: parent.Tracestate})
+	}
+	sctx, span := e.tracer.Start(ctx, topic+" publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "switchboard"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", topic),
+			attribute.String("messaging.message.id", msg.UUID),
+			attribute.String("messaging.message.conversation_id", meta.CorrelationID),
+		))
+	if span.IsRecording() {
+		middleware.Inject(sctx, msg.Metadata)
+	}
+	return msg, func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
+}
+
+// publish sends msg to topic, ending its span.
+func (e *Engine) publish(topic string, msg *message.Message, finish func(error)) error {
+	err := e.b.Publisher().Publish(topic, msg)
+	finish(err)
+	return err
+}
+
+// call publishes a command and waits for its reply payload, through the
+// command's caller-side circuit breaker, with caller-side retries when the
+// command is idempotent.
+func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout time.Duration, idempotent bool) ([]byte, error) {
 	switch s := e.State(); s {
 	case StateRunning, StateDraining:
 	default:
@@ -29,22 +81,79 @@ func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout
 	if timeout <= 0 {
 		timeout = e.cfg.DefaultTimeout
 	}
+	cb := e.breaker(topic)
+	attempt := func() ([]byte, error) {
+		if cb == nil {
+			return e.callOnce(ctx, topic, payload, timeout)
+		}
+		out, err := cb.Execute(func() (any, error) { return e.callOnce(ctx, topic, payload, timeout) })
+		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+			return nil, with(ErrCircuitOpen, "circuit open for "+topic+": failing fast", map[string]any{"topic": topic})
+		}
+		b, _ := out.([]byte)
+		return b, err
+	}
+	if !idempotent {
+		return attempt()
+	}
+	var out []byte
+	err := backoff.Retry(func() error {
+		var err error
+		out, err = attempt()
+		if err != nil && !retryableCall(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(e.cfg.Reliability.Retry.NewBackOff(), ctx))
+	return out, err
+}
+
+// retryableCall: a caller retries only when the command may not have run —
+// never after a handled error.
+func retryableCall(err error) bool {
+	return (errors.Is(err, ErrTimeout) || errors.Is(err, ErrUnavailable)) &&
+		!errors.Is(err, ErrCircuitOpen) && !errors.Is(err, ErrShuttingDown)
+}
+
+// downstreamFailure tells the caller-side breaker which results count
+// against the downstream's health: timeouts and 5xx.
+func downstreamFailure(err error) bool {
+	var e *Error
+	return err != nil && errors.As(err, &e) && e.Code >= 500
+}
+
+func (e *Engine) breaker(topic string) *gobreaker.CircuitBreaker {
+	if e.cfg.Reliability.CallBreaker.Disabled {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cb := e.breakers[topic]
+	if cb == nil {
+		p := e.cfg.Reliability.CallBreaker
+		p.Name = "call " + topic
+		if p.Logger == nil {
+			p.Logger = e.log
+		}
+		p.IsFailure = downstreamFailure
+		cb = p.New()
+		e.breakers[topic] = cb
+	}
+	return cb
+}
+
+func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, timeout time.Duration) ([]byte, error) {
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	parent, _ := envelope.MetaFrom(ctx)
-	id := watermill.NewUUID()
-	meta := envelope.Child(parent, id, deadline)
-	msg := message.NewMessage(id, payload)
-	msg.SetContext(ctx)
-	envelope.Write(msg, meta)
-	msg.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
 	msg.Metadata.Set(envelope.KeyReplyTo, router.ReplyTopic(e.cfg.InstanceID))
+	meta := envelope.Read(msg)
 
-	reply, forget := e.calls.Expect(id)
+	reply, forget := e.calls.Expect(msg.UUID)
 	defer forget()
-	if err := e.b.Publisher().Publish(topic, msg); err != nil {
+	if err := e.publish(topic, msg, finish); err != nil {
 		if errors.Is(err, bridge.ErrNoSubscriber) {
 			return nil, with(ErrNoHandler, "no handler registered for "+topic, map[string]any{"topic": topic})
 		}
@@ -75,29 +184,21 @@ func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Erro
 		map[string]any{"topic": topic, "timeout": timeout.String(), "deadline": deadline.UTC().Format(time.RFC3339Nano)})
 }
 
-// emit publishes an event. Events do not inherit the caller's deadline: they
-// are processed whenever their subscribers get to them.
-func (e *Engine) emit(ctx context.Context, topic string, payload []byte) error {
-	parent, _ := envelope.MetaFrom(ctx)
-	parent.Deadline = time.Time{}
-	msg := message.NewMessage(watermill.NewUUID(), payload)
-	msg.SetContext(ctx)
-	envelope.Write(msg, envelope.Child(parent, msg.UUID, time.Time{}))
-	msg.Metadata.Set(envelope.KeyKind, envelope.KindEvent)
-	if err := e.b.Publisher().Publish(topic, msg); err != nil && !errors.Is(err, bridge.ErrNoSubscriber) {
-		return with(ErrUnreachable, fmt.Sprintf("publishing event to %s: %v", topic, err), map[string]any{"topic": topic})
+// send publishes a command nobody waits for (fire-and-forget) or an event.
+// A missing subscriber is not an error for an event; for a command it is
+// ErrNoHandler.
+func (e *Engine) send(ctx context.Context, topic, kind string, payload []byte) error {
+	msg, finish := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	if err := e.publish(topic, msg, finish); err != nil {
+		if errors.Is(err, bridge.ErrNoSubscriber) {
+			if kind == envelope.KindEvent {
+				return nil
+			}
+			return with(ErrNoHandler, "no handler registered for "+topic, map[string]any{"topic": topic})
+		}
+		return with(ErrUnreachable, fmt.Sprintf("publishing to %s: %v", topic, err), map[string]any{"topic": topic})
 	}
 	return nil
-}
-
-// newReply builds the reply to the message handled in ctx.
-func newReply(ctx context.Context, payload []byte) *message.Message {
-	parent, _ := envelope.MetaFrom(ctx)
-	parent.Deadline = time.Time{}
-	m := message.NewMessage(watermill.NewUUID(), payload)
-	envelope.Write(m, envelope.Child(parent, m.UUID, time.Time{}))
-	m.Metadata.Set(envelope.KeyKind, envelope.KindReply)
-	return m
 }
 
 // handler turns one registration into the function the router runs: it
@@ -105,21 +206,30 @@ func newReply(ctx context.Context, payload []byte) *message.Message {
 // function, and turns the outcome into a reply, a success event, an ack or
 // a nack.
 func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFunc {
+	route := envelope.Route{Service: s.id, Handler: r.name, Group: s.group(r), Topic: r.topic, Kind: envelope.KindEvent}
+	if r.kind == bridge.Command {
+		route.Kind = envelope.KindCommand
+	}
+	log := e.log.With("service", s.id, "handler", r.name, "kind", route.Kind)
 	inner := func(msg *message.Message) ([]*message.Message, error) {
 		out, err := r.run(msg.Context(), e.codec, msg.Payload, r.allowUnknown)
 		if err != nil || r.kind != bridge.Command {
 			return nil, err
 		}
-		return []*message.Message{newReply(msg.Context(), out)}, nil
+		reply, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
+		return []*message.Message{reply}, nil
 	}
 	chain := message.HandlerFunc(inner)
-	mws := append(append(append([]message.HandlerMiddleware(nil), e.cfg.Middleware...), s.middleware...), r.middleware...)
+	mws := append(e.reliability(r, route, log), e.cfg.Middleware...)
+	mws = append(append(mws, s.middleware...), r.middleware...)
 	for i := len(mws) - 1; i >= 0; i-- {
 		chain = mws[i](chain)
 	}
-	log := e.log.With("service", s.id, "handler", r.name, "kind", r.kind.String())
 
 	return func(msg *message.Message) error {
+		if g := msg.Metadata.Get(deadletter.TargetGroupKey); g != "" && g != route.Group {
+			return nil // a replay or retry meant for another group
+		}
 		meta := envelope.Read(msg)
 		if meta.CorrelationID == "" { // from a producer that is not Switchboard
 			meta.CorrelationID = msg.UUID
@@ -129,13 +239,20 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			mlog.Warn("message arrived after its deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
 			return nil
 		}
-		ctx, cancel := e.handlerContext(msg.Context(), meta)
+		replyTo := msg.Metadata.Get(envelope.KeyReplyTo) // before the chain: middleware may edit metadata
+		ctx, cancel := e.handlerContext(msg.Context(), meta, route)
 		defer cancel()
 		msg.SetContext(ctx)
 
 		produced, err := e.runChain(ctx, chain, msg, mlog)
-		if r.kind == bridge.Event {
-			return e.eventOutcome(err, mlog)
+		if r.kind == bridge.Event || replyTo == "" {
+			if err == nil && r.kind == bridge.Command && r.successTopic != "" && len(produced) == 1 {
+				if err := e.send(ctx, r.successTopic, envelope.KindEvent, produced[0].Payload); err != nil {
+					mlog.Error("success event not published; the command will be redelivered", "event_topic", r.successTopic, "err", err)
+					return err
+				}
+			}
+			return err // nil acks; an error nacks (DeadLetter has set the delay)
 		}
 		var reply *message.Message
 		if err == nil {
@@ -146,17 +263,13 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			}
 		}
 		if err != nil {
-			reply = newReply(ctx, envelope.MarshalError(e.wireError(err, msg, mlog)))
+			reply, _ = e.outgoing(ctx, "", envelope.KindReply, envelope.MarshalError(e.wireError(err, msg, mlog)), time.Time{})
 			reply.Metadata.Set(envelope.KeyError, "1")
 		} else if r.successTopic != "" {
-			if err := e.emit(ctx, r.successTopic, reply.Payload); err != nil {
+			if err := e.send(ctx, r.successTopic, envelope.KindEvent, reply.Payload); err != nil {
 				mlog.Error("success event not published; the command will be redelivered", "event_topic", r.successTopic, "err", err)
 				return err
 			}
-		}
-		replyTo := msg.Metadata.Get(envelope.KeyReplyTo)
-		if replyTo == "" {
-			return nil // fire-and-forget
 		}
 		reply.SetContext(context.WithoutCancel(ctx))
 		if err := e.b.Publisher().Publish(replyTo, reply); err != nil {
@@ -171,11 +284,56 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 	}
 }
 
+// reliability returns the engine's middleware for one handler, outermost
+// first, in the order package middleware documents. Retry and DeadLetter do
+// not apply to a command whose caller waits: the caller receives the error
+// and decides (Idempotent commands are retried by the caller), because
+// retrying a handler that is not idempotent behind its caller's back would
+// repeat its side effects.
+func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Logger) []message.HandlerMiddleware {
+	rel := e.cfg.Reliability
+	retry := rel.Retry
+	if r.retry != nil {
+		retry = *r.retry
+	}
+	mws := []message.HandlerMiddleware{
+		middleware.Tracing(e.cfg.TracerProvider),
+		unlessAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
+	}
+	if r.kind == bridge.Event && !rel.Breaker.Disabled {
+		b := rel.Breaker
+		b.Name = route.Group + " " + route.Topic
+		if b.Logger == nil {
+			b.Logger = log
+		}
+		mws = append(mws, b.Middleware())
+	}
+	return append(mws,
+		unlessAwaited(retry.Middleware()),
+		middleware.Timeout(rel.AttemptTimeout),
+		middleware.Recoverer(log),
+	)
+}
+
+// unlessAwaited applies mw only to messages nobody waits a reply for.
+func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		wrapped := mw(h)
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if msg.Metadata.Get(envelope.KeyReplyTo) != "" {
+				return h(msg)
+			}
+			return wrapped(msg)
+		}
+	}
+}
+
 // handlerContext derives a handler's context: not cancelled by the
-// subscription (see package router), carrying the engine and the message's
-// Meta, ending at the message's deadline or when a drain runs out of time.
-func (e *Engine) handlerContext(parent context.Context, meta Meta) (context.Context, context.CancelFunc) {
-	ctx := envelope.WithMeta(e.Context(context.WithoutCancel(parent)), meta)
+// subscription (see package router), carrying the engine, the message's Meta
+// and Route, ending at the message's deadline or when a drain runs out of
+// time.
+func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
+	ctx := envelope.WithRoute(envelope.WithMeta(e.Context(context.WithoutCancel(parent)), meta), route)
 	var cancelDeadline context.CancelFunc = func() {}
 	if !meta.Deadline.IsZero() {
 		ctx, cancelDeadline = context.WithDeadline(ctx, meta.Deadline)
@@ -185,24 +343,21 @@ func (e *Engine) handlerContext(parent context.Context, meta Meta) (context.Cont
 	return ctx, func() { stop(); cancel(); cancelDeadline() }
 }
 
-type panicError struct{ value any }
-
-func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
-
 type result struct {
 	msgs []*message.Message
 	err  error
 }
 
-// runChain runs the chain, turning a panic into an error (logged with its
-// stack), and gives up on a handler that is still running when ctx ends.
+// runChain runs the chain, turning a panic that escaped every middleware
+// into an error (logged with its stack), and gives up on a chain that is
+// still running when ctx ends.
 func (e *Engine) runChain(ctx context.Context, chain message.HandlerFunc, msg *message.Message, log *slog.Logger) ([]*message.Message, error) {
 	done := make(chan result, 1)
 	go func() {
 		defer func() {
 			if v := recover(); v != nil {
 				log.Error("handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-				done <- result{err: panicError{v}}
+				done <- result{err: &middleware.PanicError{Value: v}}
 			}
 		}()
 		msgs, err := chain(msg)
@@ -232,24 +387,9 @@ func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *E
 	if errors.Is(err, context.DeadlineExceeded) {
 		return with(ErrTimeout, "the handler ran out of time", nil)
 	}
-	var p panicError
+	var p *middleware.PanicError
 	if !errors.As(err, &p) { // a panic was logged with its stack already
 		log.Error("handler failed", "err", err)
 	}
 	return with(ErrInternal, "internal error", map[string]any{"message_id": msg.UUID})
-}
-
-// eventOutcome decides ack or nack for a subscription's result: a permanent
-// failure (4xx, undecodable payload) is logged and acked, because
-// redelivering it cannot help; anything else is nacked for redelivery.
-func (e *Engine) eventOutcome(err error, log *slog.Logger) error {
-	if err == nil {
-		return nil
-	}
-	var we *Error
-	if errors.As(err, &we) && we.Permanent() {
-		log.Error("event rejected permanently; acked without effect", "err", err)
-		return nil
-	}
-	return err
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/router"
 )
 
@@ -72,6 +73,16 @@ func AllowUnknownFields() HandlerOption {
 	return func(r *registration) { r.allowUnknown = true }
 }
 
+// RetryPolicy replaces Config.Reliability.Retry for this handler.
+func RetryPolicy(p middleware.Retry) HandlerOption {
+	return func(r *registration) {
+		if err := p.Validate(); err != nil {
+			r.errs = append(r.errs, err)
+		}
+		r.retry = &p
+	}
+}
+
 // SubscriptionName distinguishes several subscriptions of one service to the
 // same event; each gets its own copy of every event.
 func SubscriptionName(name string) HandlerOption {
@@ -93,6 +104,7 @@ type registration struct {
 	middleware   []message.HandlerMiddleware
 	allowUnknown bool
 	successTopic string // commands only: event emitted on success
+	retry        *middleware.Retry
 	errs         []error
 	// run decodes and validates payload, runs the user's function, and
 	// returns the encoded result (nil for subscriptions).

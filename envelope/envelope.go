@@ -159,3 +159,28 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Route says where a message being handled was going: the service and
+// handler it reached, the consumer group and the topic. The engine puts it
+// in every handler's context; middleware that records messages (such as the
+// dead-letter middleware) reads it.
+type Route struct {
+	Service string // "<name>.v<version>"
+	Handler string // command or event name
+	Group   string // consumer group
+	Topic   string
+	Kind    string // KindCommand or KindEvent
+}
+
+type routeKey struct{}
+
+// WithRoute returns ctx carrying r.
+func WithRoute(ctx context.Context, r Route) context.Context {
+	return context.WithValue(ctx, routeKey{}, r)
+}
+
+// RouteFrom returns the Route in ctx.
+func RouteFrom(ctx context.Context) (Route, bool) {
+	r, ok := ctx.Value(routeKey{}).(Route)
+	return r, ok
+}

@@ -1,0 +1,152 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/sony/gobreaker"
+
+	"github.com/switchboard-go/switchboard/envelope"
+)
+
+// ErrCircuitOpen is returned while a circuit breaker refuses work. It is the
+// same error the engine exposes as engine.ErrCircuitOpen (503,
+// "circuit_open").
+var ErrCircuitOpen = &envelope.Error{Code: 503, Reason: "circuit_open", Message: "circuit open"}
+
+// Breaker is a circuit breaker on sony/gobreaker. Zero fields take the
+// defaults below.
+type Breaker struct {
+	// Name appears in logs and in state-change callbacks.
+	Name string
+	// ConsecutiveFailures opens the circuit. Default 5.
+	ConsecutiveFailures uint32
+	// OpenFor is how long the circuit stays open before a probe. Default 10 s.
+	OpenFor time.Duration
+	// MaxPause bounds how long the consumer middleware holds a message while
+	// the circuit is open; then the message is handed back to the backend
+	// for a later redelivery (not dead-lettered). Default: OpenFor.
+	MaxPause time.Duration
+	// OnStateChange, when set, is called on every transition.
+	OnStateChange func(name string, from, to gobreaker.State)
+	// Logger logs transitions. Default slog.Default().
+	Logger *slog.Logger
+	// IsFailure decides which errors count against the circuit. Default:
+	// every error that is not permanent (IsPermanent): a bad request says
+	// nothing about the downstream's health.
+	IsFailure func(error) bool
+	// Disabled turns the breaker off: Middleware passes messages through.
+	Disabled bool
+}
+
+// Defaults of Breaker.
+const (
+	DefaultConsecutiveFailures = 5
+	DefaultOpenFor             = 10 * time.Second
+)
+
+// New returns the underlying breaker.
+func (b Breaker) New() *gobreaker.CircuitBreaker {
+	b = b.withDefaults()
+	return gobreaker.NewCircuitBreaker(gobreaker.Settings{
+		Name:        b.Name,
+		MaxRequests: 1,
+		Timeout:     b.OpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= b.ConsecutiveFailures },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			b.Logger.Warn("circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
+			if b.OnStateChange != nil {
+				b.OnStateChange(name, from, to)
+			}
+		},
+		IsSuccessful: func(err error) bool { return !b.IsFailure(err) },
+	})
+}
+
+func (b Breaker) withDefaults() Breaker {
+	if b.ConsecutiveFailures == 0 {
+		b.ConsecutiveFailures = DefaultConsecutiveFailures
+	}
+	if b.OpenFor == 0 {
+		b.OpenFor = DefaultOpenFor
+	}
+	if b.MaxPause == 0 {
+		b.MaxPause = b.OpenFor
+	}
+	if b.Logger == nil {
+		b.Logger = slog.Default()
+	}
+	if b.IsFailure == nil {
+		b.IsFailure = func(err error) bool { return err != nil && !IsPermanent(err) }
+	}
+	return b
+}
+
+// Validate reports every problem in b.
+func (b Breaker) Validate() error {
+	var errs []error
+	if b.OpenFor < 0 {
+		errs = append(errs, fmt.Errorf("breaker: OpenFor is negative (%s)", b.OpenFor))
+	}
+	if b.MaxPause < 0 {
+		errs = append(errs, fmt.Errorf("breaker: MaxPause is negative (%s)", b.MaxPause))
+	}
+	return errors.Join(errs...)
+}
+
+// Middleware returns the consumer-side breaker: after ConsecutiveFailures
+// failed messages in a row the circuit opens and the handler stops
+// consuming — every message that arrives (up to the handler's concurrency)
+// waits instead of failing — until OpenFor has passed; then one message
+// probes. Success closes the circuit and consumption resumes; failure opens
+// it again. A message that waited MaxPause without getting through fails
+// with ErrCircuitOpen, which DeadLetter redelivers without counting it.
+// Each call of Middleware makes one breaker: give every handler its own.
+func (b Breaker) Middleware() message.HandlerMiddleware {
+	if b.Disabled {
+		return func(h message.HandlerFunc) message.HandlerFunc { return h }
+	}
+	b = b.withDefaults()
+	cb := b.New()
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			ctx := msg.Context()
+			deadline := time.Now().Add(b.MaxPause)
+			for {
+				var out []*message.Message
+				_, err := cb.Execute(func() (any, error) {
+					o, err := h(msg)
+					out = o
+					return nil, err
+				})
+				if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
+					return out, err
+				}
+				if time.Now().After(deadline) {
+					return nil, fmt.Errorf("%w: %s: paused for %s", ErrCircuitOpen, b.Name, b.MaxPause)
+				}
+				wait := 50*time.Millisecond + rand.N(50*time.Millisecond)
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return nil, fmt.Errorf("%w: %s: %w", ErrCircuitOpen, b.Name, ctx.Err())
+				}
+			}
+		}
+	}
+}
+
+// jitter spreads d by ± factor.
+func jitter(d time.Duration, factor float64) time.Duration {
+	if factor <= 0 || d <= 0 {
+		return d
+	}
+	delta := factor * float64(d)
+	return time.Duration(float64(d) - delta + rand.Float64()*2*delta)
+}
