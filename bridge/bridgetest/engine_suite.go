@@ -333,8 +333,13 @@ func testEngineOutage(t *testing.T, h Harness) {
 	}
 }
 
-// Run runs the whole conformance suite: RunBridge, then RunEngine.
+// ChaosEvents is how many events Run's chaos test sends.
+const ChaosEvents = 10_000
+
+// Run runs the whole conformance suite: RunBridge, RunEngine, then RunChaos
+// with ChaosEvents events.
 func Run(t *testing.T, h Harness) {
 	t.Run("Bridge", func(t *testing.T) { RunBridge(t, h) })
 	t.Run("Engine", func(t *testing.T) { RunEngine(t, h) })
+	t.Run("Chaos", func(t *testing.T) { RunChaos(t, h, ChaosEvents) })
 }

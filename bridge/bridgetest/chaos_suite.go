@@ -1,0 +1,137 @@
+package bridgetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/middleware"
+)
+
+// ChaosEvent is the payload of the chaos run.
+type ChaosEvent struct {
+	N      int  `json:"n"`
+	Poison bool `json:"poison"`
+}
+
+// RunChaos sends n events through a handler that fails transiently 20 % of
+// the time and permanently for 1 % of the payloads (the poison ones), with
+// one outage of the backend in the middle when the harness has one. Every
+// non-poison event's effect must be recorded and every poison event must be
+// in the dead-letter store with the right reason: none missing.
+func RunChaos(t *testing.T, h Harness, n int) {
+	name := Unique("chaos")
+	ev := engine.NewEvent[ChaosEvent](name + ".tick")
+	var effects sync.Map // N → count
+	var transient, handled atomic.Int64
+	svc := engine.NewService(name, "1")
+	engine.Subscribe(svc, ev, func(ctx context.Context, e ChaosEvent) error {
+		handled.Add(1)
+		if e.Poison {
+			return engine.Invalid("n", fmt.Sprintf("poison payload %d", e.N))
+		}
+		if rand.IntN(5) == 0 {
+			transient.Add(1)
+			return errors.New("transient failure")
+		}
+		v, _ := effects.LoadOrStore(e.N, new(atomic.Int32))
+		v.(*atomic.Int32).Add(1)
+		return nil
+	}, engine.Concurrency(8))
+
+	store := deadletter.NewMemory()
+	rel := engine.Reliability{
+		Retry:         middleware.Retry{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond},
+		Redelivery:    middleware.Retry{InitialInterval: 20 * time.Millisecond, MaxInterval: 500 * time.Millisecond},
+		MaxDeliveries: 20,
+		DeadLetters:   store,
+		Breaker:       middleware.Breaker{Disabled: true}, // 20 % failures must not pause the run
+	}
+	newEngine := func(services ...*engine.Service) *engine.Engine {
+		e, err := engine.New(engine.Config{
+			Transport:    open(t, h),
+			Logger:       slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})),
+			Reliability:  rel,
+			DrainTimeout: h.wait(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Register(services...); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.Stop(context.Background()) })
+		return e
+	}
+	consumer := newEngine(svc)
+	producer := newEngine()
+	ctx := producer.Context(t.Context())
+
+	poison := 0
+	emit := func(from, to int) {
+		for i := from; i < to; i++ {
+			p := i%100 == 42
+			if p {
+				poison++
+			}
+			deadline := time.Now().Add(3 * h.wait())
+			for {
+				err := ev.Emit(ctx, ChaosEvent{N: i, Poison: p})
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("emit %d: %v", i, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	if h.Outage == nil {
+		emit(0, n)
+	} else {
+		emit(0, n/2)
+		restore := h.Outage(t)
+		waitFor(t, h.wait(), "the outage to show in Health", func() bool {
+			hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return consumer.Health(hctx) != nil
+		})
+		restore()
+		emit(n/2, n)
+	}
+	want := n - poison
+	waitFor(t, 10*h.wait()+time.Duration(n)*time.Millisecond, fmt.Sprintf("%d effects and %d dead letters", want, poison), func() bool {
+		d, _, _ := count(&effects)
+		recs, _, _ := store.List(context.Background(), deadletter.Filter{Limit: n})
+		return d == want && len(recs) >= poison
+	})
+	time.Sleep(200 * time.Millisecond) // a late extra dead letter would show now
+	recs, _, err := store.List(context.Background(), deadletter.Filter{Limit: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.ErrorKind != deadletter.KindPermanent || !strings.Contains(r.Error, "poison payload") || r.Attempts != 1 || r.Handler != name+".tick" {
+			t.Errorf("unexpected dead letter: kind %s, attempts %d, handler %s, error %q", r.ErrorKind, r.Attempts, r.Handler, r.Error)
+		}
+	}
+	distinct, total, _ := count(&effects)
+	if len(recs) != poison || distinct != want {
+		t.Errorf("effects %d (want %d), dead letters %d (want %d)", distinct, want, len(recs), poison)
+	}
+	t.Logf("chaos: %d events, %d effects (%d duplicate deliveries after the outage), %d poison dead-lettered, %d transient failures, %d handler calls",
+		n, distinct, total-distinct, len(recs), transient.Load(), handled.Load())
+}
