@@ -108,11 +108,11 @@ func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout
 	return out, err
 }
 
-// retryableCall: a caller retries only when the command may not have run —
-// never after a handled error.
+// retryableCall: a caller retries only when the command may not have run,
+// or ran without answering in time — never after an answer from the
+// handler, even a 5xx one.
 func retryableCall(err error) bool {
-	return (errors.Is(err, ErrTimeout) || errors.Is(err, ErrUnavailable)) &&
-		!errors.Is(err, ErrCircuitOpen) && !errors.Is(err, ErrShuttingDown)
+	return errors.Is(err, ErrTimeout) || errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNoHandler)
 }
 
 // downstreamFailure tells the caller-side breaker which results count

@@ -1,0 +1,241 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sony/gobreaker"
+
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/middleware"
+)
+
+var Job = engine.NewEvent[EchoIn]("jobs.queued")
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func deadLetters(t *testing.T, s deadletter.Store) []deadletter.Record {
+	t.Helper()
+	recs, _, err := s.List(context.Background(), deadletter.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func TestPermanentErrorIsDeadLetteredAfterOneAttempt(t *testing.T) {
+	var calls atomic.Int32
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		calls.Add(1)
+		return engine.NewError(422, "cannot do %q", in.Text)
+	})
+	store := deadletter.NewMemory()
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
+	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{CorrelationID: "c-42", TenantID: "acme"})
+	if err := Job.Emit(ctx, EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a dead letter", func() bool { return len(deadLetters(t, store)) == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want exactly 1", n)
+	}
+	r := deadLetters(t, store)[0]
+	if r.ErrorKind != deadletter.KindPermanent || r.Attempts != 1 || r.Service != "jobs.v1" || r.Handler != "jobs.queued" ||
+		r.Topic != "event.jobs.queued" || r.Group != "jobs.v1" || string(r.Payload) != `{"text":"x","count":0}` ||
+		r.Metadata["correlation_id"] != "c-42" || r.Metadata["tenant_id"] != "acme" || r.LastFailedAt.IsZero() ||
+		r.Error != `422 Unprocessable Entity: cannot do "x"` {
+		t.Errorf("dead letter %+v", r)
+	}
+}
+
+func TestTransientFailuresAreRetriedThenDeadLettered(t *testing.T) {
+	var calls atomic.Int32
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		calls.Add(1)
+		return errors.New("database down")
+	})
+	store := deadletter.NewMemory()
+	rel := engine.Reliability{
+		DeadLetters:   store,
+		Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+		MaxDeliveries: 3,
+		Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+		Breaker:       middleware.Breaker{Disabled: true},
+	}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a dead letter", func() bool { return len(deadLetters(t, store)) == 1 })
+	r := deadLetters(t, store)[0]
+	if calls.Load() != 6 || r.Attempts != 6 || r.ErrorKind != deadletter.KindExhausted || r.Error != "database down" || r.FirstFailedAt.After(r.LastFailedAt) {
+		t.Errorf("%d calls; record %+v; want 2 attempts × 3 deliveries", calls.Load(), r)
+	}
+}
+
+func TestReplayAfterTheFix(t *testing.T) {
+	var fixed atomic.Bool
+	var done atomic.Int32
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		if !fixed.Load() {
+			return middleware.Permanent(errors.New("bug #12"))
+		}
+		done.Add(1)
+		return nil
+	})
+	other := engine.NewService("audit", "1") // a second group: must not see the replay
+	var audited atomic.Int32
+	engine.Subscribe(other, Job, func(ctx context.Context, in EchoIn) error { audited.Add(1); return nil })
+	store := deadletter.NewMemory()
+	bus := inproc.New(inproc.Options{})
+	e, _ := start(t, bus, engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc, other)
+	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a dead letter", func() bool { return len(deadLetters(t, store)) == 1 })
+	fixed.Store(true)
+	if err := deadletter.Replay(t.Context(), store, bus.Publisher(), deadLetters(t, store)[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the replayed job", func() bool { return done.Load() == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if done.Load() != 1 || audited.Load() != 1 || len(deadLetters(t, store)) != 0 {
+		t.Errorf("after replay: processed %d (want 1), other group saw %d (want 1: the original only), %d records left", done.Load(), audited.Load(), len(deadLetters(t, store)))
+	}
+}
+
+func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
+	var healthy atomic.Bool
+	var calls, done atomic.Int32
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		calls.Add(1)
+		if !healthy.Load() {
+			return errors.New("downstream unavailable")
+		}
+		done.Add(1)
+		return nil
+	}, engine.Concurrency(1))
+	states := make(chan gobreaker.State, 10)
+	store := deadletter.NewMemory()
+	rel := engine.Reliability{
+		DeadLetters:   store,
+		Retry:         middleware.Retry{MaxAttempts: 1},
+		MaxDeliveries: 3,
+		Redelivery:    middleware.Retry{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond},
+		Breaker: middleware.Breaker{ConsecutiveFailures: 3, OpenFor: 300 * time.Millisecond, MaxPause: 5 * time.Second,
+			OnStateChange: func(_ string, _, to gobreaker.State) { states <- to }},
+	}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
+	ctx := e.Context(t.Context())
+	const n = 10
+	for i := range n {
+		if err := Job.Emit(ctx, EchoIn{Count: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := <-states; s != gobreaker.StateOpen {
+		t.Fatalf("first transition to %s, want open", s)
+	}
+	opened := calls.Load()
+	time.Sleep(150 * time.Millisecond) // well inside OpenFor: consumption is paused
+	if c := calls.Load(); c != opened {
+		t.Errorf("handler called %d times while the circuit was open", c-opened)
+	}
+	healthy.Store(true) // the downstream recovers; the probe will succeed
+	if s := <-states; s != gobreaker.StateHalfOpen {
+		t.Errorf("second transition to %s, want half-open", s)
+	}
+	if s := <-states; s != gobreaker.StateClosed {
+		t.Errorf("third transition to %s, want closed", s)
+	}
+	waitUntil(t, "every job done", func() bool { return done.Load() == n })
+	if recs := deadLetters(t, store); len(recs) != 0 {
+		t.Errorf("%d messages dead-lettered during the outage; want none", len(recs))
+	}
+}
+
+func TestCallerSideBreakerAndRetry(t *testing.T) {
+	var calls atomic.Int32
+	var mode atomic.Int32 // 0: hang past the caller's timeout, 1: answer
+	svc := engine.NewService("flaky", "1")
+	flaky := engine.NewCommand[EchoIn, EchoOut]("flaky", "1", "get").Idempotent()
+	plain := engine.NewCommand[EchoIn, EchoOut]("flaky", "1", "plain")
+	handle := func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		if calls.Add(1); mode.Load() == 0 {
+			<-ctx.Done()
+			return EchoOut{}, ctx.Err()
+		}
+		return EchoOut{Text: "ok"}, nil
+	}
+	engine.Handle(svc, flaky, handle)
+	engine.Handle(svc, plain, handle)
+	rel := engine.Reliability{
+		Retry:       middleware.Retry{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond},
+		CallBreaker: middleware.Breaker{ConsecutiveFailures: 3, OpenFor: 200 * time.Millisecond},
+	}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, DefaultTimeout: 50 * time.Millisecond}, svc)
+	ctx := e.Context(t.Context())
+
+	// An idempotent command is retried by the caller: 3 attempts, then the
+	// timeout; those 3 failures open its circuit.
+	if _, err := flaky.Invoke(ctx, EchoIn{}); !errors.Is(err, engine.ErrTimeout) {
+		t.Fatalf("idempotent call: %v", err)
+	}
+	waitUntil(t, "3 handler calls", func() bool { return calls.Load() == 3 })
+	if _, err := flaky.Invoke(ctx, EchoIn{}); !errors.Is(err, engine.ErrCircuitOpen) {
+		t.Errorf("after 3 failures: %v, want ErrCircuitOpen", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if calls.Load() != 3 {
+		t.Errorf("an open circuit still sent the call (%d handler calls)", calls.Load())
+	}
+	// The other command has its own circuit, and is not retried.
+	calls.Store(0)
+	if _, err := plain.Invoke(ctx, EchoIn{}); !errors.Is(err, engine.ErrTimeout) {
+		t.Errorf("plain call: %v", err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	if calls.Load() != 1 {
+		t.Errorf("a command that is not Idempotent ran %d times", calls.Load())
+	}
+	// After OpenFor the probe goes through and closes the circuit.
+	mode.Store(1)
+	time.Sleep(250 * time.Millisecond)
+	if out, err := flaky.Invoke(ctx, EchoIn{}); err != nil || out.Text != "ok" {
+		t.Errorf("after recovery: %v %v", out, err)
+	}
+	// An answer from the handler, even a 503, is never retried by the caller.
+	mode.Store(2)
+	calls.Store(0)
+	refuse := engine.NewCommand[EchoIn, EchoOut]("refuse", "1", "get").Idempotent()
+	rs := engine.NewService("refuse", "1")
+	engine.Handle(rs, refuse, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		calls.Add(1)
+		return EchoOut{}, engine.ErrUnavailable
+	})
+	e2, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, rs)
+	if _, err := refuse.Invoke(e2.Context(t.Context()), EchoIn{}); !errors.Is(err, engine.ErrUnavailable) {
+		t.Errorf("handled 503: %v", err)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("a handled error was retried: %d calls", calls.Load())
+	}
+}
