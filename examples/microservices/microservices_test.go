@@ -126,7 +126,11 @@ func TestSeedScenarioAcrossProcesses(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer caller.Stop(context.Background())
-			ctx := caller.Context(t.Context())
+			// The conversation starts here with a known correlation id and trace.
+			const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+			correlation := "corr-" + watermill.NewShortUUID()
+			ctx := engine.WithMeta(caller.Context(t.Context()), engine.Meta{
+				CorrelationID: correlation, Traceparent: "00-" + traceID + "-00f067aa0ba902b7-01"})
 
 			address := strings.ToLower(watermill.NewShortUUID()[:8]) + "@example.com"
 			u, err := userapi.CreateUser.Invoke(ctx, userapi.CreateUserIn{Name: "Ada", Email: address}, engine.Timeout(20*time.Second))
@@ -147,8 +151,14 @@ func TestSeedScenarioAcrossProcesses(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, s := range sent.Sent {
-					if s.To == address {
-						want[s.Subject] = true
+					if s.To != address {
+						continue
+					}
+					want[s.Subject] = true
+					// three hops over two processes: test → user → email
+					// (command), and user → email (user.created)
+					if s.CorrelationID != correlation || s.TraceID != traceID {
+						t.Errorf("%q sent with correlation %q and trace %q, want %q and %q", s.Subject, s.CorrelationID, s.TraceID, correlation, traceID)
 					}
 				}
 				if want["Welcome, Ada"] && want["Getting started"] {

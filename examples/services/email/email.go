@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
 )
@@ -19,10 +20,11 @@ type Outbox struct {
 	sent []emailapi.Sent
 }
 
-func (o *Outbox) send(to, subject string) int {
+func (o *Outbox) send(ctx context.Context, to, subject string) int {
+	m := engine.MetaFrom(ctx)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.sent = append(o.sent, emailapi.Sent{To: to, Subject: subject})
+	o.sent = append(o.sent, emailapi.Sent{To: to, Subject: subject, CorrelationID: m.CorrelationID, TraceID: envelope.TraceID(m.Traceparent)})
 	return len(o.sent)
 }
 
@@ -37,14 +39,14 @@ func (o *Outbox) Sent() []emailapi.Sent {
 func New(out *Outbox) *engine.Service {
 	svc := engine.NewService("email", "1")
 	engine.Handle(svc, emailapi.SendWelcome, func(ctx context.Context, in emailapi.SendWelcomeIn) (emailapi.SendWelcomeOut, error) {
-		n := out.send(in.Email, "Welcome, "+in.Name)
+		n := out.send(ctx, in.Email, "Welcome, "+in.Name)
 		return emailapi.SendWelcomeOut{MessageID: fmt.Sprintf("mail-%d", n)}, nil
 	})
 	engine.Handle(svc, emailapi.ListSent, func(ctx context.Context, _ emailapi.ListSentIn) (emailapi.ListSentOut, error) {
 		return emailapi.ListSentOut{Sent: out.Sent()}, nil
 	})
 	engine.Subscribe(svc, userapi.UserCreated, func(ctx context.Context, u userapi.User) error {
-		out.send(u.Email, "Getting started")
+		out.send(ctx, u.Email, "Getting started")
 		return nil
 	})
 	return svc

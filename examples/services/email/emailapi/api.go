@@ -34,10 +34,12 @@ type ListSentOut struct {
 	Sent []Sent `json:"sent"`
 }
 
-// Sent is one sent e-mail.
+// Sent is one sent e-mail, with the conversation it belonged to.
 type Sent struct {
-	To      string `json:"to"`
-	Subject string `json:"subject"`
+	To            string `json:"to"`
+	Subject       string `json:"subject"`
+	CorrelationID string `json:"correlationId"`
+	TraceID       string `json:"traceId"`
 }
 
 // SendWelcome sends a welcome e-mail.
