@@ -645,3 +645,46 @@ func TestConfigAndRegistrationErrors(t *testing.T) {
 		engine.NewCommand[EchoIn, EchoOut]("svc", "1", "has space")
 	}()
 }
+
+type recordingPublisher struct {
+	mu     sync.Mutex
+	topics []string
+}
+
+func (p *recordingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range msgs {
+		p.topics = append(p.topics, topic)
+	}
+	return nil
+}
+
+func (p *recordingPublisher) Close() error { return nil }
+
+func TestWithPublisherRedirectsEmitAndSend(t *testing.T) {
+	got := make(chan string, 1)
+	s := engine.NewService("listener", "1")
+	engine.Subscribe(s, Echoed, func(ctx context.Context, ev EchoOut) error { got <- ev.Text; return nil })
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, s, echoService())
+	rec := &recordingPublisher{}
+	ctx := engine.WithPublisher(e.Context(t.Context()), rec)
+	if err := Echoed.Emit(ctx, EchoOut{Text: "via outbox"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Echo.Send(ctx, EchoIn{Text: "fire"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.topics) != 2 || rec.topics[0] != "event.echo.echoed" || rec.topics[1] != "echo.v1.echo" {
+		t.Errorf("publisher got %v", rec.topics)
+	}
+	select {
+	case text := <-got:
+		t.Errorf("the bridge delivered %q although ctx carried another publisher", text)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Invoke still goes through the bridge: it waits for a reply.
+	if out, err := Echo.Invoke(ctx, EchoIn{Text: "rpc"}); err != nil || out.Text != "rpc" {
+		t.Errorf("Invoke with a publisher in ctx: %v %v", out, err)
+	}
+}

@@ -189,6 +189,14 @@ func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Erro
 // ErrNoHandler.
 func (e *Engine) send(ctx context.Context, topic, kind string, payload []byte) error {
 	msg, finish := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	if pub, ok := ctx.Value(publisherKey{}).(message.Publisher); ok {
+		err := pub.Publish(topic, msg) // e.g. the outbox, inside the caller's transaction
+		finish(err)
+		if err != nil {
+			return fmt.Errorf("publishing to %s: %w", topic, err)
+		}
+		return nil
+	}
 	if err := e.publish(topic, msg, finish); err != nil {
 		if errors.Is(err, bridge.ErrNoSubscriber) {
 			if kind == envelope.KindEvent {

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/switchboard-go/switchboard/envelope"
 )
 
@@ -26,4 +28,14 @@ func MetaFrom(ctx context.Context) Meta {
 // trace) or stay empty (principal, tenant).
 func WithMeta(ctx context.Context, m Meta) context.Context {
 	return envelope.WithMeta(ctx, m)
+}
+
+type publisherKey struct{}
+
+// WithPublisher returns ctx whose Emit and Send go through pub instead of
+// the engine's bridge. The transactional outbox uses it to write messages
+// in the caller's database transaction (see package outbox); Invoke, which
+// must wait for a reply, always uses the bridge.
+func WithPublisher(ctx context.Context, pub message.Publisher) context.Context {
+	return context.WithValue(ctx, publisherKey{}, pub)
 }
