@@ -31,7 +31,8 @@
 // the URL does not set it. Open fails within that time, with an error
 // wrapping bridge.ErrUnreachable that names the backend and the redacted URL,
 // when the server is down or unknown, the credentials are wrong, or the
-// database does not exist. Open creates the tables when they are missing.
+// database does not exist. Open creates the tables when they are missing
+// (see Tables).
 //
 // # Why not watermill-sql's subscriber
 //
@@ -59,14 +60,22 @@
 //
 // # Tables
 //
-// Both live in the configured schema; ensureSchema (schema.go) creates them
-// idempotently under an advisory lock, and is the one place to move into
-// versioned migrations:
+// Both live in the configured schema and are version 1 of package
+// migrations (migrations/sql/0001_bridge.sql):
 //
 //	bridge_groups(id, topic, name, kind, created_at, seen_at)  UNIQUE (topic, name)
 //	bridge_queue(id, group_id → bridge_groups ON DELETE CASCADE, uuid, payload bytea,
 //	             metadata jsonb, published_at, visible_at, attempts)
 //	             INDEX (group_id, visible_at, id)
+//	bridge_no_subscriber(topic) raises SQLSTATE SB404 for the publish statement
+//
+// Open calls migrations.Up for the schema, which applies every pending
+// migration of the library (so the schema also gets schema_migrations and
+// the dead-letter table, version 2); when everything is applied already it
+// only reads schema_migrations. Concurrent Opens are serialised by Up's
+// advisory lock. Teams that manage migrations themselves apply
+// migrations.SQL (`switchboard migrate sql`) beforehand; Open then finds
+// nothing to do and needs no DDL privileges.
 //
 // One table with a topic column (not a table per topic) keeps identifiers
 // fixed: topics such as "reply.<uuid>" may be long, and no identifier is ever

@@ -82,7 +82,7 @@ func parseURL(u *url.URL) (config, error) {
 	}
 	q := u.Query()
 	if v := q.Get("schema"); q.Has("schema") {
-		if !schemaName.MatchString(v) {
+		if !validSchema(v) {
 			return c, fmt.Errorf("%w: schema=%q is not a plain identifier of at most 63 bytes ([A-Za-z_][A-Za-z0-9_]*)", bridge.ErrBadURL, v)
 		}
 		c.schema = v

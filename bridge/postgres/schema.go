@@ -13,19 +13,19 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/switchboard-go/switchboard/migrations"
 )
 
 // noSubscriberCode is the SQLSTATE the publish statement raises (through
-// bridge_no_subscriber) when the topic has no consumer group at all.
+// bridge_no_subscriber, defined in migrations/sql/0001_bridge.sql) when the
+// topic has no consumer group at all.
 const noSubscriberCode = "SB404"
 
 // maxTopicLen bounds topic names: a topic is the payload of a NOTIFY, which
 // PostgreSQL limits to 8000 bytes, and it is stored in every queue row.
 const maxTopicLen = 1024
-
-// schemaName is what the schema URL parameter accepts: a plain identifier
-// that fits PostgreSQL's 63-byte limit. It is still always quoted in SQL.
-var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
 // topicChars mirrors watermill-sql's own topic check (its Publisher rejects
 // any other character), so that a subscription can never be created for a
@@ -45,94 +45,28 @@ func validateTopic(topic string) error {
 // ---------------------------------------------------------------------------
 // Schema (DDL)
 //
-// Everything the bridge creates is here, in schemaDDL, and nowhere else. It is
-// idempotent (IF NOT EXISTS / OR REPLACE) and runs in one transaction under a
-// transaction-scoped advisory lock, so any number of processes may open the
-// bridge at once. When versioned migrations arrive (package migrations), this
-// list moves there verbatim as "version 1" and ensureSchema becomes a check.
+// The bridge's tables are version 1 of package migrations
+// (migrations/sql/0001_bridge.sql); Open runs migrations.Up, which creates
+// them (and every other table the library owns) when they are missing.
 // ---------------------------------------------------------------------------
 
-// schemaDDL returns the statements that create the bridge's tables in the
-// (already quoted) schema qs.
-func schemaDDL(qs string) []string {
-	stmts := []string{
-		`CREATE SCHEMA IF NOT EXISTS {s}`,
-
-		// One row per consumer group of a topic. A Subscriber registers its
-		// group here; Publish copies each message to every group of the topic.
-		`CREATE TABLE IF NOT EXISTS {s}.bridge_groups (
-			id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-			topic      text        NOT NULL,
-			name       text        NOT NULL,
-			kind       text        NOT NULL CHECK (kind IN ('command', 'event', 'reply')),
-			created_at timestamptz NOT NULL DEFAULT now(),
-			seen_at    timestamptz NOT NULL DEFAULT now(),
-			UNIQUE (topic, name)
-		)`,
-
-		// One row per (message, group) still to be processed. visible_at is
-		// when the row may next be claimed: publish time, then lease expiry
-		// (ack deadline) while a consumer holds it, then now+nack_delay after a
-		// Nack. Ack deletes the row.
-		`CREATE TABLE IF NOT EXISTS {s}.bridge_queue (
-			id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-			group_id     bigint      NOT NULL REFERENCES {s}.bridge_groups (id) ON DELETE CASCADE,
-			uuid         text        NOT NULL,
-			payload      bytea       NOT NULL,
-			metadata     jsonb       NOT NULL DEFAULT '{}',
-			published_at timestamptz NOT NULL DEFAULT now(),
-			visible_at   timestamptz NOT NULL DEFAULT now(),
-			attempts     integer     NOT NULL DEFAULT 0
-		)`,
-
-		// Serves the claim (group_id = ? AND visible_at <= now() ORDER BY
-		// visible_at, id), the next-visible probe, and the FK cascade.
-		`CREATE INDEX IF NOT EXISTS bridge_queue_next ON {s}.bridge_queue (group_id, visible_at, id)`,
-
-		// Raises the error the publish statement uses to report "no consumer
-		// group for this topic" with a recognisable SQLSTATE. Plain SQL cannot
-		// raise, and the check must live in the statement so that it also
-		// holds when the statement runs inside a caller's transaction.
-		`CREATE OR REPLACE FUNCTION {s}.bridge_no_subscriber(topic text) RETURNS bigint
-		LANGUAGE plpgsql VOLATILE AS $fn$
-		BEGIN
-			RAISE EXCEPTION USING
-				ERRCODE = '` + noSubscriberCode + `',
-				MESSAGE = format('switchboard: no subscriber for topic %s', topic);
-		END
-		$fn$`,
-	}
-	for i, s := range stmts {
-		stmts[i] = strings.ReplaceAll(s, "{s}", qs)
-	}
-	return stmts
+// validSchema reports whether name is acceptable as the schema URL
+// parameter: the rule of package migrations, and not empty.
+func validSchema(name string) bool {
+	return name != "" && migrations.Options{Schema: name}.Validate() == nil
 }
 
-// ensureSchema creates the bridge's tables when they are missing. The fast
-// path (everything present) takes no lock and writes nothing.
+// ensureSchema applies the pending migrations to schema. When everything is
+// applied (every Open after the first) it only reads schema_migrations: no
+// lock, no writes. Otherwise migrations.Up serialises concurrent callers
+// with an advisory lock.
 func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	qs := quoteIdent(schema)
-	var ready bool
-	err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND to_regprocedure($2) IS NOT NULL`,
-		qs+".bridge_queue", qs+".bridge_no_subscriber(text)").Scan(&ready)
-	if err != nil {
-		return fmt.Errorf("postgres: checking schema %s: %w", qs, err)
+	db := stdlib.OpenDBFromPool(pool) // its Close leaves the pool open
+	defer db.Close()
+	if _, err := migrations.Up(ctx, db, migrations.Options{Schema: schema}); err != nil {
+		return fmt.Errorf("postgres: creating the tables in schema %s: %w", quoteIdent(schema), err)
 	}
-	if ready {
-		return nil
-	}
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		// Two-key form: (namespace for this package, hash of the schema name).
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(1937337954, hashtext($1))`, schema); err != nil {
-			return fmt.Errorf("postgres: schema lock: %w", err)
-		}
-		for _, stmt := range schemaDDL(qs) {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("postgres: creating schema %s: %w", qs, err)
-			}
-		}
-		return nil
-	})
+	return nil
 }
 
 func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
@@ -262,8 +196,8 @@ func (a SchemaAdapter) schema() (string, error) {
 	if s == "" {
 		s = DefaultSchema
 	}
-	if !schemaName.MatchString(s) {
-		return "", fmt.Errorf("postgres: invalid schema name %q (want %s)", s, schemaName)
+	if err := (migrations.Options{Schema: s}).Validate(); err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
 	}
 	return s, nil
 }
@@ -335,20 +269,22 @@ func (a SchemaAdapter) UnmarshalMessage(params wmsql.UnmarshalMessageParams) (wm
 	return r, nil
 }
 
-// SchemaInitializingQueries implements wmsql.SchemaAdapter. The tables do not
-// depend on the topic; the statements are idempotent but must not run
-// concurrently without a lock (the bridge takes an advisory lock).
+// SchemaInitializingQueries implements wmsql.SchemaAdapter with the script
+// of package migrations (migrations.SQL) for the adapter's schema: every
+// table the library owns, recorded in schema_migrations. The tables do not
+// depend on the topic; the script is idempotent but must not run
+// concurrently with itself — prefer migrations.Up, which takes a lock (the
+// bridge calls it when it opens).
 func (a SchemaAdapter) SchemaInitializingQueries(wmsql.SchemaInitializingQueriesParams) ([]wmsql.Query, error) {
 	s, err := a.schema()
 	if err != nil {
 		return nil, err
 	}
-	ddl := schemaDDL(quoteIdent(s))
-	out := make([]wmsql.Query, len(ddl))
-	for i, q := range ddl {
-		out[i] = wmsql.Query{Query: q}
+	script, err := migrations.SQL(migrations.Options{Schema: s})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	return out, nil
+	return []wmsql.Query{{Query: script}}, nil
 }
 
 // SubscribeIsolationLevel implements wmsql.SchemaAdapter; claims are single

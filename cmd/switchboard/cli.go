@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/migrations"
+)
+
+const usage = `Usage: switchboard <command> [arguments] [flags]
+
+Commands:
+  migrate up        apply the pending migrations
+  migrate status    list every migration, applied or pending
+  migrate sql       print the SQL of every migration (needs no database)
+  dlq list          list dead letters, oldest failure first
+  dlq show ID       print one dead letter: every field, metadata and payload
+  dlq replay ID     publish a dead letter again to the group that failed it
+  dlq replay --all  replay every dead letter matching the filters
+  dlq purge         delete dead letters older than --older-than (asks for --yes)
+  health            open a bridge and check that its backend answers
+
+Flags of migrate and dlq:
+  --db URL          PostgreSQL URL (default $SWITCHBOARD_DB)
+  --schema NAME     schema of the library's tables (default "switchboard")
+Flags of dlq replay and health:
+  --bridge URL      bridge URL (default $SWITCHBOARD_BRIDGE)
+
+Run 'switchboard <command> -h' for the flags of one command.
+`
+
+// Environment variables read when the flag is not given.
+const (
+	envDB     = "SWITCHBOARD_DB"
+	envBridge = "SWITCHBOARD_BRIDGE"
+)
+
+// run is the whole program: it returns the exit status (0 ok, 1 error,
+// 2 usage error).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "migrate":
+		err = runMigrate(ctx, args[1:], stdout)
+	case "dlq":
+		err = runDLQ(ctx, args[1:], stdout, stderr)
+	case "health":
+		err = runHealth(ctx, args[1:], stdout)
+	default:
+		fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	return report(err, stdout, stderr)
+}
+
+// usageError is a mistake in the command line; help is the usage of the
+// command it concerns.
+type usageError struct {
+	msg  string
+	help string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+// helpRequested carries the help text of a command run with -h.
+type helpRequested struct{ help string }
+
+func (helpRequested) Error() string { return "help requested" }
+
+// report prints err and returns the exit status for it.
+func report(err error, stdout, stderr io.Writer) int {
+	var (
+		ue *usageError
+		hr helpRequested
+	)
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &hr):
+		fmt.Fprint(stdout, hr.help)
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "switchboard: %s\n", ue.msg)
+		if ue.help != "" {
+			fmt.Fprintf(stderr, "\n%s", ue.help)
+		}
+		return 2
+	default:
+		fmt.Fprintf(stderr, "switchboard: %v%s\n", err, hint(err))
+		return 1
+	}
+}
+
+// hint suggests the fix for errors an operator is likely to meet.
+func hint(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // undefined table, schema
+		return "\n(the tables are missing: run 'switchboard migrate up' with the same --db and --schema)"
+	}
+	return ""
+}
+
+// command is one subcommand's flag set and help text.
+type command struct {
+	fs       *flag.FlagSet
+	synopsis string
+}
+
+func newCommand(name, synopsis string) *command {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors and help are printed by report
+	return &command{fs: fs, synopsis: synopsis}
+}
+
+// help returns the command's usage with its flags.
+func (c *command) help() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: switchboard %s\n\nFlags:\n", c.synopsis)
+	c.fs.SetOutput(&b)
+	c.fs.PrintDefaults()
+	c.fs.SetOutput(io.Discard)
+	return b.String()
+}
+
+func (c *command) usageErr(format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...), help: c.help()}
+}
+
+// parse parses flags that may come before, between or after the positional
+// arguments, and returns the positional ones.
+func (c *command) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := c.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, helpRequested{c.help()}
+			}
+			return nil, c.usageErr("%s: %v", c.fs.Name(), err)
+		}
+		args = c.fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// dbFlags are the flags every database command has.
+type dbFlags struct {
+	url, schema string
+}
+
+func (d *dbFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.url, "db", "", "PostgreSQL `URL` (default $"+envDB+")")
+	fs.StringVar(&d.schema, "schema", migrations.DefaultSchema, "`name` of the schema holding the library's tables")
+}
+
+// validate checks the schema name (a usage error when wrong).
+func (d *dbFlags) validate(c *command) error {
+	if err := (migrations.Options{Schema: d.schema}).Validate(); err != nil {
+		return c.usageErr("--schema: %v", err)
+	}
+	return nil
+}
+
+// open validates the flags and connects to the database.
+func (d *dbFlags) open(ctx context.Context, c *command) (*sql.DB, error) {
+	if err := d.validate(c); err != nil {
+		return nil, err
+	}
+	raw := d.url
+	if raw == "" {
+		raw = os.Getenv(envDB)
+	}
+	if raw == "" {
+		return nil, c.usageErr("no database: pass --db URL or set $%s", envDB)
+	}
+	db, err := sql.Open("pgx", raw)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", bridge.Redact(raw), err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("cannot reach the database at %s: %w", bridge.Redact(raw), err)
+	}
+	return db, nil
+}
+
+// bridgeURL returns --bridge or $SWITCHBOARD_BRIDGE.
+func bridgeURL(c *command, flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if v := os.Getenv(envBridge); v != "" {
+		return v, nil
+	}
+	return "", c.usageErr("no bridge: pass --bridge URL or set $%s", envBridge)
+}
+
+// parseDurationDays is time.ParseDuration that also accepts whole days
+// ("7d"); negative durations are refused.
+func parseDurationDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration such as 90m, 24h or 7d", s)
+	}
+	return d, nil
+}
+
+// parseTime reads an RFC 3339 time or a duration ago ("24h": now - 24h).
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := parseDurationDays(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2024-05-06T07:08:09Z) nor a duration ago (24h, 7d)", s)
+	}
+	return now.Add(-d), nil
+}

@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	_ "github.com/switchboard-go/switchboard/bridge/all" // every backend, for dlq replay and health
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/deadletter/pgstore"
+)
+
+// errorWidth is how many characters of the error `dlq list` shows.
+const errorWidth = 60
+
+// runDLQ is `switchboard dlq list|show|replay|purge`.
+func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	actions := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"list": dlqList, "show": dlqShow, "replay": dlqReplay, "purge": dlqPurge,
+	}
+	c := newCommand("dlq", "dlq list|show|replay|purge [arguments] [flags]")
+	if len(args) == 0 {
+		return c.usageErr("dlq: want one of list, show, replay, purge")
+	}
+	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		return helpRequested{usage}
+	}
+	f, ok := actions[args[0]]
+	if !ok {
+		return c.usageErr("dlq: unknown action %q (want list, show, replay or purge)", args[0])
+	}
+	return f(ctx, args[1:], stdout, stderr)
+}
+
+// filterFlags are the record filters of list and replay --all.
+type filterFlags struct {
+	service, handler, topic, errorText, since, until string
+}
+
+func (ff *filterFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&ff.service, "service", "", "only records of the service `name`d (e.g. email.v1)")
+	fs.StringVar(&ff.handler, "handler", "", "only records of the handler `name`d")
+	fs.StringVar(&ff.topic, "topic", "", "only records of the `topic`")
+	fs.StringVar(&ff.errorText, "error", "", "only records whose error contains this `text` (case-insensitive)")
+	fs.StringVar(&ff.since, "since", "", "only records last failed at or after this `time` (RFC 3339, or a duration ago: 24h, 7d)")
+	fs.StringVar(&ff.until, "until", "", "only records last failed before this `time` (RFC 3339, or a duration ago)")
+}
+
+func (ff *filterFlags) filter(c *command, now time.Time) (deadletter.Filter, error) {
+	f := deadletter.Filter{Service: ff.service, Handler: ff.handler, Topic: ff.topic, ErrorContains: ff.errorText}
+	var err error
+	if ff.since != "" {
+		if f.Since, err = parseTime(ff.since, now); err != nil {
+			return f, c.usageErr("--since: %v", err)
+		}
+	}
+	if ff.until != "" {
+		if f.Until, err = parseTime(ff.until, now); err != nil {
+			return f, c.usageErr("--until: %v", err)
+		}
+	}
+	return f, nil
+}
+
+func (ff *filterFlags) empty() bool { return *ff == filterFlags{} }
+
+// openStore connects to the database and returns its dead-letter store.
+func openStore(ctx context.Context, c *command, d *dbFlags) (*pgstore.Store, func(), error) {
+	db, err := d.open(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := pgstore.New(db, d.schema)
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, err
+	}
+	return s, func() { _ = db.Close() }, nil
+}
+
+func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	c := newCommand("dlq list", "dlq list [filters] [--limit N] [--after CURSOR] [--json] [--db URL] [--schema NAME]")
+	var (
+		d      dbFlags
+		ff     filterFlags
+		limit  int
+		after  string
+		asJSON bool
+	)
+	d.register(c.fs)
+	ff.register(c.fs)
+	c.fs.IntVar(&limit, "limit", 50, "at most `N` records per page")
+	c.fs.StringVar(&after, "after", "", "`cursor` of the next page, as printed by the previous one")
+	c.fs.BoolVar(&asJSON, "json", false, `print {"records": [...], "next": "cursor"} as JSON`)
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return c.usageErr("dlq list: unexpected argument %q", pos[0])
+	}
+	if limit < 1 {
+		return c.usageErr("--limit: must be at least 1")
+	}
+	f, err := ff.filter(c, time.Now())
+	if err != nil {
+		return err
+	}
+	f.Limit, f.After = limit, after
+	if f.After != "" {
+		if _, _, err := deadletter.ParseCursor(f.After); err != nil {
+			return c.usageErr("--after: %v", err)
+		}
+	}
+	store, done, err := openStore(ctx, c, &d)
+	if err != nil {
+		return err
+	}
+	defer done()
+	recs, next, err := store.List(ctx, f)
+	if err != nil {
+		return err
+	}
+
+	if asJSON {
+		if recs == nil {
+			recs = []deadletter.Record{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Records []deadletter.Record `json:"records"`
+			Next    string              `json:"next"`
+		}{recs, next})
+	}
+	if len(recs) == 0 {
+		_, err := fmt.Fprintln(stdout, "no dead letters match")
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tLAST FAILED\tSERVICE\tHANDLER\tATTEMPTS\tKIND\tERROR")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.LastFailedAt.UTC().Format(time.RFC3339),
+			oneLine(r.Service), oneLine(r.Handler), r.Attempts, oneLine(r.ErrorKind), truncate(oneLine(r.Error), errorWidth))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if next != "" {
+		fmt.Fprintf(stdout, "\nnext page: --after '%s'\n", next)
+	}
+	return nil
+}
+
+func dlqShow(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	c := newCommand("dlq show", "dlq show ID [--json] [--db URL] [--schema NAME]")
+	var (
+		d      dbFlags
+		asJSON bool
+	)
+	d.register(c.fs)
+	c.fs.BoolVar(&asJSON, "json", false, "print the record as JSON (payload in base64)")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return c.usageErr("dlq show: want exactly one record ID")
+	}
+	store, done, err := openStore(ctx, c, &d)
+	if err != nil {
+		return err
+	}
+	defer done()
+	r, err := store.Get(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	return printRecord(stdout, r)
+}
+
+// printRecord writes every field of r for a human.
+func printRecord(w io.Writer, r deadletter.Record) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, f := range [][2]string{
+		{"ID", r.ID}, {"Message ID", r.MessageID}, {"Topic", r.Topic}, {"Service", r.Service},
+		{"Handler", r.Handler}, {"Group", r.Group}, {"Error kind", r.ErrorKind},
+		{"Attempts", fmt.Sprint(r.Attempts)},
+		{"First failed", r.FirstFailedAt.UTC().Format(time.RFC3339Nano)},
+		{"Last failed", r.LastFailedAt.UTC().Format(time.RFC3339Nano)},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", f[0], oneLine(f[1]))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nError:\n%s\n", indent(r.Error))
+
+	fmt.Fprintf(w, "\nMetadata (%d):\n", len(r.Metadata))
+	keys := make([]string, 0, len(r.Metadata))
+	for k := range r.Metadata {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, k := range keys {
+		fmt.Fprintf(tw, "  %s\t%s\n", oneLine(k), oneLine(r.Metadata[k]))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	var pretty bytes.Buffer
+	switch {
+	case len(r.Payload) == 0:
+		fmt.Fprintf(w, "\nPayload: empty\n")
+	case json.Valid(r.Payload) && json.Indent(&pretty, r.Payload, "  ", "  ") == nil:
+		fmt.Fprintf(w, "\nPayload (%d bytes, JSON):\n  %s\n", len(r.Payload), pretty.String())
+	case utf8.Valid(r.Payload):
+		fmt.Fprintf(w, "\nPayload (%d bytes, text):\n%s\n", len(r.Payload), indent(string(r.Payload)))
+	default:
+		fmt.Fprintf(w, "\nPayload (%d bytes, binary):\n%s", len(r.Payload), hex.Dump(r.Payload))
+	}
+	return nil
+}
+
+func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("dlq replay", "dlq replay (ID | --all [filters]) [--bridge URL] [--db URL] [--schema NAME]")
+	var (
+		d         dbFlags
+		ff        filterFlags
+		all       bool
+		bridgeRaw string
+		timeout   time.Duration
+	)
+	d.register(c.fs)
+	ff.register(c.fs)
+	c.fs.BoolVar(&all, "all", false, "replay every record matching the filters")
+	c.fs.StringVar(&bridgeRaw, "bridge", "", "bridge `URL` to publish through (default $"+envBridge+")")
+	c.fs.DurationVar(&timeout, "timeout", 30*time.Second, "bound on opening the bridge")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case all && len(pos) > 0:
+		return c.usageErr("dlq replay: give a record ID or --all, not both")
+	case !all && len(pos) != 1:
+		return c.usageErr("dlq replay: want one record ID, or --all")
+	case !all && !ff.empty():
+		return c.usageErr("dlq replay: filters go with --all")
+	}
+	f, err := ff.filter(c, time.Now())
+	if err != nil {
+		return err
+	}
+	rawURL, err := bridgeURL(c, bridgeRaw)
+	if err != nil {
+		return err
+	}
+	store, done, err := openStore(ctx, c, &d)
+	if err != nil {
+		return err
+	}
+	defer done()
+	octx, cancel := context.WithTimeout(ctx, timeout)
+	b, err := bridge.Open(octx, rawURL)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if !b.Capabilities().CrossProcess {
+		return fmt.Errorf("the %s bridge is in-process: a message replayed through it reaches nobody outside this command", b.Name())
+	}
+
+	if !all {
+		if err := deadletter.Replay(ctx, store, b.Publisher(), pos[0]); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintln(stdout, "replayed 1 message")
+		return err
+	}
+	n, err := deadletter.ReplayAll(ctx, store, b.Publisher(), f)
+	if err != nil {
+		fmt.Fprintf(stderr, "replayed %d %s before the error\n", n, plural(n, "message"))
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "replayed %d %s\n", n, plural(n, "message"))
+	return err
+}
+
+func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	c := newCommand("dlq purge", "dlq purge --older-than DURATION [--yes] [--db URL] [--schema NAME]")
+	var (
+		d         dbFlags
+		olderThan string
+		yes       bool
+	)
+	d.register(c.fs)
+	c.fs.StringVar(&olderThan, "older-than", "", "delete records last failed more than this `duration` ago (e.g. 72h, 30d)")
+	c.fs.BoolVar(&yes, "yes", false, "really delete; without it, only count what would be deleted")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return c.usageErr("dlq purge: unexpected argument %q", pos[0])
+	}
+	if olderThan == "" {
+		return c.usageErr("dlq purge: --older-than is required")
+	}
+	age, err := parseDurationDays(olderThan)
+	if err != nil {
+		return c.usageErr("--older-than: %v", err)
+	}
+	store, done, err := openStore(ctx, c, &d)
+	if err != nil {
+		return err
+	}
+	defer done()
+	cutoff := time.Now().Add(-age)
+	when := cutoff.UTC().Format(time.RFC3339)
+
+	if yes {
+		n, err := store.PurgeBefore(ctx, cutoff)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "purged %d dead %s last failed before %s\n", n, plural(n, "letter"), when)
+		return err
+	}
+	n := 0
+	f := deadletter.Filter{Until: cutoff, Limit: 1000}
+	for {
+		page, next, err := store.List(ctx, f)
+		if err != nil {
+			return err
+		}
+		n += len(page)
+		if next == "" {
+			break
+		}
+		f.After = next
+	}
+	_, err = fmt.Fprintf(stdout, "would purge %d dead %s last failed before %s; nothing deleted: add --yes to delete\n",
+		n, plural(n, "letter"), when)
+	return err
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// oneLine keeps a value on one table line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// truncate shortens s to at most n characters, marking the cut with "…".
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// indent prefixes every line of s with two spaces.
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}

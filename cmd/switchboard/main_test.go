@@ -1,0 +1,456 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/deadletter/pgstore"
+	"github.com/switchboard-go/switchboard/internal/testenv"
+	"github.com/switchboard-go/switchboard/migrations"
+)
+
+// cli runs the program in-process.
+func cli(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(context.Background(), args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+// env is a database URL and a fresh schema, dropped when the test ends.
+type env struct {
+	dbURL, schema string
+	db            *sql.DB
+}
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	t.Setenv(envDB, "")
+	t.Setenv(envBridge, "")
+	raw := testenv.URL(t, testenv.Postgres)
+	db, err := sql.Open("pgx", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "t_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`); err != nil {
+			t.Logf("dropping schema %s: %v", schema, err)
+		}
+		_ = db.Close()
+	})
+	return env{dbURL: raw, schema: schema, db: db}
+}
+
+// dbArgs are the database flags for e.
+func (e env) dbArgs() []string { return []string{"--db", e.dbURL, "--schema", e.schema} }
+
+// bridgeURL is a postgres:// bridge URL on e's schema.
+func (e env) bridgeURL(t *testing.T) string {
+	u, err := url.Parse(e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("schema", e.schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// store migrates e's schema and returns its dead-letter store.
+func (e env) store(t *testing.T) *pgstore.Store {
+	t.Helper()
+	if _, err := migrations.Up(context.Background(), e.db, migrations.Options{Schema: e.schema}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.New(e.db, e.schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func record(svc string, i int, lastFailed time.Time) deadletter.Record {
+	return deadletter.Record{
+		MessageID: fmt.Sprintf("%s-msg-%d", svc, i), Topic: svc + ".v1.work", Service: svc + ".v1", Handler: "work",
+		Group: svc + ".v1", Payload: []byte(fmt.Sprintf(`{"n":%d,"name":"x"}`, i)),
+		Metadata: map[string]string{"correlation_id": "corr-" + svc, "n": fmt.Sprint(i)},
+		Error:    fmt.Sprintf("boom %d: %s", i, strings.Repeat("very long error text ", 10)), ErrorKind: deadletter.KindExhausted,
+		Attempts: 5, FirstFailedAt: lastFailed.Add(-time.Minute), LastFailedAt: lastFailed,
+	}
+}
+
+func TestUsage(t *testing.T) {
+	t.Setenv(envDB, "")
+	t.Setenv(envBridge, "")
+	code, out, _ := cli(t, "-h")
+	if code != 0 {
+		t.Errorf("-h: exit %d", code)
+	}
+	for _, cmd := range []string{"migrate up", "migrate status", "migrate sql", "dlq list", "dlq show", "dlq replay", "dlq purge", "health"} {
+		if !strings.Contains(out, cmd) {
+			t.Errorf("usage does not list %q:\n%s", cmd, out)
+		}
+	}
+	if code, _, errOut := cli(t); code != 2 || !strings.Contains(errOut, "Usage:") {
+		t.Errorf("no arguments: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := cli(t, "frobnicate"); code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) || !strings.Contains(errOut, "dlq list") {
+		t.Errorf("unknown command: exit %d, stderr %q", code, errOut)
+	}
+	if code, out, _ := cli(t, "dlq", "list", "-h"); code != 0 || !strings.Contains(out, "-since") {
+		t.Errorf("dlq list -h: exit %d, %q", code, out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"migrate"}, "want one of up, status, sql"},
+		{[]string{"migrate", "sideways"}, `unknown action "sideways"`},
+		{[]string{"migrate", "up"}, "pass --db URL or set $SWITCHBOARD_DB"},
+		{[]string{"migrate", "sql", "--schema", `x"y`}, "--schema"},
+		{[]string{"dlq"}, "want one of list"},
+		{[]string{"dlq", "peek"}, `unknown action "peek"`},
+		{[]string{"dlq", "list"}, "pass --db URL or set $SWITCHBOARD_DB"},
+		{[]string{"dlq", "list", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"dlq", "list", "--since", "yesterday"}, "--since"},
+		{[]string{"dlq", "list", "--limit", "0"}, "--limit"},
+		{[]string{"dlq", "list", "--after", "nonsense"}, "--after"},
+		{[]string{"dlq", "show"}, "exactly one record ID"},
+		{[]string{"dlq", "replay"}, "want one record ID, or --all"},
+		{[]string{"dlq", "replay", "some-id", "--all"}, "not both"},
+		{[]string{"dlq", "replay", "some-id", "--service", "x"}, "filters go with --all"},
+		{[]string{"dlq", "replay", "some-id"}, "pass --bridge URL or set $SWITCHBOARD_BRIDGE"},
+		{[]string{"dlq", "purge"}, "--older-than is required"},
+		{[]string{"dlq", "purge", "--older-than", "-5h"}, "--older-than"},
+		{[]string{"health"}, "pass --bridge URL or set $SWITCHBOARD_BRIDGE"},
+	} {
+		code, out, errOut := cli(t, c.args...)
+		if code != 2 || !strings.Contains(errOut, c.want) || out != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", c.args, code, out, errOut, c.want)
+		}
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	e := newEnv(t)
+	code, out, errOut := cli(t, append([]string{"migrate", "status"}, e.dbArgs()...)...)
+	if code != 0 || strings.Count(out, "pending") != len(migrations.All()) {
+		t.Fatalf("status before: exit %d\n%s%s", code, out, errOut)
+	}
+	// Flags before the action, and the database from the environment.
+	t.Setenv(envDB, e.dbURL)
+	code, out, errOut = cli(t, "migrate", "--schema", e.schema, "up")
+	if code != 0 || !strings.Contains(out, "applied 0001_bridge.sql\napplied 0002_deadletter.sql\n") || !strings.Contains(out, "up to date") {
+		t.Fatalf("up: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = cli(t, "migrate", "up", "--schema", e.schema)
+	if code != 0 || strings.Contains(out, "applied") {
+		t.Errorf("up again: exit %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, "migrate", "status", "--schema", e.schema)
+	if code != 0 || strings.Count(out, "applied") != len(migrations.All()) || strings.Contains(out, "pending") {
+		t.Errorf("status after: exit %d\n%s", code, out)
+	}
+	// A changed migration is reported, with exit status 1.
+	if _, err := e.db.Exec(`UPDATE "` + e.schema + `".schema_migrations SET checksum = 'x' WHERE version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = cli(t, "migrate", "status", "--schema", e.schema)
+	if code != 1 || !strings.Contains(out, "MODIFIED") || !strings.Contains(errOut, "changed") {
+		t.Errorf("status with a changed migration: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// sql needs no database.
+	t.Setenv(envDB, "")
+	code, out, _ = cli(t, "migrate", "sql", "--schema", "other_schema")
+	if code != 0 || !strings.Contains(out, `CREATE SCHEMA IF NOT EXISTS "other_schema"`) {
+		t.Fatalf("sql: exit %d\n%s", code, out)
+	}
+	for _, m := range migrations.All() {
+		if !strings.Contains(out, fmt.Sprintf("-- Version %d: %s", m.Version, m.Name)) {
+			t.Errorf("sql lacks %s", m.Name)
+		}
+	}
+}
+
+func TestDLQListShowPurge(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	var ids []string
+	for i, at := range []time.Time{now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), now.Add(-time.Minute)} {
+		id, err := s.Put(ctx, record("svc", i, at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if _, err := s.Put(ctx, record("other", 9, now)); err != nil {
+		t.Fatal(err)
+	}
+	dlq := func(args ...string) (int, string, string) {
+		return cli(t, append(append([]string{"dlq"}, args...), e.dbArgs()...)...)
+	}
+
+	t.Run("ListTable", func(t *testing.T) {
+		code, out, errOut := dlq("list", "--service", "svc.v1")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "LAST FAILED") ||
+			!strings.Contains(lines[0], "ATTEMPTS") || !strings.Contains(lines[0], "ERROR") {
+			t.Fatalf("table:\n%s", out)
+		}
+		for i, id := range ids { // oldest failure first
+			if !strings.HasPrefix(lines[i+1], id) || !strings.Contains(lines[i+1], "exhausted") || !strings.Contains(lines[i+1], "…") {
+				t.Errorf("row %d: %q", i, lines[i+1])
+			}
+		}
+		if strings.Contains(out, "next page") {
+			t.Errorf("a single page printed a cursor:\n%s", out)
+		}
+		code, out, _ = dlq("list", "--service", "svc.v1", "--since", "90m")
+		if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, ids[2]) {
+			t.Errorf("--since 90m:\n%s", out)
+		}
+		code, out, _ = dlq("list", "--error", "BOOM 1", "--until", now.Format(time.RFC3339))
+		if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, ids[1]) {
+			t.Errorf("--error --until:\n%s", out)
+		}
+		code, out, _ = dlq("list", "--service", "nobody")
+		if code != 0 || !strings.Contains(out, "no dead letters") {
+			t.Errorf("empty list: %d %q", code, out)
+		}
+	})
+
+	t.Run("ListPagesAndJSON", func(t *testing.T) {
+		code, out, _ := dlq("list", "--service", "svc.v1", "--limit", "2")
+		if code != 0 || !strings.Contains(out, "next page: --after '") {
+			t.Fatalf("page 1:\n%s", out)
+		}
+		var page struct {
+			Records []deadletter.Record `json:"records"`
+			Next    string              `json:"next"`
+		}
+		code, out, _ = dlq("list", "--service", "svc.v1", "--limit", "2", "--json")
+		if err := json.Unmarshal([]byte(out), &page); code != 0 || err != nil || len(page.Records) != 2 || page.Next == "" {
+			t.Fatalf("json page 1: %d %v\n%s", code, err, out)
+		}
+		if page.Records[0].ID != ids[0] || page.Records[0].Metadata["n"] != "0" || string(page.Records[0].Payload) != `{"n":0,"name":"x"}` {
+			t.Errorf("json record: %+v", page.Records[0])
+		}
+		code, out, _ = dlq("list", "--service", "svc.v1", "--limit", "2", "--json", "--after", page.Next)
+		page.Records, page.Next = nil, "x"
+		if err := json.Unmarshal([]byte(out), &page); code != 0 || err != nil || len(page.Records) != 1 || page.Records[0].ID != ids[2] || page.Next != "" {
+			t.Errorf("json page 2: %d %v\n%s", code, err, out)
+		}
+		_, out, _ = dlq("list", "--service", "nobody", "--json")
+		if !strings.Contains(out, `"records": []`) {
+			t.Errorf("empty json: %s", out)
+		}
+	})
+
+	t.Run("Show", func(t *testing.T) {
+		code, out, errOut := dlq("show", ids[1])
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		for _, want := range []string{ids[1], "svc-msg-1", "svc.v1.work", "work", "exhausted", "Attempts:", "5",
+			"correlation_id", "corr-svc", "boom 1: very long error text very long error text very long error text very long error text",
+			"Payload (18 bytes, JSON)", `"name": "x"`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("show lacks %q:\n%s", want, out)
+			}
+		}
+		code, out, _ = dlq("show", "--json", ids[1])
+		var r deadletter.Record
+		if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.ID != ids[1] || r.Metadata["n"] != "1" || !r.LastFailedAt.Equal(now.Add(-2*time.Hour)) {
+			t.Errorf("show --json: %d %v %+v", code, err, r)
+		}
+		code, _, errOut = dlq("show", "00000000-0000-0000-0000-000000000000")
+		if code != 1 || !strings.Contains(errOut, "not found") {
+			t.Errorf("show unknown: %d %q", code, errOut)
+		}
+	})
+
+	t.Run("Purge", func(t *testing.T) {
+		code, out, _ := dlq("purge", "--older-than", "1h")
+		if code != 0 || !strings.Contains(out, "would purge 2 dead letters") || !strings.Contains(out, "--yes") {
+			t.Fatalf("purge without --yes: %d %q", code, out)
+		}
+		if recs, _, _ := s.List(ctx, deadletter.Filter{}); len(recs) != 4 {
+			t.Fatalf("purge without --yes deleted records: %d left", len(recs))
+		}
+		code, out, _ = dlq("purge", "--older-than", "1h", "--yes")
+		if code != 0 || !strings.Contains(out, "purged 2 dead letters") {
+			t.Fatalf("purge --yes: %d %q", code, out)
+		}
+		recs, _, _ := s.List(ctx, deadletter.Filter{})
+		if len(recs) != 2 {
+			t.Errorf("%d records left, want 2", len(recs))
+		}
+	})
+
+	t.Run("MissingTables", func(t *testing.T) {
+		code, _, errOut := cli(t, "dlq", "list", "--db", e.dbURL, "--schema", e.schema+"_missing")
+		if code != 1 || !strings.Contains(errOut, "migrate up") {
+			t.Errorf("unmigrated schema: %d %q", code, errOut)
+		}
+	})
+}
+
+func TestDLQReplay(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	bURL := e.bridgeURL(t)
+
+	// The failed service's consumer group, in this process; the CLI
+	// publishes from its own bridge, as it would from another machine.
+	b, err := bridge.Open(ctx, bURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	subscribe := func(rec deadletter.Record) <-chan *message.Message {
+		sub, err := b.Subscriber(ctx, bridge.Spec{Topic: rec.Topic, Group: rec.Group, Kind: bridge.Command})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Close() })
+		ch, err := sub.Subscribe(ctx, rec.Topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	receive := func(ch <-chan *message.Message) *message.Message {
+		t.Helper()
+		select {
+		case m := <-ch:
+			m.Ack()
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("replayed message did not arrive")
+			return nil
+		}
+	}
+
+	rec := record("one", 0, time.Now().Add(-time.Hour))
+	ch := subscribe(rec)
+	id, err := s.Put(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := cli(t, append([]string{"dlq", "replay", id, "--bridge", bURL}, e.dbArgs()...)...)
+	if code != 0 || !strings.Contains(out, "replayed 1 message") {
+		t.Fatalf("replay: exit %d\n%s%s", code, out, errOut)
+	}
+	m := receive(ch)
+	if m.UUID != rec.MessageID || string(m.Payload) != string(rec.Payload) ||
+		m.Metadata.Get(deadletter.TargetGroupKey) != rec.Group || m.Metadata.Get("correlation_id") != "corr-one" {
+		t.Errorf("replayed %s %s %v", m.UUID, m.Payload, m.Metadata)
+	}
+	if _, err := s.Get(ctx, id); !errors.Is(err, deadletter.ErrNotFound) {
+		t.Errorf("replayed record still stored: %v", err)
+	}
+
+	// --all with a filter, the bridge from the environment.
+	t.Setenv(envBridge, bURL)
+	many := record("many", 0, time.Now().Add(-time.Hour))
+	chMany := subscribe(many)
+	for i := range 2 {
+		if _, err := s.Put(ctx, record("many", i, time.Now().Add(-time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep, err := s.Put(ctx, record("kept", 0, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = cli(t, append([]string{"dlq", "replay", "--all", "--service", "many.v1"}, e.dbArgs()...)...)
+	if code != 0 || !strings.Contains(out, "replayed 2 messages") {
+		t.Fatalf("replay --all: exit %d\n%s%s", code, out, errOut)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		got[receive(chMany).UUID] = true
+	}
+	if !got["many-msg-0"] || !got["many-msg-1"] {
+		t.Errorf("replayed %v", got)
+	}
+	if _, err := s.Get(ctx, keep); err != nil {
+		t.Errorf("a record outside the filter was replayed: %v", err)
+	}
+
+	// A publish that fails keeps the record: here nobody consumes the topic.
+	code, _, errOut = cli(t, append([]string{"dlq", "replay", keep}, e.dbArgs()...)...)
+	if code != 1 || !strings.Contains(errOut, "no subscriber") {
+		t.Errorf("replay without a consumer group: %d %q", code, errOut)
+	}
+	if _, err := s.Get(ctx, keep); err != nil {
+		t.Errorf("record lost after a failed replay: %v", err)
+	}
+	// An in-process bridge would reach nobody.
+	code, _, errOut = cli(t, append([]string{"dlq", "replay", keep, "--bridge", "gochannel://"}, e.dbArgs()...)...)
+	if code != 1 || !strings.Contains(errOut, "in-process") {
+		t.Errorf("replay through gochannel: %d %q", code, errOut)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	e := newEnv(t)
+	code, out, errOut := cli(t, "health", "--bridge", e.bridgeURL(t))
+	if code != 0 || !strings.HasPrefix(out, "ok: postgres") {
+		t.Errorf("healthy: exit %d, %q %q", code, out, errOut)
+	}
+	start := time.Now()
+	code, _, errOut = cli(t, "health", "--bridge", "postgres://postgres@127.0.0.1:1/none", "--timeout", "3s")
+	if code != 1 || !strings.Contains(errOut, "unreachable") || time.Since(start) > 5*time.Second {
+		t.Errorf("unreachable: exit %d after %v, %q", code, time.Since(start), errOut)
+	}
+	code, _, errOut = cli(t, "health", "--bridge", "nosuch://x")
+	if code != 1 || !strings.Contains(errOut, "unknown scheme") {
+		t.Errorf("unknown scheme: exit %d, %q", code, errOut)
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	now := time.Date(2024, 5, 6, 7, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"24h":                  now.Add(-24 * time.Hour),
+		"7d":                   now.Add(-7 * 24 * time.Hour),
+		"90m":                  now.Add(-90 * time.Minute),
+		"2024-01-02T03:04:05Z": time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
+	} {
+		if got, err := parseTime(in, now); err != nil || !got.Equal(want) {
+			t.Errorf("parseTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "yesterday", "-1h", "1.5d"} {
+		if _, err := parseTime(bad, now); err == nil {
+			t.Errorf("parseTime(%q) accepted", bad)
+		}
+	}
+}

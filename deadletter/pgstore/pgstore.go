@@ -1,0 +1,265 @@
+// Package pgstore is the PostgreSQL deadletter.Store: records live in the
+// dead_letters table of a schema, created by version 2 of package
+// migrations (migrations/sql/0002_deadletter.sql). Run migrations.Up (or
+// `switchboard migrate up`) before using the store; opening the PostgreSQL
+// bridge on the same schema does it too.
+//
+//	db, _ := sql.Open("pgx", "postgres://app@db:5432/app")
+//	_, err := migrations.Up(ctx, db, migrations.Options{Schema: "switchboard"})
+//	store, err := pgstore.New(db, "switchboard")
+//
+// The store follows deadletter.Store to the letter and behaves as
+// deadletter.Memory does, with these PostgreSQL specifics:
+//
+//   - Record IDs are UUIDs. Put generates one for a new record; a Record.ID
+//     given to Put must be a UUID. Get and Delete answer ErrNotFound for an
+//     id that is not one.
+//   - Times are stored with microsecond precision (timestamptz) and returned
+//     in UTC.
+//   - PostgreSQL text cannot hold NUL bytes or invalid UTF-8: Put replaces
+//     them with U+FFFD in the text fields and in metadata keys and values,
+//     rather than losing the record. The payload (bytea) is kept as is.
+//   - List pages with a keyset on (last_failed_at, id), with the same cursor
+//     format as deadletter.Memory ("<RFC 3339 time>|<id>"), so a page is
+//     stable while records are added or removed. ErrorContains is a
+//     case-insensitive substring match (lower() on both sides, no
+//     wildcards).
+package pgstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/migrations"
+)
+
+// Store is a deadletter.Store on PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	db    *sql.DB
+	table string // quoted schema.dead_letters
+}
+
+var _ deadletter.Store = (*Store)(nil)
+
+// New returns a store on the dead_letters table of schema ("" means
+// migrations.DefaultSchema). The schema name follows migrations.Options; New
+// does not touch the database.
+func New(db *sql.DB, schema string) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("pgstore: nil *sql.DB")
+	}
+	opts := migrations.Options{Schema: schema}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	if schema == "" {
+		schema = migrations.DefaultSchema
+	}
+	return &Store{db: db, table: `"` + schema + `".dead_letters`}, nil // validated: no quote inside
+}
+
+// columns is the column list every read selects, in scan order.
+const columns = `id, message_id, topic, service, handler, group_name, payload, metadata,
+	error, error_kind, attempts, first_failed_at, last_failed_at`
+
+// Put implements deadletter.Store: an upsert on (message_id, group_name)
+// that keeps the existing record's id and first_failed_at.
+func (s *Store) Put(ctx context.Context, r deadletter.Record) (string, error) {
+	id := r.ID
+	if id == "" {
+		id = uuid.NewString()
+	} else if _, err := uuid.Parse(id); err != nil {
+		return "", fmt.Errorf("pgstore: record id %q is not a UUID", id)
+	}
+	md := make(map[string]string, len(r.Metadata))
+	for k, v := range r.Metadata {
+		md[clean(k)] = clean(v)
+	}
+	mdJSON, err := json.Marshal(md)
+	if err != nil {
+		return "", fmt.Errorf("pgstore: metadata of message %s: %w", r.MessageID, err)
+	}
+	payload := r.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	var got string
+	err = s.db.QueryRowContext(ctx, `
+		INSERT INTO `+s.table+` AS d (`+columns+`)
+		VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12, $13)
+		ON CONFLICT (message_id, group_name) DO UPDATE SET
+			topic = excluded.topic, service = excluded.service, handler = excluded.handler,
+			payload = excluded.payload, metadata = excluded.metadata,
+			error = excluded.error, error_kind = excluded.error_kind, attempts = excluded.attempts,
+			last_failed_at = excluded.last_failed_at
+		RETURNING d.id::text`,
+		id, clean(r.MessageID), clean(r.Topic), clean(r.Service), clean(r.Handler), clean(r.Group),
+		payload, string(mdJSON), clean(r.Error), clean(r.ErrorKind), r.Attempts,
+		r.FirstFailedAt, r.LastFailedAt,
+	).Scan(&got)
+	if err != nil {
+		return "", fmt.Errorf("pgstore: put message %s of group %s: %w", r.MessageID, r.Group, err)
+	}
+	return got, nil
+}
+
+// List implements deadletter.Store.
+func (s *Store) List(ctx context.Context, f deadletter.Filter) ([]deadletter.Record, string, error) {
+	var (
+		where []string
+		args  []any
+	)
+	cond := func(expr string, values ...any) { // each "?" is the next value
+		for _, v := range values {
+			args = append(args, v)
+			expr = strings.Replace(expr, "?", "$"+strconv.Itoa(len(args)), 1)
+		}
+		where = append(where, expr)
+	}
+	if f.Service != "" {
+		cond("service = ?", f.Service)
+	}
+	if f.Handler != "" {
+		cond("handler = ?", f.Handler)
+	}
+	if f.Topic != "" {
+		cond("topic = ?", f.Topic)
+	}
+	if f.ErrorContains != "" {
+		cond("strpos(lower(error), lower(?)) > 0", clean(f.ErrorContains))
+	}
+	if !f.Since.IsZero() {
+		cond("last_failed_at >= ?", ceilMicro(f.Since))
+	}
+	if !f.Until.IsZero() {
+		cond("last_failed_at < ?", ceilMicro(f.Until))
+	}
+	if f.After != "" {
+		at, id, err := deadletter.ParseCursor(f.After)
+		if err != nil {
+			return nil, "", err
+		}
+		if _, err := uuid.Parse(id); err != nil {
+			return nil, "", fmt.Errorf("deadletter: malformed cursor %q", f.After)
+		}
+		cond("(last_failed_at, id) > (?, ?::uuid)", at, id)
+	}
+	query := `SELECT ` + columns + ` FROM ` + s.table
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	size := f.PageSize()
+	args = append(args, size+1) // one more tells whether there is a next page
+	query += ` ORDER BY last_failed_at, id LIMIT $` + strconv.Itoa(len(args))
+
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("pgstore: list: %w", err)
+	}
+	defer rows.Close()
+	var out []deadletter.Record
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("pgstore: list: %w", err)
+	}
+	if len(out) > size {
+		out = out[:size]
+		last := out[size-1]
+		return out, last.LastFailedAt.UTC().Format(time.RFC3339Nano) + "|" + last.ID, nil
+	}
+	return out, "", nil
+}
+
+// Get implements deadletter.Store.
+func (s *Store) Get(ctx context.Context, id string) (deadletter.Record, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return deadletter.Record{}, fmt.Errorf("%w: %s", deadletter.ErrNotFound, id)
+	}
+	r, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM `+s.table+` WHERE id = $1::uuid`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return deadletter.Record{}, fmt.Errorf("%w: %s", deadletter.ErrNotFound, id)
+	}
+	return r, err
+}
+
+// Delete implements deadletter.Store.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if _, err := uuid.Parse(id); err != nil {
+		return fmt.Errorf("%w: %s", deadletter.ErrNotFound, id)
+	}
+	res, err := s.db.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE id = $1::uuid`, id)
+	if err != nil {
+		return fmt.Errorf("pgstore: delete %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("pgstore: delete %s: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("%w: %s", deadletter.ErrNotFound, id)
+	}
+	return nil
+}
+
+// PurgeBefore implements deadletter.Store.
+func (s *Store) PurgeBefore(ctx context.Context, t time.Time) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE last_failed_at < $1`, ceilMicro(t))
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: purge before %s: %w", t.Format(time.RFC3339), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: purge before %s: %w", t.Format(time.RFC3339), err)
+	}
+	return int(n), nil
+}
+
+// scan reads one row selected with columns.
+func scan(row interface{ Scan(...any) error }) (deadletter.Record, error) {
+	var (
+		r  deadletter.Record
+		md []byte
+	)
+	err := row.Scan(&r.ID, &r.MessageID, &r.Topic, &r.Service, &r.Handler, &r.Group, &r.Payload, &md,
+		&r.Error, &r.ErrorKind, &r.Attempts, &r.FirstFailedAt, &r.LastFailedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, err
+	}
+	if err != nil {
+		return r, fmt.Errorf("pgstore: reading a record: %w", err)
+	}
+	if err := json.Unmarshal(md, &r.Metadata); err != nil {
+		return r, fmt.Errorf("pgstore: metadata of record %s: %w", r.ID, err)
+	}
+	r.FirstFailedAt, r.LastFailedAt = r.FirstFailedAt.UTC(), r.LastFailedAt.UTC()
+	return r, nil
+}
+
+// clean makes s storable in a PostgreSQL text value: NUL bytes and invalid
+// UTF-8 become U+FFFD.
+func clean(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// ceilMicro rounds t up to PostgreSQL's microsecond precision, so that
+// comparisons with stored times mean what they mean in Go (t ≥ since,
+// t < until, t < purge time) for bounds with a finer fraction.
+func ceilMicro(t time.Time) time.Time {
+	if c := t.Truncate(time.Microsecond); !c.Equal(t) {
+		return c.Add(time.Microsecond)
+	}
+	return t
+}
