@@ -31,11 +31,13 @@ Commands:
   dlq replay --all  replay every dead letter matching the filters
   dlq purge         delete dead letters older than --older-than (asks for --yes)
   health            open a bridge and check that its backend answers
+  relay             forward the transactional outbox to a bridge until interrupted
+  outbox stats      print the outbox backlog and the age of its oldest row
 
-Flags of migrate and dlq:
+Flags of migrate, dlq, relay and outbox:
   --db URL          PostgreSQL URL (default $SWITCHBOARD_DB)
   --schema NAME     schema of the library's tables (default "switchboard")
-Flags of dlq replay and health:
+Flags of dlq replay, health and relay:
   --bridge URL      bridge URL (default $SWITCHBOARD_BRIDGE)
 
 Run 'switchboard <command> -h' for the flags of one command.
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDLQ(ctx, args[1:], stdout, stderr)
 	case "health":
 		err = runHealth(ctx, args[1:], stdout)
+	case "relay":
+		err = runRelay(ctx, args[1:], stdout, stderr)
+	case "outbox":
+		err = runOutbox(ctx, args[1:], stdout)
 	default:
 		fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", args[0], usage)
 		return 2

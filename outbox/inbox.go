@@ -1,0 +1,115 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/envelope"
+)
+
+// Inbox makes a handler's effects exactly-once. See the package
+// documentation.
+type Inbox struct {
+	// DB holds the inbox table and the handler's own tables. Required. (A
+	// pgxpool user gets one with stdlib.OpenDBFromPool.)
+	DB *sql.DB
+	// Schema of the inbox and outbox tables. Default DefaultSchema.
+	Schema string
+	// TxOptions for the handler's transaction. Default: read committed.
+	TxOptions *sql.TxOptions
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+type txKey struct{}
+
+// TxFrom returns the transaction of the message being handled under an
+// Inbox middleware: write the handler's effects with it.
+func TxFrom(ctx context.Context) (*sql.Tx, bool) {
+	tx, ok := ctx.Value(txKey{}).(*sql.Tx)
+	return tx, ok
+}
+
+// Middleware returns the inbox middleware. Add it to the handlers whose
+// effects must happen once (engine.Middleware(inbox.Middleware())); the
+// consumer group comes from the engine's route, so every subscribing
+// service keeps its own record.
+func (in Inbox) Middleware() message.HandlerMiddleware {
+	qs, err := quote(in.Schema)
+	if err != nil {
+		panic("outbox: inbox: " + err.Error())
+	}
+	if in.DB == nil {
+		panic("outbox: inbox: DB is nil")
+	}
+	log := in.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	record := `INSERT INTO ` + qs + `.inbox (message_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING`
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			ctx := msg.Context()
+			group := message.HandlerNameFromCtx(ctx)
+			if r, ok := envelope.RouteFrom(ctx); ok {
+				group = r.Group
+			}
+			tx, err := in.DB.BeginTx(ctx, in.TxOptions)
+			if err != nil {
+				return nil, fmt.Errorf("inbox: begin: %w", err)
+			}
+			rollback := func() { _ = tx.Rollback() }
+			// A concurrent delivery of the same message waits here on the
+			// primary key until the first one commits or rolls back.
+			res, err := tx.ExecContext(ctx, record, msg.UUID, group)
+			if err != nil {
+				rollback()
+				return nil, fmt.Errorf("inbox: recording %s: %w", msg.UUID, err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				rollback()
+				log.Info("inbox: message already processed; acknowledged without effect", "message_id", msg.UUID, "group", group)
+				return nil, nil
+			}
+			hctx := context.WithValue(ctx, txKey{}, tx)
+			hctx = engine.WithPublisher(hctx, mustPublisher(wmsql.TxFromStdSQL(tx), in.Schema))
+			msg.SetContext(hctx)
+			out, err := h(msg)
+			msg.SetContext(ctx)
+			if err != nil {
+				rollback()
+				return nil, err
+			}
+			if err := tx.Commit(); err != nil {
+				return nil, fmt.Errorf("inbox: commit: %w", err)
+			}
+			return out, nil
+		}
+	}
+}
+
+// PurgeInbox deletes inbox rows older than olderThan and returns how many.
+// Keep rows longer than any redelivery can take (the broker's retention and
+// the dead-letter replays you allow).
+func PurgeInbox(ctx context.Context, db *sql.DB, schema string, olderThan time.Duration) (int64, error) {
+	qs, err := quote(schema)
+	if err != nil {
+		return 0, err
+	}
+	if olderThan <= 0 {
+		return 0, errors.New("outbox: PurgeInbox needs a positive age")
+	}
+	res, err := db.ExecContext(ctx, `DELETE FROM `+qs+`.inbox WHERE processed_at < now() - make_interval(secs => $1::bigint / 1e6)`, olderThan.Microseconds())
+	if err != nil {
+		return 0, fmt.Errorf("outbox: purging the inbox: %w", err)
+	}
+	return res.RowsAffected()
+}
