@@ -78,7 +78,10 @@ func newEngine(t *testing.T, b bridge.Bridge, services ...*engine.Service) *engi
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func TestTransactionalPublish(t *testing.T) {
 	url, db, schema := setup(t)
