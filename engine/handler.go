@@ -27,18 +27,28 @@ import (
 var errOutput = errors.New("switchboard: handler output")
 
 // outgoing builds a message caused by the one handled in ctx (or starting a
-// conversation): its Meta derives from ctx's, and with a recording tracer
-// its traceparent is a new producer span's. finish ends that span.
+// conversation); see stamp. finish ends its producer span.
 func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error)) {
+	msg := message.NewMessage(watermill.NewUUID(), payload)
+	msg.SetContext(ctx)
+	return msg, e.stamp(ctx, msg, topic, kind, deadline)
+}
+
+// stamp writes msg's metadata as caused by the message handled in ctx: its
+// Meta derives from ctx's, and with a recording tracer its traceparent is a
+// new producer span's, which the returned function ends. Replies get no span
+// of their own: they are the end of their handler's process span.
+func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind string, deadline time.Time) func(error) {
 	parent, _ := envelope.MetaFrom(ctx)
 	if kind != envelope.KindCommand {
 		parent.Deadline = time.Time{} // events and replies are not awaited
 	}
-	msg := message.NewMessage(watermill.NewUUID(), payload)
-	msg.SetContext(ctx)
 	meta := envelope.Child(parent, msg.UUID, deadline)
 	envelope.Write(msg, meta)
 	msg.Metadata.Set(envelope.KeyKind, kind)
+	if kind == envelope.KindReply {
+		return func(error) {}
+	}
 	if !trace.SpanContextFromContext(ctx).IsValid() && parent.Traceparent != "" {
 		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: parent.Traceparent, envelope.KeyTracestate: parent.Tracestate})
 	}
@@ -53,7 +63,7 @@ func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byt
 	if span.IsRecording() {
 		middleware.Inject(sctx, msg.Metadata)
 	}
-	return msg, func(err error) {
+	return func(err error) {
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
@@ -61,6 +71,39 @@ func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byt
 		span.End()
 	}
 }
+
+// Publisher returns a publisher on the engine's bridge for messages a
+// handler builds itself: each message published through it is stamped as
+// caused by the message handled in its context (msg.SetContext(ctx) with
+// the handler's ctx) — correlation, causation, principal, tenant and a child
+// trace span — unless it already carries a correlation id. Metadata the
+// caller set is kept. Use it instead of Bridge().Publisher(), which sends
+// messages exactly as given.
+func (e *Engine) Publisher() message.Publisher { return propagating{e} }
+
+type propagating struct{ e *Engine }
+
+func (p propagating) Publish(topic string, msgs ...*message.Message) error {
+	var finishes []func(error)
+	for _, m := range msgs {
+		if m.Metadata.Get(envelope.KeyCorrelationID) != "" {
+			continue
+		}
+		own := m.Metadata
+		m.Metadata = message.Metadata{}
+		finishes = append(finishes, p.e.stamp(m.Context(), m, topic, envelope.KindEvent, time.Time{}))
+		for k, v := range own {
+			m.Metadata.Set(k, v)
+		}
+	}
+	err := p.e.b.Publisher().Publish(topic, msgs...)
+	for _, f := range finishes {
+		f(err)
+	}
+	return err
+}
+
+func (propagating) Close() error { return nil }
 
 // publish sends msg to topic, ending its span.
 func (e *Engine) publish(topic string, msg *message.Message, finish func(error)) error {

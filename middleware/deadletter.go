@@ -102,13 +102,13 @@ func (d DeadLetter) Middleware() message.HandlerMiddleware {
 				msg.Metadata.Set(bridge.NackDelayKey, d.delay(delivery).String())
 				return nil, err
 			}
-			firsts.forget(msg.UUID)
 			if perr := d.store(msg, err, kind, delivery, firstSeen); perr != nil {
 				// Not stored: it must not be acked. Redeliver it later.
 				d.Logger.Error("dead-letter store failed; the message will be redelivered", "message_id", msg.UUID, "err", perr)
 				msg.Metadata.Set(bridge.NackDelayKey, d.delay(delivery).String())
 				return nil, errors.Join(err, perr)
 			}
+			firsts.forget(msg.UUID)
 			return nil, nil
 		}
 	}

@@ -26,8 +26,10 @@ func Timeout(d time.Duration) message.HandlerMiddleware {
 			orig := msg.Context()
 			ctx, cancel := context.WithTimeout(orig, d)
 			defer cancel()
-			defer msg.SetContext(orig)
-			msg.SetContext(ctx)
+			// The attempt gets its own copy: an abandoned attempt may still
+			// be running while Retry starts the next one on msg.
+			attempt := msg.Copy()
+			attempt.SetContext(ctx)
 			type result struct {
 				out []*message.Message
 				err error
@@ -39,11 +41,12 @@ func Timeout(d time.Duration) message.HandlerMiddleware {
 						done <- result{err: newPanicError(v)}
 					}
 				}()
-				out, err := h(msg)
+				out, err := h(attempt)
 				done <- result{out, err}
 			}()
 			select {
 			case r := <-done:
+				msg.Metadata = attempt.Metadata // what the handler's middleware set
 				return r.out, r.err
 			case <-ctx.Done():
 				if orig.Err() != nil {

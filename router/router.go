@@ -19,6 +19,7 @@ type Router struct {
 	b       bridge.Bridge
 	log     *slog.Logger
 	wm      *message.Router
+	subs    []message.Subscriber
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -44,6 +45,7 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 		return fmt.Errorf("router: subscriber for %s %q: %w", spec.Kind, spec.Topic, err)
 	}
 	r.wm.AddConsumerHandler(name, spec.Topic, uncancelled{sub}, h)
+	r.subs = append(r.subs, sub)
 	return nil
 }
 
@@ -76,6 +78,14 @@ func (r *Router) Close() error {
 	r.mu.Unlock()
 	if !started || closed {
 		return nil
+	}
+	// Watermill closes a handler's subscriber only if its close watcher sees
+	// the router closing before Run cancels the handler's context; when both
+	// are ready it may pick the context and close nothing, and our
+	// subscriptions (never cancelled, see uncancelled) would then never end.
+	// Close them ourselves; subscriber Close is idempotent.
+	for _, s := range r.subs {
+		go func() { _ = s.Close() }()
 	}
 	if err := r.wm.Close(); err != nil {
 		return fmt.Errorf("router: drain: %w", err)
