@@ -1,0 +1,216 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// ErrAccessRefused is wrapped (together with bridge.ErrUnreachable) by Open
+// when the broker refuses the credentials or the virtual host.
+var ErrAccessRefused = errors.New("amqp: access refused")
+
+func init() {
+	bridge.Register("amqp", open)
+	bridge.Register("amqps", open)
+}
+
+// Bridge is a connection to RabbitMQ. It implements bridge.Bridge; open it
+// with bridge.Open and an amqp:// or amqps:// URL.
+type Bridge struct {
+	opts options
+	log  *slog.Logger
+
+	// Two connections, as RabbitMQ recommends: a publisher blocked by flow
+	// control must not stall the consumers' acks.
+	pub, sub *conn
+	chans    *channels // the publisher's channel pool
+
+	mu       sync.Mutex
+	closed   bool
+	life     context.Context // cancelled by Close
+	kill     context.CancelFunc
+	closing  <-chan struct{} // life.Done()
+	subs     map[*subscriber]struct{}
+	inflight sync.WaitGroup // publishes running
+
+	probeMu sync.Mutex
+	probe   *probe
+}
+
+func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
+	o, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: amqp %s: %w", bridge.ErrUnreachable, o.addr, err)
+	}
+	log := slog.Default().With("bridge", "amqp", "addr", o.addr, "vhost", o.vhost)
+	b := &Bridge{
+		opts:  o,
+		log:   log,
+		subs:  map[*subscriber]struct{}{},
+		chans: newChannels(o.publishChannels),
+	}
+	b.life, b.kill = context.WithCancel(context.Background())
+	b.closing = b.life.Done()
+	// The exchange is declared on every new publishing connection: a
+	// missing permission shows at Open, and it is back after the broker
+	// lost its definitions.
+	b.pub, err = dial(ctx, b.life, o, "publish", log, func(a *amqp091.Connection) error {
+		return withChannel(a, func(ch *amqp091.Channel) error { return declareExchange(ch, o.exchange) })
+	})
+	if err != nil {
+		b.kill()
+		return nil, err
+	}
+	b.sub, err = dial(ctx, b.life, o, "consume", log, nil)
+	if err != nil {
+		b.kill()
+		_ = b.pub.close()
+		return nil, err
+	}
+	log.Debug("amqp bridge open", "exchange", o.exchange)
+	return b, nil
+}
+
+// enter registers a publish; it fails once the bridge is closed. Close
+// waits for the registered publishes after closing the publishing
+// connection, which ends their waits.
+func (b *Bridge) enter() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.inflight.Add(1)
+	return true
+}
+
+func (b *Bridge) leave() { b.inflight.Done() }
+
+func (b *Bridge) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Name implements bridge.Bridge.
+func (b *Bridge) Name() string { return "amqp" }
+
+// Capabilities implements bridge.Bridge. Every message is published with
+// the mandatory flag and the broker returns one that no queue is bound for,
+// so Publish fails with bridge.ErrNoSubscriber at once. Deliveries carry
+// bridge.DeliveryKey and a Nack honours bridge.NackDelayKey (see the package
+// documentation).
+func (b *Bridge) Capabilities() bridge.Capabilities {
+	return bridge.Capabilities{Durable: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
+}
+
+// Health implements bridge.Bridge: both connections are up, and a round
+// trip on each (declaring the exchange on the publishing one, opening and
+// closing a channel on the consuming one) succeeds within ctx.
+func (b *Bridge) Health(ctx context.Context) error {
+	if b.isClosed() {
+		return bridge.ErrClosed
+	}
+	b.probeMu.Lock()
+	p := b.probe
+	if p == nil {
+		pub, _ := b.pub.current()
+		sub, _ := b.sub.current()
+		p = &probe{done: make(chan struct{})}
+		b.probe = p
+		go func() {
+			p.err = b.roundTrip(pub, sub)
+			b.probeMu.Lock()
+			b.probe = nil
+			b.probeMu.Unlock()
+			close(p.done)
+		}()
+	}
+	b.probeMu.Unlock()
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: amqp %s: no answer from the broker: %w", bridge.ErrUnreachable, b.opts.addr, ctx.Err())
+	}
+}
+
+// probe is one health round trip. amqp091 calls take no context, so it runs
+// in its own goroutine and ctx bounds only the wait; concurrent Health
+// calls share it instead of piling up goroutines behind a silent broker.
+type probe struct {
+	done chan struct{}
+	err  error
+}
+
+func (b *Bridge) roundTrip(pub, sub *amqp091.Connection) error {
+	down := func(role string, err error) error {
+		if err == nil {
+			return fmt.Errorf("%w: amqp %s: %s connection lost, reconnecting", bridge.ErrUnreachable, b.opts.addr, role)
+		}
+		return fmt.Errorf("%w: amqp %s: %s connection: %w", bridge.ErrUnreachable, b.opts.addr, role, err)
+	}
+	if pub == nil || pub.IsClosed() {
+		return down("publishing", nil)
+	}
+	if sub == nil || sub.IsClosed() {
+		return down("consuming", nil)
+	}
+	if err := withChannel(pub, func(ch *amqp091.Channel) error { return declareExchange(ch, b.opts.exchange) }); err != nil {
+		return down("publishing", err)
+	}
+	if err := withChannel(sub, func(*amqp091.Channel) error { return nil }); err != nil {
+		return down("consuming", err)
+	}
+	return nil
+}
+
+// Publisher implements bridge.Bridge.
+func (b *Bridge) Publisher() message.Publisher { return publisher{b} }
+
+// Close implements bridge.Bridge. Subscribers are closed without waiting
+// for their in-flight messages (close them first to drain): the broker puts
+// those messages back in their queue. Close is idempotent.
+func (b *Bridge) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.kill()
+	subs := make([]*subscriber, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+
+	for _, s := range subs {
+		s.close(0)
+	}
+	b.chans.closeIdle()
+	// Closing the publishing connection ends the publishes still waiting
+	// for a confirm.
+	errs := []error{b.pub.close()}
+	b.inflight.Wait()
+	errs = append(errs, b.sub.close())
+	return errors.Join(errs...)
+}
+
+// compile-time checks
+var (
+	_ bridge.Bridge     = (*Bridge)(nil)
+	_ message.Publisher = publisher{}
+)

@@ -1,0 +1,273 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// Subscriber implements bridge.Bridge.
+func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscriber, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	queue, retry, err := queueNames(spec)
+	if err != nil {
+		return nil, err
+	}
+	o := b.opts
+	s := &subscriber{
+		b:    b,
+		spec: spec,
+		top:  topology{exchange: o.exchange, topic: spec.Topic, kind: spec.Kind, queue: queue, retry: retry, nackDelay: o.nackDelay, expires: o.queueExpires},
+		stop: make(chan struct{}), force: make(chan struct{}), closeDone: make(chan struct{}),
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, bridge.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	return s, nil
+}
+
+// subscriber is one bridge.Spec's subscriber. Each Subscribe call starts
+// spec.Workers() workers on the bridge's consuming connection; each has its
+// own channel and consumer on the group's queue (prefetch count = URL
+// parameter prefetch, default 1) and holds at most one delivered message
+// until its handler acks or nacks it. N workers are N messages in flight.
+type subscriber struct {
+	b    *Bridge
+	spec bridge.Spec
+	top  topology
+
+	mu     sync.Mutex
+	closed bool
+
+	stop      chan struct{} // closed by Close: deliver nothing new
+	force     chan struct{} // closed when Close stops waiting for verdicts
+	forceOnce sync.Once
+	wg        sync.WaitGroup // workers and channel closers
+	closeOnce sync.Once
+	closeDone chan struct{}
+}
+
+// Subscribe declares the group's topology, starts spec.Workers() workers and
+// returns their messages. Each message must be acked or nacked; a Nack sends
+// it to the group's retry queue, from which it comes back to the same group
+// after nack_delay. The channel closes when the subscriber closes or ctx is
+// done, once the messages in flight were acked or nacked. Workers survive
+// connection losses: they declare the topology again and resume.
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if topic != s.spec.Topic {
+		return nil, fmt.Errorf("amqp: subscriber for topic %q asked to subscribe to %q", s.spec.Topic, topic)
+	}
+	b := s.b
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || b.isClosed() {
+		return nil, bridge.ErrClosed
+	}
+	// Declare once now, so that a refused declaration (arguments changed,
+	// another instance's reply queue, permissions) fails Subscribe.
+	a, _ := b.sub.current()
+	if a == nil {
+		return nil, fmt.Errorf("%w: amqp %s: subscribe to %q: connection lost, reconnecting", bridge.ErrUnreachable, b.opts.addr, topic)
+	}
+	if err := withChannel(a, s.top.declare); err != nil {
+		err = fmt.Errorf("amqp: subscribe to %q as group %q: %w", topic, s.spec.Group, err)
+		if a.IsClosed() {
+			err = fmt.Errorf("%w: amqp %s: %w", bridge.ErrUnreachable, b.opts.addr, err)
+		}
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	ctx, cancel := context.WithCancel(ctx)
+	var workers sync.WaitGroup
+	for range s.spec.Workers() {
+		workers.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer workers.Done()
+			s.work(ctx, out)
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		workers.Wait()
+		cancel()
+		close(out)
+	}()
+	return out, nil
+}
+
+// errStopped ends consume when the subscriber stops or its context is done.
+var errStopped = errors.New("stopped")
+
+// work consumes until the subscriber stops, starting again after every
+// channel or connection loss: at once on a new connection, after a backoff
+// (100 ms ×2 up to reconnect_max) when the channel failed on a live one.
+func (s *subscriber) work(ctx context.Context, out chan<- *message.Message) {
+	backoff := 100 * time.Millisecond
+	for {
+		a, changed := s.b.sub.current()
+		var retry <-chan time.Time
+		if a != nil {
+			delivered, err := s.consume(ctx, a, out)
+			if errors.Is(err, errStopped) {
+				return
+			}
+			if delivered {
+				backoff = 100 * time.Millisecond
+			}
+			if !a.IsClosed() {
+				s.b.log.Warn("amqp: consumer stopped, starting again", "queue", s.top.queue, "error", err, "in", backoff)
+				retry = time.After(backoff)
+				backoff = min(2*backoff, s.b.opts.reconnectMax)
+			}
+		}
+		select {
+		case <-changed:
+		case <-retry:
+		case <-s.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// consume runs one channel and consumer until it fails or the subscriber
+// stops. Closing the channel (deferred) makes the broker requeue at once
+// whatever the channel still holds: prefetched messages and, when Close gave
+// up waiting, the one in flight. delivered reports whether any message was
+// delivered.
+func (s *subscriber) consume(ctx context.Context, a *amqp091.Connection, out chan<- *message.Message) (delivered bool, err error) {
+	ch, err := a.Channel()
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = ch.Close() }()
+	if err := ch.Qos(s.b.opts.prefetch, 0, false); err != nil {
+		return false, err
+	}
+	if err := s.top.declare(ch); err != nil {
+		return false, err
+	}
+	deliveries, err := ch.Consume(s.top.queue, "", false, false, false, false, nil)
+	if err != nil {
+		return false, fmt.Errorf("consume %q: %w", s.top.queue, err)
+	}
+	for {
+		var d amqp091.Delivery
+		select {
+		case got, ok := <-deliveries:
+			if !ok { // channel closed, or the broker cancelled the consumer
+				return delivered, fmt.Errorf("consumer of %q ended", s.top.queue)
+			}
+			d = got
+		case <-s.stop:
+			return delivered, errStopped
+		case <-ctx.Done():
+			return delivered, errStopped
+		}
+		msg, err := marshaler{}.Unmarshal(d)
+		if err != nil { // not with this marshaler; park it in the retry queue
+			_ = d.Reject(false)
+			continue
+		}
+		msgCtx, cancel := context.WithCancel(ctx)
+		msg.SetContext(msgCtx)
+		select {
+		case out <- msg:
+			delivered = true
+		case <-s.stop:
+			cancel()
+			return delivered, errStopped
+		case <-ctx.Done():
+			cancel()
+			return delivered, errStopped
+		}
+		// The handler runs: wait for its verdict even while stopping.
+		select {
+		case <-msg.Acked():
+			err = d.Ack(false)
+		case <-msg.Nacked():
+			err = s.nack(d, msg)
+		case <-s.force:
+			err = errStopped
+		}
+		cancel()
+		if err != nil {
+			return delivered, err // a lost channel: the broker requeued it
+		}
+	}
+}
+
+// nack settles a nacked delivery. By default it is rejected and the broker
+// dead-letters it to the retry queue (back after nack_delay). When the
+// handler asked for its own delay (bridge.NackDelayKey), a copy goes to the
+// delay queue for that delay, confirmed, and then the delivery is acked; if
+// that fails, the delivery is rejected as by default: never lost, at worst
+// early or twice.
+func (s *subscriber) nack(d amqp091.Delivery, msg *message.Message) error {
+	if _, own := msg.Metadata[bridge.NackDelayKey]; own {
+		wait := bridge.NackDelay(msg.Metadata, s.b.opts.nackDelay)
+		err := s.b.delay(s.top, d, wait, deliveryCount(d))
+		if err == nil {
+			return d.Ack(false)
+		}
+		s.b.log.Warn("amqp: nacked message not moved to its delay queue; it is redelivered after nack_delay instead",
+			"queue", s.top.queue, "message_id", msg.UUID, "delay", wait, "error", err)
+	}
+	return d.Reject(false)
+}
+
+// Close stops delivering new messages, waits up to close_timeout for the
+// messages handlers still hold to be acked or nacked, then closes the
+// workers' channels: the broker requeues at once whatever they still hold.
+// It does not close the bridge or its publisher.
+func (s *subscriber) Close() error {
+	s.close(s.b.opts.closeTimeout)
+	return nil
+}
+
+func (s *subscriber) close(drain time.Duration) {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	if drain <= 0 {
+		s.forceOnce.Do(func() { close(s.force) }) // also cuts short a Close already draining
+	}
+	s.closeOnce.Do(func() {
+		defer close(s.closeDone)
+		close(s.stop)
+		drained := make(chan struct{})
+		go func() { s.wg.Wait(); close(drained) }()
+		timer := time.NewTimer(drain)
+		defer timer.Stop()
+		select {
+		case <-drained:
+		case <-timer.C:
+			s.b.log.Warn("amqp: subscriber closed with messages still in flight; they go back to the queue",
+				"topic", s.spec.Topic, "group", s.spec.Group, "waited", drain)
+			s.forceOnce.Do(func() { close(s.force) })
+			<-drained
+		}
+		s.b.mu.Lock()
+		delete(s.b.subs, s)
+		s.b.mu.Unlock()
+	})
+	<-s.closeDone
+}
+
+var _ message.Subscriber = (*subscriber)(nil)
