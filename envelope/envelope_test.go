@@ -1,0 +1,97 @@
+package envelope_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/envelope"
+)
+
+func TestTraceparent(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for s, want := range map[string]bool{
+		tp: true,
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01": false, // zero trace id
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01": false, // zero span id
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": false, // unknown version
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01": false, // upper case
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7":    false,
+		"": false,
+	} {
+		if got := envelope.ValidTraceparent(s); got != want {
+			t.Errorf("ValidTraceparent(%q) = %v", s, got)
+		}
+	}
+	child := envelope.ChildTraceparent(tp)
+	if !envelope.ValidTraceparent(child) || envelope.TraceID(child) != envelope.TraceID(tp) || child[36:52] == tp[36:52] || child[53:] != "01" {
+		t.Errorf("child %q of %q: want same trace and flags, new span", child, tp)
+	}
+	fresh := envelope.ChildTraceparent("garbage")
+	if !envelope.ValidTraceparent(fresh) || envelope.TraceID(fresh) == envelope.TraceID(tp) {
+		t.Errorf("new trace %q", fresh)
+	}
+}
+
+func TestChildMetaAndRoundTrip(t *testing.T) {
+	d := time.Now().Add(time.Minute).UTC().Truncate(time.Microsecond)
+	parent := envelope.Meta{MessageID: "m1", CorrelationID: "c1", PrincipalID: "p", TenantID: "t", Deadline: d,
+		Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Tracestate: "k=v"}
+	later := envelope.Child(parent, "m2", d.Add(time.Hour))
+	if later.Deadline != d || later.CausationID != "m1" || later.CorrelationID != "c1" || later.MessageID != "m2" {
+		t.Errorf("child %+v: want the parent's earlier deadline, causation m1", later)
+	}
+	sooner := envelope.Child(parent, "m3", d.Add(-30*time.Second))
+	if !sooner.Deadline.Equal(d.Add(-30 * time.Second)) {
+		t.Errorf("child deadline %v, want the earlier one", sooner.Deadline)
+	}
+	edge := envelope.Child(envelope.Meta{}, "m4", time.Time{})
+	if edge.CorrelationID != "m4" || edge.CausationID != "" || !envelope.ValidTraceparent(edge.Traceparent) {
+		t.Errorf("edge meta %+v", edge)
+	}
+
+	msg := message.NewMessage("m2", nil)
+	envelope.Write(msg, later)
+	got := envelope.Read(msg)
+	if got != later {
+		t.Errorf("round trip: got %+v, want %+v", got, later)
+	}
+	msg.Metadata.Set(envelope.KeyDeadline, "tomorrow")
+	msg.Metadata.Set(envelope.KeyTraceparent, "nope")
+	if got := envelope.Read(msg); !got.Deadline.IsZero() || got.Traceparent != "" {
+		t.Errorf("malformed deadline/traceparent not ignored: %+v", got)
+	}
+}
+
+func TestErrorMatchingAndWire(t *testing.T) {
+	unavailable := &envelope.Error{Code: 503}
+	circuit := &envelope.Error{Code: 503, Reason: "circuit_open"}
+	e := &envelope.Error{Code: 503, Reason: "circuit_open", Message: "m", Details: map[string]any{"k": "v"}}
+	if !errors.Is(e, unavailable) || !errors.Is(e, circuit) || errors.Is(&envelope.Error{Code: 503}, circuit) || errors.Is(e, &envelope.Error{Code: 504}) {
+		t.Error("errors.Is by code and reason broken")
+	}
+	back := envelope.UnmarshalError(envelope.MarshalError(e))
+	if back.Code != 503 || back.Reason != "circuit_open" || back.Message != "m" || back.Details["k"] != "v" {
+		t.Errorf("wire round trip: %+v", back)
+	}
+	unencodable := &envelope.Error{Code: 400, Message: "x", Details: map[string]any{"f": func() {}}}
+	if back := envelope.UnmarshalError(envelope.MarshalError(unencodable)); back.Code != 400 || back.Message != "x" {
+		t.Errorf("unencodable details: %+v", back)
+	}
+	for _, bad := range []string{"", "{", `{"code":200}`, `{"code":"x"}`} {
+		if got := envelope.UnmarshalError([]byte(bad)); got.Code != 502 {
+			t.Errorf("UnmarshalError(%q) = %+v, want a 502", bad, got)
+		}
+	}
+	for code, want := range map[int]bool{400: true, 404: true, 422: true, 408: false, 429: false, 500: false, 503: false} {
+		if (&envelope.Error{Code: code}).Permanent() != want {
+			t.Errorf("Permanent(%d) != %v", code, want)
+		}
+	}
+	if s := e.Error(); !strings.Contains(s, "503 Service Unavailable (circuit_open): m") {
+		t.Errorf("Error() = %q", s)
+	}
+}
