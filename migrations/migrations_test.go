@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -34,32 +32,9 @@ var pinned = map[int]string{
 	4: "6e4ad52baa58ed2df842d05f8d1018406e1403b803ea37b63be74e4a406bd0ee",
 }
 
-func openDB(t testing.TB) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("pgx", testenv.URL(t, testenv.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
+func openDB(t testing.TB) *sql.DB { return testenv.PostgresDB(t) }
 
-// newSchema returns a unique schema name (not created) that is dropped when
-// the test ends.
-func newSchema(t testing.TB, db *sql.DB) string {
-	t.Helper()
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "t_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`); err != nil {
-			t.Logf("dropping schema %s: %v", schema, err)
-		}
-	})
-	return schema
-}
+func newSchema(t testing.TB, db *sql.DB) string { return testenv.Schema(t, db) }
 
 func versions(ms []migrations.Migration) []int {
 	out := make([]int, len(ms))

@@ -38,16 +38,11 @@ var (
 func setup(t *testing.T) (string, *sql.DB, string) {
 	t.Helper()
 	url := testenv.URL(t, testenv.Postgres)
-	db, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	schema := "t_" + strings.ToLower(watermill.NewShortUUID()[:10])
+	db := testenv.PostgresDB(t)
+	schema := testenv.Schema(t, db)
 	if _, err := migrations.Up(t.Context(), db, migrations.Options{Schema: schema}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = db.Exec(`DROP SCHEMA "` + schema + `" CASCADE`) })
 	return url, db, schema
 }
 

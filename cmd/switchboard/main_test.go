@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,21 +40,8 @@ func newEnv(t *testing.T) env {
 	t.Setenv(envDB, "")
 	t.Setenv(envBridge, "")
 	raw := testenv.URL(t, testenv.Postgres)
-	db, err := sql.Open("pgx", raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "t_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`); err != nil {
-			t.Logf("dropping schema %s: %v", schema, err)
-		}
-		_ = db.Close()
-	})
+	db := testenv.PostgresDB(t)
+	schema := testenv.Schema(t, db)
 	return env{dbURL: raw, schema: schema, db: db}
 }
 

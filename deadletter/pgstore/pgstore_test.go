@@ -2,9 +2,7 @@ package pgstore_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
@@ -22,21 +20,8 @@ import (
 // the test ends.
 func newStore(t *testing.T) *pgstore.Store {
 	t.Helper()
-	db, err := sql.Open("pgx", testenv.URL(t, testenv.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "t_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`); err != nil {
-			t.Logf("dropping schema %s: %v", schema, err)
-		}
-		_ = db.Close()
-	})
+	db := testenv.PostgresDB(t)
+	schema := testenv.Schema(t, db)
 	if _, err := migrations.Up(context.Background(), db, migrations.Options{Schema: schema}); err != nil {
 		t.Fatal(err)
 	}

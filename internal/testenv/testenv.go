@@ -11,7 +11,9 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -241,4 +243,33 @@ func cutPostgres(t testing.TB, raw string) func() error {
 		_, err := db.ExecContext(ctx, `ALTER DATABASE `+ident+` ALLOW_CONNECTIONS true`)
 		return err
 	}
+}
+
+// PostgresDB opens the test database (see URL) and closes it when the test
+// ends.
+func PostgresDB(t testing.TB) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", URL(t, Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// Schema returns a new unique schema name ("t_" and 12 hex digits; not
+// created) that is dropped, with everything in it, when the test ends.
+func Schema(t testing.TB, db *sql.DB) string {
+	t.Helper()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "t_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`); err != nil {
+			t.Logf("dropping schema %s: %v", schema, err)
+		}
+	})
+	return schema
 }
