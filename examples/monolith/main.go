@@ -79,16 +79,23 @@ func run(serve bool) error {
 	fmt.Printf("duplicate rejected: %d %s\n", e.Code, e.Message)
 
 	// The user.created subscription runs asynchronously: wait for its e-mail.
-	var sent emailapi.ListSentOut
-	for deadline := time.Now().Add(10 * time.Second); len(sent.Sent) < 2; time.Sleep(20 * time.Millisecond) {
+	var mine []emailapi.Sent
+	for deadline := time.Now().Add(10 * time.Second); len(mine) < 2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("user.created was not handled: sent %v", sent.Sent)
+			return fmt.Errorf("user.created was not handled: sent %v", mine)
 		}
-		if sent, err = emailapi.ListSent.Invoke(call, emailapi.ListSentIn{}); err != nil {
+		sent, err := emailapi.ListSent.Invoke(call, emailapi.ListSentIn{})
+		if err != nil {
 			return fmt.Errorf("listSent: %w", err)
 		}
+		mine = mine[:0]
+		for _, s := range sent.Sent {
+			if s.To == u.Email {
+				mine = append(mine, s)
+			}
+		}
 	}
-	for _, s := range sent.Sent {
+	for _, s := range mine {
 		fmt.Printf("e-mail to %s: %q\n", s.To, s.Subject)
 	}
 	tr.print()

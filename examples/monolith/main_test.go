@@ -5,12 +5,22 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
-// The demo runs the seed's scenario end to end in-process and exits by
-// itself, printing the trace of the nested call.
+// The demo runs the seed's scenario end to end and exits by itself,
+// printing the trace of the nested call: in-process and on every broker,
+// with nothing but SWITCHBOARD_BRIDGE changed.
 func TestDemo(t *testing.T) {
-	t.Setenv("SWITCHBOARD_BRIDGE", "")
+	t.Run("gochannel", func(t *testing.T) { demo(t, "") })
+	for _, server := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
+		t.Run(server, func(t *testing.T) { demo(t, testenv.URL(t, server)) })
+	}
+}
+
+func demo(t *testing.T, bridgeURL string) {
+	t.Setenv("SWITCHBOARD_BRIDGE", bridgeURL)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
