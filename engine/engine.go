@@ -14,7 +14,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/sony/gobreaker"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
@@ -240,7 +239,7 @@ type Engine struct {
 	hardStop context.CancelFunc
 	hardCtx  context.Context
 	tracer   trace.Tracer
-	breakers map[string]*gobreaker.CircuitBreaker
+	breakers sync.Map // topic → *gobreaker.CircuitBreaker (caller side)
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -273,7 +272,6 @@ func New(cfg Config) (*Engine, error) {
 		hardCtx:  hardCtx,
 		hardStop: hardStop,
 		tracer:   cfg.TracerProvider.Tracer(middleware.TracerName),
-		breakers: map[string]*gobreaker.CircuitBreaker{},
 	}, nil
 }
 

@@ -169,20 +169,17 @@ func (e *Engine) breaker(topic string) *gobreaker.CircuitBreaker {
 	if e.cfg.Reliability.CallBreaker.Disabled {
 		return nil
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	cb := e.breakers[topic]
-	if cb == nil {
-		p := e.cfg.Reliability.CallBreaker
-		p.Name = "call " + topic
-		if p.Logger == nil {
-			p.Logger = e.log
-		}
-		p.IsFailure = downstreamFailure
-		cb = p.New()
-		e.breakers[topic] = cb
+	if cb, ok := e.breakers.Load(topic); ok {
+		return cb.(*gobreaker.CircuitBreaker)
 	}
-	return cb
+	p := e.cfg.Reliability.CallBreaker
+	p.Name = "call " + topic
+	if p.Logger == nil {
+		p.Logger = e.log
+	}
+	p.IsFailure = downstreamFailure
+	cb, _ := e.breakers.LoadOrStore(topic, p.New())
+	return cb.(*gobreaker.CircuitBreaker)
 }
 
 func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, timeout time.Duration) ([]byte, error) {
