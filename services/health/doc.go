@@ -1,0 +1,26 @@
+// Package health serves the two probes every deployment needs, with or
+// without the HTTP gateway:
+//
+//	GET /healthz  liveness: 200 while the process can answer at all
+//	GET /readyz   readiness: 200 only when the engine is running and its
+//	              bridge answers (engine.Health); 503 while starting,
+//	              draining or stopped, and when the broker is unreachable
+//
+// Both answer JSON (Status): the engine's state, the bridge's name, the
+// services the process runs, and for a 503 the reason. Liveness ignores the
+// bridge on purpose: an orchestrator restarts a process whose liveness
+// fails, and restarting every process because the broker is down helps
+// nobody; readiness takes the process out of rotation instead.
+//
+//	chk := health.New(eng, health.Services(userSvc, emailSvc))
+//	mux.Handle("/healthz", chk)
+//	mux.Handle("/readyz", chk)
+//
+// Shutdown: call Drain first (httpgateway.Serve does), so /readyz fails
+// while the engine still runs and in-flight work completes; once the engine
+// stops, /readyz reports "stopped".
+//
+// Each /readyz request probes the bridge, bounded by Timeout (2 s). The
+// error text of a failed probe is sent as it is (bridges redact
+// passwords); keep the endpoints on an internal port if that matters.
+package health

@@ -1,0 +1,160 @@
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-go/switchboard/engine"
+)
+
+// DefaultTimeout bounds the bridge probe of one /readyz request.
+const DefaultTimeout = 2 * time.Second
+
+// Status is the JSON body of both endpoints.
+type Status struct {
+	// Status is "alive" (/healthz), "ready" or "unavailable" (/readyz).
+	Status string `json:"status"`
+	// State is the engine's lifecycle stage (engine.State), or "draining"
+	// once Drain was called.
+	State string `json:"state"`
+	// Bridge is the backend's name ("gochannel", "nats", …).
+	Bridge string `json:"bridge"`
+	// Services lists the services this process runs (Services option).
+	Services []string `json:"services,omitempty"`
+	// Error says why the process is not ready.
+	Error string `json:"error,omitempty"`
+}
+
+// Checker serves /healthz and /readyz for one engine. It is an
+// http.Handler; mount it at both paths, or under a prefix.
+type Checker struct {
+	eng      *engine.Engine
+	services []string
+	timeout  time.Duration
+	draining atomic.Bool
+}
+
+// Option configures a Checker.
+type Option func(*Checker)
+
+// Services names the services the process runs, reported by both
+// endpoints. (The engine does not list what was registered on it.)
+func Services(svcs ...*engine.Service) Option {
+	return func(c *Checker) {
+		for _, s := range svcs {
+			c.services = append(c.services, s.String())
+		}
+	}
+}
+
+// Timeout bounds the bridge probe of one /readyz request. Default
+// DefaultTimeout.
+func Timeout(d time.Duration) Option {
+	return func(c *Checker) { c.timeout = d }
+}
+
+// New returns a Checker for eng.
+func New(eng *engine.Engine, opts ...Option) *Checker {
+	if eng == nil {
+		panic("health: nil engine")
+	}
+	c := &Checker{eng: eng, timeout: DefaultTimeout}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	return c
+}
+
+// Handler returns New(eng, opts...), serving /healthz and /readyz.
+func Handler(eng *engine.Engine, opts ...Option) http.Handler { return New(eng, opts...) }
+
+// Drain makes /readyz answer 503 from now on, while the engine still runs:
+// call it first when shutdown begins, so that load balancers stop sending
+// work before anything stops. httpgateway.Serve does.
+func (c *Checker) Drain() { c.draining.Store(true) }
+
+// ServeHTTP serves a request whose path ends in /healthz or /readyz, and
+// answers 404 otherwise. Only GET and HEAD are allowed.
+func (c *Checker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var h http.HandlerFunc
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/healthz"):
+		h = c.Live
+	case strings.HasSuffix(r.URL.Path, "/readyz"):
+		h = c.Ready
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	h(w, r)
+}
+
+// Live answers 200 as long as the process can answer at all: a liveness
+// probe that fails only when the process is wedged, so that an orchestrator
+// restarts it. It does not look at the bridge (a broker outage is no reason
+// to restart every process).
+func (c *Checker) Live(w http.ResponseWriter, r *http.Request) {
+	if !allowed(w, r) {
+		return
+	}
+	c.write(w, r, http.StatusOK, Status{Status: "alive", State: c.state(), Bridge: c.eng.Bridge().Name(), Services: c.services})
+}
+
+// Ready answers 200 when the process can do its work now: the engine is
+// running, its bridge answers (engine.Health), and Drain was not called.
+// Otherwise 503, with the state and the reason: while starting, draining or
+// stopped, and when the broker is unreachable.
+func (c *Checker) Ready(w http.ResponseWriter, r *http.Request) {
+	if !allowed(w, r) {
+		return
+	}
+	st := Status{Status: "ready", State: c.state(), Bridge: c.eng.Bridge().Name(), Services: c.services}
+	if c.draining.Load() {
+		st.Status, st.Error = "unavailable", "draining: shutting down"
+		c.write(w, r, http.StatusServiceUnavailable, st)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), c.timeout)
+	defer cancel()
+	if err := c.eng.Health(ctx); err != nil {
+		st.Status, st.Error = "unavailable", err.Error()
+		c.write(w, r, http.StatusServiceUnavailable, st)
+		return
+	}
+	c.write(w, r, http.StatusOK, st)
+}
+
+func (c *Checker) state() string {
+	if c.draining.Load() {
+		if s := c.eng.State(); s == engine.StateRunning {
+			return "draining"
+		}
+	}
+	return c.eng.State().String()
+}
+
+func allowed(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
+}
+
+func (c *Checker) write(w http.ResponseWriter, r *http.Request, code int, st Status) {
+	body, _ := json.Marshal(st)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(append(body, '\n'))
+	}
+}

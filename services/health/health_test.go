@@ -1,0 +1,192 @@
+package health_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+	_ "github.com/switchboard-go/switchboard/bridge/nats"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/testenv"
+	"github.com/switchboard-go/switchboard/services/health"
+)
+
+type ping struct {
+	N int `json:"n"`
+}
+
+var Ping = engine.NewCommand[ping, ping]("pinger", "1", "ping")
+
+func pinger() *engine.Service {
+	s := engine.NewService("pinger", "1")
+	engine.Handle(s, Ping, func(ctx context.Context, in ping) (ping, error) { return in, nil })
+	return s
+}
+
+// gated is the in-process bus, except that opening a subscription waits
+// for the gate: an engine on it stays "starting" until the test opens it.
+type gated struct {
+	*inproc.Bus
+	gate chan struct{}
+}
+
+func (g gated) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subscriber, error) {
+	<-g.gate
+	return g.Bus.Subscriber(ctx, spec)
+}
+
+func get(t *testing.T, url string) (int, health.Status) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var st health.Status
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return resp.StatusCode, st
+}
+
+func serve(t *testing.T, chk http.Handler) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("/healthz", chk)
+	mux.Handle("/readyz", chk)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// Through the whole lifecycle: starting, running, draining, stopped.
+func TestReadinessFollowsTheLifecycle(t *testing.T) {
+	bus := gated{inproc.New(inproc.Options{}), make(chan struct{})}
+	defer bus.Close()
+	eng, err := engine.New(engine.Config{Transport: bus, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := pinger()
+	if err := eng.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	chk := health.New(eng, health.Services(svc))
+	url := serve(t, chk)
+
+	check := func(path string, code int, state, status string) health.Status {
+		t.Helper()
+		got, st := get(t, url+path)
+		if got != code || st.State != state || st.Status != status || st.Bridge != "gochannel" || strings.Join(st.Services, ",") != "pinger.v1" {
+			t.Errorf("%s: %d %+v, want %d state %q status %q", path, got, st, code, state, status)
+		}
+		return st
+	}
+	check("/readyz", 503, "new", "unavailable")
+
+	started := make(chan error, 1)
+	go func() { started <- eng.Start(context.Background()) }()
+	for eng.State() != engine.StateStarting {
+		time.Sleep(time.Millisecond)
+	}
+	if st := check("/readyz", 503, "starting", "unavailable"); !strings.Contains(st.Error, "starting") {
+		t.Errorf("error %q does not name the state", st.Error)
+	}
+	check("/healthz", 200, "starting", "alive")
+	close(bus.gate)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+
+	check("/readyz", 200, "running", "ready")
+	check("/healthz", 200, "running", "alive")
+
+	chk.Drain()
+	check("/readyz", 503, "draining", "unavailable")
+	check("/healthz", 200, "draining", "alive")
+	if _, err := Ping.Invoke(eng.Context(t.Context()), ping{N: 1}); err != nil {
+		t.Errorf("the engine still works while the checker drains: %v", err)
+	}
+
+	if err := eng.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("/readyz", 503, "stopped", "unavailable")
+	check("/healthz", 200, "stopped", "alive")
+
+	// HEAD works, other methods do not, other paths are 404.
+	if resp, err := http.Head(url + "/readyz"); err != nil || resp.StatusCode != 503 {
+		t.Errorf("HEAD: %v %v", resp, err)
+	}
+	if resp, err := http.Post(url+"/readyz", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %v %v", resp, err)
+	}
+	rec := httptest.NewRecorder()
+	chk.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("/metrics: %d", rec.Code)
+	}
+}
+
+// Readiness verifies the bridge, not just the process.
+func TestReadinessFailsWhenTheBridgeIsDown(t *testing.T) {
+	bus := inproc.New(inproc.Options{})
+	eng, err := engine.New(engine.Config{Transport: bus, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Register(pinger()); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Stop(context.Background())
+	url := serve(t, health.Handler(eng))
+	if code, st := get(t, url+"/readyz"); code != 200 {
+		t.Fatalf("before: %d %+v", code, st)
+	}
+	_ = bus.Close() // the connection to the backend is gone
+	code, st := get(t, url+"/readyz")
+	if code != 503 || st.State != "running" || !strings.Contains(st.Error, "bridge gochannel") || !strings.Contains(st.Error, bridge.ErrClosed.Error()) {
+		t.Errorf("bridge down: %d %+v", code, st)
+	}
+	if code, _ := get(t, url+"/healthz"); code != 200 {
+		t.Errorf("liveness does not depend on the bridge: %d", code)
+	}
+}
+
+// On a real broker, readiness asks the broker.
+func TestReadinessOnNATS(t *testing.T) {
+	eng, err := engine.New(engine.Config{Bridge: testenv.URL(t, testenv.NATS), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, health.Handler(eng, health.Timeout(5*time.Second)))
+	if code, st := get(t, url+"/readyz"); code != 200 || st.Bridge != "nats" {
+		t.Errorf("%d %+v", code, st)
+	}
+	if err := eng.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, st := get(t, url+"/readyz"); code != 503 || st.State != "stopped" {
+		t.Errorf("after Stop: %d %+v", code, st)
+	}
+}

@@ -1,0 +1,361 @@
+package httpgateway
+
+import (
+	"bytes"
+	"encoding"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// decode fills dst (a pointer to the endpoint's input) from the request's
+// path, query string and body. A failure is a problem to answer with.
+func (ep *Endpoint) decode(w http.ResponseWriter, r *http.Request, maxBody int64, dst any) *Problem {
+	body, p := ep.readBody(w, r, maxBody)
+	if p != nil {
+		return p
+	}
+	if ep.fields == nil { // not a struct: the body is the input
+		if len(body) == 0 {
+			return nil
+		}
+		return strictDecode(body, dst)
+	}
+	obj := map[string]json.RawMessage{}
+	if len(body) > 0 {
+		if p := strictDecode(body, &obj); p != nil {
+			if p.Field == "(root)" {
+				return invalid("", "the body must be a JSON object")
+			}
+			return p
+		}
+	}
+	for k := range obj {
+		if where := ep.paramIn(k); where != "" {
+			return invalid(k, "belongs in the "+where+", not in the body")
+		}
+	}
+	for _, name := range ep.pathParams {
+		raw, err := paramJSON(ep.fields[name].typ, []string{r.PathValue(name)})
+		if err != nil {
+			return invalid(name, err.Error())
+		}
+		obj[name] = raw
+	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return invalid("", "malformed query string: "+err.Error())
+	}
+	for _, k := range sortedKeys(query) {
+		if !ep.query[k] {
+			if ep.paramIn(k) == "path" {
+				return invalid(k, "given in both the path and the query string")
+			}
+			return invalid(k, "unknown query parameter")
+		}
+		raw, err := paramJSON(ep.fields[k].typ, query[k])
+		if err != nil {
+			return invalid(k, err.Error())
+		}
+		obj[k] = raw
+	}
+	if p := ep.checkRequired(obj); p != nil {
+		return p
+	}
+	merged, err := json.Marshal(obj)
+	if err != nil {
+		return invalid("", "cannot merge the input: "+err.Error())
+	}
+	return strictDecode(merged, dst)
+}
+
+// checkRequired answers 400 naming the first required field (a top-level
+// field without omitempty or omitzero, "required" in the OpenAPI document)
+// that obj lacks.
+func (ep *Endpoint) checkRequired(obj map[string]json.RawMessage) *Problem {
+	for _, name := range fieldNames(ep.fields) {
+		if ep.fields[name].omitempty {
+			continue
+		}
+		if _, ok := obj[name]; ok {
+			continue
+		}
+		found := false
+		for k := range obj { // encoding/json matches names case-insensitively
+			if strings.EqualFold(k, name) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			where := "in the body"
+			if ep.query[name] {
+				where = "in the query string"
+			}
+			return invalid(name, "is required "+where)
+		}
+	}
+	return nil
+}
+
+// readBody reads the body within maxBody bytes, checking its media type.
+// It returns nil for an empty body.
+func (ep *Endpoint) readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, *Problem) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, &Problem{Status: http.StatusRequestEntityTooLarge, Reason: "payload_too_large",
+			Detail:  fmt.Sprintf("the body exceeds the limit of %d bytes", tooLarge.Limit),
+			Details: map[string]any{"limit": tooLarge.Limit}}
+	case err != nil:
+		return nil, invalid("", "cannot read the body: "+err.Error())
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, nil
+	}
+	if !ep.hasBody {
+		return nil, invalid("", ep.method+" takes no body: send the input in the query string")
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, &Problem{Status: http.StatusUnsupportedMediaType, Reason: "unsupported_media_type",
+				Detail: fmt.Sprintf("the body must be JSON (Content-Type: application/json), not %q", ct)}
+		}
+	}
+	return b, nil
+}
+
+// strictDecode decodes b into dst the way the engine decodes a payload:
+// unknown fields and trailing data are errors, and a wrong type names its
+// field.
+func strictDecode(b []byte, dst any) *Problem {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeProblem(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return invalid("", "unexpected data after the JSON value")
+	}
+	return nil
+}
+
+func decodeProblem(err error) *Problem {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return invalid("", "malformed JSON: "+syn.Error())
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "(root)"
+		}
+		return invalid(field, fmt.Sprintf("want %s, got JSON %s", jsonKind(typ.Type), typ.Value))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return invalid("", "malformed JSON: unexpected end of input")
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return invalid(strings.Trim(name, `"`), "unknown field")
+	}
+	return invalid("", "malformed JSON: "+err.Error())
+}
+
+// invalid returns a 400 problem naming field (when not empty).
+func invalid(field, problem string) *Problem {
+	detail := problem
+	if field != "" {
+		detail = field + ": " + problem
+	}
+	return &Problem{Status: http.StatusBadRequest, Reason: "invalid_input", Detail: detail, Field: field}
+}
+
+// jsonKind names the JSON a Go type expects.
+func jsonKind(t reflect.Type) string {
+	t = deref(t)
+	switch {
+	case isText(t), t.Kind() == reflect.String:
+		return "a string"
+	case t.Kind() == reflect.Bool:
+		return "a boolean"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "an integer"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return "a number"
+	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+		return "an array"
+	case t.Kind() == reflect.Struct || t.Kind() == reflect.Map:
+		return "an object"
+	}
+	return t.String()
+}
+
+// paramJSON converts path or query values to the JSON of a field of type t.
+func paramJSON(t reflect.Type, vals []string) (json.RawMessage, error) {
+	t = deref(t)
+	if t.Kind() == reflect.Slice && !isText(t) {
+		elems := make([]json.RawMessage, 0, len(vals))
+		for _, v := range vals {
+			raw, err := paramJSON(t.Elem(), []string{v})
+			if err != nil {
+				return nil, err
+			}
+			elems = append(elems, raw)
+		}
+		return json.Marshal(elems)
+	}
+	if len(vals) != 1 {
+		return nil, errors.New("given more than once")
+	}
+	v := vals[0]
+	switch k := t.Kind(); {
+	case isText(t) || k == reflect.String:
+		return json.Marshal(v)
+	case k == reflect.Bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("want a boolean, got %q", v)
+		}
+		return json.Marshal(b)
+	case k >= reflect.Int && k <= reflect.Int64:
+		n, err := strconv.ParseInt(v, 10, t.Bits())
+		if err != nil {
+			return nil, fmt.Errorf("want an integer of %d bits, got %q", t.Bits(), v)
+		}
+		return json.Marshal(n)
+	case k >= reflect.Uint && k <= reflect.Uint64:
+		n, err := strconv.ParseUint(v, 10, t.Bits())
+		if err != nil {
+			return nil, fmt.Errorf("want a non-negative integer of %d bits, got %q", t.Bits(), v)
+		}
+		return json.Marshal(n)
+	case k == reflect.Float32 || k == reflect.Float64:
+		f, err := strconv.ParseFloat(v, t.Bits())
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return nil, fmt.Errorf("want a number, got %q", v)
+		}
+		return json.Marshal(f)
+	}
+	return nil, fmt.Errorf("type %s cannot come from a URL", t)
+}
+
+// field is one JSON field of an input struct.
+type field struct {
+	typ       reflect.Type
+	omitempty bool
+}
+
+// jsonFields returns the JSON fields of struct type t, by name, following
+// encoding/json's rules for tags and embedded structs (a shallower field
+// wins over a promoted one).
+func jsonFields(t reflect.Type) map[string]field {
+	out := map[string]field{}
+	level := []reflect.Type{t}
+	for depth := 0; len(level) > 0 && depth < 8; depth++ {
+		found := map[string]field{}
+		var next []reflect.Type
+		for _, st := range level {
+			for i := 0; i < st.NumField(); i++ {
+				f := st.Field(i)
+				tag := f.Tag.Get("json")
+				if tag == "-" {
+					continue
+				}
+				name, opts, _ := strings.Cut(tag, ",")
+				if f.Anonymous && name == "" {
+					if ft := deref(f.Type); ft.Kind() == reflect.Struct {
+						next = append(next, ft)
+						continue
+					}
+				}
+				if !f.IsExported() {
+					continue
+				}
+				if name == "" {
+					name = f.Name
+				}
+				if _, shallower := out[name]; shallower {
+					continue
+				}
+				found[name] = field{typ: f.Type, omitempty: strings.Contains(","+opts+",", ",omitempty,") || strings.Contains(","+opts+",", ",omitzero,")}
+			}
+		}
+		for k, v := range found {
+			out[k] = v
+		}
+		level = next
+	}
+	return out
+}
+
+func fieldNames(fields map[string]field) []string {
+	names := make([]string, 0, len(fields))
+	for n := range fields {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func sortedKeys(q url.Values) []string {
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+func isText(t reflect.Type) bool {
+	return reflect.PointerTo(t).Implements(textUnmarshaler)
+}
+
+func deref(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// scalar reports whether one URL value can fill a field of type t.
+func scalar(t reflect.Type) bool {
+	t = deref(t)
+	if isText(t) {
+		return true
+	}
+	switch t.Kind() {
+	case reflect.String, reflect.Bool,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
+}
+
+// queryable reports whether query values can fill a field of type t: a
+// scalar, or a slice of scalars (not []byte).
+func queryable(t reflect.Type) bool {
+	t = deref(t)
+	if scalar(t) {
+		return true
+	}
+	return t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8 && scalar(t.Elem())
+}
