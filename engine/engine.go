@@ -311,6 +311,18 @@ func (e *Engine) Register(services ...*Service) error {
 	return nil
 }
 
+// Services returns the registered services as "<name>.v<version>", in
+// registration order.
+func (e *Engine) Services() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, len(e.services))
+	for i, s := range e.services {
+		out[i] = s.id
+	}
+	return out
+}
+
 // Bridge returns the engine's bridge.
 func (e *Engine) Bridge() bridge.Bridge { return e.b }
 

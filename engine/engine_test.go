@@ -323,7 +323,7 @@ func TestBadInputGetsAClearAnswer(t *testing.T) {
 	}{
 		{"invalid JSON", `{"text":`, 400, "", "malformed JSON"},
 		{"not JSON", `hello`, 400, "", "malformed JSON"},
-		{"wrong type", `{"text": 5}`, 400, "text", "want string"},
+		{"wrong type", `{"text": 5}`, 400, "text", "want a string, got JSON number"},
 		{"unknown field", `{"text":"a","colour":"red"}`, 400, "colour", "unknown field"},
 		{"empty", ``, 400, "", "empty payload"},
 		{"null", `null`, 400, "", "empty payload"},

@@ -68,7 +68,7 @@ func run(log *slog.Logger) error {
 	if err := eng.Register(users, mail); err != nil {
 		return err
 	}
-	chk := health.New(eng, health.Services(users, mail))
+	chk := health.New(eng)
 	ln, err := net.Listen("tcp", ":"+getenv("PORT", "8080"))
 	if err != nil {
 		return err

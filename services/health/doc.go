@@ -12,7 +12,7 @@
 // fails, and restarting every process because the broker is down helps
 // nobody; readiness takes the process out of rotation instead.
 //
-//	chk := health.New(eng, health.Services(userSvc, emailSvc))
+//	chk := health.New(eng)
 //	mux.Handle("/healthz", chk)
 //	mux.Handle("/readyz", chk)
 //

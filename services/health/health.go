@@ -23,7 +23,7 @@ type Status struct {
 	State string `json:"state"`
 	// Bridge is the backend's name ("gochannel", "nats", …).
 	Bridge string `json:"bridge"`
-	// Services lists the services this process runs (Services option).
+	// Services lists the services registered on the engine.
 	Services []string `json:"services,omitempty"`
 	// Error says why the process is not ready.
 	Error string `json:"error,omitempty"`
@@ -33,23 +33,12 @@ type Status struct {
 // http.Handler; mount it at both paths, or under a prefix.
 type Checker struct {
 	eng      *engine.Engine
-	services []string
 	timeout  time.Duration
 	draining atomic.Bool
 }
 
 // Option configures a Checker.
 type Option func(*Checker)
-
-// Services names the services the process runs, reported by both
-// endpoints. (The engine does not list what was registered on it.)
-func Services(svcs ...*engine.Service) Option {
-	return func(c *Checker) {
-		for _, s := range svcs {
-			c.services = append(c.services, s.String())
-		}
-	}
-}
 
 // Timeout bounds the bridge probe of one /readyz request. Default
 // DefaultTimeout.
@@ -104,7 +93,7 @@ func (c *Checker) Live(w http.ResponseWriter, r *http.Request) {
 	if !allowed(w, r) {
 		return
 	}
-	c.write(w, r, http.StatusOK, Status{Status: "alive", State: c.state(), Bridge: c.eng.Bridge().Name(), Services: c.services})
+	c.write(w, r, http.StatusOK, Status{Status: "alive", State: c.state(), Bridge: c.eng.Bridge().Name(), Services: c.eng.Services()})
 }
 
 // Ready answers 200 when the process can do its work now: the engine is
@@ -115,7 +104,7 @@ func (c *Checker) Ready(w http.ResponseWriter, r *http.Request) {
 	if !allowed(w, r) {
 		return
 	}
-	st := Status{Status: "ready", State: c.state(), Bridge: c.eng.Bridge().Name(), Services: c.services}
+	st := Status{Status: "ready", State: c.state(), Bridge: c.eng.Bridge().Name(), Services: c.eng.Services()}
 	if c.draining.Load() {
 		st.Status, st.Error = "unavailable", "draining: shutting down"
 		c.write(w, r, http.StatusServiceUnavailable, st)

@@ -85,7 +85,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	if err := eng.Register(svc); err != nil {
 		t.Fatal(err)
 	}
-	chk := health.New(eng, health.Services(svc))
+	chk := health.New(eng)
 	url := serve(t, chk)
 
 	check := func(path string, code int, state, status string) health.Status {

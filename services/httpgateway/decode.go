@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/switchboard-go/switchboard/engine"
 )
 
 // decode fills dst (a pointer to the endpoint's input) from the request's
@@ -140,40 +142,15 @@ func (ep *Endpoint) readBody(w http.ResponseWriter, r *http.Request, maxBody int
 	return b, nil
 }
 
-// strictDecode decodes b into dst the way the engine decodes a payload:
-// unknown fields and trailing data are errors, and a wrong type names its
-// field.
+// strictDecode decodes b into dst exactly as the engine decodes a payload
+// (engine.DecodeStrict): unknown fields and trailing data are errors, and a
+// wrong type names its field.
 func strictDecode(b []byte, dst any) *Problem {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return decodeProblem(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return invalid("", "unexpected data after the JSON value")
+	if err := engine.DecodeStrict(b, dst); err != nil {
+		p, _ := problemFor(err)
+		return &p
 	}
 	return nil
-}
-
-func decodeProblem(err error) *Problem {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return invalid("", "malformed JSON: "+syn.Error())
-	case errors.As(err, &typ):
-		field := typ.Field
-		if field == "" {
-			field = "(root)"
-		}
-		return invalid(field, fmt.Sprintf("want %s, got JSON %s", jsonKind(typ.Type), typ.Value))
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return invalid("", "malformed JSON: unexpected end of input")
-	}
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return invalid(strings.Trim(name, `"`), "unknown field")
-	}
-	return invalid("", "malformed JSON: "+err.Error())
 }
 
 // invalid returns a 400 problem naming field (when not empty).
@@ -183,26 +160,6 @@ func invalid(field, problem string) *Problem {
 		detail = field + ": " + problem
 	}
 	return &Problem{Status: http.StatusBadRequest, Reason: "invalid_input", Detail: detail, Field: field}
-}
-
-// jsonKind names the JSON a Go type expects.
-func jsonKind(t reflect.Type) string {
-	t = deref(t)
-	switch {
-	case isText(t), t.Kind() == reflect.String:
-		return "a string"
-	case t.Kind() == reflect.Bool:
-		return "a boolean"
-	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
-		return "an integer"
-	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
-		return "a number"
-	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
-		return "an array"
-	case t.Kind() == reflect.Struct || t.Kind() == reflect.Map:
-		return "an object"
-	}
-	return t.String()
 }
 
 // paramJSON converts path or query values to the JSON of a field of type t.

@@ -123,7 +123,7 @@ func serve(ctx context.Context, o Options, log *slog.Logger, stdout io.Writer) e
 	if err := eng.Register(o.Services...); err != nil {
 		return err
 	}
-	chk := health.New(eng, health.Services(o.Services...))
+	chk := health.New(eng)
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", chk)
 	mux.Handle("/readyz", chk)
