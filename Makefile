@@ -36,3 +36,17 @@ demo:
 ## services: start the local PostgreSQL, RabbitMQ and NATS the tests use.
 services:
 	scripts/services.sh start
+
+.PHONY: bench bench-quick
+
+## bench: Switchboard side by side with hand-written Watermill, every backend
+## that is reachable, one process run (a few minutes; the servers of
+## `make test`). Figures: <figure> <switchboard> <raw-watermill> <ratio> <unit>,
+## ratio > 1 when Switchboard is better. See BENCHMARKS.md.
+bench:
+	$(GO) test -run '^$$' -bench BenchmarkInvoke -benchmem -count 1 ./engine/
+	$(GO) run ./bench
+
+## bench-quick: fewer, shorter figures in under a minute: a smoke check.
+bench-quick:
+	$(GO) run ./bench -quick

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"time"
+)
+
+// A side builds each workload's topology on one backend: once through
+// Switchboard (sbSide), once through hand-written Watermill (rawSide). Every
+// call gets a namespace, unique in the run, for its topics, services and
+// consumer groups, so that nothing durable from another figure or an
+// earlier run interferes.
+type side interface {
+	// commands starts an echo service and, for 2 hops, a front service whose
+	// handler calls echo (the seed's user → email call); the rig's op is one
+	// round trip to the first of them.
+	commands(ctx context.Context, ns string, hops int) (*rig, error)
+	// events starts two subscribing services, each reporting every event it
+	// handles to deliver (consumer 0 or 1); the rig's op publishes one event.
+	events(ctx context.Context, ns string, deliver func(consumer int, id string)) (*rig, error)
+	// publisher creates the event's two subscribing groups (where the
+	// backend stores messages for a group whose consumers are away), stops
+	// their consumers, and returns a rig whose op publishes one event.
+	publisher(ctx context.Context, ns string) (*rig, error)
+	// outbox starts a service subscribing to an event, written to the
+	// outbox in a transaction and forwarded by the relay; the rig's timed
+	// op is one transaction, its figure the time from commit to handler.
+	// Only on PostgreSQL; elsewhere it returns errSkip.
+	outbox(ctx context.Context, ns string) (*rig, error)
+}
+
+// rig is a running topology.
+type rig struct {
+	op    call
+	timed timedCall // set instead of op when the op times itself
+	close func() error
+}
+
+// timedOp returns the rig's operation, timing op when it does not time itself.
+func (r *rig) timedOp() timedCall {
+	if r.timed != nil {
+		return r.timed
+	}
+	return func(ctx context.Context, seq int64) (time.Duration, error) {
+		t0 := time.Now()
+		err := r.op(ctx, seq)
+		return time.Since(t0), err
+	}
+}
