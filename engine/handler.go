@@ -52,15 +52,15 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 	if !trace.SpanContextFromContext(ctx).IsValid() && parent.Traceparent != "" {
 		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: parent.Traceparent, envelope.KeyTracestate: parent.Tracestate})
 	}
-	sctx, span := e.tracer.Start(ctx, topic+" publish", trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
+	sctx, span := e.tracer.Start(ctx, topic+" publish", trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() { // attributes and injection only for a real tracer
+		span.SetAttributes(
 			attribute.String("messaging.system", "switchboard"),
 			attribute.String("messaging.operation.type", "send"),
 			attribute.String("messaging.destination.name", topic),
 			attribute.String("messaging.message.id", msg.UUID),
 			attribute.String("messaging.message.conversation_id", meta.CorrelationID),
-		))
-	if span.IsRecording() {
+		)
 		middleware.Inject(sctx, msg.Metadata)
 	}
 	return func(err error) {

@@ -30,7 +30,7 @@ type Retry struct {
 	// negative means none.
 	RandomizationFactor float64
 	// MaxElapsedTime stops retrying once this much time has passed since the
-	// first attempt. Default 10 s.
+	// first failure. Default 10 s.
 	MaxElapsedTime time.Duration
 }
 
@@ -116,7 +116,7 @@ func (r Retry) Middleware() message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx := msg.Context()
-			b := r.NewBackOff()
+			var b backoff.BackOff // made at the first failure: most messages never need it
 			for attempt := 1; ; attempt++ {
 				msg.SetContext(ctx)
 				msg.Metadata.Set(AttemptKey, strconv.Itoa(attempt))
@@ -124,6 +124,9 @@ func (r Retry) Middleware() message.HandlerMiddleware {
 				if err == nil || IsPermanent(err) {
 					msg.SetContext(ctx)
 					return out, err
+				}
+				if b == nil {
+					b = r.NewBackOff()
 				}
 				wait := b.NextBackOff()
 				if wait == backoff.Stop {

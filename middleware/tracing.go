@@ -53,16 +53,17 @@ func Tracing(tp trace.TracerProvider) message.HandlerMiddleware {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			route, _ := envelope.RouteFrom(msg.Context())
 			ctx := Extract(msg.Context(), msg.Metadata)
-			ctx, span := tracer.Start(ctx, route.Topic+" process",
-				trace.WithSpanKind(trace.SpanKindConsumer),
-				trace.WithAttributes(
+			ctx, span := tracer.Start(ctx, route.Topic+" process", trace.WithSpanKind(trace.SpanKindConsumer))
+			if span.IsRecording() { // attributes cost allocations: only for a real tracer
+				span.SetAttributes(
 					attribute.String("messaging.system", "switchboard"),
 					attribute.String("messaging.operation.type", "process"),
 					attribute.String("messaging.destination.name", route.Topic),
 					attribute.String("messaging.consumer.group.name", route.Group),
 					attribute.String("messaging.message.id", msg.UUID),
 					attribute.String("messaging.message.conversation_id", msg.Metadata.Get(envelope.KeyCorrelationID)),
-				))
+				)
+			}
 			defer span.End()
 			orig := msg.Context()
 			msg.SetContext(ctx)

@@ -30,7 +30,7 @@ type Router struct {
 // handlers.
 func New(b bridge.Bridge, drain time.Duration, log *slog.Logger) (*Router, error) {
 	// Watermill logs every handler start at Info; that is our Debug.
-	wlog := watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wlog := gated{watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), log}
 	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: drain}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -133,4 +133,36 @@ func Listen(ctx context.Context, b bridge.Bridge, instance string, calls *Calls,
 			<-done
 		})
 	}, nil
+}
+
+// gated skips Watermill's Info, Debug and Trace calls when the logger would
+// drop them anyway: Watermill's slog adapter converts every call's fields
+// to attributes first, which costs allocations on every message.
+type gated struct {
+	watermill.LoggerAdapter
+	log *slog.Logger
+}
+
+func (g gated) enabled(l slog.Level) bool { return g.log.Enabled(context.Background(), l) }
+
+func (g gated) Info(msg string, f watermill.LogFields) {
+	if g.enabled(slog.LevelDebug) {
+		g.LoggerAdapter.Info(msg, f)
+	}
+}
+
+func (g gated) Debug(msg string, f watermill.LogFields) {
+	if g.enabled(slog.LevelDebug) {
+		g.LoggerAdapter.Debug(msg, f)
+	}
+}
+
+func (g gated) Trace(msg string, f watermill.LogFields) {
+	if g.enabled(watermill.LevelTrace) {
+		g.LoggerAdapter.Trace(msg, f)
+	}
+}
+
+func (g gated) With(f watermill.LogFields) watermill.LoggerAdapter {
+	return gated{g.LoggerAdapter.With(f), g.log}
 }

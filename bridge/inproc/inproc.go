@@ -152,7 +152,9 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	groups := b.topics[topic]
 	if len(groups) == 0 {
-		return fmt.Errorf("%w %q", bridge.ErrNoSubscriber, topic)
+		// Not wrapped with the topic: events to topics nobody consumes are
+		// common and the engine drops this error; callers add the topic.
+		return bridge.ErrNoSubscriber
 	}
 	for _, m := range msgs {
 		for _, g := range groups {
