@@ -32,8 +32,10 @@ func NewCommand[In, Out any](service, version, name string) *Command[In, Out] {
 }
 
 // EmitsOnSuccess declares that every successful call emits ev with the
-// command's result as payload, after the handler returns and before the
-// reply is sent. It returns c for use in the declaration.
+// handler's result as payload, after the handler returns and before the
+// reply is sent, inside every middleware (so inside an inbox transaction,
+// through its outbox). If the event cannot be published the call fails like
+// a handler error. It returns c for use in the declaration.
 func (c *Command[In, Out]) EmitsOnSuccess(ev *Event[Out]) *Command[In, Out] {
 	c.success = ev
 	return c

@@ -40,8 +40,10 @@ func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byt
 // of their own: they are the end of their handler's process span.
 func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind string, deadline time.Time) func(error) {
 	parent, _ := envelope.MetaFrom(ctx)
-	if kind != envelope.KindCommand {
-		parent.Deadline = time.Time{} // events and replies are not awaited
+	if kind != envelope.KindCommand || deadline.IsZero() {
+		// Only an awaited command inherits a deadline: events, replies and
+		// fire-and-forget commands are processed whenever they arrive.
+		parent.Deadline = time.Time{}
 	}
 	meta := envelope.Child(parent, msg.UUID, deadline)
 	envelope.Write(msg, meta)
@@ -139,6 +141,10 @@ func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout
 	if !idempotent {
 		return attempt()
 	}
+	// Attempts and the caller's context bound the retries, not the policy's
+	// MaxElapsedTime: each attempt already waits up to its timeout.
+	policy := e.cfg.Reliability.Retry
+	policy.MaxElapsedTime = -1
 	var out []byte
 	err := backoff.Retry(func() error {
 		var err error
@@ -147,7 +153,14 @@ func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout
 			return backoff.Permanent(err)
 		}
 		return err
-	}, backoff.WithContext(e.cfg.Reliability.Retry.NewBackOff(), ctx))
+	}, backoff.WithContext(policy.NewBackOff(), ctx))
+	if errors.Is(err, context.DeadlineExceeded) {
+		var we *Error
+		if !errors.As(err, &we) {
+			d, _ := ctx.Deadline()
+			return nil, timeoutError(topic, timeout, d)
+		}
+	}
 	return out, err
 }
 
@@ -264,6 +277,17 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil || r.kind != bridge.Command {
 			return nil, err
 		}
+		if len(out) > e.cfg.MaxPayloadBytes {
+			return nil, fmt.Errorf("%w: result of %s is %d bytes, the limit is %d", errOutput, r.topic, len(out), e.cfg.MaxPayloadBytes)
+		}
+		if r.successTopic != "" {
+			// Inside the chain, so that it joins a transaction a middleware
+			// opened (the inbox's outbox) and a failure is retried or
+			// dead-lettered like the handler's own; not cut by the deadline.
+			if err := e.send(context.WithoutCancel(msg.Context()), r.successTopic, envelope.KindEvent, out); err != nil {
+				return nil, fmt.Errorf("success event %s: %w", r.successTopic, err)
+			}
+		}
 		reply, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
 		return []*message.Message{reply}, nil
 	}
@@ -283,23 +307,17 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			meta.CorrelationID = msg.UUID
 		}
 		mlog := log.With("message_id", msg.UUID, "correlation_id", meta.CorrelationID)
-		if !meta.Deadline.IsZero() && time.Now().After(meta.Deadline) {
-			mlog.Warn("message arrived after its deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
+		replyTo := msg.Metadata.Get(envelope.KeyReplyTo) // before the chain: middleware may edit metadata
+		if replyTo != "" && !meta.Deadline.IsZero() && time.Now().After(meta.Deadline) {
+			mlog.Warn("command arrived after its caller's deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
 			return nil
 		}
-		replyTo := msg.Metadata.Get(envelope.KeyReplyTo) // before the chain: middleware may edit metadata
 		ctx, cancel := e.handlerContext(msg.Context(), meta, route)
 		defer cancel()
 		msg.SetContext(ctx)
 
 		produced, err := e.runChain(ctx, chain, msg, mlog)
 		if r.kind == bridge.Event || replyTo == "" {
-			if err == nil && r.kind == bridge.Command && r.successTopic != "" && len(produced) == 1 {
-				if err := e.send(ctx, r.successTopic, envelope.KindEvent, produced[0].Payload); err != nil {
-					mlog.Error("success event not published; the command will be redelivered", "event_topic", r.successTopic, "err", err)
-					return err
-				}
-			}
 			return err // nil acks; an error nacks (DeadLetter has set the delay)
 		}
 		var reply *message.Message
@@ -313,11 +331,6 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil {
 			reply, _ = e.outgoing(ctx, "", envelope.KindReply, envelope.MarshalError(e.wireError(err, msg, mlog)), time.Time{})
 			reply.Metadata.Set(envelope.KeyError, "1")
-		} else if r.successTopic != "" {
-			if err := e.send(ctx, r.successTopic, envelope.KindEvent, reply.Payload); err != nil {
-				mlog.Error("success event not published; the command will be redelivered", "event_topic", r.successTopic, "err", err)
-				return err
-			}
 		}
 		reply.SetContext(context.WithoutCancel(ctx))
 		if err := e.b.Publisher().Publish(replyTo, reply); err != nil {

@@ -239,3 +239,51 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 		t.Errorf("a handled error was retried: %d calls", calls.Load())
 	}
 }
+
+// A fire-and-forget command sent by a handler whose caller has a short
+// deadline does not inherit that deadline: it is processed even when its
+// redelivery comes long after the caller stopped waiting.
+func TestSendDoesNotInheritTheCallersDeadline(t *testing.T) {
+	var tries, done atomic.Int32
+	work := engine.NewCommand[EchoIn, EchoOut]("async", "1", "work")
+	front := engine.NewCommand[EchoIn, EchoOut]("async", "1", "front")
+	svc := engine.NewService("async", "1")
+	engine.Handle(svc, front, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		return EchoOut{}, work.Send(ctx, in)
+	})
+	engine.Handle(svc, work, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		if _, ok := ctx.Deadline(); ok {
+			t.Error("a fire-and-forget command's handler got a deadline")
+		}
+		if tries.Add(1) == 1 {
+			return EchoOut{}, errors.New("first try fails")
+		}
+		done.Add(1)
+		return EchoOut{}, nil
+	})
+	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 1},
+		Redelivery: middleware.Retry{InitialInterval: 300 * time.Millisecond, RandomizationFactor: -1}}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	if _, err := front.Invoke(e.Context(t.Context()), EchoIn{}, engine.Timeout(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the redelivered command to be handled", func() bool { return done.Load() == 1 })
+}
+
+// An Idempotent call that runs out of its caller's context is an ErrTimeout,
+// like any other call.
+func TestIdempotentCallDeadlineIsATimeout(t *testing.T) {
+	svc := engine.NewService("sleepy", "1")
+	cmd := engine.NewCommand[EchoIn, EchoOut]("sleepy", "1", "get").Idempotent()
+	engine.Handle(svc, cmd, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		<-ctx.Done()
+		return EchoOut{}, ctx.Err()
+	})
+	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 10, InitialInterval: 10 * time.Millisecond}, CallBreaker: middleware.Breaker{Disabled: true}}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	ctx, cancel := context.WithTimeout(e.Context(t.Context()), 250*time.Millisecond)
+	defer cancel()
+	if _, err := cmd.Invoke(ctx, EchoIn{}, engine.Timeout(100*time.Millisecond)); !errors.Is(err, engine.ErrTimeout) {
+		t.Errorf("got %v, want ErrTimeout", err)
+	}
+}

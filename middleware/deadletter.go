@@ -79,16 +79,18 @@ func (d DeadLetter) Middleware() message.HandlerMiddleware {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	firsts := &firstFailures{at: map[string]time.Time{}}
+	failing := &failures{at: map[string]*failure{}}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			out, err := h(msg)
 			if err == nil {
-				firsts.forget(msg.UUID)
+				failing.forget(msg.UUID)
 				return out, nil
 			}
-			firstSeen := firsts.note(msg.UUID)
+			f := failing.note(msg.UUID, errors.Is(err, ErrCircuitOpen))
 			delivery, counted := deliveryOf(msg)
+			delivery -= f.bounces // deliveries spent waiting on an open circuit do not count
+			firstSeen := f.first
 			kind := ""
 			switch {
 			case IsPermanent(err):
@@ -108,7 +110,7 @@ func (d DeadLetter) Middleware() message.HandlerMiddleware {
 				msg.Metadata.Set(bridge.NackDelayKey, d.delay(delivery).String())
 				return nil, errors.Join(err, perr)
 			}
-			firsts.forget(msg.UUID)
+			failing.forget(msg.UUID)
 			return nil, nil
 		}
 	}
@@ -157,31 +159,42 @@ func (d DeadLetter) store(msg *message.Message, cause error, kind string, delive
 	return nil
 }
 
-// firstFailures remembers when this process first saw each failing
-// message fail, across redeliveries. It is bounded: past maxTracked entries
-// it starts afresh (a record's first failure is then its latest delivery's).
-type firstFailures struct {
+// failures remembers, per failing message, when this process first saw it
+// fail and how many of its deliveries bounced off an open circuit, across
+// redeliveries. It is bounded: past maxTracked entries it starts afresh (a
+// record's first failure is then its latest delivery's).
+type failures struct {
 	mu sync.Mutex
-	at map[string]time.Time
+	at map[string]*failure
+}
+
+type failure struct {
+	first   time.Time
+	bounces int
 }
 
 const maxTracked = 100_000
 
-func (f *firstFailures) note(id string) time.Time {
+// note records a failure of message id (a bounce when bounced) and returns
+// a copy of what is known about it.
+func (f *failures) note(id string, bounced bool) failure {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if t, ok := f.at[id]; ok {
-		return t
+	e, ok := f.at[id]
+	if !ok {
+		if len(f.at) >= maxTracked {
+			clear(f.at)
+		}
+		e = &failure{first: time.Now()}
+		f.at[id] = e
 	}
-	if len(f.at) >= maxTracked {
-		clear(f.at)
+	if bounced {
+		e.bounces++
 	}
-	now := time.Now()
-	f.at[id] = now
-	return now
+	return *e
 }
 
-func (f *firstFailures) forget(id string) {
+func (f *failures) forget(id string) {
 	f.mu.Lock()
 	delete(f.at, id)
 	f.mu.Unlock()

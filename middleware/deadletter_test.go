@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
@@ -330,5 +331,43 @@ func TestDeadLetterValidate(t *testing.T) {
 		if err == nil || !containsStr(err.Error(), want) {
 			t.Errorf("Validate error lacks %q: %v", want, err)
 		}
+	}
+}
+
+// Deliveries spent bouncing off an open circuit do not count towards the
+// budget: after five bounces, the first real failure is redelivered, not
+// dead-lettered.
+func TestDeadLetterCircuitBouncesDoNotSpendTheBudget(t *testing.T) {
+	store := deadletter.NewMemory()
+	var fail error
+	chain := dlChain(middleware.DeadLetter{Store: store, MaxDeliveries: 5, Redelivery: deterministic}, 1,
+		func(*message.Message) ([]*message.Message, error) { return nil, fail })
+	id := watermill.NewUUID()
+	deliver := func(n int) error {
+		msg := message.NewMessage(id, []byte(`{}`))
+		msg.SetContext(routed())
+		msg.Metadata.Set(bridge.DeliveryKey, fmt.Sprint(n))
+		_, err := chain(msg)
+		return err
+	}
+	fail = fmt.Errorf("%w: paused", middleware.ErrCircuitOpen)
+	for n := 1; n <= 5; n++ {
+		if err := deliver(n); !errors.Is(err, middleware.ErrCircuitOpen) {
+			t.Fatalf("bounce %d: %v", n, err)
+		}
+	}
+	fail = errTransient
+	if err := deliver(6); err == nil {
+		t.Fatal("the first real failure after the bounces was acked")
+	}
+	if recs := all(t, store); len(recs) != 0 {
+		t.Fatalf("dead-lettered after one real failure: %+v", recs)
+	}
+	for n := 7; n <= 10; n++ {
+		_ = deliver(n)
+	}
+	recs := all(t, store)
+	if len(recs) != 1 || recs[0].Attempts != 5 || recs[0].ErrorKind != deadletter.KindExhausted {
+		t.Errorf("after 5 real failures: %+v, want one exhausted record with 5 attempts", recs)
 	}
 }

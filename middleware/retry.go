@@ -30,7 +30,7 @@ type Retry struct {
 	// negative means none.
 	RandomizationFactor float64
 	// MaxElapsedTime stops retrying once this much time has passed since the
-	// first failure. Default 10 s.
+	// first failure. Default 10 s; negative means no limit.
 	MaxElapsedTime time.Duration
 }
 
@@ -50,7 +50,7 @@ func (r Retry) Validate() error {
 	if r.MaxAttempts < 0 {
 		errs = append(errs, fmt.Errorf("MaxAttempts is negative (%d)", r.MaxAttempts))
 	}
-	for name, d := range map[string]time.Duration{"InitialInterval": r.InitialInterval, "MaxInterval": r.MaxInterval, "MaxElapsedTime": r.MaxElapsedTime} {
+	for name, d := range map[string]time.Duration{"InitialInterval": r.InitialInterval, "MaxInterval": r.MaxInterval} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s is negative (%s)", name, d))
 		}
@@ -102,7 +102,7 @@ func (r Retry) NewBackOff() backoff.BackOff {
 		backoff.WithMaxInterval(r.MaxInterval),
 		backoff.WithMultiplier(r.Multiplier),
 		backoff.WithRandomizationFactor(r.RandomizationFactor),
-		backoff.WithMaxElapsedTime(r.MaxElapsedTime),
+		backoff.WithMaxElapsedTime(max(r.MaxElapsedTime, 0)), // 0: no limit
 	)
 	return backoff.WithMaxRetries(b, uint64(r.MaxAttempts-1))
 }

@@ -192,7 +192,6 @@ func TestRetryValidate(t *testing.T) {
 		MaxAttempts:         -1,
 		InitialInterval:     -time.Second,
 		MaxInterval:         -2 * time.Second,
-		MaxElapsedTime:      -3 * time.Second,
 		Multiplier:          0.5,
 		RandomizationFactor: 1.5,
 	}
@@ -200,10 +199,28 @@ func TestRetryValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted a policy where every field is bad")
 	}
-	for _, want := range []string{"MaxAttempts", "InitialInterval", "MaxInterval", "MaxElapsedTime", "multiplier 0.5", "randomization factor 1.5"} {
+	for _, want := range []string{"MaxAttempts", "InitialInterval", "MaxInterval", "multiplier 0.5", "randomization factor 1.5"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error lacks %q: %v", want, err)
 		}
+	}
+}
+
+// A negative MaxElapsedTime means no time limit: only MaxAttempts stops it.
+func TestRetryNegativeMaxElapsedTimeHasNoLimit(t *testing.T) {
+	if err := (middleware.Retry{MaxElapsedTime: -1}).Validate(); err != nil {
+		t.Fatalf("negative MaxElapsedTime rejected: %v", err)
+	}
+	b := middleware.Retry{MaxAttempts: 4, InitialInterval: time.Millisecond, MaxElapsedTime: -1}.NewBackOff()
+	n := 0
+	for b.NextBackOff() >= 0 {
+		n++
+		if n > 10 {
+			break
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d retries allowed, want 3 (4 attempts)", n)
 	}
 }
 

@@ -25,7 +25,10 @@
 // Relay.LeaderPoll. The leader wakes on the commit notification (LISTEN) and
 // sweeps every PollInterval in case one was missed. It forwards in id order,
 // stopping at the first failed publish, so messages of one topic written one
-// after another arrive in that order. A crash between a publish and the
+// after another arrive in that order. An event nobody subscribes to is done;
+// a command whose service has never subscribed on the broker waits (the
+// relay retries and logs it), because dropping it would lose a committed
+// message. A crash between a publish and the
 // row's update forwards the message again (at-least-once: the inbox makes
 // it harmless). Forwarded rows are deleted after Retention. Stats reports
 // the backlog and the age of the oldest waiting row.

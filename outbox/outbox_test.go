@@ -394,3 +394,35 @@ func TestRelayConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A command whose service has not subscribed yet is not dropped: the relay
+// waits for it; an event nobody subscribes to is done.
+func TestRelayKeepsCommandsUntilTheirServiceSubscribes(t *testing.T) {
+	url, db, schema := setup(t)
+	bus := inproc.New(inproc.Options{})
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+	if err := OrderPlaced.Emit(ctx, Order{ID: 1}); err != nil { // nobody subscribes: done
+		t.Fatal(err)
+	}
+	if err := ShipOrder.Send(ctx, Order{ID: 2}); err != nil { // shipping not running yet
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+	waitFor(t, 10*time.Second, "the event to be done", func() bool {
+		return rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox WHERE topic = 'event.orders.placed'`) == 0
+	})
+	time.Sleep(300 * time.Millisecond)
+	if n := rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox WHERE topic = 'shipping.v1.ship'`); n != 1 {
+		t.Fatalf("the command was dropped before its service subscribed (%d rows)", n)
+	}
+	got := collect(t, bus, "shipping.v1.ship", "shipping.v1") // the service starts
+	waitFor(t, 10*time.Second, "the command to arrive", func() bool { return len(got.snapshot()) == 1 })
+}

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/envelope"
 )
 
 // Relay forwards outbox rows to a bridge. See the package documentation.
@@ -243,8 +244,14 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries) (int
 		}
 		err := r.Target.Publisher().Publish(batch[start].top, msgs...)
 		switch {
+		case errors.Is(err, bridge.ErrNoSubscriber) && msgs[0].Metadata.Get(envelope.KeyKind) == envelope.KindEvent:
+			// An event nobody subscribes to has nobody to reach: done.
+			r.Logger.Debug("outbox relay: no subscriber for the event; nothing to deliver", "topic", batch[start].top, "messages", len(msgs))
 		case errors.Is(err, bridge.ErrNoSubscriber):
-			r.Logger.Warn("outbox relay: nobody consumes the topic; messages dropped", "topic", batch[start].top, "messages", len(msgs))
+			// A command whose service has never subscribed must wait for it:
+			// dropping it would lose a committed message.
+			pubErr = fmt.Errorf("no consumer for command topic %s yet (start the service): %w", batch[start].top, err)
+			continue
 		case err != nil:
 			pubErr = fmt.Errorf("publishing to %s: %w", batch[start].top, err)
 			continue
