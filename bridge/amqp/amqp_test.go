@@ -208,37 +208,8 @@ func (c *consumer) count() int {
 }
 
 func subscribe(t *testing.T, b bridge.Bridge, spec bridge.Spec) <-chan *message.Message {
-	t.Helper()
-	sub, err := b.Subscriber(t.Context(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := sub.Subscribe(context.Background(), spec.Topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
+	ch, _ := bridgetest.Subscribe(t, b, spec)
 	return ch
-}
-
-func publish(t *testing.T, b bridge.Bridge, topic string, payloads ...string) {
-	t.Helper()
-	for _, p := range payloads {
-		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(p))); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // A message one group keeps nacking comes back to that group only, after
@@ -250,9 +221,9 @@ func TestNackRedeliversToItsGroupOnlyWithoutHotLoop(t *testing.T) {
 	failing, healthy := &consumer{}, &consumer{}
 	failing.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "failing.v1", Kind: bridge.Command}), true)
 	healthy.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "healthy.v1", Kind: bridge.Event}), false)
-	publish(t, b, topic, "poison")
+	bridgetest.Publish(t, b, topic, "poison")
 
-	waitFor(t, 10*time.Second, "the first delivery", func() bool { return failing.count() >= 1 })
+	bridgetest.WaitFor(t, 10*time.Second, "the first delivery", func() bool { return failing.count() >= 1 })
 	const window = 1200 * time.Millisecond
 	time.Sleep(window)
 	n := failing.count()
@@ -345,7 +316,7 @@ func TestCloseSemantics(t *testing.T) {
 	if err := b.Publisher().Close(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, b, spec.Topic, "still works")
+	bridgetest.Publish(t, b, spec.Topic, "still works")
 	if err := b.Health(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -404,16 +375,16 @@ func TestTopologyAfterBrokerRestart(t *testing.T) {
 	a.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event, Concurrency: 3}), false)
 	c.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "c.v1", Kind: bridge.Event}), false)
 	r.run(subscribe(t, b, bridge.Spec{Topic: replyTopic, Group: "inst", Kind: bridge.Reply, Concurrency: 2}), false)
-	publish(t, b, topic, "e1")
-	publish(t, b, replyTopic, "r1")
-	waitFor(t, 20*time.Second, "deliveries before the restart", func() bool {
+	bridgetest.Publish(t, b, topic, "e1")
+	bridgetest.Publish(t, b, replyTopic, "r1")
+	bridgetest.WaitFor(t, 20*time.Second, "deliveries before the restart", func() bool {
 		return a.count() == 1 && c.count() == 1 && r.count() == 1
 	})
 
 	restore := testenv.Outage(t, testenv.AMQP)
-	waitFor(t, 20*time.Second, "Health to report the outage", func() bool { return b.Health(t.Context()) != nil })
+	bridgetest.WaitFor(t, 20*time.Second, "Health to report the outage", func() bool { return b.Health(t.Context()) != nil })
 	restore()
-	waitFor(t, 60*time.Second, "Health to recover", func() bool {
+	bridgetest.WaitFor(t, 60*time.Second, "Health to recover", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return b.Health(ctx) == nil
@@ -438,7 +409,7 @@ func TestTopologyAfterBrokerRestart(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitFor(t, 40*time.Second, "both event groups after the restart", func() bool { return a.count() >= 2 && c.count() >= 2 })
+	bridgetest.WaitFor(t, 40*time.Second, "both event groups after the restart", func() bool { return a.count() >= 2 && c.count() >= 2 })
 	time.Sleep(300 * time.Millisecond)
 	if a.count() != 2 || c.count() != 2 {
 		t.Fatalf("group a got %d events, group c %d, want 2 each", a.count(), c.count())
@@ -471,7 +442,7 @@ func TestMissingHandler(t *testing.T) {
 		if _, err := sub.Subscribe(t.Context(), spec.Topic); err != nil {
 			t.Fatal(err)
 		}
-		publish(t, b, spec.Topic, "while subscribed")
+		bridgetest.Publish(t, b, spec.Topic, "while subscribed")
 		if err := sub.Close(); err != nil {
 			t.Fatal(err)
 		}

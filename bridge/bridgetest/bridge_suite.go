@@ -47,7 +47,9 @@ func open(t *testing.T, h Harness) bridge.Bridge {
 	return b
 }
 
-func subscribe(t *testing.T, b bridge.Bridge, spec bridge.Spec) (<-chan *message.Message, message.Subscriber) {
+// Subscribe subscribes to spec on b; the subscriber is closed when the test
+// ends.
+func Subscribe(t testing.TB, b bridge.Bridge, spec bridge.Spec) (<-chan *message.Message, message.Subscriber) {
 	t.Helper()
 	sub, err := b.Subscriber(context.Background(), spec)
 	if err != nil {
@@ -61,7 +63,8 @@ func subscribe(t *testing.T, b bridge.Bridge, spec bridge.Spec) (<-chan *message
 	return ch, sub
 }
 
-func publish(t *testing.T, b bridge.Bridge, topic string, payloads ...string) {
+// Publish publishes one message per payload to topic on b.
+func Publish(t testing.TB, b bridge.Bridge, topic string, payloads ...string) {
 	t.Helper()
 	for _, p := range payloads {
 		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(p))); err != nil {
@@ -114,8 +117,8 @@ func (c *counter) total() int {
 	return n
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// WaitFor polls cond until it holds, failing the test after d.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -164,13 +167,13 @@ func testCompeting(t *testing.T, h Harness) {
 	b1, b2 := open(t, h), open(t, h)
 	spec := bridge.Spec{Topic: Unique("cmp"), Group: "svc.v1", Kind: bridge.Command}
 	c := newCounter()
-	ch1, _ := subscribe(t, b1, spec)
-	ch2, _ := subscribe(t, b2, spec)
+	ch1, _ := Subscribe(t, b1, spec)
+	ch2, _ := Subscribe(t, b2, spec)
 	c.consume("a", ch1)
 	c.consume("b", ch2)
 	const n = 40
-	publish(t, b1, spec.Topic, numbered("m", n)...)
-	waitFor(t, h.wait(), fmt.Sprintf("%d commands", n), func() bool { return c.total() >= n })
+	Publish(t, b1, spec.Topic, numbered("m", n)...)
+	WaitFor(t, h.wait(), fmt.Sprintf("%d commands", n), func() bool { return c.total() >= n })
 	time.Sleep(200 * time.Millisecond) // let a duplicate show up if there is one
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -188,16 +191,16 @@ func testFanOut(t *testing.T, h Harness) {
 	b1, b2, b3 := open(t, h), open(t, h), open(t, h)
 	topic := Unique("evt")
 	// group A has two competing instances, group B one.
-	chA1, _ := subscribe(t, b1, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
-	chA2, _ := subscribe(t, b2, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
-	chB, _ := subscribe(t, b3, bridge.Spec{Topic: topic, Group: "b.v1", Kind: bridge.Event})
+	chA1, _ := Subscribe(t, b1, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
+	chA2, _ := Subscribe(t, b2, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
+	chB, _ := Subscribe(t, b3, bridge.Spec{Topic: topic, Group: "b.v1", Kind: bridge.Event})
 	ca, cb := newCounter(), newCounter()
 	ca.consume("a1", chA1)
 	ca.consume("a2", chA2)
 	cb.consume("b", chB)
 	const n = 30
-	publish(t, b1, topic, numbered("e", n)...)
-	waitFor(t, h.wait(), "both groups to get every event", func() bool { return ca.total() >= n && cb.total() >= n })
+	Publish(t, b1, topic, numbered("e", n)...)
+	WaitFor(t, h.wait(), "both groups to get every event", func() bool { return ca.total() >= n && cb.total() >= n })
 	time.Sleep(200 * time.Millisecond)
 	for name, cc := range map[string]*counter{"a": ca, "b": cb} {
 		cc.mu.Lock()
@@ -216,14 +219,14 @@ func testFanOut(t *testing.T, h Harness) {
 func testReply(t *testing.T, h Harness) {
 	b1, b2 := open(t, h), open(t, h)
 	t1, t2 := Unique("reply"), Unique("reply")
-	ch1, _ := subscribe(t, b1, bridge.Spec{Topic: t1, Group: "inst1", Kind: bridge.Reply})
-	ch2, _ := subscribe(t, b2, bridge.Spec{Topic: t2, Group: "inst2", Kind: bridge.Reply})
+	ch1, _ := Subscribe(t, b1, bridge.Spec{Topic: t1, Group: "inst1", Kind: bridge.Reply})
+	ch2, _ := Subscribe(t, b2, bridge.Spec{Topic: t2, Group: "inst2", Kind: bridge.Reply})
 	c1, c2 := newCounter(), newCounter()
 	c1.consume("1", ch1)
 	c2.consume("2", ch2)
-	publish(t, b2, t1, "for-1")
-	publish(t, b1, t2, "for-2a", "for-2b")
-	waitFor(t, h.wait(), "replies", func() bool { return c1.total() == 1 && c2.total() == 2 })
+	Publish(t, b2, t1, "for-1")
+	Publish(t, b1, t2, "for-2a", "for-2b")
+	WaitFor(t, h.wait(), "replies", func() bool { return c1.total() == 1 && c2.total() == 2 })
 	time.Sleep(100 * time.Millisecond)
 	if c1.seen["for-1"] != 1 || c1.total() != 1 {
 		t.Errorf("instance 1 got %v, want only for-1", c1.seen)
@@ -237,8 +240,8 @@ func testNack(t *testing.T, h Harness) {
 	b := open(t, h)
 	caps := b.Capabilities()
 	spec := bridge.Spec{Topic: Unique("nack"), Group: "svc.v1", Kind: bridge.Command}
-	ch, _ := subscribe(t, b, spec)
-	publish(t, b, spec.Topic, "x")
+	ch, _ := Subscribe(t, b, spec)
+	Publish(t, b, spec.Topic, "x")
 	first := receive(t, h, ch)
 	const delay = 400 * time.Millisecond
 	first.Metadata.Set(bridge.NackDelayKey, delay.String())
@@ -263,15 +266,32 @@ func testNack(t *testing.T, h Harness) {
 
 func receive(t *testing.T, h Harness, ch <-chan *message.Message) *message.Message {
 	t.Helper()
+	return Receive(t, ch, h.wait())
+}
+
+// Receive returns the next message from ch, failing the test if none comes
+// within d or the channel closes.
+func Receive(t testing.TB, ch <-chan *message.Message, within time.Duration) *message.Message {
+	t.Helper()
 	select {
 	case m, ok := <-ch:
 		if !ok {
 			t.Fatal("subscription channel closed")
 		}
 		return m
-	case <-time.After(h.wait()):
-		t.Fatal("no message within", h.wait())
+	case <-time.After(within):
+		t.Fatal("no message within", within)
 		return nil
+	}
+}
+
+// ExpectNothing fails the test if a message arrives on ch within d.
+func ExpectNothing(t testing.TB, ch <-chan *message.Message, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-ch:
+		t.Fatalf("unexpected message %q", m.Payload)
+	case <-time.After(d):
 	}
 }
 
@@ -279,8 +299,8 @@ func testConcurrency(t *testing.T, h Harness) {
 	b := open(t, h)
 	const workers = 4
 	spec := bridge.Spec{Topic: Unique("conc"), Group: "svc.v1", Kind: bridge.Command, Concurrency: workers}
-	ch, _ := subscribe(t, b, spec)
-	publish(t, b, spec.Topic, numbered("c", workers)...)
+	ch, _ := Subscribe(t, b, spec)
+	Publish(t, b, spec.Topic, numbered("c", workers)...)
 	held := make([]*message.Message, 0, workers)
 	for range workers {
 		held = append(held, receive(t, h, ch)) // none acked yet
@@ -301,7 +321,7 @@ func testCloseUnacked(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	publish(t, b, spec.Topic, "inflight")
+	Publish(t, b, spec.Topic, "inflight")
 	m := receive(t, h, ch)
 	closed := make(chan struct{})
 	go func() { _ = sub.Close(); close(closed) }()
@@ -312,7 +332,7 @@ func testCloseUnacked(t *testing.T, h Harness) {
 	case <-time.After(h.wait()):
 		t.Fatal("Close did not return after the in-flight message was nacked")
 	}
-	ch2, _ := subscribe(t, open(t, h), spec)
+	ch2, _ := Subscribe(t, open(t, h), spec)
 	again := receive(t, h, ch2)
 	again.Ack()
 	if string(again.Payload) != "inflight" {
@@ -323,19 +343,19 @@ func testCloseUnacked(t *testing.T, h Harness) {
 func testOutage(t *testing.T, h Harness) {
 	b := open(t, h)
 	spec := bridge.Spec{Topic: Unique("outage"), Group: "svc.v1", Kind: bridge.Command}
-	ch, _ := subscribe(t, b, spec)
+	ch, _ := Subscribe(t, b, spec)
 	c := newCounter()
 	c.consume("x", ch)
 	const half = 50
-	publish(t, b, spec.Topic, numbered("before", half)...)
-	waitFor(t, h.wait(), "messages before the outage", func() bool { return c.total() >= half })
+	Publish(t, b, spec.Topic, numbered("before", half)...)
+	WaitFor(t, h.wait(), "messages before the outage", func() bool { return c.total() >= half })
 
 	restore := h.Outage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), h.wait())
-	waitFor(t, h.wait(), "Health to report the outage", func() bool { return b.Health(ctx) != nil })
+	WaitFor(t, h.wait(), "Health to report the outage", func() bool { return b.Health(ctx) != nil })
 	cancel()
 	restore()
-	waitFor(t, 2*h.wait(), "Health to recover", func() bool {
+	WaitFor(t, 2*h.wait(), "Health to recover", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return b.Health(ctx) == nil
@@ -354,7 +374,7 @@ func testOutage(t *testing.T, h Harness) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	waitFor(t, 2*h.wait(), "every message after the outage", func() bool {
+	WaitFor(t, 2*h.wait(), "every message after the outage", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, p := range after {

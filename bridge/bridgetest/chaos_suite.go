@@ -104,7 +104,7 @@ func RunChaos(t *testing.T, h Harness, n int) {
 	} else {
 		emit(0, n/2)
 		restore := h.Outage(t)
-		waitFor(t, h.wait(), "the outage to show in Health", func() bool {
+		WaitFor(t, h.wait(), "the outage to show in Health", func() bool {
 			hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			return consumer.Health(hctx) != nil
@@ -113,7 +113,7 @@ func RunChaos(t *testing.T, h Harness, n int) {
 		emit(n/2, n)
 	}
 	want := n - poison
-	waitFor(t, 10*h.wait()+time.Duration(n)*time.Millisecond, fmt.Sprintf("%d effects and %d dead letters", want, poison), func() bool {
+	WaitFor(t, 10*h.wait()+time.Duration(n)*time.Millisecond, fmt.Sprintf("%d effects and %d dead letters", want, poison), func() bool {
 		d, _, _ := count(&effects)
 		recs, _, _ := store.List(context.Background(), deadletter.Filter{Limit: n})
 		return d == want && len(recs) >= poison

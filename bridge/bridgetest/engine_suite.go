@@ -203,7 +203,7 @@ func RunEngine(t *testing.T, h Harness) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, 2*h.wait(), "every event in both services", func() bool {
+		WaitFor(t, 2*h.wait(), "every event in both services", func() bool {
 			a, _, _ := count(&seenA)
 			b, _, _ := count(&seenB)
 			return a == n && b == n
@@ -244,7 +244,7 @@ func RunEngine(t *testing.T, h Harness) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, 2*h.wait(), "every failed event redelivered and handled", func() bool {
+		WaitFor(t, 2*h.wait(), "every failed event redelivered and handled", func() bool {
 			d, _, _ := count(&seen)
 			return d == n
 		})
@@ -262,7 +262,7 @@ func RunEngine(t *testing.T, h Harness) {
 				errs <- err
 			}()
 		}
-		waitFor(t, h.wait(), "some commands handled", func() bool { d, _, _ := count(&handled); return d >= 5 })
+		WaitFor(t, h.wait(), "some commands handled", func() bool { d, _, _ := count(&handled); return d >= 5 })
 		if err := first.Stop(context.Background()); err != nil { // drains in-flight handlers
 			t.Errorf("Stop: %v", err)
 		}
@@ -304,19 +304,19 @@ func testEngineOutage(t *testing.T, h Harness) {
 	}
 	emit(0, 50)
 	restore := h.Outage(t)
-	waitFor(t, h.wait(), "Health to report the outage", func() bool {
+	WaitFor(t, h.wait(), "Health to report the outage", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return sub.Health(ctx) != nil
 	})
 	restore()
-	waitFor(t, 3*h.wait(), "Health to recover", func() bool {
+	WaitFor(t, 3*h.wait(), "Health to recover", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return sub.Health(ctx) == nil && client.Health(ctx) == nil
 	})
 	emit(50, 100)
-	waitFor(t, 3*h.wait(), "every event emitted around the outage", func() bool {
+	WaitFor(t, 3*h.wait(), "every event emitted around the outage", func() bool {
 		d, _, _ := count(&seen)
 		return d == 100
 	})

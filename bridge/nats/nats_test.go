@@ -82,52 +82,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func subscribe(t *testing.T, b bridge.Bridge, spec bridge.Spec) (<-chan *message.Message, message.Subscriber) {
-	t.Helper()
-	sub, err := b.Subscriber(t.Context(), spec)
-	if err != nil {
-		t.Fatalf("Subscriber(%+v): %v", spec, err)
-	}
-	ch, err := sub.Subscribe(context.Background(), spec.Topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	return ch, sub
-}
-
-func publish(t *testing.T, b bridge.Bridge, topic string, payloads ...string) {
-	t.Helper()
-	for _, p := range payloads {
-		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(p))); err != nil {
-			t.Fatalf("Publish(%q, %q): %v", topic, p, err)
-		}
-	}
-}
-
-func receive(t *testing.T, ch <-chan *message.Message, within time.Duration) *message.Message {
-	t.Helper()
-	select {
-	case m, ok := <-ch:
-		if !ok {
-			t.Fatal("subscription channel closed")
-		}
-		return m
-	case <-time.After(within):
-		t.Fatalf("no message within %s", within)
-		return nil
-	}
-}
-
-func expectNothing(t *testing.T, ch <-chan *message.Message, d time.Duration) {
-	t.Helper()
-	select {
-	case m := <-ch:
-		t.Fatalf("unexpected delivery %q", m.Payload)
-	case <-time.After(d):
-	}
-}
-
 // A handler that never settles its message must not lose it, whether the
 // connection drops (bridge closed) or the subscriber gives up on Close:
 // the client never acks on the handler's behalf, so JetStream delivers the
@@ -144,9 +98,9 @@ func TestUnsettledMessageIsRedelivered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch1, _ := subscribe(t, b1, spec)
-		publish(t, b1, spec.Topic, "keep-me")
-		m := receive(t, ch1, 10*time.Second) // handed to a handler that never acks
+		ch1, _ := bridgetest.Subscribe(t, b1, spec)
+		bridgetest.Publish(t, b1, spec.Topic, "keep-me")
+		m := bridgetest.Receive(t, ch1, 10*time.Second) // handed to a handler that never acks
 		start := time.Now()
 		if err := b1.Close(); err != nil { // drops the connection under it
 			t.Fatal(err)
@@ -156,8 +110,8 @@ func TestUnsettledMessageIsRedelivered(t *testing.T) {
 		}
 		m.Ack() // too late: the connection is gone, nothing may be lost either way
 
-		ch2, _ := subscribe(t, openURL(t, url), spec)
-		again := receive(t, ch2, 15*time.Second)
+		ch2, _ := bridgetest.Subscribe(t, openURL(t, url), spec)
+		again := bridgetest.Receive(t, ch2, 15*time.Second)
 		again.Ack()
 		if string(again.Payload) != "keep-me" || again.UUID != m.UUID {
 			t.Fatalf("got %q (uuid %s), want keep-me (uuid %s)", again.Payload, again.UUID, m.UUID)
@@ -176,8 +130,8 @@ func TestUnsettledMessageIsRedelivered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		publish(t, b, spec.Topic, "stuck")
-		m := receive(t, ch, 10*time.Second)
+		bridgetest.Publish(t, b, spec.Topic, "stuck")
+		m := bridgetest.Receive(t, ch, 10*time.Second)
 		start := time.Now()
 		err = sub.Close() // waits for the verdict up to ack_wait (1 s), then gives up
 		if err == nil {
@@ -189,8 +143,8 @@ func TestUnsettledMessageIsRedelivered(t *testing.T) {
 		if _, ok := <-ch; ok {
 			t.Error("channel still open after Close")
 		}
-		ch2, _ := subscribe(t, b, spec) // same bridge: Close left the connection alone
-		again := receive(t, ch2, 15*time.Second)
+		ch2, _ := bridgetest.Subscribe(t, b, spec) // same bridge: Close left the connection alone
+		again := bridgetest.Receive(t, ch2, 15*time.Second)
 		again.Ack()
 		if again.UUID != m.UUID {
 			t.Fatalf("got uuid %s, want %s", again.UUID, m.UUID)
@@ -205,7 +159,7 @@ func TestUnsettledMessageIsRedelivered(t *testing.T) {
 func TestCommandsWaitForTheirGroup(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
 	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("wait"), Group: "svc.v1", Kind: bridge.Command}
-	publish(t, b, spec.Topic, "before-any-subscriber")
+	bridgetest.Publish(t, b, spec.Topic, "before-any-subscriber")
 
 	sub, err := b.Subscriber(t.Context(), spec)
 	if err != nil {
@@ -215,7 +169,7 @@ func TestCommandsWaitForTheirGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := receive(t, ch, 10*time.Second)
+	m := bridgetest.Receive(t, ch, 10*time.Second)
 	m.Ack()
 	if string(m.Payload) != "before-any-subscriber" {
 		t.Fatalf("got %q", m.Payload)
@@ -223,19 +177,19 @@ func TestCommandsWaitForTheirGroup(t *testing.T) {
 	if err := sub.Close(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, b, spec.Topic, "while-away-1", "while-away-2")
+	bridgetest.Publish(t, b, spec.Topic, "while-away-1", "while-away-2")
 
-	ch2, _ := subscribe(t, b, spec)
+	ch2, _ := bridgetest.Subscribe(t, b, spec)
 	got := map[string]bool{}
 	for range 2 {
-		m := receive(t, ch2, 10*time.Second)
+		m := bridgetest.Receive(t, ch2, 10*time.Second)
 		got[string(m.Payload)] = true
 		m.Ack()
 	}
 	if !got["while-away-1"] || !got["while-away-2"] {
 		t.Fatalf("got %v", got)
 	}
-	expectNothing(t, ch2, 300*time.Millisecond) // acked ones stay acked
+	bridgetest.ExpectNothing(t, ch2, 300*time.Millisecond) // acked ones stay acked
 }
 
 // An Event group receives what is published after it first subscribed, and
@@ -243,7 +197,7 @@ func TestCommandsWaitForTheirGroup(t *testing.T) {
 func TestEventGroupStartsAtSubscription(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
 	topic := "sbtest.event." + bridgetest.Unique("evt")
-	publish(t, b, topic, "before-the-group")
+	bridgetest.Publish(t, b, topic, "before-the-group")
 	spec := bridge.Spec{Topic: topic, Group: "audit.v1", Kind: bridge.Event}
 	sub, err := b.Subscriber(t.Context(), spec)
 	if err != nil {
@@ -252,28 +206,28 @@ func TestEventGroupStartsAtSubscription(t *testing.T) {
 	if err := sub.Close(); err != nil { // the group exists, nobody listens
 		t.Fatal(err)
 	}
-	publish(t, b, topic, "after-the-group")
-	ch, _ := subscribe(t, b, spec)
-	m := receive(t, ch, 10*time.Second)
+	bridgetest.Publish(t, b, topic, "after-the-group")
+	ch, _ := bridgetest.Subscribe(t, b, spec)
+	m := bridgetest.Receive(t, ch, 10*time.Second)
 	m.Ack()
 	if string(m.Payload) != "after-the-group" {
 		t.Fatalf("got %q, want after-the-group", m.Payload)
 	}
-	expectNothing(t, ch, 300*time.Millisecond)
+	bridgetest.ExpectNothing(t, ch, 300*time.Millisecond)
 }
 
 // Metadata and the UUID survive the trip (watermill-nats header format).
 func TestMetadataRoundTrip(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
 	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("meta"), Group: "svc.v1", Kind: bridge.Command}
-	ch, _ := subscribe(t, b, spec)
+	ch, _ := bridgetest.Subscribe(t, b, spec)
 	msg := message.NewMessage(watermill.NewUUID(), []byte("payload"))
 	msg.Metadata.Set("correlation_id", "c-1")
 	msg.Metadata.Set("kind", "command")
 	if err := b.Publisher().Publish(spec.Topic, msg); err != nil {
 		t.Fatal(err)
 	}
-	m := receive(t, ch, 10*time.Second)
+	m := bridgetest.Receive(t, ch, 10*time.Second)
 	m.Ack()
 	if m.UUID != msg.UUID || string(m.Payload) != "payload" || m.Metadata.Get("correlation_id") != "c-1" || m.Metadata.Get("kind") != "command" {
 		t.Fatalf("got uuid=%s payload=%q metadata=%v", m.UUID, m.Payload, m.Metadata)
@@ -302,10 +256,10 @@ func TestReplyTopics(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := openURL(t, url)
-	publish(t, other, topic, "r1")
-	m := receive(t, ch, 10*time.Second)
+	bridgetest.Publish(t, other, topic, "r1")
+	m := bridgetest.Receive(t, ch, 10*time.Second)
 	m.Nack() // a nacked reply comes back
-	m = receive(t, ch, 10*time.Second)
+	m = bridgetest.Receive(t, ch, 10*time.Second)
 	m.Ack()
 	if string(m.Payload) != "r1" {
 		t.Fatalf("got %q", m.Payload)
@@ -328,16 +282,16 @@ func TestReplyTopics(t *testing.T) {
 func TestConcurrencyLimit(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
 	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("conc"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 3}
-	ch, _ := subscribe(t, b, spec)
-	publish(t, b, spec.Topic, "1", "2", "3", "4", "5")
-	held := []*message.Message{receive(t, ch, 10*time.Second), receive(t, ch, 10*time.Second), receive(t, ch, 10*time.Second)}
-	expectNothing(t, ch, 500*time.Millisecond)
+	ch, _ := bridgetest.Subscribe(t, b, spec)
+	bridgetest.Publish(t, b, spec.Topic, "1", "2", "3", "4", "5")
+	held := []*message.Message{bridgetest.Receive(t, ch, 10*time.Second), bridgetest.Receive(t, ch, 10*time.Second), bridgetest.Receive(t, ch, 10*time.Second)}
+	bridgetest.ExpectNothing(t, ch, 500*time.Millisecond)
 	held[0].Ack()
-	held = append(held[1:], receive(t, ch, 10*time.Second))
+	held = append(held[1:], bridgetest.Receive(t, ch, 10*time.Second))
 	for _, m := range held {
 		m.Ack()
 	}
-	receive(t, ch, 10*time.Second).Ack()
+	bridgetest.Receive(t, ch, 10*time.Second).Ack()
 }
 
 func jetStream(t *testing.T) jetstream.JetStream {
@@ -532,9 +486,9 @@ func silentServer(t *testing.T) string {
 func TestSlowHandlerIsNotRedelivered(t *testing.T) {
 	url := withParams(t, "ack_wait=1s")
 	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("slow"), Group: "svc.v1", Kind: bridge.Command}
-	ch1, _ := subscribe(t, openURL(t, url), spec)
-	ch2, _ := subscribe(t, openURL(t, url), spec)
-	publish(t, openURL(t, url), spec.Topic, "slow")
+	ch1, _ := bridgetest.Subscribe(t, openURL(t, url), spec)
+	ch2, _ := bridgetest.Subscribe(t, openURL(t, url), spec)
+	bridgetest.Publish(t, openURL(t, url), spec.Topic, "slow")
 	var m *message.Message
 	var other <-chan *message.Message
 	select {
@@ -545,9 +499,9 @@ func TestSlowHandlerIsNotRedelivered(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no delivery")
 	}
-	expectNothing(t, other, 2500*time.Millisecond) // 2.5 × ack_wait
+	bridgetest.ExpectNothing(t, other, 2500*time.Millisecond) // 2.5 × ack_wait
 	m.Ack()
-	expectNothing(t, other, 1500*time.Millisecond)
+	bridgetest.ExpectNothing(t, other, 1500*time.Millisecond)
 }
 
 // Every kind of subscription resumes after the server restarts: the
@@ -562,13 +516,13 @@ func TestSubscriptionsSurviveServerRestart(t *testing.T) {
 	rep := bridge.Spec{Topic: "reply." + bridgetest.Unique("rinst"), Group: "inst", Kind: bridge.Reply}
 	chans := map[string]<-chan *message.Message{}
 	for _, spec := range []bridge.Spec{cmd, evt, rep} {
-		ch, _ := subscribe(t, b, spec)
+		ch, _ := bridgetest.Subscribe(t, b, spec)
 		chans[spec.Topic] = ch
-		publish(t, pub, spec.Topic, "before")
-		m := receive(t, ch, 10*time.Second)
+		bridgetest.Publish(t, pub, spec.Topic, "before")
+		m := bridgetest.Receive(t, ch, 10*time.Second)
 		m.Ack()
 	}
-	publish(t, pub, cmd.Topic, "queued-before-outage")
+	bridgetest.Publish(t, pub, cmd.Topic, "queued-before-outage")
 
 	restore := testenv.Outage(t, testenv.NATS)
 	time.Sleep(500 * time.Millisecond) // let the workers notice
@@ -591,7 +545,7 @@ func TestSubscriptionsSurviveServerRestart(t *testing.T) {
 	for topic, payloads := range want {
 		got := map[string]bool{}
 		for range payloads {
-			m := receive(t, chans[topic], 30*time.Second)
+			m := bridgetest.Receive(t, chans[topic], 30*time.Second)
 			got[string(m.Payload)] = true
 			m.Ack()
 		}
@@ -608,9 +562,9 @@ func TestSubscriptionsSurviveServerRestart(t *testing.T) {
 func TestInterestRetention(t *testing.T) {
 	b := openURL(t, withParams(t, "retention=interest"))
 	spec := bridge.Spec{Topic: "sbtest.event." + bridgetest.Unique("int"), Group: "audit.v1", Kind: bridge.Event}
-	ch, _ := subscribe(t, b, spec)
-	publish(t, b, spec.Topic, "e1")
-	m := receive(t, ch, 10*time.Second)
+	ch, _ := bridgetest.Subscribe(t, b, spec)
+	bridgetest.Publish(t, b, spec.Topic, "e1")
+	m := bridgetest.Receive(t, ch, 10*time.Second)
 	m.Ack()
 	js := jetStream(t)
 	name, err := js.StreamNameBySubject(t.Context(), spec.Topic)

@@ -53,10 +53,10 @@ func knownVersions() []int {
 func roundTrip(t *testing.T, b bridge.Bridge) {
 	t.Helper()
 	spec := bridge.Spec{Topic: bridgetest.Unique("svc.v1.cmd"), Group: "svc.v1", Kind: bridge.Command}
-	ch, sub := subscribe(t, b, spec)
+	ch, sub := bridgetest.Subscribe(t, b, spec)
 	defer sub.Close()
-	publish(t, b, spec.Topic, "hi")
-	m := receive(t, ch)
+	bridgetest.Publish(t, b, spec.Topic, "hi")
+	m := bridgetest.Receive(t, ch, wait)
 	m.Ack()
 	if string(m.Payload) != "hi" {
 		t.Fatalf("got %q", m.Payload)

@@ -110,53 +110,6 @@ func openBridge(t testing.TB, raw string) bridge.Bridge {
 	return b
 }
 
-func subscribe(t testing.TB, b bridge.Bridge, spec bridge.Spec) (<-chan *message.Message, message.Subscriber) {
-	t.Helper()
-	sub, err := b.Subscriber(context.Background(), spec)
-	if err != nil {
-		t.Fatalf("Subscriber(%+v): %v", spec, err)
-	}
-	ch, err := sub.Subscribe(context.Background(), spec.Topic)
-	if err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	return ch, sub
-}
-
-func publish(t testing.TB, b bridge.Bridge, topic string, payloads ...string) {
-	t.Helper()
-	for _, p := range payloads {
-		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(p))); err != nil {
-			t.Fatalf("Publish(%q, %q): %v", topic, p, err)
-		}
-	}
-}
-
-func receive(t testing.TB, ch <-chan *message.Message) *message.Message {
-	t.Helper()
-	select {
-	case m, ok := <-ch:
-		if !ok {
-			t.Fatal("subscription channel closed")
-		}
-		return m
-	case <-time.After(wait):
-		t.Fatal("no message within", wait)
-		return nil
-	}
-}
-
-// nothing asserts that no message arrives within d.
-func nothing(t testing.TB, ch <-chan *message.Message, d time.Duration) {
-	t.Helper()
-	select {
-	case m := <-ch:
-		t.Fatalf("unexpected message %q", m.Payload)
-	case <-time.After(d):
-	}
-}
-
 func TestConformance(t *testing.T) {
 	raw := schemaURL(t)
 	bridgetest.Run(t, bridgetest.Harness{
@@ -185,9 +138,9 @@ func TestDefaultSchema(t *testing.T) {
 			t.Errorf("removing the test group: %v", err)
 		}
 	})
-	ch, sub := subscribe(t, b, spec)
-	publish(t, b, spec.Topic, "hello")
-	m := receive(t, ch)
+	ch, sub := bridgetest.Subscribe(t, b, spec)
+	bridgetest.Publish(t, b, spec.Topic, "hello")
+	m := bridgetest.Receive(t, ch, wait)
 	m.Ack()
 	if string(m.Payload) != "hello" {
 		t.Fatalf("got %q", m.Payload)
@@ -198,7 +151,7 @@ func TestDefaultSchema(t *testing.T) {
 func TestMetadataAndBatchOrder(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
 	spec := bridge.Spec{Topic: bridgetest.Unique("event.user.created"), Group: "audit.v1", Kind: bridge.Event}
-	ch, _ := subscribe(t, b, spec)
+	ch, _ := bridgetest.Subscribe(t, b, spec)
 	var msgs []*message.Message
 	for _, p := range []string{"a", "b", "c"} {
 		m := message.NewMessage(watermill.NewUUID(), []byte(p))
@@ -209,7 +162,7 @@ func TestMetadataAndBatchOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range msgs {
-		got := receive(t, ch)
+		got := bridgetest.Receive(t, ch, wait)
 		got.Ack()
 		if got.UUID != want.UUID || string(got.Payload) != string(want.Payload) || got.Metadata.Get("correlation_id") != want.Metadata.Get("correlation_id") {
 			t.Fatalf("got %s %q %v, want %s %q %v", got.UUID, got.Payload, got.Metadata, want.UUID, want.Payload, want.Metadata)
@@ -243,11 +196,11 @@ func TestCommandsQueuedWhileGroupOffline(t *testing.T) {
 	_ = b1.Close()
 
 	b2 := openBridge(t, raw)
-	publish(t, b2, spec.Topic, "queued-1", "queued-2")
+	bridgetest.Publish(t, b2, spec.Topic, "queued-1", "queued-2")
 	b3 := openBridge(t, raw)
-	ch, _ := subscribe(t, b3, spec)
+	ch, _ := bridgetest.Subscribe(t, b3, spec)
 	for _, want := range []string{"queued-1", "queued-2"} {
-		m := receive(t, ch)
+		m := bridgetest.Receive(t, ch, wait)
 		m.Ack()
 		if string(m.Payload) != want {
 			t.Fatalf("got %q, want %q", m.Payload, want)
@@ -259,9 +212,9 @@ func TestCommandsQueuedWhileGroupOffline(t *testing.T) {
 func TestReplyGroupDeletedOnClose(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
 	spec := bridge.Spec{Topic: "reply." + watermill.NewUUID(), Group: "inst-" + watermill.NewShortUUID(), Kind: bridge.Reply}
-	ch, sub := subscribe(t, b, spec)
-	publish(t, b, spec.Topic, "r")
-	receive(t, ch).Ack()
+	ch, sub := bridgetest.Subscribe(t, b, spec)
+	bridgetest.Publish(t, b, spec.Topic, "r")
+	bridgetest.Receive(t, ch, wait).Ack()
 	_ = sub.Close()
 	err := b.Publisher().Publish(spec.Topic, message.NewMessage(watermill.NewUUID(), []byte("late")))
 	if !errors.Is(err, bridge.ErrNoSubscriber) {
@@ -272,7 +225,7 @@ func TestReplyGroupDeletedOnClose(t *testing.T) {
 func TestGroupKindMismatch(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
 	topic := bridgetest.Unique("mixed")
-	subscribe(t, b, bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command})
+	bridgetest.Subscribe(t, b, bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command})
 	if _, err := b.Subscriber(context.Background(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Event}); err == nil {
 		t.Fatal("joined a command group as an event group")
 	}
@@ -295,21 +248,21 @@ func TestBadTopic(t *testing.T) {
 func TestNackDoesNotBlockGroup(t *testing.T) {
 	b := openBridge(t, schemaURL(t, "nack_delay", "2s"))
 	spec := bridge.Spec{Topic: bridgetest.Unique("nackhol"), Group: "svc.v1", Kind: bridge.Command}
-	ch, _ := subscribe(t, b, spec)
-	publish(t, b, spec.Topic, "poison", "a", "b", "c")
-	first := receive(t, ch)
+	ch, _ := bridgetest.Subscribe(t, b, spec)
+	bridgetest.Publish(t, b, spec.Topic, "poison", "a", "b", "c")
+	first := bridgetest.Receive(t, ch, wait)
 	if string(first.Payload) != "poison" {
 		t.Fatalf("first delivery %q, want poison", first.Payload)
 	}
 	first.Nack()
 	for _, want := range []string{"a", "b", "c"} {
-		m := receive(t, ch)
+		m := bridgetest.Receive(t, ch, wait)
 		m.Ack()
 		if string(m.Payload) != want {
 			t.Fatalf("got %q while the nacked message waits, want %q", m.Payload, want)
 		}
 	}
-	again := receive(t, ch)
+	again := bridgetest.Receive(t, ch, wait)
 	again.Ack()
 	if string(again.Payload) != "poison" || again.UUID != first.UUID {
 		t.Fatalf("redelivered %q, want the nacked message", again.Payload)
@@ -323,16 +276,16 @@ func TestAckDeadline(t *testing.T) {
 	t.Run("SameSubscriber", func(t *testing.T) {
 		b := openBridge(t, raw)
 		spec := bridge.Spec{Topic: bridgetest.Unique("deadline"), Group: "svc.v1", Kind: bridge.Command}
-		ch, _ := subscribe(t, b, spec)
-		publish(t, b, spec.Topic, "slow")
-		first := receive(t, ch) // never acked
-		again := receive(t, ch)
+		ch, _ := bridgetest.Subscribe(t, b, spec)
+		bridgetest.Publish(t, b, spec.Topic, "slow")
+		first := bridgetest.Receive(t, ch, wait) // never acked
+		again := bridgetest.Receive(t, ch, wait)
 		again.Ack()
 		if again.UUID != first.UUID {
 			t.Fatalf("got %s, want %s again", again.UUID, first.UUID)
 		}
 		first.Ack() // too late: no effect, no panic
-		nothing(t, ch, 1500*time.Millisecond)
+		bridgetest.ExpectNothing(t, ch, 1500*time.Millisecond)
 	})
 	t.Run("CrashedConsumer", func(t *testing.T) {
 		spec := bridge.Spec{Topic: bridgetest.Unique("crash"), Group: "svc.v1", Kind: bridge.Command}
@@ -348,13 +301,13 @@ func TestAckDeadline(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		publish(t, dead, spec.Topic, "held")
-		held := receive(t, ch)
+		bridgetest.Publish(t, dead, spec.Topic, "held")
+		held := bridgetest.Receive(t, ch, wait)
 		_ = dead.Close() // the "process" dies holding the message
 		held.Ack()       // after Close: must not be written or panic
 
-		ch2, _ := subscribe(t, openBridge(t, raw), spec)
-		m := receive(t, ch2)
+		ch2, _ := bridgetest.Subscribe(t, openBridge(t, raw), spec)
+		m := bridgetest.Receive(t, ch2, wait)
 		m.Ack()
 		if m.UUID != held.UUID {
 			t.Fatalf("got %s, want the abandoned %s", m.UUID, held.UUID)
@@ -365,12 +318,12 @@ func TestAckDeadline(t *testing.T) {
 func TestPublisherCloseIsNoop(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
 	spec := bridge.Spec{Topic: bridgetest.Unique("pubclose"), Group: "g", Kind: bridge.Command}
-	ch, _ := subscribe(t, b, spec)
+	ch, _ := bridgetest.Subscribe(t, b, spec)
 	if err := b.Publisher().Close(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, b, spec.Topic, "still")
-	receive(t, ch).Ack()
+	bridgetest.Publish(t, b, spec.Topic, "still")
+	bridgetest.Receive(t, ch, wait).Ack()
 	_ = b.Close()
 	if err := b.Publisher().Publish(spec.Topic, message.NewMessage("x", nil)); !errors.Is(err, bridge.ErrClosed) {
 		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
@@ -464,7 +417,7 @@ func TestCompetingUnderLoad(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	for range 3 {
-		ch, _ := subscribe(t, openBridge(t, raw), spec)
+		ch, _ := bridgetest.Subscribe(t, openBridge(t, raw), spec)
 		go func() {
 			for m := range ch {
 				mu.Lock()
@@ -519,12 +472,12 @@ func BenchmarkRoundTrip(b *testing.B) {
 	raw := schemaURL(b)
 	pub, sub := openBridge(b, raw), openBridge(b, raw)
 	spec := bridge.Spec{Topic: bridgetest.Unique("bench"), Group: "svc.v1", Kind: bridge.Command}
-	ch, _ := subscribe(b, sub, spec)
+	ch, _ := bridgetest.Subscribe(b, sub, spec)
 	for b.Loop() {
 		if err := pub.Publisher().Publish(spec.Topic, message.NewMessage(watermill.NewUUID(), []byte("ping"))); err != nil {
 			b.Fatal(err)
 		}
-		receive(b, ch).Ack()
+		bridgetest.Receive(b, ch, wait).Ack()
 	}
 }
 
@@ -537,7 +490,7 @@ func TestOutageListenerReconnects(t *testing.T) {
 	raw := schemaURL(t, "poll_interval", "10m", "ack_deadline", "20s")
 	b := openBridge(t, raw)
 	spec := bridge.Spec{Topic: bridgetest.Unique("relisten"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 2}
-	ch, _ := subscribe(t, b, spec)
+	ch, _ := bridgetest.Subscribe(t, b, spec)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	count := func(prefix string) int {
@@ -562,26 +515,26 @@ func TestOutageListenerReconnects(t *testing.T) {
 	}()
 	const n = 60
 	for i := range n {
-		publish(t, b, spec.Topic, fmt.Sprintf("before-%d", i))
+		bridgetest.Publish(t, b, spec.Topic, fmt.Sprintf("before-%d", i))
 	}
-	waitUntil(t, wait, "some messages before the outage", func() bool { return count("before-") >= 10 })
+	bridgetest.WaitFor(t, wait, "some messages before the outage", func() bool { return count("before-") >= 10 })
 
 	restore := testenv.Outage(t, testenv.Postgres)
-	waitUntil(t, wait, "Health to report the outage", func() bool {
+	bridgetest.WaitFor(t, wait, "Health to report the outage", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return b.Health(ctx) != nil
 	})
 	time.Sleep(2 * time.Second) // long enough for the reconnect backoff to grow
 	restore()
-	waitUntil(t, wait, "Health to recover", func() bool {
+	bridgetest.WaitFor(t, wait, "Health to recover", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return b.Health(ctx) == nil
 	})
 	// Let the subscription drain the backlog and go idle: from here on only
 	// a wake-up from the listener can make it claim again.
-	waitUntil(t, 2*wait, "every message published before the outage", func() bool { return count("before-") == n })
+	bridgetest.WaitFor(t, 2*wait, "every message published before the outage", func() bool { return count("before-") == n })
 	time.Sleep(3 * time.Second) // acks that failed during the cut are retried with backoff up to 2 s
 	for i := range n {
 		m := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, "after-%d", i))
@@ -599,18 +552,7 @@ func TestOutageListenerReconnects(t *testing.T) {
 	}
 	// Well before the next-visible timer (armed by leases of the last claim,
 	// at most ack_deadline away) could fire instead of a wake-up.
-	waitUntil(t, 10*time.Second, "every message published after the outage", func() bool { return count("after-") == n })
-}
-
-func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	bridgetest.WaitFor(t, 10*time.Second, "every message published after the outage", func() bool { return count("after-") == n })
 }
 
 // BenchmarkPublish measures one Publish (one message, one consumer group):
@@ -639,7 +581,7 @@ func BenchmarkThroughput(b *testing.B) {
 	var mu sync.Mutex
 	got := 0
 	for range 2 {
-		ch, _ := subscribe(b, openBridge(b, raw), spec)
+		ch, _ := bridgetest.Subscribe(b, openBridge(b, raw), spec)
 		go func() {
 			for m := range ch {
 				m.Ack()
@@ -663,7 +605,7 @@ func BenchmarkThroughput(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	waitUntil(b, time.Minute, "every message", func() bool {
+	bridgetest.WaitFor(b, time.Minute, "every message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return got >= 4*per
