@@ -196,13 +196,17 @@ func (e *Engine) breaker(topic string) *gobreaker.CircuitBreaker {
 }
 
 func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, timeout time.Duration) ([]byte, error) {
+	// The earliest of the call's timeout, ctx's deadline and the deadline of
+	// the message being handled: the one stamp writes on the request.
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	if p, ok := envelope.MetaFrom(ctx); ok && !p.Deadline.IsZero() && p.Deadline.Before(deadline) {
+		deadline = p.Deadline
+	}
 	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
 	msg.Metadata.Set(envelope.KeyReplyTo, router.ReplyTopic(e.cfg.InstanceID))
-	meta := envelope.Read(msg)
 
 	reply, forget := e.calls.Expect(msg.UUID)
 	defer forget()
@@ -212,7 +216,7 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 		}
 		return nil, with(ErrUnreachable, fmt.Sprintf("publishing to %s: %v", topic, err), map[string]any{"topic": topic})
 	}
-	timer := time.NewTimer(time.Until(meta.Deadline))
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case r := <-reply:
@@ -221,10 +225,10 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 		}
 		return r.Payload, nil
 	case <-timer.C:
-		return nil, timeoutError(topic, timeout, meta.Deadline)
+		return nil, timeoutError(topic, timeout, deadline)
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, timeoutError(topic, timeout, meta.Deadline)
+			return nil, timeoutError(topic, timeout, deadline)
 		}
 		return nil, fmt.Errorf("invoke %s: %w", topic, ctx.Err())
 	case <-e.stopped:

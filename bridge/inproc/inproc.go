@@ -157,8 +157,11 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 		return bridge.ErrNoSubscriber
 	}
 	for _, m := range msgs {
+		// One snapshot, shared read-only by every group: each delivery is
+		// made from it, with the group's own delivery count beside it.
+		snap := m.Copy()
 		for _, g := range groups {
-			g.push(m.Copy())
+			g.push(queued{msg: snap})
 		}
 	}
 	return nil
@@ -174,16 +177,22 @@ func (b *Bus) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscribe
 	return &subscriber{b: b, spec: spec, closing: make(chan struct{})}, nil
 }
 
+// queued is a message waiting in one group's queue.
+type queued struct {
+	msg        *message.Message // the published snapshot; never modified
+	deliveries int              // to this group so far
+}
+
 // group is one consumer group's queue.
 type group struct {
 	kind    bridge.Kind
 	mu      sync.Mutex
-	queue   []*message.Message
+	queue   []queued
 	wake    chan struct{} // 1-buffered: "the queue may be non-empty"
 	members int
 }
 
-func (g *group) push(m *message.Message) {
+func (g *group) push(m queued) {
 	g.mu.Lock()
 	g.queue = append(g.queue, m)
 	g.mu.Unlock()
@@ -197,19 +206,19 @@ func (g *group) signal() {
 	}
 }
 
-func (g *group) pop() *message.Message {
+func (g *group) pop() (queued, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.queue) == 0 {
-		return nil
+		return queued{}, false
 	}
 	m := g.queue[0]
-	g.queue[0] = nil
+	g.queue[0] = queued{}
 	g.queue = g.queue[1:]
 	if len(g.queue) > 0 {
 		g.signal() // let another worker take the next one
 	}
-	return m
+	return m, true
 }
 
 func (b *Bus) join(spec bridge.Spec) (*group, error) {
@@ -295,8 +304,8 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Message, stop <-chan struct{}) {
 	for {
-		m := g.pop()
-		if m == nil {
+		m, ok := g.pop()
+		if !ok {
 			select {
 			case <-g.wake:
 				continue
@@ -304,13 +313,12 @@ func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Mes
 				return
 			}
 		}
-		delivery := m.Copy()
+		delivery := m.msg.Copy()
 		delivery.SetContext(ctx)
-		n, _ := strconv.Atoi(m.Metadata.Get(bridge.DeliveryKey))
-		delivery.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(n+1))
+		delivery.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(m.deliveries+1))
 		select {
 		case out <- delivery:
-			m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(n+1)) // m is this group's own copy
+			m.deliveries++
 		case <-stop:
 			g.push(m) // not delivered: leave it for another member
 			return
@@ -324,7 +332,7 @@ func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Mes
 	}
 }
 
-func (s *subscriber) redeliver(g *group, m *message.Message, d time.Duration) {
+func (s *subscriber) redeliver(g *group, m queued, d time.Duration) {
 	if d <= 0 {
 		g.push(m)
 		return
