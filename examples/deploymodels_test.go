@@ -48,8 +48,8 @@ import (
 
 	_ "github.com/switchboard-go/switchboard/bridge/nats"
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/examples/internal/app"
+	"github.com/switchboard-go/switchboard/examples/internal/scenario"
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
 	"github.com/switchboard-go/switchboard/internal/testenv"
@@ -87,10 +87,7 @@ const drainDeadline = engine.DefaultDrainTimeout + 5*time.Second
 const serverlessDrainDelay = 3 * time.Second
 
 // The seed's trace context, as a caller at the edge would send it.
-const (
-	traceID     = "4bf92f3577b34da6a3ce929d0e0e4736"
-	traceparent = "00-" + traceID + "-00f067aa0ba902b7-01"
-)
+const traceparent = scenario.Traceparent
 
 func TestMonolith(t *testing.T) {
 	// The demo: the scenario in one process on the in-process bridge; it
@@ -115,7 +112,7 @@ func TestMonolith(t *testing.T) {
 	nats := startNATS(t)
 	p := start(t, "monolith", "serving; Ctrl-C to stop", []string{"SWITCHBOARD_BRIDGE=" + nats.url}, "-serve")
 	eng := caller(t, nats.url)
-	busScenario(t, eng)
+	scenario.Bus(t, eng)
 	busBurst(t, eng, p)
 	p.waitExit(t)
 }
@@ -126,7 +123,7 @@ func TestMicroservices(t *testing.T) {
 	users := start(t, "user", "ready", []string{"SWITCHBOARD_BRIDGE=" + nats.url, "PORT=0"}) // with health endpoints
 	checkReady(t, users.addr, "nats", "user.v1")
 	eng := caller(t, nats.url)
-	busScenario(t, eng)
+	scenario.Bus(t, eng)
 
 	// SIGTERM the user service during a burst; the email service stays up
 	// and must have sent both e-mails for every user created: no call the
@@ -209,21 +206,11 @@ func TestServerless(t *testing.T) {
 		if st != http.StatusOK || json.Unmarshal(body, &sent) != nil {
 			t.Fatalf("listSent: %d %s", st, body)
 		}
-		got := map[string]bool{}
-		for _, s := range sent.Sent {
-			if s.To != address {
-				continue
-			}
-			got[s.Subject] = true
-			if s.CorrelationID != corr || s.TraceID != traceID {
-				t.Errorf("%q sent with correlation %q and trace %q, want %q and %q", s.Subject, s.CorrelationID, s.TraceID, corr, traceID)
-			}
-		}
-		if got["Welcome, Ada"] && got["Getting started"] {
+		if scenario.Welcomed(t, sent.Sent, address, corr) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("e-mails to %s: %v", address, got)
+			t.Fatalf("e-mails to %s never all sent: %+v", address, sent.Sent)
 		}
 	}
 	checkReady(t, p.addr, "gochannel", "user.v1")
@@ -348,7 +335,7 @@ func TestEdge(t *testing.T) {
 	checkReady(t, p.addr, "nats", "email.v1")
 
 	eng := caller(t, nats.url)
-	busScenario(t, eng)
+	scenario.Bus(t, eng)
 	t.Logf("edge RSS after the scenario: %d KiB", p.rssKiB(t))
 
 	// The local broker goes away: readiness says so (liveness does not),
@@ -614,45 +601,6 @@ func caller(t *testing.T, url string) *engine.Engine {
 	}
 	t.Cleanup(func() { _ = eng.Stop(context.Background()) })
 	return eng
-}
-
-// busScenario is the seed's scenario from a caller on the bus: createUser,
-// getUser, a duplicate, and both e-mails (the nested sendWelcome and the
-// user.created subscription) sent in the caller's conversation and trace.
-func busScenario(t *testing.T, eng *engine.Engine) {
-	t.Helper()
-	corr := "corr-" + watermill.NewShortUUID()
-	ctx := engine.WithMeta(eng.Context(t.Context()), engine.Meta{CorrelationID: corr, Traceparent: traceparent})
-	address := "ada-" + strings.ToLower(watermill.NewShortUUID()[:6]) + "@example.com"
-	u, err := userapi.CreateUser.Invoke(ctx, userapi.CreateUserIn{Name: "Ada", Email: address}, engine.Timeout(20*time.Second))
-	if err != nil {
-		t.Fatalf("createUser: %v", err)
-	}
-	if got, err := userapi.GetUser.Invoke(ctx, userapi.GetUserIn{ID: u.ID}); err != nil || got != u {
-		t.Errorf("getUser: %+v %v", got, err)
-	}
-	if _, err := userapi.CreateUser.Invoke(ctx, userapi.CreateUserIn{Name: "Ada", Email: address}); !errors.Is(err, engine.ErrConflict) {
-		t.Errorf("duplicate: %v", err)
-	}
-	got := map[string]bool{}
-	for deadline := time.Now().Add(20 * time.Second); !got["Welcome, Ada"] || !got["Getting started"]; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("e-mails to %s: %v", address, got)
-		}
-		sent, err := emailapi.ListSent.Invoke(ctx, emailapi.ListSentIn{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range sent.Sent {
-			if s.To != address {
-				continue
-			}
-			got[s.Subject] = true
-			if s.CorrelationID != corr || s.TraceID != envelope.TraceID(traceparent) {
-				t.Errorf("%q sent with correlation %q and trace %q, want %q and %q", s.Subject, s.CorrelationID, s.TraceID, corr, traceID)
-			}
-		}
-	}
 }
 
 // busBurst has 20 callers create users over the bus, sends p SIGTERM once

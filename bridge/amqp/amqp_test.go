@@ -47,13 +47,7 @@ func openBridge(t *testing.T, extra ...string) bridge.Bridge {
 // the chaos run (with a broker restart in each of the three).
 func TestConformance(t *testing.T) {
 	bridgetest.Run(t, bridgetest.Harness{
-		Open: func(t *testing.T) bridge.Bridge {
-			b, err := bridge.Open(t.Context(), testURL(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
+		URL:    testURL(t),
 		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.AMQP) },
 	})
 }

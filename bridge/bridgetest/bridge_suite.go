@@ -15,8 +15,10 @@ import (
 
 // Harness tells the suite how to reach one backend.
 type Harness struct {
-	// Open returns a new connection to the backend, as another process would
-	// open it. The suite closes what it opens.
+	// URL opens the backend (bridge.Open), once per connection the suite
+	// needs, as another process would. The suite closes what it opens.
+	URL string
+	// Open, when set, is used instead of URL to open a connection.
 	Open func(t *testing.T) bridge.Bridge
 	// Outage, when set, takes the backend away (stops the broker, or kills
 	// every connection) and returns a function that brings it back. Backends
@@ -42,7 +44,15 @@ func Unique(prefix string) string {
 
 func open(t *testing.T, h Harness) bridge.Bridge {
 	t.Helper()
-	b := h.Open(t)
+	var b bridge.Bridge
+	if h.Open != nil {
+		b = h.Open(t)
+	} else {
+		var err error
+		if b, err = bridge.Open(t.Context(), h.URL); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(func() { _ = b.Close() })
 	return b
 }

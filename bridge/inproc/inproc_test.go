@@ -12,13 +12,7 @@ import (
 func TestConformance(t *testing.T) {
 	bus := bridgetest.Unique("bus") // one shared bus per test run
 	bridgetest.Run(t, bridgetest.Harness{
-		Open: func(t *testing.T) bridge.Bridge {
-			b, err := bridge.Open(t.Context(), "gochannel://"+bus)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
+		URL:  "gochannel://" + bus,
 		Wait: 5 * time.Second,
 	})
 }

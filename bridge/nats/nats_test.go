@@ -71,13 +71,7 @@ func TestConformance(t *testing.T) {
 	cleanStaleStreams(t)
 	url := withParams(t, "")
 	bridgetest.Run(t, bridgetest.Harness{
-		Open: func(t *testing.T) bridge.Bridge {
-			b, err := bridge.Open(t.Context(), url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
+		URL:    url,
 		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.NATS) },
 	})
 }

@@ -113,13 +113,7 @@ func openBridge(t testing.TB, raw string) bridge.Bridge {
 func TestConformance(t *testing.T) {
 	raw := schemaURL(t)
 	bridgetest.Run(t, bridgetest.Harness{
-		Open: func(t *testing.T) bridge.Bridge {
-			b, err := bridge.Open(t.Context(), raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
+		URL:    raw,
 		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.Postgres) },
 	})
 }

@@ -7,7 +7,6 @@ package microservices_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,12 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-
 	_ "github.com/switchboard-go/switchboard/bridge/all"
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
-	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
+	"github.com/switchboard-go/switchboard/examples/internal/scenario"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
@@ -126,48 +122,9 @@ func TestSeedScenarioAcrossProcesses(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer caller.Stop(context.Background())
-			// The conversation starts here with a known correlation id and trace.
-			const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-			correlation := "corr-" + watermill.NewShortUUID()
-			ctx := engine.WithMeta(caller.Context(t.Context()), engine.Meta{
-				CorrelationID: correlation, Traceparent: "00-" + traceID + "-00f067aa0ba902b7-01"})
-
-			address := strings.ToLower(watermill.NewShortUUID()[:8]) + "@example.com"
-			u, err := userapi.CreateUser.Invoke(ctx, userapi.CreateUserIn{Name: "Ada", Email: address}, engine.Timeout(20*time.Second))
-			if err != nil {
-				t.Fatalf("createUser across processes: %v", err)
-			}
-			if got, err := userapi.GetUser.Invoke(ctx, userapi.GetUserIn{ID: u.ID}); err != nil || got != u {
-				t.Errorf("getUser: %+v %v", got, err)
-			}
-			if _, err := userapi.CreateUser.Invoke(ctx, userapi.CreateUserIn{Name: "Ada", Email: address}); !errors.Is(err, engine.ErrConflict) {
-				t.Errorf("duplicate across processes: %v", err)
-			}
-			// the welcome (a nested command) and the greeting (from user.created)
-			want := map[string]bool{"Welcome, Ada": false, "Getting started": false}
-			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				sent, err := emailapi.ListSent.Invoke(ctx, emailapi.ListSentIn{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, s := range sent.Sent {
-					if s.To != address {
-						continue
-					}
-					want[s.Subject] = true
-					// three hops over two processes: test → user → email
-					// (command), and user → email (user.created)
-					if s.CorrelationID != correlation || s.TraceID != traceID {
-						t.Errorf("%q sent with correlation %q and trace %q, want %q and %q", s.Subject, s.CorrelationID, s.TraceID, correlation, traceID)
-					}
-				}
-				if want["Welcome, Ada"] && want["Getting started"] {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("e-mails to %s: %v", address, want)
-				}
-			}
+			// three hops over two processes: test → user → email (command),
+			// and user → email (user.created), in one conversation and trace
+			scenario.Bus(t, caller)
 			userProc.stop(t, "user")
 			emailProc.stop(t, "email")
 		})
