@@ -25,6 +25,12 @@
 // principal, tenant, deadline) is read from a handler's context with
 // MetaFrom and is derived automatically for every nested Invoke and Emit.
 //
+// PrincipalID and TenantID are claims carried as metadata, not verified
+// proofs: the engine believes what a message read from the broker says, so
+// a guard can rely on them only as far as the broker's access control keeps
+// untrusted publishers out. At the HTTP edge only the gateway's
+// Authenticator sets them. README.md, "Trust model", has the details.
+//
 // # Input and output
 //
 // Payloads are JSON. Input is decoded strictly (unknown fields are a 400

@@ -13,6 +13,9 @@ import (
 // message being handled, and every Invoke and Emit made with the handler's
 // context derives its own from it (same correlation, trace, principal,
 // tenant; this message as causation; the earlier deadline).
+//
+// PrincipalID and TenantID are claims, not proofs: see the package
+// documentation, "What flows with every message".
 type Meta = envelope.Meta
 
 // MetaFrom returns the Meta in ctx (zero outside a handler unless WithMeta
