@@ -4,7 +4,7 @@ BIN                 := $(CURDIR)/.bin
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK         := $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 
-.PHONY: test fmt-check vet staticcheck unit demo services
+.PHONY: test fmt-check vet staticcheck unit demo services fuzz
 
 ## test: gofmt check, go vet, staticcheck, and every test with the race
 ## detector against the real servers (see scripts/services.sh).
@@ -28,6 +28,17 @@ staticcheck: $(STATICCHECK)
 unit:
 	scripts/services.sh check
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+## fuzz: run every Fuzz target for FUZZTIME each (their seeds already run
+## under `make test`, as ordinary tests). New crashers land in testdata/fuzz.
+FUZZTIME ?= 15s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 ## demo: the seed's scenario in one process (SWITCHBOARD_BRIDGE picks the backend).
 demo:
