@@ -240,6 +240,7 @@ type Engine struct {
 	hardCtx  context.Context
 	tracer   trace.Tracer
 	breakers sync.Map // topic → *gobreaker.CircuitBreaker (caller side)
+	handlers gate     // handler calls: closed by Stop
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -427,17 +428,32 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 	return nil
 }
 
-// Stop drains and stops the engine: no new messages are taken, in-flight
-// handlers finish and send their replies (up to Config.DrainTimeout, after
-// which their contexts are cancelled), then the reply subscription and the
-// bridge (if the engine opened it) are closed. Calls still waiting fail with
-// ErrShuttingDown. ctx bounds the whole stop. Stop is idempotent.
+// Stop drains and stops the engine: no handler starts any more (messages
+// that arrive are handed back to the backend), in-flight handlers finish
+// and send their replies, and the reply subscription stays open until every
+// call waiting on this engine has its reply — both up to
+// Config.DrainTimeout. Past it, the contexts of handlers still running are
+// cancelled, and Stop waits for them to return: they own their messages
+// until then, so a handler that ignores its context keeps Stop waiting (it
+// is logged). Then the reply subscription and the bridge (if the engine
+// opened it) are closed; calls still waiting fail with ErrShuttingDown.
+// ctx bounds the whole stop. Stop is idempotent.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.mu.Lock()
 		e.state = StateDraining
 		rt, stopRep := e.rt, e.stopRep
 		e.mu.Unlock()
+		idle := e.handlers.close()
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
+		defer cancelDrain()
+		stopDrainTimer := context.AfterFunc(drainCtx, func() {
+			if n := e.handlers.inFlight(); n > 0 {
+				e.log.Warn("drain timeout: cancelling the handlers still running and waiting for them to return", "handlers", n)
+			}
+			e.hardStop()
+		})
+		defer stopDrainTimer()
 		done := make(chan error, 1)
 		go func() {
 			var errs []error
@@ -446,7 +462,13 @@ func (e *Engine) Stop(ctx context.Context) error {
 					errs = append(errs, err)
 				}
 			}
-			e.hardStop() // anything still running is past the drain deadline
+			<-idle
+			// Replies of the handlers that finished during the drain may still
+			// be on their way to callers waiting here.
+			if !e.calls.WaitIdle(drainCtx) {
+				e.log.Warn("drain timeout: calls still waiting for their reply fail", "calls", e.calls.Len())
+			}
+			e.hardStop()
 			if stopRep != nil {
 				stopRep()
 			}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -15,6 +16,7 @@ import (
 type Calls struct {
 	mu      sync.Mutex
 	pending map[string]chan *message.Message
+	idle    chan struct{} // made by WaitIdle, closed when pending empties
 }
 
 // NewCalls returns an empty table.
@@ -32,8 +34,38 @@ func (c *Calls) Expect(requestID string) (reply <-chan *message.Message, forget 
 	c.mu.Unlock()
 	return ch, func() {
 		c.mu.Lock()
-		delete(c.pending, requestID)
+		c.remove(requestID)
 		c.mu.Unlock()
+	}
+}
+
+// remove forgets a call; c.mu is held.
+func (c *Calls) remove(requestID string) {
+	delete(c.pending, requestID)
+	if len(c.pending) == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// WaitIdle waits until no call is waiting, or ctx ends; it reports whether
+// the table emptied. Calls registered meanwhile count too.
+func (c *Calls) WaitIdle(ctx context.Context) bool {
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return true
+	}
+	if c.idle == nil {
+		c.idle = make(chan struct{})
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -43,7 +75,9 @@ func (c *Calls) Deliver(reply *message.Message) bool {
 	id := reply.Metadata.Get(envelope.KeyCausationID)
 	c.mu.Lock()
 	ch, ok := c.pending[id]
-	delete(c.pending, id)
+	if ok {
+		c.remove(id)
+	}
 	c.mu.Unlock()
 	if ok {
 		ch <- reply // buffered, and removed from the table: never blocks

@@ -70,7 +70,11 @@ func (r *Router) Start(ctx context.Context) error {
 }
 
 // Close stops taking messages, waits up to the drain timeout for in-flight
-// handlers, and returns an error if some were still running.
+// handlers, and returns an error if some were still running. It returns
+// once every subscription has ended, which a subscriber does when its
+// messages in flight are settled: past the drain timeout, the caller must
+// make the handlers still running return (the engine cancels their
+// contexts).
 func (r *Router) Close() error {
 	r.mu.Lock()
 	started, closed := r.started, r.closed
@@ -84,10 +88,13 @@ func (r *Router) Close() error {
 	// are ready it may pick the context and close nothing, and our
 	// subscriptions (never cancelled, see uncancelled) would then never end.
 	// Close them ourselves; subscriber Close is idempotent.
+	var closing sync.WaitGroup
 	for _, s := range r.subs {
-		go func() { _ = s.Close() }()
+		closing.Go(func() { _ = s.Close() })
 	}
-	if err := r.wm.Close(); err != nil {
+	err := r.wm.Close()
+	closing.Wait()
+	if err != nil {
 		return fmt.Errorf("router: drain: %w", err)
 	}
 	return nil
