@@ -324,6 +324,12 @@ func (e *Engine) Services() []string {
 	return out
 }
 
+// UnsolicitedReplies returns how many replies reached this engine after
+// their caller had stopped waiting (it timed out or went away), or twice.
+// They are dropped and logged at debug level only; this count is where a
+// burst of them shows.
+func (e *Engine) UnsolicitedReplies() uint64 { return e.calls.Unsolicited() }
+
 // Bridge returns the engine's bridge.
 func (e *Engine) Bridge() bridge.Bridge { return e.b }
 

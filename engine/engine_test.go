@@ -259,6 +259,9 @@ func TestTimeouts(t *testing.T) {
 		t.Errorf("other service after a hung handler: %v", err)
 	}
 	waitLog(t, logs, "reply arrived after its caller stopped waiting")
+	if e.UnsolicitedReplies() == 0 {
+		t.Error("late replies not counted")
+	}
 }
 
 func waitLog(t *testing.T, logs *logSink, want string) {

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -17,6 +18,8 @@ type Calls struct {
 	mu      sync.Mutex
 	pending map[string]chan *message.Message
 	idle    chan struct{} // made by WaitIdle, closed when pending empties
+	// unsolicited counts the replies nobody waited for.
+	unsolicited atomic.Uint64
 }
 
 // NewCalls returns an empty table.
@@ -81,9 +84,17 @@ func (c *Calls) Deliver(reply *message.Message) bool {
 	c.mu.Unlock()
 	if ok {
 		ch <- reply // buffered, and removed from the table: never blocks
+	} else {
+		c.unsolicited.Add(1)
 	}
 	return ok
 }
+
+// Unsolicited returns how many replies Deliver was handed that nobody
+// waited for: late ones (their caller timed out or went away) and
+// duplicates from an at-least-once backend. Listen logs each only at debug
+// level, so this count is where a burst of them shows.
+func (c *Calls) Unsolicited() uint64 { return c.unsolicited.Load() }
 
 // Len returns the number of calls waiting.
 func (c *Calls) Len() int {

@@ -109,8 +109,10 @@ func (u uncancelled) Subscribe(ctx context.Context, topic string) (<-chan *messa
 }
 
 // Listen consumes the instance's reply topic until ctx is done, handing each
-// reply to calls. Replies nobody waits for are logged and acked. It returns
-// once the subscription is open; stop closes it and waits.
+// reply to calls. Replies nobody waits for are acked, logged at debug level
+// only (a caller that gave up can leave thousands) and counted:
+// Calls.Unsolicited. It returns once the subscription is open; stop closes
+// it and waits.
 func Listen(ctx context.Context, b bridge.Bridge, instance string, calls *Calls, log *slog.Logger) (stop func(), err error) {
 	spec := bridge.Spec{Topic: ReplyTopic(instance), Group: instance, Kind: bridge.Reply, Concurrency: 1}
 	sub, err := b.Subscriber(ctx, spec)
@@ -127,7 +129,7 @@ func Listen(ctx context.Context, b bridge.Bridge, instance string, calls *Calls,
 		defer close(done)
 		for m := range ch {
 			if !calls.Deliver(m) {
-				log.Warn("reply arrived after its caller stopped waiting; dropped",
+				log.Debug("reply arrived after its caller stopped waiting; dropped",
 					"reply_id", m.UUID, "request_id", m.Metadata.Get("causation_id"))
 			}
 			m.Ack()
