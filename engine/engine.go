@@ -78,8 +78,9 @@ type Reliability struct {
 	// commands. Default: 3 attempts, 100 ms doubling to 2 s, ±50 %, at most
 	// 10 s.
 	Retry middleware.Retry
-	// AttemptTimeout bounds each attempt of a handler. Default 0: only the
-	// message's deadline.
+	// AttemptTimeout bounds each attempt of a handler: its context is
+	// cancelled then, and the attempt fails once the handler returns (see
+	// middleware.Timeout). Default 0: only the message's deadline.
 	AttemptTimeout time.Duration
 	// MaxDeliveries is how many times a failing event (or fire-and-forget
 	// command) is delivered before it is dead-lettered. Default 5.
