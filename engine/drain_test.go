@@ -100,3 +100,40 @@ func TestStopWaitsForHandlersPastTheDrainDeadline(t *testing.T) {
 		t.Error("Stop returned while a handler was still running")
 	}
 }
+
+// When Stop's own context ends before the drain does, the handlers still
+// running are cancelled then, rather than at the drain deadline.
+func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
+	entered, returned := make(chan struct{}, 1), make(chan struct{})
+	svc := engine.NewService("slow", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		entered <- struct{}{}
+		<-ctx.Done()
+		close(returned)
+		return ctx.Err()
+	})
+	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := e.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop: %v, want its context's error", err)
+	}
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second): // the drain deadline is an hour away
+		t.Fatal("the handler was not cancelled when Stop's context ended")
+	}
+}

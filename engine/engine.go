@@ -453,16 +453,16 @@ func (e *Engine) Stop(ctx context.Context) error {
 		e.mu.Unlock()
 		idle := e.handlers.close()
 		drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
-		defer cancelDrain()
 		stopDrainTimer := context.AfterFunc(drainCtx, func() {
 			if n := e.handlers.inFlight(); n > 0 {
 				e.log.Warn("drain timeout: cancelling the handlers still running and waiting for them to return", "handlers", n)
 			}
 			e.hardStop()
 		})
-		defer stopDrainTimer()
 		done := make(chan error, 1)
-		go func() {
+		go func() { // goes on when ctx ends first: it still cleans up
+			defer cancelDrain()
+			defer stopDrainTimer() // before cancelDrain, which would fire it
 			var errs []error
 			if rt != nil {
 				if err := rt.Close(); err != nil {
@@ -490,6 +490,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 		case err := <-done:
 			e.stopErr = err
 		case <-ctx.Done():
+			e.hardStop() // the caller gives up on the drain: cut the handlers short
 			e.stopErr = fmt.Errorf("switchboard: stop: %w", ctx.Err())
 		}
 		e.mu.Lock()
