@@ -58,10 +58,15 @@
 // # Lifecycle
 //
 // Run starts the engine and blocks; on context cancellation (or a signal,
-// with Config.HandleSignals) it drains: no new messages are taken,
-// in-flight handlers finish and reply within Config.DrainTimeout, then
-// connections close. Ready and Health expose readiness and bridge
-// connectivity.
+// with Config.HandleSignals) it drains: no handler starts any more,
+// in-flight handlers finish and their replies reach the callers waiting on
+// this engine within Config.DrainTimeout; past it their contexts are
+// cancelled and the drain waits for them to return (a handler owns its
+// message until it returns); then connections close. Ready and Health
+// expose readiness and bridge connectivity.
+//
+// Deadlines apply to awaited commands only: an event or a fire-and-forget
+// command is handled whenever it arrives, whatever deadline it carries.
 //
 // # Delivery
 //

@@ -78,8 +78,9 @@ type Reliability struct {
 	// commands. Default: 3 attempts, 100 ms doubling to 2 s, ±50 %, at most
 	// 10 s.
 	Retry middleware.Retry
-	// AttemptTimeout bounds each attempt of a handler. Default 0: only the
-	// message's deadline.
+	// AttemptTimeout bounds each attempt of a handler: its context is
+	// cancelled then, and the attempt fails once the handler returns (see
+	// middleware.Timeout). Default 0: only the message's deadline.
 	AttemptTimeout time.Duration
 	// MaxDeliveries is how many times a failing event (or fire-and-forget
 	// command) is delivered before it is dead-lettered. Default 5.
@@ -240,6 +241,7 @@ type Engine struct {
 	hardCtx  context.Context
 	tracer   trace.Tracer
 	breakers sync.Map // topic → *gobreaker.CircuitBreaker (caller side)
+	handlers gate     // handler calls: closed by Stop
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -322,6 +324,12 @@ func (e *Engine) Services() []string {
 	}
 	return out
 }
+
+// UnsolicitedReplies returns how many replies reached this engine after
+// their caller had stopped waiting (it timed out or went away), or twice.
+// They are dropped and logged at debug level only; this count is where a
+// burst of them shows.
+func (e *Engine) UnsolicitedReplies() uint64 { return e.calls.Unsolicited() }
 
 // Bridge returns the engine's bridge.
 func (e *Engine) Bridge() bridge.Bridge { return e.b }
@@ -427,26 +435,47 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 	return nil
 }
 
-// Stop drains and stops the engine: no new messages are taken, in-flight
-// handlers finish and send their replies (up to Config.DrainTimeout, after
-// which their contexts are cancelled), then the reply subscription and the
-// bridge (if the engine opened it) are closed. Calls still waiting fail with
-// ErrShuttingDown. ctx bounds the whole stop. Stop is idempotent.
+// Stop drains and stops the engine: no handler starts any more (messages
+// that arrive are handed back to the backend), in-flight handlers finish
+// and send their replies, and the reply subscription stays open until every
+// call waiting on this engine has its reply — both up to
+// Config.DrainTimeout. Past it, the contexts of handlers still running are
+// cancelled, and Stop waits for them to return: they own their messages
+// until then, so a handler that ignores its context keeps Stop waiting (it
+// is logged). Then the reply subscription and the bridge (if the engine
+// opened it) are closed; calls still waiting fail with ErrShuttingDown.
+// ctx bounds the whole stop. Stop is idempotent.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.mu.Lock()
 		e.state = StateDraining
 		rt, stopRep := e.rt, e.stopRep
 		e.mu.Unlock()
+		idle := e.handlers.close()
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
+		stopDrainTimer := context.AfterFunc(drainCtx, func() {
+			if n := e.handlers.inFlight(); n > 0 {
+				e.log.Warn("drain timeout: cancelling the handlers still running and waiting for them to return", "handlers", n)
+			}
+			e.hardStop()
+		})
 		done := make(chan error, 1)
-		go func() {
+		go func() { // goes on when ctx ends first: it still cleans up
+			defer cancelDrain()
+			defer stopDrainTimer() // before cancelDrain, which would fire it
 			var errs []error
 			if rt != nil {
 				if err := rt.Close(); err != nil {
 					errs = append(errs, err)
 				}
 			}
-			e.hardStop() // anything still running is past the drain deadline
+			<-idle
+			// Replies of the handlers that finished during the drain may still
+			// be on their way to callers waiting here.
+			if !e.calls.WaitIdle(drainCtx) {
+				e.log.Warn("drain timeout: calls still waiting for their reply fail", "calls", e.calls.Len())
+			}
+			e.hardStop()
 			if stopRep != nil {
 				stopRep()
 			}
@@ -461,6 +490,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 		case err := <-done:
 			e.stopErr = err
 		case <-ctx.Done():
+			e.hardStop() // the caller gives up on the drain: cut the handlers short
 			e.stopErr = fmt.Errorf("switchboard: stop: %w", ctx.Err())
 		}
 		e.mu.Lock()

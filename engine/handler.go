@@ -303,6 +303,15 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 	}
 
 	return func(msg *message.Message) error {
+		if !e.handlers.enter() {
+			// Stop has begun: no handler starts any more. The message goes
+			// back to the backend for another instance, or this one after a
+			// restart. Nacked here rather than by an error, which Watermill
+			// would log as a handler failure.
+			msg.Nack()
+			return nil
+		}
+		defer e.handlers.leave()
 		if g := msg.Metadata.Get(deadletter.TargetGroupKey); g != "" && g != route.Group {
 			return nil // a replay or retry meant for another group
 		}
@@ -316,11 +325,17 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			mlog.Warn("command arrived after its caller's deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
 			return nil
 		}
+		if replyTo == "" {
+			// Only an awaited command has a deadline (see stamp): one on an
+			// event or a fire-and-forget command is foreign or forged, and
+			// would end the handler's context before it starts.
+			meta.Deadline = time.Time{}
+		}
 		ctx, cancel := e.handlerContext(msg.Context(), meta, route)
 		defer cancel()
 		msg.SetContext(ctx)
 
-		produced, err := e.runChain(ctx, chain, msg, mlog)
+		produced, err := e.runChain(chain, msg, mlog)
 		if r.kind == bridge.Event || replyTo == "" {
 			return err // nil acks; an error nacks (DeadLetter has set the delay)
 		}
@@ -395,8 +410,8 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 
 // handlerContext derives a handler's context: not cancelled by the
 // subscription (see package router), carrying the engine, the message's Meta
-// and Route, ending at the message's deadline or when a drain runs out of
-// time.
+// and Route, ending at meta's deadline (the caller clears it on messages
+// nobody awaits) or when a drain runs out of time.
 func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
 	ctx := envelope.WithRoute(envelope.WithMeta(e.Context(context.WithoutCancel(parent)), meta), route)
 	var cancelDeadline context.CancelFunc = func() {}
@@ -408,38 +423,20 @@ func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelop
 	return ctx, func() { stop(); cancel(); cancelDeadline() }
 }
 
-type result struct {
-	msgs []*message.Message
-	err  error
-}
-
 // runChain runs the chain, turning a panic that escaped every middleware
-// into an error (logged with its stack), and gives up on a chain that is
-// still running when ctx ends.
-func (e *Engine) runChain(ctx context.Context, chain message.HandlerFunc, msg *message.Message, log *slog.Logger) ([]*message.Message, error) {
-	done := make(chan result, 1)
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				log.Error("handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-				done <- result{err: &middleware.PanicError{Value: v}}
-			}
-		}()
-		msgs, err := chain(msg)
-		done <- result{msgs, err}
-	}()
-	select {
-	case r := <-done:
-		return r.msgs, r.err
-	case <-ctx.Done():
-		select { // it may have finished at the same moment
-		case r := <-done:
-			return r.msgs, r.err
-		default:
+// into an error (logged with its stack). It returns only when the chain
+// has: until then the chain owns the message (its metadata, its ack), so
+// giving up on it early would let the backend redeliver a message still
+// being handled. A handler that outlives its context is the one that keeps
+// it waiting; Stop logs them.
+func (e *Engine) runChain(chain message.HandlerFunc, msg *message.Message, log *slog.Logger) (msgs []*message.Message, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			log.Error("handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			msgs, err = nil, &middleware.PanicError{Value: v}
 		}
-		log.Error("handler did not return after its context ended; abandoned", "cause", context.Cause(ctx))
-		return nil, fmt.Errorf("handler abandoned: %w", ctx.Err())
-	}
+	}()
+	return chain(msg)
 }
 
 // wireError turns a handler's error into what the caller receives.

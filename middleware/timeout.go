@@ -14,46 +14,34 @@ var ErrAttemptTimeout = fmt.Errorf("handler attempt timed out: %w", context.Dead
 
 // Timeout gives each call of the next handler at most d, from a context
 // derived from the message's and restored afterwards, so that a retry
-// around it starts with a fresh deadline. A handler that ignores its
-// context is abandoned at the deadline (its goroutine finishes on its own)
-// and the attempt fails with ErrAttemptTimeout. d ≤ 0 disables it.
+// around it starts with a fresh deadline. At the deadline the context is
+// cancelled and Timeout waits for the handler to return: it owns the
+// message until then, and abandoning it would run it beside the next
+// attempt or the message's redelivery. A handler that ignores its context
+// is therefore not cut short; its result stands, as its work is done. An
+// attempt that fails after its deadline fails with ErrAttemptTimeout. d ≤ 0
+// disables it.
 func Timeout(d time.Duration) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		if d <= 0 {
 			return h
 		}
-		return func(msg *message.Message) ([]*message.Message, error) {
+		return func(msg *message.Message) (out []*message.Message, err error) {
 			orig := msg.Context()
 			ctx, cancel := context.WithTimeout(orig, d)
 			defer cancel()
-			// The attempt gets its own copy: an abandoned attempt may still
-			// be running while Retry starts the next one on msg.
-			attempt := msg.Copy()
-			attempt.SetContext(ctx)
-			type result struct {
-				out []*message.Message
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				defer func() {
-					if v := recover(); v != nil {
-						done <- result{err: newPanicError(v)}
-					}
-				}()
-				out, err := h(attempt)
-				done <- result{out, err}
-			}()
-			select {
-			case r := <-done:
-				msg.Metadata = attempt.Metadata // what the handler's middleware set
-				return r.out, r.err
-			case <-ctx.Done():
-				if orig.Err() != nil {
-					return nil, orig.Err()
+			msg.SetContext(ctx)
+			defer msg.SetContext(orig)
+			defer func() {
+				if v := recover(); v != nil {
+					out, err = nil, newPanicError(v)
 				}
+			}()
+			out, err = h(msg)
+			if err != nil && ctx.Err() != nil && orig.Err() == nil {
 				return nil, fmt.Errorf("after %s: %w", d, ErrAttemptTimeout)
 			}
+			return out, err
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package router
 
 import (
+	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -15,6 +17,9 @@ import (
 type Calls struct {
 	mu      sync.Mutex
 	pending map[string]chan *message.Message
+	idle    chan struct{} // made by WaitIdle, closed when pending empties
+	// unsolicited counts the replies nobody waited for.
+	unsolicited atomic.Uint64
 }
 
 // NewCalls returns an empty table.
@@ -32,8 +37,38 @@ func (c *Calls) Expect(requestID string) (reply <-chan *message.Message, forget 
 	c.mu.Unlock()
 	return ch, func() {
 		c.mu.Lock()
-		delete(c.pending, requestID)
+		c.remove(requestID)
 		c.mu.Unlock()
+	}
+}
+
+// remove forgets a call; c.mu is held.
+func (c *Calls) remove(requestID string) {
+	delete(c.pending, requestID)
+	if len(c.pending) == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// WaitIdle waits until no call is waiting, or ctx ends; it reports whether
+// the table emptied. Calls registered meanwhile count too.
+func (c *Calls) WaitIdle(ctx context.Context) bool {
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return true
+	}
+	if c.idle == nil {
+		c.idle = make(chan struct{})
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -43,13 +78,23 @@ func (c *Calls) Deliver(reply *message.Message) bool {
 	id := reply.Metadata.Get(envelope.KeyCausationID)
 	c.mu.Lock()
 	ch, ok := c.pending[id]
-	delete(c.pending, id)
+	if ok {
+		c.remove(id)
+	}
 	c.mu.Unlock()
 	if ok {
 		ch <- reply // buffered, and removed from the table: never blocks
+	} else {
+		c.unsolicited.Add(1)
 	}
 	return ok
 }
+
+// Unsolicited returns how many replies Deliver was handed that nobody
+// waited for: late ones (their caller timed out or went away) and
+// duplicates from an at-least-once backend. Listen logs each only at debug
+// level, so this count is where a burst of them shows.
+func (c *Calls) Unsolicited() uint64 { return c.unsolicited.Load() }
 
 // Len returns the number of calls waiting.
 func (c *Calls) Len() int {

@@ -70,7 +70,11 @@ func (r *Router) Start(ctx context.Context) error {
 }
 
 // Close stops taking messages, waits up to the drain timeout for in-flight
-// handlers, and returns an error if some were still running.
+// handlers, and returns an error if some were still running. It returns
+// once every subscription has ended, which a subscriber does when its
+// messages in flight are settled: past the drain timeout, the caller must
+// make the handlers still running return (the engine cancels their
+// contexts).
 func (r *Router) Close() error {
 	r.mu.Lock()
 	started, closed := r.started, r.closed
@@ -84,10 +88,13 @@ func (r *Router) Close() error {
 	// are ready it may pick the context and close nothing, and our
 	// subscriptions (never cancelled, see uncancelled) would then never end.
 	// Close them ourselves; subscriber Close is idempotent.
+	var closing sync.WaitGroup
 	for _, s := range r.subs {
-		go func() { _ = s.Close() }()
+		closing.Go(func() { _ = s.Close() })
 	}
-	if err := r.wm.Close(); err != nil {
+	err := r.wm.Close()
+	closing.Wait()
+	if err != nil {
 		return fmt.Errorf("router: drain: %w", err)
 	}
 	return nil
@@ -102,8 +109,10 @@ func (u uncancelled) Subscribe(ctx context.Context, topic string) (<-chan *messa
 }
 
 // Listen consumes the instance's reply topic until ctx is done, handing each
-// reply to calls. Replies nobody waits for are logged and acked. It returns
-// once the subscription is open; stop closes it and waits.
+// reply to calls. Replies nobody waits for are acked, logged at debug level
+// only (a caller that gave up can leave thousands) and counted:
+// Calls.Unsolicited. It returns once the subscription is open; stop closes
+// it and waits.
 func Listen(ctx context.Context, b bridge.Bridge, instance string, calls *Calls, log *slog.Logger) (stop func(), err error) {
 	spec := bridge.Spec{Topic: ReplyTopic(instance), Group: instance, Kind: bridge.Reply, Concurrency: 1}
 	sub, err := b.Subscriber(ctx, spec)
@@ -120,7 +129,7 @@ func Listen(ctx context.Context, b bridge.Bridge, instance string, calls *Calls,
 		defer close(done)
 		for m := range ch {
 			if !calls.Deliver(m) {
-				log.Warn("reply arrived after its caller stopped waiting; dropped",
+				log.Debug("reply arrived after its caller stopped waiting; dropped",
 					"reply_id", m.UUID, "request_id", m.Metadata.Get("causation_id"))
 			}
 			m.Ack()

@@ -143,15 +143,23 @@ func TestUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
+	hangUp, accepting := make(chan struct{}), make(chan struct{})
 	var conns sync.WaitGroup
+	defer func() { // the connections stay silent until the test ends
+		close(hangUp)
+		_ = silent.Close()
+		<-accepting
+		conns.Wait()
+	}()
 	go func() {
+		defer close(accepting)
 		for {
 			c, err := silent.Accept()
 			if err != nil {
 				return
 			}
 			conns.Add(1)
-			go func() { defer conns.Done(); time.Sleep(10 * time.Second); _ = c.Close() }()
+			go func() { defer conns.Done(); <-hangUp; _ = c.Close() }()
 		}
 	}()
 	err = openErr(t, "amqp://"+silent.Addr().String()+"/?connect_timeout=1s", 4*time.Second)

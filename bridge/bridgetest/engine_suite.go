@@ -92,11 +92,21 @@ func (c contracts) subscriber(name string, seen *sync.Map, failFirst bool) *engi
 
 func startEngine(t *testing.T, h Harness, services ...*engine.Service) *engine.Engine {
 	t.Helper()
+	return startEngineWith(t, h, engine.Config{}, services...)
+}
+
+// startEngineWith is startEngine with cfg's non-zero DrainTimeout.
+func startEngineWith(t *testing.T, h Harness, cfg engine.Config, services ...*engine.Service) *engine.Engine {
+	t.Helper()
+	drain := h.wait()
+	if cfg.DrainTimeout > 0 {
+		drain = cfg.DrainTimeout
+	}
 	e, err := engine.New(engine.Config{
 		Transport:      open(t, h),
 		Logger:         slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		DefaultTimeout: 2 * h.wait(),
-		DrainTimeout:   h.wait(),
+		DrainTimeout:   drain,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -276,6 +286,8 @@ func RunEngine(t *testing.T, h Harness) {
 			t.Errorf("handled %d distinct, %d total (duplicates %v), want %d once each", distinct, total, dups, n)
 		}
 	})
+	t.Run("StopAnswersCallsItsHandlersFinish", func(t *testing.T) { testStopAnswers(t, h) })
+	t.Run("NoHandlerStartsAfterStop", func(t *testing.T) { testNoStartAfterStop(t, h) })
 	if h.Outage != nil {
 		t.Run("SurvivesOutage", func(t *testing.T) { testEngineOutage(t, h) })
 	}

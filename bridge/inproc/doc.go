@@ -18,6 +18,17 @@
 // stopped; they are lost when the process exits (Capabilities.Durable is
 // false). Reply groups are removed with their last member.
 //
+// Queues are not bounded, deliberately. Publish cannot wait for room with
+// the caller's context (Watermill's Publisher takes none), and waiting at all
+// can deadlock a process whose handlers publish to one another: a handler
+// blocked on a full queue holds the worker that would drain a queue it
+// depends on. Failing instead would turn a burst a broker absorbs into
+// errors. What bounds the queues is the producers: awaited commands by their
+// callers, events by the handlers that emit them; a group whose service
+// stopped for good keeps growing, so a process that runs for long with
+// services coming and going wants a broker, whose limits (stream size, queue
+// length) are configured there.
+//
 // Bridges opened with the same URL host share one bus inside the process:
 // "gochannel://" and "gochannel://a" are different buses, two opens of
 // "gochannel://a" are the same one. This is how several engines in one test

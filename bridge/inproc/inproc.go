@@ -304,6 +304,13 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Message, stop <-chan struct{}) {
 	for {
+		// Stopping wins over a message waiting: the select below would
+		// pick between them at random, so a drain would keep taking work.
+		select {
+		case <-stop:
+			return
+		default:
+		}
 		m, ok := g.pop()
 		if !ok {
 			select {

@@ -1,0 +1,100 @@
+package bridgetest
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchboard-go/switchboard/engine"
+)
+
+// drainScenario is one engine that both serves the suite's work command
+// (at most concurrency at a time, each blocked until released) and calls
+// it calls times.
+type drainScenario struct {
+	e        *engine.Engine
+	entered  atomic.Int32
+	release  chan struct{}
+	results  chan error
+	stopErr  chan error
+	contract contracts
+}
+
+func startDrainScenario(t *testing.T, h Harness, cfg engine.Config, concurrency, calls int) *drainScenario {
+	t.Helper()
+	d := &drainScenario{release: make(chan struct{}), results: make(chan error, calls), stopErr: make(chan error, 1), contract: newContracts()}
+	s := engine.NewService(d.contract.svc, "1")
+	engine.Handle(s, d.contract.work, func(ctx context.Context, in In) (Out, error) {
+		d.entered.Add(1)
+		<-d.release // ignores ctx: the drain must wait for it
+		return Out{N: in.N, By: "server"}, nil
+	}, engine.Concurrency(concurrency))
+	d.e = startEngineWith(t, h, cfg, s)
+	ctx := d.e.Context(context.WithoutCancel(t.Context()))
+	for i := range calls {
+		go func() {
+			out, err := d.contract.work.Invoke(ctx, In{N: i})
+			if err == nil && out.N != i {
+				err = errors.New("wrong reply")
+			}
+			d.results <- err
+		}()
+	}
+	WaitFor(t, h.wait(), "the handlers to be busy", func() bool { return int(d.entered.Load()) == concurrency })
+	return d
+}
+
+// stopThenRelease starts Stop and, once it is draining, lets the handlers
+// in flight finish.
+func (d *drainScenario) stopThenRelease(t *testing.T, h Harness) {
+	t.Helper()
+	go func() { d.stopErr <- d.e.Stop(context.Background()) }()
+	WaitFor(t, h.wait(), "Stop to begin draining", func() bool { return d.e.State() >= engine.StateDraining })
+	time.Sleep(100 * time.Millisecond) // let a message taken during the drain reach a handler
+	close(d.release)
+}
+
+// Every handler that completes during a drain has its reply delivered to a
+// caller on the same engine, which still waits for it: its work was done.
+func testStopAnswers(t *testing.T, h Harness) {
+	const n = 8
+	d := startDrainScenario(t, h, engine.Config{}, n, n)
+	d.stopThenRelease(t, h)
+	for range n {
+		if err := <-d.results; err != nil {
+			t.Errorf("call whose handler completed during the drain: %v", err)
+		}
+	}
+	if err := <-d.stopErr; err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+}
+
+// Once Stop has begun, no handler starts: the messages still queued stay
+// for another instance, and only their calls (which never started) fail,
+// with ErrShuttingDown, while the started ones are answered.
+func testNoStartAfterStop(t *testing.T, h Harness) {
+	const concurrency, n = 4, 12
+	d := startDrainScenario(t, h, engine.Config{DrainTimeout: 2 * time.Second}, concurrency, n)
+	d.stopThenRelease(t, h)
+	var ok, shuttingDown int
+	for range n {
+		switch err := <-d.results; {
+		case err == nil:
+			ok++
+		case errors.Is(err, engine.ErrShuttingDown):
+			shuttingDown++
+		default:
+			t.Errorf("call: %v", err)
+		}
+	}
+	<-d.stopErr
+	if started := int(d.entered.Load()); started != concurrency {
+		t.Errorf("%d handlers started, want the %d in flight when Stop began", started, concurrency)
+	}
+	if ok != concurrency || shuttingDown != n-concurrency {
+		t.Errorf("%d calls answered, %d ErrShuttingDown; want %d and %d", ok, shuttingDown, concurrency, n-concurrency)
+	}
+}

@@ -1,0 +1,139 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/middleware"
+)
+
+// A deadline on a message nobody waits for (a foreign or forged header) is
+// ignored: the handler gets a live context without a deadline and handles
+// the message once. (It used to get an ended context, its chain was
+// abandoned and the message redelivered forever, outside MaxDeliveries.)
+func TestPastDeadlineOnUnawaitedMessageIsIgnored(t *testing.T) {
+	var calls, handled atomic.Int32
+	live := func(ctx context.Context) error {
+		calls.Add(1)
+		if _, ok := ctx.Deadline(); ok || ctx.Err() != nil {
+			return errors.New("handler context has a deadline or has ended")
+		}
+		handled.Add(1)
+		return nil
+	}
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { return live(ctx) })
+	cmd := engine.NewCommand[EchoIn, EchoOut]("jobs", "1", "later")
+	engine.Handle(svc, cmd, func(ctx context.Context, in EchoIn) (EchoOut, error) { return EchoOut{}, live(ctx) })
+	store := deadletter.NewMemory()
+	rel := engine.Reliability{
+		DeadLetters:   store,
+		Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+		MaxDeliveries: 3,
+		Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+		Breaker:       middleware.Breaker{Disabled: true},
+	}
+	bus := inproc.New(inproc.Options{})
+	start(t, bus, engine.Config{Reliability: rel}, svc)
+
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
+	for _, topic := range []string{"event.jobs.queued", cmd.String()} { // an event, a fire-and-forget command
+		msg := message.NewMessage(watermill.NewUUID(), []byte(`{"text":"x"}`))
+		msg.Metadata.Set(envelope.KeyDeadline, past)
+		if err := bus.Publisher().Publish(topic, msg); err != nil {
+			t.Fatalf("%s: %v", topic, err)
+		}
+	}
+	waitUntil(t, "both messages handled, or dead-lettered", func() bool {
+		return handled.Load() == 2 || len(deadLetters(t, store)) == 2
+	})
+	time.Sleep(100 * time.Millisecond) // a redelivery would show now
+	if calls.Load() != 2 || handled.Load() != 2 {
+		t.Errorf("handlers ran %d times, %d with a live context without deadline; want 2 and 2", calls.Load(), handled.Load())
+	}
+	for _, r := range deadLetters(t, store) {
+		t.Errorf("dead-lettered %s after %d attempts: %s", r.Topic, r.Attempts, r.Error)
+	}
+}
+
+// Past the drain deadline, Stop cancels the contexts of the handlers still
+// running and waits for them to return: until then they own their message.
+// (Stop used to give up on them, leaving them running after it returned.)
+func TestStopWaitsForHandlersPastTheDrainDeadline(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	var returned atomic.Bool
+	svc := engine.NewService("slow", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		entered <- struct{}{}
+		<-ctx.Done()
+		time.Sleep(200 * time.Millisecond) // cleaning up after the cancellation
+		returned.Store(true)
+		return ctx.Err()
+	})
+	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler), DrainTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	_ = e.Stop(context.Background()) // reports the drain timeout
+	if !returned.Load() {
+		t.Error("Stop returned while a handler was still running")
+	}
+}
+
+// When Stop's own context ends before the drain does, the handlers still
+// running are cancelled then, rather than at the drain deadline.
+func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
+	entered, returned := make(chan struct{}, 1), make(chan struct{})
+	svc := engine.NewService("slow", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		entered <- struct{}{}
+		<-ctx.Done()
+		close(returned)
+		return ctx.Err()
+	})
+	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := e.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop: %v, want its context's error", err)
+	}
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second): // the drain deadline is an hour away
+		t.Fatal("the handler was not cancelled when Stop's context ended")
+	}
+}

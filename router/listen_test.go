@@ -1,0 +1,73 @@
+package router_test
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/router"
+)
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Replies nobody waits for (late, or duplicated by an at-least-once backend)
+// are counted and logged at debug level only: a burst of them must not flood
+// the log. Replies to waiting calls are not counted.
+func TestUnsolicitedRepliesAreCountedNotWarned(t *testing.T) {
+	bus := inproc.New(inproc.Options{})
+	defer bus.Close()
+	var logs syncBuffer
+	calls := router.NewCalls()
+	stop, err := router.Listen(t.Context(), bus, "i1", calls, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	reply, forget := calls.Expect("req-waiting")
+	defer forget()
+	const late = 50
+	for i := range late + 1 {
+		m := message.NewMessage(watermill.NewUUID(), nil)
+		m.Metadata.Set(envelope.KeyCausationID, "req-gone")
+		if i == late {
+			m.Metadata.Set(envelope.KeyCausationID, "req-waiting")
+		}
+		if err := bus.Publisher().Publish(router.ReplyTopic("i1"), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-reply: // published last: every late one has been handled before it (one worker)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the awaited reply never came")
+	}
+	if n := calls.Unsolicited(); n != late {
+		t.Errorf("Unsolicited() = %d, want %d", n, late)
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("unsolicited replies logged above debug:\n%s", logs.String())
+	}
+}
