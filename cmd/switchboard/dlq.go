@@ -250,7 +250,7 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	)
 	d.register(c.fs)
 	ff.register(c.fs)
-	c.fs.BoolVar(&all, "all", false, "replay every record matching the filters")
+	c.fs.BoolVar(&all, "all", false, "replay, once each, every record matching the filters that last failed before the command started")
 	c.fs.StringVar(&bridgeRaw, "bridge", "", "bridge `URL` to publish through (default $"+envBridge+")")
 	c.fs.DurationVar(&timeout, "timeout", 30*time.Second, "bound on opening the bridge")
 	pos, err := c.parse(args)
@@ -297,11 +297,13 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	n, err := deadletter.ReplayAll(ctx, store, b.Publisher(), f)
+	counts := fmt.Sprintf("replayed %d %s, %d failed (kept), %d gone (removed by someone else first)",
+		n.Replayed, plural(n.Replayed, "message"), n.Failed, n.Gone)
 	if err != nil {
-		fmt.Fprintf(stderr, "replayed %d %s before the error\n", n, plural(n, "message"))
+		fmt.Fprintln(stderr, counts)
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "replayed %d %s\n", n, plural(n, "message"))
+	_, err = fmt.Fprintln(stdout, counts)
 	return err
 }
 
@@ -338,7 +340,7 @@ func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	when := cutoff.UTC().Format(time.RFC3339)
 
 	if yes {
-		n, err := store.PurgeBefore(ctx, cutoff)
+		n, err := store.Purge(ctx, deadletter.Filter{Until: cutoff})
 		if err != nil {
 			return err
 		}
