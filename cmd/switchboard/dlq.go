@@ -42,7 +42,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return f(ctx, args[1:], stdout, stderr)
 }
 
-// filterFlags are the record filters of list and replay --all.
+// filterFlags are the record filters of list, replay --all and purge.
 type filterFlags struct {
 	service, handler, topic, errorText, since, until string
 }
@@ -73,6 +73,12 @@ func (ff *filterFlags) filter(c *command, now time.Time) (deadletter.Filter, err
 }
 
 func (ff *filterFlags) empty() bool { return *ff == filterFlags{} }
+
+// scoped reports whether a filter other than time is given: one that
+// keeps a purge to some services' dead letters.
+func (ff *filterFlags) scoped() bool {
+	return ff.service != "" || ff.handler != "" || ff.topic != "" || ff.errorText != ""
+}
 
 // openStore connects to the database and returns its dead-letter store.
 func openStore(ctx context.Context, c *command, d *dbFlags) (*pgstore.Store, func(), error) {
@@ -308,39 +314,61 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	c := newCommand("dlq purge", "dlq purge --older-than DURATION [--yes] [--db URL] [--schema NAME]")
+	c := newCommand("dlq purge", `dlq purge (filters | --all) [--older-than DURATION] [--yes] [--db URL] [--schema NAME]
+
+Deletes the dead letters matching the filters (those of dlq list) that
+last failed before the command started. At least one of --service,
+--handler, --topic or --error is required; --all instead deletes every
+service's dead letters (still within --older-than, --since, --until).
+Without --yes it only counts them.`)
 	var (
 		d         dbFlags
+		ff        filterFlags
 		olderThan string
-		yes       bool
+		all, yes  bool
 	)
 	d.register(c.fs)
-	c.fs.StringVar(&olderThan, "older-than", "", "delete records last failed more than this `duration` ago (e.g. 72h, 30d)")
+	ff.register(c.fs)
+	c.fs.StringVar(&olderThan, "older-than", "", "only records last failed more than this `duration` ago (e.g. 72h, 30d); --until with a duration")
+	c.fs.BoolVar(&all, "all", false, "purge without a service, handler, topic or error filter: every service's dead letters")
 	c.fs.BoolVar(&yes, "yes", false, "really delete; without it, only count what would be deleted")
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
+	switch {
+	case len(pos) > 0:
 		return c.usageErr("dlq purge: unexpected argument %q", pos[0])
+	case all && ff.scoped():
+		return c.usageErr("dlq purge: give --all or a --service, --handler, --topic or --error filter, not both")
+	case !all && !ff.scoped():
+		return c.usageErr("dlq purge: give a --service, --handler, --topic or --error filter, or --all to purge every service's dead letters")
+	case olderThan != "" && ff.until != "":
+		return c.usageErr("dlq purge: give --older-than or --until, not both")
 	}
-	if olderThan == "" {
-		return c.usageErr("dlq purge: --older-than is required")
+	if olderThan != "" {
+		if _, err := parseDurationDays(olderThan); err != nil {
+			return c.usageErr("--older-than: %v", err)
+		}
+		ff.until = olderThan
 	}
-	age, err := parseDurationDays(olderThan)
+	now := time.Now()
+	f, err := ff.filter(c, now)
 	if err != nil {
-		return c.usageErr("--older-than: %v", err)
+		return err
+	}
+	if f.Until.IsZero() || f.Until.After(now) {
+		f.Until = now // what failed until now: the count and the purge agree, and paging ends
 	}
 	store, done, err := openStore(ctx, c, &d)
 	if err != nil {
 		return err
 	}
 	defer done()
-	cutoff := time.Now().Add(-age)
-	when := cutoff.UTC().Format(time.RFC3339)
+	when := f.Until.UTC().Format(time.RFC3339)
 
 	if yes {
-		n, err := store.Purge(ctx, deadletter.Filter{Until: cutoff})
+		n, err := store.Purge(ctx, f)
 		if err != nil {
 			return err
 		}
@@ -348,7 +376,7 @@ func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	n := 0
-	f := deadletter.Filter{Until: cutoff, Limit: 1000}
+	f.Limit = 1000
 	for {
 		page, next, err := store.List(ctx, f)
 		if err != nil {
@@ -358,7 +386,7 @@ func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if next == "" {
 			break
 		}
-		f.After = next
+		f.After = next // keyset paging: strictly forward, ends at f.Until
 	}
 	_, err = fmt.Fprintf(stdout, "would purge %d dead %s last failed before %s; nothing deleted: add --yes to delete\n",
 		n, plural(n, "letter"), when)

@@ -124,8 +124,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"dlq", "replay", "some-id", "--all"}, "not both"},
 		{[]string{"dlq", "replay", "some-id", "--service", "x"}, "filters go with --all"},
 		{[]string{"dlq", "replay", "some-id"}, "pass --bridge URL or set $SWITCHBOARD_BRIDGE"},
-		{[]string{"dlq", "purge"}, "--older-than is required"},
-		{[]string{"dlq", "purge", "--older-than", "-5h"}, "--older-than"},
+		{[]string{"dlq", "purge"}, "or --all"},
+		{[]string{"dlq", "purge", "--older-than", "30d", "--yes"}, "or --all"},
+		{[]string{"dlq", "purge", "--all", "--service", "x"}, "not both"},
+		{[]string{"dlq", "purge", "--all", "--older-than", "1h", "--until", "2h"}, "not both"},
+		{[]string{"dlq", "purge", "--all", "--older-than", "-5h"}, "--older-than"},
 		{[]string{"health"}, "pass --bridge URL or set $SWITCHBOARD_BRIDGE"},
 	} {
 		code, out, errOut := cli(t, c.args...)
@@ -280,14 +283,14 @@ func TestDLQListShowPurge(t *testing.T) {
 	})
 
 	t.Run("Purge", func(t *testing.T) {
-		code, out, _ := dlq("purge", "--older-than", "1h")
+		code, out, _ := dlq("purge", "--all", "--older-than", "1h")
 		if code != 0 || !strings.Contains(out, "would purge 2 dead letters") || !strings.Contains(out, "--yes") {
 			t.Fatalf("purge without --yes: %d %q", code, out)
 		}
 		if recs, _, _ := s.List(ctx, deadletter.Filter{}); len(recs) != 4 {
 			t.Fatalf("purge without --yes deleted records: %d left", len(recs))
 		}
-		code, out, _ = dlq("purge", "--older-than", "1h", "--yes")
+		code, out, _ = dlq("purge", "--all", "--older-than", "1h", "--yes")
 		if code != 0 || !strings.Contains(out, "purged 2 dead letters") {
 			t.Fatalf("purge --yes: %d %q", code, out)
 		}
@@ -303,6 +306,52 @@ func TestDLQListShowPurge(t *testing.T) {
 			t.Errorf("unmigrated schema: %d %q", code, errOut)
 		}
 	})
+}
+
+// A purge is scoped by the filters of list; one with none needs --all.
+func TestDLQPurgeScope(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for i, at := range []time.Time{now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), now.Add(-time.Minute)} {
+		if _, err := s.Put(ctx, record("svc", i, at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Put(ctx, record("other", 0, now.Add(-5*time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	dlq := func(args ...string) (int, string, string) {
+		return cli(t, append(append([]string{"dlq", "purge"}, args...), e.dbArgs()...)...)
+	}
+	left := func() int {
+		t.Helper()
+		recs, _, err := s.List(ctx, deadletter.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+
+	if code, out, errOut := dlq("--older-than", "1h", "--yes"); code != 2 || out != "" || !strings.Contains(errOut, "--all") || left() != 4 {
+		t.Fatalf("unscoped purge: exit %d, %q %q, %d records left (want 4: refused)", code, out, errOut, left())
+	}
+	if code, out, _ := dlq("--service", "svc.v1", "--older-than", "1h"); code != 0 || !strings.Contains(out, "would purge 2 dead letters") || left() != 4 {
+		t.Fatalf("dry run: exit %d, %q, %d left", code, out, left())
+	}
+	if code, out, errOut := dlq("--service", "svc.v1", "--older-than", "1h", "--yes"); code != 0 || !strings.Contains(out, "purged 2 dead letters") || left() != 2 {
+		t.Fatalf("scoped purge: exit %d, %q %q, %d left (want 2: the other service's is older but out of scope)", code, out, errOut, left())
+	}
+	if code, out, _ := dlq("--handler", "work", "--error", "boom 2", "--yes"); code != 0 || !strings.Contains(out, "purged 1 dead letter") || left() != 1 {
+		t.Fatalf("purge by handler and error: exit %d, %q, %d left", code, out, left())
+	}
+	if code, out, _ := dlq("--all", "--older-than", "4h", "--yes"); code != 0 || !strings.Contains(out, "purged 1 dead letter") || left() != 0 {
+		t.Fatalf("purge --all: exit %d, %q, %d left", code, out, left())
+	}
+	if code, out, _ := cli(t, "dlq", "purge", "-h"); code != 0 || !strings.Contains(out, "-all") || !strings.Contains(out, "-service") {
+		t.Errorf("purge -h does not document --all and the filters: %q", out)
+	}
 }
 
 func TestDLQReplay(t *testing.T) {
