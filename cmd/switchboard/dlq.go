@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/switchboard-go/switchboard/bridge"
@@ -142,9 +145,7 @@ func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if recs == nil {
 			recs = []deadletter.Record{}
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
+		return writeJSON(stdout, struct {
 			Records []deadletter.Record `json:"records"`
 			Next    string              `json:"next"`
 		}{recs, next})
@@ -156,7 +157,7 @@ func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tLAST FAILED\tSERVICE\tHANDLER\tATTEMPTS\tKIND\tERROR")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.LastFailedAt.UTC().Format(time.RFC3339),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", oneLine(r.ID), r.LastFailedAt.UTC().Format(time.RFC3339),
 			oneLine(r.Service), oneLine(r.Handler), r.Attempts, oneLine(r.ErrorKind), truncate(oneLine(r.Error), errorWidth))
 	}
 	if err := tw.Flush(); err != nil {
@@ -193,9 +194,7 @@ func dlqShow(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return writeJSON(stdout, r)
 	}
 	return printRecord(stdout, r)
 }
@@ -236,7 +235,8 @@ func printRecord(w io.Writer, r deadletter.Record) error {
 	case len(r.Payload) == 0:
 		fmt.Fprintf(w, "\nPayload: empty\n")
 	case json.Valid(r.Payload) && json.Indent(&pretty, r.Payload, "  ", "  ") == nil:
-		fmt.Fprintf(w, "\nPayload (%d bytes, JSON):\n  %s\n", len(r.Payload), pretty.String())
+		// JSON strings may hold C1 and format characters raw.
+		fmt.Fprintf(w, "\nPayload (%d bytes, JSON):\n  %s\n", len(r.Payload), printable(pretty.String(), true))
 	case utf8.Valid(r.Payload):
 		fmt.Fprintf(w, "\nPayload (%d bytes, text):\n%s\n", len(r.Payload), indent(string(r.Payload)))
 	default:
@@ -400,9 +400,9 @@ func plural(n int, word string) string {
 	return word + "s"
 }
 
-// oneLine keeps a value on one table line.
+// oneLine keeps a wire-controlled value on one table line, printable.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return printable(strings.Join(strings.Fields(s), " "), false)
 }
 
 // truncate shortens s to at most n characters, marking the cut with "…".
@@ -414,7 +414,59 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// indent prefixes every line of s with two spaces.
+// indent prefixes every line of s with two spaces; s is wire-controlled.
 func indent(s string) string {
-	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+	return "  " + strings.ReplaceAll(printable(strings.TrimRight(s, "\n"), true), "\n", "\n  ")
+}
+
+// printable makes wire-controlled text safe to print on a terminal, where
+// an escape sequence in a message id or payload could retitle the window,
+// clear the screen or rewrite what the operator reads. Control characters
+// (C0 — but \n and \t when multiline —, DEL, C1), format characters (bidi
+// overrides, zero-width), line separators and other non-graphic runes are
+// written as Go escapes (\x1b, \u009b, \u202e), and bytes that are not
+// UTF-8 as \xff. Backslashes are left as they are: the text is for reading,
+// and --json gives the exact value.
+func printable(s string, multiline bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsGraphic(r), multiline && (r == '\n' || r == '\t'):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRune(r) // not graphic, so never printed raw
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// writeJSON writes v as indented JSON. encoding/json escapes the C0
+// controls in strings but writes C1 and format characters (U+009B, a
+// terminal's CSI; U+202E) raw; they can only stand in strings, where a
+// \u escape means the same, so they are escaped too.
+func writeJSON(w io.Writer, v any) error {
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, r := range string(out) { // valid UTF-8: Marshal replaces invalid bytes
+		switch {
+		case unicode.IsGraphic(r), r == '\n':
+			b.WriteRune(r)
+		case r > 0xFFFF:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, r1, r2)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+	}
+	b.WriteByte('\n')
+	_, err = io.WriteString(w, b.String())
+	return err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -351,6 +352,84 @@ func TestDLQPurgeScope(t *testing.T) {
 	}
 	if code, out, _ := cli(t, "dlq", "purge", "-h"); code != 0 || !strings.Contains(out, "-all") || !strings.Contains(out, "-service") {
 		t.Errorf("purge -h does not document --all and the filters: %q", out)
+	}
+}
+
+// Wire-controlled text (message id, metadata, error, payload) reaches the
+// terminal with its control characters escaped; --json keeps it exact and
+// escaped too.
+func TestDLQShowAndListEscapeControls(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	const (
+		// as printed escaped
+		title = `\x1b]0;pwned\a` // OSC: set the window title
+		erase = `\x1b[2J`        // erase the screen
+		csi   = `\u009b31m`      // C1 CSI, UTF-8 encoded
+		bidi  = `\u202e`         // right-to-left override
+	)
+	raw := func(esc string) string { v, _ := strconv.Unquote(`"` + esc + `"`); return v }
+	hostile := raw(title) + raw(erase) + raw(csi) + raw(bidi) + "\r"
+	rec := record("evil", 0, time.Now())
+	rec.MessageID = "id" + hostile
+	rec.Metadata = map[string]string{"k" + raw(erase): "v" + hostile}
+	rec.Error = "line 1" + hostile + "\nline 2"
+	rec.Handler = "h" + raw(title)
+	id, err := s.Put(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec2 := record("evil", 1, time.Now())
+	rec2.Payload = []byte(`{"s":"` + raw(csi) + raw(bidi) + `"}`) // valid JSON: C1 and format characters may be raw in strings
+	id2, err := s.Put(ctx, rec2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec3 := record("evil", 2, time.Now())
+	rec3.Payload = []byte("text " + hostile)
+	id3, err := s.Put(ctx, rec3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlq := func(args ...string) string {
+		t.Helper()
+		code, out, errOut := cli(t, append(append([]string{"dlq"}, args...), e.dbArgs()...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		return out
+	}
+	clean := func(what, out string) {
+		t.Helper()
+		for _, bad := range []string{"\x1b", "\x07", "\r", "\u009b", "\u202e"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s prints %q raw:\n%q", what, bad, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{"show", id}, {"show", id2}, {"show", id3}, {"list", "--service", "evil.v1"}} {
+		out := dlq(args...)
+		clean(fmt.Sprint(args), out)
+		if args[0] == "show" && args[1] != id2 && (!strings.Contains(out, title) || !strings.Contains(out, erase)) {
+			t.Errorf("%v does not show the escapes %s and %s:\n%s", args, title, erase, out)
+		}
+	}
+	if out := dlq("show", id2); !strings.Contains(out, csi) || !strings.Contains(out, bidi) {
+		t.Errorf("JSON payload: no %s or %s in\n%s", csi, bidi, out)
+	}
+	if out := dlq("show", id); !strings.Contains(out, "line 1") || !strings.Contains(out, "\n  line 2") {
+		t.Errorf("a multi-line error lost its lines:\n%s", out)
+	}
+	for _, args := range [][]string{{"show", "--json", id}, {"list", "--json", "--service", "evil.v1"}} {
+		out := dlq(args...)
+		clean(fmt.Sprint(args), out)
+		var got deadletter.Record
+		if args[0] == "show" {
+			if err := json.Unmarshal([]byte(out), &got); err != nil || got.MessageID != rec.MessageID || got.Metadata["k"+raw(erase)] != "v"+hostile {
+				t.Errorf("show --json does not round-trip: %v %+v", err, got)
+			}
+		}
 	}
 }
 
