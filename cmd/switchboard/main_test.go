@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +21,9 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/deadletter/pgstore"
+	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/testenv"
+	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/migrations"
 )
 
@@ -529,6 +534,111 @@ func TestDLQReplay(t *testing.T) {
 	code, _, errOut = cli(t, append([]string{"dlq", "replay", keep, "--bridge", "gochannel://"}, e.dbArgs()...)...)
 	if code != 1 || !strings.Contains(errOut, "in-process") {
 		t.Errorf("replay through gochannel: %d %q", code, errOut)
+	}
+}
+
+// dlq replay --all, with the handler still failing at once, replays each
+// dead letter once, ends, and every re-failure is stored again.
+func TestDLQReplayAllWhileTheHandlerStillFails(t *testing.T) {
+	const n = 30
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	b, err := bridge.Open(ctx, e.bridgeURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type job struct {
+		N int `json:"n"`
+	}
+	ev := engine.NewEvent[job]("refail.job")
+	var (
+		mu    sync.Mutex
+		calls = map[int]int{}
+	)
+	svc := engine.NewService("refail", "1")
+	engine.Subscribe(svc, ev, func(_ context.Context, j job) error {
+		mu.Lock()
+		calls[j.N]++
+		k := calls[j.N]
+		mu.Unlock()
+		return middleware.Permanent(fmt.Errorf("failure #%d", k))
+	})
+	eng, err := engine.New(engine.Config{
+		Transport: b,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Reliability: engine.Reliability{
+			DeadLetters: s,
+			Retry:       middleware.Retry{MaxAttempts: 1},
+			Breaker:     middleware.Breaker{Disabled: true},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Stop(context.Background()); _ = b.Close() })
+	for i := range n {
+		if err := ev.Emit(eng.Context(ctx), job{N: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// waitFailures waits until the n records all hold failure number k.
+	waitFailures := func(k int) {
+		t.Helper()
+		want := fmt.Sprintf("failure #%d", k)
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			recs, _, err := s.List(ctx, deadletter.Filter{Service: "refail.v1", Limit: 2 * n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			have := 0
+			for _, r := range recs {
+				if r.Error == want {
+					have++
+				}
+			}
+			if len(recs) == n && have == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d records, %d of them with %q; want %d, all with it", len(recs), have, want, n)
+			}
+		}
+	}
+	waitFailures(1)
+
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var o, eo bytes.Buffer
+		code := run(ctx, append([]string{"dlq", "replay", "--all", "--service", "refail.v1", "--bridge", e.bridgeURL(t)}, e.dbArgs()...), &o, &eo)
+		done <- result{code, o.String(), eo.String()}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("dlq replay --all did not end while the handler kept failing")
+	}
+	if want := fmt.Sprintf("replayed %d messages, 0 failed (kept), 0 gone", n); r.code != 0 || !strings.Contains(r.out, want) {
+		t.Fatalf("replay --all: exit %d, %q %q; want %q", r.code, r.out, r.errOut, want)
+	}
+	waitFailures(2)
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if calls[i] != 2 {
+			t.Errorf("job %d handled %d times, want 2 (the original and one replay)", i, calls[i])
+		}
 	}
 }
 
