@@ -71,6 +71,16 @@ func Run(t *testing.T, s deadletter.Store) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("PutRefusesTheIDOfAnotherRecord", func(t *testing.T) {
+		other := rec(20)
+		other.ID = ids[4]
+		if _, err := s.Put(ctx, other); err == nil {
+			t.Error("Put of a new message with the id of another record succeeded")
+		}
+		if got, err := s.Get(ctx, ids[4]); err != nil || got.MessageID != rec(4).MessageID || got.Version != 1 {
+			t.Errorf("record 4 after a Put of another message with its id: %+v, %v", got, err)
+		}
+	})
 	t.Run("KeyIncludesTheTopic", func(t *testing.T) {
 		// The same message id and group on another topic is another
 		// message (ids are only unique per publisher): it must not
