@@ -26,7 +26,9 @@ const (
 	KindExhausted = "exhausted" // retryable, but the attempts or time ran out
 )
 
-// Record is one dead-lettered message.
+// Record is one dead-lettered message. A record is identified by ID, and
+// is the one record of its key (MessageID, Group, Topic): one message's
+// failed handling by one consumer group.
 type Record struct {
 	ID            string            `json:"id"`
 	MessageID     string            `json:"message_id"`
@@ -41,6 +43,11 @@ type Record struct {
 	Attempts      int               `json:"attempts"`
 	FirstFailedAt time.Time         `json:"first_failed_at"`
 	LastFailedAt  time.Time         `json:"last_failed_at"`
+	// Version counts the writes of the record: the store sets it to 1 when
+	// Put adds the record and adds 1 on every Put that updates it (the
+	// value given to Put is ignored). Delete takes the version its caller
+	// read, so that it never removes a failure written after that read.
+	Version int64 `json:"version"`
 }
 
 // Filter selects records. Zero fields match everything.
@@ -73,29 +80,57 @@ func (f Filter) PageSize() int {
 // ErrNotFound is returned for an unknown record id.
 var ErrNotFound = errors.New("deadletter: record not found")
 
-// Store keeps dead-lettered messages.
+// ErrChanged is returned by Delete when the record was written again (its
+// Version moved on) after the version given was read. The record stays.
+var ErrChanged = errors.New("deadletter: record changed since it was read")
+
+// Store keeps dead-lettered messages. Every implementation must pass the
+// conformance suite in package deadletter/storetest.
 type Store interface {
-	// Put adds r, or updates the record with the same MessageID and Group
-	// (keeping its ID and FirstFailedAt). It returns the record's ID.
+	// Put adds r, or updates the record with the same key (MessageID,
+	// Group, Topic), keeping its ID and FirstFailedAt. Either way it sets
+	// the record's Version (1 when added, one more when updated), in the
+	// same atomic step as the write. It returns the record's ID.
 	Put(ctx context.Context, r Record) (string, error)
 	// List returns one page of matching records, oldest failure first, and
 	// the cursor of the next page ("" on the last page).
 	List(ctx context.Context, f Filter) (records []Record, next string, err error)
 	// Get returns one record or ErrNotFound.
 	Get(ctx context.Context, id string) (Record, error)
-	// Delete removes one record or returns ErrNotFound.
-	Delete(ctx context.Context, id string) error
-	// PurgeBefore removes records whose last failure is before t.
-	PurgeBefore(ctx context.Context, t time.Time) (int, error)
+	// Delete removes the record id if its Version is still version, as one
+	// atomic compare-and-delete: it returns ErrChanged, and removes
+	// nothing, when a Put updated the record since version was read, and
+	// ErrNotFound when there is no such record.
+	Delete(ctx context.Context, id string, version int64) error
+	// Purge removes every record matching f (its Limit and After are
+	// ignored) and returns how many it removed.
+	Purge(ctx context.Context, f Filter) (int, error)
 }
 
 // Replay publishes the record's message again, with its original payload,
 // id and metadata, restricted to the record's group, then deletes the
-// record. If the publish fails the record stays.
+// record unless it was written again in between: a replayed message that
+// fails again before the delete keeps its new failure (see the package
+// documentation). If the publish fails the record stays.
 func Replay(ctx context.Context, s Store, pub message.Publisher, id string) error {
+	_, err := replay(ctx, s, pub, id)
+	return err
+}
+
+// step is a step of a replay.
+type step int
+
+const (
+	stepGet step = iota
+	stepPublish
+	stepDelete
+)
+
+// replay is Replay; at is the step that failed when err is not nil.
+func replay(ctx context.Context, s Store, pub message.Publisher, id string) (at step, err error) {
 	r, err := s.Get(ctx, id)
 	if err != nil {
-		return err
+		return stepGet, err
 	}
 	msg := message.NewMessage(r.MessageID, r.Payload)
 	msg.SetContext(ctx)
@@ -103,60 +138,118 @@ func Replay(ctx context.Context, s Store, pub message.Publisher, id string) erro
 	msg.Metadata.Set(TargetGroupKey, r.Group)
 	delete(msg.Metadata, "deadline") // nobody waits for a replayed message
 	if err := pub.Publish(r.Topic, msg); err != nil {
-		return fmt.Errorf("deadletter: replay %s to %s: %w", id, r.Topic, err)
+		return stepPublish, fmt.Errorf("deadletter: replay %s to %s: %w", id, r.Topic, err)
 	}
-	if err := s.Delete(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("deadletter: replayed %s but could not delete it: %w", id, err)
+	// Only the version published: a newer failure of the replayed message,
+	// or another writer's, stays. Already gone is fine too.
+	err = s.Delete(ctx, id, r.Version)
+	if err != nil && !errors.Is(err, ErrChanged) && !errors.Is(err, ErrNotFound) {
+		return stepDelete, fmt.Errorf("deadletter: replayed %s but could not delete it: %w", id, err)
 	}
-	return nil
+	return stepDelete, nil
 }
 
-// ReplayAll replays every record matching f (paging through them) and
-// returns how many were replayed.
-func ReplayAll(ctx context.Context, s Store, pub message.Publisher, f Filter) (int, error) {
-	n := 0
+// ReplayCounts is what ReplayAll did with the records it set out to replay.
+type ReplayCounts struct {
+	Replayed int // published again
+	Failed   int // not published (the publish failed); their records stay
+	Gone     int // removed by someone else (deleted, purged, replayed) before their turn
+}
+
+// ReplayAll replays, once each, the records that matched f when it started.
+// It first lists them all — only records that last failed before it
+// started, by this machine's clock, which bounds the listing while new
+// failures arrive — and only then replays them one by one, in the store's
+// order; a replayed message that fails again is stored after the listing
+// and is not replayed again. A record whose publish fails is counted in
+// Failed and stays, and the others are still replayed; the error returned
+// then says how many failed and wraps the first failure. ReplayAll stops
+// early, returning what it did so far, on a store error or when ctx ends.
+// It holds the listed record ids in memory (some tens of bytes each).
+func ReplayAll(ctx context.Context, s Store, pub message.Publisher, f Filter) (ReplayCounts, error) {
+	var c ReplayCounts
+	if start := time.Now(); f.Until.IsZero() || f.Until.After(start) {
+		f.Until = start // bounds the listing too: later failures come after it
+	}
+	f.After = ""
+	var ids []string
 	for {
-		f.After = "" // replayed records are deleted: always read the first page
-		page, _, err := s.List(ctx, f)
+		page, next, err := s.List(ctx, f)
 		if err != nil {
-			return n, err
-		}
-		if len(page) == 0 {
-			return n, nil
+			return c, err
 		}
 		for _, r := range page {
-			if err := Replay(ctx, s, pub, r.ID); err != nil {
-				return n, err
+			ids = append(ids, r.ID)
+		}
+		if next == "" {
+			break
+		}
+		f.After = next // keyset paging: strictly forward, ends at f.Until
+	}
+	var firstFailure error
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return c, err
+		}
+		at, err := replay(ctx, s, pub, id)
+		switch {
+		case err == nil:
+			c.Replayed++
+		case at == stepDelete: // published, then the store failed
+			c.Replayed++
+			return c, err
+		case at == stepGet && errors.Is(err, ErrNotFound):
+			c.Gone++
+		case at == stepPublish && ctx.Err() == nil:
+			c.Failed++
+			if firstFailure == nil {
+				firstFailure = err
 			}
-			n++
+		default: // the store failed, or ctx ended
+			return c, err
 		}
 	}
+	if firstFailure != nil {
+		return c, fmt.Errorf("deadletter: %d of %d replays failed, their records stay; the first: %w", c.Failed, len(ids), firstFailure)
+	}
+	return c, nil
 }
 
 // Memory is an in-process Store.
 type Memory struct {
 	mu      sync.Mutex
-	records map[string]Record
+	records map[string]Record // by ID
+	byKey   map[key]string    // the ID of each key's record
 }
 
-// NewMemory returns an empty in-memory store.
-func NewMemory() *Memory { return &Memory{records: map[string]Record{}} }
+// key is what Put upserts on.
+type key struct{ messageID, group, topic string }
 
-// Put implements Store.
+func keyOf(r Record) key { return key{r.MessageID, r.Group, r.Topic} }
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory { return &Memory{records: map[string]Record{}, byKey: map[key]string{}} }
+
+// Put implements Store. A Record.ID given for a new record must not be the
+// ID of another key's record.
 func (m *Memory) Put(_ context.Context, r Record) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id, old := range m.records {
-		if old.MessageID == r.MessageID && old.Group == r.Group {
-			r.ID, r.FirstFailedAt = id, old.FirstFailedAt
-			m.records[id] = clone(r)
-			return id, nil
-		}
+	k := keyOf(r)
+	if id, ok := m.byKey[k]; ok {
+		old := m.records[id]
+		r.ID, r.FirstFailedAt, r.Version = id, old.FirstFailedAt, old.Version+1
+		m.records[id] = clone(r)
+		return id, nil
 	}
 	if r.ID == "" {
 		r.ID = watermill.NewUUID()
+	} else if _, taken := m.records[r.ID]; taken {
+		return "", fmt.Errorf("deadletter: record id %s is taken by another message", r.ID)
 	}
+	r.Version = 1
 	m.records[r.ID] = clone(r)
+	m.byKey[k] = r.ID
 	return r.ID, nil
 }
 
@@ -219,28 +312,38 @@ func (m *Memory) Get(_ context.Context, id string) (Record, error) {
 }
 
 // Delete implements Store.
-func (m *Memory) Delete(_ context.Context, id string) error {
+func (m *Memory) Delete(_ context.Context, id string, version int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.records[id]; !ok {
+	r, ok := m.records[id]
+	switch {
+	case !ok:
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	case r.Version != version:
+		return fmt.Errorf("%w: %s is at version %d, not %d", ErrChanged, id, r.Version, version)
 	}
-	delete(m.records, id)
+	m.remove(r)
 	return nil
 }
 
-// PurgeBefore implements Store.
-func (m *Memory) PurgeBefore(_ context.Context, t time.Time) (int, error) {
+// Purge implements Store.
+func (m *Memory) Purge(_ context.Context, f Filter) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
-	for id, r := range m.records {
-		if r.LastFailedAt.Before(t) {
-			delete(m.records, id)
+	for _, r := range m.records {
+		if f.Match(r) {
+			m.remove(r)
 			n++
 		}
 	}
 	return n, nil
+}
+
+// remove deletes r; m.mu is held.
+func (m *Memory) remove(r Record) {
+	delete(m.records, r.ID)
+	delete(m.byKey, keyOf(r))
 }
 
 func clone(r Record) Record {

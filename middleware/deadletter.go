@@ -24,7 +24,8 @@ import (
 //
 // The store write comes before the acknowledgement: a crash between the two
 // redelivers the message and the store's Put, idempotent on (message id,
-// group), updates the same record. Nothing is lost; at worst a record is
+// group, topic) — the group and topic come from the route in the message's
+// context — updates the same record. Nothing is lost; at worst a record is
 // written twice.
 //
 // Failures caused by an open circuit

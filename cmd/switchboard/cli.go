@@ -29,7 +29,7 @@ Commands:
   dlq show ID       print one dead letter: every field, metadata and payload
   dlq replay ID     publish a dead letter again to the group that failed it
   dlq replay --all  replay every dead letter matching the filters
-  dlq purge         delete dead letters older than --older-than (asks for --yes)
+  dlq purge         delete the dead letters matching filters, or --all (asks for --yes)
   health            open a bridge and check that its backend answers
   relay             forward the transactional outbox to a bridge until interrupted
   outbox stats      print the outbox backlog and the age of its oldest row

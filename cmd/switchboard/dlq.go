@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/switchboard-go/switchboard/bridge"
@@ -42,7 +45,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return f(ctx, args[1:], stdout, stderr)
 }
 
-// filterFlags are the record filters of list and replay --all.
+// filterFlags are the record filters of list, replay --all and purge.
 type filterFlags struct {
 	service, handler, topic, errorText, since, until string
 }
@@ -73,6 +76,12 @@ func (ff *filterFlags) filter(c *command, now time.Time) (deadletter.Filter, err
 }
 
 func (ff *filterFlags) empty() bool { return *ff == filterFlags{} }
+
+// scoped reports whether a filter other than time is given: one that
+// keeps a purge to some services' dead letters.
+func (ff *filterFlags) scoped() bool {
+	return ff.service != "" || ff.handler != "" || ff.topic != "" || ff.errorText != ""
+}
 
 // openStore connects to the database and returns its dead-letter store.
 func openStore(ctx context.Context, c *command, d *dbFlags) (*pgstore.Store, func(), error) {
@@ -136,9 +145,7 @@ func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if recs == nil {
 			recs = []deadletter.Record{}
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
+		return writeJSON(stdout, struct {
 			Records []deadletter.Record `json:"records"`
 			Next    string              `json:"next"`
 		}{recs, next})
@@ -150,7 +157,7 @@ func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tLAST FAILED\tSERVICE\tHANDLER\tATTEMPTS\tKIND\tERROR")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.LastFailedAt.UTC().Format(time.RFC3339),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", oneLine(r.ID), r.LastFailedAt.UTC().Format(time.RFC3339),
 			oneLine(r.Service), oneLine(r.Handler), r.Attempts, oneLine(r.ErrorKind), truncate(oneLine(r.Error), errorWidth))
 	}
 	if err := tw.Flush(); err != nil {
@@ -187,9 +194,7 @@ func dlqShow(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return writeJSON(stdout, r)
 	}
 	return printRecord(stdout, r)
 }
@@ -230,7 +235,8 @@ func printRecord(w io.Writer, r deadletter.Record) error {
 	case len(r.Payload) == 0:
 		fmt.Fprintf(w, "\nPayload: empty\n")
 	case json.Valid(r.Payload) && json.Indent(&pretty, r.Payload, "  ", "  ") == nil:
-		fmt.Fprintf(w, "\nPayload (%d bytes, JSON):\n  %s\n", len(r.Payload), pretty.String())
+		// JSON strings may hold C1 and format characters raw.
+		fmt.Fprintf(w, "\nPayload (%d bytes, JSON):\n  %s\n", len(r.Payload), printable(pretty.String(), true))
 	case utf8.Valid(r.Payload):
 		fmt.Fprintf(w, "\nPayload (%d bytes, text):\n%s\n", len(r.Payload), indent(string(r.Payload)))
 	default:
@@ -250,7 +256,7 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	)
 	d.register(c.fs)
 	ff.register(c.fs)
-	c.fs.BoolVar(&all, "all", false, "replay every record matching the filters")
+	c.fs.BoolVar(&all, "all", false, "replay, once each, every record matching the filters that last failed before the command started")
 	c.fs.StringVar(&bridgeRaw, "bridge", "", "bridge `URL` to publish through (default $"+envBridge+")")
 	c.fs.DurationVar(&timeout, "timeout", 30*time.Second, "bound on opening the bridge")
 	pos, err := c.parse(args)
@@ -297,48 +303,72 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	n, err := deadletter.ReplayAll(ctx, store, b.Publisher(), f)
+	counts := fmt.Sprintf("replayed %d %s, %d failed (kept), %d gone (removed by someone else first)",
+		n.Replayed, plural(n.Replayed, "message"), n.Failed, n.Gone)
 	if err != nil {
-		fmt.Fprintf(stderr, "replayed %d %s before the error\n", n, plural(n, "message"))
+		fmt.Fprintln(stderr, counts)
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "replayed %d %s\n", n, plural(n, "message"))
+	_, err = fmt.Fprintln(stdout, counts)
 	return err
 }
 
 func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	c := newCommand("dlq purge", "dlq purge --older-than DURATION [--yes] [--db URL] [--schema NAME]")
+	c := newCommand("dlq purge", `dlq purge (filters | --all) [--older-than DURATION] [--yes] [--db URL] [--schema NAME]
+
+Deletes the dead letters matching the filters (those of dlq list) that
+last failed before the command started. At least one of --service,
+--handler, --topic or --error is required; --all instead deletes every
+service's dead letters (still within --older-than, --since, --until).
+Without --yes it only counts them.`)
 	var (
 		d         dbFlags
+		ff        filterFlags
 		olderThan string
-		yes       bool
+		all, yes  bool
 	)
 	d.register(c.fs)
-	c.fs.StringVar(&olderThan, "older-than", "", "delete records last failed more than this `duration` ago (e.g. 72h, 30d)")
+	ff.register(c.fs)
+	c.fs.StringVar(&olderThan, "older-than", "", "only records last failed more than this `duration` ago (e.g. 72h, 30d); --until with a duration")
+	c.fs.BoolVar(&all, "all", false, "purge without a service, handler, topic or error filter: every service's dead letters")
 	c.fs.BoolVar(&yes, "yes", false, "really delete; without it, only count what would be deleted")
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
+	switch {
+	case len(pos) > 0:
 		return c.usageErr("dlq purge: unexpected argument %q", pos[0])
+	case all && ff.scoped():
+		return c.usageErr("dlq purge: give --all or a --service, --handler, --topic or --error filter, not both")
+	case !all && !ff.scoped():
+		return c.usageErr("dlq purge: give a --service, --handler, --topic or --error filter, or --all to purge every service's dead letters")
+	case olderThan != "" && ff.until != "":
+		return c.usageErr("dlq purge: give --older-than or --until, not both")
 	}
-	if olderThan == "" {
-		return c.usageErr("dlq purge: --older-than is required")
+	if olderThan != "" {
+		if _, err := parseDurationDays(olderThan); err != nil {
+			return c.usageErr("--older-than: %v", err)
+		}
+		ff.until = olderThan
 	}
-	age, err := parseDurationDays(olderThan)
+	now := time.Now()
+	f, err := ff.filter(c, now)
 	if err != nil {
-		return c.usageErr("--older-than: %v", err)
+		return err
+	}
+	if f.Until.IsZero() || f.Until.After(now) {
+		f.Until = now // what failed until now: the count and the purge agree, and paging ends
 	}
 	store, done, err := openStore(ctx, c, &d)
 	if err != nil {
 		return err
 	}
 	defer done()
-	cutoff := time.Now().Add(-age)
-	when := cutoff.UTC().Format(time.RFC3339)
+	when := f.Until.UTC().Format(time.RFC3339)
 
 	if yes {
-		n, err := store.PurgeBefore(ctx, cutoff)
+		n, err := store.Purge(ctx, f)
 		if err != nil {
 			return err
 		}
@@ -346,7 +376,7 @@ func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	n := 0
-	f := deadletter.Filter{Until: cutoff, Limit: 1000}
+	f.Limit = 1000
 	for {
 		page, next, err := store.List(ctx, f)
 		if err != nil {
@@ -356,7 +386,7 @@ func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if next == "" {
 			break
 		}
-		f.After = next
+		f.After = next // keyset paging: strictly forward, ends at f.Until
 	}
 	_, err = fmt.Fprintf(stdout, "would purge %d dead %s last failed before %s; nothing deleted: add --yes to delete\n",
 		n, plural(n, "letter"), when)
@@ -370,9 +400,9 @@ func plural(n int, word string) string {
 	return word + "s"
 }
 
-// oneLine keeps a value on one table line.
+// oneLine keeps a wire-controlled value on one table line, printable.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return printable(strings.Join(strings.Fields(s), " "), false)
 }
 
 // truncate shortens s to at most n characters, marking the cut with "…".
@@ -384,7 +414,59 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// indent prefixes every line of s with two spaces.
+// indent prefixes every line of s with two spaces; s is wire-controlled.
 func indent(s string) string {
-	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+	return "  " + strings.ReplaceAll(printable(strings.TrimRight(s, "\n"), true), "\n", "\n  ")
+}
+
+// printable makes wire-controlled text safe to print on a terminal, where
+// an escape sequence in a message id or payload could retitle the window,
+// clear the screen or rewrite what the operator reads. Control characters
+// (C0 — but \n and \t when multiline —, DEL, C1), format characters (bidi
+// overrides, zero-width), line separators and other non-graphic runes are
+// written as Go escapes (\x1b, \u009b, \u202e), and bytes that are not
+// UTF-8 as \xff. Backslashes are left as they are: the text is for reading,
+// and --json gives the exact value.
+func printable(s string, multiline bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsGraphic(r), multiline && (r == '\n' || r == '\t'):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRune(r) // not graphic, so never printed raw
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// writeJSON writes v as indented JSON. encoding/json escapes the C0
+// controls in strings but writes C1 and format characters (U+009B, a
+// terminal's CSI; U+202E) raw; they can only stand in strings, where a
+// \u escape means the same, so they are escaped too.
+func writeJSON(w io.Writer, v any) error {
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, r := range string(out) { // valid UTF-8: Marshal replaces invalid bytes
+		switch {
+		case unicode.IsGraphic(r), r == '\n':
+			b.WriteRune(r)
+		case r > 0xFFFF:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, r1, r2)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+	}
+	b.WriteByte('\n')
+	_, err = io.WriteString(w, b.String())
+	return err
 }

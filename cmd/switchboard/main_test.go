@@ -7,8 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +21,9 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/deadletter/pgstore"
+	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/testenv"
+	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/migrations"
 )
 
@@ -124,8 +130,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"dlq", "replay", "some-id", "--all"}, "not both"},
 		{[]string{"dlq", "replay", "some-id", "--service", "x"}, "filters go with --all"},
 		{[]string{"dlq", "replay", "some-id"}, "pass --bridge URL or set $SWITCHBOARD_BRIDGE"},
-		{[]string{"dlq", "purge"}, "--older-than is required"},
-		{[]string{"dlq", "purge", "--older-than", "-5h"}, "--older-than"},
+		{[]string{"dlq", "purge"}, "or --all"},
+		{[]string{"dlq", "purge", "--older-than", "30d", "--yes"}, "or --all"},
+		{[]string{"dlq", "purge", "--all", "--service", "x"}, "not both"},
+		{[]string{"dlq", "purge", "--all", "--older-than", "1h", "--until", "2h"}, "not both"},
+		{[]string{"dlq", "purge", "--all", "--older-than", "-5h"}, "--older-than"},
 		{[]string{"health"}, "pass --bridge URL or set $SWITCHBOARD_BRIDGE"},
 	} {
 		code, out, errOut := cli(t, c.args...)
@@ -280,14 +289,14 @@ func TestDLQListShowPurge(t *testing.T) {
 	})
 
 	t.Run("Purge", func(t *testing.T) {
-		code, out, _ := dlq("purge", "--older-than", "1h")
+		code, out, _ := dlq("purge", "--all", "--older-than", "1h")
 		if code != 0 || !strings.Contains(out, "would purge 2 dead letters") || !strings.Contains(out, "--yes") {
 			t.Fatalf("purge without --yes: %d %q", code, out)
 		}
 		if recs, _, _ := s.List(ctx, deadletter.Filter{}); len(recs) != 4 {
 			t.Fatalf("purge without --yes deleted records: %d left", len(recs))
 		}
-		code, out, _ = dlq("purge", "--older-than", "1h", "--yes")
+		code, out, _ = dlq("purge", "--all", "--older-than", "1h", "--yes")
 		if code != 0 || !strings.Contains(out, "purged 2 dead letters") {
 			t.Fatalf("purge --yes: %d %q", code, out)
 		}
@@ -303,6 +312,130 @@ func TestDLQListShowPurge(t *testing.T) {
 			t.Errorf("unmigrated schema: %d %q", code, errOut)
 		}
 	})
+}
+
+// A purge is scoped by the filters of list; one with none needs --all.
+func TestDLQPurgeScope(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for i, at := range []time.Time{now.Add(-3 * time.Hour), now.Add(-2 * time.Hour), now.Add(-time.Minute)} {
+		if _, err := s.Put(ctx, record("svc", i, at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Put(ctx, record("other", 0, now.Add(-5*time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	dlq := func(args ...string) (int, string, string) {
+		return cli(t, append(append([]string{"dlq", "purge"}, args...), e.dbArgs()...)...)
+	}
+	left := func() int {
+		t.Helper()
+		recs, _, err := s.List(ctx, deadletter.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+
+	if code, out, errOut := dlq("--older-than", "1h", "--yes"); code != 2 || out != "" || !strings.Contains(errOut, "--all") || left() != 4 {
+		t.Fatalf("unscoped purge: exit %d, %q %q, %d records left (want 4: refused)", code, out, errOut, left())
+	}
+	if code, out, _ := dlq("--service", "svc.v1", "--older-than", "1h"); code != 0 || !strings.Contains(out, "would purge 2 dead letters") || left() != 4 {
+		t.Fatalf("dry run: exit %d, %q, %d left", code, out, left())
+	}
+	if code, out, errOut := dlq("--service", "svc.v1", "--older-than", "1h", "--yes"); code != 0 || !strings.Contains(out, "purged 2 dead letters") || left() != 2 {
+		t.Fatalf("scoped purge: exit %d, %q %q, %d left (want 2: the other service's is older but out of scope)", code, out, errOut, left())
+	}
+	if code, out, _ := dlq("--handler", "work", "--error", "boom 2", "--yes"); code != 0 || !strings.Contains(out, "purged 1 dead letter") || left() != 1 {
+		t.Fatalf("purge by handler and error: exit %d, %q, %d left", code, out, left())
+	}
+	if code, out, _ := dlq("--all", "--older-than", "4h", "--yes"); code != 0 || !strings.Contains(out, "purged 1 dead letter") || left() != 0 {
+		t.Fatalf("purge --all: exit %d, %q, %d left", code, out, left())
+	}
+	if code, out, _ := cli(t, "dlq", "purge", "-h"); code != 0 || !strings.Contains(out, "-all") || !strings.Contains(out, "-service") {
+		t.Errorf("purge -h does not document --all and the filters: %q", out)
+	}
+}
+
+// Wire-controlled text (message id, metadata, error, payload) reaches the
+// terminal with its control characters escaped; --json keeps it exact and
+// escaped too.
+func TestDLQShowAndListEscapeControls(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	const (
+		// as printed escaped
+		title = `\x1b]0;pwned\a` // OSC: set the window title
+		erase = `\x1b[2J`        // erase the screen
+		csi   = `\u009b31m`      // C1 CSI, UTF-8 encoded
+		bidi  = `\u202e`         // right-to-left override
+	)
+	raw := func(esc string) string { v, _ := strconv.Unquote(`"` + esc + `"`); return v }
+	hostile := raw(title) + raw(erase) + raw(csi) + raw(bidi) + "\r"
+	rec := record("evil", 0, time.Now())
+	rec.MessageID = "id" + hostile
+	rec.Metadata = map[string]string{"k" + raw(erase): "v" + hostile}
+	rec.Error = "line 1" + hostile + "\nline 2"
+	rec.Handler = "h" + raw(title)
+	id, err := s.Put(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec2 := record("evil", 1, time.Now())
+	rec2.Payload = []byte(`{"s":"` + raw(csi) + raw(bidi) + `"}`) // valid JSON: C1 and format characters may be raw in strings
+	id2, err := s.Put(ctx, rec2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec3 := record("evil", 2, time.Now())
+	rec3.Payload = []byte("text " + hostile)
+	id3, err := s.Put(ctx, rec3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlq := func(args ...string) string {
+		t.Helper()
+		code, out, errOut := cli(t, append(append([]string{"dlq"}, args...), e.dbArgs()...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		return out
+	}
+	clean := func(what, out string) {
+		t.Helper()
+		for _, bad := range []string{"\x1b", "\x07", "\r", "\u009b", "\u202e"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s prints %q raw:\n%q", what, bad, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{"show", id}, {"show", id2}, {"show", id3}, {"list", "--service", "evil.v1"}} {
+		out := dlq(args...)
+		clean(fmt.Sprint(args), out)
+		if args[0] == "show" && args[1] != id2 && (!strings.Contains(out, title) || !strings.Contains(out, erase)) {
+			t.Errorf("%v does not show the escapes %s and %s:\n%s", args, title, erase, out)
+		}
+	}
+	if out := dlq("show", id2); !strings.Contains(out, csi) || !strings.Contains(out, bidi) {
+		t.Errorf("JSON payload: no %s or %s in\n%s", csi, bidi, out)
+	}
+	if out := dlq("show", id); !strings.Contains(out, "line 1") || !strings.Contains(out, "\n  line 2") {
+		t.Errorf("a multi-line error lost its lines:\n%s", out)
+	}
+	for _, args := range [][]string{{"show", "--json", id}, {"list", "--json", "--service", "evil.v1"}} {
+		out := dlq(args...)
+		clean(fmt.Sprint(args), out)
+		var got deadletter.Record
+		if args[0] == "show" {
+			if err := json.Unmarshal([]byte(out), &got); err != nil || got.MessageID != rec.MessageID || got.Metadata["k"+raw(erase)] != "v"+hostile {
+				t.Errorf("show --json does not round-trip: %v %+v", err, got)
+			}
+		}
+	}
 }
 
 func TestDLQReplay(t *testing.T) {
@@ -401,6 +534,111 @@ func TestDLQReplay(t *testing.T) {
 	code, _, errOut = cli(t, append([]string{"dlq", "replay", keep, "--bridge", "gochannel://"}, e.dbArgs()...)...)
 	if code != 1 || !strings.Contains(errOut, "in-process") {
 		t.Errorf("replay through gochannel: %d %q", code, errOut)
+	}
+}
+
+// dlq replay --all, with the handler still failing at once, replays each
+// dead letter once, ends, and every re-failure is stored again.
+func TestDLQReplayAllWhileTheHandlerStillFails(t *testing.T) {
+	const n = 30
+	e := newEnv(t)
+	s := e.store(t)
+	ctx := context.Background()
+	b, err := bridge.Open(ctx, e.bridgeURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type job struct {
+		N int `json:"n"`
+	}
+	ev := engine.NewEvent[job]("refail.job")
+	var (
+		mu    sync.Mutex
+		calls = map[int]int{}
+	)
+	svc := engine.NewService("refail", "1")
+	engine.Subscribe(svc, ev, func(_ context.Context, j job) error {
+		mu.Lock()
+		calls[j.N]++
+		k := calls[j.N]
+		mu.Unlock()
+		return middleware.Permanent(fmt.Errorf("failure #%d", k))
+	})
+	eng, err := engine.New(engine.Config{
+		Transport: b,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Reliability: engine.Reliability{
+			DeadLetters: s,
+			Retry:       middleware.Retry{MaxAttempts: 1},
+			Breaker:     middleware.Breaker{Disabled: true},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Stop(context.Background()); _ = b.Close() })
+	for i := range n {
+		if err := ev.Emit(eng.Context(ctx), job{N: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// waitFailures waits until the n records all hold failure number k.
+	waitFailures := func(k int) {
+		t.Helper()
+		want := fmt.Sprintf("failure #%d", k)
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			recs, _, err := s.List(ctx, deadletter.Filter{Service: "refail.v1", Limit: 2 * n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			have := 0
+			for _, r := range recs {
+				if r.Error == want {
+					have++
+				}
+			}
+			if len(recs) == n && have == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d records, %d of them with %q; want %d, all with it", len(recs), have, want, n)
+			}
+		}
+	}
+	waitFailures(1)
+
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var o, eo bytes.Buffer
+		code := run(ctx, append([]string{"dlq", "replay", "--all", "--service", "refail.v1", "--bridge", e.bridgeURL(t)}, e.dbArgs()...), &o, &eo)
+		done <- result{code, o.String(), eo.String()}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("dlq replay --all did not end while the handler kept failing")
+	}
+	if want := fmt.Sprintf("replayed %d messages, 0 failed (kept), 0 gone", n); r.code != 0 || !strings.Contains(r.out, want) {
+		t.Fatalf("replay --all: exit %d, %q %q; want %q", r.code, r.out, r.errOut, want)
+	}
+	waitFailures(2)
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if calls[i] != 2 {
+			t.Errorf("job %d handled %d times, want 2 (the original and one replay)", i, calls[i])
+		}
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package pgstore is the PostgreSQL deadletter.Store: records live in the
 // dead_letters table of a schema, created by version 2 of package
-// migrations (migrations/sql/0002_deadletter.sql). Run migrations.Up (or
+// migrations (migrations/sql/0002_deadletter.sql) and keyed by (message_id,
+// group_name, topic), with a version column, since version 5
+// (0005_deadletter_key.sql). Run migrations.Up (or
 // `switchboard migrate up`) before using the store; opening the PostgreSQL
 // bridge on the same schema does it too.
 //
@@ -24,6 +26,10 @@
 //     stable while records are added or removed. ErrorContains is a
 //     case-insensitive substring match (lower() on both sides, no
 //     wildcards).
+//   - Put is one INSERT … ON CONFLICT statement that bumps version; Delete
+//     is one DELETE … WHERE id = $1 AND version = $2. A Put that races
+//     with a Delete either updates the row before the delete (which then
+//     removes nothing: ErrChanged) or inserts a new row after it.
 package pgstore
 
 import (
@@ -69,10 +75,11 @@ func New(db *sql.DB, schema string) (*Store, error) {
 
 // columns is the column list every read selects, in scan order.
 const columns = `id, message_id, topic, service, handler, group_name, payload, metadata,
-	error, error_kind, attempts, first_failed_at, last_failed_at`
+	error, error_kind, attempts, first_failed_at, last_failed_at, version`
 
-// Put implements deadletter.Store: an upsert on (message_id, group_name)
-// that keeps the existing record's id and first_failed_at.
+// Put implements deadletter.Store: an upsert on (message_id, group_name,
+// topic) that keeps the existing record's id and first_failed_at and adds
+// 1 to its version.
 func (s *Store) Put(ctx context.Context, r deadletter.Record) (string, error) {
 	id := r.ID
 	if id == "" {
@@ -95,12 +102,12 @@ func (s *Store) Put(ctx context.Context, r deadletter.Record) (string, error) {
 	var got string
 	err = s.db.QueryRowContext(ctx, `
 		INSERT INTO `+s.table+` AS d (`+columns+`)
-		VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12, $13)
-		ON CONFLICT (message_id, group_name) DO UPDATE SET
-			topic = excluded.topic, service = excluded.service, handler = excluded.handler,
+		VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12, $13, 1)
+		ON CONFLICT (message_id, group_name, topic) DO UPDATE SET
+			service = excluded.service, handler = excluded.handler,
 			payload = excluded.payload, metadata = excluded.metadata,
 			error = excluded.error, error_kind = excluded.error_kind, attempts = excluded.attempts,
-			last_failed_at = excluded.last_failed_at
+			last_failed_at = excluded.last_failed_at, version = d.version + 1
 		RETURNING d.id::text`,
 		id, clean(r.MessageID), clean(r.Topic), clean(r.Service), clean(r.Handler), clean(r.Group),
 		payload, string(mdJSON), clean(r.Error), clean(r.ErrorKind), r.Attempts,
@@ -112,10 +119,11 @@ func (s *Store) Put(ctx context.Context, r deadletter.Record) (string, error) {
 	return got, nil
 }
 
-// List implements deadletter.Store.
-func (s *Store) List(ctx context.Context, f deadletter.Filter) ([]deadletter.Record, string, error) {
+// where is the WHERE clause ("" for none) and its arguments selecting the
+// records f matches (after f.After when set).
+func where(f deadletter.Filter) (string, []any, error) {
 	var (
-		where []string
+		conds []string
 		args  []any
 	)
 	cond := func(expr string, values ...any) { // each "?" is the next value
@@ -123,7 +131,7 @@ func (s *Store) List(ctx context.Context, f deadletter.Filter) ([]deadletter.Rec
 			args = append(args, v)
 			expr = strings.Replace(expr, "?", "$"+strconv.Itoa(len(args)), 1)
 		}
-		where = append(where, expr)
+		conds = append(conds, expr)
 	}
 	if f.Service != "" {
 		cond("service = ?", f.Service)
@@ -146,17 +154,26 @@ func (s *Store) List(ctx context.Context, f deadletter.Filter) ([]deadletter.Rec
 	if f.After != "" {
 		at, id, err := deadletter.ParseCursor(f.After)
 		if err != nil {
-			return nil, "", err
+			return "", nil, err
 		}
 		if _, err := uuid.Parse(id); err != nil {
-			return nil, "", fmt.Errorf("deadletter: malformed cursor %q", f.After)
+			return "", nil, fmt.Errorf("deadletter: malformed cursor %q", f.After)
 		}
 		cond("(last_failed_at, id) > (?, ?::uuid)", at, id)
 	}
-	query := `SELECT ` + columns + ` FROM ` + s.table
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, ` AND `)
+	if len(conds) == 0 {
+		return "", nil, nil
 	}
+	return ` WHERE ` + strings.Join(conds, ` AND `), args, nil
+}
+
+// List implements deadletter.Store.
+func (s *Store) List(ctx context.Context, f deadletter.Filter) ([]deadletter.Record, string, error) {
+	w, args, err := where(f)
+	if err != nil {
+		return nil, "", err
+	}
+	query := `SELECT ` + columns + ` FROM ` + s.table + w
 	size := f.PageSize()
 	args = append(args, size+1) // one more tells whether there is a next page
 	query += ` ORDER BY last_failed_at, id LIMIT $` + strconv.Itoa(len(args))
@@ -197,32 +214,44 @@ func (s *Store) Get(ctx context.Context, id string) (deadletter.Record, error) {
 	return r, err
 }
 
-// Delete implements deadletter.Store.
-func (s *Store) Delete(ctx context.Context, id string) error {
+// Delete implements deadletter.Store. One statement deletes the row if
+// its version is still version and tells a changed row from a missing one
+// (the outer SELECT sees the table as it was before the DELETE).
+func (s *Store) Delete(ctx context.Context, id string, version int64) error {
 	if _, err := uuid.Parse(id); err != nil {
 		return fmt.Errorf("%w: %s", deadletter.ErrNotFound, id)
 	}
-	res, err := s.db.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE id = $1::uuid`, id)
-	if err != nil {
+	var deleted, existed bool
+	err := s.db.QueryRowContext(ctx, `
+		WITH del AS (DELETE FROM `+s.table+` WHERE id = $1::uuid AND version = $2 RETURNING 1)
+		SELECT EXISTS (SELECT 1 FROM del), EXISTS (SELECT 1 FROM `+s.table+` WHERE id = $1::uuid)`,
+		id, version).Scan(&deleted, &existed)
+	switch {
+	case err != nil:
 		return fmt.Errorf("pgstore: delete %s: %w", id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("pgstore: delete %s: %w", id, err)
-	} else if n == 0 {
+	case deleted:
+		return nil
+	case existed:
+		return fmt.Errorf("%w: %s (not at version %d any more)", deadletter.ErrChanged, id, version)
+	default:
 		return fmt.Errorf("%w: %s", deadletter.ErrNotFound, id)
 	}
-	return nil
 }
 
-// PurgeBefore implements deadletter.Store.
-func (s *Store) PurgeBefore(ctx context.Context, t time.Time) (int, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE last_failed_at < $1`, ceilMicro(t))
+// Purge implements deadletter.Store.
+func (s *Store) Purge(ctx context.Context, f deadletter.Filter) (int, error) {
+	f.After = "" // not a page: everything that matches
+	w, args, err := where(f)
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: purge before %s: %w", t.Format(time.RFC3339), err)
+		return 0, err
+	}
+	res, err := s.db.ExecContext(ctx, `DELETE FROM `+s.table+w, args...)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: purge: %w", err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: purge before %s: %w", t.Format(time.RFC3339), err)
+		return 0, fmt.Errorf("pgstore: purge: %w", err)
 	}
 	return int(n), nil
 }
@@ -234,7 +263,7 @@ func scan(row interface{ Scan(...any) error }) (deadletter.Record, error) {
 		md []byte
 	)
 	err := row.Scan(&r.ID, &r.MessageID, &r.Topic, &r.Service, &r.Handler, &r.Group, &r.Payload, &md,
-		&r.Error, &r.ErrorKind, &r.Attempts, &r.FirstFailedAt, &r.LastFailedAt)
+		&r.Error, &r.ErrorKind, &r.Attempts, &r.FirstFailedAt, &r.LastFailedAt, &r.Version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, err
 	}

@@ -85,14 +85,14 @@ func TestPostgresSpecifics(t *testing.T) {
 			t.Errorf("List(since %v, until %v) = %d records, %v; want %d", c.f.Since, c.f.Until, len(recs), err, c.want)
 		}
 	}
-	if n, err := s.PurgeBefore(ctx, stored); n != 0 || err != nil {
-		t.Errorf("PurgeBefore(the record's own time) = %d, %v", n, err)
+	if n, err := s.Purge(ctx, deadletter.Filter{Until: stored}); n != 0 || err != nil {
+		t.Errorf("Purge(until the record's own time) = %d, %v", n, err)
 	}
 	for _, bad := range []string{"nope", ""} {
 		if _, err := s.Get(ctx, bad); !errors.Is(err, deadletter.ErrNotFound) {
 			t.Errorf("Get(%q): %v", bad, err)
 		}
-		if err := s.Delete(ctx, bad); !errors.Is(err, deadletter.ErrNotFound) {
+		if err := s.Delete(ctx, bad, 1); !errors.Is(err, deadletter.ErrNotFound) {
 			t.Errorf("Delete(%q): %v", bad, err)
 		}
 	}
@@ -108,5 +108,61 @@ func TestPostgresSpecifics(t *testing.T) {
 	// The error filter is a substring, not a pattern.
 	if recs, _, _ := s.List(ctx, deadletter.Filter{ErrorContains: "%"}); len(recs) != 0 {
 		t.Errorf("ErrorContains %% matched %d records", len(recs))
+	}
+}
+
+// Records written under version 2's key (message id, group) survive
+// migration 5: they get version 1, and the same message id and group on
+// another topic then becomes a second record instead of overwriting them.
+func TestMigrationToTopicKeyKeepsRecords(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.PostgresDB(t)
+	schema := testenv.Schema(t, db)
+	opts := migrations.Options{Schema: schema}
+	apply := func(m migrations.Migration) {
+		t.Helper()
+		q, err := m.SQL(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS "`+schema+`"`); err != nil {
+		t.Fatal(err)
+	}
+	all := migrations.All()
+	for _, m := range all[:4] {
+		apply(m)
+	}
+	const oldID = "7b0c5d1e-1d2a-4c9e-9a57-0d0f2b8c3a11"
+	if _, err := db.ExecContext(ctx, `INSERT INTO "`+schema+`".dead_letters
+		(id, message_id, topic, service, handler, group_name, payload, error, error_kind, attempts, first_failed_at, last_failed_at)
+		VALUES ($1, 'm1', 'a.topic', 's.v1', 'h', 's.v1', '\x00', 'old failure', 'permanent', 1, now(), now())`, oldID); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all[4:] {
+		apply(m)
+	}
+	s, err := pgstore.New(db, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.Get(ctx, oldID)
+	if err != nil || old.Version != 1 || old.Error != "old failure" {
+		t.Fatalf("record from before the migration: %+v, %v", old, err)
+	}
+	at := time.Now()
+	id, err := s.Put(ctx, deadletter.Record{MessageID: "m1", Group: "s.v1", Topic: "b.topic", Error: "other topic", FirstFailedAt: at, LastFailedAt: at})
+	if err != nil || id == oldID {
+		t.Fatalf("Put on another topic: id %s, %v; want a new record", id, err)
+	}
+	id, err = s.Put(ctx, deadletter.Record{MessageID: "m1", Group: "s.v1", Topic: "a.topic", Error: "newer failure", FirstFailedAt: at, LastFailedAt: at})
+	if err != nil || id != oldID {
+		t.Fatalf("Put on the same topic: id %s, %v; want the old record %s", id, err, oldID)
+	}
+	if r, err := s.Get(ctx, oldID); err != nil || r.Version != 2 || r.Error != "newer failure" {
+		t.Errorf("old record after an update: %+v, %v", r, err)
 	}
 }
