@@ -1,9 +1,13 @@
 package amqp
 
 import (
+	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 )
@@ -22,5 +26,18 @@ func TestParseErrorsHideThePassword(t *testing.T) {
 				t.Errorf("parseURL: %v", err)
 			}
 		}
+	}
+}
+
+func TestErrorTextSaidOnce(t *testing.T) {
+	inner := &amqp091.Error{Code: amqp091.FrameError, Reason: "frame could not be parsed"}
+	doubled := &amqp091.Error{Code: amqp091.FrameError, Reason: inner.Error()}
+	got := undoubled(fmt.Errorf("publish: %w", doubled)).Error()
+	if want := `Exception (501) Reason: "frame could not be parsed"`; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	var nilErr *amqp091.Error
+	if undoubled(nilErr) == nil || undoubled(errors.New("x")).Error() != "x" {
+		t.Error("other errors must pass unchanged")
 	}
 }
