@@ -207,6 +207,10 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	}
 	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
 	msg.Metadata.Set(envelope.KeyReplyTo, router.ReplyTopic(e.cfg.InstanceID))
+	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
+		finish(err) // the receiver would refuse it: say so before sending
+		return nil, err
+	}
 
 	reply, forget := e.calls.Expect(msg.UUID)
 	defer forget()
@@ -246,6 +250,10 @@ func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Erro
 // ErrNoHandler.
 func (e *Engine) send(ctx context.Context, topic, kind string, payload []byte) error {
 	msg, finish := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
+		finish(err)
+		return err
+	}
 	if pub, ok := ctx.Value(publisherKey{}).(message.Publisher); ok {
 		err := pub.Publish(topic, msg) // e.g. the outbox, inside the caller's transaction
 		finish(err)
@@ -364,6 +372,7 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 	mws := []message.HandlerMiddleware{
 		middleware.Tracing(e.cfg.TracerProvider),
 		unlessAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
+		metadataLimits,
 	}
 	if r.kind == bridge.Event && !rel.Breaker.Disabled {
 		b := rel.Breaker

@@ -22,4 +22,16 @@
 //	error           "1" on a reply that carries an Error instead of a result
 //
 // The message id is Watermill's message UUID.
+//
+// # Limits
+//
+// Metadata is copied from every message to the messages it causes, and
+// NATS counts it in its max_payload, so it is bounded: at most
+// MaxMetadataKeys entries, each (key plus value) at most
+// MaxMetadataEntryBytes, all together at most MaxMetadataBytes.
+// CheckMetadata enforces them: the engine answers a command that exceeds
+// them with a 431 error, dead-letters any other such message, and refuses
+// to send one. A tracestate longer than MaxTracestateBytes (W3C's
+// propagation limit) or malformed is dropped, never an error, and so is a
+// malformed traceparent (a new trace starts).
 package envelope
