@@ -116,6 +116,12 @@ type Capabilities struct {
 	CountsDeliveries bool
 	// NackDelay: a Nack honours NackDelayKey.
 	NackDelay bool
+	// MaxMessageBytes is the largest message the backend carries: payload
+	// plus the bytes of the metadata's keys and values (the backend keeps
+	// room for its own framing of up to 64 entries). 0: no limit of its
+	// own. The engine takes it into account in its payload limit; a larger
+	// message fails to publish with ErrTooLarge.
+	MaxMessageBytes int
 }
 
 // Bridge is one connection to a backend.
@@ -156,6 +162,9 @@ var (
 	ErrNoSubscriber = errors.New("bridge: no subscriber for topic")
 	// ErrClosed: the bridge was closed.
 	ErrClosed = errors.New("bridge: closed")
+	// ErrTooLarge: the message exceeds what the backend carries (see
+	// Capabilities.MaxMessageBytes). Retrying cannot help.
+	ErrTooLarge = errors.New("bridge: message too large for the backend")
 )
 
 var (
