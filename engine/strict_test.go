@@ -27,17 +27,19 @@ type Node struct {
 
 type strictIn struct {
 	Base
-	Name    string            `json:"name"`
-	Secret  string            `json:"-"`
-	Dash    string            `json:"-,"` // the key is "-"
-	Addr    Inner             `json:"addr"`
-	Addrs   []Inner           `json:"addrs"`
-	ByKey   map[string]Inner  `json:"by_key"`
-	Ptr     *Inner            `json:"ptr"`
-	Tree    *Node             `json:"tree"`
-	Raw     json.RawMessage   `json:"raw"`
-	Any     any               `json:"any"`
-	Labels  map[string]string `json:"labels"`
+	Name   string `json:"name"`
+	Secret string `json:"-"`
+	//lint:ignore SA5008 encoding/json documents "-," as naming the key "-"
+	Dash   string            `json:"-,"`
+	Addr   Inner             `json:"addr"`
+	Addrs  []Inner           `json:"addrs"`
+	ByKey  map[string]Inner  `json:"by_key"`
+	Ptr    *Inner            `json:"ptr"`
+	Tree   *Node             `json:"tree"`
+	Raw    json.RawMessage   `json:"raw"`
+	Any    any               `json:"any"`
+	Labels map[string]string `json:"labels"`
+	//lint:ignore U1000 an unexported field must not be a key
 	private string
 }
 

@@ -17,7 +17,8 @@
 //	tenant_id       whose data it concerns
 //	deadline        RFC 3339 (nanoseconds) instant after which nobody waits
 //	                for the result
-//	reply_to        the topic a command's reply goes to (absent: no reply)
+//	reply_to        the topic a command's reply goes to (absent: no reply);
+//	                only a reply topic ("reply.<instance>") is accepted
 //	kind            command, event or reply
 //	error           "1" on a reply that carries an Error instead of a result
 //
