@@ -103,7 +103,7 @@ func NackDelay(md map[string]string, def time.Duration) time.Duration {
 }
 
 // Capabilities declares the real differences between backends. The
-// conformance suite reads them; nothing else should need to.
+// conformance suite reads them, and the engine reads MaxMessageBytes.
 type Capabilities struct {
 	// Durable: messages survive a restart of the process (and of the broker).
 	Durable bool
