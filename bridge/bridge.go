@@ -103,7 +103,7 @@ func NackDelay(md map[string]string, def time.Duration) time.Duration {
 }
 
 // Capabilities declares the real differences between backends. The
-// conformance suite reads them; nothing else should need to.
+// conformance suite reads them, and the engine reads MaxMessageBytes.
 type Capabilities struct {
 	// Durable: messages survive a restart of the process (and of the broker).
 	Durable bool
@@ -116,6 +116,12 @@ type Capabilities struct {
 	CountsDeliveries bool
 	// NackDelay: a Nack honours NackDelayKey.
 	NackDelay bool
+	// MaxMessageBytes is the largest message the backend carries: payload
+	// plus the bytes of the metadata's keys and values (the backend keeps
+	// room for its own framing of up to 64 entries). 0: no limit of its
+	// own. The engine takes it into account in its payload limit; a larger
+	// message fails to publish with ErrTooLarge.
+	MaxMessageBytes int
 }
 
 // Bridge is one connection to a backend.
@@ -156,6 +162,9 @@ var (
 	ErrNoSubscriber = errors.New("bridge: no subscriber for topic")
 	// ErrClosed: the bridge was closed.
 	ErrClosed = errors.New("bridge: closed")
+	// ErrTooLarge: the message exceeds what the backend carries (see
+	// Capabilities.MaxMessageBytes). Retrying cannot help.
+	ErrTooLarge = errors.New("bridge: message too large for the backend")
 )
 
 var (
@@ -187,14 +196,16 @@ func Schemes() []string {
 }
 
 // Open opens the bridge named by rawURL. The empty string means the
-// in-process backend ("gochannel://").
+// in-process backend ("gochannel://"). No error it returns shows a
+// password: URLs appear redacted (see Redact), and a URL that does not
+// parse is described without being quoted.
 func Open(ctx context.Context, rawURL string) (Bridge, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		rawURL = "gochannel://"
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %q: %w", ErrBadURL, Redact(rawURL), err)
+		return nil, fmt.Errorf("%w: the URL does not parse: %s", ErrBadURL, parseProblem(err))
 	}
 	if u.Scheme == "" {
 		return nil, fmt.Errorf("%w: %q has no scheme (want one of %s)", ErrBadURL, Redact(rawURL), strings.Join(Schemes(), ", "))
@@ -212,11 +223,66 @@ func Open(ctx context.Context, rawURL string) (Bridge, error) {
 	return b, nil
 }
 
-// Redact returns rawURL with any password replaced, for logs and errors.
+// parseProblem says what is wrong with a URL url.Parse refused, without
+// any part of it: *url.Error quotes the whole URL, and its inner errors
+// quote the offending part (a port, an escape, a host), which may be the
+// password itself ("nats://user:pw" makes "pw" the port).
+func parseProblem(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var esc url.EscapeError
+	var host url.InvalidHostError
+	switch msg := err.Error(); {
+	case errors.As(err, &esc):
+		return "invalid percent-escape"
+	case errors.As(err, &host):
+		return "invalid character in the host"
+	case strings.HasPrefix(msg, "invalid port"):
+		return "invalid port"
+	case !strings.Contains(msg, `"`): // net/url's fixed messages quote nothing (it quotes with %q)
+		return msg
+	default:
+		return "malformed URL"
+	}
+}
+
+// secretParams are query parameters Redact hides: pgx, for one, reads the
+// password from "?password=".
+var secretParams = []string{"pass", "secret", "token", "key"}
+
+// Redact returns rawURL with any password replaced, for logs and errors:
+// the password of the user information, and the value of every query
+// parameter whose name suggests a secret (password, sslpassword, token…).
+// An opaque URL ("nats:user:pw@host") shows only its scheme; one that does
+// not parse shows nothing.
 func Redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return "<unparseable URL>"
+	}
+	if u.Opaque != "" {
+		return u.Scheme + ":<opaque URL hidden>"
+	}
+	if u.RawQuery != "" {
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			u.RawQuery = "<unparseable query hidden>"
+		} else {
+			hidden := false
+			for k := range q {
+				lk := strings.ToLower(k)
+				for _, s := range secretParams {
+					if strings.Contains(lk, s) {
+						q[k], hidden = []string{"xxxxx"}, true
+					}
+				}
+			}
+			if hidden {
+				u.RawQuery = q.Encode()
+			}
+		}
 	}
 	return u.Redacted()
 }

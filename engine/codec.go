@@ -57,8 +57,10 @@ func (c codec) decodeInput(b []byte, v any, allowUnknown bool) error {
 }
 
 // DecodeStrict decodes the JSON payload into v the way handlers' input is
-// decoded: unknown fields and trailing data are refused, and a failure is a
-// 400 *Error whose Details["field"] names the offending field. It neither
+// decoded: unknown fields, keys that match a field only in another case,
+// keys repeated in one object, and trailing data are refused, and a failure
+// is a 400 *Error whose Details["field"] names the offending field (a
+// dotted path for a nested one, "addr.city"). It neither
 // validates nor checks sizes. Gateways that build a command's input from
 // other sources (an HTTP request) use it to answer exactly as the engine
 // would.
@@ -79,6 +81,9 @@ func decodeJSON(b []byte, v any, strict bool) *Error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return invalidInput("unexpected data after the JSON value", nil)
+	}
+	if strict {
+		return checkKeys(b, reflect.TypeOf(v))
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	_ "github.com/switchboard-go/switchboard/bridge/inproc" // the default backend
 	"github.com/switchboard-go/switchboard/deadletter"
+	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/router"
 )
@@ -46,6 +47,11 @@ type Config struct {
 	// ConnectTimeout bounds opening the bridge. Default 10 s.
 	ConnectTimeout time.Duration
 	// MaxPayloadBytes is the largest payload sent or accepted. Default 1 MiB.
+	// When the bridge carries less (Capabilities.MaxMessageBytes: NATS's
+	// max_payload counts headers), the engine's limit is that less room for
+	// the most metadata a message may have (envelope.MaxMetadataBytes), so
+	// that every payload within it can be published; Engine.MaxPayloadBytes
+	// returns the limit in force. Input over it is a 413 at the call.
 	MaxPayloadBytes int
 	// CommandConcurrency is the default number of messages one command
 	// handler processes at once per instance. Default 16.
@@ -261,11 +267,18 @@ func New(cfg Config) (*Engine, error) {
 		}
 		owns = true
 	}
+	maxPayload, err := payloadLimit(cfg.MaxPayloadBytes, b.Capabilities().MaxMessageBytes)
+	if err != nil {
+		if owns {
+			_ = b.Close()
+		}
+		return nil, fmt.Errorf("switchboard: bridge %s: %w", b.Name(), err)
+	}
 	hardCtx, hardStop := context.WithCancel(context.Background())
 	return &Engine{
 		cfg:      cfg,
 		log:      cfg.Logger.With("engine", cfg.InstanceID),
-		codec:    codec{maxBytes: cfg.MaxPayloadBytes, allowUnknownFields: cfg.AllowUnknownFields},
+		codec:    codec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
 		b:        b,
 		ownsB:    owns,
 		calls:    router.NewCalls(),
@@ -276,6 +289,24 @@ func New(cfg Config) (*Engine, error) {
 		tracer:   cfg.TracerProvider.Tracer(middleware.TracerName),
 	}, nil
 }
+
+// payloadLimit is the engine's payload limit: configured, or less when the
+// bridge carries at most bridgeMax bytes of payload plus metadata (0: no
+// limit of its own).
+func payloadLimit(configured, bridgeMax int) (int, error) {
+	if bridgeMax <= 0 {
+		return configured, nil
+	}
+	room := bridgeMax - envelope.MaxMetadataBytes
+	if room < 1 {
+		return 0, fmt.Errorf("it carries at most %d bytes, not even the %d bytes of metadata a message may have", bridgeMax, envelope.MaxMetadataBytes)
+	}
+	return min(configured, room), nil
+}
+
+// MaxPayloadBytes returns the payload limit in force: Config.MaxPayloadBytes,
+// or less when the bridge carries less (see Config.MaxPayloadBytes).
+func (e *Engine) MaxPayloadBytes() int { return e.codec.maxBytes }
 
 // Register adds services. It reports every wiring problem (invalid names,
 // duplicate handlers, a service registered twice) and must be called before

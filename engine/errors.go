@@ -32,8 +32,13 @@ var (
 	ErrNotFound = &Error{Code: http.StatusNotFound, Message: "not found"}
 	// ErrConflict: the request conflicts with current state (409).
 	ErrConflict = &Error{Code: http.StatusConflict, Message: "conflict"}
-	// ErrPayloadTooLarge: the payload exceeds Config.MaxPayloadBytes (413).
+	// ErrPayloadTooLarge: the payload exceeds the engine's limit
+	// (Engine.MaxPayloadBytes), or the message what the bridge carries (413).
 	ErrPayloadTooLarge = &Error{Code: http.StatusRequestEntityTooLarge, Message: "payload too large"}
+	// ErrMetadataTooLarge: the message's metadata exceeds the limits of
+	// package envelope (MaxMetadataKeys, MaxMetadataEntryBytes,
+	// MaxMetadataBytes) (431).
+	ErrMetadataTooLarge = &Error{Code: http.StatusRequestHeaderFieldsTooLarge, Message: "metadata too large"}
 	// ErrUnprocessable: well-formed input the business rules refuse (422).
 	ErrUnprocessable = &Error{Code: http.StatusUnprocessableEntity, Message: "unprocessable"}
 	// ErrInternal: an unexpected error or a panic in a handler (500).

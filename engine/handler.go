@@ -207,14 +207,15 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	}
 	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
 	msg.Metadata.Set(envelope.KeyReplyTo, router.ReplyTopic(e.cfg.InstanceID))
+	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
+		finish(err) // the receiver would refuse it: say so before sending
+		return nil, err
+	}
 
 	reply, forget := e.calls.Expect(msg.UUID)
 	defer forget()
 	if err := e.publish(topic, msg, finish); err != nil {
-		if errors.Is(err, bridge.ErrNoSubscriber) {
-			return nil, with(ErrNoHandler, "no handler registered for "+topic, map[string]any{"topic": topic})
-		}
-		return nil, with(ErrUnreachable, fmt.Sprintf("publishing to %s: %v", topic, err), map[string]any{"topic": topic})
+		return nil, publishFailure(topic, err)
 	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
@@ -246,6 +247,10 @@ func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Erro
 // ErrNoHandler.
 func (e *Engine) send(ctx context.Context, topic, kind string, payload []byte) error {
 	msg, finish := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
+		finish(err)
+		return err
+	}
 	if pub, ok := ctx.Value(publisherKey{}).(message.Publisher); ok {
 		err := pub.Publish(topic, msg) // e.g. the outbox, inside the caller's transaction
 		finish(err)
@@ -255,15 +260,27 @@ func (e *Engine) send(ctx context.Context, topic, kind string, payload []byte) e
 		return nil
 	}
 	if err := e.publish(topic, msg, finish); err != nil {
-		if errors.Is(err, bridge.ErrNoSubscriber) {
-			if kind == envelope.KindEvent {
-				return nil
-			}
-			return with(ErrNoHandler, "no handler registered for "+topic, map[string]any{"topic": topic})
+		if errors.Is(err, bridge.ErrNoSubscriber) && kind == envelope.KindEvent {
+			return nil
 		}
-		return with(ErrUnreachable, fmt.Sprintf("publishing to %s: %v", topic, err), map[string]any{"topic": topic})
+		return publishFailure(topic, err)
 	}
 	return nil
+}
+
+// publishFailure is what a caller gets when its message could not be
+// published: ErrNoHandler when the backend knows nobody consumes topic,
+// ErrPayloadTooLarge (413: the caller must send less, retrying cannot help)
+// when the backend refused the size, ErrUnreachable (counted by the
+// caller's breaker, retried for idempotent commands) otherwise.
+func publishFailure(topic string, err error) *Error {
+	switch {
+	case errors.Is(err, bridge.ErrNoSubscriber):
+		return with(ErrNoHandler, "no handler registered for "+topic, map[string]any{"topic": topic})
+	case errors.Is(err, bridge.ErrTooLarge):
+		return with(ErrPayloadTooLarge, "the message to "+topic+" is too large for the transport", map[string]any{"topic": topic})
+	}
+	return with(ErrUnreachable, fmt.Sprintf("publishing to %s: %v", topic, err), map[string]any{"topic": topic})
 }
 
 // handler turns one registration into the function the router runs: it
@@ -281,8 +298,8 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil || r.kind != bridge.Command {
 			return nil, err
 		}
-		if len(out) > e.cfg.MaxPayloadBytes {
-			return nil, fmt.Errorf("%w: result of %s is %d bytes, the limit is %d", errOutput, r.topic, len(out), e.cfg.MaxPayloadBytes)
+		if len(out) > e.codec.maxBytes {
+			return nil, fmt.Errorf("%w: result of %s is %d bytes, the limit is %d", errOutput, r.topic, len(out), e.codec.maxBytes)
 		}
 		if r.successTopic != "" {
 			// Inside the chain, so that it joins a transaction a middleware
@@ -321,11 +338,14 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		}
 		mlog := log.With("message_id", msg.UUID, "correlation_id", meta.CorrelationID)
 		replyTo := msg.Metadata.Get(envelope.KeyReplyTo) // before the chain: middleware may edit metadata
-		if replyTo != "" && !meta.Deadline.IsZero() && time.Now().After(meta.Deadline) {
+		// Only a command with a valid reply topic is awaited (replyToCheck
+		// refuses the others in the chain).
+		awaited := r.kind == bridge.Command && validReplyTo(replyTo)
+		if awaited && !meta.Deadline.IsZero() && time.Now().After(meta.Deadline) {
 			mlog.Warn("command arrived after its caller's deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
 			return nil
 		}
-		if replyTo == "" {
+		if !awaited {
 			// Only an awaited command has a deadline (see stamp): one on an
 			// event or a fire-and-forget command is foreign or forged, and
 			// would end the handler's context before it starts.
@@ -336,7 +356,7 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		msg.SetContext(ctx)
 
 		produced, err := e.runChain(chain, msg, mlog)
-		if r.kind == bridge.Event || replyTo == "" {
+		if !awaited {
 			return err // nil acks; an error nacks (DeadLetter has set the delay)
 		}
 		var reply *message.Message
@@ -348,19 +368,10 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			}
 		}
 		if err != nil {
-			reply, _ = e.outgoing(ctx, "", envelope.KindReply, envelope.MarshalError(e.wireError(err, msg, mlog)), time.Time{})
-			reply.Metadata.Set(envelope.KeyError, "1")
+			reply = e.errorReply(ctx, e.wireError(err, msg, mlog))
 		}
 		reply.SetContext(context.WithoutCancel(ctx))
-		if err := e.b.Publisher().Publish(replyTo, reply); err != nil {
-			if errors.Is(err, bridge.ErrNoSubscriber) {
-				mlog.Warn("caller is gone; reply dropped", "reply_to", replyTo)
-				return nil
-			}
-			mlog.Error("reply not published; the command will be redelivered", "reply_to", replyTo, "err", err)
-			return err
-		}
-		return nil
+		return e.sendReply(ctx, replyTo, reply, msg, mlog)
 	}
 }
 
@@ -376,9 +387,19 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 	if r.retry != nil {
 		retry = *r.retry
 	}
+	// Only a command can be awaited: an event's reply_to means nothing, and
+	// must not take its retries and dead-lettering away.
+	notAwaited := unlessAwaited
+	if r.kind != bridge.Command {
+		notAwaited = func(mw message.HandlerMiddleware) message.HandlerMiddleware { return mw }
+	}
 	mws := []message.HandlerMiddleware{
 		middleware.Tracing(e.cfg.TracerProvider),
-		unlessAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
+		notAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
+		metadataLimits,
+	}
+	if r.kind == bridge.Command {
+		mws = append(mws, replyToCheck)
 	}
 	if r.kind == bridge.Event && !rel.Breaker.Disabled {
 		b := rel.Breaker
@@ -389,18 +410,20 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 		mws = append(mws, b.Middleware())
 	}
 	return append(mws,
-		unlessAwaited(retry.Middleware()),
+		notAwaited(retry.Middleware()),
 		middleware.Timeout(rel.AttemptTimeout),
 		middleware.Recoverer(log),
 	)
 }
 
-// unlessAwaited applies mw only to messages nobody waits a reply for.
+// unlessAwaited applies mw only to messages nobody waits a reply for: no
+// reply_to, or one that is not a reply topic (replyToCheck refuses those,
+// and DeadLetter must store them).
 func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		wrapped := mw(h)
 		return func(msg *message.Message) ([]*message.Message, error) {
-			if msg.Metadata.Get(envelope.KeyReplyTo) != "" {
+			if validReplyTo(msg.Metadata.Get(envelope.KeyReplyTo)) {
 				return h(msg)
 			}
 			return wrapped(msg)

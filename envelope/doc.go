@@ -17,9 +17,22 @@
 //	tenant_id       whose data it concerns
 //	deadline        RFC 3339 (nanoseconds) instant after which nobody waits
 //	                for the result
-//	reply_to        the topic a command's reply goes to (absent: no reply)
+//	reply_to        the topic a command's reply goes to (absent: no reply);
+//	                only a reply topic ("reply.<instance>") is accepted
 //	kind            command, event or reply
 //	error           "1" on a reply that carries an Error instead of a result
 //
 // The message id is Watermill's message UUID.
+//
+// # Limits
+//
+// Metadata is copied from every message to the messages it causes, and
+// NATS counts it in its max_payload, so it is bounded: at most
+// MaxMetadataKeys entries, each (key plus value) at most
+// MaxMetadataEntryBytes, all together at most MaxMetadataBytes.
+// CheckMetadata enforces them: the engine answers a command that exceeds
+// them with a 431 error, dead-letters any other such message, and refuses
+// to send one. A tracestate longer than MaxTracestateBytes (W3C's
+// propagation limit) or malformed is dropped, never an error, and so is a
+// malformed traceparent (a new trace starts).
 package envelope

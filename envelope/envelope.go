@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -58,21 +60,31 @@ func MetaFrom(ctx context.Context) (Meta, bool) {
 	return m, ok
 }
 
-// Read extracts Meta from a message's metadata. A malformed deadline or
-// traceparent is ignored (treated as absent); the caller decides whether
-// missing values are acceptable.
+// Read extracts Meta from a message's metadata. A malformed deadline,
+// traceparent or tracestate is ignored (treated as absent), and so is a
+// value longer than MaxMetadataEntryBytes (CheckMetadata refuses such a
+// message; Read keeps what derives from it, such as an error reply, small).
+// The caller decides whether missing values are acceptable.
 func Read(msg *message.Message) Meta {
 	md := msg.Metadata
+	get := func(k string) string {
+		if v := md.Get(k); len(k)+len(v) <= MaxMetadataEntryBytes {
+			return v
+		}
+		return ""
+	}
 	m := Meta{
 		MessageID:     msg.UUID,
-		CorrelationID: md.Get(KeyCorrelationID),
-		CausationID:   md.Get(KeyCausationID),
-		Tracestate:    md.Get(KeyTracestate),
-		PrincipalID:   md.Get(KeyPrincipalID),
-		TenantID:      md.Get(KeyTenantID),
+		CorrelationID: get(KeyCorrelationID),
+		CausationID:   get(KeyCausationID),
+		PrincipalID:   get(KeyPrincipalID),
+		TenantID:      get(KeyTenantID),
 	}
 	if tp := md.Get(KeyTraceparent); ValidTraceparent(tp) {
 		m.Traceparent = tp
+		if ts := md.Get(KeyTracestate); ValidTracestate(ts) {
+			m.Tracestate = ts // vendor state of no valid trace means nothing
+		}
 	}
 	if d := md.Get(KeyDeadline); d != "" {
 		if t, err := time.Parse(time.RFC3339Nano, d); err == nil {
@@ -86,13 +98,18 @@ func Read(msg *message.Message) Meta {
 // correlation, principal, tenant and trace; parent's id as causation; a new
 // span id; the earlier of parent's deadline and deadline. A zero parent (a
 // call from outside any handler) starts a new conversation and trace whose
-// correlation id is the new message's id.
+// correlation id is the new message's id. Parent's tracestate is kept only
+// when it is valid and belongs to a valid traceparent (W3C: drop, never
+// fail), so a Meta given to WithMeta at the edge cannot spread a huge one.
 func Child(parent Meta, id string, deadline time.Time) Meta {
 	m := parent
 	m.MessageID = id
 	m.CausationID = parent.MessageID
 	if m.CorrelationID == "" {
 		m.CorrelationID = id
+	}
+	if !ValidTraceparent(parent.Traceparent) || !ValidTracestate(parent.Tracestate) {
+		m.Tracestate = ""
 	}
 	m.Traceparent = ChildTraceparent(parent.Traceparent)
 	if !deadline.IsZero() && (m.Deadline.IsZero() || deadline.Before(m.Deadline)) {
@@ -137,21 +154,146 @@ func ChildTraceparent(parent string) string {
 	return "00-" + randomHex(16) + "-" + randomHex(8) + "-01"
 }
 
-// ValidTraceparent reports whether s is a version-00 W3C traceparent with
-// non-zero trace and span ids.
+// ValidTraceparent reports whether s is a version-00 W3C traceparent:
+// exactly "00-" 32 lower-case hex digits (not all zero) "-" 16 lower-case
+// hex digits (not all zero) "-" 2 lower-case hex digits, nothing else.
 func ValidTraceparent(s string) bool {
 	if len(s) != 55 || s[:3] != "00-" || s[35] != '-' || s[52] != '-' {
 		return false
 	}
-	for i, c := range s {
-		if i == 2 || i == 35 || i == 52 {
+	for i := 3; i < len(s); i++ { // bytes, not runes: only ASCII is valid
+		if i == 35 || i == 52 {
 			continue
 		}
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return false
 		}
 	}
 	return strings.Trim(s[3:35], "0") != "" && strings.Trim(s[36:52], "0") != ""
+}
+
+// MaxTracestateBytes is the longest tracestate propagated (W3C Trace
+// Context: "at least 512 characters"; longer ones may be dropped).
+const MaxTracestateBytes = 512
+
+// maxTracestateMembers is W3C's limit on list members.
+const maxTracestateMembers = 32
+
+// ValidTracestate reports whether s is a W3C tracestate Switchboard
+// propagates: at most MaxTracestateBytes, at most 32 comma-separated
+// members (empty ones allowed), each key=value with a W3C key (lower-case
+// letters, digits, '_', '-', '*', '/', optionally tenant@system) and a
+// value of 1 to 256 printable ASCII characters other than ',' and '=' that
+// does not end with a space. The empty string is valid.
+func ValidTracestate(s string) bool {
+	if len(s) > MaxTracestateBytes {
+		return false
+	}
+	members := 0
+	for member := range strings.SplitSeq(s, ",") {
+		member = strings.Trim(member, " \t")
+		if member == "" {
+			continue
+		}
+		if members++; members > maxTracestateMembers {
+			return false
+		}
+		key, value, ok := strings.Cut(member, "=")
+		if !ok || !validTracestateKey(key) || !validTracestateValue(value) {
+			return false
+		}
+	}
+	return true
+}
+
+func validTracestateKey(k string) bool {
+	tenant, system, multi := strings.Cut(k, "@")
+	if !multi {
+		return len(k) <= 256 && keyChars(k, true)
+	}
+	return len(tenant) <= 241 && keyChars(tenant, false) && len(system) <= 14 && keyChars(system, true)
+}
+
+// keyChars: non-empty, [a-z0-9_*/-] after a first character that is a
+// lower-case letter (or, when letterFirst is false, also a digit).
+func keyChars(s string, letterFirst bool) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+		case c >= '0' && c <= '9':
+			if i == 0 && letterFirst {
+				return false
+			}
+		case i > 0 && (c == '_' || c == '-' || c == '*' || c == '/'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func validTracestateValue(v string) bool {
+	if v == "" || len(v) > 256 || v[len(v)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c > 0x7e || c == ',' || c == '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// Limits on a message's metadata, checked by CheckMetadata when a message
+// is received and before one is sent. They bound what every message copies
+// to the messages it causes, and leave backends room to carry it (NATS
+// counts headers in its max_payload).
+const (
+	// MaxMetadataKeys is the most metadata entries a message may carry.
+	MaxMetadataKeys = 64
+	// MaxMetadataEntryBytes bounds one entry: its key plus its value.
+	MaxMetadataEntryBytes = 4096
+	// MaxMetadataBytes bounds all entries together: keys plus values.
+	MaxMetadataBytes = 16384
+)
+
+// ReasonMetadataTooLarge is the Reason of CheckMetadata's errors.
+const ReasonMetadataTooLarge = "metadata_too_large"
+
+// CheckMetadata returns a 431 *Error (Request Header Fields Too Large,
+// reason ReasonMetadataTooLarge) when md exceeds MaxMetadataKeys,
+// MaxMetadataEntryBytes or MaxMetadataBytes; its details name the limit
+// and the offending key, never a value.
+func CheckMetadata(md message.Metadata) *Error {
+	tooLarge := func(msg string, details map[string]any) *Error {
+		return &Error{Code: http.StatusRequestHeaderFieldsTooLarge, Reason: ReasonMetadataTooLarge, Message: msg, Details: details}
+	}
+	if len(md) > MaxMetadataKeys {
+		return tooLarge(fmt.Sprintf("metadata has %d entries, the limit is %d", len(md), MaxMetadataKeys),
+			map[string]any{"entries": len(md), "limit": MaxMetadataKeys})
+	}
+	total := 0
+	for k, v := range md {
+		n := len(k) + len(v)
+		if n > MaxMetadataEntryBytes {
+			key := k
+			if len(key) > 64 {
+				key = key[:64] + "…"
+			}
+			return tooLarge(fmt.Sprintf("metadata entry %q is %d bytes, the limit is %d", key, n, MaxMetadataEntryBytes),
+				map[string]any{"key": key, "size": n, "limit": MaxMetadataEntryBytes})
+		}
+		total += n
+	}
+	if total > MaxMetadataBytes {
+		return tooLarge(fmt.Sprintf("metadata is %d bytes, the limit is %d", total, MaxMetadataBytes),
+			map[string]any{"size": total, "limit": MaxMetadataBytes})
+	}
+	return nil
 }
 
 func randomHex(n int) string {

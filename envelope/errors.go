@@ -1,9 +1,11 @@
 package envelope
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // Error is an error that crosses the wire as data: a handler returns it (or
@@ -17,6 +19,9 @@ import (
 // errors.Is(err, target) holds when target is an *Error with the same Code
 // and either no Reason or the same Reason: errors.Is(err, ErrUnavailable)
 // matches every 503, errors.Is(err, ErrCircuitOpen) only an open circuit.
+//
+// Details cross the wire as JSON: see UnmarshalError for the types a
+// caller reads back (integral numbers as int, other numbers as float64).
 type Error struct {
 	Code    int            `json:"code"`
 	Reason  string         `json:"reason,omitempty"`
@@ -66,10 +71,45 @@ func MarshalError(e *Error) []byte {
 
 // UnmarshalError decodes a reply payload written by MarshalError. A payload
 // that is not one yields a 502 error saying so.
+//
+// Details come back as JSON allows: strings, bools, nil, map[string]any
+// and []any; a number is an int when it is integral and fits one (so a
+// handler's int, int64 or uint of that range reads back as int), a float64
+// otherwise. Other Go types (structs, time.Time, typed slices) come back
+// in their JSON form.
 func UnmarshalError(b []byte) *Error {
 	var e Error
-	if err := json.Unmarshal(b, &e); err != nil || e.Code < 400 || e.Code > 599 {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&e); err != nil || e.Code < 400 || e.Code > 599 {
 		return &Error{Code: http.StatusBadGateway, Reason: "bad_reply", Message: "malformed error reply"}
 	}
+	for k, v := range e.Details {
+		e.Details[k] = numbers(v)
+	}
 	return &e
+}
+
+// numbers replaces the json.Numbers in v (decoded with UseNumber) by int
+// or float64. The depth of v is bounded by encoding/json's nesting limit.
+func numbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := strconv.ParseInt(string(x), 10, 0); err == nil {
+			return int(i)
+		}
+		if f, err := x.Float64(); err == nil {
+			return f
+		}
+		return string(x) // out of float64's range: keep the digits
+	case map[string]any:
+		for k, e := range x {
+			x[k] = numbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = numbers(e)
+		}
+	}
+	return v
 }

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -61,5 +62,19 @@ func TestCallsDeliversOnceByRequestID(t *testing.T) {
 	late.Metadata.Set(envelope.KeyCausationID, "req-gone")
 	if calls.Deliver(late) {
 		t.Error("a reply nobody waits for was delivered")
+	}
+}
+
+func TestValidReplyTopic(t *testing.T) {
+	for _, ok := range []string{router.ReplyTopic("i1"), "reply.abc_DEF-9", "reply." + strings.Repeat("x", 63)} {
+		if err := router.ValidReplyTopic(ok); err != nil {
+			t.Errorf("ValidReplyTopic(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "reply.", "reply", "billing.v1.charge", "event.user.created", "reply.a b", "reply.*", "reply.>",
+		"reply.a.b", "reply.1abc", "reply.é", "reply.a\x00", "reply." + strings.Repeat("x", 64), "REPLY.abc", "xreply.abc"} {
+		if router.ValidReplyTopic(bad) == nil {
+			t.Errorf("ValidReplyTopic accepted %q", bad)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
@@ -46,8 +47,49 @@ func CommandTopic(service, version, command string) string {
 // EventTopic is the topic of an event: "event.<name>".
 func EventTopic(name string) string { return "event." + name }
 
+// ReplyPrefix starts every reply topic.
+const ReplyPrefix = "reply."
+
 // ReplyTopic is the topic of one engine instance's replies: "reply.<instance>".
-func ReplyTopic(instance string) string { return "reply." + instance }
+func ReplyTopic(instance string) string { return ReplyPrefix + instance }
+
+// ValidReplyTopic checks a topic a reply is about to be sent to (a
+// request's reply_to, which comes from the wire): ReplyPrefix followed by a
+// valid instance name (see ValidName), which every backend accepts as a
+// topic (no wildcard, space or dot for NATS, the characters PostgreSQL's
+// topics allow, well under AMQP's 255 bytes). Anything else — another
+// service's command topic, an event topic — is refused, so that a forged
+// reply_to cannot make one service send its result to another's command.
+func ValidReplyTopic(topic string) error {
+	inst, ok := strings.CutPrefix(topic, ReplyPrefix)
+	if !ok || !validName(inst) {
+		return fmt.Errorf("invalid reply topic %q: want %q followed by a letter and up to 62 letters, digits, '_' or '-'", clip(topic), ReplyPrefix)
+	}
+	return nil
+}
+
+// validName is nameRE without the regexp: it runs on every awaited command.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 63 || !isLetter(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isLetter(c) && !(c >= '0' && c <= '9') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// clip shortens a value from the wire for an error message.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
 
 // EventGroup is the consumer group of one subscription: the service id, plus
 // the subscription's name when a service has several for one event.

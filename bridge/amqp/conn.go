@@ -144,7 +144,7 @@ func (c *conn) watch(a *amqp091.Connection) {
 			return
 		default:
 		}
-		c.log.Warn("amqp: connection lost, reconnecting", "error", cause)
+		c.log.Warn("amqp: connection lost, reconnecting", "error", undoubled(cause))
 		wait := 100 * time.Millisecond
 		for {
 			select {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,6 +101,11 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if topic == "" {
 		return errors.New("amqp: publish: empty topic")
 	}
+	if len(topic) > maxNameLen {
+		// amqp091 would fail writing the frame and tear the whole publishing
+		// connection down (a 501 frame error), failing every publish in flight.
+		return fmt.Errorf("amqp: publish: topic of %d bytes: routing keys are at most %d", len(topic), maxNameLen)
+	}
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -192,10 +199,43 @@ func (b *Bridge) confirm(ctx context.Context, pc *pubChannel, exchange, key stri
 // lost wraps err with bridge.ErrUnreachable when the publishing connection
 // is down.
 func (b *Bridge) lost(err error) error {
+	err = undoubled(err)
 	if conn, _ := b.pub.current(); conn == nil || conn.IsClosed() || errors.Is(err, amqp091.ErrClosed) {
 		return fmt.Errorf("%w: amqp %s: connection lost: %w", bridge.ErrUnreachable, b.opts.addr, err)
 	}
 	return err
+}
+
+// undoubled returns err with the text of an *amqp091.Error said once:
+// amqp091 builds the reason of a connection it shuts down from the error
+// that caused it, which often is itself an *amqp091.Error, so the text read
+// `Exception (501) Reason: "Exception (501) Reason: \"…\""`. Other errors
+// are returned unchanged.
+func undoubled(err error) error {
+	var e *amqp091.Error
+	if !errors.As(err, &e) || e == nil {
+		return err
+	}
+	const prefix = "Exception ("
+	reason := e.Reason
+	for range 8 { // nesting is one or two levels deep; bound it anyway
+		if !strings.HasPrefix(reason, prefix) {
+			break
+		}
+		_, quoted, ok := strings.Cut(reason, ") Reason: ")
+		if !ok {
+			break
+		}
+		unq, uerr := strconv.Unquote(quoted)
+		if uerr != nil {
+			break
+		}
+		reason = unq
+	}
+	if reason == e.Reason {
+		return err
+	}
+	return &amqp091.Error{Code: e.Code, Reason: reason, Server: e.Server, Recover: e.Recover}
 }
 
 // delay moves a delivery nacked with its own delay to the group's delay

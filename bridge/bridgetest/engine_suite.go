@@ -160,7 +160,7 @@ func RunEngine(t *testing.T, h Harness) {
 		ctx := startEngine(t, h).Context(t.Context())
 		_, err := c.fail.Invoke(ctx, In{N: 3})
 		var e *engine.Error
-		if !errors.As(err, &e) || e.Code != 422 || e.Message != "refused 3" || e.Details["n"] != float64(3) {
+		if !errors.As(err, &e) || e.Code != 422 || e.Message != "refused 3" || e.Details["n"] != 3 {
 			t.Errorf("handled error: %#v", err)
 		}
 		if _, err := c.panics.Invoke(ctx, In{}); !errors.Is(err, engine.ErrInternal) || strings.Contains(err.Error(), "boom") {

@@ -21,7 +21,9 @@
 //	max_age=0            age limit of those streams; 0 keeps messages forever.
 //	replicas=1           replicas of those streams (1 to 5, for clusters).
 //	reply_prefix=reply.  topics the publisher never creates a stream for (see
-//	                     "Replies"); empty turns this off.
+//	                     "Replies"): non-empty, dot-separated tokens of
+//	                     letters, digits, '-' and '_' (the last may be
+//	                     empty), at most 64 bytes.
 //	connect_timeout=5s   bound on the initial connection and handshake.
 //
 // # Connection
@@ -140,7 +142,16 @@
 // reply_prefix ("reply.", as router.ReplyTopic names them): only the reply
 // subscriber does, and deletes it when it closes. A reply to an instance
 // that is gone fails with bridge.ErrNoSubscriber instead of creating a
-// stream nobody would read.
+// stream nobody would read. The publisher caches the stream of at most 1024
+// topics (evicting one at random when full), so topics that come and go do
+// not grow it.
+//
+// # Message size
+//
+// The server's max_payload (1 MiB by default) counts headers, so
+// Capabilities.MaxMessageBytes is max_payload less 1 KiB of header framing;
+// the engine keeps payloads under it minus the metadata limit. A message
+// the server refuses as too large fails with bridge.ErrTooLarge.
 //
 // # Capabilities
 //

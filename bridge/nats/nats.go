@@ -128,6 +128,9 @@ func parseOptions(u *url.URL) (options, error) {
 			}
 			o.streamPrefix = v
 		case "reply_prefix":
+			if err := validReplyPrefix(v); err != nil {
+				bad("reply_prefix=%q: %v", v, err)
+			}
 			o.replyPrefix = v
 		case "retention":
 			switch v {
@@ -322,9 +325,16 @@ type natsBridge struct {
 // Name implements bridge.Bridge.
 func (b *natsBridge) Name() string { return "nats" }
 
-// Capabilities implements bridge.Bridge.
+// headerFraming is room kept in the server's max_payload for what is not
+// payload nor metadata bytes: the "NATS/1.0" line, Watermill's message id
+// header, and ": " plus CRLF for up to 64 metadata entries.
+const headerFraming = 1024
+
+// Capabilities implements bridge.Bridge. MaxMessageBytes is the server's
+// max_payload, which counts headers, less headerFraming.
 func (b *natsBridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: false, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
+	return bridge.Capabilities{Durable: true, DetectsMissingHandler: false, CrossProcess: true, CountsDeliveries: true, NackDelay: true,
+		MaxMessageBytes: max(int(b.conn.MaxPayload())-headerFraming, 1)}
 }
 
 // Health implements bridge.Bridge: the connection must be up and JetStream
@@ -420,6 +430,9 @@ func (b *natsBridge) publishOne(topic string, m *message.Message) error {
 		err = b.wpub.Publish(topic, m)
 	}
 	if err != nil {
+		if errors.Is(err, natsgo.ErrMaxPayload) {
+			return fmt.Errorf("%w: nats: publish to %q: the server's max_payload is %d bytes, headers included", bridge.ErrTooLarge, topic, b.conn.MaxPayload())
+		}
 		if !b.conn.IsConnected() {
 			return fmt.Errorf("%w: nats at %s: publish to %q: %w", bridge.ErrUnreachable, b.shown, topic, err)
 		}
@@ -439,7 +452,7 @@ func (b *natsBridge) publisherStream(topic string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
-	if b.opts.replyPrefix != "" && strings.HasPrefix(topic, b.opts.replyPrefix) {
+	if strings.HasPrefix(topic, b.opts.replyPrefix) {
 		name, err := b.js.StreamNameBySubject(ctx, topic)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return "", fmt.Errorf("%w %q: no reply stream (its owner is gone)", bridge.ErrNoSubscriber, topic)
@@ -458,10 +471,21 @@ func (b *natsBridge) publisherStream(topic string) (string, error) {
 	return name, nil
 }
 
+// maxCachedStreams bounds the publisher's topic → stream cache: topics
+// come from the wire (a request's reply_to) and from instances that come
+// and go, so the cache must not grow with them.
+const maxCachedStreams = 1024
+
 func (b *natsBridge) cacheStream(topic, name string) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.streams[topic]; !ok && len(b.streams) >= maxCachedStreams {
+		for t := range b.streams { // evict one, whichever: a miss costs one lookup
+			delete(b.streams, t)
+			break
+		}
+	}
 	b.streams[topic] = name
-	b.mu.Unlock()
 }
 
 func (b *natsBridge) forgetStream(topic string) {

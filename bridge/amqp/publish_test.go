@@ -1,0 +1,59 @@
+package amqp_test
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// captureDefaultLog sends slog.Default (what the bridge logs to) to a
+// buffer until the test ends.
+func captureDefaultLog(t *testing.T) *syncBuffer {
+	buf := &syncBuffer{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(buf, nil)))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return buf
+}
+
+// TestLongTopicIsRefusedWithoutLosingTheConnection: a routing key over 255
+// bytes is refused by the publisher; before, amqp091 failed writing the
+// frame and shut the publishing connection down with a 501.
+func TestLongTopicIsRefusedWithoutLosingTheConnection(t *testing.T) {
+	logs := captureDefaultLog(t) // before Open: the bridge keeps the logger it found
+	b := openBridge(t)
+	err := b.Publisher().Publish("reply."+strings.Repeat("x", 300), message.NewMessage(watermill.NewUUID(), []byte("{}")))
+	if err == nil || errors.Is(err, bridge.ErrUnreachable) {
+		t.Fatalf("publish to a 306-byte topic: %v, want a refusal that is not ErrUnreachable", err)
+	}
+	time.Sleep(200 * time.Millisecond) // the connection teardown was asynchronous
+	if strings.Contains(logs.String(), "connection lost") {
+		t.Errorf("the publishing connection was lost:\n%s", logs)
+	}
+}

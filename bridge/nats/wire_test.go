@@ -1,0 +1,59 @@
+package nats_test
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+func TestBadReplyPrefix(t *testing.T) {
+	for _, v := range []string{"", "a b", "*", ">", "reply.*", "reply.>", ".reply", "a..b", "reply\t", "rép", strings.Repeat("r", 65)} {
+		_, err := bridge.Open(t.Context(), withParams(t, "reply_prefix="+url.QueryEscape(v)))
+		if !errors.Is(err, bridge.ErrBadURL) || !strings.Contains(err.Error(), "reply_prefix") {
+			t.Errorf("reply_prefix=%q: %v, want ErrBadURL naming reply_prefix", v, err)
+		}
+	}
+	for _, v := range []string{"reply.", "reply", "my-app.reply."} {
+		openURL(t, withParams(t, "reply_prefix="+url.QueryEscape(v)))
+	}
+}
+
+// TestMaxMessageBytes: the bridge declares the server's max_payload less
+// its header framing, and a message the server refuses as too large fails
+// with ErrTooLarge, not as unreachable.
+func TestMaxMessageBytes(t *testing.T) {
+	b := openURL(t, withParams(t, ""))
+	limit := b.Capabilities().MaxMessageBytes
+	if limit < 1000 || limit > 64<<20 {
+		t.Fatalf("MaxMessageBytes = %d", limit)
+	}
+	topic := "wire.too-large." + watermill.NewShortUUID()
+	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	t.Cleanup(func() {
+		js := jetStream(t)
+		if name, err := js.StreamNameBySubject(t.Context(), topic); err == nil {
+			_ = js.DeleteStream(t.Context(), name)
+		}
+	})
+	err = b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), make([]byte, limit+2048)))
+	if !errors.Is(err, bridge.ErrTooLarge) || errors.Is(err, bridge.ErrUnreachable) {
+		t.Errorf("publishing %d bytes: %v, want ErrTooLarge", limit+2048, err)
+	}
+	md := message.NewMessage(watermill.NewUUID(), make([]byte, limit-16384))
+	for i := range 4 {
+		md.Metadata.Set(strings.Repeat("k", i+1), strings.Repeat("v", 4000))
+	}
+	if err := b.Publisher().Publish(topic, md); err != nil {
+		t.Errorf("publishing MaxMessageBytes: %v", err)
+	}
+}

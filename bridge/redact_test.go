@@ -1,0 +1,52 @@
+package bridge_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	_ "github.com/switchboard-go/switchboard/bridge/all"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
+)
+
+// TestOpenNeverShowsThePassword opens every URL shape, on every scheme, and
+// checks the password is in no error and in no redacted form.
+func TestOpenNeverShowsThePassword(t *testing.T) {
+	const secret = "S3CRETPW"
+	for _, scheme := range append(bridge.Schemes(), "nosuch") {
+		for _, raw := range bridgetest.URLsWithPassword(scheme, secret) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			b, err := bridge.Open(ctx, raw)
+			cancel()
+			if err == nil {
+				_ = b.Close()
+				if scheme != "gochannel" { // the in-process backend ignores everything
+					t.Errorf("Open(%q) succeeded", bridge.Redact(raw))
+				}
+				continue
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("Open: the error shows the password: %v", err)
+			}
+			if !errors.Is(err, bridge.ErrBadURL) && !errors.Is(err, bridge.ErrUnreachable) && !errors.Is(err, bridge.ErrUnknownScheme) {
+				t.Errorf("Open: %v, want ErrBadURL, ErrUnreachable or ErrUnknownScheme", err)
+			}
+			if s := bridge.Redact(raw); strings.Contains(s, secret) {
+				t.Errorf("Redact shows the password: %s", s)
+			}
+		}
+	}
+}
+
+func TestOpenBadURLSaysWhatIsWrong(t *testing.T) {
+	_, err := bridge.Open(t.Context(), "nats://app:S3CRETPW@[::1")
+	if !errors.Is(err, bridge.ErrBadURL) || !strings.Contains(err.Error(), "missing ']' in host") {
+		t.Errorf("Open: %v, want ErrBadURL naming the problem", err)
+	}
+	if got := bridge.Redact("postgres://app@h/db?sslmode=disable&password=pw"); strings.Contains(got, "pw") || !strings.Contains(got, "sslmode=disable") {
+		t.Errorf("Redact: %s, want the password parameter hidden and the others kept", got)
+	}
+}

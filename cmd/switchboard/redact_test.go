@@ -1,0 +1,26 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
+)
+
+// TestBridgeURLPasswordNeverShown: `health --bridge URL` with every URL
+// shape, on every scheme, prints no password.
+func TestBridgeURLPasswordNeverShown(t *testing.T) {
+	const secret = "S3CRETPW"
+	for _, scheme := range bridge.Schemes() {
+		if scheme == "gochannel" {
+			continue
+		}
+		for _, raw := range bridgetest.URLsWithPassword(scheme, secret) {
+			code, out, errOut := cli(t, "health", "--bridge", raw, "--timeout", "3s")
+			if code == 0 || strings.Contains(out+errOut, secret) {
+				t.Errorf("health --bridge %s: exit %d, output shows the password or nothing failed:\n%s%s", bridge.Redact(raw), code, out, errOut)
+			}
+		}
+	}
+}
