@@ -30,7 +30,7 @@ var pinned = map[int]string{
 	2: "feb06393e306b09515ddf1b1847323b76d3833837ba17eb8364032eeadee9fea",
 	3: "13055e146e7f22f20e3a96b416531a531b9dfc81332bf82c0615d36f848ab0fd",
 	4: "6e4ad52baa58ed2df842d05f8d1018406e1403b803ea37b63be74e4a406bd0ee",
-	6: "b5597cf77d5c5d8e88fbdde8126fd46e30e0097029659dee75960f6b6e3dfaf6",
+	6: "ad20152a278869d087f1837845fea340018cfb7be46f89be4219f0d1ba7af0bd",
 }
 
 func openDB(t testing.TB) *sql.DB { return testenv.PostgresDB(t) }

@@ -165,3 +165,40 @@ func TestFrozenLeaderLosesLeadership(t *testing.T) {
 		}
 	}
 }
+
+// A leader whose session ends (its process killed, its connection cut) is
+// replaced at once, not when its lease expires: the server knows the
+// session is gone.
+func TestStandbyTakesOverWhenLeaderSessionEnds(t *testing.T) {
+	direct, db, schema := setup(t)
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := "leadertest_" + schema
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+
+	busA, busB := inproc.New(inproc.Options{}), inproc.New(inproc.Options{})
+	gotA, gotB := collect(t, busA, "event.orders.placed", "g"), collect(t, busB, "event.orders.placed", "g")
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	logA := &logBuffer{}
+	const ttl = 10 * time.Minute // expiry cannot be what hands over
+	stopA := runRelay(t, outbox.Relay{DB: u.String(), Schema: schema, Target: busA, Retention: -1, LeaseTTL: ttl,
+		LeaderPoll: 5 * time.Minute, Logger: slog.New(slog.NewTextHandler(logA, nil))}) // A stays away once cut
+	waitFor(t, 10*time.Second, "relay A to lead", func() bool { return strings.Contains(logA.String(), "leading") })
+	runRelay(t, outbox.Relay{DB: direct, Schema: schema, Target: busB, Retention: -1, LeaseTTL: ttl, LeaderPoll: 100 * time.Millisecond, Logger: discard()})
+	emitOrders(t, e, db, schema, 0, 5)
+	waitFor(t, 10*time.Second, "A to forward", func() bool { return len(gotA.snapshot()) == 5 })
+
+	if n := rows(t, db, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app); n != 1 {
+		t.Fatalf("terminated %d sessions of A, want 1", n)
+	}
+	emitOrders(t, e, db, schema, 5, 10)
+	waitFor(t, 20*time.Second, "B to forward the orders written after A's session ended", func() bool { return len(gotB.snapshot()) == 5 })
+	stopA()
+	if n := len(gotA.snapshot()); n != 5 {
+		t.Errorf("A forwarded %d messages after its session ended", n-5)
+	}
+}

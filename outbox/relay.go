@@ -349,12 +349,18 @@ func queries(qs string, deleteAtOnce bool) relayQueries {
 		park: `UPDATE ` + qs + `.outbox SET attempts = attempts + 1, last_error = $2, parked_at = now(), retry_at = NULL WHERE id = $1`,
 		clean: `DELETE FROM ` + qs + `.outbox WHERE id IN (SELECT id FROM ` + qs + `.outbox
 			WHERE forwarded_at < now() - make_interval(secs => $1::bigint / 1e6) LIMIT 10000)`,
-		// Takes the lease when free or expired, renews it when held: a row
-		// comes back only if this relay leads.
-		lease: `INSERT INTO ` + qs + `.outbox_leader AS l (id, holder, expires_at)
-			VALUES (true, $1, now() + make_interval(secs => $2::float8))
-			ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		// Takes the lease when free, expired or left by a session that
+		// ended, renews it when held: a row comes back only if this relay
+		// leads. A session whose start is hidden (another role's, without
+		// pg_read_all_stats) counts as alive while its pid is.
+		lease: `INSERT INTO ` + qs + `.outbox_leader AS l (id, holder, expires_at, pid, backend_start)
+			SELECT true, $1, now() + make_interval(secs => $2::float8), a.pid, a.backend_start
+			FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+			ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+				pid = excluded.pid, backend_start = excluded.backend_start
 			WHERE l.holder = excluded.holder OR l.expires_at < now()
+				OR NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = l.pid
+					AND (a.backend_start IS NULL OR a.backend_start = l.backend_start))
 			RETURNING true`,
 		release: `UPDATE ` + qs + `.outbox_leader SET expires_at = now() WHERE holder = $1`,
 	}

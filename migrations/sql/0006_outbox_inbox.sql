@@ -31,12 +31,16 @@ END $$;
 
 -- Relay leadership: a lease renewed by the leader, instead of a session
 -- advisory lock, which stays held as long as the server believes the
--- leader's session alive (forever, behind a frozen network path).
+-- leader's session alive (forever, behind a frozen network path). A standby
+-- takes over when the lease expired, or at once when the session that last
+-- renewed it (pid, backend_start) has ended (a relay killed or cut off).
 CREATE TABLE IF NOT EXISTS {{schema}}.outbox_leader (
 	-- One row: the lease of this schema's outbox.
-	id         boolean     PRIMARY KEY DEFAULT true CHECK (id),
-	holder     text        NOT NULL,
-	expires_at timestamptz NOT NULL
+	id            boolean     PRIMARY KEY DEFAULT true CHECK (id),
+	holder        text        NOT NULL,
+	expires_at    timestamptz NOT NULL,
+	pid           integer     NOT NULL,
+	backend_start timestamptz
 );
 
 -- Inbox: a message is identified by its id AND its topic (a producer may
