@@ -619,7 +619,8 @@ const MaxListed = 1000
 
 // ListFailed returns up to limit (at most MaxListed) rows of schema's outbox
 // the target refused and that are not forwarded yet, parked ones first, in
-// id order.
+// id order. A row retried by hand (Retry) stays listed, with neither
+// ParkedAt nor RetryAt, until it is forwarded or refused again.
 func ListFailed(ctx context.Context, db *sql.DB, schema string, limit int) ([]FailedRow, error) {
 	qs, err := quote(schema)
 	if err != nil {

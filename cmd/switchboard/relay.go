@@ -184,9 +184,14 @@ func printFailed(ctx context.Context, db *sql.DB, schema string, limit int, asJS
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tTOPIC\tMESSAGE ID\tATTEMPTS\tLAST ERROR")
 	for _, r := range rows {
-		state := "parked"
-		if r.ParkedAt.IsZero() {
+		var state string
+		switch {
+		case !r.ParkedAt.IsZero():
+			state = "parked"
+		case !r.RetryAt.IsZero():
 			state = "retry at " + r.RetryAt.UTC().Format(time.RFC3339)
+		default:
+			state = "pending" // retried by hand, not tried again yet
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.ID, state, r.Topic, r.MessageID, r.Attempts, strings.ReplaceAll(r.LastError, "\n", " "))
 	}
