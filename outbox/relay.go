@@ -49,9 +49,10 @@ type Relay struct {
 	LeaseTTL time.Duration
 	// RetryBackoff is the wait before retrying a row the target refused for
 	// a reason that can pass (no consumer for a command yet, a broker
-	// error); it doubles with each attempt up to MaxRetryBackoff. Defaults
-	// 1 s and 1 min.
-	RetryBackoff    time.Duration
+	// error); it doubles with each attempt up to MaxRetryBackoff. Default
+	// 1 s.
+	RetryBackoff time.Duration
+	// MaxRetryBackoff caps the doubling of RetryBackoff. Default 1 min.
 	MaxRetryBackoff time.Duration
 	// Retention keeps forwarded rows this long before deleting them.
 	// Default 1 h; negative deletes a row as soon as it is forwarded.
@@ -600,11 +601,15 @@ func ReadStats(ctx context.Context, db *sql.DB, schema string) (Stats, error) {
 // FailedRow is an outbox row the target refused: parked, or waiting for its
 // next attempt.
 type FailedRow struct {
-	ID        int64
-	Topic     string
+	// ID is the row's id, for Retry.
+	ID int64
+	// Topic is the message's topic.
+	Topic string
+	// MessageID is the message's id (its UUID).
 	MessageID string
 	// Attempts is how many times the target refused it.
-	Attempts  int
+	Attempts int
+	// CreatedAt is when the message was written to the outbox.
 	CreatedAt time.Time
 	// ParkedAt is when it was parked (zero for a row waiting for a retry).
 	ParkedAt time.Time
