@@ -123,3 +123,45 @@ func TestInboxKeysByTopic(t *testing.T) {
 		t.Errorf("handlers ran %v; want ship 1 and cancel 1", ran)
 	}
 }
+
+// A row recorded before the inbox keyed by topic (topic '') still marks the
+// message as processed, whatever its topic.
+func TestInboxHonoursRowsRecordedBeforeTopics(t *testing.T) {
+	_, db, schema := setup(t)
+	id := watermill.NewUUID()
+	if _, err := db.Exec(`INSERT INTO "`+schema+`".inbox (message_id, group_name) VALUES ($1, 'shipping.v1')`, id); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		runs int
+	)
+	svc := engine.NewService("shipping", "1")
+	engine.Handle(svc, ShipOrder, func(_ context.Context, o Order) (Order, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		return o, nil
+	}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
+	bus := inproc.New(inproc.Options{})
+	newEngine(t, bus, svc)
+	for _, uuid := range []string{id, watermill.NewUUID()} { // the old one, then a new one
+		m := message.NewMessage(uuid, []byte(`{"id":1}`))
+		m.Metadata.Set(envelope.KeyCorrelationID, "c")
+		m.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+		if err := bus.Publisher().Publish("shipping.v1.ship", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the new message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return runs >= 1
+	})
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 {
+		t.Errorf("handler ran %d times, want 1 (the message recorded before migration 6 ran again)", runs)
+	}
+}
