@@ -42,8 +42,9 @@ type Relay struct {
 	// LeaseTTL is how long leadership lasts without renewal. The leader
 	// renews its lease every LeaseTTL/3; every statement it sends has a
 	// deadline of LeaseTTL/3; it stops forwarding once it could not renew
-	// for 2/3 of LeaseTTL, and a standby takes over once the lease expired.
-	// So a leader that dies, or whose connection freezes, is replaced within
+	// for 2/3 of LeaseTTL, and a standby takes over once the lease expired
+	// (at once when the leader's database session has ended). So a leader
+	// that dies, or whose connection freezes, is replaced within
 	// LeaseTTL + LeaderPoll + LeaseTTL/3 (MaxTakeover, 21 s, with the
 	// defaults). Default 15 s.
 	LeaseTTL time.Duration
