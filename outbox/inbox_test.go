@@ -124,7 +124,7 @@ func TestInboxKeysByTopic(t *testing.T) {
 	}
 }
 
-// A row recorded before the inbox keyed by topic (topic ”) still marks the
+// A row recorded before the inbox keyed by topic (empty topic) still marks the
 // message as processed, whatever its topic.
 func TestInboxHonoursRowsRecordedBeforeTopics(t *testing.T) {
 	_, db, schema := setup(t)
