@@ -19,29 +19,69 @@
 // # Relay
 //
 // Relay.Run forwards outbox rows to a bridge (NATS, RabbitMQ, or PostgreSQL
-// itself). Several relays may run: one holds a PostgreSQL advisory lock and
-// forwards, the others wait to take over; when the leader dies its session
-// ends, the lock is released and another relay continues within
-// Relay.LeaderPoll. The leader wakes on the commit notification (LISTEN) and
-// sweeps every PollInterval in case one was missed. It forwards in id order,
-// stopping at the first failed publish, so messages of one topic written one
-// after another arrive in that order. An event nobody subscribes to is done;
-// a command whose service has never subscribed on the broker waits (the
-// relay retries and logs it), because dropping it would lose a committed
-// message. A crash between a publish and the
-// row's update forwards the message again (at-least-once: the inbox makes
-// it harmless). Forwarded rows are deleted after Retention. Stats reports
-// the backlog and the age of the oldest waiting row.
+// itself). Several relays may run: one leads and forwards, the others wait
+// to take over. Leadership is a lease in the outbox_leader table, not a
+// session lock: the leader renews it every LeaseTTL/3 and every statement
+// it sends has a deadline of LeaseTTL/3, so a leader whose connection
+// freezes (no reset: the server still sees a live session) notices within
+// 2/3 LeaseTTL, stops forwarding, and never resumes without taking the
+// lease again. A standby takes the lease when it expired, or at once when
+// the session that last renewed it has ended (a relay killed or cut off).
+// With the defaults a standby forwards within MaxTakeover (21 s) of the
+// leader's death or freeze. The leader trusts its lease only until 2/3
+// LeaseTTL after it sent the last renewal, and starts no publish after
+// that, so a frozen leader stops at least LeaseTTL/3 before its successor
+// may start (the margin for a publish in flight). A leader whose session
+// was cut may finish the batch it is publishing while the standby starts:
+// its rows are then forwarded twice, which at-least-once allows. Relays of
+// releases before migration 6 took an advisory lock instead: stop them
+// before starting these.
+//
+// The leader wakes on the commit notification (LISTEN) and sweeps every
+// PollInterval in case one was missed. It forwards in id order, so messages
+// of one topic written one after another arrive in that order.
+//
+// # Refused messages
+//
+// When the target refuses a row, the relay decides by the error:
+//
+//   - The target is unreachable (bridge.ErrUnreachable, ErrClosed): no row
+//     is to blame; the round stops and is tried again after LeaderPoll.
+//   - An event nobody subscribes to has nobody to reach: it is done.
+//   - A reason that can pass — a command whose service has no consumer
+//     (not yet, or any more: a retired version), any other broker error:
+//     the row is retried after RetryBackoff, doubling with each attempt up
+//     to MaxRetryBackoff. It holds back the later rows of its own topic, so
+//     the order within a topic is kept; every other topic goes on.
+//   - A reason that cannot pass, the message itself (NATS max_payload,
+//     which counts headers, so an event within the engine's payload limit
+//     may exceed it): the row is parked. It is not retried, and it holds
+//     back nothing: later rows of its topic go on, since waiting for a
+//     message that can never be delivered would stop the topic for good.
+//
+// Every refusal is logged and recorded on the row (attempts, last_error).
+// Stats and the gauges of RegisterMetrics count the rows waiting for a
+// retry and the parked ones; ListFailed and `switchboard outbox failed`
+// show them; Retry and `switchboard outbox retry` make them deliverable at
+// once (a parked message refused again is parked again).
+//
+// A crash between a publish and the row's update forwards the message again
+// (at-least-once: the inbox makes it harmless). Forwarded rows are deleted
+// after Retention.
 //
 // # Inbox
 //
 // Inbox.Middleware runs a handler inside a transaction that first records
-// the message id for the handler's consumer group: a message already
-// recorded is acknowledged without running the handler again. The handler
-// gets the transaction with TxFrom(ctx) for its own writes, and whatever it
-// emits goes to the outbox in the same transaction, so the handler's
-// effects, its inbox row and the messages it causes commit or roll back
-// together. PurgeInbox removes rows older than the redelivery window.
+// the message (its id and topic) for the handler's consumer group: a
+// message already recorded is acknowledged without running the handler
+// again, and the handler's output stored with the record — an awaited
+// command's reply — is returned again, so a caller whose first reply was
+// lost (a crash between the commit and the reply) gets the same answer. The
+// handler gets the transaction with TxFrom(ctx) for its own writes, and
+// whatever it emits goes to the outbox in the same transaction, so the
+// handler's effects, its inbox row, its reply and the messages it causes
+// commit or roll back together. PurgeInbox removes rows older than the
+// redelivery window.
 //
-// Tables come from package migrations (versions 3 and 4).
+// Tables come from package migrations (versions 3, 4 and 6).
 package outbox

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,13 +55,21 @@ func (in Inbox) Middleware() message.HandlerMiddleware {
 	if log == nil {
 		log = slog.Default()
 	}
-	record := `INSERT INTO ` + qs + `.inbox (message_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING`
+	// The message is keyed by id, group and topic. A row recorded before
+	// migration 6 has the topic '' and still counts for every topic.
+	record := `INSERT INTO ` + qs + `.inbox (message_id, group_name, topic)
+		SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT FROM ` + qs + `.inbox
+			WHERE message_id = $1 AND group_name = $2 AND topic = '')
+		ON CONFLICT DO NOTHING`
+	saveReply := `UPDATE ` + qs + `.inbox SET reply = $4 WHERE message_id = $1 AND group_name = $2 AND topic = $3`
+	readReply := `SELECT reply FROM ` + qs + `.inbox WHERE message_id = $1 AND group_name = $2 AND topic IN ($3, '') AND reply IS NOT NULL LIMIT 1`
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx := msg.Context()
 			group := message.HandlerNameFromCtx(ctx)
+			topic := message.SubscribeTopicFromCtx(ctx)
 			if r, ok := envelope.RouteFrom(ctx); ok {
-				group = r.Group
+				group, topic = r.Group, r.Topic
 			}
 			tx, err := in.DB.BeginTx(ctx, in.TxOptions)
 			if err != nil {
@@ -69,15 +78,21 @@ func (in Inbox) Middleware() message.HandlerMiddleware {
 			rollback := func() { _ = tx.Rollback() }
 			// A concurrent delivery of the same message waits here on the
 			// primary key until the first one commits or rolls back.
-			res, err := tx.ExecContext(ctx, record, msg.UUID, group)
+			res, err := tx.ExecContext(ctx, record, msg.UUID, group, topic)
 			if err != nil {
 				rollback()
 				return nil, fmt.Errorf("inbox: recording %s: %w", msg.UUID, err)
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
 				rollback()
-				log.Info("inbox: message already processed; acknowledged without effect", "message_id", msg.UUID, "group", group)
-				return nil, nil
+				// Answer as the first time: a caller may wait for the reply
+				// the first delivery never sent (a crash after its commit).
+				out, err := storedOutput(ctx, in.DB, readReply, msg.UUID, group, topic)
+				if err != nil {
+					return nil, err
+				}
+				log.Info("inbox: message already processed; acknowledged without effect", "message_id", msg.UUID, "group", group, "topic", topic, "replayed", len(out))
+				return out, nil
 			}
 			hctx := context.WithValue(ctx, txKey{}, tx)
 			hctx = engine.WithPublisher(hctx, mustPublisher(wmsql.TxFromStdSQL(tx), in.Schema))
@@ -88,12 +103,62 @@ func (in Inbox) Middleware() message.HandlerMiddleware {
 				rollback()
 				return nil, err
 			}
+			if len(out) > 0 {
+				b, err := json.Marshal(storeOutput(out))
+				if err == nil {
+					_, err = tx.ExecContext(ctx, saveReply, msg.UUID, group, topic, b)
+				}
+				if err != nil {
+					rollback()
+					return nil, fmt.Errorf("inbox: storing the reply to %s: %w", msg.UUID, err)
+				}
+			}
 			if err := tx.Commit(); err != nil {
 				return nil, fmt.Errorf("inbox: commit: %w", err)
 			}
 			return out, nil
 		}
 	}
+}
+
+// storedMessage is a handler's output message as the inbox stores it.
+type storedMessage struct {
+	UUID     string            `json:"uuid"`
+	Payload  []byte            `json:"payload"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+func storeOutput(out []*message.Message) []storedMessage {
+	s := make([]storedMessage, len(out))
+	for i, m := range out {
+		s[i] = storedMessage{UUID: m.UUID, Payload: m.Payload, Metadata: m.Metadata}
+	}
+	return s
+}
+
+// storedOutput reads the output stored for a processed message (none for
+// one processed without output, or recorded before migration 6).
+func storedOutput(ctx context.Context, db *sql.DB, q, id, group, topic string) ([]*message.Message, error) {
+	var b []byte
+	err := db.QueryRowContext(ctx, q, id, group, topic).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("inbox: reading the stored reply to %s: %w", id, err)
+	}
+	var stored []storedMessage
+	if err := json.Unmarshal(b, &stored); err != nil {
+		return nil, fmt.Errorf("inbox: reading the stored reply to %s: %w", id, err)
+	}
+	out := make([]*message.Message, len(stored))
+	for i, s := range stored {
+		out[i] = message.NewMessage(s.UUID, s.Payload)
+		for k, v := range s.Metadata {
+			out[i].Metadata.Set(k, v)
+		}
+	}
+	return out, nil
 }
 
 // PurgeInbox deletes inbox rows older than olderThan and returns how many.

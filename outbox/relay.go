@@ -2,15 +2,20 @@ package outbox
 
 import (
 	"context"
+	"crypto/md5" //nolint:gosec // a channel name, not a secret
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	natsgo "github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 
@@ -31,8 +36,25 @@ type Relay struct {
 	// PollInterval is the sweep for a missed notification. Default 1 s.
 	PollInterval time.Duration
 	// LeaderPoll is how often a standby relay tries to take over, and the
-	// wait before reconnecting after a lost connection. Default 1 s.
+	// wait before reconnecting after a lost connection or retrying when the
+	// target is unreachable. Default 1 s.
 	LeaderPoll time.Duration
+	// LeaseTTL is how long leadership lasts without renewal. The leader
+	// renews its lease every LeaseTTL/3; every statement it sends has a
+	// deadline of LeaseTTL/3; it stops forwarding once it could not renew
+	// for 2/3 of LeaseTTL, and a standby takes over once the lease expired
+	// (at once when the leader's database session has ended). So a leader
+	// that dies, or whose connection freezes, is replaced within
+	// LeaseTTL + LeaderPoll + LeaseTTL/3 (MaxTakeover, 21 s, with the
+	// defaults). Default 15 s.
+	LeaseTTL time.Duration
+	// RetryBackoff is the wait before retrying a row the target refused for
+	// a reason that can pass (no consumer for a command yet, a broker
+	// error); it doubles with each attempt up to MaxRetryBackoff. Default
+	// 1 s.
+	RetryBackoff time.Duration
+	// MaxRetryBackoff caps the doubling of RetryBackoff. Default 1 min.
+	MaxRetryBackoff time.Duration
 	// Retention keeps forwarded rows this long before deleting them.
 	// Default 1 h; negative deletes a row as soon as it is forwarded.
 	Retention time.Duration
@@ -42,15 +64,24 @@ type Relay struct {
 
 // Defaults of Relay.
 const (
-	DefaultBatchSize    = 100
-	DefaultPollInterval = time.Second
-	DefaultLeaderPoll   = time.Second
-	DefaultRetention    = time.Hour
+	DefaultBatchSize       = 100
+	DefaultPollInterval    = time.Second
+	DefaultLeaderPoll      = time.Second
+	DefaultLeaseTTL        = 15 * time.Second
+	DefaultRetryBackoff    = time.Second
+	DefaultMaxRetryBackoff = time.Minute
+	DefaultRetention       = time.Hour
 )
 
-// lockNamespace is the first key of the relay's advisory lock (the second
-// is the schema's hash): one leader per outbox.
-const lockNamespace = 1937337955
+// MaxTakeover bounds, with the default LeaseTTL and LeaderPoll, the time
+// from the moment a leader dies or its connection freezes to the moment a
+// standby forwards: the lease expires at most LeaseTTL after the leader's
+// last renewal (which came before), a standby tries every LeaderPoll, and
+// its statements take at most LeaseTTL/3.
+const MaxTakeover = DefaultLeaseTTL + DefaultLeaderPoll + DefaultLeaseTTL/3
+
+// maxErrorText bounds the publish error stored with a failed row.
+const maxErrorText = 1000
 
 // Validate reports every problem in r.
 func (r Relay) Validate() error {
@@ -69,10 +100,17 @@ func (r Relay) Validate() error {
 	if r.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("BatchSize is negative (%d)", r.BatchSize))
 	}
-	for name, d := range map[string]time.Duration{"PollInterval": r.PollInterval, "LeaderPoll": r.LeaderPoll} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s is negative (%s)", name, d))
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"PollInterval", r.PollInterval}, {"LeaderPoll", r.LeaderPoll}, {"LeaseTTL", r.LeaseTTL},
+		{"RetryBackoff", r.RetryBackoff}, {"MaxRetryBackoff", r.MaxRetryBackoff}} {
+		if d.d < 0 {
+			errs = append(errs, fmt.Errorf("%s is negative (%s)", d.name, d.d))
 		}
+	}
+	if r.LeaseTTL > 0 && r.LeaseTTL < 300*time.Millisecond {
+		errs = append(errs, fmt.Errorf("LeaseTTL %s is below 300ms", r.LeaseTTL))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("outbox relay: %w", err)
@@ -93,6 +131,15 @@ func (r *Relay) setDefaults() {
 	if r.LeaderPoll == 0 {
 		r.LeaderPoll = DefaultLeaderPoll
 	}
+	if r.LeaseTTL == 0 {
+		r.LeaseTTL = DefaultLeaseTTL
+	}
+	if r.RetryBackoff == 0 {
+		r.RetryBackoff = DefaultRetryBackoff
+	}
+	if r.MaxRetryBackoff == 0 {
+		r.MaxRetryBackoff = DefaultMaxRetryBackoff
+	}
 	if r.Retention == 0 {
 		r.Retention = DefaultRetention
 	}
@@ -109,8 +156,10 @@ func (r Relay) Run(ctx context.Context) error {
 	}
 	r.setDefaults()
 	qs, _ := quote(r.Schema)
+	q := queries(qs, r.Retention < 0)
+	l := &lease{holder: holderID(), ttl: r.LeaseTTL}
 	for ctx.Err() == nil {
-		err := r.session(ctx, qs)
+		err := r.session(ctx, q, l)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -120,23 +169,101 @@ func (r Relay) Run(ctx context.Context) error {
 	return nil
 }
 
+// holderID names this relay in the lease: host, process and a random part
+// (one per Run, so two relays of one process are told apart).
+func holderID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+}
+
+// lease is this relay's view of its leadership. The server decides who
+// leads (outbox_leader.expires_at, on the server's clock); the relay only
+// trusts its lease until 2/3 of the TTL after it SENT its last successful
+// renewal, which is before the server stamped it, so the relay stops
+// forwarding at least TTL/3 before a standby can take over: the margin for
+// a publish in flight.
+type lease struct {
+	holder string
+	ttl    time.Duration
+	sent   time.Time // when the last successful renewal was sent; zero: not leading
+}
+
+func (l *lease) valid() bool    { return !l.sent.IsZero() && time.Since(l.sent) < 2*l.ttl/3 }
+func (l *lease) renewDue() bool { return l.sent.IsZero() || time.Since(l.sent) >= l.ttl/3 }
+func (l *lease) until() time.Time {
+	return l.sent.Add(2 * l.ttl / 3)
+}
+
+// stmt bounds one statement, so that a frozen connection is noticed in
+// LeaseTTL/3 (pgx closes a connection whose statement was cancelled).
+func (r Relay) stmt(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.LeaseTTL/3)
+}
+
+// acquire takes or renews the lease; it reports whether this relay leads.
+func (r Relay) acquire(ctx context.Context, conn *pgx.Conn, q relayQueries, l *lease) (bool, error) {
+	sctx, cancel := r.stmt(ctx)
+	defer cancel()
+	sent := time.Now()
+	var ok bool
+	err := conn.QueryRow(sctx, q.lease, l.holder, l.ttl.Seconds()).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		l.sent = time.Time{}
+		return false, nil
+	}
+	if err != nil {
+		l.sent = time.Time{}
+		return false, fmt.Errorf("taking the leader lease: %w", err)
+	}
+	l.sent = sent
+	return true, nil
+}
+
+// release ends the lease at once when the relay stops, so that a standby
+// need not wait for it to expire.
+func (r Relay) release(conn *pgx.Conn, q relayQueries, l *lease) {
+	if l.sent.IsZero() || conn.IsClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.LeaseTTL/3)
+	defer cancel()
+	if _, err := conn.Exec(ctx, q.release, l.holder); err != nil {
+		r.Logger.Debug("outbox relay: releasing the lease", "err", err)
+	}
+	l.sent = time.Time{}
+}
+
 // session connects, waits to become the leader, then forwards until the
-// connection fails or ctx ends. Everything runs on this one connection: if
-// it dies, the lock is gone and so is this relay's right to forward.
-func (r Relay) session(ctx context.Context, qs string) error {
-	conn, err := pgx.Connect(ctx, r.DB)
+// connection fails, the lease is lost or ctx ends.
+func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
+	cctx, cancel := r.stmt(ctx)
+	conn, err := pgx.Connect(cctx, r.DB)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		r.release(conn, q, l)
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
+	// Hygiene, not safety (the lease is): the server ends this session if
+	// it stays silent much longer than the relay ever is, freeing its slot
+	// behind a frozen path. PostgreSQL before 14 lacks the setting.
+	idle := 3 * max(r.LeaseTTL, r.LeaderPoll)
+	sctx, cancel := r.stmt(ctx)
+	_, err = conn.Exec(sctx, fmt.Sprintf("SET idle_session_timeout = %d", idle.Milliseconds()))
+	cancel()
+	if err != nil && conn.IsClosed() {
+		return fmt.Errorf("configuring the session: %w", err)
+	}
 	for {
-		var leader bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, lockNamespace, r.Schema).Scan(&leader); err != nil {
-			return fmt.Errorf("taking the leader lock: %w", err)
+		leader, err := r.acquire(ctx, conn, q, l)
+		if err != nil {
+			return err
 		}
 		if leader {
 			break
@@ -145,20 +272,32 @@ func (r Relay) session(ctx context.Context, qs string) error {
 			return ctx.Err()
 		}
 	}
-	r.Logger.Info("outbox relay: leading", "schema", r.Schema, "target", r.Target.Name())
-	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{r.Schema + ".outbox"}.Sanitize()); err != nil {
+	r.Logger.Info("outbox relay: leading", "schema", r.Schema, "target", r.Target.Name(), "holder", l.holder)
+	sctx, cancel = r.stmt(ctx)
+	_, err = conn.Exec(sctx, `LISTEN `+pgx.Identifier{notifyChannel(r.Schema)}.Sanitize())
+	cancel()
+	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
-	q := queries(qs, r.Retention < 0)
 	lastClean := time.Time{}
 	for {
-		n, err := r.forward(ctx, conn, q)
+		if l.renewDue() {
+			if leader, err := r.acquire(ctx, conn, q, l); err != nil {
+				return err
+			} else if !leader {
+				return errors.New("lost the leader lease to another relay")
+			}
+		}
+		n, err := r.forward(ctx, conn, q, l)
 		if err != nil {
 			return err
 		}
 		if r.Retention > 0 && time.Since(lastClean) > time.Minute {
 			lastClean = time.Now()
-			if tag, err := conn.Exec(ctx, q.clean, r.Retention.Microseconds()); err != nil {
+			sctx, cancel := r.stmt(ctx)
+			tag, err := conn.Exec(sctx, q.clean, r.Retention.Microseconds())
+			cancel()
+			if err != nil {
 				return fmt.Errorf("deleting forwarded rows: %w", err)
 			} else if tag.RowsAffected() > 0 {
 				r.Logger.Debug("outbox relay: deleted forwarded rows", "rows", tag.RowsAffected())
@@ -167,7 +306,12 @@ func (r Relay) session(ctx context.Context, qs string) error {
 		if n == r.BatchSize {
 			continue // more waiting
 		}
-		wctx, cancel := context.WithTimeout(ctx, r.PollInterval)
+		// Wake for a notification, the sweep, or the next renewal.
+		wait := min(r.PollInterval, time.Until(l.sent.Add(l.ttl/3)))
+		if wait <= 0 {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
 		_, err = conn.WaitForNotification(wctx)
 		cancel()
 		switch {
@@ -179,14 +323,48 @@ func (r Relay) session(ctx context.Context, qs string) error {
 	}
 }
 
-type relayQueries struct{ pending, done, clean string }
+// notifyChannel is the NOTIFY channel of schema's outbox; the trigger of
+// migration 6 computes the same name.
+func notifyChannel(schema string) string {
+	sum := md5.Sum([]byte(schema))
+	return "outbox_" + hex.EncodeToString(sum[:])
+}
+
+type relayQueries struct{ pending, done, retry, park, clean, lease, release string }
 
 func queries(qs string, deleteAtOnce bool) relayQueries {
 	q := relayQueries{
-		pending: `SELECT id, topic, uuid, payload, metadata FROM ` + qs + `.outbox WHERE forwarded_at IS NULL ORDER BY id LIMIT $1`,
-		done:    `UPDATE ` + qs + `.outbox SET forwarded_at = now() WHERE id = ANY($1)`,
+		// Rows not forwarded, not parked, and with no row of their topic
+		// (themselves included) waiting for a retry.
+		pending: `SELECT id, topic, uuid, payload, metadata FROM ` + qs + `.outbox o
+			WHERE forwarded_at IS NULL AND parked_at IS NULL
+			AND NOT EXISTS (SELECT FROM ` + qs + `.outbox w
+				WHERE w.topic = o.topic AND w.id <= o.id
+				AND w.forwarded_at IS NULL AND w.parked_at IS NULL AND w.retry_at > now())
+			ORDER BY id LIMIT $1`,
+		done: `UPDATE ` + qs + `.outbox SET forwarded_at = now() WHERE id = ANY($1)`,
+		// $2 and $3 are the first and the longest wait, in seconds; the
+		// exponent is capped so that power() cannot overflow.
+		retry: `UPDATE ` + qs + `.outbox SET attempts = attempts + 1, last_error = $4,
+			retry_at = now() + make_interval(secs => least($2::float8 * power(2, least(attempts, 30)), $3::float8))
+			WHERE id = $1`,
+		park: `UPDATE ` + qs + `.outbox SET attempts = attempts + 1, last_error = $2, parked_at = now(), retry_at = NULL WHERE id = $1`,
 		clean: `DELETE FROM ` + qs + `.outbox WHERE id IN (SELECT id FROM ` + qs + `.outbox
 			WHERE forwarded_at < now() - make_interval(secs => $1::bigint / 1e6) LIMIT 10000)`,
+		// Takes the lease when free, expired or left by a session that
+		// ended, renews it when held: a row comes back only if this relay
+		// leads. A session whose start is hidden (another role's, without
+		// pg_read_all_stats) counts as alive while its pid is.
+		lease: `INSERT INTO ` + qs + `.outbox_leader AS l (id, holder, expires_at, pid, backend_start)
+			SELECT true, $1, now() + make_interval(secs => $2::float8), a.pid, a.backend_start
+			FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
+			ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+				pid = excluded.pid, backend_start = excluded.backend_start
+			WHERE l.holder = excluded.holder OR l.expires_at < now()
+				OR NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = l.pid
+					AND (a.backend_start IS NULL OR a.backend_start = l.backend_start))
+			RETURNING true`,
+		release: `UPDATE ` + qs + `.outbox_leader SET expires_at = now() WHERE holder = $1`,
 	}
 	if deleteAtOnce {
 		q.done = `DELETE FROM ` + qs + `.outbox WHERE id = ANY($1)`
@@ -200,11 +378,51 @@ type row struct {
 	msg *message.Message
 }
 
-// forward publishes one batch in id order and marks what it published. A
-// publish failure stops the batch there, so nothing overtakes a message
-// that could not be sent.
-func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries) (int, error) {
-	rows, err := conn.Query(ctx, q.pending, r.BatchSize)
+// verdict is what a publish error means for the row.
+type verdict int
+
+const (
+	delivered  verdict = iota // published, or an event nobody subscribes to
+	targetDown                // the target is unreachable: no row to blame, retry the round
+	retryLater                // refused for a reason that can pass: back off, hold its topic
+	parkIt                    // refused for what the message is: park it
+)
+
+// judge classifies a publish error for a message of kind (envelope.Kind*).
+func judge(err error, kind string) verdict {
+	switch {
+	case err == nil:
+		return delivered
+	case errors.Is(err, bridge.ErrNoSubscriber) && kind == envelope.KindEvent:
+		return delivered // nobody to reach: done
+	case errors.Is(err, bridge.ErrNoSubscriber):
+		// A command whose service has not subscribed (yet, or any more) must
+		// wait for it: dropping it would lose a committed message.
+		return retryLater
+	case permanent(err):
+		return parkIt
+	case errors.Is(err, bridge.ErrUnreachable), errors.Is(err, bridge.ErrClosed):
+		return targetDown
+	default:
+		return retryLater
+	}
+}
+
+// permanent reports whether the target refused a message for what it is,
+// so that publishing the same bytes again can never succeed: NATS's
+// max_payload (which counts headers).
+func permanent(err error) bool {
+	return errors.Is(err, natsgo.ErrMaxPayload)
+}
+
+// forward publishes one batch in id order and marks what it published. The
+// rows of one topic go in order: a row that must be retried holds back the
+// later rows of its topic, in this batch (skipped) and in later ones (the
+// pending query); other topics go on. A parked row holds back nothing.
+func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *lease) (int, error) {
+	sctx, cancel := r.stmt(ctx)
+	defer cancel()
+	rows, err := conn.Query(sctx, q.pending, r.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("reading the outbox: %w", err)
 	}
@@ -230,45 +448,86 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries) (int
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("reading the outbox: %w", err)
 	}
-	var sent []int64
-	var pubErr error
-	for start := 0; start < len(batch) && pubErr == nil; {
+	// A publish must not outlive the lease: past it a standby may lead.
+	pctx, pcancel := context.WithDeadline(ctx, l.until())
+	defer pcancel()
+	var (
+		sent []int64
+		held = map[string]bool{} // topics with a row to retry in this batch
+		down error               // the target is unreachable: stop the round
+	)
+	for start := 0; start < len(batch) && down == nil; {
 		end := start + 1 // one Publish per run of the same topic
 		for end < len(batch) && batch[end].top == batch[start].top {
 			end++
 		}
-		msgs := make([]*message.Message, 0, end-start)
-		for _, x := range batch[start:end] {
-			x.msg.SetContext(ctx)
-			msgs = append(msgs, x.msg)
-		}
-		err := r.Target.Publisher().Publish(batch[start].top, msgs...)
-		switch {
-		case errors.Is(err, bridge.ErrNoSubscriber) && msgs[0].Metadata.Get(envelope.KeyKind) == envelope.KindEvent:
-			// An event nobody subscribes to has nobody to reach: done.
-			r.Logger.Debug("outbox relay: no subscriber for the event; nothing to deliver", "topic", batch[start].top, "messages", len(msgs))
-		case errors.Is(err, bridge.ErrNoSubscriber):
-			// A command whose service has never subscribed must wait for it:
-			// dropping it would lose a committed message.
-			pubErr = fmt.Errorf("no consumer for command topic %s yet (start the service): %w", batch[start].top, err)
-			continue
-		case err != nil:
-			pubErr = fmt.Errorf("publishing to %s: %w", batch[start].top, err)
-			continue
-		}
-		for _, x := range batch[start:end] {
-			sent = append(sent, x.id)
-		}
+		run := batch[start:end]
 		start = end
+		if held[run[0].top] {
+			continue
+		}
+		if !l.valid() {
+			break // renew first
+		}
+		msgs := make([]*message.Message, len(run))
+		for i, x := range run {
+			x.msg.SetContext(pctx)
+			msgs[i] = x.msg
+		}
+		err := r.Target.Publisher().Publish(run[0].top, msgs...)
+		switch v := judge(err, msgs[0].Metadata.Get(envelope.KeyKind)); {
+		case v == delivered:
+			for _, x := range run {
+				sent = append(sent, x.id)
+			}
+			continue
+		case v == targetDown:
+			down = err
+			continue
+		case len(run) == 1:
+			if err := r.fail(ctx, conn, q, run[0], v, err); err != nil {
+				return 0, err
+			}
+			held[run[0].top] = v == retryLater
+			continue
+		}
+		// Find the row to blame, one at a time. The rows before it may have
+		// been published by the failed Publish and are published again:
+		// at-least-once allows it, and it happens only on a failure.
+		for _, x := range run {
+			if !l.valid() {
+				break
+			}
+			err := r.Target.Publisher().Publish(x.top, x.msg)
+			v := judge(err, x.msg.Metadata.Get(envelope.KeyKind))
+			if v == delivered {
+				sent = append(sent, x.id)
+				continue
+			}
+			if v == targetDown {
+				down = err
+				break
+			}
+			if err := r.fail(ctx, conn, q, x, v, err); err != nil {
+				return 0, err
+			}
+			if v == retryLater {
+				held[x.top] = true
+				break
+			}
+		}
 	}
 	if len(sent) > 0 {
-		if _, err := conn.Exec(ctx, q.done, sent); err != nil {
+		sctx, cancel := r.stmt(ctx)
+		_, err := conn.Exec(sctx, q.done, sent)
+		cancel()
+		if err != nil {
 			// Published but not marked: they will be forwarded again.
 			return 0, fmt.Errorf("marking %d forwarded rows: %w", len(sent), err)
 		}
 	}
-	if pubErr != nil {
-		r.Logger.Warn("outbox relay: publish failed; retrying", "err", pubErr)
+	if down != nil {
+		r.Logger.Warn("outbox relay: target unreachable; retrying", "err", down, "in", r.LeaderPoll)
 		if !sleep(ctx, r.LeaderPoll) {
 			return 0, ctx.Err()
 		}
@@ -276,13 +535,45 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries) (int
 	return len(sent), nil
 }
 
+// fail records a refused row: parked, or to retry after a backoff.
+func (r Relay) fail(ctx context.Context, conn *pgx.Conn, q relayQueries, x row, v verdict, perr error) error {
+	text := perr.Error()
+	if len(text) > maxErrorText {
+		text = text[:maxErrorText]
+	}
+	sctx, cancel := r.stmt(ctx)
+	defer cancel()
+	var err error
+	if v == parkIt {
+		r.Logger.Error("outbox relay: the target refused the message for good; parked (see `switchboard outbox parked`)",
+			"id", x.id, "topic", x.top, "message_id", x.msg.UUID, "err", perr)
+		_, err = conn.Exec(sctx, q.park, x.id, text)
+	} else {
+		r.Logger.Warn("outbox relay: publish failed; the row and the later ones of its topic wait for a retry",
+			"id", x.id, "topic", x.top, "message_id", x.msg.UUID, "err", perr)
+		_, err = conn.Exec(sctx, q.retry, x.id, r.RetryBackoff.Seconds(), r.MaxRetryBackoff.Seconds(), text)
+	}
+	if err != nil {
+		return fmt.Errorf("recording the failure of row %d: %w", x.id, err)
+	}
+	return nil
+}
+
 // Stats describes the outbox's backlog.
 type Stats struct {
-	// Backlog is the number of rows not yet forwarded.
+	// Backlog is the number of rows waiting to be forwarded (Retrying
+	// included, Parked not).
 	Backlog int64
-	// OldestAge is the age of the oldest row not yet forwarded (zero when
-	// the backlog is empty).
+	// OldestAge is the age of the oldest row of the backlog (zero when the
+	// backlog is empty).
 	OldestAge time.Duration
+	// Retrying is the number of rows of the backlog the target refused and
+	// that wait for their next attempt; each holds back the later rows of
+	// its topic.
+	Retrying int64
+	// Parked is the number of rows the target refused for good, set aside
+	// until retried by hand (Retry).
+	Parked int64
 }
 
 // ReadStats reads the backlog of schema's outbox.
@@ -293,7 +584,12 @@ func ReadStats(ctx context.Context, db *sql.DB, schema string) (Stats, error) {
 	}
 	var s Stats
 	var age sql.NullFloat64
-	err = db.QueryRowContext(ctx, `SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM `+qs+`.outbox WHERE forwarded_at IS NULL`).Scan(&s.Backlog, &age)
+	err = db.QueryRowContext(ctx, `SELECT
+			count(*) FILTER (WHERE parked_at IS NULL),
+			extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)),
+			count(*) FILTER (WHERE parked_at IS NULL AND retry_at IS NOT NULL),
+			count(*) FILTER (WHERE parked_at IS NOT NULL)
+		FROM `+qs+`.outbox WHERE forwarded_at IS NULL`).Scan(&s.Backlog, &age, &s.Retrying, &s.Parked)
 	if err != nil {
 		return Stats{}, fmt.Errorf("outbox: reading stats: %w", err)
 	}
@@ -303,10 +599,93 @@ func ReadStats(ctx context.Context, db *sql.DB, schema string) (Stats, error) {
 	return s, nil
 }
 
-// RegisterMetrics publishes the backlog of schema's outbox as two
-// OpenTelemetry gauges, read from db at each collection:
-// switchboard.outbox.backlog (rows) and switchboard.outbox.oldest_age (s).
-// A nil mp means the global provider.
+// FailedRow is an outbox row the target refused: parked, or waiting for its
+// next attempt.
+type FailedRow struct {
+	// ID is the row's id, for Retry.
+	ID int64
+	// Topic is the message's topic.
+	Topic string
+	// MessageID is the message's id (its UUID).
+	MessageID string
+	// Attempts is how many times the target refused it.
+	Attempts int
+	// CreatedAt is when the message was written to the outbox.
+	CreatedAt time.Time
+	// ParkedAt is when it was parked (zero for a row waiting for a retry).
+	ParkedAt time.Time
+	// RetryAt is its next attempt (zero for a parked row).
+	RetryAt time.Time
+	// LastError is the target's last refusal.
+	LastError string
+}
+
+// MaxListed bounds ListFailed.
+const MaxListed = 1000
+
+// ListFailed returns up to limit (at most MaxListed) rows of schema's outbox
+// the target refused and that are not forwarded yet, parked ones first, in
+// id order. A row retried by hand (Retry) stays listed, with neither
+// ParkedAt nor RetryAt, until it is forwarded or refused again.
+func ListFailed(ctx context.Context, db *sql.DB, schema string, limit int) ([]FailedRow, error) {
+	qs, err := quote(schema)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > MaxListed {
+		limit = MaxListed
+	}
+	rows, err := db.QueryContext(ctx, `SELECT id, topic, uuid, attempts, created_at, parked_at, retry_at, coalesce(last_error, '')
+		FROM `+qs+`.outbox WHERE forwarded_at IS NULL AND attempts > 0
+		ORDER BY parked_at IS NULL, id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: listing failed rows: %w", err)
+	}
+	defer rows.Close()
+	var out []FailedRow
+	for rows.Next() {
+		var (
+			f               FailedRow
+			parked, retryAt sql.NullTime
+		)
+		if err := rows.Scan(&f.ID, &f.Topic, &f.MessageID, &f.Attempts, &f.CreatedAt, &parked, &retryAt, &f.LastError); err != nil {
+			return nil, fmt.Errorf("outbox: listing failed rows: %w", err)
+		}
+		f.ParkedAt, f.RetryAt = parked.Time, retryAt.Time
+		out = append(out, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: listing failed rows: %w", err)
+	}
+	return out, nil
+}
+
+// Retry makes the given parked or waiting rows of schema's outbox
+// deliverable at the relay's next round (ids nil: every such row) and
+// returns how many it changed. A row the target refuses again fails again.
+func Retry(ctx context.Context, db *sql.DB, schema string, ids ...int64) (int64, error) {
+	qs, err := quote(schema)
+	if err != nil {
+		return 0, err
+	}
+	q := `UPDATE ` + qs + `.outbox SET parked_at = NULL, retry_at = NULL
+		WHERE forwarded_at IS NULL AND (parked_at IS NOT NULL OR retry_at IS NOT NULL)`
+	args := []any{}
+	if ids != nil {
+		q += ` AND id = ANY($1)`
+		args = append(args, ids)
+	}
+	res, err := db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: retrying rows: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// RegisterMetrics publishes the backlog of schema's outbox as OpenTelemetry
+// gauges, read from db at each collection: switchboard.outbox.backlog
+// (rows), switchboard.outbox.oldest_age (s), switchboard.outbox.retrying
+// and switchboard.outbox.parked (rows). A nil mp means the global provider.
 func RegisterMetrics(mp metric.MeterProvider, db *sql.DB, schema string) error {
 	if _, err := quote(schema); err != nil {
 		return err
@@ -316,12 +695,22 @@ func RegisterMetrics(mp metric.MeterProvider, db *sql.DB, schema string) error {
 	}
 	m := mp.Meter("github.com/switchboard-go/switchboard/outbox")
 	backlog, err := m.Int64ObservableGauge("switchboard.outbox.backlog", metric.WithUnit("{message}"),
-		metric.WithDescription("Outbox rows not yet forwarded"))
+		metric.WithDescription("Outbox rows waiting to be forwarded"))
 	if err != nil {
 		return err
 	}
 	age, err := m.Float64ObservableGauge("switchboard.outbox.oldest_age", metric.WithUnit("s"),
-		metric.WithDescription("Age of the oldest outbox row not yet forwarded"))
+		metric.WithDescription("Age of the oldest outbox row waiting to be forwarded"))
+	if err != nil {
+		return err
+	}
+	retrying, err := m.Int64ObservableGauge("switchboard.outbox.retrying", metric.WithUnit("{message}"),
+		metric.WithDescription("Outbox rows the target refused, waiting for their next attempt"))
+	if err != nil {
+		return err
+	}
+	parked, err := m.Int64ObservableGauge("switchboard.outbox.parked", metric.WithUnit("{message}"),
+		metric.WithDescription("Outbox rows the target refused for good, waiting to be retried by hand"))
 	if err != nil {
 		return err
 	}
@@ -332,8 +721,10 @@ func RegisterMetrics(mp metric.MeterProvider, db *sql.DB, schema string) error {
 		}
 		o.ObserveInt64(backlog, s.Backlog)
 		o.ObserveFloat64(age, s.OldestAge.Seconds())
+		o.ObserveInt64(retrying, s.Retrying)
+		o.ObserveInt64(parked, s.Parked)
 		return nil
-	}, backlog, age)
+	}, backlog, age, retrying, parked)
 	return err
 }
 

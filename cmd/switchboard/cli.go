@@ -32,7 +32,9 @@ Commands:
   dlq purge         delete the dead letters matching filters, or --all (asks for --yes)
   health            open a bridge and check that its backend answers
   relay             forward the transactional outbox to a bridge until interrupted
-  outbox stats      print the outbox backlog and the age of its oldest row
+  outbox stats      print the outbox backlog, the age of its oldest row, rows retrying and parked
+  outbox failed     list the outbox rows the broker refused (parked, or waiting for a retry)
+  outbox retry ID   forward refused outbox rows again at once (--all: every one)
 
 Flags of migrate, dlq, relay and outbox:
   --db URL          PostgreSQL URL (default $SWITCHBOARD_DB)

@@ -1,0 +1,167 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/outbox"
+)
+
+// An awaited command redelivered after its first run committed (the process
+// died between the commit and the reply) is answered again with the stored
+// reply, not with an error, and its handler does not run twice.
+func TestInboxAnswersRedeliveredCommandAgain(t *testing.T) {
+	_, db, schema := setup(t)
+	var (
+		mu   sync.Mutex
+		runs int
+	)
+	svc := engine.NewService("shipping", "1")
+	engine.Handle(svc, ShipOrder, func(ctx context.Context, o Order) (Order, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		return Order{ID: o.ID, Item: "shipped", Trace: fmt.Sprint("run ", runs)}, nil
+	}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
+	bus := inproc.New(inproc.Options{})
+	newEngine(t, bus, svc)
+
+	const replyTopic = "reply.test-caller"
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "test-caller", Kind: bridge.Reply})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	replies, err := sub.Subscribe(t.Context(), replyTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := watermill.NewUUID()
+	var got []*message.Message
+	for range 2 { // the broker delivers the same command twice
+		m := message.NewMessage(id, []byte(`{"id":5}`))
+		m.Metadata.Set(envelope.KeyCorrelationID, "c")
+		m.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+		m.Metadata.Set(envelope.KeyReplyTo, replyTopic)
+		if err := bus.Publisher().Publish("shipping.v1.ship", m); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-replies:
+			r.Ack()
+			got = append(got, r)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reply")
+		}
+	}
+	for i, r := range got {
+		if r.Metadata.Get(envelope.KeyError) != "" {
+			t.Errorf("reply %d is an error: %s", i+1, r.Payload)
+		}
+	}
+	if string(got[0].Payload) != string(got[1].Payload) {
+		t.Errorf("the redelivery was answered %s, the first delivery %s", got[1].Payload, got[0].Payload)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 {
+		t.Errorf("handler ran %d times, want 1", runs)
+	}
+}
+
+// The inbox keys a message by topic too: a message id reused on another
+// topic consumed by the same group (two commands of one service) is a new
+// message, not a duplicate.
+func TestInboxKeysByTopic(t *testing.T) {
+	_, db, schema := setup(t)
+	cancelOrder := engine.NewCommand[Order, Order]("shipping", "1", "cancel")
+	var (
+		mu  sync.Mutex
+		ran = map[string]int{}
+	)
+	handler := func(name string) func(context.Context, Order) (Order, error) {
+		return func(_ context.Context, o Order) (Order, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			ran[name]++
+			return o, nil
+		}
+	}
+	inbox := engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware())
+	svc := engine.NewService("shipping", "1")
+	engine.Handle(svc, ShipOrder, handler("ship"), inbox)
+	engine.Handle(svc, cancelOrder, handler("cancel"), inbox)
+	bus := inproc.New(inproc.Options{})
+	newEngine(t, bus, svc)
+
+	id := watermill.NewUUID()
+	for _, topic := range []string{"shipping.v1.ship", "shipping.v1.cancel", "shipping.v1.ship"} {
+		m := message.NewMessage(id, []byte(`{"id":1}`))
+		m.Metadata.Set(envelope.KeyCorrelationID, "c")
+		m.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+		if err := bus.Publisher().Publish(topic, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "an inbox row per topic", func() bool {
+		return rows(t, db, `SELECT count(*) FROM "`+schema+`".inbox`) >= 2
+	})
+	time.Sleep(200 * time.Millisecond) // the duplicate on ship, if it were to run
+	mu.Lock()
+	defer mu.Unlock()
+	if ran["ship"] != 1 || ran["cancel"] != 1 {
+		t.Errorf("handlers ran %v; want ship 1 and cancel 1", ran)
+	}
+}
+
+// A row recorded before the inbox keyed by topic (empty topic) still marks the
+// message as processed, whatever its topic.
+func TestInboxHonoursRowsRecordedBeforeTopics(t *testing.T) {
+	_, db, schema := setup(t)
+	id := watermill.NewUUID()
+	if _, err := db.Exec(`INSERT INTO "`+schema+`".inbox (message_id, group_name) VALUES ($1, 'shipping.v1')`, id); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		runs int
+	)
+	svc := engine.NewService("shipping", "1")
+	engine.Handle(svc, ShipOrder, func(_ context.Context, o Order) (Order, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		return o, nil
+	}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
+	bus := inproc.New(inproc.Options{})
+	newEngine(t, bus, svc)
+	for _, uuid := range []string{id, watermill.NewUUID()} { // the old one, then a new one
+		m := message.NewMessage(uuid, []byte(`{"id":1}`))
+		m.Metadata.Set(envelope.KeyCorrelationID, "c")
+		m.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+		if err := bus.Publisher().Publish("shipping.v1.ship", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the new message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return runs >= 1
+	})
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 {
+		t.Errorf("handler ran %d times, want 1 (the message recorded before migration 6 ran again)", runs)
+	}
+}

@@ -1,0 +1,109 @@
+package outbox_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/testenv"
+	"github.com/switchboard-go/switchboard/outbox"
+)
+
+// A command nobody consumes (a retired service version) waits with backoff
+// and holds back only the later rows of its own topic: every other topic is
+// forwarded. When its service appears, the held-back rows follow in order.
+func TestRelayFailingRowBlocksOnlyItsTopic(t *testing.T) {
+	url, db, schema := setup(t)
+	bus := inproc.New(inproc.Options{})
+	events := collect(t, bus, "event.orders.placed", "g")
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+	for _, id := range []int{1, 2} {
+		if err := ShipOrder.Send(ctx, Order{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	emitOrders(t, e, db, schema, 0, 5) // written after the stuck commands
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+	waitFor(t, 10*time.Second, "the events behind the stuck command", func() bool { return len(events.snapshot()) == 5 })
+	waitFor(t, 10*time.Second, "the stuck command to count as retrying", func() bool {
+		s, err := outbox.ReadStats(t.Context(), db, schema)
+		return err == nil && s.Retrying == 1 && s.Parked == 0 && s.Backlog == 2
+	})
+	if n := rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox WHERE topic = 'shipping.v1.ship' AND attempts > 0`); n != 1 {
+		t.Errorf("%d command rows attempted, want 1 (the second waits behind the first)", n)
+	}
+	got := collect(t, bus, "shipping.v1.ship", "shipping.v1") // the service starts
+	waitFor(t, 20*time.Second, "both commands", func() bool { return len(got.snapshot()) == 2 })
+	if ids := got.snapshot(); ids[0] != 1 || ids[1] != 2 {
+		t.Errorf("commands arrived as %v, want [1 2]", ids)
+	}
+}
+
+// A message the broker refuses for what it is (NATS: over max_payload,
+// which counts headers, so an event within the engine's own limit) is parked
+// at once, visibly, and does not hold back anything. Retry makes it
+// deliverable again.
+func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
+	url, db, schema := setup(t)
+	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.NATS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = target.Close() })
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	ev := engine.NewEvent[Order]("parktest" + hex.EncodeToString(suffix))
+	got := collect(t, target, "event."+ev.String(), "g")
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	for i, item := range []string{"small", strings.Repeat("x", 1<<20-100), "after"} {
+		tx, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ev.Emit(outbox.WithTx(e.Context(t.Context()), tx, schema), Order{ID: i, Item: item}); err != nil {
+			t.Fatalf("order %d: %v", i, err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: discard()})
+	has := func(id int) bool { return slices.Contains(got.snapshot(), id) }
+	waitFor(t, 20*time.Second, "the messages around the refused one", func() bool { return has(0) && has(2) })
+	if has(1) {
+		t.Fatal("the broker delivered the message it refused")
+	}
+	s, err := outbox.ReadStats(t.Context(), db, schema)
+	if err != nil || s.Parked != 1 || s.Backlog != 0 {
+		t.Errorf("stats %+v, %v; want 1 parked and no backlog", s, err)
+	}
+	parked, err := outbox.ListFailed(t.Context(), db, schema, 10)
+	if err != nil || len(parked) != 1 {
+		t.Fatalf("parked rows %+v, %v; want 1", parked, err)
+	}
+	if p := parked[0]; p.Topic != "event."+ev.String() || !strings.Contains(p.LastError, "maximum payload") || p.Attempts != 1 || p.ParkedAt.IsZero() {
+		t.Errorf("parked row %+v", p)
+	}
+	// Retried, it is refused again and parked again: nothing is lost.
+	if n, err := outbox.Retry(t.Context(), db, schema, parked[0].ID); err != nil || n != 1 {
+		t.Fatalf("retry: %d, %v", n, err)
+	}
+	waitFor(t, 20*time.Second, "the retried row to be parked again", func() bool {
+		p, err := outbox.ListFailed(t.Context(), db, schema, 10)
+		return err == nil && len(p) == 1 && p[0].Attempts == 2 && !p[0].ParkedAt.IsZero()
+	})
+}
