@@ -95,7 +95,7 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 	if err != nil || len(parked) != 1 {
 		t.Fatalf("parked rows %+v, %v; want 1", parked, err)
 	}
-	if p := parked[0]; p.Topic != "event."+ev.String() || !strings.Contains(p.LastError, "maximum payload") || p.Attempts != 1 || p.ParkedAt.IsZero() {
+	if p := parked[0]; p.Topic != "event."+ev.String() || !strings.Contains(p.LastError, "max_payload") || p.Attempts != 1 || p.ParkedAt.IsZero() {
 		t.Errorf("parked row %+v", p)
 	}
 	// Retried, it is refused again and parked again: nothing is lost.

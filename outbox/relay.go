@@ -15,7 +15,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
-	natsgo "github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 
@@ -409,10 +408,10 @@ func judge(err error, kind string) verdict {
 }
 
 // permanent reports whether the target refused a message for what it is,
-// so that publishing the same bytes again can never succeed: NATS's
-// max_payload (which counts headers).
+// so that publishing the same bytes again can never succeed: a message over
+// the backend's size limit (NATS's max_payload counts headers).
 func permanent(err error) bool {
-	return errors.Is(err, natsgo.ErrMaxPayload)
+	return errors.Is(err, bridge.ErrTooLarge)
 }
 
 // forward publishes one batch in id order and marks what it published. The
