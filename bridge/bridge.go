@@ -284,5 +284,8 @@ func Redact(rawURL string) string {
 			}
 		}
 	}
+	if _, has := u.User.Password(); u.User != nil && !has && strings.HasPrefix(u.Scheme, "nats") {
+		u.User = url.User("xxxxx") // nats://TOKEN@host: the user part is the token
+	}
 	return u.Redacted()
 }

@@ -29,6 +29,9 @@ func URLsWithPassword(scheme, password string) []string {
 		"S://app:PW@127.0.0.1:1/db?sslmode=disable",             // refused, with a path
 		"S://app:PW@unknown-host.invalid:1/?connect_timeout=1s", // no such host
 	}
+	if strings.HasPrefix(scheme, "nats") {
+		shapes = append(shapes, "S://PW@127.0.0.1:1/") // a token alone (NATS token auth)
+	}
 	out := make([]string, len(shapes))
 	for i, s := range shapes {
 		out[i] = strings.ReplaceAll(strings.Replace(s, "S:", scheme+":", 1), "PW", password)

@@ -172,7 +172,7 @@ func serverURL(u *url.URL) (server, shown string, err error) {
 		}
 	}
 	s := url.URL{Scheme: "nats", User: u.User, Host: u.Host}
-	return s.String(), s.Redacted(), nil
+	return s.String(), bridge.Redact(s.String()), nil
 }
 
 // open is the bridge.Opener registered for "nats".
@@ -220,7 +220,7 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 			log.Warn("nats: disconnected; reconnecting", "err", err)
 		}),
 		natsgo.ReconnectHandler(func(c *natsgo.Conn) {
-			log.Info("nats: reconnected", "url", c.ConnectedUrlRedacted())
+			log.Info("nats: reconnected", "url", bridge.Redact(c.ConnectedUrl()))
 			b.reconnected()
 		}),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
