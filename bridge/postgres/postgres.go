@@ -350,7 +350,32 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if errors.As(err, &pgErr) && pgErr.Code == noSubscriberCode {
 		return fmt.Errorf("%w %q", bridge.ErrNoSubscriber, topic)
 	}
+	if transient(err) {
+		return fmt.Errorf("%w: postgres: publish to %q: %w", bridge.ErrUnreachable, topic, err)
+	}
 	return fmt.Errorf("postgres: publish to %q: %w", topic, err)
+}
+
+// transient reports whether a failed statement may succeed when tried
+// again: no answer from the server (a broken or refused connection, a
+// timeout), or an error class that says the server cannot serve now
+// (connection exception 08, transaction rollback 40, insufficient resources
+// 53, operator intervention 57 such as an admin shutdown). Callers tell
+// "the backend is down, try later" (bridge.ErrUnreachable) from a refusal
+// of the message itself, which no retry cures.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return true
+	}
+	if len(pgErr.Code) < 2 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "08", "40", "53", "57":
+		return true
+	}
+	return false
 }
 
 // Close is a no-op: the bridge owns the publisher and closes it in Close.
