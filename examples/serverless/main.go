@@ -5,7 +5,7 @@
 // examples/monolith, examples/microservices and examples/edge.
 //
 //	go run ./examples/serverless
-//	curl -i -X POST localhost:8080/users -d '{"name":"Ada","email":"ada@example.com"}'
+//	curl -i -H 'Content-Type: application/json' -d '{"name":"Ada","email":"ada@example.com"}' localhost:8080/users
 //	curl -i -H 'Authorization: Bearer demo-token' localhost:8080/users/u1
 //	curl -H 'Authorization: Bearer demo-token' localhost:8080/emails
 //	curl localhost:8080/openapi.json

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,32 +27,35 @@ func (ep *Endpoint) decode(w http.ResponseWriter, r *http.Request, maxBody int64
 	if p != nil {
 		return p
 	}
+	// The engine refuses a null payload as an empty one; so does the
+	// gateway, before it could fill fields into nothing.
+	if bytes.Equal(body, []byte("null")) || (len(body) == 0 && ep.bodyRequired) {
+		return emptyPayload()
+	}
 	if ep.fields == nil { // not a struct: the body is the input
-		if len(body) == 0 {
-			return nil
-		}
 		return strictDecode(body, dst)
 	}
-	obj := map[string]json.RawMessage{}
+	var keys map[string]json.RawMessage
 	if len(body) > 0 {
-		if p := strictDecode(body, &obj); p != nil {
+		if p := strictDecode(body, &keys); p != nil {
 			if p.Field == "(root)" {
 				return invalid("", "the body must be a JSON object")
 			}
 			return p
 		}
 	}
-	for k := range obj {
+	for k := range keys {
 		if where := ep.paramIn(k); where != "" {
 			return invalid(k, "belongs in the "+where+", not in the body")
 		}
 	}
+	params := make([]param, 0, len(ep.pathParams))
 	for _, name := range ep.pathParams {
 		raw, err := paramJSON(ep.fields[name].typ, []string{r.PathValue(name)})
 		if err != nil {
 			return invalid(name, err.Error())
 		}
-		obj[name] = raw
+		params = append(params, param{name, raw})
 	}
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -68,31 +72,66 @@ func (ep *Endpoint) decode(w http.ResponseWriter, r *http.Request, maxBody int64
 		if err != nil {
 			return invalid(k, err.Error())
 		}
-		obj[k] = raw
+		params = append(params, param{k, raw})
 	}
-	if p := ep.checkRequired(obj); p != nil {
+	if p := ep.checkRequired(keys, params); p != nil {
 		return p
 	}
-	merged, err := json.Marshal(obj)
-	if err != nil {
-		return invalid("", "cannot merge the input: "+err.Error())
+	return strictDecode(withParams(body, params), dst)
+}
+
+// param is a path or query field, by its exact JSON name, as JSON.
+type param struct {
+	name string
+	raw  json.RawMessage
+}
+
+// withParams returns the body object with params added as members. The
+// body's own bytes are kept as they are, so the strict decoder sees every
+// key the client sent (a duplicate or a wrong case included) rather than a
+// re-encoded copy. body is empty or a JSON object without trailing data
+// (strictDecode checked it), and no param names a body key (decode refused
+// those), so the result has no key twice.
+func withParams(body []byte, params []param) []byte {
+	if len(body) == 0 {
+		body = []byte("{}")
 	}
-	return strictDecode(merged, dst)
+	inner := body[:len(body)-1] // without the closing brace
+	out := make([]byte, 0, len(body)+16*len(params))
+	out = append(out, inner...)
+	comma := len(bytes.TrimSpace(inner[1:])) > 0
+	for _, p := range params {
+		if comma {
+			out = append(out, ',')
+		}
+		name, _ := json.Marshal(p.name) // a string always encodes
+		out = append(out, name...)
+		out = append(out, ':')
+		out = append(out, p.raw...)
+		comma = true
+	}
+	return append(out, '}')
+}
+
+// emptyPayload is the engine's answer to an empty payload, so that a client
+// sees one description of it whichever side refuses it.
+func emptyPayload() *Problem {
+	return &Problem{Status: http.StatusBadRequest, Reason: "invalid_input", Detail: "empty payload"}
 }
 
 // checkRequired answers 400 naming the first required field (a top-level
 // field without omitempty or omitzero, "required" in the OpenAPI document)
-// that obj lacks.
-func (ep *Endpoint) checkRequired(obj map[string]json.RawMessage) *Problem {
+// that neither the body keys nor params give.
+func (ep *Endpoint) checkRequired(keys map[string]json.RawMessage, params []param) *Problem {
 	for _, name := range fieldNames(ep.fields) {
 		if ep.fields[name].omitempty {
 			continue
 		}
-		if _, ok := obj[name]; ok {
+		if _, ok := keys[name]; ok || slices.ContainsFunc(params, func(p param) bool { return p.name == name }) {
 			continue
 		}
 		found := false
-		for k := range obj { // encoding/json matches names case-insensitively
+		for k := range keys { // encoding/json matches names case-insensitively
 			if strings.EqualFold(k, name) {
 				found = true
 				break
@@ -132,14 +171,24 @@ func (ep *Endpoint) readBody(w http.ResponseWriter, r *http.Request, maxBody int
 	if !ep.hasBody {
 		return nil, invalid("", ep.method+" takes no body: send the input in the query string")
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return nil, &Problem{Status: http.StatusUnsupportedMediaType, Reason: "unsupported_media_type",
-				Detail: fmt.Sprintf("the body must be JSON (Content-Type: application/json), not %q", ct)}
-		}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		return nil, &Problem{Status: http.StatusUnsupportedMediaType, Reason: "unsupported_media_type",
+			Detail: "the body must be JSON in UTF-8, sent with Content-Type: application/json"}
 	}
 	return b, nil
+}
+
+// isJSON reports whether the Content-Type ct declares JSON: application/json
+// or a +json type, in UTF-8 (the only encoding of JSON, RFC 8259) when it
+// names a charset. A body without a Content-Type is refused too: a browser
+// sends a form or text/plain cross-site without asking (CSRF), never JSON.
+func isJSON(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
 // strictDecode decodes b into dst exactly as the engine decodes a payload

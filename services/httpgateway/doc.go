@@ -26,9 +26,16 @@
 // unknown field or query parameter, a value of the wrong type, a missing
 // required field (one without omitempty or omitzero, as in the OpenAPI
 // document) and a failed Validate are 400 problems naming the field. The
-// body is limited to Config.MaxBodyBytes (1 MiB, 413) and must be JSON
-// (415). The result is the JSON of the command's output, with the
-// endpoint's status (200 unless Status says otherwise).
+// body is limited to Config.MaxBodyBytes (1 MiB, 413) and must be declared
+// JSON: a non-empty body without "Content-Type: application/json" (or a
+// +json type; a charset, if any, must be utf-8) is a 415, so that a
+// browser's cross-site form or text/plain post never reaches a command. A
+// body of JSON null, and an empty body where one is required (the input is
+// not a struct, or a body field is required; requestBody.required in the
+// OpenAPI document), are the 400 the engine answers for an empty payload.
+// The result is the JSON of the command's output, with the endpoint's
+// status (200 unless Status says otherwise). Every response carries
+// X-Content-Type-Options: nosniff.
 //
 // # Errors
 //

@@ -228,6 +228,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info.traceparent = envelope.ChildTraceparent("") // a new, sampled trace
 	}
 	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff") // a browser must not run a reflected body as HTML or script
 	h.Set(HeaderCorrelationID, info.correlationID)
 	h.Set(HeaderTraceparent, info.traceparent)
 	if info.tracestate != "" {
