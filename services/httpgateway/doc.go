@@ -44,8 +44,10 @@
 // 400, 401, 403, 404, 409, 413, 422 as the handler or the engine gave them
 // (with their message and details), 504 for a timeout, 503 for no handler,
 // an unreachable service, an open circuit or a stopping engine, 500 for
-// anything else — with no detail but the failed message's id, the original
-// being logged where it happened. The problem's type is
+// anything else. A 5xx never carries the error's message or details, which
+// can name hosts, tables and topics: its detail is fixed per reason, with
+// the correlation id (and the failed message's id, when there is one) to
+// find the original, which the gateway logs. The problem's type is
 // "urn:switchboard:problem:<reason>" when the error has a reason
 // ("invalid_input", "timeout", "no_handler", "draining", …), else
 // "about:blank".

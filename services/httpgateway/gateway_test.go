@@ -54,7 +54,9 @@ type FindIn struct {
 }
 
 type FailIn struct {
-	Code int `json:"code"`
+	Code    int    `json:"code"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 type SlowIn struct {
@@ -98,7 +100,11 @@ func acctService() *engine.Service {
 		case 400:
 			return Empty{}, engine.Invalid("code", "is odd")
 		default:
-			return Empty{}, &engine.Error{Code: in.Code, Message: "failed on purpose", Details: map[string]any{"hint": "x"}}
+			msg := "failed on purpose"
+			if in.Message != "" {
+				msg = in.Message
+			}
+			return Empty{}, &engine.Error{Code: in.Code, Reason: in.Reason, Message: msg, Details: map[string]any{"hint": "x"}}
 		}
 	})
 	engine.Handle(svc, List, func(ctx context.Context, in []string) ([]string, error) { return in, nil })
