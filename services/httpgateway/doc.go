@@ -92,4 +92,9 @@
 // balancers to notice, http.Server.Shutdown (in-flight requests complete),
 // then Engine.Stop (in-flight handlers finish and reply). Stats counts what
 // was served and refused.
+//
+// At most Config.MaxInFlight requests (DefaultMaxInFlight, 256) are served
+// at once; one more is answered at once with a 503 problem (reason
+// "overloaded", Retry-After) without reading its body or calling anything,
+// so a burst against a slow command costs a bounded amount of memory.
 package httpgateway
