@@ -23,61 +23,71 @@ import (
 // decode fills dst (a pointer to the endpoint's input) from the request's
 // path, query string and body. A failure is a problem to answer with.
 func (ep *Endpoint) decode(w http.ResponseWriter, r *http.Request, maxBody int64, dst any) *Problem {
-	body, p := ep.readBody(w, r, maxBody)
+	doc, p := ep.document(w, r, maxBody)
 	if p != nil {
 		return p
+	}
+	return strictDecode(doc, dst)
+}
+
+// document returns the JSON of the request's input: the body, with the
+// path and query fields added when the input is a struct.
+func (ep *Endpoint) document(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, *Problem) {
+	body, p := ep.readBody(w, r, maxBody)
+	if p != nil {
+		return nil, p
 	}
 	// The engine refuses a null payload as an empty one; so does the
 	// gateway, before it could fill fields into nothing.
 	if bytes.Equal(body, []byte("null")) || (len(body) == 0 && ep.bodyRequired) {
-		return emptyPayload()
+		return nil, emptyPayload()
 	}
 	if ep.fields == nil { // not a struct: the body is the input
-		return strictDecode(body, dst)
+		return body, nil
 	}
 	var keys map[string]json.RawMessage
 	if len(body) > 0 {
 		if p := strictDecode(body, &keys); p != nil {
 			if p.Field == "(root)" {
-				return invalid("", "the body must be a JSON object")
+				return nil, invalid("", "the body must be a JSON object")
 			}
-			return p
+			return nil, p
 		}
 	}
 	for k := range keys {
 		if where := ep.paramIn(k); where != "" {
-			return invalid(k, "belongs in the "+where+", not in the body")
+			return nil, invalid(k, "belongs in the "+where+", not in the body")
 		}
 	}
 	params := make([]param, 0, len(ep.pathParams))
 	for _, name := range ep.pathParams {
 		raw, err := paramJSON(ep.fields[name].typ, []string{r.PathValue(name)})
 		if err != nil {
-			return invalid(name, err.Error())
+			return nil, invalid(name, err.Error())
 		}
 		params = append(params, param{name, raw})
 	}
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return invalid("", "malformed query string: "+err.Error())
+		return nil, invalid("", "malformed query string: "+err.Error())
 	}
 	for _, k := range sortedKeys(query) {
 		if !ep.query[k] {
 			if ep.paramIn(k) == "path" {
-				return invalid(k, "given in both the path and the query string")
+				return nil, invalid(k, "given in both the path and the query string")
 			}
-			return invalid(k, "unknown query parameter")
+			return nil, invalid(k, "unknown query parameter")
 		}
 		raw, err := paramJSON(ep.fields[k].typ, query[k])
 		if err != nil {
-			return invalid(k, err.Error())
+			return nil, invalid(k, err.Error())
 		}
 		params = append(params, param{k, raw})
 	}
 	if p := ep.checkRequired(keys, params); p != nil {
-		return p
+		return nil, p
 	}
-	return strictDecode(withParams(body, params), dst)
+	return withParams(body, params), nil
 }
 
 // param is a path or query field, by its exact JSON name, as JSON.
