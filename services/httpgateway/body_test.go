@@ -111,6 +111,16 @@ func TestBodyMustBeDeclaredJSON(t *testing.T) {
 	if r := send(t, "GET", srv.URL+"/accounts/a", "", ""); r.status != http.StatusUnauthorized {
 		t.Errorf("GET without a body: %d %s", r.status, r.body)
 	}
+	if r := send(t, "POST", srv.URL+"/ghost", "", ""); r.status != http.StatusServiceUnavailable {
+		t.Errorf("POST without a body, where the body is optional: %d %s", r.status, r.body)
+	}
+	// But an empty form is a form: a browser posts one cross-site to an
+	// endpoint whose body is optional.
+	for _, ct := range []string{"application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"} {
+		if r := send(t, "POST", srv.URL+"/ghost", "", ct); r.status != http.StatusUnsupportedMediaType {
+			t.Errorf("an empty body of type %q: %d %s", ct, r.status, r.body)
+		}
+	}
 }
 
 // Every answer tells browsers not to guess its type.

@@ -161,6 +161,10 @@ func (ep *Endpoint) checkRequired(keys map[string]json.RawMessage, params []para
 // readBody reads the body within maxBody bytes, checking its media type.
 // It returns nil for an empty body.
 func (ep *Endpoint) readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, *Problem) {
+	ct := r.Header.Get("Content-Type")
+	if ep.hasBody && ct != "" && !isJSON(ct) { // even empty: a browser posts an empty form cross-site
+		return nil, notJSON()
+	}
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
@@ -181,17 +185,23 @@ func (ep *Endpoint) readBody(w http.ResponseWriter, r *http.Request, maxBody int
 	if !ep.hasBody {
 		return nil, invalid("", ep.method+" takes no body: send the input in the query string")
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
-		return nil, &Problem{Status: http.StatusUnsupportedMediaType, Reason: "unsupported_media_type",
-			Detail: "the body must be JSON in UTF-8, sent with Content-Type: application/json"}
+	if !isJSON(ct) {
+		return nil, notJSON()
 	}
 	return b, nil
+}
+
+// notJSON is the 415 problem for a body that is not declared JSON.
+func notJSON() *Problem {
+	return &Problem{Status: http.StatusUnsupportedMediaType, Reason: "unsupported_media_type",
+		Detail: "the body must be JSON in UTF-8, sent with Content-Type: application/json"}
 }
 
 // isJSON reports whether the Content-Type ct declares JSON: application/json
 // or a +json type, in UTF-8 (the only encoding of JSON, RFC 8259) when it
 // names a charset. A body without a Content-Type is refused too: a browser
-// sends a form or text/plain cross-site without asking (CSRF), never JSON.
+// sends a form or text/plain cross-site without asking (CSRF), while JSON
+// needs a CORS preflight.
 func isJSON(ct string) bool {
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {

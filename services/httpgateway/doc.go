@@ -28,8 +28,9 @@
 // document) and a failed Validate are 400 problems naming the field. The
 // body is limited to Config.MaxBodyBytes (1 MiB, 413) and must be declared
 // JSON: a non-empty body without "Content-Type: application/json" (or a
-// +json type; a charset, if any, must be utf-8) is a 415, so that a
-// browser's cross-site form or text/plain post never reaches a command. A
+// +json type; a charset, if any, must be utf-8) is a 415, and so is any
+// other declared type even with an empty body, so that a browser's
+// cross-site form or text/plain post never reaches a command. A
 // body of JSON null, and an empty body where one is required (the input is
 // not a struct, or a body field is required; requestBody.required in the
 // OpenAPI document), are the 400 the engine answers for an empty payload.
