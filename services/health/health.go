@@ -27,9 +27,10 @@ type Status struct {
 	Bridge string `json:"bridge"`
 	// Services lists the services registered on the engine.
 	Services []string `json:"services,omitempty"`
-	// Error says which component is not ready, in fixed words: "draining",
-	// "engine <state>" or "bridge unreachable". The probe's error, which
-	// can name the broker's or database's address, goes to the log only.
+	// Error says which component is not ready, in fixed words ("draining:
+	// shutting down", "engine <state>", "bridge unreachable"). The probe's
+	// error, which can name the broker's or database's address, goes to
+	// the log only.
 	Error string `json:"error,omitempty"`
 }
 
