@@ -21,6 +21,8 @@
 // stops, /readyz reports "stopped".
 //
 // Each /readyz request probes the bridge, bounded by Timeout (2 s). The
-// error text of a failed probe is sent as it is (bridges redact
-// passwords); keep the endpoints on an internal port if that matters.
+// endpoints are unauthenticated, so a 503 names only the failing component
+// in fixed words ("draining: shutting down", "engine starting", "bridge
+// unreachable"); the probe's error, which can name the broker's or the
+// database's address, user and parameters, goes to the log (Logger).
 package health

@@ -3,6 +3,8 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -25,7 +27,10 @@ type Status struct {
 	Bridge string `json:"bridge"`
 	// Services lists the services registered on the engine.
 	Services []string `json:"services,omitempty"`
-	// Error says why the process is not ready.
+	// Error says which component is not ready, in fixed words ("draining:
+	// shutting down", "engine <state>", "bridge unreachable"). The probe's
+	// error, which can name the broker's or database's address, goes to
+	// the log only.
 	Error string `json:"error,omitempty"`
 }
 
@@ -34,6 +39,7 @@ type Status struct {
 type Checker struct {
 	eng      *engine.Engine
 	timeout  time.Duration
+	log      *slog.Logger
 	draining atomic.Bool
 }
 
@@ -44,6 +50,12 @@ type Option func(*Checker)
 // DefaultTimeout.
 func Timeout(d time.Duration) Option {
 	return func(c *Checker) { c.timeout = d }
+}
+
+// Logger receives the errors of failed bridge probes. Default
+// slog.Default().
+func Logger(l *slog.Logger) Option {
+	return func(c *Checker) { c.log = l }
 }
 
 // New returns a Checker for eng.
@@ -58,6 +70,10 @@ func New(eng *engine.Engine, opts ...Option) *Checker {
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("component", "health")
 	return c
 }
 
@@ -113,7 +129,14 @@ func (c *Checker) Ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), c.timeout)
 	defer cancel()
 	if err := c.eng.Health(ctx); err != nil {
-		st.Status, st.Error = "unavailable", err.Error()
+		// /readyz is unauthenticated: the answer names the component, the
+		// log has the error (addresses, driver messages).
+		st.Status, st.Error = "unavailable", "bridge unreachable"
+		if errors.Is(err, engine.ErrNotReady) {
+			st.Error = "engine " + c.eng.State().String()
+		} else {
+			c.log.Warn("not ready: the bridge probe failed", "bridge", st.Bridge, "err", err)
+		}
 		c.write(w, r, http.StatusServiceUnavailable, st)
 		return
 	}
@@ -141,6 +164,7 @@ func allowed(w http.ResponseWriter, r *http.Request) bool {
 func (c *Checker) write(w http.ResponseWriter, r *http.Request, code int, st Status) {
 	body, _ := json.Marshal(st)
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	if r.Method != http.MethodHead {

@@ -1,13 +1,16 @@
 package health_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	_ "github.com/switchboard-go/switchboard/bridge/nats"
+	_ "github.com/switchboard-go/switchboard/bridge/postgres"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/services/health"
@@ -53,8 +57,8 @@ func get(t *testing.T, url string) (int, health.Status) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q", ct)
+	if ct, opt := resp.Header.Get("Content-Type"), resp.Header.Get("X-Content-Type-Options"); ct != "application/json" || opt != "nosniff" {
+		t.Errorf("Content-Type %q, X-Content-Type-Options %q", ct, opt)
 	}
 	var st health.Status
 	if err := json.Unmarshal(b, &st); err != nil {
@@ -162,7 +166,7 @@ func TestReadinessFailsWhenTheBridgeIsDown(t *testing.T) {
 	}
 	_ = bus.Close() // the connection to the backend is gone
 	code, st := get(t, url+"/readyz")
-	if code != 503 || st.State != "running" || !strings.Contains(st.Error, "bridge gochannel") || !strings.Contains(st.Error, bridge.ErrClosed.Error()) {
+	if code != 503 || st.State != "running" || st.Error != "bridge unreachable" || strings.Contains(st.Error, bridge.ErrClosed.Error()) {
 		t.Errorf("bridge down: %d %+v", code, st)
 	}
 	if code, _ := get(t, url+"/healthz"); code != 200 {
@@ -189,4 +193,74 @@ func TestReadinessOnNATS(t *testing.T) {
 	if code, st := get(t, url+"/readyz"); code != 503 || st.State != "stopped" {
 		t.Errorf("after Stop: %d %+v", code, st)
 	}
+}
+
+// /readyz is unauthenticated: a failing bridge's error (the database URL
+// with user, host, port, database and parameters; the driver's message)
+// goes to the log, the answer says only which component failed.
+func TestReadinessHidesTheBridgeError(t *testing.T) {
+	db := testenv.PostgresDB(t)
+	schema := testenv.Schema(t, db)
+	u, err := url.Parse(testenv.URL(t, testenv.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("schema", schema)
+	q.Set("application_name", "readyz-test")
+	u.RawQuery = q.Encode()
+	eng, err := engine.New(engine.Config{Bridge: u.String(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Register(pinger()); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Stop(context.Background())
+	// A probe deadline that has passed before the probe starts fails the
+	// probe on the real server, as a database that does not answer would.
+	logs := &syncBuffer{}
+	url := serve(t, health.Handler(eng, health.Timeout(time.Nanosecond), health.Logger(slog.New(slog.NewTextHandler(logs, nil)))))
+	resp, err := http.Get(url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	for _, leak := range []string{u.Hostname(), u.Port(), u.User.Username() + "@", strings.TrimPrefix(u.Path, "/"), schema, "readyz-test", "sslmode", "postgres at", "deadline"} {
+		if strings.Contains(string(body), leak) {
+			t.Errorf("/readyz names %q: %s", leak, body)
+		}
+	}
+	var st health.Status
+	if err := json.Unmarshal(body, &st); err != nil || st.Error != "bridge unreachable" || st.Bridge != "postgres" {
+		t.Errorf("want a generic reason naming the component: %s (%v)", body, err)
+	}
+	if !strings.Contains(logs.String(), u.Hostname()) || !strings.Contains(logs.String(), "deadline") {
+		t.Errorf("the log lacks the probe's error:\n%s", logs)
+	}
+}
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,77 +23,125 @@ import (
 // decode fills dst (a pointer to the endpoint's input) from the request's
 // path, query string and body. A failure is a problem to answer with.
 func (ep *Endpoint) decode(w http.ResponseWriter, r *http.Request, maxBody int64, dst any) *Problem {
-	body, p := ep.readBody(w, r, maxBody)
+	doc, p := ep.document(w, r, maxBody)
 	if p != nil {
 		return p
 	}
+	return strictDecode(doc, dst)
+}
+
+// document returns the JSON of the request's input: the body, with the
+// path and query fields added when the input is a struct.
+func (ep *Endpoint) document(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, *Problem) {
+	body, p := ep.readBody(w, r, maxBody)
+	if p != nil {
+		return nil, p
+	}
+	// The engine refuses a null payload as an empty one; so does the
+	// gateway, before it could fill fields into nothing.
+	if bytes.Equal(body, []byte("null")) || (len(body) == 0 && ep.bodyRequired) {
+		return nil, emptyPayload()
+	}
 	if ep.fields == nil { // not a struct: the body is the input
-		if len(body) == 0 {
-			return nil
-		}
-		return strictDecode(body, dst)
+		return body, nil
 	}
-	obj := map[string]json.RawMessage{}
+	var keys map[string]json.RawMessage
 	if len(body) > 0 {
-		if p := strictDecode(body, &obj); p != nil {
+		if p := strictDecode(body, &keys); p != nil {
 			if p.Field == "(root)" {
-				return invalid("", "the body must be a JSON object")
+				return nil, invalid("", "the body must be a JSON object")
 			}
-			return p
+			return nil, p
 		}
 	}
-	for k := range obj {
+	for k := range keys {
 		if where := ep.paramIn(k); where != "" {
-			return invalid(k, "belongs in the "+where+", not in the body")
+			return nil, invalid(k, "belongs in the "+where+", not in the body")
 		}
 	}
+	params := make([]param, 0, len(ep.pathParams))
 	for _, name := range ep.pathParams {
 		raw, err := paramJSON(ep.fields[name].typ, []string{r.PathValue(name)})
 		if err != nil {
-			return invalid(name, err.Error())
+			return nil, invalid(name, err.Error())
 		}
-		obj[name] = raw
+		params = append(params, param{name, raw})
 	}
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return invalid("", "malformed query string: "+err.Error())
+		return nil, invalid("", "malformed query string: "+err.Error())
 	}
 	for _, k := range sortedKeys(query) {
 		if !ep.query[k] {
 			if ep.paramIn(k) == "path" {
-				return invalid(k, "given in both the path and the query string")
+				return nil, invalid(k, "given in both the path and the query string")
 			}
-			return invalid(k, "unknown query parameter")
+			return nil, invalid(k, "unknown query parameter")
 		}
 		raw, err := paramJSON(ep.fields[k].typ, query[k])
 		if err != nil {
-			return invalid(k, err.Error())
+			return nil, invalid(k, err.Error())
 		}
-		obj[k] = raw
+		params = append(params, param{k, raw})
 	}
-	if p := ep.checkRequired(obj); p != nil {
-		return p
+	if p := ep.checkRequired(keys, params); p != nil {
+		return nil, p
 	}
-	merged, err := json.Marshal(obj)
-	if err != nil {
-		return invalid("", "cannot merge the input: "+err.Error())
+	return withParams(body, params), nil
+}
+
+// param is a path or query field, by its exact JSON name, as JSON.
+type param struct {
+	name string
+	raw  json.RawMessage
+}
+
+// withParams returns the body object with params added as members. The
+// body's own bytes are kept as they are, so the strict decoder sees every
+// key the client sent (a duplicate or a wrong case included) rather than a
+// re-encoded copy. body is empty or a JSON object without trailing data
+// (strictDecode checked it), and no param names a body key (decode refused
+// those), so the result has no key twice.
+func withParams(body []byte, params []param) []byte {
+	if len(body) == 0 {
+		body = []byte("{}")
 	}
-	return strictDecode(merged, dst)
+	inner := body[:len(body)-1] // without the closing brace
+	out := make([]byte, 0, len(body)+16*len(params))
+	out = append(out, inner...)
+	comma := len(bytes.TrimSpace(inner[1:])) > 0
+	for _, p := range params {
+		if comma {
+			out = append(out, ',')
+		}
+		name, _ := json.Marshal(p.name) // a string always encodes
+		out = append(out, name...)
+		out = append(out, ':')
+		out = append(out, p.raw...)
+		comma = true
+	}
+	return append(out, '}')
+}
+
+// emptyPayload is the engine's answer to an empty payload, so that a client
+// sees one description of it whichever side refuses it.
+func emptyPayload() *Problem {
+	return &Problem{Status: http.StatusBadRequest, Reason: "invalid_input", Detail: "empty payload"}
 }
 
 // checkRequired answers 400 naming the first required field (a top-level
 // field without omitempty or omitzero, "required" in the OpenAPI document)
-// that obj lacks.
-func (ep *Endpoint) checkRequired(obj map[string]json.RawMessage) *Problem {
+// that neither the body keys nor params give.
+func (ep *Endpoint) checkRequired(keys map[string]json.RawMessage, params []param) *Problem {
 	for _, name := range fieldNames(ep.fields) {
 		if ep.fields[name].omitempty {
 			continue
 		}
-		if _, ok := obj[name]; ok {
+		if _, ok := keys[name]; ok || slices.ContainsFunc(params, func(p param) bool { return p.name == name }) {
 			continue
 		}
 		found := false
-		for k := range obj { // encoding/json matches names case-insensitively
+		for k := range keys { // encoding/json matches names case-insensitively
 			if strings.EqualFold(k, name) {
 				found = true
 				break
@@ -112,6 +161,10 @@ func (ep *Endpoint) checkRequired(obj map[string]json.RawMessage) *Problem {
 // readBody reads the body within maxBody bytes, checking its media type.
 // It returns nil for an empty body.
 func (ep *Endpoint) readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, *Problem) {
+	ct := r.Header.Get("Content-Type")
+	if ep.hasBody && ct != "" && !isJSON(ct) { // even empty: a browser posts an empty form cross-site
+		return nil, notJSON()
+	}
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
@@ -132,14 +185,30 @@ func (ep *Endpoint) readBody(w http.ResponseWriter, r *http.Request, maxBody int
 	if !ep.hasBody {
 		return nil, invalid("", ep.method+" takes no body: send the input in the query string")
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return nil, &Problem{Status: http.StatusUnsupportedMediaType, Reason: "unsupported_media_type",
-				Detail: fmt.Sprintf("the body must be JSON (Content-Type: application/json), not %q", ct)}
-		}
+	if !isJSON(ct) {
+		return nil, notJSON()
 	}
 	return b, nil
+}
+
+// notJSON is the 415 problem for a body that is not declared JSON.
+func notJSON() *Problem {
+	return &Problem{Status: http.StatusUnsupportedMediaType, Reason: "unsupported_media_type",
+		Detail: "the body must be JSON in UTF-8, sent with Content-Type: application/json"}
+}
+
+// isJSON reports whether the Content-Type ct declares JSON: application/json
+// or a +json type, in UTF-8 (the only encoding of JSON, RFC 8259) when it
+// names a charset. A body without a Content-Type is refused too: a browser
+// sends a form or text/plain cross-site without asking (CSRF), while JSON
+// needs a CORS preflight.
+func isJSON(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
 // strictDecode decodes b into dst exactly as the engine decodes a payload

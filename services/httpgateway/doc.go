@@ -26,9 +26,17 @@
 // unknown field or query parameter, a value of the wrong type, a missing
 // required field (one without omitempty or omitzero, as in the OpenAPI
 // document) and a failed Validate are 400 problems naming the field. The
-// body is limited to Config.MaxBodyBytes (1 MiB, 413) and must be JSON
-// (415). The result is the JSON of the command's output, with the
-// endpoint's status (200 unless Status says otherwise).
+// body is limited to Config.MaxBodyBytes (1 MiB, 413) and must be declared
+// JSON: a non-empty body without "Content-Type: application/json" (or a
+// +json type; a charset, if any, must be utf-8) is a 415, and so is any
+// other declared type even with an empty body, so that a browser's
+// cross-site form or text/plain post never reaches a command. A
+// body of JSON null, and an empty body where one is required (the input is
+// not a struct, or a body field is required; requestBody.required in the
+// OpenAPI document), are the 400 the engine answers for an empty payload.
+// The result is the JSON of the command's output, with the endpoint's
+// status (200 unless Status says otherwise). Every response carries
+// X-Content-Type-Options: nosniff.
 //
 // # Errors
 //
@@ -37,8 +45,10 @@
 // 400, 401, 403, 404, 409, 413, 422 as the handler or the engine gave them
 // (with their message and details), 504 for a timeout, 503 for no handler,
 // an unreachable service, an open circuit or a stopping engine, 500 for
-// anything else — with no detail but the failed message's id, the original
-// being logged where it happened. The problem's type is
+// anything else. A 5xx never carries the error's message or details, which
+// can name hosts, tables and topics: its detail is fixed per reason, with
+// the correlation id (and the failed message's id, when there is one) to
+// find the original, which the gateway logs. The problem's type is
 // "urn:switchboard:problem:<reason>" when the error has a reason
 // ("invalid_input", "timeout", "no_handler", "draining", …), else
 // "about:blank".
@@ -83,4 +93,9 @@
 // balancers to notice, http.Server.Shutdown (in-flight requests complete),
 // then Engine.Stop (in-flight handlers finish and reply). Stats counts what
 // was served and refused.
+//
+// At most Config.MaxInFlight requests (DefaultMaxInFlight, 256) are served
+// at once; one more is answered at once with a 503 problem (reason
+// "overloaded", Retry-After) without reading its body or calling anything,
+// so a burst against a slow command costs a bounded amount of memory.
 package httpgateway

@@ -32,6 +32,10 @@ type Endpoint struct {
 	pathParams []string         // wildcard names, in pattern order
 	query      map[string]bool  // fields that come from the query string
 	hasBody    bool             // the method takes a JSON body
+	// bodyRequired: an empty body is an empty payload (400), as the
+	// OpenAPI document's requestBody.required says: the input is not a
+	// struct, or a field that comes from the body is required.
+	bodyRequired bool
 
 	serve func(ctx context.Context, g *Gateway, w http.ResponseWriter, r *http.Request, timeout time.Duration)
 }
@@ -174,6 +178,7 @@ func (ep *Endpoint) init() error {
 		if len(ep.pathParams) > 0 || len(ep.queryOpt) > 0 || !ep.hasBody {
 			return fmt.Errorf("input %s is not a struct: it can only come from the body of a POST, PUT or PATCH", ep.in)
 		}
+		ep.bodyRequired = true
 		return nil
 	}
 	ep.fields = jsonFields(in)
@@ -200,6 +205,11 @@ func (ep *Endpoint) init() error {
 				return fmt.Errorf("query field %q: type %s is not a scalar or a slice of scalars", name, f.typ)
 			}
 			ep.query[name] = true
+		}
+		for name, f := range ep.fields {
+			if !f.omitempty && ep.paramIn(name) == "" {
+				ep.bodyRequired = true
+			}
 		}
 		return nil
 	}

@@ -51,6 +51,9 @@ func Example() {
 	call := func(method, path, body, token string) {
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 		req.Header.Set("X-Correlation-Id", "corr-1")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json") // required: JSON only
+		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}

@@ -21,6 +21,13 @@ import (
 const (
 	// DefaultMaxBodyBytes bounds a request body (413 above it).
 	DefaultMaxBodyBytes = 1 << 20
+	// DefaultMaxInFlight bounds the requests a gateway serves at once;
+	// one more is answered 503 at once. Each waits for its command with
+	// its body read (up to MaxBodyBytes): 256 keeps a burst against a slow
+	// command to tens of MiB rather than growing with the burst, while a
+	// command answering in 10 ms still serves about 25,000 requests per
+	// second.
+	DefaultMaxInFlight = 256
 	// DefaultCallTimeout bounds one command call made for a request. It is
 	// below NewServer's WriteTimeout, so a slow command is answered with a
 	// 504 problem rather than a dropped connection.
@@ -59,6 +66,10 @@ type Config struct {
 	Endpoints []*Endpoint
 	// MaxBodyBytes bounds a request body. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxInFlight bounds the requests served at once: one more is answered
+	// 503 (reason "overloaded", Retry-After) without reading its body.
+	// Default DefaultMaxInFlight.
+	MaxInFlight int
 	// CallTimeout bounds a command call (engine.Timeout) unless the
 	// endpoint sets its own. Default DefaultCallTimeout.
 	CallTimeout time.Duration
@@ -90,7 +101,7 @@ type Gateway struct {
 	draining atomic.Bool
 	served   atomic.Uint64
 	rejected atomic.Uint64
-	inFlight atomic.Int64
+	slots    chan struct{} // one per request served now, cap MaxInFlight
 }
 
 // pathRoutes is every endpoint of one path pattern, by method.
@@ -108,6 +119,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = DefaultCallTimeout
@@ -130,7 +144,8 @@ func New(cfg Config) *Gateway {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, eng: cfg.Engine, log: cfg.Logger.With("component", "httpgateway"), mux: http.NewServeMux(), paths: map[string]*pathRoutes{}}
+	g := &Gateway{cfg: cfg, eng: cfg.Engine, log: cfg.Logger.With("component", "httpgateway"), mux: http.NewServeMux(), paths: map[string]*pathRoutes{},
+		slots: make(chan struct{}, cfg.MaxInFlight)}
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeProblem(w, r, Problem{Status: http.StatusNotFound, Detail: "no endpoint at " + r.URL.Path})
 	})
@@ -199,15 +214,17 @@ type Stats struct {
 	// stopped engine, whatever its status.
 	Served uint64
 	// Rejected is every request refused with a 503 because the gateway was
-	// draining or the engine was not running.
+	// draining, the engine was not running, or MaxInFlight requests were
+	// being served.
 	Rejected uint64
-	// InFlight is the number of requests being served now.
+	// InFlight is the number of requests being served now, at most
+	// Config.MaxInFlight.
 	InFlight int64
 }
 
 // Stats returns the gateway's counters.
 func (g *Gateway) Stats() Stats {
-	return Stats{Served: g.served.Load(), Rejected: g.rejected.Load(), InFlight: g.inFlight.Load()}
+	return Stats{Served: g.served.Load(), Rejected: g.rejected.Load(), InFlight: int64(len(g.slots))}
 }
 
 type requestInfoKey struct{}
@@ -219,8 +236,6 @@ type requestInfo struct {
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	g.inFlight.Add(1)
-	defer g.inFlight.Add(-1)
 	info := requestInfo{correlationID: correlationID(r), traceparent: r.Header.Get(HeaderTraceparent)}
 	if envelope.ValidTraceparent(info.traceparent) {
 		info.tracestate = r.Header.Get(HeaderTracestate)
@@ -228,6 +243,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info.traceparent = envelope.ChildTraceparent("") // a new, sampled trace
 	}
 	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff") // a browser must not run a reflected body as HTML or script
 	h.Set(HeaderCorrelationID, info.correlationID)
 	h.Set(HeaderTraceparent, info.traceparent)
 	if info.tracestate != "" {
@@ -236,15 +252,27 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
 
 	if reason := g.refusal(); reason != "" {
-		g.rejected.Add(1)
 		h.Set("Connection", "close")
-		h.Set("Retry-After", "1")
-		g.writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable, Reason: reason,
-			Detail: "the service is " + reason + " and takes no new requests; retry on another instance"})
+		g.refuse(w, r, reason, "the service is "+reason+" and takes no new requests; retry on another instance")
+		return
+	}
+	select {
+	case g.slots <- struct{}{}:
+		defer func() { <-g.slots }()
+	default: // refused before its body is read or a call is made
+		g.refuse(w, r, "overloaded", "the service is serving as many requests as it can; retry shortly")
 		return
 	}
 	g.mux.ServeHTTP(w, r)
 	g.served.Add(1)
+}
+
+// refuse answers a request the gateway does not serve now with a 503 that
+// asks to retry.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, reason, detail string) {
+	g.rejected.Add(1)
+	w.Header().Set("Retry-After", "1")
+	g.writeProblem(w, r, Problem{Status: http.StatusServiceUnavailable, Reason: reason, Detail: detail})
 }
 
 // refusal returns why new requests are refused now, or "".

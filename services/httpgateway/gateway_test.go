@@ -54,7 +54,9 @@ type FindIn struct {
 }
 
 type FailIn struct {
-	Code int `json:"code"`
+	Code    int    `json:"code"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 type SlowIn struct {
@@ -68,7 +70,8 @@ var (
 	Find  = engine.NewCommand[FindIn, EchoOut]("acct", "1", "find")
 	Fail  = engine.NewCommand[FailIn, Empty]("acct", "1", "fail")
 	Slow  = engine.NewCommand[SlowIn, Empty]("acct", "1", "slow")
-	Ghost = engine.NewCommand[Empty, Empty]("ghost", "1", "boo") // nobody handles it
+	Ghost = engine.NewCommand[Empty, Empty]("ghost", "1", "boo")       // nobody handles it
+	List  = engine.NewCommand[[]string, []string]("acct", "1", "list") // not a struct: the body is the input
 )
 
 func acctService() *engine.Service {
@@ -97,9 +100,14 @@ func acctService() *engine.Service {
 		case 400:
 			return Empty{}, engine.Invalid("code", "is odd")
 		default:
-			return Empty{}, &engine.Error{Code: in.Code, Message: "failed on purpose", Details: map[string]any{"hint": "x"}}
+			msg := "failed on purpose"
+			if in.Message != "" {
+				msg = in.Message
+			}
+			return Empty{}, &engine.Error{Code: in.Code, Reason: in.Reason, Message: msg, Details: map[string]any{"hint": "x"}}
 		}
 	})
+	engine.Handle(svc, List, func(ctx context.Context, in []string) ([]string, error) { return in, nil })
 	engine.Handle(svc, Slow, func(ctx context.Context, in SlowIn) (Empty, error) {
 		select {
 		case <-time.After(time.Duration(in.Millis) * time.Millisecond):
@@ -159,6 +167,7 @@ func routes(gw *httpgateway.Gateway) {
 	httpgateway.Route(gw, http.MethodPost, "/fail", Fail, httpgateway.Public())
 	httpgateway.Route(gw, http.MethodPost, "/slow", Slow, httpgateway.Public(), httpgateway.Timeout(300*time.Millisecond))
 	httpgateway.Route(gw, http.MethodPost, "/ghost", Ghost, httpgateway.Public())
+	httpgateway.Route(gw, http.MethodPost, "/list", List, httpgateway.Public())
 }
 
 type reply struct {
@@ -271,7 +280,7 @@ func TestInvalidInputIs400NamingTheField(t *testing.T) {
 		{"body on a GET", "GET", "/accounts/a", `{"page":1}`, ""},
 		{"handler's own Invalid", "POST", "/fail", `{"code":400}`, "code"},
 		{"required field missing", "POST", "/public/echo", `{"note":"n"}`, "name"},
-		{"required field missing, empty body", "POST", "/public/echo", ``, "name"},
+		{"empty body where a field is required: the engine's empty payload", "POST", "/public/echo", ``, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := do(t, c.method, srv.URL+c.path, c.body, bearer...)

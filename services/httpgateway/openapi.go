@@ -93,9 +93,9 @@ var errorResponses = []struct {
 	{"BadRequest", "400", "The input is invalid: the problem's field names the input field at fault."},
 	{"Unauthorized", "401", "No or invalid credentials."},
 	{"PayloadTooLarge", "413", "The body exceeds the gateway's limit."},
-	{"UnsupportedMediaType", "415", "The body is not JSON."},
+	{"UnsupportedMediaType", "415", "The body is not declared JSON (Content-Type: application/json or a +json type, UTF-8)."},
 	{"InternalError", "500", "An unexpected failure; the problem carries only the failed message's id and the correlation id."},
-	{"Unavailable", "503", "The service is unavailable (no handler, unreachable, circuit open) or this instance is draining."},
+	{"Unavailable", "503", "The service is unavailable (no handler, unreachable, circuit open), or this instance is draining or serving as many requests as it can (Retry-After)."},
 	{"Timeout", "504", "The command did not answer before its deadline."},
 	{"Error", "default", "Any other error the command returns (404, 409, 422, …), as a problem."},
 }

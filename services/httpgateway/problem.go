@@ -27,7 +27,8 @@ type Problem struct {
 	Title string `json:"title"`
 	// Status is the HTTP status code.
 	Status int `json:"status"`
-	// Detail explains this occurrence. A 500 never carries internals.
+	// Detail explains this occurrence. A 5xx has a fixed detail per reason
+	// and never carries internals: quote the correlation id instead.
 	Detail string `json:"detail,omitempty"`
 	// CorrelationID is the conversation's id, also in the X-Correlation-Id
 	// header: quote it when reporting a problem.
@@ -38,7 +39,7 @@ type Problem struct {
 	// Field names the input field at fault, for a 400.
 	Field string `json:"field,omitempty"`
 	// Details are the error's details: those of a 4xx as the handler gave
-	// them; of a 5xx only the failed message's id.
+	// them; of a 5xx only the failed message's id, when there is one.
 	Details map[string]any `json:"details,omitempty"`
 }
 
@@ -68,13 +69,54 @@ func problemFor(err error) (p Problem, internal bool) {
 		}
 		return p, false
 	}
-	if status == http.StatusInternalServerError {
-		p.Detail = "internal error"
+	// A server error's message and details are for the operators (the
+	// gateway logs them): they can name tables, hosts and topics.
+	if !isCode(p.Reason) {
+		p.Reason = ""
 	}
+	p.Detail = serverDetail(status, p.Reason)
 	if id, ok := e.Details["message_id"]; ok {
 		p.Details = map[string]any{"message_id": id}
 	}
 	return p, false
+}
+
+// serverDetails are the fixed details of 5xx problems, by reason.
+var serverDetails = map[string]string{
+	"internal":      "internal error",
+	"bad_reply":     "the service answered with a reply that cannot be read",
+	"no_handler":    "no service handles this request now",
+	"unreachable":   "the service cannot be reached",
+	"circuit_open":  "the service is failing; calls to it are paused",
+	"shutting_down": "the service is shutting down",
+	"timeout":       "the service did not answer in time",
+}
+
+// serverDetail returns the fixed detail of a 5xx problem: its reason's, or
+// its status text for a reason without one.
+func serverDetail(status int, reason string) string {
+	if d, ok := serverDetails[reason]; ok {
+		return d
+	}
+	if status == http.StatusInternalServerError {
+		return serverDetails["internal"]
+	}
+	return http.StatusText(status)
+}
+
+// isCode reports whether reason is a machine code (lower-case letters,
+// digits and underscores, at most 64), as reasons are meant to be, rather
+// than prose that might carry internals.
+func isCode(reason string) bool {
+	if len(reason) > 64 {
+		return false
+	}
+	for i := 0; i < len(reason); i++ {
+		if c := reason[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
 }
 
 // writeError answers a failed authentication or call.
