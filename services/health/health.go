@@ -28,7 +28,7 @@ type Status struct {
 	// Services lists the services registered on the engine.
 	Services []string `json:"services,omitempty"`
 	// Error says which component is not ready, in fixed words ("draining:
-	// shutting down", "engine <state>", "bridge unreachable"). The probe's
+	// shutting down", "engine <state>", "bridge <name> unreachable"). The probe's
 	// error, which can name the broker's or database's address, goes to
 	// the log only.
 	Error string `json:"error,omitempty"`
@@ -131,7 +131,7 @@ func (c *Checker) Ready(w http.ResponseWriter, r *http.Request) {
 	if err := c.eng.Health(ctx); err != nil {
 		// /readyz is unauthenticated: the answer names the component, the
 		// log has the error (addresses, driver messages).
-		st.Status, st.Error = "unavailable", "bridge unreachable"
+		st.Status, st.Error = "unavailable", "bridge "+st.Bridge+" unreachable"
 		if errors.Is(err, engine.ErrNotReady) {
 			st.Error = "engine " + c.eng.State().String()
 		} else {

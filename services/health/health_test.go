@@ -166,7 +166,7 @@ func TestReadinessFailsWhenTheBridgeIsDown(t *testing.T) {
 	}
 	_ = bus.Close() // the connection to the backend is gone
 	code, st := get(t, url+"/readyz")
-	if code != 503 || st.State != "running" || st.Error != "bridge unreachable" || strings.Contains(st.Error, bridge.ErrClosed.Error()) {
+	if code != 503 || st.State != "running" || st.Error != "bridge gochannel unreachable" || strings.Contains(st.Error, bridge.ErrClosed.Error()) {
 		t.Errorf("bridge down: %d %+v", code, st)
 	}
 	if code, _ := get(t, url+"/healthz"); code != 200 {
@@ -239,7 +239,7 @@ func TestReadinessHidesTheBridgeError(t *testing.T) {
 		}
 	}
 	var st health.Status
-	if err := json.Unmarshal(body, &st); err != nil || st.Error != "bridge unreachable" || st.Bridge != "postgres" {
+	if err := json.Unmarshal(body, &st); err != nil || st.Error != "bridge postgres unreachable" || st.Bridge != "postgres" {
 		t.Errorf("want a generic reason naming the component: %s (%v)", body, err)
 	}
 	if !strings.Contains(logs.String(), u.Hostname()) || !strings.Contains(logs.String(), "deadline") {
