@@ -25,8 +25,9 @@ import (
 // The store write comes before the acknowledgement: a crash between the two
 // redelivers the message and the store's Put, idempotent on (message id,
 // group, topic) — the group and topic come from the route in the message's
-// context — updates the same record. Nothing is lost; at worst a record is
-// written twice.
+// context, or on a plain Watermill router from its subscribed topic and
+// handler name (the group is then empty) — updates the same record.
+// Nothing is lost; at worst a record is written twice.
 //
 // Failures caused by an open circuit
 // (ErrCircuitOpen from Breaker) are redelivered without counting towards
@@ -135,6 +136,14 @@ func deliveryOf(msg *message.Message) (int, bool) {
 
 func (d DeadLetter) store(msg *message.Message, cause error, kind string, delivery int, firstSeen time.Time) error {
 	route, _ := envelope.RouteFrom(msg.Context())
+	// Composed on a plain Watermill router there is no route: its handler
+	// and subscribed topic still name the record (the topic is in its key).
+	if route.Topic == "" {
+		route.Topic = message.SubscribeTopicFromCtx(msg.Context())
+	}
+	if route.Handler == "" {
+		route.Handler = message.HandlerNameFromCtx(msg.Context())
+	}
 	// Every delivery ran the same in-memory policy: deliveries × the attempts
 	// this one made.
 	inMemory, _ := strconv.Atoi(msg.Metadata.Get(AttemptKey))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/deadletter"
@@ -369,5 +370,50 @@ func TestDeadLetterCircuitBouncesDoNotSpendTheBudget(t *testing.T) {
 	recs := all(t, store)
 	if len(recs) != 1 || recs[0].Attempts != 5 || recs[0].ErrorKind != deadletter.KindExhausted {
 		t.Errorf("after 5 real failures: %+v, want one exhausted record with 5 attempts", recs)
+	}
+}
+
+// DeadLetter composed on a plain Watermill router (no engine route in the
+// context) still keys its records by topic: the same message id failing on
+// two topics is two records, each naming its topic and handler.
+func TestDeadLetterOnAWatermillRouterKeysByTopic(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	logger := watermill.NopLogger{}
+	pubSub := gochannel.NewGoChannel(gochannel.Config{}, logger)
+	defer pubSub.Close()
+	r, err := message.NewRouter(message.RouterConfig{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := deadletter.NewMemory()
+	r.AddMiddleware(middleware.DeadLetter{Store: store, Logger: quiet}.Middleware())
+	for _, topic := range []string{"orders", "refunds"} {
+		r.AddConsumerHandler("on-"+topic, topic, pubSub, func(*message.Message) error {
+			return middleware.Permanent(errors.New("refused"))
+		})
+	}
+	go func() { _ = r.Run(ctx) }()
+	defer r.Close()
+	<-r.Running()
+	for _, topic := range []string{"orders", "refunds"} {
+		if err := pubSub.Publish(topic, message.NewMessage("same-id", []byte(`{}`))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var recs []deadletter.Record
+	for ctx.Err() == nil {
+		recs, _, _ = store.List(ctx, deadletter.Filter{})
+		if len(recs) == 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	topics := map[string]string{}
+	for _, rec := range recs {
+		topics[rec.Topic] = rec.Handler
+	}
+	if len(recs) != 2 || topics["orders"] != "on-orders" || topics["refunds"] != "on-refunds" {
+		t.Fatalf("records %+v; want one per topic, each naming its topic and handler", recs)
 	}
 }

@@ -3,6 +3,17 @@
 //
 //	0001_bridge.sql      bridge_groups, bridge_queue, bridge_no_subscriber()  (bridge/postgres)
 //	0002_deadletter.sql  dead_letters                                         (deadletter/pgstore)
+//	0003_outbox.sql      outbox, outbox_notify()                              (outbox)
+//	0004_inbox.sql       inbox                                                (outbox)
+//	0005_deadletter_key.sql  dead_letters keyed by (message_id, group_name, topic), version column
+//	0006_outbox_inbox.sql    outbox retry and parking columns, outbox_leader, inbox keyed by topic, stored replies
+//
+// Migration 5 changes the key dead_letters upserts on: once it is applied,
+// a process of an older release cannot store a dead letter (PostgreSQL
+// refuses its ON CONFLICT clause), and a process of a newer release cannot
+// before. Such a message is not acknowledged but redelivered later, so a
+// rolling upgrade loses nothing; its dead letters are stored once every
+// process runs the new release on the migrated schema.
 //
 // Every table lives in one schema (Options.Schema, default "switchboard"),
 // next to a schema_migrations table that records what was applied:

@@ -94,7 +94,8 @@ type helpRequested struct{ help string }
 
 func (helpRequested) Error() string { return "help requested" }
 
-// report prints err and returns the exit status for it.
+// report prints err, with its control characters escaped, and returns the
+// exit status for it.
 func report(err error, stdout, stderr io.Writer) int {
 	var (
 		ue *usageError
@@ -107,13 +108,15 @@ func report(err error, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, hr.help)
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "switchboard: %s\n", ue.msg)
+		fmt.Fprintf(stderr, "switchboard: %s\n", printable(ue.msg, true))
 		if ue.help != "" {
 			fmt.Fprintf(stderr, "\n%s", ue.help)
 		}
 		return 2
 	default:
-		fmt.Fprintf(stderr, "switchboard: %v%s\n", err, hint(err))
+		// An error can quote stored, wire-controlled text (a record's
+		// topic, a broker's refusal of it): escaped like dlq show's output.
+		fmt.Fprintf(stderr, "switchboard: %s%s\n", printable(err.Error(), true), hint(err))
 		return 1
 	}
 }

@@ -454,6 +454,12 @@ func writeJSON(w io.Writer, v any) error {
 	if err != nil {
 		return err
 	}
+	return writeSafeJSON(w, out)
+}
+
+// writeSafeJSON writes the JSON text out (from encoding/json) and a
+// newline, with the runes writeJSON escapes escaped.
+func writeSafeJSON(w io.Writer, out []byte) error {
 	var b strings.Builder
 	for _, r := range string(out) { // valid UTF-8: Marshal replaces invalid bytes
 		switch {
@@ -467,6 +473,6 @@ func writeJSON(w io.Writer, v any) error {
 		}
 	}
 	b.WriteByte('\n')
-	_, err = io.WriteString(w, b.String())
+	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -438,6 +438,33 @@ func TestDLQShowAndListEscapeControls(t *testing.T) {
 	}
 }
 
+// An error the CLI prints can quote a stored record (a replay's topic, a
+// broker's refusal of it): its control characters are escaped too.
+func TestDLQReplayErrorEscapesControls(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(t)
+	rec := record("evilerr", 0, time.Now())
+	rec.Topic = "t\x1b]0;pwned\a\x1b[2J\u009b31m\r"
+	id, err := s.Put(context.Background(), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{e.bridgeURL(t), testenv.URL(t, testenv.NATS), testenv.URL(t, testenv.AMQP)} {
+		code, out, errOut := cli(t, append([]string{"dlq", "replay", id, "--bridge", b}, e.dbArgs()...)...)
+		if code != 1 || !strings.Contains(errOut, `\x1b]0;pwned\a`) {
+			t.Errorf("replay of a record with a hostile topic through %s: exit %d, %q %q; want exit 1 and the topic escaped", bridge.Redact(b), code, out, errOut)
+		}
+		for _, bad := range []string{"\x1b", "\x07", "\r", "\u009b"} {
+			if strings.Contains(errOut, bad) {
+				t.Errorf("replay through %s prints %q raw:\n%q", bridge.Redact(b), bad, errOut)
+			}
+		}
+	}
+	if _, err := s.Get(context.Background(), id); err != nil {
+		t.Errorf("record lost after failed replays: %v", err)
+	}
+}
+
 func TestDLQReplay(t *testing.T) {
 	e := newEnv(t)
 	s := e.store(t)

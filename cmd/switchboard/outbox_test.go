@@ -74,3 +74,29 @@ func TestOutboxFailedAndRetry(t *testing.T) {
 		}
 	}
 }
+
+// `outbox failed` prints a row's topic, message id and error (a broker's
+// text, an id a caller chose) with their control characters escaped, as
+// dlq show does; --json too.
+func TestOutboxFailedEscapesControls(t *testing.T) {
+	e := newEnv(t)
+	if _, err := migrations.Up(context.Background(), e.db, migrations.Options{Schema: e.schema}); err != nil {
+		t.Fatal(err)
+	}
+	const hostile = "\x1b]0;pwned\a\x1b[2J\u009b31m\u202e\r"
+	if _, err := e.db.Exec(`INSERT INTO "`+e.schema+`".outbox (topic, uuid, payload, attempts, parked_at, last_error) VALUES
+		($1, $2, '\x00', 1, now(), $3)`, "event.t"+hostile, "m"+hostile, "refused"+hostile+"\nline 2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"failed"}, {"failed", "--json"}} {
+		code, out, errOut := cli(t, append(append([]string{"outbox"}, args...), e.dbArgs()...)...)
+		if code != 0 || !strings.Contains(out, "refused") {
+			t.Fatalf("outbox %v: exit %d, %q %q", args, code, out, errOut)
+		}
+		for _, bad := range []string{"\x1b", "\x07", "\r", "\u009b", "\u202e"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("outbox %v prints %q raw:\n%q", args, bad, out)
+			}
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -179,7 +178,11 @@ func printFailed(ctx context.Context, db *sql.DB, schema string, limit int, asJS
 				list[i].RetryAt = &r.RetryAt
 			}
 		}
-		return json.NewEncoder(stdout).Encode(list)
+		text, err := json.Marshal(list)
+		if err != nil {
+			return err
+		}
+		return writeSafeJSON(stdout, text) // topics, ids and errors may hold controls
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tTOPIC\tMESSAGE ID\tATTEMPTS\tLAST ERROR")
@@ -193,7 +196,7 @@ func printFailed(ctx context.Context, db *sql.DB, schema string, limit int, asJS
 		default:
 			state = "pending" // retried by hand, not tried again yet
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.ID, state, r.Topic, r.MessageID, r.Attempts, strings.ReplaceAll(r.LastError, "\n", " "))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.ID, state, oneLine(r.Topic), oneLine(r.MessageID), r.Attempts, oneLine(r.LastError))
 	}
 	return tw.Flush()
 }
