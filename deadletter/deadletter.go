@@ -12,6 +12,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
 )
 
 // TargetGroupKey is the metadata key that restricts a message to one
@@ -164,7 +166,9 @@ type ReplayCounts struct {
 // and is not replayed again. A record whose publish fails is counted in
 // Failed and stays, and the others are still replayed; the error returned
 // then says how many failed and wraps the first failure. ReplayAll stops
-// early, returning what it did so far, on a store error or when ctx ends.
+// early, returning what it did so far, on a store error, when ctx ends, or
+// when the broker is unreachable or closed (bridge.ErrUnreachable,
+// bridge.ErrClosed), since every later publish would fail alike.
 // It holds the listed record ids in memory (some tens of bytes each).
 func ReplayAll(ctx context.Context, s Store, pub message.Publisher, f Filter) (ReplayCounts, error) {
 	var c ReplayCounts
@@ -200,6 +204,11 @@ func ReplayAll(ctx context.Context, s Store, pub message.Publisher, f Filter) (R
 			return c, err
 		case at == stepGet && errors.Is(err, ErrNotFound):
 			c.Gone++
+		case at == stepPublish && (errors.Is(err, bridge.ErrUnreachable) || errors.Is(err, bridge.ErrClosed)):
+			// The broker is down: every later publish would wait out its
+			// timeout and fail the same way. Stop; the records stay.
+			c.Failed++
+			return c, err
 		case at == stepPublish && ctx.Err() == nil:
 			c.Failed++
 			if firstFailure == nil {

@@ -364,6 +364,9 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 // "the backend is down, try later" (bridge.ErrUnreachable) from a refusal
 // of the message itself, which no retry cures.
 func transient(err error) bool {
+	if errors.Is(err, wmsql.ErrInvalidTopicName) {
+		return false // refused before reaching the server
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return true

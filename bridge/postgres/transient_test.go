@@ -7,6 +7,7 @@ import (
 	"io"
 	"testing"
 
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -28,6 +29,7 @@ func TestTransient(t *testing.T) {
 		{&pgconn.PgError{Code: "22021"}, false},                          // bad byte sequence
 		{&pgconn.PgError{Code: "54000"}, false},                          // program limit exceeded
 		{&pgconn.PgError{}, false},
+		{fmt.Errorf("publish: %w", wmsql.ErrInvalidTopicName), false}, // checked before any statement
 	} {
 		if got := transient(c.err); got != c.want {
 			var pgErr *pgconn.PgError
