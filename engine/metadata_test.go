@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -97,5 +98,33 @@ func TestOversizedMetadataEventIsDeadLettered(t *testing.T) {
 	r := deadLetters(t, store)[0]
 	if r.ErrorKind != deadletter.KindPermanent || !strings.Contains(r.Error, "431") || runs.Load() != 0 {
 		t.Errorf("dead letter %s %q, handler runs %d", r.ErrorKind, r.Error, runs.Load())
+	}
+}
+
+// TestPublisherChecksMetadata: a message built by hand and sent through
+// Engine.Publisher is refused at the call when its metadata is over a
+// limit (the receiver would dead-letter it), stamped or not.
+func TestPublisherChecksMetadata(t *testing.T) {
+	var runs atomic.Int32
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { runs.Add(1); return nil })
+	store := deadletter.NewMemory()
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
+	for name, corr := range map[string]string{"stamped": "", "own correlation": "c1"} {
+		msg := message.NewMessage(watermill.NewUUID(), []byte(`{"text":"x"}`))
+		msg.SetContext(e.Context(t.Context()))
+		if corr != "" {
+			msg.Metadata.Set(envelope.KeyCorrelationID, corr)
+		}
+		for i := range envelope.MaxMetadataKeys {
+			msg.Metadata.Set(fmt.Sprintf("k%d", i), "v")
+		}
+		if err := e.Publisher().Publish("event."+Job.String(), msg); !errors.Is(err, engine.ErrMetadataTooLarge) {
+			t.Errorf("%s: Publish: %v, want ErrMetadataTooLarge", name, err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n, d := runs.Load(), len(deadLetters(t, store)); n != 0 || d != 0 {
+		t.Errorf("handler runs %d, dead letters %d: the messages were sent", n, d)
 	}
 }
