@@ -309,8 +309,13 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil || r.kind != bridge.Command {
 			return nil, err
 		}
+		awaited := validReplyTo(msg.Metadata.Get(envelope.KeyReplyTo))
+		if !awaited && r.successTopic == "" {
+			return nil, nil // the result goes nowhere: its size does not matter
+		}
 		if len(out) > e.codec.maxBytes {
-			return nil, fmt.Errorf("%w: result of %s is %d bytes, the limit is %d", errOutput, r.topic, len(out), e.codec.maxBytes)
+			// Permanent: running the handler again makes the same result.
+			return nil, middleware.Permanent(fmt.Errorf("%w: result of %s is %d bytes, the limit is %d", errOutput, r.topic, len(out), e.codec.maxBytes))
 		}
 		if r.successTopic != "" {
 			// Inside the chain, so that it joins a transaction a middleware
@@ -319,6 +324,9 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			if err := e.send(context.WithoutCancel(msg.Context()), r.successTopic, envelope.KindEvent, out); err != nil {
 				return nil, fmt.Errorf("success event %s: %w", r.successTopic, err)
 			}
+		}
+		if !awaited {
+			return nil, nil
 		}
 		reply, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
 		return []*message.Message{reply}, nil
