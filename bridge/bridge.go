@@ -200,22 +200,14 @@ func Schemes() []string {
 // password: URLs appear redacted (see Redact), and a URL that does not
 // parse is described without being quoted. A URL with a fragment or with an
 // '@' after its host (a password with an unescaped '#', '?' or '/') is
-// refused with ErrBadURL.
+// refused with ErrBadURL (see ParseURL).
 func Open(ctx context.Context, rawURL string) (Bridge, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		rawURL = "gochannel://"
 	}
-	u, err := url.Parse(rawURL)
+	u, err := ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: the URL does not parse: %s", ErrBadURL, parseProblem(err))
-	}
-	if u.Scheme == "" {
-		return nil, fmt.Errorf("%w: %q has no scheme (want one of %s)", ErrBadURL, Redact(rawURL), strings.Join(Schemes(), ", "))
-	}
-	if misplacedUserinfo(u) {
-		// The backend would read the password's tail as a path, query or
-		// fragment, and quote it in its errors.
-		return nil, fmt.Errorf("%w: %s: %s", ErrBadURL, Redact(rawURL), misplacedProblem)
+		return nil, err
 	}
 	registryMu.RLock()
 	open, ok := registry[u.Scheme]
@@ -228,6 +220,25 @@ func Open(ctx context.Context, rawURL string) (Bridge, error) {
 		return nil, fmt.Errorf("bridge %s (%s): %w", u.Scheme, Redact(rawURL), err)
 	}
 	return b, nil
+}
+
+// ParseURL parses a URL that may hold a password, as Open does: no error
+// it returns shows any part of it. It fails with ErrBadURL when the URL
+// does not parse, has no scheme (a "host=… password=…" string, say), or
+// has a fragment or an '@' after its host (a password with an unescaped
+// '#', '?' or '/', whose tail would be read as a fragment, query or path).
+func ParseURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the URL does not parse: %s", ErrBadURL, parseProblem(err))
+	}
+	if u.Scheme == "" {
+		return nil, fmt.Errorf("%w: the URL has no scheme (want one of %s)", ErrBadURL, strings.Join(Schemes(), ", "))
+	}
+	if misplacedUserinfo(u) {
+		return nil, fmt.Errorf("%w: %s: %s", ErrBadURL, Redact(rawURL), misplacedProblem)
+	}
+	return u, nil
 }
 
 // parseProblem says what is wrong with a URL url.Parse refused, without
@@ -275,11 +286,15 @@ func misplacedUserinfo(u *url.URL) bool {
 // parameter whose name suggests a secret (password, sslpassword, pwd,
 // token…). An opaque URL ("nats:user:pw@host") shows only its scheme, and
 // so does one with a fragment or an '@' after its host (a password with an
-// unescaped '#', '?' or '/'); one that does not parse shows nothing.
+// unescaped '#', '?' or '/'); one that does not parse or has no scheme
+// ("host=… password=…") shows nothing.
 func Redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return "<unparseable URL>"
+	}
+	if u.Scheme == "" { // not a URL: "host=… password=…", say
+		return "<URL without a scheme hidden>"
 	}
 	if u.Opaque != "" {
 		return u.Scheme + ":<opaque URL hidden>"

@@ -33,6 +33,7 @@ func URLsWithPassword(scheme, password string) []string {
 		"S://app:12?PW@127.0.0.1:1/",                            // unescaped '?': the rest is a query
 		"S://app:12/PW@127.0.0.1:1/",                            // unescaped '/': the rest is a path
 		"S://app:12#PW",                                         // '#' and a forgotten host
+		"host=127.0.0.1 port=1 user=app password=PW",            // a keyword/value string, not a URL
 		"S://app:PW@127.0.0.1:1/",                               // refused
 		"S://app:PW@127.0.0.1:1/db?sslmode=disable",             // refused, with a path
 		"S://app:PW@unknown-host.invalid:1/?connect_timeout=1s", // no such host
@@ -48,10 +49,10 @@ func URLsWithPassword(scheme, password string) []string {
 }
 
 // RefusedByOpen reports whether bridge.Open refuses u before any backend
-// sees it: a URL with a fragment or an '@' after its host (a password with
-// an unescaped '#', '?' or '/'). Tests of a backend's own URL parsing skip
-// those.
+// sees it: a URL without a scheme, or with a fragment or an '@' after its
+// host (a password with an unescaped '#', '?' or '/'). Tests of a
+// backend's own URL parsing skip those.
 func RefusedByOpen(u *url.URL) bool {
-	return u.Fragment != "" || u.RawFragment != "" ||
+	return u.Scheme == "" || u.Fragment != "" || u.RawFragment != "" ||
 		strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.RawQuery, "@")
 }
