@@ -198,17 +198,16 @@ func Schemes() []string {
 // Open opens the bridge named by rawURL. The empty string means the
 // in-process backend ("gochannel://"). No error it returns shows a
 // password: URLs appear redacted (see Redact), and a URL that does not
-// parse is described without being quoted.
+// parse is described without being quoted. A URL with a fragment or with an
+// '@' after its host (a password with an unescaped '#', '?' or '/') is
+// refused with ErrBadURL (see ParseURL).
 func Open(ctx context.Context, rawURL string) (Bridge, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		rawURL = "gochannel://"
 	}
-	u, err := url.Parse(rawURL)
+	u, err := ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: the URL does not parse: %s", ErrBadURL, parseProblem(err))
-	}
-	if u.Scheme == "" {
-		return nil, fmt.Errorf("%w: %q has no scheme (want one of %s)", ErrBadURL, Redact(rawURL), strings.Join(Schemes(), ", "))
+		return nil, err
 	}
 	registryMu.RLock()
 	open, ok := registry[u.Scheme]
@@ -221,6 +220,25 @@ func Open(ctx context.Context, rawURL string) (Bridge, error) {
 		return nil, fmt.Errorf("bridge %s (%s): %w", u.Scheme, Redact(rawURL), err)
 	}
 	return b, nil
+}
+
+// ParseURL parses a URL that may hold a password, as Open does: no error
+// it returns shows any part of it. It fails with ErrBadURL when the URL
+// does not parse, has no scheme (a "host=… password=…" string, say), or
+// has a fragment or an '@' after its host (a password with an unescaped
+// '#', '?' or '/', whose tail would be read as a fragment, query or path).
+func ParseURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the URL does not parse: %s", ErrBadURL, parseProblem(err))
+	}
+	if u.Scheme == "" {
+		return nil, fmt.Errorf("%w: the URL has no scheme (want one of %s)", ErrBadURL, strings.Join(Schemes(), ", "))
+	}
+	if misplacedUserinfo(u) {
+		return nil, fmt.Errorf("%w: %s: %s", ErrBadURL, Redact(rawURL), misplacedProblem)
+	}
+	return u, nil
 }
 
 // parseProblem says what is wrong with a URL url.Parse refused, without
@@ -250,20 +268,39 @@ func parseProblem(err error) string {
 
 // secretParams are query parameters Redact hides: pgx, for one, reads the
 // password from "?password=".
-var secretParams = []string{"pass", "secret", "token", "key"}
+var secretParams = []string{"pass", "pwd", "secret", "token", "key", "cred"}
+
+// misplacedProblem explains why Open refuses a URL misplacedUserinfo finds.
+const misplacedProblem = "a fragment, or an '@' after the host: percent-encode '@', '/', '?' and '#' in the user and password (%40, %2F, %3F, %23)"
+
+// misplacedUserinfo reports whether u has a fragment (no backend uses one)
+// or an '@' after its host: signs of a password with an unescaped '#', '?'
+// or '/', whose tail url.Parse then reads as a fragment, query or path.
+func misplacedUserinfo(u *url.URL) bool {
+	return u.Fragment != "" || u.RawFragment != "" ||
+		strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.RawQuery, "@")
+}
 
 // Redact returns rawURL with any password replaced, for logs and errors:
 // the password of the user information, and the value of every query
-// parameter whose name suggests a secret (password, sslpassword, token…).
-// An opaque URL ("nats:user:pw@host") shows only its scheme; one that does
-// not parse shows nothing.
+// parameter whose name suggests a secret (password, sslpassword, pwd,
+// token…). An opaque URL ("nats:user:pw@host") shows only its scheme, and
+// so does one with a fragment or an '@' after its host (a password with an
+// unescaped '#', '?' or '/'); one that does not parse or has no scheme
+// ("host=… password=…") shows nothing.
 func Redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return "<unparseable URL>"
 	}
+	if u.Scheme == "" { // not a URL: "host=… password=…", say
+		return "<URL without a scheme hidden>"
+	}
 	if u.Opaque != "" {
 		return u.Scheme + ":<opaque URL hidden>"
+	}
+	if misplacedUserinfo(u) { // the host and port may be the user and the start of the password
+		return u.Scheme + "://<URL hidden: " + misplacedProblem + ">"
 	}
 	if u.RawQuery != "" {
 		q, err := url.ParseQuery(u.RawQuery)

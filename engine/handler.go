@@ -79,8 +79,10 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 // caused by the message handled in its context (msg.SetContext(ctx) with
 // the handler's ctx) — correlation, causation, principal, tenant and a child
 // trace span — unless it already carries a correlation id. Metadata the
-// caller set is kept. Use it instead of Bridge().Publisher(), which sends
-// messages exactly as given.
+// caller set is kept. A message whose metadata is over package envelope's
+// limits is refused with ErrMetadataTooLarge (431), and none of msgs is
+// sent. Use it instead of Bridge().Publisher(), which sends messages
+// exactly as given.
 func (e *Engine) Publisher() message.Publisher { return propagating{e} }
 
 type propagating struct{ e *Engine }
@@ -98,7 +100,16 @@ func (p propagating) Publish(topic string, msgs ...*message.Message) error {
 			m.Metadata.Set(k, v)
 		}
 	}
-	err := p.e.b.Publisher().Publish(topic, msgs...)
+	var err error
+	for _, m := range msgs {
+		if cerr := envelope.CheckMetadata(m.Metadata); cerr != nil {
+			err = cerr // the receiver would refuse it: say so before sending any
+			break
+		}
+	}
+	if err == nil {
+		err = p.e.b.Publisher().Publish(topic, msgs...)
+	}
 	for _, f := range finishes {
 		f(err)
 	}
@@ -298,8 +309,13 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil || r.kind != bridge.Command {
 			return nil, err
 		}
+		awaited := validReplyTo(msg.Metadata.Get(envelope.KeyReplyTo))
+		if !awaited && r.successTopic == "" {
+			return nil, nil // the result goes nowhere: its size does not matter
+		}
 		if len(out) > e.codec.maxBytes {
-			return nil, fmt.Errorf("%w: result of %s is %d bytes, the limit is %d", errOutput, r.topic, len(out), e.codec.maxBytes)
+			// Permanent: running the handler again makes the same result.
+			return nil, middleware.Permanent(fmt.Errorf("%w: result of %s is %d bytes, the limit is %d", errOutput, r.topic, len(out), e.codec.maxBytes))
 		}
 		if r.successTopic != "" {
 			// Inside the chain, so that it joins a transaction a middleware
@@ -308,6 +324,9 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			if err := e.send(context.WithoutCancel(msg.Context()), r.successTopic, envelope.KindEvent, out); err != nil {
 				return nil, fmt.Errorf("success event %s: %w", r.successTopic, err)
 			}
+		}
+		if !awaited {
+			return nil, nil
 		}
 		reply, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
 		return []*message.Message{reply}, nil

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine"
@@ -97,5 +100,81 @@ func TestOversizedMetadataEventIsDeadLettered(t *testing.T) {
 	r := deadLetters(t, store)[0]
 	if r.ErrorKind != deadletter.KindPermanent || !strings.Contains(r.Error, "431") || runs.Load() != 0 {
 		t.Errorf("dead letter %s %q, handler runs %d", r.ErrorKind, r.Error, runs.Load())
+	}
+}
+
+// TestPublisherChecksMetadata: a message built by hand and sent through
+// Engine.Publisher is refused at the call when its metadata is over a
+// limit (the receiver would dead-letter it), stamped or not.
+func TestPublisherChecksMetadata(t *testing.T) {
+	var runs atomic.Int32
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { runs.Add(1); return nil })
+	store := deadletter.NewMemory()
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
+	for name, corr := range map[string]string{"stamped": "", "own correlation": "c1"} {
+		msg := message.NewMessage(watermill.NewUUID(), []byte(`{"text":"x"}`))
+		msg.SetContext(e.Context(t.Context()))
+		if corr != "" {
+			msg.Metadata.Set(envelope.KeyCorrelationID, corr)
+		}
+		for i := range envelope.MaxMetadataKeys {
+			msg.Metadata.Set(fmt.Sprintf("k%d", i), "v")
+		}
+		if err := e.Publisher().Publish("event."+Job.String(), msg); !errors.Is(err, engine.ErrMetadataTooLarge) {
+			t.Errorf("%s: Publish: %v, want ErrMetadataTooLarge", name, err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n, d := runs.Load(), len(deadLetters(t, store)); n != 0 || d != 0 {
+		t.Errorf("handler runs %d, dead letters %d: the messages were sent", n, d)
+	}
+}
+
+// TestTracerDropsLongTracestate: with a recording tracer (whose
+// propagator accepts tracestates of several KiB), a tracestate longer than
+// envelope.MaxTracestateBytes received on a message is not copied to the
+// messages it causes.
+func TestTracerDropsLongTracestate(t *testing.T) {
+	long := make([]string, 12)
+	for i := range long {
+		long[i] = fmt.Sprintf("k%d=%s", i, strings.Repeat("v", 200))
+	}
+	next := engine.NewEvent[EchoIn]("jobs.next")
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { return next.Emit(ctx, in) })
+	bus := inproc.New(inproc.Options{})
+	start(t, bus, engine.Config{TracerProvider: sdktrace.NewTracerProvider()}, svc)
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "event.jobs.next", Group: "probe", Kind: bridge.Event})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ch, err := sub.Subscribe(t.Context(), "event.jobs.next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ts := range []string{strings.Join(long, ","), "a=1"} {
+		msg := message.NewMessage(watermill.NewUUID(), []byte(`{"text":"x"}`))
+		msg.Metadata.Set(envelope.KeyTraceparent, testTraceparent)
+		msg.Metadata.Set(envelope.KeyTracestate, ts)
+		if err := bus.Publisher().Publish("event."+Job.String(), msg); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-ch:
+			m.Ack()
+			got := m.Metadata.Get(envelope.KeyTracestate)
+			if want := ts; len(ts) > envelope.MaxTracestateBytes {
+				want = ""
+				if got != want {
+					t.Errorf("a %d-byte tracestate reached the next message as %d bytes", len(ts), len(got))
+				}
+			} else if got != want {
+				t.Errorf("tracestate %q reached the next message as %q", ts, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no next event")
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -285,5 +286,51 @@ func TestIdempotentCallDeadlineIsATimeout(t *testing.T) {
 	defer cancel()
 	if _, err := cmd.Invoke(ctx, EchoIn{}, engine.Timeout(100*time.Millisecond)); !errors.Is(err, engine.ErrTimeout) {
 		t.Errorf("got %v, want ErrTimeout", err)
+	}
+}
+
+// TestLargeResultOfFireAndForgetCommand: the result of a command nobody
+// awaits is sent nowhere, so its size does not matter: the handler runs
+// once and the message is acked. When the result is also a success event,
+// one too large is a permanent failure: dead-lettered once, not re-run.
+func TestLargeResultOfFireAndForgetCommand(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		cmd         *engine.Command[EchoIn, EchoOut]
+		deadLetters int
+	}{
+		{"no success event", engine.NewCommand[EchoIn, EchoOut]("big", "1", "report"), 0},
+		{"success event", engine.NewCommand[EchoIn, EchoOut]("big", "1", "announce").EmitsOnSuccess(Echoed), 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var runs atomic.Int32
+			s := engine.NewService("big", "1")
+			engine.Handle(s, c.cmd, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+				runs.Add(1)
+				return EchoOut{Text: strings.Repeat("r", 2000)}, nil
+			})
+			store := deadletter.NewMemory()
+			rel := engine.Reliability{
+				DeadLetters:   store,
+				Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+				MaxDeliveries: 3,
+				Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+			}
+			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{MaxPayloadBytes: 1024, Reliability: rel}, s)
+			if err := c.cmd.Send(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the handler to run", func() bool { return runs.Load() > 0 })
+			time.Sleep(300 * time.Millisecond) // room for retries and redeliveries
+			recs := deadLetters(t, store)
+			if n := runs.Load(); n != 1 || len(recs) != c.deadLetters {
+				t.Errorf("the handler ran %d times, %d dead letters; want 1 and %d", n, len(recs), c.deadLetters)
+			}
+			for _, r := range recs {
+				if r.ErrorKind != deadletter.KindPermanent {
+					t.Errorf("dead letter %s: %s", r.ErrorKind, r.Error)
+				}
+			}
+		})
 	}
 }

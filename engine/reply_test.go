@@ -282,3 +282,33 @@ func TestReplyPublishFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestTooLargeErrorIsAnswered (NATS counts headers in max_payload): a
+// handler's error too large for the server is answered with a 500 at
+// once, not left for the caller's deadline, and the handler runs once.
+func TestTooLargeErrorIsAnswered(t *testing.T) {
+	bus := backends()["nats"](t)
+	svc := uniqueName("bigerr")
+	natsStreams(t, svc)
+	cmd := engine.NewCommand[EchoIn, EchoOut](svc, "1", "fail")
+	var runs atomic.Int32
+	s := engine.NewService(svc, "1")
+	engine.Handle(s, cmd, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		runs.Add(1)
+		return EchoOut{}, &engine.Error{Code: 422, Message: strings.Repeat("e", engine.DefaultMaxPayloadBytes)}
+	})
+	e, _ := start(t, bus, engine.Config{}, s)
+	began := time.Now()
+	_, err := cmd.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(5*time.Second))
+	var we *engine.Error
+	if !errors.As(err, &we) || we.Code != 500 {
+		t.Errorf("Invoke: %v, want a 500 answer", err)
+	}
+	if d := time.Since(began); d > 3*time.Second {
+		t.Errorf("the answer took %s: it must not wait for the deadline", d)
+	}
+	time.Sleep(500 * time.Millisecond) // room for redeliveries
+	if n := runs.Load(); n != 1 {
+		t.Errorf("the handler ran %d times, want 1", n)
+	}
+}

@@ -67,9 +67,10 @@ func (e *Engine) errorReply(ctx context.Context, we *Error) *message.Message {
 //     arrives after it is not handled);
 //   - anything else (too large for the backend, refused by it) is
 //     permanent: redelivering would re-run the handler for the same
-//     refusal, so the caller is answered with a 500 instead, and cmd is
-//     acked even if that answer cannot be published either (the caller
-//     then times out). The command never runs again for it.
+//     refusal, so the caller is answered with a 500 instead (also when
+//     the reply was an error too large for the backend), and cmd is acked
+//     even if that answer cannot be published either (the caller then
+//     times out). The command never runs again for it.
 func (e *Engine) sendReply(ctx context.Context, replyTo string, reply, cmd *message.Message, log *slog.Logger) error {
 	err := e.b.Publisher().Publish(replyTo, reply)
 	switch {
@@ -82,13 +83,18 @@ func (e *Engine) sendReply(ctx context.Context, replyTo string, reply, cmd *mess
 		log.Error("reply not published; the command will be redelivered", "reply_to", replyTo, "err", err)
 		return err
 	}
-	if reply.Metadata.Get(envelope.KeyError) == "1" {
+	isError := reply.Metadata.Get(envelope.KeyError) == "1"
+	tooLarge := errors.Is(err, bridge.ErrTooLarge)
+	if isError && !tooLarge { // the small 500 below would be refused alike
 		log.Error("error reply cannot be published; the caller will time out", "reply_to", replyTo, "err", err)
 		return nil
 	}
 	log.Error("reply cannot be published; answering with an error instead", "reply_to", replyTo, "err", err)
 	problem := "the result could not be sent"
-	if errors.Is(err, bridge.ErrTooLarge) {
+	switch {
+	case tooLarge && isError:
+		problem = "the error is too large for the transport"
+	case tooLarge:
 		problem = "the result is too large for the transport"
 	}
 	alt := e.errorReply(ctx, with(ErrInternal, problem, map[string]any{"message_id": cmd.UUID}))

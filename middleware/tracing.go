@@ -31,15 +31,28 @@ func (c metadataCarrier) Keys() []string {
 }
 
 // Extract returns ctx with the remote span context found in metadata
-// (traceparent, tracestate).
+// (traceparent, tracestate). A tracestate Switchboard does not propagate
+// (envelope.ValidTracestate: longer than envelope.MaxTracestateBytes, or
+// malformed) is ignored, so no span and no message caused by this one
+// carries it.
 func Extract(ctx context.Context, md message.Metadata) context.Context {
+	if ts, ok := md[envelope.KeyTracestate]; ok && !envelope.ValidTracestate(ts) {
+		md = message.Metadata{envelope.KeyTraceparent: md[envelope.KeyTraceparent]}
+	}
 	return propagator.Extract(ctx, metadataCarrier(md))
 }
 
 // Inject writes the span context of ctx into metadata (traceparent,
-// tracestate). It does nothing when ctx has no valid span context.
+// tracestate). It does nothing when ctx has no valid span context. A
+// tracestate Switchboard does not propagate (see Extract) is left out.
 func Inject(ctx context.Context, md message.Metadata) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
 	propagator.Inject(ctx, metadataCarrier(md))
+	if ts, ok := md[envelope.KeyTracestate]; ok && !envelope.ValidTracestate(ts) {
+		delete(md, envelope.KeyTracestate)
+	}
 }
 
 // Tracing starts a consumer span for every handled message, as a child of

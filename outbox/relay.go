@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -87,6 +88,10 @@ func (r Relay) Validate() error {
 	var errs []error
 	if r.DB == "" {
 		errs = append(errs, errors.New("DB is empty"))
+	} else if _, err := bridge.ParseURL(r.DB); strings.Contains(r.DB, "://") && err != nil {
+		// Before the driver, whose errors quote a password read as the
+		// port, or the tail of one with an unescaped '/' as the database.
+		errs = append(errs, fmt.Errorf("DB: %w", err))
 	} else if _, err := pgx.ParseConfig(r.DB); err != nil {
 		errs = append(errs, fmt.Errorf("DB: %w", err))
 	}

@@ -1,6 +1,9 @@
 package bridgetest
 
-import "strings"
+import (
+	"net/url"
+	"strings"
+)
 
 // URLsWithPassword returns URLs of scheme that each carry password: URLs
 // that do not parse (a missing ']', a bad escape, a forgotten host, a
@@ -25,6 +28,12 @@ func URLsWithPassword(scheme, password string) []string {
 		"S://app:PW@127.0.0.1:1/?ack_wait=soon&schema=bad-schema&heartbeat=x&reply_prefix=a%20b",
 		"S://app:PW@127.0.0.1:1/?password=PW", // the password as a parameter
 		"S://app@127.0.0.1:1/?password=PW",
+		"S://app:PW@127.0.0.1:1/?pwd=PW",                        // another common name for it
+		"S://app:12#PW@127.0.0.1:1/",                            // unescaped '#' in the password: the rest is a fragment
+		"S://app:12?PW@127.0.0.1:1/",                            // unescaped '?': the rest is a query
+		"S://app:12/PW@127.0.0.1:1/",                            // unescaped '/': the rest is a path
+		"S://app:12#PW",                                         // '#' and a forgotten host
+		"host=127.0.0.1 port=1 user=app password=PW",            // a keyword/value string, not a URL
 		"S://app:PW@127.0.0.1:1/",                               // refused
 		"S://app:PW@127.0.0.1:1/db?sslmode=disable",             // refused, with a path
 		"S://app:PW@unknown-host.invalid:1/?connect_timeout=1s", // no such host
@@ -37,4 +46,13 @@ func URLsWithPassword(scheme, password string) []string {
 		out[i] = strings.ReplaceAll(strings.Replace(s, "S:", scheme+":", 1), "PW", password)
 	}
 	return out
+}
+
+// RefusedByOpen reports whether bridge.Open refuses u before any backend
+// sees it: a URL without a scheme, or with a fragment or an '@' after its
+// host (a password with an unescaped '#', '?' or '/'). Tests of a
+// backend's own URL parsing skip those.
+func RefusedByOpen(u *url.URL) bool {
+	return u.Scheme == "" || u.Fragment != "" || u.RawFragment != "" ||
+		strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.RawQuery, "@")
 }

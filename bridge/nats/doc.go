@@ -21,9 +21,11 @@
 //	max_age=0            age limit of those streams; 0 keeps messages forever.
 //	replicas=1           replicas of those streams (1 to 5, for clusters).
 //	reply_prefix=reply.  topics the publisher never creates a stream for (see
-//	                     "Replies"): non-empty, dot-separated tokens of
-//	                     letters, digits, '-' and '_' (the last may be
-//	                     empty), at most 64 bytes.
+//	                     "Replies"), besides "reply." (the engine's reply
+//	                     topics), which it never creates one for either:
+//	                     non-empty, dot-separated tokens of letters,
+//	                     digits, '-' and '_' (the last may be empty), at
+//	                     most 64 bytes.
 //	connect_timeout=5s   bound on the initial connection and handshake.
 //
 // # Connection
@@ -138,8 +140,8 @@
 //
 // # Replies
 //
-// The publisher never creates a stream for a topic starting with
-// reply_prefix ("reply.", as router.ReplyTopic names them): only the reply
+// The publisher never creates a stream for a topic starting with "reply."
+// (as router.ReplyTopic names them) or with reply_prefix: only the reply
 // subscriber does, and deletes it when it closes. A reply to an instance
 // that is gone fails with bridge.ErrNoSubscriber instead of creating a
 // stream nobody would read. The publisher caches the stream of at most 1024

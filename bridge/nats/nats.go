@@ -32,7 +32,9 @@ const (
 	// DefaultStreamPrefix starts the name of every stream this backend creates.
 	DefaultStreamPrefix = "SB_"
 	// DefaultReplyPrefix marks reply topics: the publisher never creates a
-	// stream for a topic that starts with it (see the package documentation).
+	// stream for a topic that starts with it, whatever reply_prefix says
+	// (the engine's reply topics start with it; see the package
+	// documentation).
 	DefaultReplyPrefix = "reply."
 	// DefaultConnectTimeout bounds the initial connection, handshake included.
 	DefaultConnectTimeout = 5 * time.Second
@@ -452,7 +454,7 @@ func (b *natsBridge) publisherStream(topic string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
-	if strings.HasPrefix(topic, b.opts.replyPrefix) {
+	if b.isReplyTopic(topic) {
 		name, err := b.js.StreamNameBySubject(ctx, topic)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return "", fmt.Errorf("%w %q: no reply stream (its owner is gone)", bridge.ErrNoSubscriber, topic)
@@ -469,6 +471,14 @@ func (b *natsBridge) publisherStream(topic string) (string, error) {
 	}
 	b.cacheStream(topic, name)
 	return name, nil
+}
+
+// isReplyTopic reports whether the publisher must not create a stream for
+// topic: it starts with reply_prefix, or with DefaultReplyPrefix, which
+// starts every reply topic the engine uses (a request's reply_to, from the
+// wire), whatever reply_prefix says.
+func (b *natsBridge) isReplyTopic(topic string) bool {
+	return strings.HasPrefix(topic, DefaultReplyPrefix) || strings.HasPrefix(topic, b.opts.replyPrefix)
 }
 
 // maxCachedStreams bounds the publisher's topic → stream cache: topics

@@ -8,8 +8,12 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
+	"github.com/switchboard-go/switchboard/bridge/nats"
+	"github.com/switchboard-go/switchboard/router"
 )
 
 func TestBadReplyPrefix(t *testing.T) {
@@ -55,5 +59,26 @@ func TestMaxMessageBytes(t *testing.T) {
 	}
 	if err := b.Publisher().Publish(topic, md); err != nil {
 		t.Errorf("publishing MaxMessageBytes: %v", err)
+	}
+}
+
+// TestEngineReplyTopicsWithAnotherReplyPrefix: whatever reply_prefix says,
+// a topic under the engine's reply prefix ("reply.", router.ReplyPrefix)
+// is a reply topic: publishing to one nobody owns fails with
+// ErrNoSubscriber and creates no stream (reply_to comes from the wire).
+func TestEngineReplyTopicsWithAnotherReplyPrefix(t *testing.T) {
+	if nats.DefaultReplyPrefix != router.ReplyPrefix {
+		t.Fatalf("DefaultReplyPrefix %q, the engine's reply topics start with %q", nats.DefaultReplyPrefix, router.ReplyPrefix)
+	}
+	b := openURL(t, withParams(t, "reply_prefix="+url.QueryEscape("my-app.reply.")))
+	for _, topic := range []string{router.ReplyTopic(bridgetest.Unique("gone")), "my-app.reply." + bridgetest.Unique("gone")} {
+		err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("orphan")))
+		if !errors.Is(err, bridge.ErrNoSubscriber) {
+			t.Errorf("publish to %s: %v, want ErrNoSubscriber", topic, err)
+		}
+		if name, err := jetStream(t).StreamNameBySubject(t.Context(), topic); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			_ = jetStream(t).DeleteStream(t.Context(), name)
+			t.Errorf("publishing to %s created stream %q", topic, name)
+		}
 	}
 }

@@ -206,6 +206,13 @@ func (d *dbFlags) open(ctx context.Context, c *command) (*sql.DB, error) {
 	if raw == "" {
 		return nil, c.usageErr("no database: pass --db URL or set $%s", envDB)
 	}
+	if strings.Contains(raw, "://") { // a URL, not "host=… password=…"
+		// The driver's own errors would quote the tail of a password with an
+		// unescaped '/', or a password read as the port.
+		if _, err := bridge.ParseURL(raw); err != nil {
+			return nil, fmt.Errorf("database: %w", err)
+		}
+	}
 	db, err := sql.Open("pgx", raw)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", bridge.Redact(raw), err)

@@ -24,3 +24,17 @@ func TestBridgeURLPasswordNeverShown(t *testing.T) {
 		}
 	}
 }
+
+// TestDatabaseURLPasswordNeverShown: `dlq list --db URL` with every URL
+// shape prints no password.
+func TestDatabaseURLPasswordNeverShown(t *testing.T) {
+	const secret = "S3CRETPW"
+	for _, scheme := range []string{"postgres", "postgresql"} {
+		for _, raw := range bridgetest.URLsWithPassword(scheme, secret) {
+			code, out, errOut := cli(t, "dlq", "list", "--db", raw)
+			if code == 0 || strings.Contains(out+errOut, secret) {
+				t.Errorf("dlq list --db %s: exit %d, output shows the password or nothing failed:\n%s%s", bridge.Redact(raw), code, out, errOut)
+			}
+		}
+	}
+}

@@ -44,7 +44,9 @@ const (
 	HeaderCorrelationIDAlt = "Correlation-Id"
 	// HeaderTraceparent is the W3C trace context header.
 	HeaderTraceparent = "traceparent"
-	// HeaderTracestate is the W3C vendor trace state, passed on unchanged.
+	// HeaderTracestate is the W3C vendor trace state, passed on unchanged
+	// when it is one Switchboard propagates (envelope.ValidTracestate:
+	// at most 512 bytes), dropped otherwise.
 	HeaderTracestate = "tracestate"
 )
 
@@ -238,7 +240,9 @@ type requestInfo struct {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := requestInfo{correlationID: correlationID(r), traceparent: r.Header.Get(HeaderTraceparent)}
 	if envelope.ValidTraceparent(info.traceparent) {
-		info.tracestate = r.Header.Get(HeaderTracestate)
+		if ts := r.Header.Get(HeaderTracestate); envelope.ValidTracestate(ts) {
+			info.tracestate = ts // an oversized or malformed one is dropped (W3C), not echoed
+		}
 	} else {
 		info.traceparent = envelope.ChildTraceparent("") // a new, sampled trace
 	}

@@ -416,6 +416,14 @@ func TestCorrelationAndTraceRoundTrip(t *testing.T) {
 	if out.CorrelationID != "corr-123" || envelope.TraceID(out.Traceparent) != envelope.TraceID(tp) {
 		t.Errorf("the handler saw correlation %q and traceparent %q", out.CorrelationID, out.Traceparent)
 	}
+	// A tracestate W3C would not propagate (over 512 bytes, malformed) is
+	// dropped, not echoed.
+	for _, ts := range []string{"k=" + strings.Repeat("v", 40<<10), "not a tracestate"} {
+		r = do(t, "POST", srv.URL+"/public/echo", `{"name":"x"}`, "traceparent", tp, "tracestate", ts)
+		if r.status != http.StatusOK || r.header.Get("tracestate") != "" {
+			t.Errorf("tracestate of %d bytes: %d, echoed %d bytes", len(ts), r.status, len(r.header.Get("tracestate")))
+		}
+	}
 	// The alternative header name works too.
 	r = do(t, "POST", srv.URL+"/public/echo", `{"name":"x"}`, "Correlation-Id", "corr-456")
 	if r.header.Get("X-Correlation-Id") != "corr-456" {
