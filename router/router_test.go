@@ -23,7 +23,7 @@ func TestNames(t *testing.T) {
 	if got := router.EventGroup("email", "2", "audit"); got != "email.v2.audit" {
 		t.Errorf("EventGroup with a name = %q", got)
 	}
-	for _, bad := range []string{"", "1abc", "has space", "dot.ted", "x" + string(make([]byte, 63))} {
+	for _, bad := range []string{"", "1abc", "has space", "dot.ted", "x" + string(make([]byte, 63)), "event", "Reply"} {
 		if router.ValidName("service", bad) == nil {
 			t.Errorf("ValidName accepted %q", bad)
 		}
@@ -32,6 +32,9 @@ func TestNames(t *testing.T) {
 		if router.ValidVersion(bad) == nil {
 			t.Errorf("ValidVersion accepted %q", bad)
 		}
+	}
+	if router.ValidName("command", "event") != nil {
+		t.Error("ValidName refused a command named event: only service names are reserved")
 	}
 	if router.ValidEventName("user.created") != nil || router.ValidEventName("user..created") == nil || router.ValidEventName(".x") == nil {
 		t.Error("ValidEventName")

@@ -11,10 +11,15 @@ var eventRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}(\.[A-Za-z][A-Za-z
 var versionRE = regexp.MustCompile(`^[0-9]{1,6}$`)
 
 // ValidName checks a service or command name: a letter, then up to 62
-// letters, digits, '_' or '-'.
+// letters, digits, '_' or '-'. A service may not be named "event" or
+// "reply" (in any case): its command topics would share a namespace with
+// event topics ("event.v1.x" is also event "v1.x") or reply topics.
 func ValidName(kind, s string) error {
 	if !nameRE.MatchString(s) {
 		return fmt.Errorf("invalid %s name %q: want a letter followed by up to 62 letters, digits, '_' or '-'", kind, s)
+	}
+	if kind == "service" && (strings.EqualFold(s, "event") || strings.EqualFold(s, "reply")) {
+		return fmt.Errorf("invalid service name %q: reserved for event and reply topics", s)
 	}
 	return nil
 }
