@@ -107,3 +107,48 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 		return err == nil && len(p) == 1 && p[0].Attempts == 2 && !p[0].ParkedAt.IsZero()
 	})
 }
+
+// A backlog with refused rows in it is forwarded without pause: a round
+// that parks a row (or holds one back for a retry) forwards fewer rows than
+// it read, which is no sign that the backlog is empty. With a sweep a minute
+// away, only the relay going on at once delivers the rows behind them.
+func TestRelayDrainsBacklogPastParkedRows(t *testing.T) {
+	url, db, schema := setup(t)
+	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.NATS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = target.Close() })
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	ev := engine.NewEvent[Order]("parkdrain" + hex.EncodeToString(suffix))
+	got := collect(t, target, "event."+ev.String(), "g")
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	const total, batch = 60, 10
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+	big := strings.Repeat("x", 1<<20-100)
+	for i := range total {
+		item := "small"
+		if i%batch == 0 {
+			item = big // refused by NATS: parked
+		}
+		if err := ev.Emit(ctx, Order{ID: i, Item: item}); err != nil {
+			t.Fatalf("order %d: %v", i, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// Committed before the relay listens: no notification will come.
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, BatchSize: batch, PollInterval: time.Minute,
+		Retention: -1, Logger: discard()})
+	want := total - total/batch
+	waitFor(t, 20*time.Second, "the backlog behind the parked rows", func() bool { return len(got.snapshot()) == want })
+	if s, err := outbox.ReadStats(t.Context(), db, schema); err != nil || s.Parked != total/batch || s.Backlog != 0 {
+		t.Errorf("stats %+v, %v; want %d parked and no backlog", s, err, total/batch)
+	}
+}

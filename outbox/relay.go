@@ -303,7 +303,10 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 			}
 		}
 		if n == r.BatchSize {
-			continue // more waiting
+			// More may wait. A round that read a full batch made progress
+			// whatever it forwarded (rows it parked or set to retry are not
+			// read again), or slept if the target was down.
+			continue
 		}
 		// Wake for a notification, the sweep, or the next renewal.
 		wait := min(r.PollInterval, time.Until(l.sent.Add(l.ttl/3)))
@@ -414,8 +417,9 @@ func permanent(err error) bool {
 	return errors.Is(err, bridge.ErrTooLarge)
 }
 
-// forward publishes one batch in id order and marks what it published. The
-// rows of one topic go in order: a row that must be retried holds back the
+// forward publishes one batch in id order and marks what it published; it
+// returns how many rows it read (a full batch: more may wait). The rows of
+// one topic go in order: a row that must be retried holds back the
 // later rows of its topic, in this batch (skipped) and in later ones (the
 // pending query); other topics go on. A parked row holds back nothing.
 func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *lease) (int, error) {
@@ -531,7 +535,7 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 			return 0, ctx.Err()
 		}
 	}
-	return len(sent), nil
+	return len(batch), nil
 }
 
 // fail records a refused row: parked, or to retry after a backoff.
