@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -81,7 +82,8 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: discard()})
+	logs := &logBuffer{}
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	has := func(id int) bool { return slices.Contains(got.snapshot(), id) }
 	waitFor(t, 20*time.Second, "the messages around the refused one", func() bool { return has(0) && has(2) })
 	if has(1) {
@@ -97,6 +99,10 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 	}
 	if p := parked[0]; p.Topic != "event."+ev.String() || !strings.Contains(p.LastError, "max_payload") || p.Attempts != 1 || p.ParkedAt.IsZero() {
 		t.Errorf("parked row %+v", p)
+	}
+	// The log points the operator at the command that lists it.
+	if l := logs.String(); !strings.Contains(l, "parked") || !strings.Contains(l, "switchboard outbox failed") {
+		t.Errorf("the parking is logged without naming `switchboard outbox failed`:\n%s", l)
 	}
 	// Retried, it is refused again and parked again: nothing is lost.
 	if n, err := outbox.Retry(t.Context(), db, schema, parked[0].ID); err != nil || n != 1 {

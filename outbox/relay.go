@@ -548,7 +548,7 @@ func (r Relay) fail(ctx context.Context, conn *pgx.Conn, q relayQueries, x row, 
 	defer cancel()
 	var err error
 	if v == parkIt {
-		r.Logger.Error("outbox relay: the target refused the message for good; parked (see `switchboard outbox parked`)",
+		r.Logger.Error("outbox relay: the target refused the message for good; parked (see `switchboard outbox failed`, then `outbox retry`)",
 			"id", x.id, "topic", x.top, "message_id", x.msg.UUID, "err", perr)
 		_, err = conn.Exec(sctx, q.park, x.id, text)
 	} else {
