@@ -74,3 +74,28 @@ func TestOutboxFailedAndRetry(t *testing.T) {
 		}
 	}
 }
+
+// `outbox failed` escapes control and format characters of the message id,
+// topic and broker error in its table (as `dlq list` does), and in --json.
+func TestOutboxFailedEscapesControls(t *testing.T) {
+	e := newEnv(t)
+	if _, err := migrations.Up(context.Background(), e.db, migrations.Options{Schema: e.schema}); err != nil {
+		t.Fatal(err)
+	}
+	hostile := "\x1b]0;pwned\a\x1b[2J\u009b31m\u202e\r"
+	if _, err := e.db.Exec(`INSERT INTO "`+e.schema+`".outbox (topic, uuid, payload, attempts, parked_at, last_error)
+		VALUES ($1, $2, '\x00', 1, now(), $3)`, "event.x"+hostile, "id"+hostile, "refused"+hostile+"\nsecond line"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"failed"}, {"failed", "--json"}} {
+		code, out, errOut := cli(t, append(append([]string{"outbox"}, args...), e.dbArgs()...)...)
+		if code != 0 || !strings.Contains(out, "pwned") {
+			t.Fatalf("outbox %v: exit %d, %q %q", args, code, out, errOut)
+		}
+		if i := strings.IndexFunc(out, func(r rune) bool {
+			return r == 0x1b || r == '\a' || r == '\r' || r == 0x9b || r == 0x202e
+		}); i >= 0 {
+			t.Errorf("outbox %v printed a raw control or format character at %d: %q", args, i, out)
+		}
+	}
+}

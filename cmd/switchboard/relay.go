@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -179,7 +178,7 @@ func printFailed(ctx context.Context, db *sql.DB, schema string, limit int, asJS
 				list[i].RetryAt = &r.RetryAt
 			}
 		}
-		return json.NewEncoder(stdout).Encode(list)
+		return writeJSON(stdout, list) // C1 and format characters escaped too
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tTOPIC\tMESSAGE ID\tATTEMPTS\tLAST ERROR")
@@ -193,7 +192,9 @@ func printFailed(ctx context.Context, db *sql.DB, schema string, limit int, asJS
 		default:
 			state = "pending" // retried by hand, not tried again yet
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.ID, state, r.Topic, r.MessageID, r.Attempts, strings.ReplaceAll(r.LastError, "\n", " "))
+		// The id, topic and broker error may hold anything: escaped as in `dlq list`.
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.ID, state, printable(r.Topic, false), printable(r.MessageID, false),
+			r.Attempts, printable(strings.ReplaceAll(r.LastError, "\n", " "), false))
 	}
 	return tw.Flush()
 }
