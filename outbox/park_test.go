@@ -158,3 +158,90 @@ func TestRelayDrainsBacklogPastParkedRows(t *testing.T) {
 		t.Errorf("stats %+v, %v; want %d parked and no backlog", s, err, total/batch)
 	}
 }
+
+// The trigger of the audit on every broker the relay forwards to: a command
+// to a service with no consumer (a retired version), written first, among
+// events of several other topics. Every event is forwarded at once; the
+// command waits with backoff where the broker says nobody consumes it
+// (RabbitMQ, PostgreSQL; NATS stores it for the consumer to come) and
+// reaches the service, in order, once it subscribes.
+func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
+	for _, name := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
+		t.Run(name, func(t *testing.T) {
+			url, db, schema := setup(t)
+			target, err := bridge.Open(t.Context(), testenv.URL(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = target.Close() })
+			suffix := make([]byte, 4)
+			_, _ = rand.Read(suffix)
+			s := hex.EncodeToString(suffix)
+			retired := engine.NewCommand[Order, Order]("retired"+s, "1", "ship")
+			var events []*collector
+			var evs []*engine.Event[Order]
+			for _, n := range []string{"a", "b", "c"} {
+				ev := engine.NewEvent[Order](n + s)
+				evs = append(evs, ev)
+				events = append(events, collect(t, target, "event."+ev.String(), "g"+s))
+			}
+			e := newEngine(t, inproc.New(inproc.Options{}))
+			tx, err := db.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+			const n = 150
+			if err := retired.Send(ctx, Order{ID: 1}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				if err := evs[i%len(evs)].Emit(ctx, Order{ID: i}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := retired.Send(ctx, Order{ID: 2}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+			waitFor(t, 10*time.Second, "every event behind the stuck command", func() bool {
+				got := 0
+				for _, c := range events {
+					got += len(c.snapshot())
+				}
+				return got == n
+			})
+			if name != testenv.NATS {
+				waitFor(t, 10*time.Second, "the command to count as retrying", func() bool {
+					st, err := outbox.ReadStats(t.Context(), db, schema)
+					return err == nil && st.Retrying == 1 && st.Backlog == 2 && st.Parked == 0
+				})
+			}
+			sub, err := target.Subscriber(t.Context(), bridge.Spec{Topic: retired.String(), Group: "retired" + s + ".v1", Kind: bridge.Command})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sub.Close() })
+			ch, err := sub.Subscribe(t.Context(), retired.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for want := 1; want <= 2; want++ {
+				select {
+				case m := <-ch:
+					var o Order
+					_ = jsonUnmarshal(m.Payload, &o)
+					m.Ack()
+					if o.ID != want {
+						t.Fatalf("command %d arrived as number %d", o.ID, want)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatalf("command %d never arrived", want)
+				}
+			}
+		})
+	}
+}
