@@ -9,9 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/outbox"
 )
@@ -244,4 +249,49 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A row the target refuses with an error text that PostgreSQL's text type
+// would refuse as it is (a topic outside the target's alphabet, quoted in
+// the error and cut at the stored length in the middle of a character) is
+// recorded, and the rows behind it are forwarded: the relay does not fail
+// on recording the failure, round after round. The rows come from a
+// Watermill producer writing through outbox.NewPublisher, which takes any
+// topic; PostgreSQL as the target refuses it for what it is, not as an
+// unreachable server.
+func TestRelayRecordsAnyRefusal(t *testing.T) {
+	url, db, schema := setup(t)
+	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = target.Close() })
+	got := collect(t, target, "event.orders.placed", "g"+schema)
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := outbox.NewPublisher(wmsql.TxFromStdSQL(tx), schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{900, 901} { // one of the two is cut inside an é
+		topic := strings.Repeat("a", n) + strings.Repeat("é", (1020-n)/2)
+		m := message.NewMessage(watermill.NewUUID(), []byte(`{}`))
+		m.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+		if err := pub.Publish(topic, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	emitOrders(t, e, db, schema, 0, 1)
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+	waitFor(t, 10*time.Second, "the event behind the refused rows", func() bool { return len(got.snapshot()) == 1 })
+	waitFor(t, 10*time.Second, "both refusals recorded", func() bool {
+		f, err := outbox.ListFailed(t.Context(), db, schema, 10)
+		return err == nil && len(f) == 2 && f[0].Attempts > 0 && f[1].Attempts > 0 && strings.Contains(f[1].LastError, "aaaa")
+	})
 }

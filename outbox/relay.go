@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
@@ -540,10 +542,7 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 
 // fail records a refused row: parked, or to retry after a backoff.
 func (r Relay) fail(ctx context.Context, conn *pgx.Conn, q relayQueries, x row, v verdict, perr error) error {
-	text := perr.Error()
-	if len(text) > maxErrorText {
-		text = text[:maxErrorText]
-	}
+	text := errorText(perr)
 	sctx, cancel := r.stmt(ctx)
 	defer cancel()
 	var err error
@@ -560,6 +559,22 @@ func (r Relay) fail(ctx context.Context, conn *pgx.Conn, q relayQueries, x row, 
 		return fmt.Errorf("recording the failure of row %d: %w", x.id, err)
 	}
 	return nil
+}
+
+// errorText is perr's text as last_error can hold it: valid UTF-8 without
+// NUL (PostgreSQL's text refuses both, and a failure to record the refusal
+// would end the relay's session, round after round, forwarding nothing),
+// at most maxErrorText bytes, cut between characters.
+func errorText(perr error) string {
+	text := strings.ToValidUTF8(strings.ReplaceAll(perr.Error(), "\x00", ""), "\uFFFD")
+	if len(text) > maxErrorText {
+		cut := maxErrorText
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut]
+	}
+	return text
 }
 
 // Stats describes the outbox's backlog.
