@@ -84,4 +84,15 @@
 // redelivery window.
 //
 // Tables come from package migrations (versions 3, 4 and 6).
+//
+// # Upgrading to migration 6
+//
+// Migration 6 keeps what earlier releases wrote: their outbox rows are
+// forwarded, and their inbox rows (recorded without a topic) still mark a
+// message as processed, whatever its topic. The reverse does not hold: the
+// Inbox of a release before migration 6 does not see the rows this one
+// records, so a message processed by an upgraded instance and redelivered
+// to one not yet upgraded runs again. Stop the consumers of earlier
+// releases that use the Inbox before starting upgraded ones, as for the
+// relays, rather than upgrading them one at a time.
 package outbox

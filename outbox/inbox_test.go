@@ -2,7 +2,11 @@ package outbox_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +18,9 @@ import (
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/outbox"
+	"github.com/switchboard-go/switchboard/router"
 )
 
 // An awaited command redelivered after its first run committed (the process
@@ -163,5 +169,78 @@ func TestInboxHonoursRowsRecordedBeforeTopics(t *testing.T) {
 	defer mu.Unlock()
 	if runs != 1 {
 		t.Errorf("handler ran %d times, want 1 (the message recorded before migration 6 ran again)", runs)
+	}
+}
+
+// On every broker: an awaited command whose handler fails the first time
+// is answered with the error and recorded nowhere (it runs again when
+// redelivered); once it succeeded, every redelivery is answered with the
+// stored reply and the handler does not run again.
+func TestInboxStoredReplyOnEveryBroker(t *testing.T) {
+	for _, name := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
+		t.Run(name, func(t *testing.T) {
+			_, db, schema := setup(t)
+			suffix := make([]byte, 4)
+			_, _ = rand.Read(suffix)
+			s := hex.EncodeToString(suffix)
+			cmd := engine.NewCommand[Order, Order]("inbox"+s, "1", "ship")
+			var (
+				mu   sync.Mutex
+				runs int
+			)
+			svc := engine.NewService("inbox"+s, "1")
+			engine.Handle(svc, cmd, func(_ context.Context, o Order) (Order, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				runs++
+				if runs == 1 {
+					return Order{}, errors.New("the first run fails")
+				}
+				return Order{ID: o.ID, Trace: fmt.Sprint("run ", runs)}, nil
+			}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema, Logger: discard()}.Middleware()))
+			b, err := bridge.Open(t.Context(), testenv.URL(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close() })
+			newEngine(t, b, svc)
+			replyTopic := router.ReplyTopic("inboxtest" + s)
+			sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "inboxtest" + s, Kind: bridge.Reply})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sub.Close() })
+			replies, err := sub.Subscribe(t.Context(), replyTopic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := watermill.NewUUID()
+			var got []string
+			for range 3 { // the same command, delivered three times
+				m := message.NewMessage(id, []byte(`{"id":5}`))
+				m.Metadata.Set(envelope.KeyCorrelationID, "c")
+				m.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+				m.Metadata.Set(envelope.KeyReplyTo, replyTopic)
+				if err := b.Publisher().Publish(cmd.String(), m); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case r := <-replies:
+					r.Ack()
+					got = append(got, r.Metadata.Get(envelope.KeyError)+" "+string(r.Payload))
+				case <-time.After(15 * time.Second):
+					t.Fatal("no reply")
+				}
+			}
+			want := `{"id":5,"item":"","trace":"run 2"}`
+			if !strings.HasPrefix(got[0], "1 ") || got[1] != " "+want || got[2] != " "+want {
+				t.Errorf("replies %q; want an error, then %s twice", got, want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if runs != 2 {
+				t.Errorf("handler ran %d times, want 2", runs)
+			}
+		})
 	}
 }

@@ -3,14 +3,20 @@ package outbox_test
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/outbox"
 )
@@ -81,7 +87,8 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: discard()})
+	logs := &logBuffer{}
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	has := func(id int) bool { return slices.Contains(got.snapshot(), id) }
 	waitFor(t, 20*time.Second, "the messages around the refused one", func() bool { return has(0) && has(2) })
 	if has(1) {
@@ -98,6 +105,10 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 	if p := parked[0]; p.Topic != "event."+ev.String() || !strings.Contains(p.LastError, "max_payload") || p.Attempts != 1 || p.ParkedAt.IsZero() {
 		t.Errorf("parked row %+v", p)
 	}
+	// The log points the operator at the command that lists it.
+	if l := logs.String(); !strings.Contains(l, "parked") || !strings.Contains(l, "switchboard outbox failed") {
+		t.Errorf("the parking is logged without naming `switchboard outbox failed`:\n%s", l)
+	}
 	// Retried, it is refused again and parked again: nothing is lost.
 	if n, err := outbox.Retry(t.Context(), db, schema, parked[0].ID); err != nil || n != 1 {
 		t.Fatalf("retry: %d, %v", n, err)
@@ -105,5 +116,182 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 	waitFor(t, 20*time.Second, "the retried row to be parked again", func() bool {
 		p, err := outbox.ListFailed(t.Context(), db, schema, 10)
 		return err == nil && len(p) == 1 && p[0].Attempts == 2 && !p[0].ParkedAt.IsZero()
+	})
+}
+
+// A backlog with refused rows in it is forwarded without pause: a round
+// that parks a row (or holds one back for a retry) forwards fewer rows than
+// it read, which is no sign that the backlog is empty. With a sweep a minute
+// away, only the relay going on at once delivers the rows behind them.
+func TestRelayDrainsBacklogPastParkedRows(t *testing.T) {
+	url, db, schema := setup(t)
+	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.NATS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = target.Close() })
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	ev := engine.NewEvent[Order]("parkdrain" + hex.EncodeToString(suffix))
+	got := collect(t, target, "event."+ev.String(), "g")
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	const total, batch = 60, 10
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+	big := strings.Repeat("x", 1<<20-100)
+	for i := range total {
+		item := "small"
+		if i%batch == 0 {
+			item = big // refused by NATS: parked
+		}
+		if err := ev.Emit(ctx, Order{ID: i, Item: item}); err != nil {
+			t.Fatalf("order %d: %v", i, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// Committed before the relay listens: no notification will come.
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, BatchSize: batch, PollInterval: time.Minute,
+		Retention: -1, Logger: discard()})
+	want := total - total/batch
+	waitFor(t, 20*time.Second, "the backlog behind the parked rows", func() bool { return len(got.snapshot()) == want })
+	if s, err := outbox.ReadStats(t.Context(), db, schema); err != nil || s.Parked != total/batch || s.Backlog != 0 {
+		t.Errorf("stats %+v, %v; want %d parked and no backlog", s, err, total/batch)
+	}
+}
+
+// The trigger of the audit on every broker the relay forwards to: a command
+// to a service with no consumer (a retired version), written first, among
+// events of several other topics. Every event is forwarded at once; the
+// command waits with backoff where the broker says nobody consumes it
+// (RabbitMQ, PostgreSQL; NATS stores it for the consumer to come) and
+// reaches the service, in order, once it subscribes.
+func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
+	for _, name := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
+		t.Run(name, func(t *testing.T) {
+			url, db, schema := setup(t)
+			target, err := bridge.Open(t.Context(), testenv.URL(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = target.Close() })
+			suffix := make([]byte, 4)
+			_, _ = rand.Read(suffix)
+			s := hex.EncodeToString(suffix)
+			retired := engine.NewCommand[Order, Order]("retired"+s, "1", "ship")
+			var events []*collector
+			var evs []*engine.Event[Order]
+			for _, n := range []string{"a", "b", "c"} {
+				ev := engine.NewEvent[Order](n + s)
+				evs = append(evs, ev)
+				events = append(events, collect(t, target, "event."+ev.String(), "g"+s))
+			}
+			e := newEngine(t, inproc.New(inproc.Options{}))
+			tx, err := db.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+			const n = 150
+			if err := retired.Send(ctx, Order{ID: 1}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				if err := evs[i%len(evs)].Emit(ctx, Order{ID: i}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := retired.Send(ctx, Order{ID: 2}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+			waitFor(t, 10*time.Second, "every event behind the stuck command", func() bool {
+				got := 0
+				for _, c := range events {
+					got += len(c.snapshot())
+				}
+				return got == n
+			})
+			if name != testenv.NATS {
+				waitFor(t, 10*time.Second, "the command to count as retrying", func() bool {
+					st, err := outbox.ReadStats(t.Context(), db, schema)
+					return err == nil && st.Retrying == 1 && st.Backlog == 2 && st.Parked == 0
+				})
+			}
+			sub, err := target.Subscriber(t.Context(), bridge.Spec{Topic: retired.String(), Group: "retired" + s + ".v1", Kind: bridge.Command})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sub.Close() })
+			ch, err := sub.Subscribe(t.Context(), retired.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for want := 1; want <= 2; want++ {
+				select {
+				case m := <-ch:
+					var o Order
+					_ = jsonUnmarshal(m.Payload, &o)
+					m.Ack()
+					if o.ID != want {
+						t.Fatalf("command %d arrived as number %d", o.ID, want)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatalf("command %d never arrived", want)
+				}
+			}
+		})
+	}
+}
+
+// A row the target refuses with an error text that PostgreSQL's text type
+// would refuse as it is (a topic outside the target's alphabet, quoted in
+// the error and cut at the stored length in the middle of a character) is
+// recorded, and the rows behind it are forwarded: the relay does not fail
+// on recording the failure, round after round. The rows come from a
+// Watermill producer writing through outbox.NewPublisher, which takes any
+// topic; PostgreSQL as the target refuses it for what it is, not as an
+// unreachable server.
+func TestRelayRecordsAnyRefusal(t *testing.T) {
+	url, db, schema := setup(t)
+	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = target.Close() })
+	got := collect(t, target, "event.orders.placed", "g"+schema)
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := outbox.NewPublisher(wmsql.TxFromStdSQL(tx), schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{900, 901} { // one of the two is cut inside an é
+		topic := strings.Repeat("a", n) + strings.Repeat("é", (1020-n)/2)
+		m := message.NewMessage(watermill.NewUUID(), []byte(`{}`))
+		m.Metadata.Set(envelope.KeyKind, envelope.KindCommand)
+		if err := pub.Publish(topic, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(t, inproc.New(inproc.Options{}))
+	emitOrders(t, e, db, schema, 0, 1)
+	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+	waitFor(t, 10*time.Second, "the event behind the refused rows", func() bool { return len(got.snapshot()) == 1 })
+	waitFor(t, 10*time.Second, "both refusals recorded", func() bool {
+		f, err := outbox.ListFailed(t.Context(), db, schema, 10)
+		return err == nil && len(f) == 2 && f[0].Attempts > 0 && f[1].Attempts > 0 && strings.Contains(f[1].LastError, "aaaa")
 	})
 }

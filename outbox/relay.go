@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
@@ -308,7 +309,10 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 			}
 		}
 		if n == r.BatchSize {
-			continue // more waiting
+			// More may wait. A round that read a full batch made progress
+			// whatever it forwarded (rows it parked or set to retry are not
+			// read again), or slept if the target was down.
+			continue
 		}
 		// Wake for a notification, the sweep, or the next renewal.
 		wait := min(r.PollInterval, time.Until(l.sent.Add(l.ttl/3)))
@@ -419,8 +423,9 @@ func permanent(err error) bool {
 	return errors.Is(err, bridge.ErrTooLarge)
 }
 
-// forward publishes one batch in id order and marks what it published. The
-// rows of one topic go in order: a row that must be retried holds back the
+// forward publishes one batch in id order and marks what it published; it
+// returns how many rows it read (a full batch: more may wait). The rows of
+// one topic go in order: a row that must be retried holds back the
 // later rows of its topic, in this batch (skipped) and in later ones (the
 // pending query); other topics go on. A parked row holds back nothing.
 func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *lease) (int, error) {
@@ -536,20 +541,17 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 			return 0, ctx.Err()
 		}
 	}
-	return len(sent), nil
+	return len(batch), nil
 }
 
 // fail records a refused row: parked, or to retry after a backoff.
 func (r Relay) fail(ctx context.Context, conn *pgx.Conn, q relayQueries, x row, v verdict, perr error) error {
-	text := perr.Error()
-	if len(text) > maxErrorText {
-		text = text[:maxErrorText]
-	}
+	text := errorText(perr)
 	sctx, cancel := r.stmt(ctx)
 	defer cancel()
 	var err error
 	if v == parkIt {
-		r.Logger.Error("outbox relay: the target refused the message for good; parked (see `switchboard outbox parked`)",
+		r.Logger.Error("outbox relay: the target refused the message for good; parked (see `switchboard outbox failed`, then `outbox retry`)",
 			"id", x.id, "topic", x.top, "message_id", x.msg.UUID, "err", perr)
 		_, err = conn.Exec(sctx, q.park, x.id, text)
 	} else {
@@ -561,6 +563,22 @@ func (r Relay) fail(ctx context.Context, conn *pgx.Conn, q relayQueries, x row, 
 		return fmt.Errorf("recording the failure of row %d: %w", x.id, err)
 	}
 	return nil
+}
+
+// errorText is perr's text as last_error can hold it: valid UTF-8 without
+// NUL (PostgreSQL's text refuses both, and a failure to record the refusal
+// would end the relay's session, round after round, forwarding nothing),
+// at most maxErrorText bytes, cut between characters.
+func errorText(perr error) string {
+	text := strings.ToValidUTF8(strings.ReplaceAll(perr.Error(), "\x00", ""), "\uFFFD")
+	if len(text) > maxErrorText {
+		cut := maxErrorText
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut]
+	}
+	return text
 }
 
 // Stats describes the outbox's backlog.

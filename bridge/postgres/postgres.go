@@ -317,7 +317,8 @@ type publisher struct{ b *Bridge }
 
 // Publish queues copies of msgs for every consumer group of topic, in one
 // statement (all or nothing). It fails with bridge.ErrNoSubscriber when the
-// topic has no group, and with bridge.ErrClosed after Close. The first
+// topic has no group, with bridge.ErrClosed after Close, and with neither
+// (nor bridge.ErrUnreachable) for a topic no group could have. The first
 // message's context bounds the call, as in watermill-sql.
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	b := p.b
@@ -328,6 +329,11 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	if len(msgs) == 0 {
 		return nil
+	}
+	// Checked here: watermill-sql's own refusal is no *pgconn.PgError, and
+	// would pass for an unreachable server (see transient).
+	if err := validateTopic(topic); err != nil {
+		return fmt.Errorf("postgres: publish: %w", err)
 	}
 	// watermill-sql runs the insert with msgs[0].Context(). Bound it, and
 	// end it when the bridge closes, on a shallow copy so that the caller's

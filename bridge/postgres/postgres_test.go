@@ -231,8 +231,13 @@ func TestBadTopic(t *testing.T) {
 		if _, err := b.Subscriber(context.Background(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command}); err == nil {
 			t.Errorf("Subscriber accepted topic %.20q", topic)
 		}
+		// Refused for what it is, not for want of a server: a caller that
+		// retries an unreachable backend (the outbox relay, a reply) would
+		// otherwise wait for it forever.
 		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), nil)); err == nil {
 			t.Errorf("Publish accepted topic %.20q", topic)
+		} else if errors.Is(err, bridge.ErrUnreachable) {
+			t.Errorf("Publish to topic %.20q: %.80v; a bad topic is no unreachable backend", topic, err)
 		}
 	}
 }

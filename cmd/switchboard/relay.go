@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -178,11 +177,7 @@ func printFailed(ctx context.Context, db *sql.DB, schema string, limit int, asJS
 				list[i].RetryAt = &r.RetryAt
 			}
 		}
-		text, err := json.Marshal(list)
-		if err != nil {
-			return err
-		}
-		return writeSafeJSON(stdout, text) // topics, ids and errors may hold controls
+		return writeJSON(stdout, list) // topics, ids and errors may hold controls
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tTOPIC\tMESSAGE ID\tATTEMPTS\tLAST ERROR")
