@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,5 +136,53 @@ func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
 	case <-returned:
 	case <-time.After(10 * time.Second): // the drain deadline is an hour away
 		t.Fatal("the handler was not cancelled when Stop's context ended")
+	}
+}
+
+// A handler that Stop cuts short (its drain ran out, or Stop's context
+// ended) answers its caller that the service is shutting down, a 503 worth
+// retrying elsewhere, not a 500 "internal error" logged as a failure: here
+// it waits on a nested call to a service that is stopping too, as a
+// handler on a stopping fleet does. (It used to answer 500 and log
+// "handler failed" at error level.)
+func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
+	bus := inproc.New(inproc.Options{})
+	entered := make(chan struct{}, 1)
+	front := engine.NewService("front", "1")
+	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		entered <- struct{}{}
+		return Echo.Invoke(ctx, in) // nobody serves echo: waits until cancelled
+	})
+	sink := &logSink{}
+	server, err := engine.New(engine.Config{Transport: bus, DrainTimeout: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Register(front); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// A stopping echo service: it takes the nested call and never starts it.
+	stoppingEcho, _ := start(t, bus, engine.Config{}, echoService())
+	caller, _ := start(t, bus, engine.Config{})
+	result := make(chan error, 1)
+	go func() {
+		_, err := Nested.Invoke(caller.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(10*time.Second))
+		result <- err
+	}()
+	<-entered
+	if err := stoppingEcho.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.Stop(t.Context()) // reports the drain timeout
+	err = <-result
+	if !errors.Is(err, engine.ErrShuttingDown) || errors.Is(err, engine.ErrInternal) {
+		t.Errorf("caller of a handler cut short by Stop got %v, want ErrShuttingDown", err)
+	}
+	if strings.Contains(sink.String(), "level=ERROR") {
+		t.Errorf("a handler cut short by Stop was logged as an error:\n%s", sink)
 	}
 }
