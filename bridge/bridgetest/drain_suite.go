@@ -79,6 +79,26 @@ func testStopAnswers(t *testing.T, h Harness) {
 	}
 }
 
+// A handler that ignores its context and completes past the drain
+// deadline, while Stop waits for it, has done its work: its reply reaches
+// its caller on the same engine too, or a caller that retries would
+// repeat the work. (Replies published after the deadline used to race the
+// closing of the reply subscription: on NATS and PostgreSQL about half
+// were lost.)
+func testStopAnswersPastTheDeadline(t *testing.T, h Harness) {
+	const n, drain = 4, 300 * time.Millisecond
+	d := startDrainScenario(t, h, engine.Config{DrainTimeout: drain}, n, n)
+	go func() { d.stopErr <- d.e.Stop(context.Background()) }()
+	time.Sleep(2 * drain) // past the drain deadline: contexts cancelled, ignored
+	close(d.release)
+	for range n {
+		if err := <-d.results; err != nil {
+			t.Errorf("call whose handler completed while Stop waited for it: %v", err)
+		}
+	}
+	<-d.stopErr // reports the drain timeout
+}
+
 // Once Stop has begun, no handler starts: the messages still queued stay
 // for another instance, and only their calls (which never started) fail,
 // with ErrShuttingDown, while the started ones are answered.
