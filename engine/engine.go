@@ -420,14 +420,30 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Unlock()
 
 	err := e.start(ctx, services)
+	e.mu.Lock()
+	stopping := e.state != StateStarting // Stop ran meanwhile
+	if err == nil && !stopping {
+		e.state = StateRunning
+	}
+	rt, stopRep := e.rt, e.stopRep
+	e.mu.Unlock()
+	if stopping {
+		// Stop may have missed what start set up after it looked: close it
+		// here (both closes are idempotent).
+		if rt != nil {
+			_ = rt.Close()
+		}
+		if stopRep != nil {
+			stopRep()
+		}
+		<-e.stopped
+		return errors.Join(errors.New("switchboard: stopped while starting"), err)
+	}
 	if err != nil {
 		e.log.Error("engine failed to start", "err", err)
 		_ = e.Stop(context.Background())
 		return err
 	}
-	e.mu.Lock()
-	e.state = StateRunning
-	e.mu.Unlock()
 	close(e.ready)
 	e.log.Debug("engine running", "bridge", e.b.Name(), "services", len(services))
 	return nil

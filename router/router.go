@@ -52,8 +52,13 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 }
 
 // Start subscribes every handler and returns once they are all running.
+// It fails on a router already closed.
 func (r *Router) Start(ctx context.Context) error {
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return errors.New("router: closed before it started")
+	}
 	r.started = true
 	r.mu.Unlock()
 	go func() {
@@ -85,7 +90,13 @@ func (r *Router) Close() error {
 	started, closed := r.started, r.closed
 	r.closed = true
 	r.mu.Unlock()
-	if !started || closed {
+	if closed {
+		return nil
+	}
+	if !started { // the subscribers Handle made are all there is to close
+		for _, s := range r.subs {
+			_ = s.Close()
+		}
 		return nil
 	}
 	// Watermill subscribes the handlers inside Run. Closed before that is
