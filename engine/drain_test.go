@@ -3,7 +3,9 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine"
@@ -135,5 +138,106 @@ func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
 	case <-returned:
 	case <-time.After(10 * time.Second): // the drain deadline is an hour away
 		t.Fatal("the handler was not cancelled when Stop's context ended")
+	}
+}
+
+// A handler that Stop cuts short (its drain ran out, or Stop's context
+// ended) answers its caller that the service is shutting down, a 503 worth
+// retrying elsewhere, not a 500 "internal error" logged as a failure: here
+// it waits on a nested call to a service that is stopping too, as a
+// handler on a stopping fleet does. (It used to answer 500 and log
+// "handler failed" at error level.)
+func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
+	bus := inproc.New(inproc.Options{})
+	entered := make(chan struct{}, 1)
+	front := engine.NewService("front", "1")
+	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		entered <- struct{}{}
+		return Echo.Invoke(ctx, in) // nobody serves echo: waits until cancelled
+	})
+	sink := &logSink{}
+	server, err := engine.New(engine.Config{Transport: bus, DrainTimeout: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Register(front); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// A stopping echo service: it takes the nested call and never starts it.
+	stoppingEcho, _ := start(t, bus, engine.Config{}, echoService())
+	caller, _ := start(t, bus, engine.Config{})
+	result := make(chan error, 1)
+	go func() {
+		_, err := Nested.Invoke(caller.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(10*time.Second))
+		result <- err
+	}()
+	<-entered
+	if err := stoppingEcho.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.Stop(t.Context()) // reports the drain timeout
+	err = <-result
+	if !errors.Is(err, engine.ErrShuttingDown) || errors.Is(err, engine.ErrInternal) {
+		t.Errorf("caller of a handler cut short by Stop got %v, want ErrShuttingDown", err)
+	}
+	if strings.Contains(sink.String(), "level=ERROR") {
+		t.Errorf("a handler cut short by Stop was logged as an error:\n%s", sink)
+	}
+}
+
+// heldBridge is an in-process bus whose n-th Subscriber call waits for
+// release: a broker slow to set up a subscription, while Start runs.
+type heldBridge struct {
+	bridge.Bridge
+	n       int
+	calls   atomic.Int32
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *heldBridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subscriber, error) {
+	if int(h.calls.Add(1)) == h.n {
+		close(h.held)
+		<-h.release
+	}
+	return h.Bridge.Subscriber(ctx, spec)
+}
+
+// Stop while Start is still subscribing stops the engine: Start then fails
+// and nothing it set up keeps running. (The engine used to end up running
+// after both had returned, its handlers refusing every message, and its
+// subscriptions and router goroutines were never closed.)
+func TestStopDuringStart(t *testing.T) {
+	for _, n := range []int{1, 2} { // held: the reply subscription, the first handler's
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			hb := &heldBridge{Bridge: inproc.New(inproc.Options{}), n: n, held: make(chan struct{}), release: make(chan struct{})}
+			e, err := engine.New(engine.Config{Transport: hb, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Register(echoService()); err != nil {
+				t.Fatal(err)
+			}
+			started := make(chan error, 1)
+			go func() { started <- e.Start(t.Context()) }()
+			<-hb.held
+			if err := e.Stop(t.Context()); err != nil {
+				t.Errorf("Stop: %v", err)
+			}
+			close(hb.release)
+			if err := <-started; err == nil {
+				t.Error("Start succeeded on an engine stopped meanwhile")
+			}
+			if s := e.State(); s != engine.StateStopped {
+				t.Errorf("state %s after Stop and Start returned", s)
+			}
+			if _, err := Echo.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}); err == nil {
+				t.Error("a stopped engine answered a call")
+			}
+		})
 	}
 }

@@ -420,14 +420,30 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Unlock()
 
 	err := e.start(ctx, services)
+	e.mu.Lock()
+	stopping := e.state != StateStarting // Stop ran meanwhile
+	if err == nil && !stopping {
+		e.state = StateRunning
+	}
+	rt, stopRep := e.rt, e.stopRep
+	e.mu.Unlock()
+	if stopping {
+		// Stop may have missed what start set up after it looked: close it
+		// here (both closes are idempotent).
+		if rt != nil {
+			_ = rt.Close()
+		}
+		if stopRep != nil {
+			stopRep()
+		}
+		<-e.stopped
+		return errors.Join(errors.New("switchboard: stopped while starting"), err)
+	}
 	if err != nil {
 		e.log.Error("engine failed to start", "err", err)
 		_ = e.Stop(context.Background())
 		return err
 	}
-	e.mu.Lock()
-	e.state = StateRunning
-	e.mu.Unlock()
 	close(e.ready)
 	e.log.Debug("engine running", "bridge", e.b.Name(), "services", len(services))
 	return nil
@@ -473,9 +489,13 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 // Config.DrainTimeout. Past it, the contexts of handlers still running are
 // cancelled, and Stop waits for them to return: they own their messages
 // until then, so a handler that ignores its context keeps Stop waiting (it
-// is logged). Then the reply subscription and the bridge (if the engine
-// opened it) are closed; calls still waiting fail with ErrShuttingDown.
-// ctx bounds the whole stop. Stop is idempotent.
+// is logged), and the replies of those that complete then still reach the
+// callers waiting here (the reply subscription stays open up to a second
+// after the last one returned). Then the reply subscription and the bridge
+// (if the engine opened it) are closed; calls still waiting fail with
+// ErrShuttingDown. ctx bounds the whole stop: when it ends first, Stop
+// returns its error at once and the cleanup goes on in the background. Stop
+// is idempotent.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.mu.Lock()
@@ -484,6 +504,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 		e.mu.Unlock()
 		idle := e.handlers.close()
 		drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
+		drainDeadline, _ := drainCtx.Deadline()
 		stopDrainTimer := context.AfterFunc(drainCtx, func() {
 			if n := e.handlers.inFlight(); n > 0 {
 				e.log.Warn("drain timeout: cancelling the handlers still running and waiting for them to return", "handlers", n)
@@ -502,10 +523,14 @@ func (e *Engine) Stop(ctx context.Context) error {
 			}
 			<-idle
 			// Replies of the handlers that finished during the drain may still
-			// be on their way to callers waiting here.
-			if !e.calls.WaitIdle(drainCtx) {
+			// be on their way to callers waiting here: wait for them until the
+			// drain deadline, and at least replyGrace after the last handler
+			// returned, which may be past the deadline (Stop waited for it).
+			replyCtx, cancelReply := context.WithDeadline(context.Background(), later(drainDeadline, time.Now().Add(min(replyGrace, e.cfg.DrainTimeout))))
+			if !e.calls.WaitIdle(replyCtx) {
 				e.log.Warn("drain timeout: calls still waiting for their reply fail", "calls", e.calls.Len())
 			}
+			cancelReply()
 			e.hardStop()
 			if stopRep != nil {
 				stopRep()
@@ -533,6 +558,19 @@ func (e *Engine) Stop(ctx context.Context) error {
 		}
 	})
 	return e.stopErr
+}
+
+// replyGrace is how long Stop keeps the reply subscription open after the
+// last handler returned, at least (Config.DrainTimeout if shorter): the
+// replies of handlers that completed past the drain deadline are then still
+// on their way to callers waiting on this engine.
+const replyGrace = time.Second
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Run starts the engine, blocks until ctx is done (or, with

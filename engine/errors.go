@@ -54,7 +54,9 @@ var (
 	ErrUnreachable = &Error{Code: http.StatusServiceUnavailable, Reason: "unreachable", Message: "service unreachable"}
 	// ErrCircuitOpen: a circuit breaker refused the call without trying.
 	ErrCircuitOpen = middleware.ErrCircuitOpen
-	// ErrShuttingDown: the engine stopped before the reply came.
+	// ErrShuttingDown: the caller's engine stopped before the reply came,
+	// or the handler's engine stopped it before it finished (its drain ran
+	// out): the handler may have done part of its work.
 	ErrShuttingDown = &Error{Code: http.StatusServiceUnavailable, Reason: "shutting_down", Message: "engine shutting down"}
 	// ErrTimeout: no reply before the deadline (504).
 	ErrTimeout = &Error{Code: http.StatusGatewayTimeout, Reason: "timeout", Message: "timed out"}

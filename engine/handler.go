@@ -488,6 +488,12 @@ func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *E
 	if errors.As(err, &we) {
 		return we
 	}
+	if errors.Is(err, context.Canceled) && e.hardCtx.Err() != nil {
+		// Stop cut the handler short: the service is going away, it did
+		// not fail, and another instance may take the call.
+		log.Warn("handler cut short by the engine stopping", "err", err)
+		return with(ErrShuttingDown, "the service stopped before the handler finished", nil)
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return with(ErrTimeout, "the handler ran out of time", nil)
 	}

@@ -23,7 +23,9 @@ type Router struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
+	drain   time.Duration
 	runErr  chan error
+	runDone chan struct{} // closed when Run has returned
 }
 
 // New returns a router on b. drain bounds how long Close waits for in-flight
@@ -35,7 +37,7 @@ func New(b bridge.Bridge, drain time.Duration, log *slog.Logger) (*Router, error
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	return &Router{b: b, log: log, wm: wm, runErr: make(chan error, 1)}, nil
+	return &Router{b: b, log: log, wm: wm, drain: drain, runErr: make(chan error, 1), runDone: make(chan struct{})}, nil
 }
 
 // Handle adds a handler for spec. It must be called before Start.
@@ -50,11 +52,19 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 }
 
 // Start subscribes every handler and returns once they are all running.
+// It fails on a router already closed.
 func (r *Router) Start(ctx context.Context) error {
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return errors.New("router: closed before it started")
+	}
 	r.started = true
 	r.mu.Unlock()
-	go func() { r.runErr <- r.wm.Run(context.WithoutCancel(ctx)) }()
+	go func() {
+		defer close(r.runDone)
+		r.runErr <- r.wm.Run(context.WithoutCancel(ctx))
+	}()
 	select {
 	case <-r.wm.Running():
 		return nil
@@ -80,9 +90,28 @@ func (r *Router) Close() error {
 	started, closed := r.started, r.closed
 	r.closed = true
 	r.mu.Unlock()
-	if !started || closed {
+	if closed {
 		return nil
 	}
+	if !started { // the subscribers Handle made are all there is to close
+		for _, s := range r.subs {
+			_ = s.Close()
+		}
+		return nil
+	}
+	// Watermill subscribes the handlers inside Run. Closed before that is
+	// done (a Start whose context ends, a Stop during Start), it would wait
+	// its whole CloseTimeout for handlers that never start, and leave
+	// goroutines waiting for them for ever; our subscribers, closed below,
+	// would refuse the subscriptions still to come. So let Run finish
+	// subscribing (or fail) first, within the drain timeout.
+	wait := time.NewTimer(r.drain)
+	select {
+	case <-r.wm.Running():
+	case <-r.runDone:
+	case <-wait.C:
+	}
+	wait.Stop()
 	// Watermill closes a handler's subscriber only if its close watcher sees
 	// the router closing before Run cancels the handler's context; when both
 	// are ready it may pick the context and close nothing, and our

@@ -3,11 +3,18 @@ package bridgetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/goleak"
+
+	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/router"
 )
 
 // drainScenario is one engine that both serves the suite's work command
@@ -72,6 +79,26 @@ func testStopAnswers(t *testing.T, h Harness) {
 	}
 }
 
+// A handler that ignores its context and completes past the drain
+// deadline, while Stop waits for it, has done its work: its reply reaches
+// its caller on the same engine too, or a caller that retries would
+// repeat the work. (Replies published after the deadline used to race the
+// closing of the reply subscription: on NATS and PostgreSQL about half
+// were lost.)
+func testStopAnswersPastTheDeadline(t *testing.T, h Harness) {
+	const n, drain = 4, 300 * time.Millisecond
+	d := startDrainScenario(t, h, engine.Config{DrainTimeout: drain}, n, n)
+	go func() { d.stopErr <- d.e.Stop(context.Background()) }()
+	time.Sleep(2 * drain) // past the drain deadline: contexts cancelled, ignored
+	close(d.release)
+	for range n {
+		if err := <-d.results; err != nil {
+			t.Errorf("call whose handler completed while Stop waited for it: %v", err)
+		}
+	}
+	<-d.stopErr // reports the drain timeout
+}
+
 // Once Stop has begun, no handler starts: the messages still queued stay
 // for another instance, and only their calls (which never started) fail,
 // with ErrShuttingDown, while the started ones are answered.
@@ -96,5 +123,39 @@ func testNoStartAfterStop(t *testing.T, h Harness) {
 	}
 	if ok != concurrency || shuttingDown != n-concurrency {
 		t.Errorf("%d calls answered, %d ErrShuttingDown; want %d and %d", ok, shuttingDown, concurrency, n-concurrency)
+	}
+}
+
+// A router started with a context that has ended (a SIGTERM while the
+// service starts) stops at once and leaves no goroutine behind: Watermill
+// subscribes its handlers inside Run, and a router closed before they are
+// all subscribed used to wait its whole drain timeout for handlers that
+// never start, then leave goroutines waiting for them for ever.
+func testStartCancelled(t *testing.T, h Harness) {
+	const drain = 10 * time.Second
+	before := goleak.IgnoreCurrent()
+	b := open(t, h)
+	rt, err := router.New(b, drain, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newContracts()
+	for i, topic := range []string{c.work.String(), c.fail.String(), c.panics.String()} {
+		spec := bridge.Spec{Topic: topic, Group: c.svc, Kind: bridge.Command, Concurrency: 2}
+		if err := rt.Handle(t.Context(), fmt.Sprintf("h%d", i), spec, func(*message.Message) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	began := time.Now()
+	_ = rt.Start(ctx) // nil or ctx's error: both are fine
+	err = rt.Close()
+	if took := time.Since(began); took > drain/2 {
+		t.Errorf("Start and Close with an ended context took %s (the drain timeout is %s): %v", took, drain, err)
+	}
+	_ = b.Close()
+	if err := goleak.Find(before); err != nil {
+		t.Errorf("goroutines left after Close: %v", err)
 	}
 }

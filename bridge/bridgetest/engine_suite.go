@@ -287,7 +287,9 @@ func RunEngine(t *testing.T, h Harness) {
 		}
 	})
 	t.Run("StopAnswersCallsItsHandlersFinish", func(t *testing.T) { testStopAnswers(t, h) })
+	t.Run("StopAnswersCallsCompletedPastTheDeadline", func(t *testing.T) { testStopAnswersPastTheDeadline(t, h) })
 	t.Run("NoHandlerStartsAfterStop", func(t *testing.T) { testNoStartAfterStop(t, h) })
+	t.Run("StartWithEndedContext", func(t *testing.T) { testStartCancelled(t, h) })
 	if h.Outage != nil {
 		t.Run("SurvivesOutage", func(t *testing.T) { testEngineOutage(t, h) })
 	}

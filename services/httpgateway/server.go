@@ -58,8 +58,9 @@ type ServeOptions struct {
 	// still running then are cut. Default engine.DefaultDrainTimeout.
 	ShutdownTimeout time.Duration
 	// StopTimeout bounds the engine's Stop. Default
-	// engine.DefaultDrainTimeout + engine.DefaultConnectTimeout, as
-	// engine.Run.
+	// engine.DefaultDrainTimeout + engine.DefaultConnectTimeout, the bound
+	// engine.Run gives an engine with the default timeouts: set it when the
+	// engine's Config.DrainTimeout is longer, or Stop is cut short.
 	StopTimeout time.Duration
 	// OnReady, if set, is called once the engine runs and srv accepts
 	// connections.
