@@ -49,7 +49,7 @@ const (
 	reconnectWait  = 500 * time.Millisecond // between reconnect attempts, plus jitter
 	pingInterval   = 10 * time.Second       // detects a silently dead server in ~30 s
 	publishTimeout = 5 * time.Second        // wait for JetStream's publish ack
-	fetchWait      = 5 * time.Second        // lifetime of one pull request
+	fetchWait      = time.Second            // lifetime of one pull request; bounds a subscriber's Close
 	ackTimeout     = 5 * time.Second        // wait for the server to confirm an ack
 	adminTimeout   = 10 * time.Second       // stream/consumer calls without a caller deadline
 	minAckWait     = 100 * time.Millisecond // progress is reported every ack_wait/2

@@ -223,9 +223,14 @@ func (s *subscriber) work(ctx, stopCtx context.Context, out chan<- *message.Mess
 		}
 	}
 	for stopCtx.Err() == nil {
-		fctx, cancel := context.WithTimeout(stopCtx, fetchWait)
-		jm, err := s.consumer().Next(jetstream.FetchContext(fctx))
-		cancel()
+		// A pull is never cut short by a stop: the server may already have
+		// assigned it a message, which would then be stranded with a
+		// subscriber that stopped listening until ack_wait (30 s by
+		// default) — a caller waiting that long, and a command run twice
+		// when it times out. The pull ends by itself within fetchWait, so
+		// that bounds how long a stop waits for it; a message it brings
+		// after the stop is given back at once, below.
+		jm, err := s.consumer().Next(jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			switch {
 			case stopCtx.Err() != nil:
