@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/middleware"
 )
 
@@ -155,7 +156,7 @@ func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 		entered <- struct{}{}
 		return Echo.Invoke(ctx, in) // nobody serves echo: waits until cancelled
 	})
-	sink := &logSink{}
+	sink := &testenv.LogBuffer{}
 	server, err := engine.New(engine.Config{Transport: bus, DrainTimeout: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {

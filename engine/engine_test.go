@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
 type EchoIn struct {
@@ -45,28 +46,10 @@ var (
 	Echoed = engine.NewEvent[EchoOut]("echo.echoed")
 )
 
-// logSink collects log records for assertions.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // start runs an engine with services on bus until the test ends.
-func start(t *testing.T, bus bridge.Bridge, cfg engine.Config, services ...*engine.Service) (*engine.Engine, *logSink) {
+func start(t *testing.T, bus bridge.Bridge, cfg engine.Config, services ...*engine.Service) (*engine.Engine, *testenv.LogBuffer) {
 	t.Helper()
-	sink := &logSink{}
+	sink := &testenv.LogBuffer{}
 	cfg.Transport = bus
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -264,7 +247,7 @@ func TestTimeouts(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, logs *logSink, want string) {
+func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -10,13 +10,14 @@ import (
 	_ "github.com/switchboard-go/switchboard/bridge/all"
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
 // TestNewNeverShowsThePassword: engine.New's errors and logs, for every URL
 // shape on every scheme, hold no password.
 func TestNewNeverShowsThePassword(t *testing.T) {
 	const secret = "S3CRETPW"
-	logs := &logSink{}
+	logs := &testenv.LogBuffer{}
 	for _, scheme := range bridge.Schemes() {
 		if scheme == "gochannel" {
 			continue

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/outbox"
 )
 
@@ -127,7 +128,7 @@ func TestFrozenLeaderLosesLeadership(t *testing.T) {
 	busA, busB := inproc.New(inproc.Options{}), inproc.New(inproc.Options{})
 	gotA, gotB := collect(t, busA, "event.orders.placed", "g"), collect(t, busB, "event.orders.placed", "g")
 	e := newEngine(t, inproc.New(inproc.Options{}))
-	logA, logB := &logBuffer{}, &logBuffer{}
+	logA, logB := &testenv.LogBuffer{}, &testenv.LogBuffer{}
 	runRelay(t, outbox.Relay{DB: viaProxy, Schema: schema, Target: busA, Retention: -1, Logger: slog.New(slog.NewTextHandler(logA, nil))})
 	waitFor(t, 10*time.Second, "relay A to lead", func() bool { return strings.Contains(logA.String(), "leading") })
 	runRelay(t, outbox.Relay{DB: direct, Schema: schema, Target: busB, Retention: -1, Logger: slog.New(slog.NewTextHandler(logB, nil))})
@@ -183,7 +184,7 @@ func TestStandbyTakesOverWhenLeaderSessionEnds(t *testing.T) {
 	busA, busB := inproc.New(inproc.Options{}), inproc.New(inproc.Options{})
 	gotA, gotB := collect(t, busA, "event.orders.placed", "g"), collect(t, busB, "event.orders.placed", "g")
 	e := newEngine(t, inproc.New(inproc.Options{}))
-	logA := &logBuffer{}
+	logA := &testenv.LogBuffer{}
 	const ttl = 10 * time.Minute // expiry cannot be what hands over
 	stopA := runRelay(t, outbox.Relay{DB: u.String(), Schema: schema, Target: busA, Retention: -1, LeaseTTL: ttl,
 		LeaderPoll: 5 * time.Minute, Logger: slog.New(slog.NewTextHandler(logA, nil))}) // A stays away once cut

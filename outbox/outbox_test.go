@@ -268,10 +268,10 @@ func TestTwoRelays(t *testing.T) {
 	bus := inproc.New(inproc.Options{})
 	got := collect(t, bus, "event.orders.placed", "g")
 	e := newEngine(t, inproc.New(inproc.Options{}))
-	var logs [2]*logBuffer
+	var logs [2]*testenv.LogBuffer
 	var stop [2]context.CancelFunc
 	for i := range 2 {
-		logs[i] = &logBuffer{}
+		logs[i] = &testenv.LogBuffer{}
 		stop[i] = runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(logs[i], nil))})
 	}
@@ -306,23 +306,6 @@ func TestTwoRelays(t *testing.T) {
 	if !strings.Contains(logs[1-leader].String(), "leading") {
 		t.Error("the standby never took over")
 	}
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestInboxExactlyOnceEffect(t *testing.T) {

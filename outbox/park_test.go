@@ -87,7 +87,7 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	has := func(id int) bool { return slices.Contains(got.snapshot(), id) }
 	waitFor(t, 20*time.Second, "the messages around the refused one", func() bool { return has(0) && has(2) })

@@ -1,10 +1,8 @@
 package router_test
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,25 +11,9 @@ import (
 
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/router"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Replies nobody waits for (late, or duplicated by an at-least-once backend)
 // are counted and logged at debug level only: a burst of them must not flood
@@ -39,7 +21,7 @@ func (b *syncBuffer) String() string {
 func TestUnsolicitedRepliesAreCountedNotWarned(t *testing.T) {
 	bus := inproc.New(inproc.Options{})
 	defer bus.Close()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	calls := router.NewCalls()
 	stop, err := router.Listen(t.Context(), bus, "i1", calls, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {

@@ -1,11 +1,9 @@
 package amqp_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,29 +11,13 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // captureDefaultLog sends slog.Default (what the bridge logs to) to a
 // buffer until the test ends.
-func captureDefaultLog(t *testing.T) *syncBuffer {
-	buf := &syncBuffer{}
+func captureDefaultLog(t *testing.T) *testenv.LogBuffer {
+	buf := &testenv.LogBuffer{}
 	old := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(buf, nil)))
 	t.Cleanup(func() { slog.SetDefault(old) })

@@ -1,7 +1,6 @@
 package health_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -222,7 +220,7 @@ func TestReadinessHidesTheBridgeError(t *testing.T) {
 	defer eng.Stop(context.Background())
 	// A probe deadline that has passed before the probe starts fails the
 	// probe on the real server, as a database that does not answer would.
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	url := serve(t, health.Handler(eng, health.Timeout(time.Nanosecond), health.Logger(slog.New(slog.NewTextHandler(logs, nil)))))
 	resp, err := http.Get(url + "/readyz")
 	if err != nil {
@@ -245,22 +243,4 @@ func TestReadinessHidesTheBridgeError(t *testing.T) {
 	if !strings.Contains(logs.String(), u.Hostname()) || !strings.Contains(logs.String(), "deadline") {
 		t.Errorf("the log lacks the probe's error:\n%s", logs)
 	}
-}
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

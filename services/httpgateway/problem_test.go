@@ -1,7 +1,6 @@
 package httpgateway_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	_ "github.com/switchboard-go/switchboard/bridge/postgres"
@@ -20,29 +18,11 @@ import (
 	"github.com/switchboard-go/switchboard/services/httpgateway"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // serveLogged serves the test routes on eng with a gateway that logs to the
 // returned buffer.
-func serveLogged(t *testing.T, eng *engine.Engine) (*httptest.Server, *syncBuffer) {
+func serveLogged(t *testing.T, eng *engine.Engine) (*httptest.Server, *testenv.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	gw := httpgateway.New(httpgateway.Config{Engine: eng, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	routes(gw)
 	srv := httptest.NewServer(gw)
