@@ -704,6 +704,27 @@ func Retry(ctx context.Context, db *sql.DB, schema string, ids ...int64) (int64,
 	return res.RowsAffected()
 }
 
+// Discard deletes the given rows of schema's outbox, but only those the
+// relay has failed to forward (parked, or waiting for a retry), and returns
+// how many it deleted. It is how an operator gives up on a message for
+// good, for instance a command to a service version retired for ever: the
+// message is lost by decision, so ids are required and there is no "all".
+func Discard(ctx context.Context, db *sql.DB, schema string, ids ...int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, errors.New("outbox: Discard needs the ids of the rows to delete")
+	}
+	qs, err := quote(schema)
+	if err != nil {
+		return 0, err
+	}
+	res, err := db.ExecContext(ctx, `DELETE FROM `+qs+`.outbox
+		WHERE id = ANY($1) AND forwarded_at IS NULL AND (parked_at IS NOT NULL OR retry_at IS NOT NULL)`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: discarding rows: %w", err)
+	}
+	return res.RowsAffected()
+}
+
 // RegisterMetrics publishes the backlog of schema's outbox as OpenTelemetry
 // gauges, read from db at each collection: switchboard.outbox.backlog
 // (rows), switchboard.outbox.oldest_age (s), switchboard.outbox.retrying

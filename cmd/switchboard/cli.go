@@ -35,6 +35,7 @@ Commands:
   outbox stats      print the outbox backlog, the age of its oldest row, rows retrying and parked
   outbox failed     list the outbox rows the broker refused (parked, or waiting for a retry)
   outbox retry ID   forward refused outbox rows again at once (--all: every one)
+  outbox discard ID delete refused outbox rows for good (their messages are never delivered)
 
 Flags of migrate, dlq, relay and outbox:
   --db URL          PostgreSQL URL (default $SWITCHBOARD_DB)

@@ -58,6 +58,27 @@ func TestOutboxFailedAndRetry(t *testing.T) {
 	if code, out, errOut := outbox("retry", "--all"); code != 0 || !strings.HasPrefix(out, "1 row") {
 		t.Errorf("retry --all: exit %d, %q %q", code, out, errOut)
 	}
+	// Discard deletes failed rows only: m-3 (never tried) stays.
+	if _, err := e.db.Exec(`UPDATE "` + e.schema + `".outbox SET parked_at = now() WHERE uuid = 'm-1'`); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string // every row: discard must pick the failed ones itself
+	rows, err := e.db.Query(`SELECT id FROM "` + e.schema + `".outbox ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		_ = rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if code, out, errOut := outbox(append([]string{"discard"}, ids...)...); code != 0 || !strings.HasPrefix(out, "1 failed row(s) deleted") {
+		t.Errorf("discard %v: exit %d, %q %q", ids, code, out, errOut)
+	}
+	if code, out, _ := outbox("stats", "--json"); code != 0 || !strings.Contains(out, `"parked":0`) || !strings.Contains(out, `"backlog":2`) {
+		t.Errorf("stats after discard: exit %d, %q", code, out)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -65,6 +86,9 @@ func TestOutboxFailedAndRetry(t *testing.T) {
 		{[]string{"retry"}, "give row ids or --all"},
 		{[]string{"retry", "7", "--all"}, "not both"},
 		{[]string{"retry", "x"}, `"x" is not a row id`},
+		{[]string{"discard"}, "there is no --all"},
+		{[]string{"discard", "--all"}, "there is no --all"},
+		{[]string{"discard", "0"}, `"0" is not a row id`},
 		{[]string{"peek"}, `unknown subcommand "peek"`},
 		{[]string{"failed", "--limit", "0"}, "--limit"},
 		{[]string{"stats", "extra"}, `unexpected argument "extra"`},

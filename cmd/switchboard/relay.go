@@ -79,9 +79,9 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return outbox.Relay{DB: dbURL, Schema: d.schema, Target: b, BatchSize: batch, PollInterval: poll, LeaseTTL: lease, Retention: keep, Logger: log}.Run(ctx)
 }
 
-// runOutbox is `switchboard outbox stats|failed|retry`.
+// runOutbox is `switchboard outbox stats|failed|retry|discard`.
 func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("outbox", "outbox stats|failed|retry [ID...] [--db URL] [--schema NAME] [--json] [--limit N] [--all]")
+	c := newCommand("outbox", "outbox stats|failed|retry [ID...]|discard ID... [--db URL] [--schema NAME] [--json] [--limit N] [--all]")
 	var (
 		d      dbFlags
 		asJSON bool
@@ -97,18 +97,21 @@ func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) == 0 {
-		return c.usageErr("outbox: want 'outbox stats', 'outbox failed' or 'outbox retry ID...|--all'")
+		return c.usageErr("outbox: want 'outbox stats', 'outbox failed', 'outbox retry ID...|--all' or 'outbox discard ID...'")
 	}
 	var ids []int64
 	switch verb := pos[0]; {
-	case verb == "retry":
-		if all == (len(pos) > 1) {
+	case verb == "retry" || verb == "discard":
+		switch {
+		case verb == "discard" && (all || len(pos) == 1):
+			return c.usageErr("outbox discard: give the ids of the rows to delete (there is no --all)")
+		case verb == "retry" && all == (len(pos) > 1):
 			return c.usageErr("outbox retry: give row ids or --all, not both")
 		}
 		for _, a := range pos[1:] {
 			id, err := strconv.ParseInt(a, 10, 64)
 			if err != nil || id <= 0 {
-				return c.usageErr("outbox retry: %q is not a row id", a)
+				return c.usageErr("outbox %s: %q is not a row id", verb, a)
 			}
 			ids = append(ids, id)
 		}
@@ -132,6 +135,13 @@ func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		_, err = fmt.Fprintf(stdout, "%d row(s) to be forwarded at the relay's next round\n", n)
+		return err
+	case "discard":
+		n, err := outbox.Discard(ctx, db, d.schema, ids...)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%d failed row(s) deleted; their messages will not be delivered\n", n)
 		return err
 	case "failed":
 		return printFailed(ctx, db, d.schema, limit, asJSON, stdout)
