@@ -418,9 +418,10 @@ func judge(err error, kind string) verdict {
 
 // permanent reports whether the target refused a message for what it is,
 // so that publishing the same bytes again can never succeed: a message over
-// the backend's size limit (NATS's max_payload counts headers).
+// the backend's size limit (NATS's max_payload counts headers), or one it
+// cannot encode (metadata NATS headers cannot carry).
 func permanent(err error) bool {
-	return errors.Is(err, bridge.ErrTooLarge)
+	return errors.Is(err, bridge.ErrTooLarge) || errors.Is(err, bridge.ErrRefused)
 }
 
 // forward publishes one batch in id order and marks what it published; it

@@ -418,6 +418,9 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 }
 
 func (b *natsBridge) publishOne(topic string, m *message.Message) error {
+	if err := encodable(m.Metadata); err != nil {
+		return fmt.Errorf("%w: nats: publish to %q: %w", bridge.ErrRefused, topic, err)
+	}
 	if _, err := b.publisherStream(topic); err != nil {
 		return err
 	}
@@ -441,6 +444,31 @@ func (b *natsBridge) publishOne(topic string, m *message.Message) error {
 		return fmt.Errorf("nats: publish to %q: %w", topic, err)
 	}
 	return nil
+}
+
+// encodable checks that md can travel as NATS headers: keys are header
+// field names (RFC 9110 tokens) and values hold no CR, LF or NUL. The
+// server refuses anything else ("could not decode headers"), which no
+// retry cures: checked first, it is a permanent refusal, never an outage.
+func encodable(md message.Metadata) error {
+	for k, v := range md {
+		if k == "" {
+			return errors.New("empty metadata key")
+		}
+		for i := 0; i < len(k); i++ {
+			if !tokenChar(k[i]) {
+				return fmt.Errorf("metadata key %q is not a header field name", k)
+			}
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return fmt.Errorf("metadata value of %q holds a line break or NUL", k)
+		}
+	}
+	return nil
+}
+
+func tokenChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // publisherStream returns the stream that stores topic, from the cache or

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -80,5 +81,32 @@ func TestEngineReplyTopicsWithAnotherReplyPrefix(t *testing.T) {
 			_ = jetStream(t).DeleteStream(t.Context(), name)
 			t.Errorf("publishing to %s created stream %q", topic, name)
 		}
+	}
+}
+
+// TestUnencodableMetadataIsRefused: metadata NATS headers cannot carry is a
+// permanent refusal (bridge.ErrRefused), not an outage, and the bridge
+// goes on publishing.
+func TestUnencodableMetadataIsRefused(t *testing.T) {
+	b := openURL(t, withParams(t, ""))
+	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("hdr"), Group: "svc.v1", Kind: bridge.Command}
+	ch, _ := bridgetest.Subscribe(t, b, spec)
+	for _, md := range []message.Metadata{{"a b": "1"}, {"a:b": "1"}, {"é": "1"}, {"": "1"}, {"k": "x\r\ny"}, {"k": "x\x00"}} {
+		m := message.NewMessage("id", []byte("{}"))
+		m.Metadata = md
+		err := b.Publisher().Publish(spec.Topic, m)
+		if !errors.Is(err, bridge.ErrRefused) || errors.Is(err, bridge.ErrUnreachable) {
+			t.Errorf("metadata %q: %v, want ErrRefused", md, err)
+		}
+	}
+	m := message.NewMessage("ok", []byte("{}"))
+	m.Metadata = message.Metadata{"Trace-Id_1.x": "any printable value: é, tabs\tand all"}
+	if err := b.Publisher().Publish(spec.Topic, m); err != nil {
+		t.Fatal(err)
+	}
+	got := bridgetest.Receive(t, ch, 10*time.Second)
+	got.Ack()
+	if got.Metadata.Get("Trace-Id_1.x") != m.Metadata.Get("Trace-Id_1.x") {
+		t.Errorf("metadata %q arrived as %q", m.Metadata, got.Metadata)
 	}
 }
