@@ -165,8 +165,9 @@ var (
 	// ErrTooLarge: the message exceeds what the backend carries (see
 	// Capabilities.MaxMessageBytes). Retrying cannot help.
 	ErrTooLarge = errors.New("bridge: message too large for the backend")
-	// ErrRefused: the backend cannot carry the message as it is (metadata
-	// it cannot encode, for instance). Retrying cannot help.
+	// ErrRefused: the backend cannot carry the message as it is (a topic it
+	// cannot name, metadata it cannot encode, data it cannot store).
+	// Retrying cannot help.
 	ErrRefused = errors.New("bridge: message refused by the backend")
 )
 

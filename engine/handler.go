@@ -291,7 +291,7 @@ func publishFailure(topic string, err error) *Error {
 	case errors.Is(err, bridge.ErrTooLarge):
 		return with(ErrPayloadTooLarge, "the message to "+topic+" is too large for the transport", map[string]any{"topic": topic})
 	case errors.Is(err, bridge.ErrRefused):
-		return with(ErrUnprocessable, "the transport cannot carry the message to "+topic+" (its metadata)", map[string]any{"topic": topic})
+		return with(ErrUnprocessable, "the transport cannot carry the message to "+topic, map[string]any{"topic": topic})
 	}
 	return with(ErrUnreachable, fmt.Sprintf("publishing to %s: %v", topic, err), map[string]any{"topic": topic})
 }

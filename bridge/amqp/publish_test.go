@@ -31,8 +31,8 @@ func TestLongTopicIsRefusedWithoutLosingTheConnection(t *testing.T) {
 	logs := captureDefaultLog(t) // before Open: the bridge keeps the logger it found
 	b := openBridge(t)
 	err := b.Publisher().Publish("reply."+strings.Repeat("x", 300), message.NewMessage(watermill.NewUUID(), []byte("{}")))
-	if err == nil || errors.Is(err, bridge.ErrUnreachable) {
-		t.Fatalf("publish to a 306-byte topic: %v, want a refusal that is not ErrUnreachable", err)
+	if !errors.Is(err, bridge.ErrRefused) || errors.Is(err, bridge.ErrUnreachable) {
+		t.Fatalf("publish to a 306-byte topic: %v, want bridge.ErrRefused, not ErrUnreachable", err)
 	}
 	time.Sleep(200 * time.Millisecond) // the connection teardown was asynchronous
 	if strings.Contains(logs.String(), "connection lost") {

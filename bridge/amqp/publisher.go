@@ -99,12 +99,12 @@ func (p *channels) closeIdle() {
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	b := p.b
 	if topic == "" {
-		return errors.New("amqp: publish: empty topic")
+		return fmt.Errorf("%w: amqp: publish: empty topic", bridge.ErrRefused)
 	}
 	if len(topic) > maxNameLen {
 		// amqp091 would fail writing the frame and tear the whole publishing
 		// connection down (a 501 frame error), failing every publish in flight.
-		return fmt.Errorf("amqp: publish: topic of %d bytes: routing keys are at most %d", len(topic), maxNameLen)
+		return fmt.Errorf("%w: amqp: publish: topic of %d bytes: routing keys are at most %d", bridge.ErrRefused, len(topic), maxNameLen)
 	}
 	if len(msgs) == 0 {
 		return nil

@@ -407,7 +407,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 		return bridge.ErrClosed
 	}
 	if err := validSubject(topic); err != nil {
-		return fmt.Errorf("nats: publish: %w", err)
+		return fmt.Errorf("%w: nats: publish: %w", bridge.ErrRefused, err)
 	}
 	for _, m := range msgs {
 		if err := b.publishOne(topic, m); err != nil {

@@ -433,8 +433,8 @@ func TestClosedBridge(t *testing.T) {
 func TestInvalidTopic(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
 	for _, topic := range []string{"a..b", "a.*", "a.>", "has space", ".a", "a."} {
-		if err := b.Publisher().Publish(topic, message.NewMessage("1", nil)); err == nil {
-			t.Errorf("Publish(%q) succeeded", topic)
+		if err := b.Publisher().Publish(topic, message.NewMessage("1", nil)); !errors.Is(err, bridge.ErrRefused) {
+			t.Errorf("Publish(%q): %v, want bridge.ErrRefused", topic, err)
 		}
 		if _, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command}); err == nil {
 			t.Errorf("Subscriber(%q) succeeded", topic)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -333,7 +334,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	// Checked here: watermill-sql's own refusal is no *pgconn.PgError, and
 	// would pass for an unreachable server (see transient).
 	if err := validateTopic(topic); err != nil {
-		return fmt.Errorf("postgres: publish: %w", err)
+		return fmt.Errorf("%w: %w", bridge.ErrRefused, err)
 	}
 	// watermill-sql runs the insert with msgs[0].Context(). Bound it, and
 	// end it when the bridge closes, on a shallow copy so that the caller's
@@ -359,6 +360,11 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if transient(err) {
 		return fmt.Errorf("%w: postgres: publish to %q: %w", bridge.ErrUnreachable, topic, err)
 	}
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
+		// A data exception (a NUL or a bad escape in the metadata, …): the
+		// message as it is can never be stored.
+		return fmt.Errorf("%w: postgres: publish to %q: %w", bridge.ErrRefused, topic, err)
+	}
 	return fmt.Errorf("postgres: publish to %q: %w", topic, err)
 }
 
@@ -370,7 +376,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 // "the backend is down, try later" (bridge.ErrUnreachable) from a refusal
 // of the message itself, which no retry cures.
 func transient(err error) bool {
-	if errors.Is(err, wmsql.ErrInvalidTopicName) {
+	if errors.Is(err, wmsql.ErrInvalidTopicName) || errors.Is(err, bridge.ErrRefused) {
 		return false // refused before reaching the server
 	}
 	var pgErr *pgconn.PgError

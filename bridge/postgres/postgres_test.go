@@ -234,11 +234,27 @@ func TestBadTopic(t *testing.T) {
 		// Refused for what it is, not for want of a server: a caller that
 		// retries an unreachable backend (the outbox relay, a reply) would
 		// otherwise wait for it forever.
-		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), nil)); err == nil {
-			t.Errorf("Publish accepted topic %.20q", topic)
+		if err := b.Publisher().Publish(topic, message.NewMessage(watermill.NewUUID(), nil)); !errors.Is(err, bridge.ErrRefused) {
+			t.Errorf("Publish to topic %.20q: %.80v, want bridge.ErrRefused", topic, err)
 		} else if errors.Is(err, bridge.ErrUnreachable) {
 			t.Errorf("Publish to topic %.20q: %.80v; a bad topic is no unreachable backend", topic, err)
 		}
+	}
+}
+
+// A message PostgreSQL cannot store as it is (a NUL in its metadata, which
+// jsonb refuses: SQLSTATE 22P05) is refused for what it is: retrying it,
+// as the outbox relay or a reply would for an unreachable server, can
+// never succeed.
+func TestUnstorableMessageIsRefused(t *testing.T) {
+	b := openBridge(t, schemaURL(t))
+	spec := bridge.Spec{Topic: bridgetest.Unique("nul"), Group: "svc.v1", Kind: bridge.Command}
+	bridgetest.Subscribe(t, b, spec)
+	m := message.NewMessage(watermill.NewUUID(), []byte("{}"))
+	m.Metadata.Set("k", "a\x00b")
+	err := b.Publisher().Publish(spec.Topic, m)
+	if !errors.Is(err, bridge.ErrRefused) || errors.Is(err, bridge.ErrUnreachable) {
+		t.Fatalf("publish with a NUL in the metadata: %v, want bridge.ErrRefused", err)
 	}
 }
 
