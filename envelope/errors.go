@@ -73,15 +73,17 @@ func MarshalError(e *Error) []byte {
 // that is not one yields a 502 error saying so.
 //
 // Details come back as JSON allows: strings, bools, nil, map[string]any
-// and []any; a number is an int when it is integral and fits one (so a
-// handler's int, int64 or uint of that range reads back as int), a float64
-// otherwise. Other Go types (structs, time.Time, typed slices) come back
-// in their JSON form.
+// and []any; a number written as an integer (no fraction or exponent) that
+// fits an int reads back as int (so a handler's int, int64 or uint of that
+// range does), any other number as float64, and one beyond float64's range
+// as a string of its digits. Other Go types (structs, time.Time, typed
+// slices) come back in their JSON form.
 func UnmarshalError(b []byte) *Error {
 	var e Error
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	if err := dec.Decode(&e); err != nil || e.Code < 400 || e.Code > 599 {
+	err := dec.Decode(&e)
+	if err != nil || len(bytes.TrimSpace(b[dec.InputOffset():])) > 0 || e.Code < 400 || e.Code > 599 {
 		return &Error{Code: http.StatusBadGateway, Reason: "bad_reply", Message: "malformed error reply"}
 	}
 	for k, v := range e.Details {

@@ -127,3 +127,17 @@ func TestCheckMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedErrorReply: anything but exactly one error object is a 502
+// saying so, trailing data included.
+func TestMalformedErrorReply(t *testing.T) {
+	good := string(envelope.MarshalError(&envelope.Error{Code: 409, Message: "m"}))
+	if e := envelope.UnmarshalError([]byte(" " + good + "\n")); e.Code != 409 {
+		t.Errorf("a valid reply with surrounding space: %v", e)
+	}
+	for _, bad := range []string{"", "null", "{}", good + "garbage", good + "}", good + good, `{"code":200}`, `[` + good + `]`} {
+		if e := envelope.UnmarshalError([]byte(bad)); e.Code != 502 || e.Reason != "bad_reply" {
+			t.Errorf("UnmarshalError(%q) = %v, want a 502 bad_reply", bad, e)
+		}
+	}
+}
