@@ -111,6 +111,10 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 		t.Errorf("the parking is logged without naming `switchboard outbox failed`:\n%s", l)
 	}
 	// Retried, it is refused again and parked again: nothing is lost.
+	var none []int64 // a filter that matched nothing retries nothing
+	if n, err := outbox.Retry(t.Context(), db, schema, none...); err != nil || n != 0 {
+		t.Fatalf("retry of no ids: %d, %v; want 0", n, err)
+	}
 	if n, err := outbox.Retry(t.Context(), db, schema, parked[0].ID); err != nil || n != 1 {
 		t.Fatalf("retry: %d, %v", n, err)
 	}

@@ -684,21 +684,28 @@ func ListFailed(ctx context.Context, db *sql.DB, schema string, limit int) ([]Fa
 }
 
 // Retry makes the given parked or waiting rows of schema's outbox
-// deliverable at the relay's next round (ids nil: every such row) and
-// returns how many it changed. A row the target refuses again fails again.
+// deliverable at the relay's next round and returns how many it changed.
+// A row the target refuses again fails again. RetryAll does it for every
+// such row; Retry with no ids changes none.
 func Retry(ctx context.Context, db *sql.DB, schema string, ids ...int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	return retry(ctx, db, schema, ` AND id = ANY($1)`, ids)
+}
+
+// RetryAll is Retry for every parked or waiting row of schema's outbox.
+func RetryAll(ctx context.Context, db *sql.DB, schema string) (int64, error) {
+	return retry(ctx, db, schema, ``)
+}
+
+func retry(ctx context.Context, db *sql.DB, schema, cond string, args ...any) (int64, error) {
 	qs, err := quote(schema)
 	if err != nil {
 		return 0, err
 	}
-	q := `UPDATE ` + qs + `.outbox SET parked_at = NULL, retry_at = NULL
-		WHERE forwarded_at IS NULL AND (parked_at IS NOT NULL OR retry_at IS NOT NULL)`
-	args := []any{}
-	if ids != nil {
-		q += ` AND id = ANY($1)`
-		args = append(args, ids)
-	}
-	res, err := db.ExecContext(ctx, q, args...)
+	res, err := db.ExecContext(ctx, `UPDATE `+qs+`.outbox SET parked_at = NULL, retry_at = NULL
+		WHERE forwarded_at IS NULL AND (parked_at IS NOT NULL OR retry_at IS NOT NULL)`+cond, args...)
 	if err != nil {
 		return 0, fmt.Errorf("outbox: retrying rows: %w", err)
 	}

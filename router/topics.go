@@ -6,7 +6,6 @@ import (
 	"strings"
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
 var eventRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}(\.[A-Za-z][A-Za-z0-9_-]{0,62}){0,7}$`)
 var versionRE = regexp.MustCompile(`^[0-9]{1,6}$`)
 
@@ -15,7 +14,7 @@ var versionRE = regexp.MustCompile(`^[0-9]{1,6}$`)
 // "reply" (in any case): its command topics would share a namespace with
 // event topics ("event.v1.x" is also event "v1.x") or reply topics.
 func ValidName(kind, s string) error {
-	if !nameRE.MatchString(s) {
+	if !validName(s) {
 		return fmt.Errorf("invalid %s name %q: want a letter followed by up to 62 letters, digits, '_' or '-'", kind, s)
 	}
 	if kind == "service" && (strings.EqualFold(s, "event") || strings.EqualFold(s, "reply")) {
@@ -73,7 +72,8 @@ func ValidReplyTopic(topic string) error {
 	return nil
 }
 
-// validName is nameRE without the regexp: it runs on every awaited command.
+// validName: a letter, then up to 62 letters, digits, '_' or '-'. No
+// regexp: it runs on every awaited command (ValidReplyTopic).
 func validName(s string) bool {
 	if len(s) == 0 || len(s) > 63 || !isLetter(s[0]) {
 		return false

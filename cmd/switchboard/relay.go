@@ -130,7 +130,11 @@ func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 	defer db.Close()
 	switch pos[0] {
 	case "retry":
-		n, err := outbox.Retry(ctx, db, d.schema, ids...)
+		retry := func() (int64, error) { return outbox.Retry(ctx, db, d.schema, ids...) }
+		if all {
+			retry = func() (int64, error) { return outbox.RetryAll(ctx, db, d.schema) }
+		}
+		n, err := retry()
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,6 @@
 // Each /readyz request probes the bridge, bounded by Timeout (2 s). The
 // endpoints are unauthenticated, so a 503 names only the failing component
 // in fixed words ("draining: shutting down", "engine starting", "bridge
-// unreachable"); the probe's error, which can name the broker's or the
+// nats unreachable"); the probe's error, which can name the broker's or the
 // database's address, user and parameters, goes to the log (Logger).
 package health
