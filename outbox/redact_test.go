@@ -1,11 +1,15 @@
 package outbox_test
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/outbox"
 )
 
@@ -23,5 +27,27 @@ func TestRelayDBPasswordNeverShown(t *testing.T) {
 		if err := (outbox.Relay{DB: raw, Target: inproc.New(inproc.Options{})}).Validate(); err == nil {
 			t.Errorf("Validate accepted a URL whose password the driver would show in every reconnect log")
 		}
+	}
+}
+
+// TestRelayLogsHideAPasswordWithAnAt: a password with an unescaped '@' parses
+// in net/url (which splits at the last '@') but pgx split at the first, so
+// every reconnect log quoted the rest of the password as the host.
+func TestRelayLogsHideAPasswordWithAnAt(t *testing.T) {
+	const secret = "S3CRETPW"
+	var logs testenv.LogBuffer
+	r := outbox.Relay{
+		DB:         "postgres://app:12@" + secret + "@127.0.0.1:1/db?connect_timeout=1",
+		Target:     inproc.New(inproc.Options{}),
+		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+		LeaderPoll: 50 * time.Millisecond,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := r.Run(ctx); err != nil && strings.Contains(err.Error(), secret) {
+		t.Errorf("Run: %v", err)
+	}
+	if out := logs.String(); strings.Contains(out, secret) || out == "" {
+		t.Errorf("logs show the password, or nothing failed:\n%s", out)
 	}
 }

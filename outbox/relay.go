@@ -84,6 +84,19 @@ const MaxTakeover = DefaultLeaseTTL + DefaultLeaderPoll + DefaultLeaseTTL/3
 // maxErrorText bounds the publish error stored with a failed row.
 const maxErrorText = 1000
 
+// driverURL is DB as the driver should read it: a URL as net/url reads it.
+// For a password with an unescaped '@', pgx splits at the first '@' (net/url
+// at the last) and its errors, logged on every reconnect, would quote the
+// rest of the password as the host.
+func (r Relay) driverURL() string {
+	if strings.Contains(r.DB, "://") {
+		if u, err := bridge.ParseURL(r.DB); err == nil {
+			return u.String()
+		}
+	}
+	return r.DB
+}
+
 // Validate reports every problem in r.
 func (r Relay) Validate() error {
 	var errs []error
@@ -93,7 +106,7 @@ func (r Relay) Validate() error {
 		// Before the driver, whose errors quote a password read as the
 		// port, or the tail of one with an unescaped '/' as the database.
 		errs = append(errs, fmt.Errorf("DB: %w", err))
-	} else if _, err := pgx.ParseConfig(r.DB); err != nil {
+	} else if _, err := pgx.ParseConfig(r.driverURL()); err != nil {
 		errs = append(errs, fmt.Errorf("DB: %w", err))
 	}
 	if _, err := quote(r.Schema); err != nil {
@@ -244,7 +257,7 @@ func (r Relay) release(conn *pgx.Conn, q relayQueries, l *lease) {
 // connection fails, the lease is lost or ctx ends.
 func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 	cctx, cancel := r.stmt(ctx)
-	conn, err := pgx.Connect(cctx, r.DB)
+	conn, err := pgx.Connect(cctx, r.driverURL())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)

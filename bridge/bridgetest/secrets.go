@@ -32,6 +32,7 @@ func URLsWithPassword(scheme, password string) []string {
 		"S://app:12#PW@127.0.0.1:1/",                            // unescaped '#' in the password: the rest is a fragment
 		"S://app:12?PW@127.0.0.1:1/",                            // unescaped '?': the rest is a query
 		"S://app:12/PW@127.0.0.1:1/",                            // unescaped '/': the rest is a path
+		"S://app:12@PW@127.0.0.1:1/",                            // unescaped '@': net/url splits at the last '@', pgx at the first
 		"S://app:12#PW",                                         // '#' and a forgotten host
 		"host=127.0.0.1 port=1 user=app password=PW",            // a keyword/value string, not a URL
 		"S://app:PW@127.0.0.1:1/",                               // refused

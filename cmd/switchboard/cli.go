@@ -210,9 +210,14 @@ func (d *dbFlags) open(ctx context.Context, c *command) (*sql.DB, error) {
 	if strings.Contains(raw, "://") { // a URL, not "host=… password=…"
 		// The driver's own errors would quote the tail of a password with an
 		// unescaped '/', or a password read as the port.
-		if _, err := bridge.ParseURL(raw); err != nil {
+		u, err := bridge.ParseURL(raw)
+		if err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}
+		// The driver gets the URL as net/url reads it: for a password with
+		// an unescaped '@', pgx splits at the first '@' and would quote the
+		// rest of the password as the host.
+		raw = u.String()
 	}
 	db, err := sql.Open("pgx", raw)
 	if err != nil {
