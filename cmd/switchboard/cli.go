@@ -214,6 +214,11 @@ func (d *dbFlags) open(ctx context.Context, c *command) (*sql.DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}
+		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			// pgx would read it as a keyword/value string, and the server's
+			// error would quote it whole, password included.
+			return nil, fmt.Errorf("database %s: not a PostgreSQL URL (want postgres:// or postgresql://)", bridge.Redact(raw))
+		}
 		// The driver gets the URL as net/url reads it: for a password with
 		// an unescaped '@', pgx splits at the first '@' and would quote the
 		// rest of the password as the host.

@@ -38,3 +38,18 @@ func TestDatabaseURLPasswordNeverShown(t *testing.T) {
 		}
 	}
 }
+
+// TestDatabaseURLOfAnotherSchemeIsRefused: pgx reads a URL of another scheme
+// (a bridge URL passed to --db by mistake) as a keyword/value string, and
+// the server's error quoted it whole, password included.
+func TestDatabaseURLOfAnotherSchemeIsRefused(t *testing.T) {
+	const secret = "S3CRETPW"
+	for _, scheme := range []string{"nats", "amqp", "gochannel", "http"} {
+		for _, raw := range bridgetest.URLsWithPassword(scheme, secret) {
+			code, out, errOut := cli(t, "dlq", "list", "--db", raw)
+			if code == 0 || strings.Contains(out+errOut, secret) {
+				t.Errorf("dlq list --db %s: exit %d, output shows the password or nothing failed:\n%s%s", bridge.Redact(raw), code, out, errOut)
+			}
+		}
+	}
+}
