@@ -51,3 +51,21 @@ func TestRelayLogsHideAPasswordWithAnAt(t *testing.T) {
 		t.Errorf("logs show the password, or nothing failed:\n%s", out)
 	}
 }
+
+// TestRelayRefusesAURLOfAnotherScheme: pgx reads a URL of another scheme
+// (a bridge URL given as DB by mistake) as a keyword/value string, and the
+// server's error, logged on every reconnect, quoted it whole.
+func TestRelayRefusesAURLOfAnotherScheme(t *testing.T) {
+	const secret = "S3CRETPW"
+	for _, raw := range []string{"nats://app:" + secret + "@127.0.0.1:1/?token=" + secret, "http://app:" + secret + "@127.0.0.1:1/"} {
+		var logs testenv.LogBuffer
+		r := outbox.Relay{DB: raw, Target: inproc.New(inproc.Options{}),
+			Logger: slog.New(slog.NewTextHandler(&logs, nil)), LeaderPoll: 50 * time.Millisecond}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err := r.Run(ctx)
+		cancel()
+		if err == nil || strings.Contains(err.Error()+logs.String(), secret) {
+			t.Errorf("Run accepted a URL of another scheme, or showed the password: %v\n%s", err, logs.String())
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -106,6 +107,10 @@ func (r Relay) Validate() error {
 		// Before the driver, whose errors quote a password read as the
 		// port, or the tail of one with an unescaped '/' as the database.
 		errs = append(errs, fmt.Errorf("DB: %w", err))
+	} else if u, err := url.Parse(r.DB); strings.Contains(r.DB, "://") && err == nil && u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		// pgx would read it as a keyword/value string, and the server's
+		// error, logged on every reconnect, would quote it whole.
+		errs = append(errs, fmt.Errorf("DB %s: not a PostgreSQL URL (want postgres:// or postgresql://)", bridge.Redact(r.DB)))
 	} else if _, err := pgx.ParseConfig(r.driverURL()); err != nil {
 		errs = append(errs, fmt.Errorf("DB: %w", err))
 	}
