@@ -85,8 +85,10 @@ type Reliability struct {
 	// 10 s.
 	Retry middleware.Retry
 	// AttemptTimeout bounds each attempt of a handler: its context is
-	// cancelled then, and the attempt fails once the handler returns (see
-	// middleware.Timeout). Default 0: only the message's deadline.
+	// cancelled then, and the next attempt starts only once the handler has
+	// returned; an attempt that then fails counts as timed out, one that
+	// succeeds keeps its result (see middleware.Timeout). Default 0: only
+	// the message's deadline.
 	AttemptTimeout time.Duration
 	// MaxDeliveries is how many times a failing event (or fire-and-forget
 	// command) is delivered before it is dead-lettered. Default 5.
