@@ -91,7 +91,7 @@ func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 	d.register(c.fs)
 	c.fs.BoolVar(&asJSON, "json", false, "print JSON (stats, failed)")
 	c.fs.IntVar(&limit, "limit", 100, fmt.Sprintf("rows listed by failed (at most %d)", outbox.MaxListed))
-	c.fs.BoolVar(&all, "all", false, "retry every parked or waiting row")
+	c.fs.BoolVar(&all, "all", false, "retry: every parked or waiting row (discard has no --all)")
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
