@@ -253,7 +253,8 @@ type Engine struct {
 }
 
 // New validates cfg and opens the bridge. It fails within
-// cfg.ConnectTimeout when the backend is unreachable.
+// cfg.ConnectTimeout when the backend is unreachable, with an error that
+// matches both ErrUnreachable and bridge.ErrUnreachable under errors.Is.
 func New(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -265,6 +266,9 @@ func New(cfg Config) (*Engine, error) {
 		defer cancel()
 		var err error
 		if b, err = bridge.Open(ctx, cfg.Bridge); err != nil {
+			if errors.Is(err, bridge.ErrUnreachable) {
+				return nil, &openError{sentinel: with(ErrUnreachable, err.Error(), nil), err: err}
+			}
 			return nil, fmt.Errorf("switchboard: %w", err)
 		}
 		owns = true
@@ -291,6 +295,17 @@ func New(cfg Config) (*Engine, error) {
 		tracer:   cfg.TracerProvider.Tracer(middleware.TracerName),
 	}, nil
 }
+
+// openError is New's error when the bridge cannot be reached: it reads as
+// the bridge's error and matches both the engine's sentinel (an *Error, so
+// errors.As finds a 503) and the bridge's.
+type openError struct {
+	sentinel *Error
+	err      error
+}
+
+func (e *openError) Error() string   { return "switchboard: " + e.err.Error() }
+func (e *openError) Unwrap() []error { return []error{e.sentinel, e.err} }
 
 // payloadLimit is the engine's payload limit: configured, or less when the
 // bridge carries at most bridgeMax bytes of payload plus metadata (0: no

@@ -50,7 +50,9 @@ var (
 	// backends whose Capabilities.DetectsMissingHandler is true; elsewhere
 	// the call times out).
 	ErrNoHandler = &Error{Code: http.StatusServiceUnavailable, Reason: "no_handler", Message: "no handler registered"}
-	// ErrUnreachable: the bridge could not publish the request.
+	// ErrUnreachable: the bridge could not publish the request, or New
+	// could not reach the backend (that error matches
+	// bridge.ErrUnreachable too).
 	ErrUnreachable = &Error{Code: http.StatusServiceUnavailable, Reason: "unreachable", Message: "service unreachable"}
 	// ErrCircuitOpen: a circuit breaker refused the call without trying.
 	ErrCircuitOpen = middleware.ErrCircuitOpen
