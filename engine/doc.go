@@ -73,7 +73,10 @@
 // Commands are handled by one instance of their service (up to
 // Config.CommandConcurrency at once per instance, see Concurrency); events
 // reach every subscribing service once, in order per subscription by
-// default. A subscription that fails with a transient error is redelivered;
-// a permanent failure (a 4xx *Error, undecodable payload) is logged and
-// acknowledged.
+// default. A subscription that fails with a transient error is redelivered
+// (up to Reliability.MaxDeliveries, then dead-lettered); a permanent failure
+// (a 4xx *Error, undecodable payload) is dead-lettered at once: stored in
+// Reliability.DeadLetters and acknowledged (see package deadletter for
+// listing and replaying). A command whose caller waits is neither retried
+// nor dead-lettered: the caller receives the error.
 package engine
