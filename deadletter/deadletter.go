@@ -24,7 +24,7 @@ const TargetGroupKey = "target_group"
 
 // Error kinds.
 const (
-	KindPermanent = "permanent" // not retryable: bad input, a 4xx error, Permanent(err)
+	KindPermanent = "permanent" // not retryable: bad input, a 4xx error, middleware.Permanent(err)
 	KindExhausted = "exhausted" // retryable, but the attempts or time ran out
 )
 
@@ -32,19 +32,24 @@ const (
 // is the one record of its key (MessageID, Group, Topic): one message's
 // failed handling by one consumer group.
 type Record struct {
-	ID            string            `json:"id"`
-	MessageID     string            `json:"message_id"`
-	Topic         string            `json:"topic"`
-	Service       string            `json:"service"`
-	Handler       string            `json:"handler"`
-	Group         string            `json:"group"`
-	Payload       []byte            `json:"payload"`
-	Metadata      map[string]string `json:"metadata"`
-	Error         string            `json:"error"`
-	ErrorKind     string            `json:"error_kind"`
-	Attempts      int               `json:"attempts"`
-	FirstFailedAt time.Time         `json:"first_failed_at"`
-	LastFailedAt  time.Time         `json:"last_failed_at"`
+	ID        string            `json:"id"`
+	MessageID string            `json:"message_id"`
+	Topic     string            `json:"topic"`
+	Service   string            `json:"service"`
+	Handler   string            `json:"handler"`
+	Group     string            `json:"group"`
+	Payload   []byte            `json:"payload"`
+	Metadata  map[string]string `json:"metadata"`
+	Error     string            `json:"error"`
+	ErrorKind string            `json:"error_kind"`
+	// Attempts counts the handler runs of the message across all its
+	// deliveries, up to the last failure: deliveries × the in-process
+	// attempts (Reliability.Retry) each delivery made. With the defaults, 5
+	// deliveries of 3 attempts each record 15; a permanent failure on the
+	// first try records 1.
+	Attempts      int       `json:"attempts"`
+	FirstFailedAt time.Time `json:"first_failed_at"`
+	LastFailedAt  time.Time `json:"last_failed_at"`
 	// Version counts the writes of the record: the store sets it to 1 when
 	// Put adds the record and adds 1 on every Put that updates it (the
 	// value given to Put is ignored). Delete takes the version its caller

@@ -38,7 +38,7 @@
 //
 // The project rule is to use what Watermill does well and fix what it does
 // badly in our layer. watermill-sql v4 publishes well but subscribes badly for
-// a request/response bus (research/watermill.md §4, §6):
+// a request/response bus:
 //
 //   - it only polls (PollInterval, 1 s): an idle call waits up to a second;
 //   - a Nack re-sends the same message in the same process, forever, while
@@ -71,8 +71,8 @@
 //
 // Open calls migrations.Up for the schema, which applies every pending
 // migration of the library (so the schema also gets schema_migrations and
-// the dead-letter table, version 2); when everything is applied already it
-// only reads schema_migrations. Concurrent Opens are serialised by Up's
+// the dead-letter, outbox and inbox tables: see package migrations); when
+// everything is applied already it only reads schema_migrations. Concurrent Opens are serialised by Up's
 // advisory lock. Teams that manage migrations themselves apply
 // migrations.SQL (`switchboard migrate sql`) beforehand; Open then finds
 // nothing to do and needs no DDL privileges.
