@@ -1,12 +1,15 @@
 // Package migrations owns the SQL of every table the library keeps in
 // PostgreSQL, as numbered files embedded in the binary:
 //
-//	0001_bridge.sql      bridge_groups, bridge_queue, bridge_no_subscriber()  (bridge/postgres)
-//	0002_deadletter.sql  dead_letters                                         (deadletter/pgstore)
-//	0003_outbox.sql      outbox, outbox_notify()                              (outbox)
-//	0004_inbox.sql       inbox                                                (outbox)
-//	0005_deadletter_key.sql  dead_letters keyed by (message_id, group_name, topic), version column
-//	0006_outbox_inbox.sql    outbox retry and parking columns, outbox_leader, inbox keyed by topic, stored replies
+//	0001_bridge.sql           bridge_groups, bridge_queue, bridge_no_subscriber()  (bridge/postgres)
+//	0002_deadletter.sql       dead_letters                                         (deadletter/pgstore)
+//	0003_outbox.sql           outbox, outbox_notify()                              (outbox)
+//	0004_inbox.sql            inbox                                                (outbox)
+//	0005_deadletter_key.sql   dead_letters keyed by (message_id, group_name, topic),
+//	                          version column                                       (deadletter/pgstore)
+//	0006_outbox_inbox.sql     outbox retry and parking columns, outbox_notify(),
+//	                          outbox_leader; inbox keyed by (message_id,
+//	                          group_name, topic), reply column (stored replies)    (outbox)
 //
 // Migration 5 changes the key dead_letters upserts on: once it is applied,
 // a process of an older release cannot store a dead letter (PostgreSQL
