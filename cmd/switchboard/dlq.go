@@ -23,6 +23,25 @@ import (
 	"github.com/switchboard-go/switchboard/deadletter/pgstore"
 )
 
+// dlqUsage is the help of `switchboard dlq -h`.
+const dlqUsage = `Usage: switchboard dlq list|show|replay|purge [arguments] [flags]
+
+Actions:
+  dlq list          list dead letters, oldest failure first
+  dlq show ID       print one dead letter: every field, metadata and payload
+  dlq replay ID     publish a dead letter again to the group that failed it
+  dlq replay --all  replay every dead letter matching the filters
+  dlq purge         delete the dead letters matching filters, or --all (asks for --yes)
+
+Flags of every action:
+  --db URL          PostgreSQL URL (default $SWITCHBOARD_DB)
+  --schema NAME     schema of the library's tables (default "switchboard")
+Flags of dlq replay:
+  --bridge URL      bridge URL (default $SWITCHBOARD_BRIDGE)
+
+Run 'switchboard dlq <action> -h' for the flags of one action.
+`
+
 // errorWidth is how many characters of the error `dlq list` shows.
 const errorWidth = 60
 
@@ -36,7 +55,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return c.usageErr("dlq: want one of list, show, replay, purge")
 	}
 	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
-		return helpRequested{usage}
+		return helpRequested{dlqUsage}
 	}
 	f, ok := actions[args[0]]
 	if !ok {

@@ -107,6 +107,17 @@ func TestUsage(t *testing.T) {
 	if code, _, errOut := cli(t, "frobnicate"); code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) || !strings.Contains(errOut, "dlq list") {
 		t.Errorf("unknown command: exit %d, stderr %q", code, errOut)
 	}
+	for _, h := range []string{"-h", "-help", "--help"} {
+		code, out, _ := cli(t, "dlq", h)
+		if code != 0 || !strings.Contains(out, "Usage: switchboard dlq ") || strings.Contains(out, "migrate up") {
+			t.Errorf("dlq %s: exit %d, want the dlq usage, got:\n%s", h, code, out)
+		}
+		for _, action := range []string{"dlq list", "dlq show ID", "dlq replay ID", "dlq replay --all", "dlq purge"} {
+			if !strings.Contains(out, action) {
+				t.Errorf("dlq %s does not list %q:\n%s", h, action, out)
+			}
+		}
+	}
 	if code, out, _ := cli(t, "dlq", "list", "-h"); code != 0 || !strings.Contains(out, "-since") {
 		t.Errorf("dlq list -h: exit %d, %q", code, out)
 	}
