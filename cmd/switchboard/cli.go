@@ -263,6 +263,21 @@ func parseDurationDays(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// daysDuration is a duration flag that also takes whole days ("7d"); its
+// help shows it as a duration.
+type daysDuration time.Duration
+
+func (d *daysDuration) String() string { return time.Duration(*d).String() }
+
+func (d *daysDuration) Set(s string) error {
+	v, err := parseDurationDays(s)
+	if err != nil {
+		return errors.New("not a duration such as 90m, 24h or 7d")
+	}
+	*d = daysDuration(v)
+	return nil
+}
+
 // parseTime reads an RFC 3339 time or a duration ago ("24h": now - 24h).
 func parseTime(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {

@@ -715,3 +715,24 @@ func TestParseTime(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayRetentionIsADuration: relay's help shows --retention as a
+// duration, which also takes whole days, and refuses anything else.
+func TestRelayRetentionIsADuration(t *testing.T) {
+	t.Setenv(envDB, "")
+	t.Setenv(envBridge, "")
+	code, out, _ := cli(t, "relay", "-h")
+	if code != 0 || !strings.Contains(out, "-retention duration") || !strings.Contains(out, "(default 1h0m0s)") {
+		t.Errorf("relay -h: exit %d, want --retention shown as a duration defaulting to 1h:\n%s", code, out)
+	}
+	if code, _, errOut := cli(t, "relay", "--retention", "3x"); code != 2 || !strings.Contains(errOut, "-retention") {
+		t.Errorf("relay --retention 3x: exit %d, stderr %q", code, errOut)
+	}
+	for _, v := range []string{"7d", "90m", "0"} {
+		// Accepted: the command goes on to want a database.
+		code, _, errOut := cli(t, "relay", "--retention", v)
+		if first, _, _ := strings.Cut(errOut, "\n"); code != 2 || !strings.Contains(first, "--db") {
+			t.Errorf("relay --retention %s: exit %d, stderr %q", v, code, errOut)
+		}
+	}
+}

@@ -26,14 +26,14 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		batch     int
 		poll      time.Duration
 		lease     time.Duration
-		retention string
+		retention = daysDuration(time.Hour)
 	)
 	d.register(c.fs)
 	c.fs.StringVar(&raw, "bridge", "", "bridge `URL` to forward to (default $"+envBridge+"; a postgres:// URL keeps PostgreSQL as the broker)")
 	c.fs.IntVar(&batch, "batch", outbox.DefaultBatchSize, "rows forwarded per round")
 	c.fs.DurationVar(&poll, "poll", outbox.DefaultPollInterval, "sweep interval when no notification arrives")
 	c.fs.DurationVar(&lease, "lease", outbox.DefaultLeaseTTL, "leadership lease: a frozen leader is replaced within 4/3 of it plus 1s, a killed one at once")
-	c.fs.StringVar(&retention, "retention", "1h", "keep forwarded rows this long (\"0\" deletes them at once; days like 7d allowed)")
+	c.fs.Var(&retention, "retention", "keep forwarded rows this `duration` (0 deletes them at once; days like 7d allowed)")
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
@@ -44,10 +44,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if lease < 300*time.Millisecond {
 		return c.usageErr("--lease: want at least 300ms")
 	}
-	keep, err := parseDurationDays(retention)
-	if err != nil {
-		return c.usageErr("--retention: %v", err)
-	}
+	keep := time.Duration(retention)
 	if keep == 0 {
 		keep = -1 // Relay: negative deletes at once
 	}
