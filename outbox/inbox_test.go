@@ -2,8 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/envelope"
@@ -180,9 +179,7 @@ func TestInboxStoredReplyOnEveryBroker(t *testing.T) {
 	for _, name := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
 		t.Run(name, func(t *testing.T) {
 			_, db, schema := setup(t)
-			suffix := make([]byte, 4)
-			_, _ = rand.Read(suffix)
-			s := hex.EncodeToString(suffix)
+			s := bridgetest.Unique("")
 			cmd := engine.NewCommand[Order, Order]("inbox"+s, "1", "ship")
 			var (
 				mu   sync.Mutex
@@ -198,11 +195,7 @@ func TestInboxStoredReplyOnEveryBroker(t *testing.T) {
 				}
 				return Order{ID: o.ID, Trace: fmt.Sprint("run ", runs)}, nil
 			}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema, Logger: discard()}.Middleware()))
-			b, err := bridge.Open(t.Context(), testenv.URL(t, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = b.Close() })
+			b := openServer(t, name)
 			newEngine(t, b, svc)
 			replyTopic := router.ReplyTopic("inboxtest" + s)
 			sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "inboxtest" + s, Kind: bridge.Reply})

@@ -1,8 +1,6 @@
 package outbox_test
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/envelope"
@@ -66,14 +65,8 @@ func TestRelayFailingRowBlocksOnlyItsTopic(t *testing.T) {
 // deliverable again.
 func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 	url, db, schema := setup(t)
-	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.NATS))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = target.Close() })
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	ev := engine.NewEvent[Order]("parktest" + hex.EncodeToString(suffix))
+	target := openServer(t, testenv.NATS)
+	ev := engine.NewEvent[Order](bridgetest.Unique("parktest"))
 	got := collect(t, target, "event."+ev.String(), "g")
 	e := newEngine(t, inproc.New(inproc.Options{}))
 	for i, item := range []string{"small", strings.Repeat("x", 1<<20-100), "after"} {
@@ -130,14 +123,8 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 // away, only the relay going on at once delivers the rows behind them.
 func TestRelayDrainsBacklogPastParkedRows(t *testing.T) {
 	url, db, schema := setup(t)
-	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.NATS))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = target.Close() })
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	ev := engine.NewEvent[Order]("parkdrain" + hex.EncodeToString(suffix))
+	target := openServer(t, testenv.NATS)
+	ev := engine.NewEvent[Order](bridgetest.Unique("parkdrain"))
 	got := collect(t, target, "event."+ev.String(), "g")
 	e := newEngine(t, inproc.New(inproc.Options{}))
 	const total, batch = 60, 10
@@ -179,14 +166,8 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 	for _, name := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
 		t.Run(name, func(t *testing.T) {
 			url, db, schema := setup(t)
-			target, err := bridge.Open(t.Context(), testenv.URL(t, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = target.Close() })
-			suffix := make([]byte, 4)
-			_, _ = rand.Read(suffix)
-			s := hex.EncodeToString(suffix)
+			target := openServer(t, name)
+			s := bridgetest.Unique("")
 			retired := engine.NewCommand[Order, Order]("retired"+s, "1", "ship")
 			var events []*collector
 			var evs []*engine.Event[Order]
@@ -266,11 +247,7 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 // unreachable server.
 func TestRelayRecordsAnyRefusal(t *testing.T) {
 	url, db, schema := setup(t)
-	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = target.Close() })
+	target := openServer(t, testenv.Postgres)
 	got := collect(t, target, "event.orders.placed", "g"+schema)
 	tx, err := db.Begin()
 	if err != nil {
@@ -307,11 +284,7 @@ func TestRelayRecordsAnyRefusal(t *testing.T) {
 // the broker were down.
 func TestRelayParksMetadataTheBrokerCannotEncode(t *testing.T) {
 	url, db, schema := setup(t)
-	target, err := bridge.Open(t.Context(), testenv.URL(t, testenv.NATS))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = target.Close() })
+	target := openServer(t, testenv.NATS)
 	topic := "event.parkhdr" + watermill.NewShortUUID()
 	got := collect(t, target, topic, "g")
 	tx, err := db.Begin()
