@@ -311,7 +311,8 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil || r.kind != bridge.Command {
 			return nil, err
 		}
-		awaited := validReplyTo(msg.Metadata.Get(envelope.KeyReplyTo))
+		rt, _ := envelope.RouteFrom(msg.Context())
+		awaited := rt.Awaited
 		if !awaited && r.successTopic == "" {
 			return nil, nil // the result goes nowhere: its size does not matter
 		}
@@ -372,7 +373,9 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			// would end the handler's context before it starts.
 			meta.Deadline = time.Time{}
 		}
-		ctx, cancel := e.handlerContext(msg.Context(), meta, route)
+		rt := route
+		rt.Awaited = awaited
+		ctx, cancel := e.handlerContext(msg.Context(), meta, rt)
 		defer cancel()
 		msg.SetContext(ctx)
 
@@ -408,15 +411,9 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 	if r.retry != nil {
 		retry = *r.retry
 	}
-	// Only a command can be awaited: an event's reply_to means nothing, and
-	// must not take its retries and dead-lettering away.
-	notAwaited := unlessAwaited
-	if r.kind != bridge.Command {
-		notAwaited = func(mw message.HandlerMiddleware) message.HandlerMiddleware { return mw }
-	}
 	mws := []message.HandlerMiddleware{
 		middleware.Tracing(e.cfg.TracerProvider),
-		notAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
+		unlessAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
 		metadataLimits,
 	}
 	if r.kind == bridge.Command {
@@ -431,20 +428,21 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 		mws = append(mws, b.Middleware())
 	}
 	return append(mws,
-		notAwaited(retry.Middleware()),
+		unlessAwaited(retry.Middleware()),
 		middleware.Timeout(rel.AttemptTimeout),
 		middleware.Recoverer(log),
 	)
 }
 
-// unlessAwaited applies mw only to messages nobody waits a reply for: no
-// reply_to, or one that is not a reply topic (replyToCheck refuses those,
-// and DeadLetter must store them).
+// unlessAwaited applies mw only to messages nobody waits a reply for
+// (Route.Awaited false): events, fire-and-forget commands, and commands
+// whose reply_to is no reply topic (replyToCheck refuses those, and
+// DeadLetter must store them).
 func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		wrapped := mw(h)
 		return func(msg *message.Message) ([]*message.Message, error) {
-			if validReplyTo(msg.Metadata.Get(envelope.KeyReplyTo)) {
+			if rt, _ := envelope.RouteFrom(msg.Context()); rt.Awaited {
 				return h(msg)
 			}
 			return wrapped(msg)

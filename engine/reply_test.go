@@ -312,3 +312,29 @@ func TestTooLargeErrorIsAnswered(t *testing.T) {
 		t.Errorf("the handler ran %d times, want 1", n)
 	}
 }
+
+// TestMiddlewareEditingReplyToChangesNothing: whether a command is awaited
+// is decided before any middleware runs, so a middleware that clears or
+// forges reply_to neither loses the caller's answer nor redirects it.
+func TestMiddlewareEditingReplyToChangesNothing(t *testing.T) {
+	for name, value := range map[string]string{"cleared": "", "forged": "email.v1.sendWelcome", "another reply topic": "reply.someone-else"} {
+		t.Run(name, func(t *testing.T) {
+			var runs atomic.Int32
+			s := engine.NewService("echo", "1")
+			engine.Handle(s, Echo, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+				runs.Add(1)
+				return EchoOut{Text: in.Text}, nil
+			}, engine.Middleware(func(h message.HandlerFunc) message.HandlerFunc {
+				return func(msg *message.Message) ([]*message.Message, error) {
+					msg.Metadata.Set(envelope.KeyReplyTo, value)
+					return h(msg)
+				}
+			}))
+			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler)}, s)
+			out, err := Echo.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(2*time.Second))
+			if err != nil || out.Text != "x" || runs.Load() != 1 {
+				t.Errorf("Invoke: %+v, %v after %d runs; want the result after 1", out, err, runs.Load())
+			}
+		})
+	}
+}

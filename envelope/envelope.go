@@ -312,6 +312,10 @@ type Route struct {
 	Group   string // consumer group
 	Topic   string
 	Kind    string // KindCommand or KindEvent
+	// Awaited: a caller waits for this message's reply (a command whose
+	// reply_to names a reply topic). Decided once, before any middleware
+	// runs, so that a middleware editing reply_to cannot change it.
+	Awaited bool
 }
 
 type routeKey struct{}
