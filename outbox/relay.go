@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/postgres"
 	"github.com/switchboard-go/switchboard/envelope"
 )
 
@@ -85,15 +85,12 @@ const MaxTakeover = DefaultLeaseTTL + DefaultLeaderPoll + DefaultLeaseTTL/3
 // maxErrorText bounds the publish error stored with a failed row.
 const maxErrorText = 1000
 
-// driverURL is DB as the driver should read it: a URL as net/url reads it.
-// For a password with an unescaped '@', pgx splits at the first '@' (net/url
-// at the last) and its errors, logged on every reconnect, would quote the
-// rest of the password as the host.
+// driverURL is DB as the driver should read it (see
+// postgres.DatabaseURL, which Validate has checked): the driver's errors
+// are logged on every reconnect.
 func (r Relay) driverURL() string {
-	if strings.Contains(r.DB, "://") {
-		if u, err := bridge.ParseURL(r.DB); err == nil {
-			return u.String()
-		}
+	if dsn, err := postgres.DatabaseURL(r.DB); err == nil {
+		return dsn
 	}
 	return r.DB
 }
@@ -103,15 +100,9 @@ func (r Relay) Validate() error {
 	var errs []error
 	if r.DB == "" {
 		errs = append(errs, errors.New("DB is empty"))
-	} else if _, err := bridge.ParseURL(r.DB); strings.Contains(r.DB, "://") && err != nil {
-		// Before the driver, whose errors quote a password read as the
-		// port, or the tail of one with an unescaped '/' as the database.
+	} else if dsn, err := postgres.DatabaseURL(r.DB); err != nil {
 		errs = append(errs, fmt.Errorf("DB: %w", err))
-	} else if u, err := url.Parse(r.DB); strings.Contains(r.DB, "://") && err == nil && u.Scheme != "postgres" && u.Scheme != "postgresql" {
-		// pgx would read it as a keyword/value string, and the server's
-		// error, logged on every reconnect, would quote it whole.
-		errs = append(errs, fmt.Errorf("DB %s: not a PostgreSQL URL (want postgres:// or postgresql://)", bridge.Redact(r.DB)))
-	} else if _, err := pgx.ParseConfig(r.driverURL()); err != nil {
+	} else if _, err := pgx.ParseConfig(dsn); err != nil {
 		errs = append(errs, fmt.Errorf("DB: %w", err))
 	}
 	if _, err := quote(r.Schema); err != nil {

@@ -649,3 +649,26 @@ func (b *Bridge) waitNotifications(conn *pgx.Conn) error {
 		}
 	}
 }
+
+// DatabaseURL checks a PostgreSQL connection string before a driver sees
+// it, and returns it as the driver should read it. The driver's own errors
+// would show a password: as the port when the host is forgotten, as the
+// rest of the URL after an unescaped '/' or '@' (pgx splits userinfo at
+// the first '@', net/url at the last), or whole when a URL of another
+// scheme is read as a keyword/value string. So a URL must parse
+// (bridge.ParseURL), must be postgres:// or postgresql://, and is returned
+// as net/url reads it; a keyword/value string ("host=… user=…") is
+// returned as it is.
+func DatabaseURL(raw string) (string, error) {
+	if !strings.Contains(raw, "://") {
+		return raw, nil
+	}
+	u, err := bridge.ParseURL(raw)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return "", fmt.Errorf("%w: %s is not a PostgreSQL URL (want postgres:// or postgresql://)", bridge.ErrBadURL, bridge.Redact(raw))
+	}
+	return u.String(), nil
+}

@@ -16,6 +16,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/postgres"
 	"github.com/switchboard-go/switchboard/migrations"
 )
 
@@ -207,22 +208,9 @@ func (d *dbFlags) open(ctx context.Context, c *command) (*sql.DB, error) {
 	if raw == "" {
 		return nil, c.usageErr("no database: pass --db URL or set $%s", envDB)
 	}
-	if strings.Contains(raw, "://") { // a URL, not "host=… password=…"
-		// The driver's own errors would quote the tail of a password with an
-		// unescaped '/', or a password read as the port.
-		u, err := bridge.ParseURL(raw)
-		if err != nil {
-			return nil, fmt.Errorf("database: %w", err)
-		}
-		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-			// pgx would read it as a keyword/value string, and the server's
-			// error would quote it whole, password included.
-			return nil, fmt.Errorf("database %s: not a PostgreSQL URL (want postgres:// or postgresql://)", bridge.Redact(raw))
-		}
-		// The driver gets the URL as net/url reads it: for a password with
-		// an unescaped '@', pgx splits at the first '@' and would quote the
-		// rest of the password as the host.
-		raw = u.String()
+	raw, err := postgres.DatabaseURL(raw) // before the driver, whose errors may quote a password
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
 	}
 	db, err := sql.Open("pgx", raw)
 	if err != nil {
