@@ -1,7 +1,6 @@
 package bridgetest
 
 import (
-	"net/url"
 	"strings"
 )
 
@@ -47,13 +46,4 @@ func URLsWithPassword(scheme, password string) []string {
 		out[i] = strings.ReplaceAll(strings.Replace(s, "S:", scheme+":", 1), "PW", password)
 	}
 	return out
-}
-
-// RefusedByOpen reports whether bridge.Open refuses u before any backend
-// sees it: a URL without a scheme, or with a fragment or an '@' after its
-// host (a password with an unescaped '#', '?' or '/'). Tests of a
-// backend's own URL parsing skip those.
-func RefusedByOpen(u *url.URL) bool {
-	return u.Scheme == "" || u.Fragment != "" || u.RawFragment != "" ||
-		strings.Contains(u.EscapedPath(), "@") || strings.Contains(u.RawQuery, "@")
 }
