@@ -85,16 +85,7 @@ func TestStopWaitsForHandlersPastTheDrainDeadline(t *testing.T) {
 		returned.Store(true)
 		return ctx.Err()
 	})
-	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler), DrainTimeout: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Register(svc); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: 100 * time.Millisecond}, svc)
 	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -116,16 +107,7 @@ func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
 		close(returned)
 		return ctx.Err()
 	})
-	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Register(svc); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour}, svc)
 	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
