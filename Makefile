@@ -56,8 +56,8 @@ services:
 ## ratio > 1 when Switchboard is better. See BENCHMARKS.md.
 bench:
 	$(GO) test -run '^$$' -bench BenchmarkInvoke -benchmem -count 1 ./engine/
-	$(GO) run ./bench
+	$(GO) run ./internal/bench
 
 ## bench-quick: fewer, shorter figures in under a minute: a smoke check.
 bench-quick:
-	$(GO) run ./bench -quick
+	$(GO) run ./internal/bench -quick

@@ -20,7 +20,8 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	_ "github.com/switchboard-go/switchboard/bridge/inproc" // the default backend
 	"github.com/switchboard-go/switchboard/deadletter"
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/engine/internal/dispatch"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/router"
 )
@@ -235,11 +236,11 @@ type Engine struct {
 	codec    codec
 	b        bridge.Bridge
 	ownsB    bool
-	calls    *router.Calls
+	calls    *dispatch.Calls
 	mu       sync.Mutex
 	state    State
 	services []*Service
-	rt       *router.Router
+	rt       *dispatch.Router
 	stopRep  func()
 	ready    chan struct{}
 	stopped  chan struct{}
@@ -287,7 +288,7 @@ func New(cfg Config) (*Engine, error) {
 		codec:    codec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
 		b:        b,
 		ownsB:    owns,
-		calls:    router.NewCalls(),
+		calls:    dispatch.NewCalls(),
 		ready:    make(chan struct{}),
 		stopped:  make(chan struct{}),
 		hardCtx:  hardCtx,
@@ -467,14 +468,14 @@ func (e *Engine) Start(ctx context.Context) error {
 }
 
 func (e *Engine) start(ctx context.Context, services []*Service) error {
-	rt, err := router.New(e.b, e.cfg.DrainTimeout, e.log)
+	rt, err := dispatch.New(e.b, e.cfg.DrainTimeout, e.log)
 	if err != nil {
 		return err
 	}
 	e.mu.Lock()
 	e.rt = rt
 	e.mu.Unlock()
-	stopRep, err := router.Listen(ctx, e.b, e.cfg.InstanceID, e.calls, e.log)
+	stopRep, err := dispatch.Listen(ctx, e.b, e.cfg.InstanceID, e.calls, e.log)
 	if err != nil {
 		return fmt.Errorf("switchboard: %w", err)
 	}

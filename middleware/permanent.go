@@ -3,7 +3,7 @@ package middleware
 import (
 	"errors"
 
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 type permanentError struct{ err error }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/middleware"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/middleware"
 )
 

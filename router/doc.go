@@ -1,31 +1,18 @@
-// Package router turns the engine's registrations into Watermill router
-// handlers on a bridge, names every topic and consumer group, and carries
-// request/reply: one reply subscription per engine instance and a table of
-// pending calls keyed by the request's message id.
+// Package router names every topic and consumer group Switchboard uses: the
+// public contract for a program that is not written with the engine (a
+// producer in another language, a broker's access-control rules) and must
+// publish to a command or event, or subscribe to one, by name.
 //
-// Choices made here, each fixing a Watermill default:
+//	command   <service>.v<version>.<command>     CommandTopic
+//	event     event.<name>                      EventTopic
+//	group     <service>.v<version>[.<name>]     EventGroup (one per subscribing service)
+//	reply     reply.<instance>                  ReplyTopic
 //
-//   - Handlers are consumer handlers (no router publisher): replies go to a
-//     different topic per caller and events to their own topics, so the
-//     engine publishes itself, through the bridge's shared publisher. The
-//     router therefore never closes a shared publisher.
-//   - Watermill's router cancels the context it passed to Subscribe as soon
-//     as Close starts, while handlers are still running; a backend that
-//     watches that context may then abandon a message whose handler is about
-//     to ack it (a duplicate after redelivery). Subscriptions here get a
-//     context that is never cancelled; they end through Subscriber.Close,
-//     which the router calls and which waits for in-flight acks.
-//   - Per-handler concurrency is a property of the subscription
-//     (bridge.Spec.Concurrency): Watermill runs every delivered message in
-//     its own goroutine, and backends deliver one message at a time per
-//     subscription unless told otherwise.
-//   - The reply subscription is not a router handler: it must keep running
-//     while the router drains, so that in-flight handlers waiting on a
-//     nested call still get their reply.
-//   - Close on a router that never ran would block for the whole close
-//     timeout (Watermill #697); Close here only closes what was started.
+// Names are ASCII, dot separated, and never contain a caller's free text
+// unchecked: ValidName, ValidVersion, ValidEventName and ValidReplyTopic
+// say what is accepted. The metadata a message carries is listed in the
+// README ("Metadata that flows").
 //
-// Topic names (see CommandTopic, EventTopic, ReplyTopic) are ASCII, dot
-// separated, and never contain a caller's free text unchecked: names are
-// validated by ValidName.
+// The machinery that turns registrations into Watermill handlers and
+// carries replies is internal to the engine (engine/internal/dispatch).
 package router

@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/amqp"
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
+	"github.com/switchboard-go/switchboard/engine/backendtest"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
@@ -46,10 +47,12 @@ func openBridge(t *testing.T, extra ...string) bridge.Bridge {
 // TestConformance runs the whole suite: bridge level, engine level, and
 // the chaos run (with a broker restart in each of the three).
 func TestConformance(t *testing.T) {
-	bridgetest.Run(t, bridgetest.Harness{
+	h := bridgetest.Harness{
 		URL:    testURL(t),
 		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.AMQP) },
-	})
+	}
+	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
+	backendtest.Run(t, h)
 }
 
 // openErr opens rawURL, requires an error within limit, and returns it.

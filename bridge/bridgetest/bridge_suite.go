@@ -29,7 +29,8 @@ type Harness struct {
 	Wait time.Duration
 }
 
-func (h Harness) wait() time.Duration {
+// WaitLimit is how long a suite waits for one delivery: Wait, or 20 s.
+func (h Harness) WaitLimit() time.Duration {
 	if h.Wait > 0 {
 		return h.Wait
 	}
@@ -42,7 +43,9 @@ func Unique(prefix string) string {
 	return prefix + "_" + watermill.NewShortUUID()[:10]
 }
 
-func open(t *testing.T, h Harness) bridge.Bridge {
+// Connect opens one connection to the backend (Open, or bridge.Open of
+// URL), closed when the test ends.
+func (h Harness) Connect(t *testing.T) bridge.Bridge {
 	t.Helper()
 	var b bridge.Bridge
 	if h.Open != nil {
@@ -139,10 +142,11 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// RunBridge runs the bridge-level conformance suite.
-func RunBridge(t *testing.T, h Harness) {
+// Run runs the bridge-level conformance suite on one backend, each case a
+// named subtest.
+func Run(t *testing.T, h Harness) {
 	t.Run("Health", func(t *testing.T) {
-		b := open(t, h)
+		b := h.Connect(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := b.Health(ctx); err != nil {
@@ -157,7 +161,7 @@ func RunBridge(t *testing.T, h Harness) {
 		}
 	})
 	t.Run("InvalidSpec", func(t *testing.T) {
-		b := open(t, h)
+		b := h.Connect(t)
 		if _, err := b.Subscriber(context.Background(), bridge.Spec{}); err == nil {
 			t.Fatal("Subscriber accepted an empty spec")
 		}
@@ -174,7 +178,7 @@ func RunBridge(t *testing.T, h Harness) {
 }
 
 func testCompeting(t *testing.T, h Harness) {
-	b1, b2 := open(t, h), open(t, h)
+	b1, b2 := h.Connect(t), h.Connect(t)
 	spec := bridge.Spec{Topic: Unique("cmp"), Group: "svc.v1", Kind: bridge.Command}
 	c := newCounter()
 	ch1, _ := Subscribe(t, b1, spec)
@@ -183,7 +187,7 @@ func testCompeting(t *testing.T, h Harness) {
 	c.consume("b", ch2)
 	const n = 40
 	Publish(t, b1, spec.Topic, numbered("m", n)...)
-	WaitFor(t, h.wait(), fmt.Sprintf("%d commands", n), func() bool { return c.total() >= n })
+	WaitFor(t, h.WaitLimit(), fmt.Sprintf("%d commands", n), func() bool { return c.total() >= n })
 	time.Sleep(200 * time.Millisecond) // let a duplicate show up if there is one
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -198,7 +202,7 @@ func testCompeting(t *testing.T, h Harness) {
 }
 
 func testFanOut(t *testing.T, h Harness) {
-	b1, b2, b3 := open(t, h), open(t, h), open(t, h)
+	b1, b2, b3 := h.Connect(t), h.Connect(t), h.Connect(t)
 	topic := Unique("evt")
 	// group A has two competing instances, group B one.
 	chA1, _ := Subscribe(t, b1, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
@@ -210,7 +214,7 @@ func testFanOut(t *testing.T, h Harness) {
 	cb.consume("b", chB)
 	const n = 30
 	Publish(t, b1, topic, numbered("e", n)...)
-	WaitFor(t, h.wait(), "both groups to get every event", func() bool { return ca.total() >= n && cb.total() >= n })
+	WaitFor(t, h.WaitLimit(), "both groups to get every event", func() bool { return ca.total() >= n && cb.total() >= n })
 	time.Sleep(200 * time.Millisecond)
 	for name, cc := range map[string]*counter{"a": ca, "b": cb} {
 		cc.mu.Lock()
@@ -227,7 +231,7 @@ func testFanOut(t *testing.T, h Harness) {
 }
 
 func testReply(t *testing.T, h Harness) {
-	b1, b2 := open(t, h), open(t, h)
+	b1, b2 := h.Connect(t), h.Connect(t)
 	t1, t2 := Unique("reply"), Unique("reply")
 	ch1, _ := Subscribe(t, b1, bridge.Spec{Topic: t1, Group: "inst1", Kind: bridge.Reply})
 	ch2, _ := Subscribe(t, b2, bridge.Spec{Topic: t2, Group: "inst2", Kind: bridge.Reply})
@@ -236,7 +240,7 @@ func testReply(t *testing.T, h Harness) {
 	c2.consume("2", ch2)
 	Publish(t, b2, t1, "for-1")
 	Publish(t, b1, t2, "for-2a", "for-2b")
-	WaitFor(t, h.wait(), "replies", func() bool { return c1.total() == 1 && c2.total() == 2 })
+	WaitFor(t, h.WaitLimit(), "replies", func() bool { return c1.total() == 1 && c2.total() == 2 })
 	time.Sleep(100 * time.Millisecond)
 	if c1.seen["for-1"] != 1 || c1.total() != 1 {
 		t.Errorf("instance 1 got %v, want only for-1", c1.seen)
@@ -247,7 +251,7 @@ func testReply(t *testing.T, h Harness) {
 }
 
 func testNack(t *testing.T, h Harness) {
-	b := open(t, h)
+	b := h.Connect(t)
 	caps := b.Capabilities()
 	spec := bridge.Spec{Topic: Unique("nack"), Group: "svc.v1", Kind: bridge.Command}
 	ch, _ := Subscribe(t, b, spec)
@@ -276,7 +280,7 @@ func testNack(t *testing.T, h Harness) {
 
 func receive(t *testing.T, h Harness, ch <-chan *message.Message) *message.Message {
 	t.Helper()
-	return Receive(t, ch, h.wait())
+	return Receive(t, ch, h.WaitLimit())
 }
 
 // Receive returns the next message from ch, failing the test if none comes
@@ -306,7 +310,7 @@ func ExpectNothing(t testing.TB, ch <-chan *message.Message, d time.Duration) {
 }
 
 func testConcurrency(t *testing.T, h Harness) {
-	b := open(t, h)
+	b := h.Connect(t)
 	const workers = 4
 	spec := bridge.Spec{Topic: Unique("conc"), Group: "svc.v1", Kind: bridge.Command, Concurrency: workers}
 	ch, _ := Subscribe(t, b, spec)
@@ -321,7 +325,7 @@ func testConcurrency(t *testing.T, h Harness) {
 }
 
 func testCloseUnacked(t *testing.T, h Harness) {
-	b := open(t, h)
+	b := h.Connect(t)
 	spec := bridge.Spec{Topic: Unique("close"), Group: "svc.v1", Kind: bridge.Command}
 	sub, err := b.Subscriber(context.Background(), spec)
 	if err != nil {
@@ -339,10 +343,10 @@ func testCloseUnacked(t *testing.T, h Harness) {
 	m.Nack() // the handler failed while the subscriber was closing
 	select {
 	case <-closed:
-	case <-time.After(h.wait()):
+	case <-time.After(h.WaitLimit()):
 		t.Fatal("Close did not return after the in-flight message was nacked")
 	}
-	ch2, _ := Subscribe(t, open(t, h), spec)
+	ch2, _ := Subscribe(t, h.Connect(t), spec)
 	again := receive(t, h, ch2)
 	again.Ack()
 	if string(again.Payload) != "inflight" {
@@ -351,27 +355,27 @@ func testCloseUnacked(t *testing.T, h Harness) {
 }
 
 func testOutage(t *testing.T, h Harness) {
-	b := open(t, h)
+	b := h.Connect(t)
 	spec := bridge.Spec{Topic: Unique("outage"), Group: "svc.v1", Kind: bridge.Command}
 	ch, _ := Subscribe(t, b, spec)
 	c := newCounter()
 	c.consume("x", ch)
 	const half = 50
 	Publish(t, b, spec.Topic, numbered("before", half)...)
-	WaitFor(t, h.wait(), "messages before the outage", func() bool { return c.total() >= half })
+	WaitFor(t, h.WaitLimit(), "messages before the outage", func() bool { return c.total() >= half })
 
 	restore := h.Outage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), h.wait())
-	WaitFor(t, h.wait(), "Health to report the outage", func() bool { return b.Health(ctx) != nil })
+	ctx, cancel := context.WithTimeout(context.Background(), h.WaitLimit())
+	WaitFor(t, h.WaitLimit(), "Health to report the outage", func() bool { return b.Health(ctx) != nil })
 	cancel()
 	restore()
-	WaitFor(t, 2*h.wait(), "Health to recover", func() bool {
+	WaitFor(t, 2*h.WaitLimit(), "Health to recover", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return b.Health(ctx) == nil
 	})
 	after := numbered("after", half)
-	deadline := time.Now().Add(2 * h.wait())
+	deadline := time.Now().Add(2 * h.WaitLimit())
 	for _, p := range after { // a publish right after a reconnect may still fail once
 		for {
 			err := b.Publisher().Publish(spec.Topic, message.NewMessage(watermill.NewUUID(), []byte(p)))
@@ -384,7 +388,7 @@ func testOutage(t *testing.T, h Harness) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	WaitFor(t, 2*h.wait(), "every message after the outage", func() bool {
+	WaitFor(t, 2*h.WaitLimit(), "every message after the outage", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, p := range after {

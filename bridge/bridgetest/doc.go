@@ -1,9 +1,20 @@
-// Package bridgetest is the conformance suite every backend runs from its own
-// test: the same tests, against the real server, with the backend's declared
-// Capabilities deciding the few places where backends legitimately differ.
+// Package bridgetest is the bridge half of the conformance suite every
+// backend runs from its own test, against the real server: the bridge
+// contract on its own (delivery semantics per Kind, concurrency,
+// redelivery, close without loss, health, a broker outage), with the
+// backend's declared Capabilities deciding the few places where backends
+// legitimately differ. It imports nothing of the engine.
 //
-// RunBridge checks the bridge contract on its own (delivery semantics per
-// Kind, concurrency, redelivery, close without loss, broker restarts).
-// RunEngine (in engine_suite.go) checks the same backend underneath a full
-// engine: round trips, errors on the wire, replies to the right caller.
+// The engine half (round trips, errors on the wire, drain, the chaos run)
+// is package engine/backendtest. A backend's test runs both:
+//
+//	func TestConformance(t *testing.T) {
+//		h := bridgetest.Harness{URL: url, Outage: …}
+//		t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
+//		backendtest.Run(t, h) // subtests Engine and Chaos
+//	}
+//
+// Every case is a named subtest, so one runs alone:
+//
+//	go test ./bridge/nats -run 'TestConformance/Bridge/RedeliveryAfterNack'
 package bridgetest

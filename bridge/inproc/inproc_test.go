@@ -7,14 +7,17 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/engine/backendtest"
 )
 
 func TestConformance(t *testing.T) {
 	bus := bridgetest.Unique("bus") // one shared bus per test run
-	bridgetest.Run(t, bridgetest.Harness{
+	h := bridgetest.Harness{
 		URL:  "gochannel://" + bus,
 		Wait: 5 * time.Second,
-	})
+	}
+	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
+	backendtest.Run(t, h)
 }
 
 func TestBadURL(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	_ "github.com/switchboard-go/switchboard/bridge/nats"
+	"github.com/switchboard-go/switchboard/engine/backendtest"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
@@ -70,10 +71,12 @@ func openURL(t *testing.T, rawURL string) bridge.Bridge {
 func TestConformance(t *testing.T) {
 	cleanStaleStreams(t)
 	url := withParams(t, "")
-	bridgetest.Run(t, bridgetest.Harness{
+	h := bridgetest.Harness{
 		URL:    url,
 		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.NATS) },
-	})
+	}
+	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
+	backendtest.Run(t, h)
 }
 
 // A handler that never settles its message must not lose it, whether the

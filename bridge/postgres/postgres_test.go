@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/bridge/postgres"
+	"github.com/switchboard-go/switchboard/engine/backendtest"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
@@ -112,10 +113,12 @@ func openBridge(t testing.TB, raw string) bridge.Bridge {
 
 func TestConformance(t *testing.T) {
 	raw := schemaURL(t)
-	bridgetest.Run(t, bridgetest.Harness{
+	h := bridgetest.Harness{
 		URL:    raw,
 		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.Postgres) },
-	})
+	}
+	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
+	backendtest.Run(t, h)
 }
 
 // The default schema (no ?schema=) is created on first use and shared.

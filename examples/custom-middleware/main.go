@@ -39,11 +39,11 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/examples/services/email"
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 func main() {

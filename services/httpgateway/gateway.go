@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // Defaults for Config's zero fields.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/services/httpgateway"
 )

@@ -14,9 +14,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // Traceparent is the trace every scenario starts.

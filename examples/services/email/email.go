@@ -9,9 +9,9 @@ import (
 	"sync"
 
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/envelope"
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // Outbox records sent e-mails; it stands in for an SMTP client.

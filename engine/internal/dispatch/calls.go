@@ -1,4 +1,4 @@
-package router
+package dispatch
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // Calls is the table of requests waiting for their reply, keyed by the

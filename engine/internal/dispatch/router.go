@@ -1,4 +1,4 @@
-package router
+package dispatch
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/router"
 )
 
 // Router runs handlers on one bridge.
@@ -143,7 +144,7 @@ func (u uncancelled) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // Calls.Unsolicited. It returns once the subscription is open; stop closes
 // it and waits.
 func Listen(ctx context.Context, b bridge.Bridge, instance string, calls *Calls, log *slog.Logger) (stop func(), err error) {
-	spec := bridge.Spec{Topic: ReplyTopic(instance), Group: instance, Kind: bridge.Reply, Concurrency: 1}
+	spec := bridge.Spec{Topic: router.ReplyTopic(instance), Group: instance, Kind: bridge.Reply, Concurrency: 1}
 	sub, err := b.Subscriber(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("router: reply subscriber: %w", err)

@@ -1,4 +1,4 @@
-package bridgetest
+package backendtest
 
 import (
 	"context"
@@ -13,8 +13,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/router"
+	"github.com/switchboard-go/switchboard/engine/internal/dispatch"
 )
 
 // drainScenario is one engine that both serves the suite's work command
@@ -29,7 +30,7 @@ type drainScenario struct {
 	contract contracts
 }
 
-func startDrainScenario(t *testing.T, h Harness, cfg engine.Config, concurrency, calls int) *drainScenario {
+func startDrainScenario(t *testing.T, h bridgetest.Harness, cfg engine.Config, concurrency, calls int) *drainScenario {
 	t.Helper()
 	d := &drainScenario{release: make(chan struct{}), results: make(chan error, calls), stopErr: make(chan error, 1), contract: newContracts()}
 	s := engine.NewService(d.contract.svc, "1")
@@ -49,23 +50,23 @@ func startDrainScenario(t *testing.T, h Harness, cfg engine.Config, concurrency,
 			d.results <- err
 		}()
 	}
-	WaitFor(t, h.wait(), "the handlers to be busy", func() bool { return int(d.entered.Load()) == concurrency })
+	bridgetest.WaitFor(t, h.WaitLimit(), "the handlers to be busy", func() bool { return int(d.entered.Load()) == concurrency })
 	return d
 }
 
 // stopThenRelease starts Stop and, once it is draining, lets the handlers
 // in flight finish.
-func (d *drainScenario) stopThenRelease(t *testing.T, h Harness) {
+func (d *drainScenario) stopThenRelease(t *testing.T, h bridgetest.Harness) {
 	t.Helper()
 	go func() { d.stopErr <- d.e.Stop(context.Background()) }()
-	WaitFor(t, h.wait(), "Stop to begin draining", func() bool { return d.e.State() >= engine.StateDraining })
+	bridgetest.WaitFor(t, h.WaitLimit(), "Stop to begin draining", func() bool { return d.e.State() >= engine.StateDraining })
 	time.Sleep(100 * time.Millisecond) // let a message taken during the drain reach a handler
 	close(d.release)
 }
 
 // Every handler that completes during a drain has its reply delivered to a
 // caller on the same engine, which still waits for it: its work was done.
-func testStopAnswers(t *testing.T, h Harness) {
+func testStopAnswers(t *testing.T, h bridgetest.Harness) {
 	const n = 8
 	d := startDrainScenario(t, h, engine.Config{}, n, n)
 	d.stopThenRelease(t, h)
@@ -85,7 +86,7 @@ func testStopAnswers(t *testing.T, h Harness) {
 // repeat the work. (Replies published after the deadline used to race the
 // closing of the reply subscription: on NATS and PostgreSQL about half
 // were lost.)
-func testStopAnswersPastTheDeadline(t *testing.T, h Harness) {
+func testStopAnswersPastTheDeadline(t *testing.T, h bridgetest.Harness) {
 	const n, drain = 4, 300 * time.Millisecond
 	d := startDrainScenario(t, h, engine.Config{DrainTimeout: drain}, n, n)
 	go func() { d.stopErr <- d.e.Stop(context.Background()) }()
@@ -102,7 +103,7 @@ func testStopAnswersPastTheDeadline(t *testing.T, h Harness) {
 // Once Stop has begun, no handler starts: the messages still queued stay
 // for another instance, and only their calls (which never started) fail,
 // with ErrShuttingDown, while the started ones are answered.
-func testNoStartAfterStop(t *testing.T, h Harness) {
+func testNoStartAfterStop(t *testing.T, h bridgetest.Harness) {
 	const concurrency, n = 4, 12
 	d := startDrainScenario(t, h, engine.Config{DrainTimeout: 2 * time.Second}, concurrency, n)
 	d.stopThenRelease(t, h)
@@ -131,11 +132,11 @@ func testNoStartAfterStop(t *testing.T, h Harness) {
 // subscribes its handlers inside Run, and a router closed before they are
 // all subscribed used to wait its whole drain timeout for handlers that
 // never start, then leave goroutines waiting for them for ever.
-func testStartCancelled(t *testing.T, h Harness) {
+func testStartCancelled(t *testing.T, h bridgetest.Harness) {
 	const drain = 10 * time.Second
 	before := goleak.IgnoreCurrent()
-	b := open(t, h)
-	rt, err := router.New(b, drain, slog.New(slog.DiscardHandler))
+	b := h.Connect(t)
+	rt, err := dispatch.New(b, drain, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,9 +8,9 @@
 // latencies, allocations, RSS: raw/switchboard). Lines starting with '#' are
 // comments: the machine first, then notes. See BENCHMARKS.md.
 //
-//	go run ./bench                          # full run, a few minutes
-//	go run ./bench -quick                   # smoke check, under a minute
-//	go run ./bench -backends gochannel,nats -workloads cmd-1hop-c64 -side sb -cpuprofile sb.prof
+//	go run ./internal/bench                          # full run, a few minutes
+//	go run ./internal/bench -quick                   # smoke check, under a minute
+//	go run ./internal/bench -backends gochannel,nats -workloads cmd-1hop-c64 -side sb -cpuprofile sb.prof
 //
 // Server URLs come from the variables `make test` uses
 // (SWITCHBOARD_TEST_NATS, SWITCHBOARD_TEST_AMQP, SWITCHBOARD_TEST_POSTGRES),

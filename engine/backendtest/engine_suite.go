@@ -1,4 +1,4 @@
-package bridgetest
+package backendtest
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/engine"
 )
 
@@ -38,7 +39,7 @@ type contracts struct {
 }
 
 func newContracts() contracts {
-	svc := Unique("svc")
+	svc := bridgetest.Unique("svc")
 	return contracts{
 		svc:    svc,
 		work:   engine.NewCommand[In, Out](svc, "1", "work"),
@@ -90,22 +91,22 @@ func (c contracts) subscriber(name string, seen *sync.Map, failFirst bool) *engi
 	return s
 }
 
-func startEngine(t *testing.T, h Harness, services ...*engine.Service) *engine.Engine {
+func startEngine(t *testing.T, h bridgetest.Harness, services ...*engine.Service) *engine.Engine {
 	t.Helper()
 	return startEngineWith(t, h, engine.Config{}, services...)
 }
 
 // startEngineWith is startEngine with cfg's non-zero DrainTimeout.
-func startEngineWith(t *testing.T, h Harness, cfg engine.Config, services ...*engine.Service) *engine.Engine {
+func startEngineWith(t *testing.T, h bridgetest.Harness, cfg engine.Config, services ...*engine.Service) *engine.Engine {
 	t.Helper()
-	drain := h.wait()
+	drain := h.WaitLimit()
 	if cfg.DrainTimeout > 0 {
 		drain = cfg.DrainTimeout
 	}
 	e, err := engine.New(engine.Config{
-		Transport:      open(t, h),
+		Transport:      h.Connect(t),
 		Logger:         slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		DefaultTimeout: 2 * h.wait(),
+		DefaultTimeout: 2 * h.WaitLimit(),
 		DrainTimeout:   drain,
 	})
 	if err != nil {
@@ -114,7 +115,7 @@ func startEngineWith(t *testing.T, h Harness, cfg engine.Config, services ...*en
 	if err := e.Register(services...); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.wait())
+	ctx, cancel := context.WithTimeout(context.Background(), h.WaitLimit())
 	defer cancel()
 	if err := e.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -144,7 +145,7 @@ func count(m *sync.Map) (distinct, total int, dups []int) {
 }
 
 // RunEngine runs the engine-level conformance suite on the backend.
-func RunEngine(t *testing.T, h Harness) {
+func RunEngine(t *testing.T, h bridgetest.Harness) {
 	t.Run("CommandRoundTrip", func(t *testing.T) {
 		c := newContracts()
 		startEngine(t, h, c.service("server", nil, 0))
@@ -202,7 +203,7 @@ func RunEngine(t *testing.T, h Harness) {
 	t.Run("EventFanOut", func(t *testing.T) {
 		c := newContracts()
 		var seenA, seenB sync.Map
-		nameA, nameB := Unique("subA"), Unique("subB")
+		nameA, nameB := bridgetest.Unique("subA"), bridgetest.Unique("subB")
 		startEngine(t, h, c.subscriber(nameA, &seenA, false))
 		startEngine(t, h, c.subscriber(nameA, &seenA, false)) // a second instance of A competes
 		startEngine(t, h, c.subscriber(nameB, &seenB, false))
@@ -213,7 +214,7 @@ func RunEngine(t *testing.T, h Harness) {
 				t.Fatal(err)
 			}
 		}
-		WaitFor(t, 2*h.wait(), "every event in both services", func() bool {
+		bridgetest.WaitFor(t, 2*h.WaitLimit(), "every event in both services", func() bool {
 			a, _, _ := count(&seenA)
 			b, _, _ := count(&seenB)
 			return a == n && b == n
@@ -246,7 +247,7 @@ func RunEngine(t *testing.T, h Harness) {
 	t.Run("RedeliveryAfterHandlerError", func(t *testing.T) {
 		c := newContracts()
 		var seen sync.Map
-		startEngine(t, h, c.subscriber(Unique("flaky"), &seen, true))
+		startEngine(t, h, c.subscriber(bridgetest.Unique("flaky"), &seen, true))
 		ctx := startEngine(t, h).Context(t.Context())
 		const n = 10
 		for i := range n {
@@ -254,7 +255,7 @@ func RunEngine(t *testing.T, h Harness) {
 				t.Fatal(err)
 			}
 		}
-		WaitFor(t, 2*h.wait(), "every failed event redelivered and handled", func() bool {
+		bridgetest.WaitFor(t, 2*h.WaitLimit(), "every failed event redelivered and handled", func() bool {
 			d, _, _ := count(&seen)
 			return d == n
 		})
@@ -272,7 +273,7 @@ func RunEngine(t *testing.T, h Harness) {
 				errs <- err
 			}()
 		}
-		WaitFor(t, h.wait(), "some commands handled", func() bool { d, _, _ := count(&handled); return d >= 5 })
+		bridgetest.WaitFor(t, h.WaitLimit(), "some commands handled", func() bool { d, _, _ := count(&handled); return d >= 5 })
 		if err := first.Stop(context.Background()); err != nil { // drains in-flight handlers
 			t.Errorf("Stop: %v", err)
 		}
@@ -295,15 +296,15 @@ func RunEngine(t *testing.T, h Harness) {
 	}
 }
 
-func testEngineOutage(t *testing.T, h Harness) {
+func testEngineOutage(t *testing.T, h bridgetest.Harness) {
 	c := newContracts()
 	var seen sync.Map
-	sub := startEngine(t, h, c.subscriber(Unique("sub"), &seen, false), c.service("server", nil, 0))
+	sub := startEngine(t, h, c.subscriber(bridgetest.Unique("sub"), &seen, false), c.service("server", nil, 0))
 	client := startEngine(t, h)
 	ctx := client.Context(t.Context())
 	emit := func(from, to int) {
 		for i := from; i < to; i++ {
-			deadline := time.Now().Add(2 * h.wait())
+			deadline := time.Now().Add(2 * h.WaitLimit())
 			for {
 				err := c.event.Emit(ctx, Out{N: i})
 				if err == nil {
@@ -318,25 +319,25 @@ func testEngineOutage(t *testing.T, h Harness) {
 	}
 	emit(0, 50)
 	restore := h.Outage(t)
-	WaitFor(t, h.wait(), "Health to report the outage", func() bool {
+	bridgetest.WaitFor(t, h.WaitLimit(), "Health to report the outage", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return sub.Health(ctx) != nil
 	})
 	restore()
-	WaitFor(t, 3*h.wait(), "Health to recover", func() bool {
+	bridgetest.WaitFor(t, 3*h.WaitLimit(), "Health to recover", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return sub.Health(ctx) == nil && client.Health(ctx) == nil
 	})
 	emit(50, 100)
-	WaitFor(t, 3*h.wait(), "every event emitted around the outage", func() bool {
+	bridgetest.WaitFor(t, 3*h.WaitLimit(), "every event emitted around the outage", func() bool {
 		d, _, _ := count(&seen)
 		return d == 100
 	})
-	deadline := time.Now().Add(3 * h.wait())
+	deadline := time.Now().Add(3 * h.WaitLimit())
 	for { // commands work again (the first call after a reconnect may fail)
-		_, err := c.work.Invoke(ctx, In{N: 1}, engine.Timeout(h.wait()))
+		_, err := c.work.Invoke(ctx, In{N: 1}, engine.Timeout(h.WaitLimit()))
 		if err == nil {
 			break
 		}
@@ -350,10 +351,10 @@ func testEngineOutage(t *testing.T, h Harness) {
 // ChaosEvents is how many events Run's chaos test sends.
 const ChaosEvents = 10_000
 
-// Run runs the whole conformance suite: RunBridge, RunEngine, then RunChaos
-// with ChaosEvents events.
-func Run(t *testing.T, h Harness) {
-	t.Run("Bridge", func(t *testing.T) { RunBridge(t, h) })
+// Run runs the engine half of the conformance suite on one backend: the
+// cases of RunEngine, then RunChaos with ChaosEvents events. The bridge half
+// is bridgetest.Run; a backend's TestConformance runs both.
+func Run(t *testing.T, h bridgetest.Harness) {
 	t.Run("Engine", func(t *testing.T) { RunEngine(t, h) })
 	t.Run("Chaos", func(t *testing.T) { RunChaos(t, h, ChaosEvents) })
 }

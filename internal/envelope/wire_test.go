@@ -9,7 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // TestErrorDetailsKeepTheirTypes: integral numbers come back as int, as

@@ -1,4 +1,4 @@
-package bridgetest
+package backendtest
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/middleware"
@@ -28,8 +29,8 @@ type ChaosEvent struct {
 // one outage of the backend in the middle when the harness has one. Every
 // non-poison event's effect must be recorded and every poison event must be
 // in the dead-letter store with the right reason: none missing.
-func RunChaos(t *testing.T, h Harness, n int) {
-	name := Unique("chaos")
+func RunChaos(t *testing.T, h bridgetest.Harness, n int) {
+	name := bridgetest.Unique("chaos")
 	ev := engine.NewEvent[ChaosEvent](name + ".tick")
 	var effects sync.Map // N → count
 	var transient, handled atomic.Int64
@@ -58,10 +59,10 @@ func RunChaos(t *testing.T, h Harness, n int) {
 	}
 	newEngine := func(services ...*engine.Service) *engine.Engine {
 		e, err := engine.New(engine.Config{
-			Transport:    open(t, h),
+			Transport:    h.Connect(t),
 			Logger:       slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})),
 			Reliability:  rel,
-			DrainTimeout: h.wait(),
+			DrainTimeout: h.WaitLimit(),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -86,7 +87,7 @@ func RunChaos(t *testing.T, h Harness, n int) {
 			if p {
 				poison++
 			}
-			deadline := time.Now().Add(3 * h.wait())
+			deadline := time.Now().Add(3 * h.WaitLimit())
 			for {
 				err := ev.Emit(ctx, ChaosEvent{N: i, Poison: p})
 				if err == nil {
@@ -104,7 +105,7 @@ func RunChaos(t *testing.T, h Harness, n int) {
 	} else {
 		emit(0, n/2)
 		restore := h.Outage(t)
-		WaitFor(t, h.wait(), "the outage to show in Health", func() bool {
+		bridgetest.WaitFor(t, h.WaitLimit(), "the outage to show in Health", func() bool {
 			hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			return consumer.Health(hctx) != nil
@@ -113,7 +114,7 @@ func RunChaos(t *testing.T, h Harness, n int) {
 		emit(n/2, n)
 	}
 	want := n - poison
-	WaitFor(t, 10*h.wait()+time.Duration(n)*time.Millisecond, fmt.Sprintf("%d effects and %d dead letters", want, poison), func() bool {
+	bridgetest.WaitFor(t, 10*h.WaitLimit()+time.Duration(n)*time.Millisecond, fmt.Sprintf("%d effects and %d dead letters", want, poison), func() bool {
 		d, _, _ := count(&effects)
 		recs, _, _ := store.List(context.Background(), deadletter.Filter{Limit: n})
 		return d == want && len(recs) >= poison

@@ -1,4 +1,4 @@
-package router_test
+package dispatch_test
 
 import (
 	"log/slog"
@@ -10,7 +10,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge/inproc"
-	"github.com/switchboard-go/switchboard/envelope"
+	"github.com/switchboard-go/switchboard/engine/internal/dispatch"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/router"
 )
@@ -22,8 +23,8 @@ func TestUnsolicitedRepliesAreCountedNotWarned(t *testing.T) {
 	bus := inproc.New(inproc.Options{})
 	defer bus.Close()
 	var logs testenv.LogBuffer
-	calls := router.NewCalls()
-	stop, err := router.Listen(t.Context(), bus, "i1", calls, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	calls := dispatch.NewCalls()
+	stop, err := dispatch.Listen(t.Context(), bus, "i1", calls, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatal(err)
 	}
