@@ -16,7 +16,7 @@ func BenchmarkInvoke(b *testing.B) {
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		return Echo.Invoke(ctx, in)
 	})
-	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler)})
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func BenchmarkInvoke(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer e.Stop(context.Background())
-	ctx := e.Context(context.Background())
+	ctx := engine.WithEngine(context.Background(), e)
 	in := EchoIn{Text: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
 	for _, c := range []struct {
 		name string

@@ -69,15 +69,15 @@ type callOptions struct {
 	timeout time.Duration
 }
 
-// Timeout bounds this call instead of Config.DefaultTimeout. The caller's
+// CallTimeout bounds this call instead of Config.CallTimeout. The caller's
 // context deadline, and the deadline of the message being handled, still
 // apply when earlier.
-func Timeout(d time.Duration) CallOption {
+func CallTimeout(d time.Duration) CallOption {
 	return func(o *callOptions) { o.timeout = d }
 }
 
 // Invoke sends in to the command's service and waits for its result. ctx
-// must come from a handler or from Engine.Context. Errors are *Error values:
+// must come from a handler or from WithEngine. Errors are *Error values:
 // the handler's own, or ErrInvalidInput, ErrPayloadTooLarge, ErrTimeout,
 // ErrNoHandler, ErrUnreachable, ErrShuttingDown; ErrNoEngine when ctx has no
 // engine; ctx.Err() when ctx is cancelled.
@@ -87,7 +87,7 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 	if err != nil {
 		return out, fmt.Errorf("invoke %s: %w", c.topic, err)
 	}
-	o := callOptions{timeout: e.cfg.DefaultTimeout}
+	o := callOptions{timeout: e.cfg.CallTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -142,7 +142,7 @@ func (ev *Event[T]) String() string { return ev.name }
 
 // Emit publishes payload to every subscribing service. It returns once the
 // bridge accepted the message (with no subscriber at all, that is at once).
-// ctx must come from a handler or from Engine.Context.
+// ctx must come from a handler or from WithEngine.
 func (ev *Event[T]) Emit(ctx context.Context, payload T) error {
 	e, err := engineFrom(ctx)
 	if err != nil {

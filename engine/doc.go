@@ -16,14 +16,19 @@
 // A Service has a name and a version; Handle and Subscribe attach handlers.
 // From inside a handler, SendWelcome.Invoke(ctx, in) and
 // UserCreated.Emit(ctx, ev) work with the handler's ctx; from outside, with
-// Engine.Context(ctx). A command may declare an event it emits on success
-// (EmitsOnSuccess): its result becomes the event's payload.
+// WithEngine(ctx, eng). A command may declare an event it emits on success
+// (EmitsOnSuccess): its result becomes the event's payload. An Invoke
+// waits at most Config.CallTimeout (30 s), or what its CallTimeout option
+// says.
 //
 // # What flows with every message
 //
 // Meta (message id, correlation id, causation id, W3C traceparent,
 // principal, tenant, deadline) is read from a handler's context with
-// MetaFrom and is derived automatically for every nested Invoke and Emit.
+// MetaFrom and is derived automatically for every nested Invoke and Emit;
+// WithMeta sets it at the edge, and TraceID gives the trace id of its
+// traceparent. RouteFrom says which service, handler, group and topic the
+// message being handled reached.
 //
 // PrincipalID and TenantID are claims carried as metadata, not verified
 // proofs: the engine believes what a message read from the broker says, so
@@ -47,13 +52,14 @@
 //
 // # Middleware
 //
-// Any Watermill message.HandlerMiddleware plugs in at three scopes:
-// Config.Middleware (every handler), Service.Use (one service) and the
-// Middleware option (one handler), run outermost first in that order. A
-// middleware sees the incoming message (with the handler context, so
-// MetaFrom works on msg.Context()) and, for commands, the reply message the
-// handler produced; an error it returns is answered to the caller like a
-// handler's error, so guards return ErrUnauthorized or ErrForbidden.
+// Any Watermill message.HandlerMiddleware plugs in at three scopes, with
+// one verb: Engine.Use (every handler; before Start, like Register),
+// Service.Use (one service) and the Use HandlerOption (one handler), run
+// outermost first in that order. A middleware sees the incoming message
+// (with the handler context, so MetaFrom and RouteFrom work on
+// msg.Context()) and, for commands, the reply message the handler
+// produced; an error it returns is answered to the caller like a handler's
+// error, so guards return ErrUnauthorized or ErrForbidden.
 //
 // # Lifecycle
 //
@@ -64,6 +70,12 @@
 // cancelled and the drain waits for them to return (a handler owns its
 // message until it returns); then connections close. Ready and Health
 // expose readiness and bridge connectivity.
+//
+// A program that owns its lifecycle calls Start and Stop instead of Run.
+// Config.SharedBridge runs the engine on a bridge the program opened
+// (shared by several engines, or a backend of its own); the engine never
+// closes it. Raw access to the bridge, for replay tools, is
+// Bridge().Publisher().
 //
 // Deadlines apply to awaited commands only: an event or a fire-and-forget
 // command is handled whenever it arrives, whatever deadline it carries.
@@ -79,4 +91,19 @@
 // Reliability.DeadLetters and acknowledged (see package deadletter for
 // listing and replaying). A command whose caller waits is neither retried
 // nor dead-lettered: the caller receives the error.
+//
+// # Vocabulary
+//
+// One word per concept, in this package and every other: a Config is a
+// struct of long-lived settings whose zero fields take documented defaults
+// and whose Validate reports every problem at once; a per-call or
+// per-declaration choice is a functional option, its type named for what
+// it configures (CallOption for Invoke, HandlerOption for Handle and
+// Subscribe); no struct is called Options. Every timeout is named for what
+// it bounds: CallTimeout (one call), DrainTimeout, ConnectTimeout,
+// Reliability.AttemptTimeout (one handler attempt), and a constant
+// Default<Name> holds its default (DefaultCallTimeout). Context helpers
+// are named the same way everywhere: With<Thing>(ctx, thing) returns a
+// context carrying thing (WithEngine, WithMeta, WithPublisher) and
+// <Thing>From(ctx) reads it (MetaFrom, RouteFrom).
 package engine

@@ -86,7 +86,7 @@ func TestStopWaitsForHandlersPastTheDrainDeadline(t *testing.T) {
 		return ctx.Err()
 	})
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: 100 * time.Millisecond}, svc)
-	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	<-entered
@@ -108,7 +108,7 @@ func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
 		return ctx.Err()
 	})
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour}, svc)
-	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	<-entered
@@ -139,7 +139,7 @@ func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 		return Echo.Invoke(ctx, in) // nobody serves echo: waits until cancelled
 	})
 	sink := &testenv.LogBuffer{}
-	server, err := engine.New(engine.Config{Transport: bus, DrainTimeout: 100 * time.Millisecond,
+	server, err := engine.New(engine.Config{SharedBridge: bus, DrainTimeout: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 	caller, _ := start(t, bus, engine.Config{})
 	result := make(chan error, 1)
 	go func() {
-		_, err := Nested.Invoke(caller.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(10*time.Second))
+		_, err := Nested.Invoke(engine.WithEngine(t.Context(), caller), EchoIn{Text: "x"}, engine.CallTimeout(10*time.Second))
 		result <- err
 	}()
 	<-entered
@@ -198,7 +198,7 @@ func TestStopDuringStart(t *testing.T) {
 	for _, n := range []int{1, 2} { // held: the reply subscription, the first handler's
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			hb := &heldBridge{Bridge: inproc.New(inproc.Options{}), n: n, held: make(chan struct{}), release: make(chan struct{})}
-			e, err := engine.New(engine.Config{Transport: hb, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
+			e, err := engine.New(engine.Config{SharedBridge: hb, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -218,7 +218,7 @@ func TestStopDuringStart(t *testing.T) {
 			if s := e.State(); s != engine.StateStopped {
 				t.Errorf("state %s after Stop and Start returned", s)
 			}
-			if _, err := Echo.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}); err == nil {
+			if _, err := Echo.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err == nil {
 				t.Error("a stopped engine answered a call")
 			}
 		})

@@ -34,14 +34,16 @@ type Config struct {
 	// the in-process one are linked in by importing their package, or all of
 	// them with bridge/all. Examples read it from $SWITCHBOARD_BRIDGE.
 	Bridge string
-	// Transport, when set, is used instead of opening Bridge; the engine
-	// does not close it. Use it to share one connection between engines or
-	// to plug in your own backend.
-	Transport bridge.Bridge
+	// SharedBridge, when set, is a bridge the caller opened and owns: the
+	// engine uses it instead of opening Bridge, and never closes it. Use it
+	// to share one connection between engines or to plug in your own
+	// backend. Set Bridge or SharedBridge, not both.
+	SharedBridge bridge.Bridge
 	// Logger receives the engine's logs. Default: slog.Default().
 	Logger *slog.Logger
-	// DefaultTimeout bounds an Invoke without its own Timeout. Default 30 s.
-	DefaultTimeout time.Duration
+	// CallTimeout bounds an Invoke without its own CallTimeout option.
+	// Default 30 s (DefaultCallTimeout).
+	CallTimeout time.Duration
 	// DrainTimeout bounds how long Stop waits for in-flight handlers.
 	// Default 10 s.
 	DrainTimeout time.Duration
@@ -50,9 +52,10 @@ type Config struct {
 	// MaxPayloadBytes is the largest payload sent or accepted. Default 1 MiB.
 	// When the bridge carries less (Capabilities.MaxMessageBytes: NATS's
 	// max_payload counts headers), the engine's limit is that less room for
-	// the most metadata a message may have (envelope.MaxMetadataBytes), so
-	// that every payload within it can be published; Engine.MaxPayloadBytes
-	// returns the limit in force. Input over it is a 413 at the call.
+	// the most metadata a message may have (16 KiB, see
+	// ErrMetadataTooLarge), so that every payload within it can be
+	// published; Engine.MaxPayloadBytes returns the limit in force. Input
+	// over it is a 413 at the call.
 	MaxPayloadBytes int
 	// CommandConcurrency is the default number of messages one command
 	// handler processes at once per instance. Default 16.
@@ -60,8 +63,6 @@ type Config struct {
 	// AllowUnknownFields accepts payload fields the input type lacks, for
 	// every handler. Default false: they are a 400.
 	AllowUnknownFields bool
-	// Middleware runs around every handler of every service, outermost.
-	Middleware []message.HandlerMiddleware
 	// HandleSignals makes Run stop on SIGINT and SIGTERM as well as on
 	// context cancellation. Default false for libraries; the examples set it.
 	HandleSignals bool
@@ -134,7 +135,7 @@ func (r Reliability) Validate() error {
 
 // Defaults for Config's zero fields.
 const (
-	DefaultTimeout            = 30 * time.Second
+	DefaultCallTimeout        = 30 * time.Second
 	DefaultDrainTimeout       = 10 * time.Second
 	DefaultConnectTimeout     = 10 * time.Second
 	DefaultMaxPayloadBytes    = 1 << 20
@@ -144,7 +145,7 @@ const (
 // Validate reports every problem in c.
 func (c Config) Validate() error {
 	var errs []error
-	for name, d := range map[string]time.Duration{"DefaultTimeout": c.DefaultTimeout, "DrainTimeout": c.DrainTimeout, "ConnectTimeout": c.ConnectTimeout} {
+	for name, d := range map[string]time.Duration{"CallTimeout": c.CallTimeout, "DrainTimeout": c.DrainTimeout, "ConnectTimeout": c.ConnectTimeout} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s is negative (%s)", name, d))
 		}
@@ -155,8 +156,8 @@ func (c Config) Validate() error {
 	if c.CommandConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("CommandConcurrency is negative (%d)", c.CommandConcurrency))
 	}
-	if c.Bridge != "" && c.Transport != nil {
-		errs = append(errs, errors.New("both Bridge and Transport are set; set one"))
+	if c.Bridge != "" && c.SharedBridge != nil {
+		errs = append(errs, errors.New("both Bridge and SharedBridge are set; set one"))
 	}
 	if c.InstanceID != "" {
 		if err := router.ValidName("instance", c.InstanceID); err != nil {
@@ -165,11 +166,6 @@ func (c Config) Validate() error {
 	}
 	if err := c.Reliability.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("reliability: %w", err))
-	}
-	for i, mw := range c.Middleware {
-		if mw == nil {
-			errs = append(errs, fmt.Errorf("middleware %d of Config.Middleware is nil", i))
-		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("switchboard: invalid config: %w", err)
@@ -181,8 +177,8 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.DefaultTimeout == 0 {
-		c.DefaultTimeout = DefaultTimeout
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
@@ -233,13 +229,14 @@ var ErrNotReady = errors.New("switchboard: engine not ready")
 type Engine struct {
 	cfg      Config
 	log      *slog.Logger
-	codec    codec
+	codec    payloadCodec
 	b        bridge.Bridge
 	ownsB    bool
 	calls    *dispatch.Calls
 	mu       sync.Mutex
 	state    State
 	services []*Service
+	mws      []message.HandlerMiddleware // Use: around every handler
 	rt       *dispatch.Router
 	stopRep  func()
 	ready    chan struct{}
@@ -261,7 +258,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	b, owns := cfg.Transport, false
+	b, owns := cfg.SharedBridge, false
 	if b == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
 		defer cancel()
@@ -285,7 +282,7 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg:      cfg,
 		log:      cfg.Logger.With("engine", cfg.InstanceID),
-		codec:    codec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
+		codec:    payloadCodec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
 		b:        b,
 		ownsB:    owns,
 		calls:    dispatch.NewCalls(),
@@ -362,6 +359,35 @@ func (e *Engine) Register(services ...*Service) error {
 	return nil
 }
 
+// Use adds middleware around every handler of every service, outermost of
+// the three scopes: the engine's (Use), then each service's (Service.Use),
+// then each handler's (the Use HandlerOption); within a scope the first
+// added runs first. Like Register, it must be called before Start or Run. A
+// nil middleware is refused, and then none of mw is added.
+func (e *Engine) Use(mw ...message.HandlerMiddleware) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state != StateNew {
+		return fmt.Errorf("switchboard: Use after Start (engine is %s)", e.state)
+	}
+	if err := nilMiddleware(mw); err != nil {
+		return fmt.Errorf("switchboard: Use: %w", err)
+	}
+	e.mws = append(e.mws, mw...)
+	return nil
+}
+
+// nilMiddleware reports every nil entry of mw.
+func nilMiddleware(mw []message.HandlerMiddleware) error {
+	var errs []error
+	for i, m := range mw {
+		if m == nil {
+			errs = append(errs, fmt.Errorf("middleware %d of %d is nil", i+1, len(mw)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Services returns the registered services as "<name>.v<version>", in
 // registration order.
 func (e *Engine) Services() []string {
@@ -382,21 +408,6 @@ func (e *Engine) UnsolicitedReplies() uint64 { return e.calls.Unsolicited() }
 
 // Bridge returns the engine's bridge.
 func (e *Engine) Bridge() bridge.Bridge { return e.b }
-
-// Context returns ctx carrying the engine, for Invoke and Emit from outside
-// any handler (a main, a test, an HTTP handler).
-func (e *Engine) Context(ctx context.Context) context.Context {
-	return context.WithValue(ctx, engineKey{}, e)
-}
-
-type engineKey struct{}
-
-func engineFrom(ctx context.Context) (*Engine, error) {
-	if e, ok := ctx.Value(engineKey{}).(*Engine); ok {
-		return e, nil
-	}
-	return nil, ErrNoEngine
-}
 
 // State returns the engine's lifecycle stage.
 func (e *Engine) State() State {

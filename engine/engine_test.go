@@ -50,7 +50,7 @@ var (
 func start(t *testing.T, bus bridge.Bridge, cfg engine.Config, services ...*engine.Service) (*engine.Engine, *testenv.LogBuffer) {
 	t.Helper()
 	sink := &testenv.LogBuffer{}
-	cfg.Transport = bus
+	cfg.SharedBridge = bus
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -91,7 +91,7 @@ func TestRoundTripAndMetadataFlow(t *testing.T) {
 
 	edge := engine.Meta{CorrelationID: "corr-1", PrincipalID: "alice", TenantID: "acme",
 		Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-	ctx, cancel := context.WithTimeout(engine.WithMeta(e.Context(t.Context()), edge), 5*time.Second)
+	ctx, cancel := context.WithTimeout(engine.WithMeta(engine.WithEngine(t.Context(), e), edge), 5*time.Second)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	out, err := Nested.Invoke(ctx, EchoIn{Text: "hi", Count: 2})
@@ -118,7 +118,7 @@ func TestRoundTripAndMetadataFlow(t *testing.T) {
 
 func TestEdgeCallStartsNewConversation(t *testing.T) {
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService())
-	out, err := Echo.Invoke(e.Context(t.Context()), EchoIn{Text: "x"})
+	out, err := Echo.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestErrorsCrossTheWire(t *testing.T) {
 		return EchoOut{}, fmt.Errorf("looking up: %w", engine.ErrNotFound)
 	})
 	e, logs := start(t, inproc.New(inproc.Options{}), engine.Config{}, svc)
-	ctx := e.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), e)
 
 	_, err := handled.Invoke(ctx, EchoIn{Text: "a"})
 	var ee *engine.Error
@@ -202,24 +202,24 @@ func TestTimeouts(t *testing.T) {
 			return EchoOut{}, ctx.Err()
 		}
 	}, engine.Concurrency(1))
-	e, logs := start(t, inproc.New(inproc.Options{}), engine.Config{DefaultTimeout: 300 * time.Millisecond}, svc, echoService())
+	e, logs := start(t, inproc.New(inproc.Options{}), engine.Config{CallTimeout: 300 * time.Millisecond}, svc, echoService())
 	var releaseOnce sync.Once
 	free := func() { releaseOnce.Do(func() { close(release) }) }
 	defer free()
-	ctx := e.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), e)
 
 	// default timeout
 	if _, err := slow.Invoke(ctx, EchoIn{Text: "a", Count: 2000}); !errors.Is(err, engine.ErrTimeout) {
 		t.Errorf("default timeout: %v", err)
 	}
 	// per-call timeout overrides the default
-	if out, err := slow.Invoke(ctx, EchoIn{Text: "b", Count: 500}, engine.Timeout(3*time.Second)); err != nil || out.Text != "b" {
+	if out, err := slow.Invoke(ctx, EchoIn{Text: "b", Count: 500}, engine.CallTimeout(3*time.Second)); err != nil || out.Text != "b" {
 		t.Errorf("per-call timeout: %v %v", out, err)
 	}
 	// the caller's context deadline wins when earlier
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := slow.Invoke(short, EchoIn{Text: "c", Count: 2000}, engine.Timeout(5*time.Second)); !errors.Is(err, engine.ErrTimeout) {
+	if _, err := slow.Invoke(short, EchoIn{Text: "c", Count: 2000}, engine.CallTimeout(5*time.Second)); !errors.Is(err, engine.ErrTimeout) {
 		t.Errorf("context deadline: %v", err)
 	}
 	// a cancelled context is not a timeout
@@ -235,7 +235,7 @@ func TestTimeouts(t *testing.T) {
 		t.Errorf("hung handler: %v", err)
 	}
 	free()
-	if out, err := slow.Invoke(ctx, EchoIn{Text: "next", Count: 1}, engine.Timeout(3*time.Second)); err != nil || out.Text != "next" {
+	if out, err := slow.Invoke(ctx, EchoIn{Text: "next", Count: 1}, engine.CallTimeout(3*time.Second)); err != nil || out.Text != "next" {
 		t.Errorf("after a hung handler: %v %v", out, err)
 	}
 	if _, err := Echo.Invoke(ctx, EchoIn{Text: "other"}); err != nil {
@@ -259,7 +259,7 @@ func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
 func TestNoHandlerAndNoEngine(t *testing.T) {
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService())
 	missing := engine.NewCommand[EchoIn, EchoOut]("ghost", "1", "boo")
-	_, err := missing.Invoke(e.Context(t.Context()), EchoIn{Text: "a"})
+	_, err := missing.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "a"})
 	if !errors.Is(err, engine.ErrNoHandler) || !errors.Is(err, engine.ErrUnavailable) || errors.Is(err, engine.ErrCircuitOpen) {
 		t.Errorf("missing handler: %v", err)
 	}
@@ -336,7 +336,7 @@ func TestBadInputGetsAClearAnswer(t *testing.T) {
 		})
 	}
 	// The caller's side refuses invalid and oversized input before sending.
-	ctx := e.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), e)
 	if _, err := Echo.Invoke(ctx, EchoIn{Text: "invalid"}); !errors.Is(err, engine.ErrInvalidInput) {
 		t.Errorf("caller-side Validate: %v", err)
 	}
@@ -364,6 +364,11 @@ func TestUnknownFieldPolicy(t *testing.T) {
 	}
 }
 
+// TestMiddlewareScopes: middleware runs at three scopes, outermost first:
+// the engine's (Engine.Use), the service's (Service.Use), the handler's
+// (the Use option); a guard answers the caller, a shaping middleware edits
+// the reply. Engine.Use is refused once the engine has started, like
+// Register, and then adds nothing.
 func TestMiddlewareScopes(t *testing.T) {
 	var mu sync.Mutex
 	var order []string
@@ -394,10 +399,23 @@ func TestMiddlewareScopes(t *testing.T) {
 			return out, err
 		}
 	}
-	svc := echoService(engine.Middleware(mark("command"), guard, shape))
+	svc := echoService(engine.Use(mark("handler"), guard, shape))
 	svc.Use(mark("service"))
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Middleware: []message.HandlerMiddleware{mark("global")}}, svc)
-	ctx := e.Context(t.Context())
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Use(mark("engine")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Stop(context.Background()) })
+	ctx := engine.WithEngine(t.Context(), e)
 
 	if _, err := Echo.Invoke(ctx, EchoIn{Text: "a"}); !errors.Is(err, engine.ErrUnauthorized) {
 		t.Fatalf("guard: %v", err)
@@ -409,10 +427,56 @@ func TestMiddlewareScopes(t *testing.T) {
 	if out.Text != "ABC" {
 		t.Errorf("shaping middleware: Text = %q", out.Text)
 	}
+
+	if err := e.Use(mark("late")); err == nil || !strings.Contains(err.Error(), "Use after Start") {
+		t.Errorf("Use after Start: %v, want an error", err)
+	}
+	if _, err := Echo.Invoke(engine.WithMeta(ctx, engine.Meta{PrincipalID: "bob"}), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if got := strings.Join(order, ","); got != "global,service,command,global,service,command" {
+	if got := strings.Join(order, ","); got != "engine,service,handler,engine,service,handler,engine,service,handler" {
 		t.Errorf("order %s", got)
+	}
+}
+
+// TestUseRefusesNilMiddleware: a nil middleware is an error at every
+// scope (Engine.Use at once, adding none of its arguments; Service.Use and
+// the Use option at Register), not a panic when the engine starts.
+func TestUseRefusesNilMiddleware(t *testing.T) {
+	var ran atomic.Int32
+	counted := func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) { ran.Add(1); return h(msg) }
+	}
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Use(counted, nil); err == nil || !strings.Contains(err.Error(), "middleware 2 of 2 is nil") {
+		t.Errorf("Use(mw, nil): %v, want an error naming the second", err)
+	}
+	bad := echoService(engine.Use(nil))
+	bad.Use(counted, nil)
+	err = e.Register(bad)
+	for _, want := range []string{"echo.v1: in Service.Use: middleware 2 of 2 is nil", "echo: in the Use option: middleware 1 of 1 is nil"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Register does not report %q: %v", want, err)
+		}
+	}
+
+	if err := e.Register(echoService()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Stop(context.Background()) })
+	if _, err := Echo.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ran.Load(); n != 0 {
+		t.Errorf("a middleware from a refused Use ran %d times", n)
 	}
 }
 
@@ -433,7 +497,7 @@ func TestSuccessEventAndSubscriptions(t *testing.T) {
 	}
 	// echo v1 and v2 side by side, two subscribing services
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService(), v2, listen("a"), listen("b"))
-	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{PrincipalID: "p"})
+	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{PrincipalID: "p"})
 	if _, err := announce.Invoke(ctx, EchoIn{Text: "hey"}); err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +535,7 @@ func TestSubscriptionRedeliveredAfterError(t *testing.T) {
 		return nil
 	})
 	e, _ := start(t, inproc.New(inproc.Options{NackDelay: time.Millisecond}), engine.Config{}, s)
-	if err := Echoed.Emit(e.Context(t.Context()), EchoOut{Text: "x"}); err != nil {
+	if err := Echoed.Emit(engine.WithEngine(t.Context(), e), EchoOut{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -498,7 +562,7 @@ func TestConcurrencyOption(t *testing.T) {
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, svc)
 	var wg sync.WaitGroup
 	for range 2 * n {
-		wg.Go(func() { _, _ = cmd.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}) })
+		wg.Go(func() { _, _ = cmd.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}) })
 	}
 	for deadline := time.Now().Add(5 * time.Second); inFlight.Load() < n; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -524,7 +588,7 @@ func TestLifecycle(t *testing.T) {
 		<-release
 		return EchoOut{Text: "done"}, nil
 	})
-	srv, err := engine.New(engine.Config{Transport: bus, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := engine.New(engine.Config{SharedBridge: bus, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +608,7 @@ func TestLifecycle(t *testing.T) {
 	caller, _ := start(t, bus, engine.Config{})
 	reply := make(chan error, 1)
 	go func() {
-		out, err := cmd.Invoke(caller.Context(t.Context()), EchoIn{Text: "x"})
+		out, err := cmd.Invoke(engine.WithEngine(t.Context(), caller), EchoIn{Text: "x"})
 		if err == nil && out.Text != "done" {
 			err = fmt.Errorf("got %q", out.Text)
 		}
@@ -569,7 +633,7 @@ func TestLifecycle(t *testing.T) {
 
 	// Stop with nothing in flight is quick (Watermill's router alone would
 	// wait its whole close timeout if it never ran: #697).
-	idle, err := engine.New(engine.Config{Transport: bus, Logger: slog.New(slog.DiscardHandler)})
+	idle, err := engine.New(engine.Config{SharedBridge: bus, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,7 +648,7 @@ func TestLifecycle(t *testing.T) {
 	if d := time.Since(began); d > time.Second {
 		t.Errorf("idle Stop took %s", d)
 	}
-	neverRan, _ := engine.New(engine.Config{Transport: bus})
+	neverRan, _ := engine.New(engine.Config{SharedBridge: bus})
 	began = time.Now()
 	if err := neverRan.Stop(t.Context()); err != nil || time.Since(began) > time.Second {
 		t.Errorf("Stop of a never-started engine: %v after %s", err, time.Since(began))
@@ -592,8 +656,8 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestConfigAndRegistrationErrors(t *testing.T) {
-	err := engine.Config{DefaultTimeout: -1, DrainTimeout: -1, MaxPayloadBytes: -5, CommandConcurrency: -1, InstanceID: "bad id!", Bridge: "nats://x", Transport: inproc.New(inproc.Options{})}.Validate()
-	for _, want := range []string{"DefaultTimeout", "DrainTimeout", "MaxPayloadBytes", "CommandConcurrency", "instance name", "both Bridge and Transport"} {
+	err := engine.Config{CallTimeout: -1, DrainTimeout: -1, MaxPayloadBytes: -5, CommandConcurrency: -1, InstanceID: "bad id!", Bridge: "nats://x", SharedBridge: inproc.New(inproc.Options{})}.Validate()
+	for _, want := range []string{"CallTimeout", "DrainTimeout", "MaxPayloadBytes", "CommandConcurrency", "instance name", "both Bridge and SharedBridge"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %s: %v", want, err)
 		}
@@ -605,7 +669,7 @@ func TestConfigAndRegistrationErrors(t *testing.T) {
 		t.Errorf("bad URL: %v", err)
 	}
 
-	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{})})
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +721,7 @@ func TestWithPublisherRedirectsEmitAndSend(t *testing.T) {
 	engine.Subscribe(s, Echoed, func(ctx context.Context, ev EchoOut) error { got <- ev.Text; return nil })
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, s, echoService())
 	rec := &recordingPublisher{}
-	ctx := engine.WithPublisher(e.Context(t.Context()), rec)
+	ctx := engine.WithPublisher(engine.WithEngine(t.Context(), e), rec)
 	if err := Echoed.Emit(ctx, EchoOut{Text: "via outbox"}); err != nil {
 		t.Fatal(err)
 	}

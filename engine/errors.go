@@ -35,9 +35,8 @@ var (
 	// ErrPayloadTooLarge: the payload exceeds the engine's limit
 	// (Engine.MaxPayloadBytes), or the message what the bridge carries (413).
 	ErrPayloadTooLarge = &Error{Code: http.StatusRequestEntityTooLarge, Message: "payload too large"}
-	// ErrMetadataTooLarge: the message's metadata exceeds the limits of
-	// package envelope (MaxMetadataKeys, MaxMetadataEntryBytes,
-	// MaxMetadataBytes) (431).
+	// ErrMetadataTooLarge: the message's metadata exceeds its limits: 64
+	// entries, 4 KiB per entry (key plus value), 16 KiB in all (431).
 	ErrMetadataTooLarge = &Error{Code: http.StatusRequestHeaderFieldsTooLarge, Message: "metadata too large"}
 	// ErrUnprocessable: well-formed input the business rules refuse (422).
 	ErrUnprocessable = &Error{Code: http.StatusUnprocessableEntity, Message: "unprocessable"}
@@ -64,9 +63,9 @@ var (
 	ErrTimeout = &Error{Code: http.StatusGatewayTimeout, Reason: "timeout", Message: "timed out"}
 )
 
-// ErrNoEngine is returned by Invoke and Emit when ctx carries no engine: call
-// them from a handler, or with a context from Engine.Context.
-var ErrNoEngine = errors.New("switchboard: context carries no engine (call from a handler, or use Engine.Context)")
+// ErrNoEngine is returned by Invoke, Send and Emit when ctx carries no
+// engine: call them from a handler, or with a context from WithEngine.
+var ErrNoEngine = errors.New("switchboard: context carries no engine (call from a handler, or use engine.WithEngine)")
 
 // NewError returns an *Error with code and a formatted message.
 func NewError(code int, format string, args ...any) *Error {

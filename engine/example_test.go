@@ -49,10 +49,10 @@ func Example() {
 	}
 	defer eng.Stop(ctx)
 
-	out, err := Greet.Invoke(eng.Context(ctx), GreetIn{Name: "Ada"})
+	out, err := Greet.Invoke(engine.WithEngine(ctx, eng), GreetIn{Name: "Ada"})
 	fmt.Println(out.Text, err)
 
-	_, err = Greet.Invoke(eng.Context(ctx), GreetIn{})
+	_, err = Greet.Invoke(engine.WithEngine(ctx, eng), GreetIn{})
 	fmt.Println(errors.Is(err, engine.ErrInvalidInput), err)
 	// Output:
 	// Hello, Ada <nil>

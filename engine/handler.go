@@ -74,50 +74,6 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 	}
 }
 
-// Publisher returns a publisher on the engine's bridge for messages a
-// handler builds itself: each message published through it is stamped as
-// caused by the message handled in its context (msg.SetContext(ctx) with
-// the handler's ctx) — correlation, causation, principal, tenant and a child
-// trace span — unless it already carries a correlation id. Metadata the
-// caller set is kept. A message whose metadata is over package envelope's
-// limits is refused with ErrMetadataTooLarge (431), and none of msgs is
-// sent. Use it instead of Bridge().Publisher(), which sends messages
-// exactly as given.
-func (e *Engine) Publisher() message.Publisher { return propagating{e} }
-
-type propagating struct{ e *Engine }
-
-func (p propagating) Publish(topic string, msgs ...*message.Message) error {
-	var finishes []func(error)
-	for _, m := range msgs {
-		if m.Metadata.Get(envelope.KeyCorrelationID) != "" {
-			continue
-		}
-		own := m.Metadata
-		m.Metadata = message.Metadata{}
-		finishes = append(finishes, p.e.stamp(m.Context(), m, topic, envelope.KindEvent, time.Time{}))
-		for k, v := range own {
-			m.Metadata.Set(k, v)
-		}
-	}
-	var err error
-	for _, m := range msgs {
-		if cerr := envelope.CheckMetadata(m.Metadata); cerr != nil {
-			err = cerr // the receiver would refuse it: say so before sending any
-			break
-		}
-	}
-	if err == nil {
-		err = p.e.b.Publisher().Publish(topic, msgs...)
-	}
-	for _, f := range finishes {
-		f(err)
-	}
-	return err
-}
-
-func (propagating) Close() error { return nil }
-
 // publish sends msg to topic, ending its span.
 func (e *Engine) publish(topic string, msg *message.Message, finish func(error)) error {
 	err := e.b.Publisher().Publish(topic, msg)
@@ -135,7 +91,7 @@ func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout
 		return nil, with(ErrUnavailable, fmt.Sprintf("calling %s: engine is %s", topic, s), nil)
 	}
 	if timeout <= 0 {
-		timeout = e.cfg.DefaultTimeout
+		timeout = e.cfg.CallTimeout
 	}
 	cb := e.breaker(topic)
 	attempt := func() ([]byte, error) {
@@ -335,7 +291,7 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		return []*message.Message{reply}, nil
 	}
 	chain := message.HandlerFunc(inner)
-	mws := append(e.reliability(r, route, log), e.cfg.Middleware...)
+	mws := append(e.reliability(r, route, log), e.mws...)
 	mws = append(append(mws, s.middleware...), r.middleware...)
 	for i := len(mws) - 1; i >= 0; i-- {
 		chain = mws[i](chain)
@@ -455,7 +411,7 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 // and Route, ending at meta's deadline (the caller clears it on messages
 // nobody awaits) or when a drain runs out of time.
 func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
-	ctx := envelope.WithRoute(envelope.WithMeta(e.Context(context.WithoutCancel(parent)), meta), route)
+	ctx := envelope.WithRoute(envelope.WithMeta(WithEngine(context.WithoutCancel(parent), e), meta), route)
 	var cancelDeadline context.CancelFunc = func() {}
 	if !meta.Deadline.IsZero() {
 		ctx, cancelDeadline = context.WithDeadline(ctx, meta.Deadline)

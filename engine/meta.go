@@ -33,6 +33,43 @@ func WithMeta(ctx context.Context, m Meta) context.Context {
 	return envelope.WithMeta(ctx, m)
 }
 
+// Route says where the message being handled was going: the service and
+// handler it reached, the consumer group, the topic, its kind ("command" or
+// "event") and whether a caller waits for its reply. The engine puts it in
+// every handler's context, before any middleware runs; middleware that
+// records or routes messages reads it with RouteFrom.
+type Route = envelope.Route
+
+// RouteFrom returns the Route of the message being handled in ctx, and
+// false outside a handler.
+func RouteFrom(ctx context.Context) (Route, bool) {
+	return envelope.RouteFrom(ctx)
+}
+
+// TraceID returns the trace id (32 lower-case hex digits) of a W3C
+// traceparent such as Meta.Traceparent, or "" when traceparent is not a
+// valid one. Logs and stored records use it to point at the trace.
+func TraceID(traceparent string) string {
+	return envelope.TraceID(traceparent)
+}
+
+// WithEngine returns ctx carrying eng, for Invoke, Send and Emit from
+// outside any handler (a main, a test, an HTTP handler). A handler's
+// context carries its engine already.
+func WithEngine(ctx context.Context, eng *Engine) context.Context {
+	return context.WithValue(ctx, engineKey{}, eng)
+}
+
+type engineKey struct{}
+
+// engineFrom returns the engine ctx carries, or ErrNoEngine.
+func engineFrom(ctx context.Context) (*Engine, error) {
+	if e, ok := ctx.Value(engineKey{}).(*Engine); ok && e != nil {
+		return e, nil
+	}
+	return nil, ErrNoEngine
+}
+
 type publisherKey struct{}
 
 // WithPublisher returns ctx whose Emit and Send go through pub instead of

@@ -28,7 +28,7 @@ func TestHugeTracestateIsNotCopied(t *testing.T) {
 	front := engine.NewService("front", "1")
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) { return Echo.Invoke(ctx, in) })
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{MaxPayloadBytes: 1024}, front, echoService())
-	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{Traceparent: testTraceparent, Tracestate: "k=" + strings.Repeat("v", 8<<20)})
+	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{Traceparent: testTraceparent, Tracestate: "k=" + strings.Repeat("v", 8<<20)})
 	out, err := Nested.Invoke(ctx, EchoIn{Text: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -69,12 +69,15 @@ func TestOversizedMetadataIsAnswered(t *testing.T) {
 			t.Errorf("%s: the error reply carries the oversized principal", name)
 		}
 	}
-	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{PrincipalID: big})
+	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{PrincipalID: big})
 	if _, err := Echo.Invoke(ctx, EchoIn{Text: "x"}); !errors.Is(err, engine.ErrMetadataTooLarge) {
 		t.Errorf("Invoke with an oversized principal: %v, want ErrMetadataTooLarge", err)
 	}
 	if err := Echo.Send(ctx, EchoIn{Text: "x"}); !errors.Is(err, engine.ErrMetadataTooLarge) {
 		t.Errorf("Send with an oversized principal: %v, want ErrMetadataTooLarge", err)
+	}
+	if err := Echoed.Emit(ctx, EchoOut{Text: "x"}); !errors.Is(err, engine.ErrMetadataTooLarge) {
+		t.Errorf("Emit with an oversized principal: %v, want ErrMetadataTooLarge", err)
 	}
 	if n := runs.Load(); n != 0 {
 		t.Errorf("the handler ran %d times", n)
@@ -100,34 +103,6 @@ func TestOversizedMetadataEventIsDeadLettered(t *testing.T) {
 	r := deadLetters(t, store)[0]
 	if r.ErrorKind != deadletter.KindPermanent || !strings.Contains(r.Error, "431") || runs.Load() != 0 {
 		t.Errorf("dead letter %s %q, handler runs %d", r.ErrorKind, r.Error, runs.Load())
-	}
-}
-
-// TestPublisherChecksMetadata: a message built by hand and sent through
-// Engine.Publisher is refused at the call when its metadata is over a
-// limit (the receiver would dead-letter it), stamped or not.
-func TestPublisherChecksMetadata(t *testing.T) {
-	var runs atomic.Int32
-	svc := engine.NewService("jobs", "1")
-	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { runs.Add(1); return nil })
-	store := deadletter.NewMemory()
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
-	for name, corr := range map[string]string{"stamped": "", "own correlation": "c1"} {
-		msg := message.NewMessage(watermill.NewUUID(), []byte(`{"text":"x"}`))
-		msg.SetContext(e.Context(t.Context()))
-		if corr != "" {
-			msg.Metadata.Set(envelope.KeyCorrelationID, corr)
-		}
-		for i := range envelope.MaxMetadataKeys {
-			msg.Metadata.Set(fmt.Sprintf("k%d", i), "v")
-		}
-		if err := e.Publisher().Publish("event."+Job.String(), msg); !errors.Is(err, engine.ErrMetadataTooLarge) {
-			t.Errorf("%s: Publish: %v, want ErrMetadataTooLarge", name, err)
-		}
-	}
-	time.Sleep(200 * time.Millisecond)
-	if n, d := runs.Load(), len(deadLetters(t, store)); n != 0 || d != 0 {
-		t.Errorf("handler runs %d, dead letters %d: the messages were sent", n, d)
 	}
 }
 

@@ -46,7 +46,7 @@ func TestPermanentErrorIsDeadLetteredAfterOneAttempt(t *testing.T) {
 	})
 	store := deadletter.NewMemory()
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
-	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{CorrelationID: "c-42", TenantID: "acme"})
+	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{CorrelationID: "c-42", TenantID: "acme"})
 	if err := Job.Emit(ctx, EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestTransientFailuresAreRetriedThenDeadLettered(t *testing.T) {
 		Breaker:       middleware.Breaker{Disabled: true},
 	}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
-	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "a dead letter", func() bool { return len(deadLetters(t, store)) == 1 })
@@ -107,7 +107,7 @@ func TestReplayAfterTheFix(t *testing.T) {
 	store := deadletter.NewMemory()
 	bus := inproc.New(inproc.Options{})
 	e, _ := start(t, bus, engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc, other)
-	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "a dead letter", func() bool { return len(deadLetters(t, store)) == 1 })
@@ -145,7 +145,7 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 			OnStateChange: func(_ string, _, to gobreaker.State) { states <- to }},
 	}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
-	ctx := e.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), e)
 	const n = 10
 	for i := range n {
 		if err := Job.Emit(ctx, EchoIn{Count: i}); err != nil {
@@ -192,8 +192,8 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 		Retry:       middleware.Retry{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond},
 		CallBreaker: middleware.Breaker{ConsecutiveFailures: 3, OpenFor: 200 * time.Millisecond},
 	}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, DefaultTimeout: 50 * time.Millisecond}, svc)
-	ctx := e.Context(t.Context())
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, CallTimeout: 50 * time.Millisecond}, svc)
+	ctx := engine.WithEngine(t.Context(), e)
 
 	// An idempotent command is retried by the caller: 3 attempts, then the
 	// timeout; those 3 failures open its circuit.
@@ -233,7 +233,7 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 		return EchoOut{}, engine.ErrUnavailable
 	})
 	e2, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, rs)
-	if _, err := refuse.Invoke(e2.Context(t.Context()), EchoIn{}); !errors.Is(err, engine.ErrUnavailable) {
+	if _, err := refuse.Invoke(engine.WithEngine(t.Context(), e2), EchoIn{}); !errors.Is(err, engine.ErrUnavailable) {
 		t.Errorf("handled 503: %v", err)
 	}
 	if calls.Load() != 1 {
@@ -265,7 +265,7 @@ func TestSendDoesNotInheritTheCallersDeadline(t *testing.T) {
 	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 1},
 		Redelivery: middleware.Retry{InitialInterval: 300 * time.Millisecond, RandomizationFactor: -1}}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
-	if _, err := front.Invoke(e.Context(t.Context()), EchoIn{}, engine.Timeout(100*time.Millisecond)); err != nil {
+	if _, err := front.Invoke(engine.WithEngine(t.Context(), e), EchoIn{}, engine.CallTimeout(100*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the redelivered command to be handled", func() bool { return done.Load() == 1 })
@@ -282,9 +282,9 @@ func TestIdempotentCallDeadlineIsATimeout(t *testing.T) {
 	})
 	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 10, InitialInterval: 10 * time.Millisecond}, CallBreaker: middleware.Breaker{Disabled: true}}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
-	ctx, cancel := context.WithTimeout(e.Context(t.Context()), 250*time.Millisecond)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), e), 250*time.Millisecond)
 	defer cancel()
-	if _, err := cmd.Invoke(ctx, EchoIn{}, engine.Timeout(100*time.Millisecond)); !errors.Is(err, engine.ErrTimeout) {
+	if _, err := cmd.Invoke(ctx, EchoIn{}, engine.CallTimeout(100*time.Millisecond)); !errors.Is(err, engine.ErrTimeout) {
 		t.Errorf("got %v, want ErrTimeout", err)
 	}
 }
@@ -317,7 +317,7 @@ func TestLargeResultOfFireAndForgetCommand(t *testing.T) {
 				Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
 			}
 			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{MaxPayloadBytes: 1024, Reliability: rel}, s)
-			if err := c.cmd.Send(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
+			if err := c.cmd.Send(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 				t.Fatal(err)
 			}
 			waitUntil(t, "the handler to run", func() bool { return runs.Load() > 0 })

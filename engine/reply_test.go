@@ -187,9 +187,9 @@ func TestPayloadsWithinTheServersLimit(t *testing.T) {
 	if lim := e.MaxPayloadBytes(); lim >= engine.DefaultMaxPayloadBytes || lim <= engine.DefaultMaxPayloadBytes-64<<10 {
 		t.Errorf("MaxPayloadBytes = %d, want a little under the server's 1 MiB", lim)
 	}
-	ctx := e.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), e)
 	for range 8 { // more than the breaker's 5 consecutive failures
-		_, err := cmd.Invoke(ctx, EchoIn{Text: strings.Repeat("q", engine.DefaultMaxPayloadBytes-200)}, engine.Timeout(5*time.Second))
+		_, err := cmd.Invoke(ctx, EchoIn{Text: strings.Repeat("q", engine.DefaultMaxPayloadBytes-200)}, engine.CallTimeout(5*time.Second))
 		if !errors.Is(err, engine.ErrPayloadTooLarge) {
 			t.Fatalf("request just under MaxPayloadBytes: %v, want ErrPayloadTooLarge", err)
 		}
@@ -203,7 +203,7 @@ func TestPayloadsWithinTheServersLimit(t *testing.T) {
 
 	runs.Store(0)
 	began := time.Now()
-	_, err := cmd.Invoke(ctx, EchoIn{Count: engine.DefaultMaxPayloadBytes - 200}, engine.Timeout(10*time.Second))
+	_, err := cmd.Invoke(ctx, EchoIn{Count: engine.DefaultMaxPayloadBytes - 200}, engine.CallTimeout(10*time.Second))
 	var we *engine.Error
 	if !errors.As(err, &we) || we.Code != 500 {
 		t.Errorf("result just under MaxPayloadBytes: %v, want a 500 answer", err)
@@ -267,7 +267,7 @@ func TestReplyPublishFailures(t *testing.T) {
 				return EchoOut{Text: in.Text}, nil
 			})
 			e, _ := start(t, bus, engine.Config{Logger: slog.New(slog.DiscardHandler)}, s)
-			out, err := Echo.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(2*time.Second))
+			out, err := Echo.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}, engine.CallTimeout(2*time.Second))
 			var we *engine.Error
 			switch {
 			case c.wantCode == 0 && (err != nil || out.Text != "x"):
@@ -299,7 +299,7 @@ func TestTooLargeErrorIsAnswered(t *testing.T) {
 	})
 	e, _ := start(t, bus, engine.Config{}, s)
 	began := time.Now()
-	_, err := cmd.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(5*time.Second))
+	_, err := cmd.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}, engine.CallTimeout(5*time.Second))
 	var we *engine.Error
 	if !errors.As(err, &we) || we.Code != 500 {
 		t.Errorf("Invoke: %v, want a 500 answer", err)
@@ -324,14 +324,14 @@ func TestMiddlewareEditingReplyToChangesNothing(t *testing.T) {
 			engine.Handle(s, Echo, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 				runs.Add(1)
 				return EchoOut{Text: in.Text}, nil
-			}, engine.Middleware(func(h message.HandlerFunc) message.HandlerFunc {
+			}, engine.Use(func(h message.HandlerFunc) message.HandlerFunc {
 				return func(msg *message.Message) ([]*message.Message, error) {
 					msg.Metadata.Set(envelope.KeyReplyTo, value)
 					return h(msg)
 				}
 			}))
 			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler)}, s)
-			out, err := Echo.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}, engine.Timeout(2*time.Second))
+			out, err := Echo.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}, engine.CallTimeout(2*time.Second))
 			if err != nil || out.Text != "x" || runs.Load() != 1 {
 				t.Errorf("Invoke: %+v, %v after %d runs; want the result after 1", out, err, runs.Load())
 			}

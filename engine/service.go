@@ -45,9 +45,14 @@ func (s *Service) Version() string { return s.version }
 func (s *Service) String() string { return s.id }
 
 // Use adds middleware around every handler of this service, inside the
-// engine's global middleware and outside each handler's own. The first
-// added runs first.
+// engine's (Engine.Use) and outside each handler's own (the Use
+// HandlerOption). The first added runs first. A nil middleware is reported
+// by Engine.Register.
 func (s *Service) Use(mw ...message.HandlerMiddleware) {
+	if err := nilMiddleware(mw); err != nil {
+		s.errs = append(s.errs, fmt.Errorf("in Service.Use: %w", err))
+		return
+	}
 	s.middleware = append(s.middleware, mw...)
 }
 
@@ -61,10 +66,17 @@ func Concurrency(n int) HandlerOption {
 	return func(r *registration) { r.concurrency = n }
 }
 
-// Middleware adds middleware around this handler only, innermost of the
-// three scopes (global, service, handler).
-func Middleware(mw ...message.HandlerMiddleware) HandlerOption {
-	return func(r *registration) { r.middleware = append(r.middleware, mw...) }
+// Use adds middleware around this handler only, innermost of the three
+// scopes (Engine.Use, Service.Use, this option); the first given runs
+// first. A nil middleware is reported by Engine.Register.
+func Use(mw ...message.HandlerMiddleware) HandlerOption {
+	return func(r *registration) {
+		if err := nilMiddleware(mw); err != nil {
+			r.errs = append(r.errs, fmt.Errorf("%s: in the Use option: %w", r.name, err))
+			return
+		}
+		r.middleware = append(r.middleware, mw...)
+	}
 }
 
 // AllowUnknownFields makes this handler accept payload fields its input type
@@ -108,7 +120,7 @@ type registration struct {
 	errs         []error
 	// run decodes and validates payload, runs the user's function, and
 	// returns the encoded result (nil for subscriptions).
-	run func(ctx context.Context, c codec, payload []byte, allowUnknown bool) ([]byte, error)
+	run func(ctx context.Context, c payloadCodec, payload []byte, allowUnknown bool) ([]byte, error)
 }
 
 // Handle registers fn as the handler of command c in service s. The
@@ -124,7 +136,7 @@ func Handle[In, Out any](s *Service, c *Command[In, Out], fn func(ctx context.Co
 	if c.success != nil {
 		r.successTopic = c.success.topic
 	}
-	r.run = func(ctx context.Context, cd codec, payload []byte, allowUnknown bool) ([]byte, error) {
+	r.run = func(ctx context.Context, cd payloadCodec, payload []byte, allowUnknown bool) ([]byte, error) {
 		var in In
 		if err := cd.decodeInput(payload, &in, allowUnknown); err != nil {
 			return nil, err
@@ -149,7 +161,7 @@ func Subscribe[T any](s *Service, ev *Event[T], fn func(ctx context.Context, ev 
 	if fn == nil {
 		r.errs = append(r.errs, fmt.Errorf("subscription to %s: nil handler", ev))
 	}
-	r.run = func(ctx context.Context, cd codec, payload []byte, allowUnknown bool) ([]byte, error) {
+	r.run = func(ctx context.Context, cd payloadCodec, payload []byte, allowUnknown bool) ([]byte, error) {
 		var v T
 		if err := cd.decodeInput(payload, &v, allowUnknown); err != nil {
 			return nil, err

@@ -136,7 +136,7 @@ func TestMicroservices(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		sent, err := emailapi.ListSent.Invoke(eng.Context(t.Context()), emailapi.ListSentIn{})
+		sent, err := emailapi.ListSent.Invoke(engine.WithEngine(t.Context(), eng), emailapi.ListSentIn{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -351,8 +351,8 @@ func TestEdge(t *testing.T) {
 	nats.start(t)
 	waitFor(t, "/readyz to pass once NATS is back", func() bool { st, _ := getHealth(p.addr, "/readyz"); return st == http.StatusOK })
 	waitFor(t, "a createUser through the restarted broker", func() bool {
-		_, err := userapi.CreateUser.Invoke(eng.Context(t.Context()),
-			userapi.CreateUserIn{Name: "Back", Email: "back-" + strings.ToLower(watermill.NewShortUUID()[:6]) + "@example.com"}, engine.Timeout(3*time.Second))
+		_, err := userapi.CreateUser.Invoke(engine.WithEngine(t.Context(), eng),
+			userapi.CreateUserIn{Name: "Back", Email: "back-" + strings.ToLower(watermill.NewShortUUID()[:6]) + "@example.com"}, engine.CallTimeout(3*time.Second))
 		return err == nil
 	})
 
@@ -619,12 +619,12 @@ func busBurst(t *testing.T, eng *engine.Engine, p *process, during ...func()) []
 		term               atomic.Bool
 		wg                 sync.WaitGroup
 	)
-	ctx := eng.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), eng)
 	for w := range workers {
 		wg.Go(func() {
 			for n := 0; ; n++ {
 				in := userapi.CreateUserIn{Name: "Burst", Email: fmt.Sprintf("b%d-%d-%s@example.com", w, n, strings.ToLower(watermill.NewShortUUID()[:4]))}
-				u, err := userapi.CreateUser.Invoke(ctx, in, engine.Timeout(3*time.Second))
+				u, err := userapi.CreateUser.Invoke(ctx, in, engine.CallTimeout(3*time.Second))
 				after := term.Load()
 				mu.Lock()
 				switch {

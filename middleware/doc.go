@@ -19,7 +19,7 @@
 //	             context, #467)
 //	Recoverer    a panic becomes an error (with its stack logged) that
 //	             Retry and DeadLetter can see
-//	user middleware (global, service, handler), then the handler
+//	user middleware (engine, service, handler), then the handler
 //
 // Watermill's own Retry, PoisonQueue, Timeout and Deduplicator are not used:
 // Retry has no permanent-error type and counts MaxRetries 0 as "no retry";

@@ -57,9 +57,9 @@ func (o *observations) note(name string, ctx context.Context) {
 }
 
 // hopEngine runs three services on an in-process bus: caller → hopA →
-// hopB → hop.done, and hopB also publishes hop.raw through eng.Publisher()
-// (which stamps the conversation) and hop.byhand on the bridge with the
-// metadata set by hand.
+// hopB → hop.done, and hopB also emits hop.raw through a publisher of its
+// own (engine.WithPublisher, as the outbox does) and publishes hop.byhand
+// on the bridge with the metadata set by hand.
 func hopEngine(t *testing.T) (*engine.Engine, *observations, *tracetest.SpanRecorder) {
 	t.Helper()
 	tp, rec := recorder(t)
@@ -74,12 +74,10 @@ func hopEngine(t *testing.T) (*engine.Engine, *observations, *tracetest.SpanReco
 	b := engine.NewService("hopb", "1")
 	engine.Handle(b, hopB, func(ctx context.Context, in hop) (hop, error) {
 		obs.note("B", ctx)
-		payload, _ := json.Marshal(in)
-		raw := message.NewMessage(watermill.NewUUID(), payload)
-		raw.SetContext(ctx)
-		if err := eng.Publisher().Publish("event.hop.raw", raw); err != nil {
+		if err := hopRaw.Emit(engine.WithPublisher(ctx, eng.Bridge().Publisher()), in); err != nil {
 			return hop{}, err
 		}
+		payload, _ := json.Marshal(in)
 		byHand := message.NewMessage(watermill.NewUUID(), payload)
 		envelope.Write(byHand, envelope.Child(engine.MetaFrom(ctx), byHand.UUID, time.Time{}))
 		middleware.Inject(ctx, byHand.Metadata)
@@ -94,7 +92,7 @@ func hopEngine(t *testing.T) (*engine.Engine, *observations, *tracetest.SpanReco
 	engine.Subscribe(c, hopByHand, func(ctx context.Context, _ hop) error { obs.note("byhand", ctx); return nil })
 
 	var err error
-	eng, err = engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), TracerProvider: tp, Logger: quiet, DrainTimeout: time.Second})
+	eng, err = engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), TracerProvider: tp, Logger: quiet, DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +120,7 @@ var processSpans = []string{"hopa.v1.first process", "hopb.v1.second process", "
 func runHops(t *testing.T) (*observations, *tracetest.SpanRecorder) {
 	t.Helper()
 	eng, obs, rec := hopEngine(t)
-	ctx := engine.WithMeta(eng.Context(t.Context()), engine.Meta{CorrelationID: "corr-edge", PrincipalID: "ada", TenantID: "acme"})
+	ctx := engine.WithMeta(engine.WithEngine(t.Context(), eng), engine.Meta{CorrelationID: "corr-edge", PrincipalID: "ada", TenantID: "acme"})
 	if out, err := hopA.Invoke(ctx, hop{N: 1}); err != nil || out.N != 2 {
 		t.Fatalf("Invoke = %v, %v; want {2}", out, err)
 	}
@@ -223,15 +221,16 @@ func TestEngineTraceAndCorrelationAcrossThreeHops(t *testing.T) {
 	}
 }
 
-// A message a handler builds itself and publishes through eng.Publisher()
-// with the handler's context carries the conversation: correlation,
-// principal, causation, and a producer span child of the handler's span.
-func TestEnginePublisherCarriesTheConversation(t *testing.T) {
+// An event a handler emits through a publisher of its own
+// (engine.WithPublisher, the outbox's way in) carries the conversation like
+// one emitted on the bridge: correlation, principal, causation, and a
+// producer span child of the handler's span.
+func TestEngineWithPublisherCarriesTheConversation(t *testing.T) {
 	obs, rec := runHops(t)
 	spans := rec.Ended()
 	raw, b := obs.by["raw"], obs.by["B"]
 	if raw.meta.CorrelationID != "corr-edge" || raw.meta.PrincipalID != "ada" || raw.meta.CausationID != b.meta.MessageID {
-		t.Errorf("the directly published message lost the conversation: %+v", raw.meta)
+		t.Errorf("the event emitted through WithPublisher lost the conversation: %+v", raw.meta)
 	}
 	if raw.span.TraceID() != b.span.TraceID() {
 		t.Errorf("trace %s, want %s", raw.span.TraceID(), b.span.TraceID())
@@ -288,7 +287,7 @@ func TestEngineStopRightAfterStartDoesNotHang(t *testing.T) {
 		for j := range 8 {
 			engine.Subscribe(svc, engine.NewEvent[hop](fmt.Sprintf("startstop.e%d", j)), func(context.Context, hop) error { return nil })
 		}
-		eng, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Logger: quiet, DrainTimeout: 200 * time.Millisecond})
+		eng, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: quiet, DrainTimeout: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -124,8 +124,8 @@ func faultRun(t *testing.T, broker string, n int) {
 		tx, _ := outbox.TxFrom(ctx)
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+q("effects")+` VALUES ($1)`, o.ID)
 		return err
-	}, engine.Concurrency(8), engine.Middleware(count, outbox.Inbox{DB: db, Schema: schema}.Middleware()))
-	consumer, err := engine.New(engine.Config{Transport: b, Logger: discard(),
+	}, engine.Concurrency(8), engine.Use(count, outbox.Inbox{DB: db, Schema: schema}.Middleware()))
+	consumer, err := engine.New(engine.Config{SharedBridge: b, Logger: discard(),
 		Reliability: engine.Reliability{Breaker: middleware.Breaker{Disabled: true}, MaxDeliveries: 100,
 			Redelivery: middleware.Retry{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}}})
 	if err != nil {
@@ -175,7 +175,7 @@ func faultRun(t *testing.T, broker string, n int) {
 		}
 	})
 
-	producer, err := engine.New(engine.Config{Transport: b, Logger: discard()})
+	producer, err := engine.New(engine.Config{SharedBridge: b, Logger: discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func faultRun(t *testing.T, broker string, n int) {
 	for w := range 4 {
 		wg.Go(func() {
 			for i := w; i < n; i += 4 {
-				if err := writeOrder(producer.Context(t.Context()), db, schema, placed, i, i%10 == 3); err != nil {
+				if err := writeOrder(engine.WithEngine(t.Context(), producer), db, schema, placed, i, i%10 == 3); err != nil {
 					t.Errorf("order %d: %v", i, err)
 					return
 				}

@@ -40,7 +40,7 @@ func TxFrom(ctx context.Context) (*sql.Tx, bool) {
 }
 
 // Middleware returns the inbox middleware. Add it to the handlers whose
-// effects must happen once (engine.Middleware(inbox.Middleware())); the
+// effects must happen once (engine.Use(inbox.Middleware())); the
 // consumer group comes from the engine's route, so every subscribing
 // service keeps its own record.
 func (in Inbox) Middleware() message.HandlerMiddleware {

@@ -37,7 +37,7 @@ func TestInboxAnswersRedeliveredCommandAgain(t *testing.T) {
 		defer mu.Unlock()
 		runs++
 		return Order{ID: o.ID, Item: "shipped", Trace: fmt.Sprint("run ", runs)}, nil
-	}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
+	}, engine.Use(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
 	bus := inproc.New(inproc.Options{})
 	newEngine(t, bus, svc)
 
@@ -102,7 +102,7 @@ func TestInboxKeysByTopic(t *testing.T) {
 			return o, nil
 		}
 	}
-	inbox := engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware())
+	inbox := engine.Use(outbox.Inbox{DB: db, Schema: schema}.Middleware())
 	svc := engine.NewService("shipping", "1")
 	engine.Handle(svc, ShipOrder, handler("ship"), inbox)
 	engine.Handle(svc, cancelOrder, handler("cancel"), inbox)
@@ -147,7 +147,7 @@ func TestInboxHonoursRowsRecordedBeforeTopics(t *testing.T) {
 		defer mu.Unlock()
 		runs++
 		return o, nil
-	}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
+	}, engine.Use(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
 	bus := inproc.New(inproc.Options{})
 	newEngine(t, bus, svc)
 	for _, uuid := range []string{id, watermill.NewUUID()} { // the old one, then a new one
@@ -194,7 +194,7 @@ func TestInboxStoredReplyOnEveryBroker(t *testing.T) {
 					return Order{}, errors.New("the first run fails")
 				}
 				return Order{ID: o.ID, Trace: fmt.Sprint("run ", runs)}, nil
-			}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema, Logger: discard()}.Middleware()))
+			}, engine.Use(outbox.Inbox{DB: db, Schema: schema, Logger: discard()}.Middleware()))
 			b := openServer(t, name)
 			newEngine(t, b, svc)
 			replyTopic := router.ReplyTopic("inboxtest" + s)

@@ -57,7 +57,7 @@ func rows(t *testing.T, db *sql.DB, q string, args ...any) int {
 
 func newEngine(t *testing.T, b bridge.Bridge, services ...*engine.Service) *engine.Engine {
 	t.Helper()
-	e, err := engine.New(engine.Config{Transport: b, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	e, err := engine.New(engine.Config{SharedBridge: b, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func TestTransactionalPublish(t *testing.T) {
 	url, db, schema := setup(t)
 	e := newEngine(t, inproc.New(inproc.Options{}))
-	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{CorrelationID: "corr-7"})
+	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{CorrelationID: "corr-7"})
 	outboxRows := func() int { return rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox`) }
 
 	// database/sql: rollback leaves nothing, commit leaves the message.
@@ -195,7 +195,7 @@ func emitOrders(t *testing.T, e *engine.Engine, db *sql.DB, schema string, from,
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := OrderPlaced.Emit(outbox.WithTx(e.Context(t.Context()), tx, schema), Order{ID: i}); err != nil {
+		if err := OrderPlaced.Emit(outbox.WithTx(engine.WithEngine(t.Context(), e), tx, schema), Order{ID: i}); err != nil {
 			t.Fatal(err)
 		}
 		if err := tx.Commit(); err != nil {
@@ -335,7 +335,7 @@ func TestInboxExactlyOnceEffect(t *testing.T) {
 			return fmt.Errorf("crash after the writes")
 		}
 		return nil
-	}, engine.Middleware(inbox.Middleware()))
+	}, engine.Use(inbox.Middleware()))
 	bus := inproc.New(inproc.Options{NackDelay: time.Millisecond})
 	newEngine(t, bus, svc)
 
@@ -388,7 +388,7 @@ func TestRelayKeepsCommandsUntilTheirServiceSubscribes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+	ctx := outbox.WithTx(engine.WithEngine(t.Context(), e), tx, schema)
 	if err := OrderPlaced.Emit(ctx, Order{ID: 1}); err != nil { // nobody subscribes: done
 		t.Fatal(err)
 	}

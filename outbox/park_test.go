@@ -33,7 +33,7 @@ func TestRelayFailingRowBlocksOnlyItsTopic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+	ctx := outbox.WithTx(engine.WithEngine(t.Context(), e), tx, schema)
 	for _, id := range []int{1, 2} {
 		if err := ShipOrder.Send(ctx, Order{ID: id}); err != nil {
 			t.Fatal(err)
@@ -74,7 +74,7 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := ev.Emit(outbox.WithTx(e.Context(t.Context()), tx, schema), Order{ID: i, Item: item}); err != nil {
+		if err := ev.Emit(outbox.WithTx(engine.WithEngine(t.Context(), e), tx, schema), Order{ID: i, Item: item}); err != nil {
 			t.Fatalf("order %d: %v", i, err)
 		}
 		if err := tx.Commit(); err != nil {
@@ -132,7 +132,7 @@ func TestRelayDrainsBacklogPastParkedRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+	ctx := outbox.WithTx(engine.WithEngine(t.Context(), e), tx, schema)
 	big := strings.Repeat("x", 1<<20-100)
 	for i := range total {
 		item := "small"
@@ -181,7 +181,7 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx := outbox.WithTx(e.Context(t.Context()), tx, schema)
+			ctx := outbox.WithTx(engine.WithEngine(t.Context(), e), tx, schema)
 			const n = 150
 			if err := retired.Send(ctx, Order{ID: 1}); err != nil {
 				t.Fatal(err)

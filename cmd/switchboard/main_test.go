@@ -603,8 +603,8 @@ func TestDLQReplayAllWhileTheHandlerStillFails(t *testing.T) {
 		return middleware.Permanent(fmt.Errorf("failure #%d", k))
 	})
 	eng, err := engine.New(engine.Config{
-		Transport: b,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SharedBridge: b,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Reliability: engine.Reliability{
 			DeadLetters: s,
 			Retry:       middleware.Retry{MaxAttempts: 1},
@@ -622,7 +622,7 @@ func TestDLQReplayAllWhileTheHandlerStillFails(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = eng.Stop(context.Background()); _ = b.Close() })
 	for i := range n {
-		if err := ev.Emit(eng.Context(ctx), job{N: i}); err != nil {
+		if err := ev.Emit(engine.WithEngine(ctx, eng), job{N: i}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -101,8 +101,8 @@ func startRefailing(t *testing.T, s deadletter.Store, svc string, n int) (messag
 	})
 	bus := inproc.New(inproc.Options{})
 	e, err := engine.New(engine.Config{
-		Transport: bus,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SharedBridge: bus,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Reliability: engine.Reliability{
 			DeadLetters: s,
 			Retry:       middleware.Retry{MaxAttempts: 1},
@@ -120,7 +120,7 @@ func startRefailing(t *testing.T, s deadletter.Store, svc string, n int) (messag
 	}
 	t.Cleanup(func() { _ = e.Stop(context.Background()); _ = bus.Close() })
 	for i := range n {
-		if err := ev.Emit(e.Context(t.Context()), job{N: i}); err != nil {
+		if err := ev.Emit(engine.WithEngine(t.Context(), e), job{N: i}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -59,7 +59,7 @@ func RunChaos(t *testing.T, h bridgetest.Harness, n int) {
 	}
 	newEngine := func(services ...*engine.Service) *engine.Engine {
 		e, err := engine.New(engine.Config{
-			Transport:    h.Connect(t),
+			SharedBridge: h.Connect(t),
 			Logger:       slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})),
 			Reliability:  rel,
 			DrainTimeout: h.WaitLimit(),
@@ -78,7 +78,7 @@ func RunChaos(t *testing.T, h bridgetest.Harness, n int) {
 	}
 	consumer := newEngine(svc)
 	producer := newEngine()
-	ctx := producer.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), producer)
 
 	poison := 0
 	emit := func(from, to int) {

@@ -40,7 +40,7 @@ func startDrainScenario(t *testing.T, h bridgetest.Harness, cfg engine.Config, c
 		return Out{N: in.N, By: "server"}, nil
 	}, engine.Concurrency(concurrency))
 	d.e = startEngineWith(t, h, cfg, s)
-	ctx := d.e.Context(context.WithoutCancel(t.Context()))
+	ctx := engine.WithEngine(context.WithoutCancel(t.Context()), d.e)
 	for i := range calls {
 		go func() {
 			out, err := d.contract.work.Invoke(ctx, In{N: i})

@@ -104,10 +104,10 @@ func startEngineWith(t *testing.T, h bridgetest.Harness, cfg engine.Config, serv
 		drain = cfg.DrainTimeout
 	}
 	e, err := engine.New(engine.Config{
-		Transport:      h.Connect(t),
-		Logger:         slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		DefaultTimeout: 2 * h.WaitLimit(),
-		DrainTimeout:   drain,
+		SharedBridge: h.Connect(t),
+		Logger:       slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		CallTimeout:  2 * h.WaitLimit(),
+		DrainTimeout: drain,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		startEngine(t, h, c.service("server", nil, 0))
 		client := startEngine(t, h)
-		out, err := c.work.Invoke(client.Context(t.Context()), In{N: 7, From: "client"})
+		out, err := c.work.Invoke(engine.WithEngine(t.Context(), client), In{N: 7, From: "client"})
 		if err != nil || out != (Out{N: 7, From: "client", By: "server"}) {
 			t.Fatalf("round trip: %+v %v", out, err)
 		}
@@ -158,7 +158,7 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 	t.Run("ErrorsCrossTheWire", func(t *testing.T) {
 		c := newContracts()
 		startEngine(t, h, c.service("server", nil, 0))
-		ctx := startEngine(t, h).Context(t.Context())
+		ctx := engine.WithEngine(t.Context(), startEngine(t, h))
 		_, err := c.fail.Invoke(ctx, In{N: 3})
 		var e *engine.Error
 		if !errors.As(err, &e) || e.Code != 422 || e.Message != "refused 3" || e.Details["n"] != 3 {
@@ -176,7 +176,7 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		var handled sync.Map
 		startEngine(t, h, c.service("a", &handled, 0))
 		startEngine(t, h, c.service("b", &handled, 0))
-		ctx := startEngine(t, h).Context(t.Context())
+		ctx := engine.WithEngine(t.Context(), startEngine(t, h))
 		const n = 60
 		by := map[string]int{}
 		var mu sync.Mutex
@@ -207,7 +207,7 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		startEngine(t, h, c.subscriber(nameA, &seenA, false))
 		startEngine(t, h, c.subscriber(nameA, &seenA, false)) // a second instance of A competes
 		startEngine(t, h, c.subscriber(nameB, &seenB, false))
-		ctx := startEngine(t, h).Context(t.Context())
+		ctx := engine.WithEngine(t.Context(), startEngine(t, h))
 		const n = 40
 		for i := range n {
 			if err := c.event.Emit(ctx, Out{N: i}); err != nil {
@@ -231,7 +231,7 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		startEngine(t, h, c.service("server", nil, 0))
 		var wg sync.WaitGroup
 		for caller := range 3 {
-			ctx := startEngine(t, h).Context(t.Context())
+			ctx := engine.WithEngine(t.Context(), startEngine(t, h))
 			wg.Go(func() {
 				for i := range 20 {
 					from := fmt.Sprintf("caller%d", caller)
@@ -248,7 +248,7 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		var seen sync.Map
 		startEngine(t, h, c.subscriber(bridgetest.Unique("flaky"), &seen, true))
-		ctx := startEngine(t, h).Context(t.Context())
+		ctx := engine.WithEngine(t.Context(), startEngine(t, h))
 		const n = 10
 		for i := range n {
 			if err := c.event.Emit(ctx, Out{N: i}); err != nil {
@@ -264,7 +264,7 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		var handled sync.Map
 		first := startEngine(t, h, c.service("first", &handled, 20*time.Millisecond))
-		ctx := startEngine(t, h).Context(t.Context())
+		ctx := engine.WithEngine(t.Context(), startEngine(t, h))
 		const n = 40
 		errs := make(chan error, n)
 		for i := range n {
@@ -301,7 +301,7 @@ func testEngineOutage(t *testing.T, h bridgetest.Harness) {
 	var seen sync.Map
 	sub := startEngine(t, h, c.subscriber(bridgetest.Unique("sub"), &seen, false), c.service("server", nil, 0))
 	client := startEngine(t, h)
-	ctx := client.Context(t.Context())
+	ctx := engine.WithEngine(t.Context(), client)
 	emit := func(from, to int) {
 		for i := from; i < to; i++ {
 			deadline := time.Now().Add(2 * h.WaitLimit())
@@ -337,7 +337,7 @@ func testEngineOutage(t *testing.T, h bridgetest.Harness) {
 	})
 	deadline := time.Now().Add(3 * h.WaitLimit())
 	for { // commands work again (the first call after a reconnect may fail)
-		_, err := c.work.Invoke(ctx, In{N: 1}, engine.Timeout(h.WaitLimit()))
+		_, err := c.work.Invoke(ctx, In{N: 1}, engine.CallTimeout(h.WaitLimit()))
 		if err == nil {
 			break
 		}

@@ -60,8 +60,9 @@ func With(services ...*engine.Service) Option {
 	return func(h *Harness) { h.extra = append(h.extra, services...) }
 }
 
-// Config sets engine options (timeouts, middleware, limits). Its Bridge and
-// Transport are ignored: the harness always uses a private in-process bus.
+// Config sets the engine's settings (timeouts, limits, reliability). Its
+// Bridge and SharedBridge are ignored: the harness always uses a private
+// in-process bus.
 func Config(cfg engine.Config) Option {
 	return func(h *Harness) { h.config = cfg }
 }
@@ -77,13 +78,15 @@ func New(t testing.TB, svc *engine.Service, opts ...Option) *Harness {
 	h.rec = &recorder{Bridge: inproc.New(inproc.Options{NackDelay: 10 * time.Millisecond})}
 	cfg := h.config
 	cfg.Bridge = ""
-	cfg.Transport = h.rec
+	cfg.SharedBridge = h.rec
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	cfg.Middleware = append([]message.HandlerMiddleware{h.track}, cfg.Middleware...)
 	eng, err := engine.New(cfg)
 	if err != nil {
+		t.Fatalf("enginetest: %v", err)
+	}
+	if err := eng.Use(h.track); err != nil {
 		t.Fatalf("enginetest: %v", err)
 	}
 	services := append([]*engine.Service{svc}, h.extra...)
@@ -109,7 +112,7 @@ func (h *Harness) Engine() *engine.Engine { return h.eng }
 
 // Context returns a context for Invoke and Emit, ending with the test.
 func (h *Harness) Context() context.Context {
-	return h.eng.Context(context.Background())
+	return engine.WithEngine(context.Background(), h.eng)
 }
 
 // Emitted returns the payloads of every ev emitted so far, in order.

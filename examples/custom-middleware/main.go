@@ -2,19 +2,18 @@
 // scopes, around the example user and email services (examples/services,
 // used unchanged):
 //
-//   - global, engine.Config.Middleware: an audit log of every handled
-//     message — service, handler, topic, principal, tenant and outcome —
-//     read from engine.MetaFrom, envelope.RouteFrom and
-//     message.SubscribeTopicFromCtx;
-//   - service, Service.Use: a per-tenant rate limit on the user service (a
+//   - engine, eng.Use: an audit log of every handled message — service,
+//     handler, topic, principal, tenant and outcome — read from
+//     engine.MetaFrom, engine.RouteFrom and message.SubscribeTopicFromCtx;
+//   - service, svc.Use: a per-tenant rate limit on the user service (a
 //     small token bucket) that answers 429 (engine.Error), a transient error
 //     the caller may retry later;
-//   - command, engine.Middleware: an auth guard on one command of a small
+//   - handler, the engine.Use option: an auth guard on one command of a small
 //     reports service defined here, answering engine.ErrUnauthorized (401)
 //     when the conversation has no principal.
 //
 // Every middleware is a plain Watermill message.HandlerMiddleware. They run
-// outermost first (global, service, command) inside the engine's own
+// outermost first (engine, service, handler) inside the engine's own
 // reliability middleware, so the audit log sees the guard's 401 and the
 // limiter's 429 as outcomes. Principal and tenant are set once, at the edge,
 // with engine.WithMeta, and flow to every message the call causes: the
@@ -43,7 +42,6 @@ import (
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
-	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 func main() {
@@ -75,7 +73,7 @@ func reports() *engine.Service {
 			return SentMailOut{}, err
 		}
 		return SentMailOut{Count: len(sent.Sent)}, nil
-	}, engine.Middleware(requirePrincipal))
+	}, engine.Use(requirePrincipal))
 	return svc
 }
 
@@ -157,7 +155,7 @@ func (a *audit) middleware(next message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		ctx := msg.Context()
 		m := engine.MetaFrom(ctx)
-		route, _ := envelope.RouteFrom(ctx)
+		route, _ := engine.RouteFrom(ctx)
 		topic := message.SubscribeTopicFromCtx(ctx)
 		out, err := next(msg)
 		outcome := "ok"
@@ -214,10 +212,12 @@ func run(stdout io.Writer) error {
 	out := &lockedWriter{w: stdout}
 	aud := &audit{out: out, count: map[string]int{}}
 	eng, err := engine.New(engine.Config{
-		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Middleware: []message.HandlerMiddleware{aud.middleware}, // global scope
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
+		return err
+	}
+	if err := eng.Use(aud.middleware); err != nil { // engine scope
 		return err
 	}
 	users := user.New(user.NewStore())
@@ -232,7 +232,7 @@ func run(stdout io.Writer) error {
 	defer func() { _ = eng.Stop(ctx) }()
 
 	as := func(principal, tenant string) context.Context {
-		return engine.WithMeta(eng.Context(ctx), engine.Meta{PrincipalID: principal, TenantID: tenant})
+		return engine.WithMeta(engine.WithEngine(ctx, eng), engine.Meta{PrincipalID: principal, TenantID: tenant})
 	}
 	created := 0
 	createUser := func(principal, tenant, name string) error {
@@ -271,7 +271,7 @@ func run(stdout io.Writer) error {
 		}
 	}
 
-	fmt.Fprintln(out, "audit: global · rate limit 2 per tenant: user service · auth guard: reports.sentMail")
+	fmt.Fprintln(out, "audit: engine · rate limit 2 per tenant: user service · auth guard: reports.sentMail")
 	for _, step := range []func() error{
 		func() error { return createUser("ada", "acme", "Ada") },
 		func() error { return sentMail("") },

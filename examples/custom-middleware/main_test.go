@@ -7,8 +7,8 @@ import (
 )
 
 // The program runs in-process and exits by itself; its output shows each
-// scope at work: the audit line of every handled message (global), the
-// 401 of the guard (command) and the 429 of the per-tenant limit (service).
+// scope at work: the audit line of every handled message (engine), the
+// 401 of the guard (handler) and the 429 of the per-tenant limit (service).
 func TestRun(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(&out); err != nil {
@@ -16,13 +16,13 @@ func TestRun(t *testing.T) {
 	}
 	got := out.String()
 	for _, want := range []string{
-		// global: every handler, with the principal and tenant set at the edge
+		// engine: every handler, with the principal and tenant set at the edge
 		"audit  user.v1/createUser     principal=ada    tenant=acme    → ok",
 		"audit  email.v1/sendWelcome   principal=ada    tenant=acme    → ok",
 		"audit  email.v1/user.created  principal=ada    tenant=acme    → ok",
 		"audit  email.v1/listSent      principal=ada    tenant=-       → ok",
 		"audit  user.v1/createUser     principal=grace  tenant=globex  → ok",
-		// command: the guard answers 401 and the audit log sees it
+		// handler: the guard answers 401 and the audit log sees it
 		"audit  reports.v1/sentMail    principal=-      tenant=-       → 401 Unauthorized: sign in to read reports",
 		"→ refused: 401 sign in to read reports",
 		"→ 2 e-mails sent",

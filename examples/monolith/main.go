@@ -26,7 +26,6 @@ import (
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
-	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 func main() {
@@ -43,10 +42,12 @@ func run(serve bool) error {
 	eng, err := engine.New(engine.Config{
 		Bridge:        os.Getenv("SWITCHBOARD_BRIDGE"),
 		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Middleware:    []message.HandlerMiddleware{tr.middleware},
 		HandleSignals: true,
 	})
 	if err != nil {
+		return err
+	}
+	if err := eng.Use(tr.middleware); err != nil {
 		return err
 	}
 	outbox := &email.Outbox{}
@@ -64,7 +65,7 @@ func run(serve bool) error {
 	}
 	fmt.Printf("engine running on %s\n", eng.Bridge().Name())
 
-	call := engine.WithMeta(eng.Context(ctx), engine.Meta{PrincipalID: "demo-admin"})
+	call := engine.WithMeta(engine.WithEngine(ctx, eng), engine.Meta{PrincipalID: "demo-admin"})
 	u, err := userapi.CreateUser.Invoke(call, userapi.CreateUserIn{Name: "Ada", Email: "ada@example.com"})
 	if err != nil {
 		return fmt.Errorf("createUser: %w", err)
@@ -107,8 +108,9 @@ func run(serve bool) error {
 	return <-runErr
 }
 
-// tracer is a global middleware that records every handled message; it is
-// also an example of plugging a plain Watermill middleware into the engine.
+// tracer is an engine-wide middleware (eng.Use) that records every handled
+// message; it is also an example of plugging a plain Watermill middleware
+// into the engine.
 type tracer struct {
 	mu    sync.Mutex
 	steps []*step
@@ -135,7 +137,7 @@ func (t *tracer) middleware(next message.HandlerFunc) message.HandlerFunc {
 		}
 		t.depth[m.MessageID] = d
 		s := &step{depth: d, topic: message.SubscribeTopicFromCtx(msg.Context()), group: message.HandlerNameFromCtx(msg.Context()),
-			correlation: m.CorrelationID, trace: envelope.TraceID(m.Traceparent), principal: m.PrincipalID}
+			correlation: m.CorrelationID, trace: engine.TraceID(m.Traceparent), principal: m.PrincipalID}
 		t.steps = append(t.steps, s)
 		t.mu.Unlock()
 

@@ -109,7 +109,7 @@ func run(ctx context.Context, dbURL, bridgeURL string) error {
 	// 3. Place orders; each one's event leaves through the outbox.
 	var ids []int64
 	for _, in := range []PlaceOrderIn{{Item: "book", Qty: 2}, {Item: "lamp", Qty: 1}, {Item: "pen", Qty: 10}} {
-		o, err := PlaceOrder.Invoke(eng.Context(ctx), in)
+		o, err := PlaceOrder.Invoke(engine.WithEngine(ctx, eng), in)
 		if err != nil {
 			return fmt.Errorf("placeOrder: %w", err)
 		}
@@ -154,7 +154,7 @@ func billingService(db *sql.DB) *engine.Service {
 		tx, _ := outbox.TxFrom(ctx)
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+schema+`.invoices (order_id, amount) VALUES ($1, $2)`, o.ID, o.Qty*100)
 		return err
-	}, engine.Middleware(inbox.Middleware()))
+	}, engine.Use(inbox.Middleware()))
 	return svc
 }
 

@@ -101,7 +101,7 @@ func sbOutbox(ctx context.Context, pgURL, ns string) (_ *rig, err error) {
 	ev := engine.NewEvent[Item](ns + ".placed")
 	svc := engine.NewService(ns+"-a", "1")
 	engine.Subscribe(svc, ev, func(_ context.Context, it Item) error { w.deliver(it.ID); return nil })
-	e, err := engine.New(engine.Config{Transport: b, Logger: quiet})
+	e, err := engine.New(engine.Config{SharedBridge: b, Logger: quiet})
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func sbOutbox(ctx context.Context, pgURL, ns string) (_ *rig, err error) {
 			if err != nil {
 				return 0, err
 			}
-			if err := ev.Emit(outbox.WithPgxTx(e.Context(ctx), tx, schema), in); err != nil {
+			if err := ev.Emit(outbox.WithPgxTx(engine.WithEngine(ctx, e), tx, schema), in); err != nil {
 				return 0, errors.Join(err, tx.Rollback(ctx))
 			}
 			t0 := time.Now()

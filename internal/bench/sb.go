@@ -68,7 +68,7 @@ func (s sbSide) commands(ctx context.Context, ns string, hops int) (*rig, error)
 	return &rig{
 		op: func(ctx context.Context, seq int64) error {
 			in := newItem(seq)
-			out, err := target.Invoke(e.Context(ctx), in)
+			out, err := target.Invoke(engine.WithEngine(ctx, e), in)
 			if err == nil && out.ID != in.ID {
 				err = fmt.Errorf("reply %s to call %s", out.ID, in.ID)
 			}
@@ -99,7 +99,7 @@ func (s sbSide) events(ctx context.Context, ns string, deliver func(int, string)
 		return nil, err
 	}
 	return &rig{
-		op:    func(ctx context.Context, seq int64) error { return ev.Emit(e.Context(ctx), newItem(seq)) },
+		op:    func(ctx context.Context, seq int64) error { return ev.Emit(engine.WithEngine(ctx, e), newItem(seq)) },
 		close: stopper(e),
 	}, nil
 }
@@ -120,7 +120,7 @@ func (s sbSide) publisher(ctx context.Context, ns string) (*rig, error) {
 		return nil, err
 	}
 	return &rig{
-		op:    func(ctx context.Context, seq int64) error { return ev.Emit(e.Context(ctx), newItem(seq)) },
+		op:    func(ctx context.Context, seq int64) error { return ev.Emit(engine.WithEngine(ctx, e), newItem(seq)) },
 		close: stopper(e),
 	}, nil
 }

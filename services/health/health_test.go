@@ -79,7 +79,7 @@ func serve(t *testing.T, chk http.Handler) string {
 func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	bus := gated{inproc.New(inproc.Options{}), make(chan struct{})}
 	defer bus.Close()
-	eng, err := engine.New(engine.Config{Transport: bus, Logger: slog.New(slog.DiscardHandler)})
+	eng, err := engine.New(engine.Config{SharedBridge: bus, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	chk.Drain()
 	check("/readyz", 503, "draining", "unavailable")
 	check("/healthz", 200, "draining", "alive")
-	if _, err := Ping.Invoke(eng.Context(t.Context()), ping{N: 1}); err != nil {
+	if _, err := Ping.Invoke(engine.WithEngine(t.Context(), eng), ping{N: 1}); err != nil {
 		t.Errorf("the engine still works while the checker drains: %v", err)
 	}
 
@@ -147,7 +147,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 // Readiness verifies the bridge, not just the process.
 func TestReadinessFailsWhenTheBridgeIsDown(t *testing.T) {
 	bus := inproc.New(inproc.Options{})
-	eng, err := engine.New(engine.Config{Transport: bus, Logger: slog.New(slog.DiscardHandler)})
+	eng, err := engine.New(engine.Config{SharedBridge: bus, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func emptyPayloadError(t *testing.T) *engine.Error {
 	t.Helper()
 	eng := newEngine(t)
 	var e *engine.Error
-	_, err := List.Invoke(eng.Context(t.Context()), nil)
+	_, err := List.Invoke(engine.WithEngine(t.Context(), eng), nil)
 	if !errors.As(err, &e) {
 		t.Fatalf("the engine's answer to an empty payload: %v", err)
 	}

@@ -17,7 +17,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/codec"
 )
 
 // decode fills dst (a pointer to the endpoint's input) from the request's
@@ -212,10 +212,10 @@ func isJSON(ct string) bool {
 }
 
 // strictDecode decodes b into dst exactly as the engine decodes a payload
-// (engine.DecodeStrict): unknown fields and trailing data are errors, and a
+// (codec.DecodeStrict): unknown fields and trailing data are errors, and a
 // wrong type names its field.
 func strictDecode(b []byte, dst any) *Problem {
-	if err := engine.DecodeStrict(b, dst); err != nil {
+	if err := codec.DecodeStrict(b, dst); err != nil {
 		p, _ := problemFor(err)
 		return &p
 	}

@@ -118,7 +118,7 @@ func NewEndpoint[In, Out any](method, pattern string, cmd *engine.Command[In, Ou
 			g.writeProblem(w, r, *p)
 			return
 		}
-		out, err := cmd.Invoke(ctx, in, engine.Timeout(timeout))
+		out, err := cmd.Invoke(ctx, in, engine.CallTimeout(timeout))
 		if err != nil {
 			g.writeError(w, r, ep, err)
 			return

@@ -72,7 +72,7 @@ type Config struct {
 	// 503 (reason "overloaded", Retry-After) without reading its body.
 	// Default DefaultMaxInFlight.
 	MaxInFlight int
-	// CallTimeout bounds a command call (engine.Timeout) unless the
+	// CallTimeout bounds a command call (engine.CallTimeout) unless the
 	// endpoint sets its own. Default DefaultCallTimeout.
 	CallTimeout time.Duration
 	// Title, Version and Description fill the OpenAPI document's info.
@@ -357,7 +357,7 @@ func (g *Gateway) serveEndpoint(ep *Endpoint, w http.ResponseWriter, r *http.Req
 	if timeout <= 0 {
 		timeout = g.cfg.CallTimeout
 	}
-	ctx := engine.WithMeta(g.eng.Context(r.Context()), meta)
+	ctx := engine.WithMeta(engine.WithEngine(r.Context(), g.eng), meta)
 	ep.serve(ctx, g, w, r, timeout)
 }
 

@@ -123,9 +123,9 @@ func newEngine(t *testing.T) *engine.Engine {
 	t.Helper()
 	bus := inproc.New(inproc.Options{})
 	eng, err := engine.New(engine.Config{
-		Transport:   bus,
-		Logger:      slog.New(slog.DiscardHandler),
-		Reliability: engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},
+		SharedBridge: bus,
+		Logger:       slog.New(slog.DiscardHandler),
+		Reliability:  engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ func TestInFlightLimit(t *testing.T) {
 	})
 	bus := inproc.New(inproc.Options{})
 	eng, err := engine.New(engine.Config{
-		Transport:          bus,
+		SharedBridge:       bus,
 		Logger:             slog.New(slog.DiscardHandler),
 		CommandConcurrency: 4 * requests, // the engine would run every request at once
 		Reliability:        engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},

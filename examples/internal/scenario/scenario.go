@@ -16,7 +16,6 @@ import (
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
-	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // Traceparent is the trace every scenario starts.
@@ -33,8 +32,8 @@ func Welcomed(t testing.TB, sent []emailapi.Sent, address, correlation string) b
 			continue
 		}
 		got[s.Subject] = true
-		if s.CorrelationID != correlation || s.TraceID != envelope.TraceID(Traceparent) {
-			t.Errorf("%q sent with correlation %q and trace %q, want %q and %q", s.Subject, s.CorrelationID, s.TraceID, correlation, envelope.TraceID(Traceparent))
+		if s.CorrelationID != correlation || s.TraceID != engine.TraceID(Traceparent) {
+			t.Errorf("%q sent with correlation %q and trace %q, want %q and %q", s.Subject, s.CorrelationID, s.TraceID, correlation, engine.TraceID(Traceparent))
 		}
 	}
 	return got["Welcome, Ada"] && got["Getting started"]
@@ -45,9 +44,9 @@ func Welcomed(t testing.TB, sent []emailapi.Sent, address, correlation string) b
 func Bus(t testing.TB, eng *engine.Engine) {
 	t.Helper()
 	corr := "corr-" + watermill.NewShortUUID()
-	ctx := engine.WithMeta(eng.Context(t.Context()), engine.Meta{CorrelationID: corr, Traceparent: Traceparent})
+	ctx := engine.WithMeta(engine.WithEngine(t.Context(), eng), engine.Meta{CorrelationID: corr, Traceparent: Traceparent})
 	address := "ada-" + strings.ToLower(watermill.NewShortUUID()[:6]) + "@example.com"
-	u, err := userapi.CreateUser.Invoke(ctx, userapi.CreateUserIn{Name: "Ada", Email: address}, engine.Timeout(20*time.Second))
+	u, err := userapi.CreateUser.Invoke(ctx, userapi.CreateUserIn{Name: "Ada", Email: address}, engine.CallTimeout(20*time.Second))
 	if err != nil {
 		t.Fatalf("createUser: %v", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/examples/services/email/emailapi"
 	"github.com/switchboard-go/switchboard/examples/services/user/userapi"
-	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // Outbox records sent e-mails; it stands in for an SMTP client.
@@ -24,7 +23,7 @@ func (o *Outbox) send(ctx context.Context, to, subject string) int {
 	m := engine.MetaFrom(ctx)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.sent = append(o.sent, emailapi.Sent{To: to, Subject: subject, CorrelationID: m.CorrelationID, TraceID: envelope.TraceID(m.Traceparent)})
+	o.sent = append(o.sent, emailapi.Sent{To: to, Subject: subject, CorrelationID: m.CorrelationID, TraceID: engine.TraceID(m.Traceparent)})
 	return len(o.sent)
 }
 

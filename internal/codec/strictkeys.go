@@ -1,4 +1,4 @@
-package engine
+package codec
 
 import (
 	"encoding"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // encoding/json matches object keys to fields case-insensitively and lets
@@ -39,8 +41,8 @@ type keyField struct {
 var keyShapes sync.Map
 
 var (
-	jsonUnmarshaler  = reflect.TypeFor[json.Unmarshaler]()
-	textUnmarshalerT = reflect.TypeFor[encoding.TextUnmarshaler]()
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
 func shapeOf(t reflect.Type) *keyShape {
@@ -56,7 +58,7 @@ func shapeOf(t reflect.Type) *keyShape {
 // so that recursive types end.
 func buildShape(t reflect.Type, building map[reflect.Type]*keyShape) *keyShape {
 	if t.Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(jsonUnmarshaler) ||
-		t.Implements(textUnmarshalerT) || reflect.PointerTo(t).Implements(textUnmarshalerT) {
+		t.Implements(textUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler) {
 		return nil
 	}
 	switch t.Kind() {
@@ -202,7 +204,7 @@ func validTagName(s string) bool {
 
 // checkKeys checks the object keys of b, a JSON value encoding/json has
 // already decoded into a value of type t (so b is well-formed).
-func checkKeys(b []byte, t reflect.Type) *Error {
+func checkKeys(b []byte, t reflect.Type) *envelope.Error {
 	s := shapeOf(t)
 	if s == nil {
 		return nil
@@ -217,7 +219,7 @@ func checkKeys(b []byte, t reflect.Type) *Error {
 	}
 	slices.Reverse(p.path)
 	field := strings.Join(p.path, ".")
-	return &Error{Code: 400, Reason: "invalid_input", Message: field + ": " + p.problem, Details: map[string]any{"field": field}}
+	return &envelope.Error{Code: 400, Reason: "invalid_input", Message: field + ": " + p.problem, Details: map[string]any{"field": field}}
 }
 
 // keyProblem is what checkKeys found wrong; the path (innermost key

@@ -1,4 +1,4 @@
-package engine_test
+package codec_test
 
 import (
 	"bytes"
@@ -6,7 +6,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/codec"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // topLevelNames are the exact keys strictIn accepts at its top level.
@@ -28,9 +29,9 @@ func FuzzDecodeStrict(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var v strictIn
-		err := engine.DecodeStrict(b, &v)
+		err := codec.DecodeStrict(b, &v)
 		if err != nil {
-			var e *engine.Error
+			var e *envelope.Error
 			if !errors.As(err, &e) || e.Code != 400 {
 				t.Fatalf("DecodeStrict(%q): %v, want a 400 *Error", b, err)
 			}
