@@ -43,10 +43,10 @@ func TestPastDeadlineOnUnawaitedMessageIsIgnored(t *testing.T) {
 	store := deadletter.NewMemory()
 	rel := engine.Reliability{
 		DeadLetters:   store,
-		Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+		Retry:         middleware.Retry{MaxAttempts: 2, Backoff: middleware.Backoff{InitialInterval: time.Millisecond}},
 		MaxDeliveries: 3,
-		Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
-		Breaker:       middleware.Breaker{Disabled: true},
+		Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+		Breaker:       middleware.BreakerPolicy{Disabled: true},
 	}
 	bus := inproc.New(inproc.Options{})
 	start(t, bus, engine.Config{Reliability: rel}, svc)

@@ -155,7 +155,7 @@ func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout
 	// Attempts and the caller's context bound the retries, not the policy's
 	// MaxElapsedTime: each attempt already waits up to its timeout.
 	policy := e.cfg.Reliability.Retry
-	policy.MaxElapsedTime = -1
+	policy.Backoff.MaxElapsedTime = -1
 	var out []byte
 	err := backoff.Retry(func() error {
 		var err error
@@ -189,20 +189,21 @@ func downstreamFailure(err error) bool {
 	return err != nil && errors.As(err, &e) && e.Code >= 500
 }
 
+// breaker returns the caller-side breaker of topic (nil when disabled),
+// made from Reliability.CallBreaker on first use.
 func (e *Engine) breaker(topic string) *gobreaker.CircuitBreaker {
-	if e.cfg.Reliability.CallBreaker.Disabled {
+	p := e.cfg.Reliability.CallBreaker
+	if p.Disabled {
 		return nil
 	}
 	if cb, ok := e.breakers.Load(topic); ok {
 		return cb.(*gobreaker.CircuitBreaker)
 	}
-	p := e.cfg.Reliability.CallBreaker
-	p.Name = "call " + topic
-	if p.Logger == nil {
-		p.Logger = e.log
+	if p.IsFailure == nil {
+		p.IsFailure = downstreamFailure
 	}
-	p.IsFailure = downstreamFailure
-	cb, _ := e.breakers.LoadOrStore(topic, p.New())
+	b := middleware.Breaker{BreakerPolicy: p, Name: "call " + topic, Logger: e.log}
+	cb, _ := e.breakers.LoadOrStore(topic, b.New())
 	return cb.(*gobreaker.CircuitBreaker)
 }
 
@@ -420,16 +421,12 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 		mws = append(mws, replyToCheck)
 	}
 	if r.kind == bridge.Event && !rel.Breaker.Disabled {
-		b := rel.Breaker
-		b.Name = route.Group + " " + route.Topic
-		if b.Logger == nil {
-			b.Logger = log
-		}
+		b := middleware.Breaker{BreakerPolicy: rel.Breaker, Name: route.Group + " " + route.Topic, Logger: log}
 		mws = append(mws, b.Middleware())
 	}
 	return append(mws,
 		unlessAwaited(retry.Middleware()),
-		middleware.Timeout(rel.AttemptTimeout),
+		middleware.AttemptTimeout(rel.AttemptTimeout),
 		middleware.Recoverer(log),
 	)
 }

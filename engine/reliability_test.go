@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,10 +76,10 @@ func TestTransientFailuresAreRetriedThenDeadLettered(t *testing.T) {
 	store := deadletter.NewMemory()
 	rel := engine.Reliability{
 		DeadLetters:   store,
-		Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+		Retry:         middleware.Retry{MaxAttempts: 2, Backoff: middleware.Backoff{InitialInterval: time.Millisecond}},
 		MaxDeliveries: 3,
-		Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
-		Breaker:       middleware.Breaker{Disabled: true},
+		Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+		Breaker:       middleware.BreakerPolicy{Disabled: true},
 	}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
 	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
@@ -140,9 +142,14 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 		DeadLetters:   store,
 		Retry:         middleware.Retry{MaxAttempts: 1},
 		MaxDeliveries: 3,
-		Redelivery:    middleware.Retry{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond},
-		Breaker: middleware.Breaker{ConsecutiveFailures: 3, OpenFor: 300 * time.Millisecond, MaxPause: 5 * time.Second,
-			OnStateChange: func(_ string, _, to gobreaker.State) { states <- to }},
+		Redelivery:    middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond},
+		Breaker: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: 300 * time.Millisecond, MaxPause: 5 * time.Second,
+			OnStateChange: func(name string, _, to gobreaker.State) {
+				if name != "jobs.v1 event.jobs.queued" {
+					t.Errorf("breaker named %q, want the subscription's group and topic", name)
+				}
+				states <- to
+			}},
 	}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
 	ctx := e.Context(t.Context())
@@ -189,8 +196,8 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 	engine.Handle(svc, flaky, handle)
 	engine.Handle(svc, plain, handle)
 	rel := engine.Reliability{
-		Retry:       middleware.Retry{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond},
-		CallBreaker: middleware.Breaker{ConsecutiveFailures: 3, OpenFor: 200 * time.Millisecond},
+		Retry:       middleware.Retry{MaxAttempts: 3, Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond}},
+		CallBreaker: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: 200 * time.Millisecond},
 	}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, DefaultTimeout: 50 * time.Millisecond}, svc)
 	ctx := e.Context(t.Context())
@@ -241,6 +248,83 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 	}
 }
 
+// Every field of Reliability.CallBreaker does what it says: the engine
+// names each caller-side breaker and logs for it, but its IsFailure and
+// OnStateChange are the user's. (The engine used to replace IsFailure with
+// its own, so a policy counting 4xx answers never opened.)
+func TestCallBreakerHonoursThePolicy(t *testing.T) {
+	var calls atomic.Int32
+	svc := engine.NewService("strict", "1")
+	cmd := engine.NewCommand[EchoIn, EchoOut]("strict", "1", "check")
+	engine.Handle(svc, cmd, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		calls.Add(1)
+		return EchoOut{}, engine.NewError(422, "refused")
+	})
+	var names []string
+	var mu sync.Mutex
+	rel := engine.Reliability{CallBreaker: middleware.BreakerPolicy{
+		ConsecutiveFailures: 2, OpenFor: time.Hour,
+		IsFailure: func(err error) bool { return err != nil }, // a 4xx counts too
+		OnStateChange: func(name string, _, _ gobreaker.State) {
+			mu.Lock()
+			names = append(names, name)
+			mu.Unlock()
+		},
+	}}
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
+	ctx := e.Context(t.Context())
+	for range 2 {
+		if _, err := cmd.Invoke(ctx, EchoIn{}); err == nil {
+			t.Fatal("the handler's 422 did not reach the caller")
+		}
+	}
+	if _, err := cmd.Invoke(ctx, EchoIn{}); !errors.Is(err, engine.ErrCircuitOpen) {
+		t.Errorf("third call after two failures IsFailure counts: %v, want ErrCircuitOpen", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("handler ran %d times, want 2 (the open circuit fails the third call at once)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"call " + cmd.String()}; !slices.Equal(names, want) {
+		t.Errorf("OnStateChange saw %v, want %v", names, want)
+	}
+}
+
+// A setting Reliability cannot honour is refused, not ignored.
+func TestReliabilityValidateRefusesUnusedFields(t *testing.T) {
+	err := engine.Config{Reliability: engine.Reliability{
+		Retry:       middleware.Retry{MaxAttempts: -1, Backoff: middleware.Backoff{Multiplier: 0.5}},
+		Redelivery:  middleware.Backoff{MaxElapsedTime: time.Minute, InitialInterval: -1},
+		Breaker:     middleware.BreakerPolicy{OpenFor: -1},
+		CallBreaker: middleware.BreakerPolicy{MaxPause: time.Second},
+	}}.Validate()
+	for _, want := range []string{"Retry: retry policy: MaxAttempts", "multiplier 0.5", "Redelivery: InitialInterval is negative",
+		"Redelivery.MaxElapsedTime is not used", "Breaker: breaker: OpenFor", "CallBreaker.MaxPause is not used"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate does not report %q: %v", want, err)
+		}
+	}
+	if _, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Reliability: engine.Reliability{
+		CallBreaker: middleware.BreakerPolicy{MaxPause: time.Second}}}); err == nil {
+		t.Error("New accepted a CallBreaker.MaxPause it would ignore")
+	}
+}
+
+// Concurrency below 1 is a registration error: it used to mean the
+// command default, 16 at once, even for a subscription.
+func TestConcurrencyBelowOneIsRefused(t *testing.T) {
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { return nil }, engine.Concurrency(0))
+	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(svc); err == nil || !strings.Contains(err.Error(), "Concurrency(0): want at least 1") {
+		t.Errorf("Register: %v, want Concurrency(0) refused", err)
+	}
+}
+
 // A fire-and-forget command sent by a handler whose caller has a short
 // deadline does not inherit that deadline: it is processed even when its
 // redelivery comes long after the caller stopped waiting.
@@ -263,7 +347,7 @@ func TestSendDoesNotInheritTheCallersDeadline(t *testing.T) {
 		return EchoOut{}, nil
 	})
 	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 1},
-		Redelivery: middleware.Retry{InitialInterval: 300 * time.Millisecond, RandomizationFactor: -1}}
+		Redelivery: middleware.Backoff{InitialInterval: 300 * time.Millisecond, RandomizationFactor: -1}}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
 	if _, err := front.Invoke(e.Context(t.Context()), EchoIn{}, engine.Timeout(100*time.Millisecond)); err != nil {
 		t.Fatal(err)
@@ -280,7 +364,7 @@ func TestIdempotentCallDeadlineIsATimeout(t *testing.T) {
 		<-ctx.Done()
 		return EchoOut{}, ctx.Err()
 	})
-	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 10, InitialInterval: 10 * time.Millisecond}, CallBreaker: middleware.Breaker{Disabled: true}}
+	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 10, Backoff: middleware.Backoff{InitialInterval: 10 * time.Millisecond}}, CallBreaker: middleware.BreakerPolicy{Disabled: true}}
 	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
 	ctx, cancel := context.WithTimeout(e.Context(t.Context()), 250*time.Millisecond)
 	defer cancel()
@@ -312,9 +396,9 @@ func TestLargeResultOfFireAndForgetCommand(t *testing.T) {
 			store := deadletter.NewMemory()
 			rel := engine.Reliability{
 				DeadLetters:   store,
-				Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+				Retry:         middleware.Retry{MaxAttempts: 2, Backoff: middleware.Backoff{InitialInterval: time.Millisecond}},
 				MaxDeliveries: 3,
-				Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+				Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
 			}
 			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{MaxPayloadBytes: 1024, Reliability: rel}, s)
 			if err := c.cmd.Send(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {

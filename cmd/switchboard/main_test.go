@@ -608,7 +608,7 @@ func TestDLQReplayAllWhileTheHandlerStillFails(t *testing.T) {
 		Reliability: engine.Reliability{
 			DeadLetters: s,
 			Retry:       middleware.Retry{MaxAttempts: 1},
-			Breaker:     middleware.Breaker{Disabled: true},
+			Breaker:     middleware.BreakerPolicy{Disabled: true},
 		},
 	})
 	if err != nil {

@@ -106,7 +106,7 @@ func startRefailing(t *testing.T, s deadletter.Store, svc string, n int) (messag
 		Reliability: engine.Reliability{
 			DeadLetters: s,
 			Retry:       middleware.Retry{MaxAttempts: 1},
-			Breaker:     middleware.Breaker{Disabled: true}, // every call fails: do not pause
+			Breaker:     middleware.BreakerPolicy{Disabled: true}, // every call fails: do not pause
 		},
 	})
 	if err != nil {

@@ -125,7 +125,7 @@ func newEngine(t *testing.T) *engine.Engine {
 	eng, err := engine.New(engine.Config{
 		Transport:   bus,
 		Logger:      slog.New(slog.DiscardHandler),
-		Reliability: engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},
+		Reliability: engine.Reliability{CallBreaker: middleware.BreakerPolicy{Disabled: true}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -52,7 +52,7 @@ func TestInFlightLimit(t *testing.T) {
 		Transport:          bus,
 		Logger:             slog.New(slog.DiscardHandler),
 		CommandConcurrency: 4 * requests, // the engine would run every request at once
-		Reliability:        engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},
+		Reliability:        engine.Reliability{CallBreaker: middleware.BreakerPolicy{Disabled: true}},
 	})
 	if err != nil {
 		t.Fatal(err)
