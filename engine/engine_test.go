@@ -275,7 +275,7 @@ func TestNoHandlerAndNoEngine(t *testing.T) {
 func raw(t *testing.T, bus bridge.Bridge, topic string, payload []byte, md map[string]string) *message.Message {
 	t.Helper()
 	inst := "raw" + watermill.NewShortUUID()[:8]
-	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "reply." + inst, Group: inst, Kind: bridge.Reply})
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "reply." + inst, Group: inst, Kind: bridge.Reply, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +470,7 @@ func TestSubscriptionRedeliveredAfterError(t *testing.T) {
 		close(done)
 		return nil
 	})
-	e, _ := start(t, inproc.New(inproc.Options{NackDelay: time.Millisecond}), engine.Config{}, s)
+	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, s)
 	if err := Echoed.Emit(e.Context(t.Context()), EchoOut{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}

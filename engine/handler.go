@@ -346,8 +346,10 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if !e.handlers.enter() {
 			// Stop has begun: no handler starts any more. The message goes
 			// back to the backend for another instance, or this one after a
-			// restart. Nacked here rather than by an error, which Watermill
-			// would log as a handler failure.
+			// restart, after bridge.DefaultNackDelay (no delay of its own:
+			// not a failure, and this instance must not spin on it while
+			// it drains). Nacked here rather than by an error, which
+			// Watermill would log as a handler failure.
 			msg.Nack()
 			return nil
 		}

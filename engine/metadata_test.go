@@ -145,7 +145,7 @@ func TestTracerDropsLongTracestate(t *testing.T) {
 	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { return next.Emit(ctx, in) })
 	bus := inproc.New(inproc.Options{})
 	start(t, bus, engine.Config{TracerProvider: sdktrace.NewTracerProvider()}, svc)
-	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "event.jobs.next", Group: "probe", Kind: bridge.Event})
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "event.jobs.next", Group: "probe", Kind: bridge.Event, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func TestInboxAnswersRedeliveredCommandAgain(t *testing.T) {
 	newEngine(t, bus, svc)
 
 	const replyTopic = "reply.test-caller"
-	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "test-caller", Kind: bridge.Reply})
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "test-caller", Kind: bridge.Reply, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestInboxStoredReplyOnEveryBroker(t *testing.T) {
 			b := openServer(t, name)
 			newEngine(t, b, svc)
 			replyTopic := router.ReplyTopic("inboxtest" + s)
-			sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "inboxtest" + s, Kind: bridge.Reply})
+			sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "inboxtest" + s, Kind: bridge.Reply, Concurrency: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -149,7 +149,7 @@ type collector struct {
 
 func collect(t *testing.T, b bridge.Bridge, topic, group string) *collector {
 	t.Helper()
-	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: group, Kind: bridge.Event})
+	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: group, Kind: bridge.Event, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestInboxExactlyOnceEffect(t *testing.T) {
 		}
 		return nil
 	}, engine.Middleware(inbox.Middleware()))
-	bus := inproc.New(inproc.Options{NackDelay: time.Millisecond})
+	bus := inproc.New(inproc.Options{})
 	newEngine(t, bus, svc)
 
 	// The same message delivered three times (a broker redelivering).

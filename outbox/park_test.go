@@ -211,7 +211,7 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 					return err == nil && st.Retrying == 1 && st.Backlog == 2 && st.Parked == 0
 				})
 			}
-			sub, err := target.Subscriber(t.Context(), bridge.Spec{Topic: retired.String(), Group: "retired" + s + ".v1", Kind: bridge.Command})
+			sub, err := target.Subscriber(t.Context(), bridge.Spec{Topic: retired.String(), Group: "retired" + s + ".v1", Kind: bridge.Command, Concurrency: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

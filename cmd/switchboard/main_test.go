@@ -490,7 +490,7 @@ func TestDLQReplay(t *testing.T) {
 	}
 	defer b.Close()
 	subscribe := func(rec deadletter.Record) <-chan *message.Message {
-		sub, err := b.Subscriber(ctx, bridge.Spec{Topic: rec.Topic, Group: rec.Group, Kind: bridge.Command})
+		sub, err := b.Subscriber(ctx, bridge.Spec{Topic: rec.Topic, Group: rec.Group, Kind: bridge.Command, Concurrency: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
