@@ -77,7 +77,7 @@ func echoService(opts ...engine.HandlerOption) *engine.Service {
 }
 
 func TestRoundTripAndMetadataFlow(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	front := engine.NewService("front", "1")
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		out, err := Echo.Invoke(ctx, in)
@@ -117,7 +117,7 @@ func TestRoundTripAndMetadataFlow(t *testing.T) {
 }
 
 func TestEdgeCallStartsNewConversation(t *testing.T) {
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService())
+	e, _ := start(t, inproc.New(), engine.Config{}, echoService())
 	out, err := Echo.Invoke(e.Context(t.Context()), EchoIn{Text: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestErrorsCrossTheWire(t *testing.T) {
 	engine.Handle(svc, wrapped, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		return EchoOut{}, fmt.Errorf("looking up: %w", engine.ErrNotFound)
 	})
-	e, logs := start(t, inproc.New(inproc.Options{}), engine.Config{}, svc)
+	e, logs := start(t, inproc.New(), engine.Config{}, svc)
 	ctx := e.Context(t.Context())
 
 	_, err := handled.Invoke(ctx, EchoIn{Text: "a"})
@@ -202,7 +202,7 @@ func TestTimeouts(t *testing.T) {
 			return EchoOut{}, ctx.Err()
 		}
 	}, engine.Concurrency(1))
-	e, logs := start(t, inproc.New(inproc.Options{}), engine.Config{DefaultTimeout: 300 * time.Millisecond}, svc, echoService())
+	e, logs := start(t, inproc.New(), engine.Config{DefaultTimeout: 300 * time.Millisecond}, svc, echoService())
 	var releaseOnce sync.Once
 	free := func() { releaseOnce.Do(func() { close(release) }) }
 	defer free()
@@ -257,7 +257,7 @@ func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
 }
 
 func TestNoHandlerAndNoEngine(t *testing.T) {
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService())
+	e, _ := start(t, inproc.New(), engine.Config{}, echoService())
 	missing := engine.NewCommand[EchoIn, EchoOut]("ghost", "1", "boo")
 	_, err := missing.Invoke(e.Context(t.Context()), EchoIn{Text: "a"})
 	if !errors.Is(err, engine.ErrNoHandler) || !errors.Is(err, engine.ErrUnavailable) || errors.Is(err, engine.ErrCircuitOpen) {
@@ -303,7 +303,7 @@ func raw(t *testing.T, bus bridge.Bridge, topic string, payload []byte, md map[s
 }
 
 func TestBadInputGetsAClearAnswer(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	e, _ := start(t, bus, engine.Config{MaxPayloadBytes: 1024}, echoService())
 	cases := []struct {
 		name, payload string
@@ -356,7 +356,7 @@ func TestBadInputGetsAClearAnswer(t *testing.T) {
 }
 
 func TestUnknownFieldPolicy(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	start(t, bus, engine.Config{}, echoService(engine.AllowUnknownFields()))
 	r := raw(t, bus, Echo.String(), []byte(`{"text":"a","colour":"red"}`), nil)
 	if r.Metadata.Get(envelope.KeyError) == "1" {
@@ -396,7 +396,7 @@ func TestMiddlewareScopes(t *testing.T) {
 	}
 	svc := echoService(engine.Middleware(mark("command"), guard, shape))
 	svc.Use(mark("service"))
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Middleware: []message.HandlerMiddleware{mark("global")}}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Middleware: []message.HandlerMiddleware{mark("global")}}, svc)
 	ctx := e.Context(t.Context())
 
 	if _, err := Echo.Invoke(ctx, EchoIn{Text: "a"}); !errors.Is(err, engine.ErrUnauthorized) {
@@ -432,7 +432,7 @@ func TestSuccessEventAndSubscriptions(t *testing.T) {
 		return s
 	}
 	// echo v1 and v2 side by side, two subscribing services
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService(), v2, listen("a"), listen("b"))
+	e, _ := start(t, inproc.New(), engine.Config{}, echoService(), v2, listen("a"), listen("b"))
 	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{PrincipalID: "p"})
 	if _, err := announce.Invoke(ctx, EchoIn{Text: "hey"}); err != nil {
 		t.Fatal(err)
@@ -470,7 +470,7 @@ func TestSubscriptionRedeliveredAfterError(t *testing.T) {
 		close(done)
 		return nil
 	})
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, s)
+	e, _ := start(t, inproc.New(), engine.Config{}, s)
 	if err := Echoed.Emit(e.Context(t.Context()), EchoOut{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +495,7 @@ func TestConcurrencyOption(t *testing.T) {
 		inFlight.Add(-1)
 		return EchoOut{}, nil
 	}, engine.Concurrency(n))
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{}, svc)
 	var wg sync.WaitGroup
 	for range 2 * n {
 		wg.Go(func() { _, _ = cmd.Invoke(e.Context(t.Context()), EchoIn{Text: "x"}) })
@@ -514,7 +514,7 @@ func TestConcurrencyOption(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	release := make(chan struct{})
 	svc := engine.NewService("drain", "1")
 	cmd := engine.NewCommand[EchoIn, EchoOut]("drain", "1", "work")
@@ -592,7 +592,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestConfigAndRegistrationErrors(t *testing.T) {
-	err := engine.Config{DefaultTimeout: -1, DrainTimeout: -1, MaxPayloadBytes: -5, CommandConcurrency: -1, InstanceID: "bad id!", Bridge: "nats://x", Transport: inproc.New(inproc.Options{})}.Validate()
+	err := engine.Config{DefaultTimeout: -1, DrainTimeout: -1, MaxPayloadBytes: -5, CommandConcurrency: -1, InstanceID: "bad id!", Bridge: "nats://x", Transport: inproc.New()}.Validate()
 	for _, want := range []string{"DefaultTimeout", "DrainTimeout", "MaxPayloadBytes", "CommandConcurrency", "instance name", "both Bridge and Transport"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %s: %v", want, err)
@@ -605,7 +605,7 @@ func TestConfigAndRegistrationErrors(t *testing.T) {
 		t.Errorf("bad URL: %v", err)
 	}
 
-	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{})})
+	e, err := engine.New(engine.Config{Transport: inproc.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -655,7 +655,7 @@ func TestWithPublisherRedirectsEmitAndSend(t *testing.T) {
 	got := make(chan string, 1)
 	s := engine.NewService("listener", "1")
 	engine.Subscribe(s, Echoed, func(ctx context.Context, ev EchoOut) error { got <- ev.Text; return nil })
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, s, echoService())
+	e, _ := start(t, inproc.New(), engine.Config{}, s, echoService())
 	rec := &recordingPublisher{}
 	ctx := engine.WithPublisher(e.Context(t.Context()), rec)
 	if err := Echoed.Emit(ctx, EchoOut{Text: "via outbox"}); err != nil {

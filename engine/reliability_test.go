@@ -47,7 +47,7 @@ func TestPermanentErrorIsDeadLetteredAfterOneAttempt(t *testing.T) {
 		return engine.NewError(422, "cannot do %q", in.Text)
 	})
 	store := deadletter.NewMemory()
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
 	ctx := engine.WithMeta(e.Context(t.Context()), engine.Meta{CorrelationID: "c-42", TenantID: "acme"})
 	if err := Job.Emit(ctx, EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestTransientFailuresAreRetriedThenDeadLettered(t *testing.T) {
 		Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
 		Breaker:       middleware.BreakerPolicy{Disabled: true},
 	}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, svc)
 	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestReplayAfterTheFix(t *testing.T) {
 	var audited atomic.Int32
 	engine.Subscribe(other, Job, func(ctx context.Context, in EchoIn) error { audited.Add(1); return nil })
 	store := deadletter.NewMemory()
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	e, _ := start(t, bus, engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc, other)
 	if err := Job.Emit(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 				states <- to
 			}},
 	}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
 	ctx := e.Context(t.Context())
 	const n = 10
 	for i := range n {
@@ -199,7 +199,7 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 		Retry:       middleware.Retry{MaxAttempts: 3, Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond}},
 		CallBreaker: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: 200 * time.Millisecond},
 	}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, DefaultTimeout: 50 * time.Millisecond}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel, DefaultTimeout: 50 * time.Millisecond}, svc)
 	ctx := e.Context(t.Context())
 
 	// An idempotent command is retried by the caller: 3 attempts, then the
@@ -239,7 +239,7 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 		calls.Add(1)
 		return EchoOut{}, engine.ErrUnavailable
 	})
-	e2, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, rs)
+	e2, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, rs)
 	if _, err := refuse.Invoke(e2.Context(t.Context()), EchoIn{}); !errors.Is(err, engine.ErrUnavailable) {
 		t.Errorf("handled 503: %v", err)
 	}
@@ -271,7 +271,7 @@ func TestCallBreakerHonoursThePolicy(t *testing.T) {
 			mu.Unlock()
 		},
 	}}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
 	ctx := e.Context(t.Context())
 	for range 2 {
 		if _, err := cmd.Invoke(ctx, EchoIn{}); err == nil {
@@ -305,7 +305,7 @@ func TestReliabilityValidateRefusesUnusedFields(t *testing.T) {
 			t.Errorf("Validate does not report %q: %v", want, err)
 		}
 	}
-	if _, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{}), Reliability: engine.Reliability{
+	if _, err := engine.New(engine.Config{Transport: inproc.New(), Reliability: engine.Reliability{
 		CallBreaker: middleware.BreakerPolicy{MaxPause: time.Second}}}); err == nil {
 		t.Error("New accepted a CallBreaker.MaxPause it would ignore")
 	}
@@ -316,7 +316,7 @@ func TestReliabilityValidateRefusesUnusedFields(t *testing.T) {
 func TestConcurrencyBelowOneIsRefused(t *testing.T) {
 	svc := engine.NewService("jobs", "1")
 	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { return nil }, engine.Concurrency(0))
-	e, err := engine.New(engine.Config{Transport: inproc.New(inproc.Options{})})
+	e, err := engine.New(engine.Config{Transport: inproc.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestSendDoesNotInheritTheCallersDeadline(t *testing.T) {
 	})
 	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 1},
 		Redelivery: middleware.Backoff{InitialInterval: 300 * time.Millisecond, RandomizationFactor: -1}}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, svc)
 	if _, err := front.Invoke(e.Context(t.Context()), EchoIn{}, engine.Timeout(100*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestIdempotentCallDeadlineIsATimeout(t *testing.T) {
 		return EchoOut{}, ctx.Err()
 	})
 	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 10, Backoff: middleware.Backoff{InitialInterval: 10 * time.Millisecond}}, CallBreaker: middleware.BreakerPolicy{Disabled: true}}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, svc)
 	ctx, cancel := context.WithTimeout(e.Context(t.Context()), 250*time.Millisecond)
 	defer cancel()
 	if _, err := cmd.Invoke(ctx, EchoIn{}, engine.Timeout(100*time.Millisecond)); !errors.Is(err, engine.ErrTimeout) {
@@ -400,7 +400,7 @@ func TestLargeResultOfFireAndForgetCommand(t *testing.T) {
 				MaxDeliveries: 3,
 				Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
 			}
-			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{MaxPayloadBytes: 1024, Reliability: rel}, s)
+			e, _ := start(t, inproc.New(), engine.Config{MaxPayloadBytes: 1024, Reliability: rel}, s)
 			if err := c.cmd.Send(e.Context(t.Context()), EchoIn{Text: "x"}); err != nil {
 				t.Fatal(err)
 			}

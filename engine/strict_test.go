@@ -98,7 +98,7 @@ func detailsOf(e *engine.Error) map[string]any {
 // and duplicate keys like DecodeStrict; a handler that allows unknown
 // fields matches keys as encoding/json does.
 func TestHandlerInputKeysAreExact(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	start(t, bus, engine.Config{}, echoService())
 	for in, field := range map[string]string{`{"Text":"a"}`: "Text", `{"text":"a","text":"b"}`: "text"} {
 		r := raw(t, bus, Echo.String(), []byte(in), nil)
@@ -108,7 +108,7 @@ func TestHandlerInputKeysAreExact(t *testing.T) {
 		}
 	}
 
-	lenient := inproc.New(inproc.Options{})
+	lenient := inproc.New()
 	start(t, lenient, engine.Config{}, echoService(engine.AllowUnknownFields()))
 	r := raw(t, lenient, Echo.String(), []byte(`{"TEXT":"a","text":"b","colour":"red"}`), nil)
 	var out EchoOut

@@ -38,7 +38,7 @@ func TestInboxAnswersRedeliveredCommandAgain(t *testing.T) {
 		runs++
 		return Order{ID: o.ID, Item: "shipped", Trace: fmt.Sprint("run ", runs)}, nil
 	}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	newEngine(t, bus, svc)
 
 	const replyTopic = "reply.test-caller"
@@ -106,7 +106,7 @@ func TestInboxKeysByTopic(t *testing.T) {
 	svc := engine.NewService("shipping", "1")
 	engine.Handle(svc, ShipOrder, handler("ship"), inbox)
 	engine.Handle(svc, cancelOrder, handler("cancel"), inbox)
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	newEngine(t, bus, svc)
 
 	id := watermill.NewUUID()
@@ -148,7 +148,7 @@ func TestInboxHonoursRowsRecordedBeforeTopics(t *testing.T) {
 		runs++
 		return o, nil
 	}, engine.Middleware(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	newEngine(t, bus, svc)
 	for _, uuid := range []string{id, watermill.NewUUID()} { // the old one, then a new one
 		m := message.NewMessage(uuid, []byte(`{"id":1}`))

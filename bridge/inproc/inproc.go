@@ -20,12 +20,9 @@ func init() {
 		if q := u.Query(); len(q) > 0 {
 			return nil, fmt.Errorf("%w: unknown parameter %q (gochannel:// takes none)", bridge.ErrBadURL, slices.Sorted(maps.Keys(q))[0])
 		}
-		return shared(u.Host, Options{}), nil
+		return shared(u.Host), nil
 	})
 }
-
-// Options configure a bus. There are none yet.
-type Options struct{}
 
 var (
 	busesMu sync.Mutex
@@ -39,12 +36,12 @@ type sharedBus struct {
 
 // shared returns a handle on the process-wide bus named name, creating the
 // bus if needed. The bus closes when its last handle is closed.
-func shared(name string, opts Options) bridge.Bridge {
+func shared(name string) bridge.Bridge {
 	busesMu.Lock()
 	defer busesMu.Unlock()
 	sb := buses[name]
 	if sb == nil {
-		sb = &sharedBus{Bus: New(opts)}
+		sb = &sharedBus{Bus: New()}
 		buses[name] = sb
 	}
 	sb.refs++
@@ -74,7 +71,6 @@ func (h *handle) Close() error {
 // bridge.Bridge; use New for a private bus (tests), or bridge.Open with a
 // "gochannel://name" URL for a process-wide one.
 type Bus struct {
-	opts   Options
 	mu     sync.Mutex
 	topics map[string]map[string]*group // topic → group name → group
 	closed bool
@@ -82,8 +78,8 @@ type Bus struct {
 }
 
 // New returns a private bus.
-func New(opts Options) *Bus {
-	return &Bus{opts: opts, topics: map[string]map[string]*group{}, done: make(chan struct{})}
+func New() *Bus {
+	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{})}
 }
 
 // Name implements bridge.Bridge.

@@ -45,7 +45,7 @@ func TestBadURL(t *testing.T) {
 // A message nacked without a delay of its own comes back after
 // bridge.DefaultNackDelay, not at once; one that asks for a delay gets it.
 func TestNackDelay(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	t.Cleanup(func() { _ = bus.Close() })
 	spec := bridge.Spec{Topic: "t", Group: "g", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(t, bus, spec)
@@ -73,7 +73,7 @@ func TestNackDelay(t *testing.T) {
 // the next delivery and the stop at random.)
 func TestClosingSubscriberTakesNothingMore(t *testing.T) {
 	for round := range 20 {
-		bus := inproc.New(inproc.Options{})
+		bus := inproc.New()
 		spec := bridge.Spec{Topic: "t", Group: "g", Kind: bridge.Command, Concurrency: 1}
 		sub, err := bus.Subscriber(t.Context(), spec)
 		if err != nil {

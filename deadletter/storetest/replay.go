@@ -99,7 +99,7 @@ func startRefailing(t *testing.T, s deadletter.Store, svc string, n int) (messag
 		h.mu.Unlock()
 		return middleware.Permanent(fmt.Errorf("failure #%d of job %d", k, j.N))
 	})
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	e, err := engine.New(engine.Config{
 		Transport: bus,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -74,7 +74,7 @@ func New(t testing.TB, svc *engine.Service, opts ...Option) *Harness {
 	for _, o := range opts {
 		o(h)
 	}
-	h.rec = &recorder{Bridge: inproc.New(inproc.Options{})}
+	h.rec = &recorder{Bridge: inproc.New()}
 	cfg := h.config
 	cfg.Bridge = ""
 	cfg.Transport = h.rec

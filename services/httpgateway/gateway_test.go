@@ -121,7 +121,7 @@ func acctService() *engine.Service {
 // newEngine runs the test service on a private in-process bus.
 func newEngine(t *testing.T) *engine.Engine {
 	t.Helper()
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	eng, err := engine.New(engine.Config{
 		Transport:   bus,
 		Logger:      slog.New(slog.DiscardHandler),

@@ -47,7 +47,7 @@ func TestInFlightLimit(t *testing.T) {
 		}
 		return Empty{}, nil
 	})
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	eng, err := engine.New(engine.Config{
 		Transport:          bus,
 		Logger:             slog.New(slog.DiscardHandler),
