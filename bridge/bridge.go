@@ -50,7 +50,8 @@ type Spec struct {
 	// Kind selects the delivery semantics.
 	Kind Kind
 	// Concurrency is how many messages this subscription may have in flight
-	// (delivered, not yet acked) at once. Values below 1 mean 1.
+	// (delivered, not yet acked) at once: at least 1 (Validate refuses
+	// less). The engine sets it on every subscription it makes.
 	Concurrency int
 }
 
@@ -66,15 +67,10 @@ func (s Spec) Validate() error {
 	if s.Kind < Command || s.Kind > Reply {
 		errs = append(errs, fmt.Errorf("bridge: spec: unknown kind %d", int(s.Kind)))
 	}
-	return errors.Join(errs...)
-}
-
-// Workers returns Concurrency, or 1 when it is below 1.
-func (s Spec) Workers() int {
 	if s.Concurrency < 1 {
-		return 1
+		errs = append(errs, fmt.Errorf("bridge: spec: Concurrency is %d, want at least 1", s.Concurrency))
 	}
-	return s.Concurrency
+	return errors.Join(errs...)
 }
 
 // Metadata keys shared by the engine and the backends.
@@ -86,20 +82,34 @@ const (
 	DeliveryKey = "_delivery"
 	// NackDelayKey may be set by the consumer on a delivered message before
 	// it calls Nack, to ask for redelivery after that duration (Go syntax,
-	// e.g. "1.5s") instead of the backend's default nack delay. The
-	// redelivery goes to the same group only. Backends declare
-	// Capabilities.NackDelay.
+	// e.g. "1.5s") instead of DefaultNackDelay. The engine sets it on every
+	// nack it makes (its Reliability.Redelivery). The redelivery goes to the
+	// same group only. Backends declare Capabilities.NackDelay.
 	NackDelayKey = "_nack_delay"
 )
 
-// NackDelay returns the delay requested on msg with NackDelayKey, or def.
-func NackDelay(md map[string]string, def time.Duration) time.Duration {
+// DefaultNackDelay is how long every backend keeps a message nacked without
+// a delay of its own (no NackDelayKey: a plain Watermill handler's error, a
+// message handed back during a drain) before delivering it again. It is
+// the first wait of the engine's default redelivery backoff
+// (middleware.DefaultRedelivery), so the two tiers agree; it is long
+// enough that a handler failing on every delivery costs one delivery a
+// second instead of spinning (the in-process and NATS backends waited
+// 50 ms, PostgreSQL 100 ms: twenty and ten deliveries a second); and it is
+// the retry queue TTL the AMQP backend already declared, so existing
+// RabbitMQ queues keep their arguments. It is not a URL parameter: a
+// consumer that wants another delay says so on the message.
+const DefaultNackDelay = time.Second
+
+// NackDelay returns the delay requested on a nacked message's metadata with
+// NackDelayKey, or DefaultNackDelay.
+func NackDelay(md map[string]string) time.Duration {
 	if v, ok := md[NackDelayKey]; ok {
 		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
 			return d
 		}
 	}
-	return def
+	return DefaultNackDelay
 }
 
 // Capabilities declares the real differences between backends. The
@@ -199,12 +209,13 @@ func Schemes() []string {
 	return out
 }
 
-// Open opens the bridge named by rawURL. The empty string means the
-// in-process backend ("gochannel://"). No error it returns shows a
-// password: URLs appear redacted (see Redact), and a URL that does not
-// parse is described without being quoted. A URL with a fragment or with an
-// '@' after its host (a password with an unescaped '#', '?' or '/') is
-// refused with ErrBadURL (see ParseURL).
+// Open opens the bridge named by rawURL, within ctx: a backend that cannot
+// be reached fails with ErrUnreachable when ctx ends, if not sooner. The
+// empty string means the in-process backend ("gochannel://"). No error it
+// returns shows a password: URLs appear redacted (see Redact), and a URL
+// that does not parse is described without being quoted. A URL with a
+// fragment or with an '@' after its host (a password with an unescaped
+// '#', '?' or '/') is refused with ErrBadURL (see ParseURL).
 func Open(ctx context.Context, rawURL string) (Bridge, error) {
 	if strings.TrimSpace(rawURL) == "" {
 		rawURL = "gochannel://"

@@ -17,6 +17,13 @@
 // it imports (bridge/all imports them all; the engine always imports
 // inproc). Open fails with ErrUnknownScheme when no backend knows the scheme.
 //
+// Opening is bounded by the context given to Open (the engine gives it
+// Config.ConnectTimeout); a backend may bound each later reconnection with
+// a documented constant of its own. No backend takes a URL parameter for
+// either, nor for the wait after a nack: a message nacked without a delay
+// of its own (NackDelayKey) comes back after DefaultNackDelay on every
+// backend.
+//
 // Backends never import the engine: the contract between the two is this
 // package alone.
 package bridge

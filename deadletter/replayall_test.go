@@ -26,7 +26,7 @@ func TestReplayAllStopsWhenTheBrokerIsGone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	_ = bus.Close()
 	c, err := deadletter.ReplayAll(ctx, store, bus.Publisher(), deadletter.Filter{})
 	if !errors.Is(err, bridge.ErrClosed) || c.Failed != 1 || c.Replayed != 0 {

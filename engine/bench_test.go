@@ -16,7 +16,7 @@ func BenchmarkInvoke(b *testing.B) {
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		return Echo.Invoke(ctx, in)
 	})
-	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler)})
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -43,12 +43,12 @@ func TestPastDeadlineOnUnawaitedMessageIsIgnored(t *testing.T) {
 	store := deadletter.NewMemory()
 	rel := engine.Reliability{
 		DeadLetters:   store,
-		Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+		Retry:         middleware.Retry{MaxAttempts: 2, Backoff: middleware.Backoff{InitialInterval: time.Millisecond}},
 		MaxDeliveries: 3,
-		Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
-		Breaker:       middleware.Breaker{Disabled: true},
+		Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+		Breaker:       middleware.BreakerPolicy{Disabled: true},
 	}
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	start(t, bus, engine.Config{Reliability: rel}, svc)
 
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
@@ -85,7 +85,7 @@ func TestStopWaitsForHandlersPastTheDrainDeadline(t *testing.T) {
 		returned.Store(true)
 		return ctx.Err()
 	})
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: 100 * time.Millisecond}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: 100 * time.Millisecond}, svc)
 	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
 		close(returned)
 		return ctx.Err()
 	})
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour}, svc)
 	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
 // handler on a stopping fleet does. (It used to answer 500 and log
 // "handler failed" at error level.)
 func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	entered := make(chan struct{}, 1)
 	front := engine.NewService("front", "1")
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
@@ -197,7 +197,7 @@ func (h *heldBridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.
 func TestStopDuringStart(t *testing.T) {
 	for _, n := range []int{1, 2} { // held: the reply subscription, the first handler's
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			hb := &heldBridge{Bridge: inproc.New(inproc.Options{}), n: n, held: make(chan struct{}), release: make(chan struct{})}
+			hb := &heldBridge{Bridge: inproc.New(), n: n, held: make(chan struct{}), release: make(chan struct{})}
 			e, err := engine.New(engine.Config{SharedBridge: hb, Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Second})
 			if err != nil {
 				t.Fatal(err)

@@ -79,56 +79,77 @@ type Config struct {
 }
 
 // Reliability is what happens when handlers fail. See package middleware
-// for each piece and the order the engine applies them in.
+// for each piece and the order the engine applies them in. Every field is
+// read as documented here; what the engine decides itself (each breaker's
+// name, its logger) has no field.
 type Reliability struct {
 	// Retry is the in-memory retry of every handler (RetryPolicy overrides
-	// it per handler) and the backoff of caller-side retries of Idempotent
-	// commands. Default: 3 attempts, 100 ms doubling to 2 s, ±50 %, at most
-	// 10 s.
+	// it per handler). Default: 3 attempts, 100 ms doubling to 2 s, ±50 %,
+	// at most 10 s (middleware.DefaultRetryBackoff). It is also the policy
+	// of a caller's retries of an Idempotent command, which read its
+	// attempts and waits but not its MaxElapsedTime: each attempt is
+	// bounded by the call's timeout, and all of them by the caller's
+	// context.
 	Retry middleware.Retry
 	// AttemptTimeout bounds each attempt of a handler: its context is
 	// cancelled then, and the next attempt starts only once the handler has
 	// returned; an attempt that then fails counts as timed out, one that
-	// succeeds keeps its result (see middleware.Timeout). Default 0: only
-	// the message's deadline.
+	// succeeds keeps its result (see middleware.AttemptTimeout). Default 0:
+	// only the message's deadline.
 	AttemptTimeout time.Duration
 	// MaxDeliveries is how many times a failing event (or fire-and-forget
 	// command) is delivered before it is dead-lettered. Default 5.
 	MaxDeliveries int
-	// Redelivery is the backoff between deliveries. Default 1 s doubling to
-	// 1 min, ±50 %.
-	Redelivery middleware.Retry
+	// Redelivery is the wait before each redelivery: the engine sets it on
+	// every nack it makes. Default 1 s doubling to 1 min, ±50 %
+	// (middleware.DefaultRedelivery). Its MaxElapsedTime must stay 0:
+	// MaxDeliveries bounds redelivery.
+	Redelivery middleware.Backoff
 	// DeadLetters stores messages that cannot be processed. Default: an
 	// in-memory store, which a restart empties — with a durable bridge, use
 	// deadletter/pgstore.
 	DeadLetters deadletter.Store
-	// Breaker is the consumer-side circuit breaker of every subscription.
-	// Default: on, 5 consecutive failures, open 10 s.
-	Breaker middleware.Breaker
-	// CallBreaker is the caller-side circuit breaker, one per downstream
-	// command: timeouts and 5xx answers count as failures. Default: on, 5
-	// consecutive failures, open 10 s.
-	CallBreaker middleware.Breaker
+	// Breaker is the policy of the consumer-side circuit breakers: one per
+	// subscription, named "<group> <topic>" (the name OnStateChange
+	// receives). Default: on, 5 consecutive failures, open 10 s, a message
+	// held at most OpenFor; every error that is not permanent counts.
+	Breaker middleware.BreakerPolicy
+	// CallBreaker is the policy of the caller-side circuit breakers: one
+	// per called command, named "call <topic>"; an open one fails calls at
+	// once with ErrCircuitOpen. IsFailure receives the call's error (an
+	// *Error). Default: on, 5 consecutive failures, open 10 s; timeouts and
+	// other 5xx answers count. Its MaxPause must stay 0: a caller's breaker
+	// fails fast, it never holds a call.
+	CallBreaker middleware.BreakerPolicy
 }
 
-// Validate reports every problem in r.
+// Validate reports every problem in r, and the settings it cannot honour.
 func (r Reliability) Validate() error {
 	var errs []error
-	for name, p := range map[string]middleware.Retry{"Retry": r.Retry, "Redelivery": r.Redelivery} {
-		if err := p.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+	for _, f := range []struct {
+		name string
+		err  error
+	}{
+		{"Retry", r.Retry.Validate()},
+		{"Redelivery", r.Redelivery.Validate()},
+		{"Breaker", r.Breaker.Validate()},
+		{"CallBreaker", r.CallBreaker.Validate()},
+	} {
+		if f.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, f.err))
 		}
+	}
+	if r.Redelivery.MaxElapsedTime != 0 {
+		errs = append(errs, fmt.Errorf("%s is not used (MaxDeliveries bounds redelivery); leave it 0", "Redelivery.MaxElapsedTime"))
+	}
+	if r.CallBreaker.MaxPause != 0 {
+		errs = append(errs, fmt.Errorf("%s is not used (a caller's breaker fails fast); leave it 0", "CallBreaker.MaxPause"))
 	}
 	if r.AttemptTimeout < 0 {
 		errs = append(errs, fmt.Errorf("AttemptTimeout is negative (%s)", r.AttemptTimeout))
 	}
 	if r.MaxDeliveries < 0 {
 		errs = append(errs, fmt.Errorf("MaxDeliveries is negative (%d)", r.MaxDeliveries))
-	}
-	for name, b := range map[string]middleware.Breaker{"Breaker": r.Breaker, "CallBreaker": r.CallBreaker} {
-		if err := b.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
 	}
 	return errors.Join(errs...)
 }
@@ -496,7 +517,7 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 	for _, s := range services {
 		for _, r := range s.regs {
 			spec := bridge.Spec{Topic: r.topic, Group: s.group(r), Kind: r.kind, Concurrency: r.concurrency}
-			if spec.Concurrency == 0 {
+			if spec.Concurrency == 0 { // a command without Concurrency (which refuses n < 1)
 				spec.Concurrency = e.cfg.CommandConcurrency
 			}
 			name := spec.Group + "/" + r.kind.String() + "/" + r.topic

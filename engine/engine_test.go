@@ -77,7 +77,7 @@ func echoService(opts ...engine.HandlerOption) *engine.Service {
 }
 
 func TestRoundTripAndMetadataFlow(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	front := engine.NewService("front", "1")
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		out, err := Echo.Invoke(ctx, in)
@@ -117,7 +117,7 @@ func TestRoundTripAndMetadataFlow(t *testing.T) {
 }
 
 func TestEdgeCallStartsNewConversation(t *testing.T) {
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService())
+	e, _ := start(t, inproc.New(), engine.Config{}, echoService())
 	out, err := Echo.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestErrorsCrossTheWire(t *testing.T) {
 	engine.Handle(svc, wrapped, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		return EchoOut{}, fmt.Errorf("looking up: %w", engine.ErrNotFound)
 	})
-	e, logs := start(t, inproc.New(inproc.Options{}), engine.Config{}, svc)
+	e, logs := start(t, inproc.New(), engine.Config{}, svc)
 	ctx := engine.WithEngine(t.Context(), e)
 
 	_, err := handled.Invoke(ctx, EchoIn{Text: "a"})
@@ -202,7 +202,7 @@ func TestTimeouts(t *testing.T) {
 			return EchoOut{}, ctx.Err()
 		}
 	}, engine.Concurrency(1))
-	e, logs := start(t, inproc.New(inproc.Options{}), engine.Config{CallTimeout: 300 * time.Millisecond}, svc, echoService())
+	e, logs := start(t, inproc.New(), engine.Config{CallTimeout: 300 * time.Millisecond}, svc, echoService())
 	var releaseOnce sync.Once
 	free := func() { releaseOnce.Do(func() { close(release) }) }
 	defer free()
@@ -257,7 +257,7 @@ func waitLog(t *testing.T, logs *testenv.LogBuffer, want string) {
 }
 
 func TestNoHandlerAndNoEngine(t *testing.T) {
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService())
+	e, _ := start(t, inproc.New(), engine.Config{}, echoService())
 	missing := engine.NewCommand[EchoIn, EchoOut]("ghost", "1", "boo")
 	_, err := missing.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "a"})
 	if !errors.Is(err, engine.ErrNoHandler) || !errors.Is(err, engine.ErrUnavailable) || errors.Is(err, engine.ErrCircuitOpen) {
@@ -275,7 +275,7 @@ func TestNoHandlerAndNoEngine(t *testing.T) {
 func raw(t *testing.T, bus bridge.Bridge, topic string, payload []byte, md map[string]string) *message.Message {
 	t.Helper()
 	inst := "raw" + watermill.NewShortUUID()[:8]
-	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "reply." + inst, Group: inst, Kind: bridge.Reply})
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "reply." + inst, Group: inst, Kind: bridge.Reply, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func raw(t *testing.T, bus bridge.Bridge, topic string, payload []byte, md map[s
 }
 
 func TestBadInputGetsAClearAnswer(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	e, _ := start(t, bus, engine.Config{MaxPayloadBytes: 1024}, echoService())
 	cases := []struct {
 		name, payload string
@@ -356,7 +356,7 @@ func TestBadInputGetsAClearAnswer(t *testing.T) {
 }
 
 func TestUnknownFieldPolicy(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	start(t, bus, engine.Config{}, echoService(engine.AllowUnknownFields()))
 	r := raw(t, bus, Echo.String(), []byte(`{"text":"a","colour":"red"}`), nil)
 	if r.Metadata.Get(envelope.KeyError) == "1" {
@@ -401,7 +401,7 @@ func TestMiddlewareScopes(t *testing.T) {
 	}
 	svc := echoService(engine.Use(mark("handler"), guard, shape))
 	svc.Use(mark("service"))
-	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler)})
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +449,7 @@ func TestUseRefusesNilMiddleware(t *testing.T) {
 	counted := func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) { ran.Add(1); return h(msg) }
 	}
-	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: slog.New(slog.DiscardHandler)})
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +496,7 @@ func TestSuccessEventAndSubscriptions(t *testing.T) {
 		return s
 	}
 	// echo v1 and v2 side by side, two subscribing services
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, echoService(), v2, listen("a"), listen("b"))
+	e, _ := start(t, inproc.New(), engine.Config{}, echoService(), v2, listen("a"), listen("b"))
 	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{PrincipalID: "p"})
 	if _, err := announce.Invoke(ctx, EchoIn{Text: "hey"}); err != nil {
 		t.Fatal(err)
@@ -534,7 +534,7 @@ func TestSubscriptionRedeliveredAfterError(t *testing.T) {
 		close(done)
 		return nil
 	})
-	e, _ := start(t, inproc.New(inproc.Options{NackDelay: time.Millisecond}), engine.Config{}, s)
+	e, _ := start(t, inproc.New(), engine.Config{}, s)
 	if err := Echoed.Emit(engine.WithEngine(t.Context(), e), EchoOut{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +559,7 @@ func TestConcurrencyOption(t *testing.T) {
 		inFlight.Add(-1)
 		return EchoOut{}, nil
 	}, engine.Concurrency(n))
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{}, svc)
 	var wg sync.WaitGroup
 	for range 2 * n {
 		wg.Go(func() { _, _ = cmd.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}) })
@@ -578,7 +578,7 @@ func TestConcurrencyOption(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	release := make(chan struct{})
 	svc := engine.NewService("drain", "1")
 	cmd := engine.NewCommand[EchoIn, EchoOut]("drain", "1", "work")
@@ -656,7 +656,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestConfigAndRegistrationErrors(t *testing.T) {
-	err := engine.Config{CallTimeout: -1, DrainTimeout: -1, MaxPayloadBytes: -5, CommandConcurrency: -1, InstanceID: "bad id!", Bridge: "nats://x", SharedBridge: inproc.New(inproc.Options{})}.Validate()
+	err := engine.Config{CallTimeout: -1, DrainTimeout: -1, MaxPayloadBytes: -5, CommandConcurrency: -1, InstanceID: "bad id!", Bridge: "nats://x", SharedBridge: inproc.New()}.Validate()
 	for _, want := range []string{"CallTimeout", "DrainTimeout", "MaxPayloadBytes", "CommandConcurrency", "instance name", "both Bridge and SharedBridge"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %s: %v", want, err)
@@ -669,7 +669,7 @@ func TestConfigAndRegistrationErrors(t *testing.T) {
 		t.Errorf("bad URL: %v", err)
 	}
 
-	e, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{})})
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -719,7 +719,7 @@ func TestWithPublisherRedirectsEmitAndSend(t *testing.T) {
 	got := make(chan string, 1)
 	s := engine.NewService("listener", "1")
 	engine.Subscribe(s, Echoed, func(ctx context.Context, ev EchoOut) error { got <- ev.Text; return nil })
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{}, s, echoService())
+	e, _ := start(t, inproc.New(), engine.Config{}, s, echoService())
 	rec := &recordingPublisher{}
 	ctx := engine.WithPublisher(engine.WithEngine(t.Context(), e), rec)
 	if err := Echoed.Emit(ctx, EchoOut{Text: "via outbox"}); err != nil {

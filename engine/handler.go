@@ -111,7 +111,7 @@ func (e *Engine) call(ctx context.Context, topic string, payload []byte, timeout
 	// Attempts and the caller's context bound the retries, not the policy's
 	// MaxElapsedTime: each attempt already waits up to its timeout.
 	policy := e.cfg.Reliability.Retry
-	policy.MaxElapsedTime = -1
+	policy.Backoff.MaxElapsedTime = -1
 	var out []byte
 	err := backoff.Retry(func() error {
 		var err error
@@ -145,20 +145,21 @@ func downstreamFailure(err error) bool {
 	return err != nil && errors.As(err, &e) && e.Code >= 500
 }
 
+// breaker returns the caller-side breaker of topic (nil when disabled),
+// made from Reliability.CallBreaker on first use.
 func (e *Engine) breaker(topic string) *gobreaker.CircuitBreaker {
-	if e.cfg.Reliability.CallBreaker.Disabled {
+	p := e.cfg.Reliability.CallBreaker
+	if p.Disabled {
 		return nil
 	}
 	if cb, ok := e.breakers.Load(topic); ok {
 		return cb.(*gobreaker.CircuitBreaker)
 	}
-	p := e.cfg.Reliability.CallBreaker
-	p.Name = "call " + topic
-	if p.Logger == nil {
-		p.Logger = e.log
+	if p.IsFailure == nil {
+		p.IsFailure = downstreamFailure
 	}
-	p.IsFailure = downstreamFailure
-	cb, _ := e.breakers.LoadOrStore(topic, p.New())
+	b := middleware.Breaker{BreakerPolicy: p, Name: "call " + topic, Logger: e.log}
+	cb, _ := e.breakers.LoadOrStore(topic, b.New())
 	return cb.(*gobreaker.CircuitBreaker)
 }
 
@@ -301,8 +302,10 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if !e.handlers.enter() {
 			// Stop has begun: no handler starts any more. The message goes
 			// back to the backend for another instance, or this one after a
-			// restart. Nacked here rather than by an error, which Watermill
-			// would log as a handler failure.
+			// restart, after bridge.DefaultNackDelay (no delay of its own:
+			// not a failure, and this instance must not spin on it while
+			// it drains). Nacked here rather than by an error, which
+			// Watermill would log as a handler failure.
 			msg.Nack()
 			return nil
 		}
@@ -376,16 +379,12 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 		mws = append(mws, replyToCheck)
 	}
 	if r.kind == bridge.Event && !rel.Breaker.Disabled {
-		b := rel.Breaker
-		b.Name = route.Group + " " + route.Topic
-		if b.Logger == nil {
-			b.Logger = log
-		}
+		b := middleware.Breaker{BreakerPolicy: rel.Breaker, Name: route.Group + " " + route.Topic, Logger: log}
 		mws = append(mws, b.Middleware())
 	}
 	return append(mws,
 		unlessAwaited(retry.Middleware()),
-		middleware.Timeout(rel.AttemptTimeout),
+		middleware.AttemptTimeout(rel.AttemptTimeout),
 		middleware.Recoverer(log),
 	)
 }

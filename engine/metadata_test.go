@@ -27,7 +27,7 @@ const testTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 func TestHugeTracestateIsNotCopied(t *testing.T) {
 	front := engine.NewService("front", "1")
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) { return Echo.Invoke(ctx, in) })
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{MaxPayloadBytes: 1024}, front, echoService())
+	e, _ := start(t, inproc.New(), engine.Config{MaxPayloadBytes: 1024}, front, echoService())
 	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{Traceparent: testTraceparent, Tracestate: "k=" + strings.Repeat("v", 8<<20)})
 	out, err := Nested.Invoke(ctx, EchoIn{Text: "x"})
 	if err != nil {
@@ -53,7 +53,7 @@ func countingEcho(runs *atomic.Int32) *engine.Service {
 // to send such metadata at all.
 func TestOversizedMetadataIsAnswered(t *testing.T) {
 	var runs atomic.Int32
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	e, _ := start(t, bus, engine.Config{}, countingEcho(&runs))
 	big := strings.Repeat("p", envelope.MaxMetadataEntryBytes)
 	for name, md := range map[string]map[string]string{
@@ -91,7 +91,7 @@ func TestOversizedMetadataEventIsDeadLettered(t *testing.T) {
 	svc := engine.NewService("jobs", "1")
 	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { runs.Add(1); return nil })
 	store := deadletter.NewMemory()
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	start(t, bus, engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
 	msg := message.NewMessage(watermill.NewUUID(), []byte(`{"text":"x"}`))
 	msg.Metadata.Set(envelope.KeyTracestate, strings.Repeat("v", 20000))
@@ -118,9 +118,9 @@ func TestTracerDropsLongTracestate(t *testing.T) {
 	next := engine.NewEvent[EchoIn]("jobs.next")
 	svc := engine.NewService("jobs", "1")
 	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { return next.Emit(ctx, in) })
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	start(t, bus, engine.Config{TracerProvider: sdktrace.NewTracerProvider()}, svc)
-	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "event.jobs.next", Group: "probe", Kind: bridge.Event})
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: "event.jobs.next", Group: "probe", Kind: bridge.Event, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,7 +47,7 @@ func TestPermanentErrorIsDeadLetteredAfterOneAttempt(t *testing.T) {
 		return engine.NewError(422, "cannot do %q", in.Text)
 	})
 	store := deadletter.NewMemory()
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc)
 	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{CorrelationID: "c-42", TenantID: "acme"})
 	if err := Job.Emit(ctx, EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
@@ -74,12 +76,12 @@ func TestTransientFailuresAreRetriedThenDeadLettered(t *testing.T) {
 	store := deadletter.NewMemory()
 	rel := engine.Reliability{
 		DeadLetters:   store,
-		Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+		Retry:         middleware.Retry{MaxAttempts: 2, Backoff: middleware.Backoff{InitialInterval: time.Millisecond}},
 		MaxDeliveries: 3,
-		Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
-		Breaker:       middleware.Breaker{Disabled: true},
+		Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+		Breaker:       middleware.BreakerPolicy{Disabled: true},
 	}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, svc)
 	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +107,7 @@ func TestReplayAfterTheFix(t *testing.T) {
 	var audited atomic.Int32
 	engine.Subscribe(other, Job, func(ctx context.Context, in EchoIn) error { audited.Add(1); return nil })
 	store := deadletter.NewMemory()
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	e, _ := start(t, bus, engine.Config{Reliability: engine.Reliability{DeadLetters: store}}, svc, other)
 	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 		t.Fatal(err)
@@ -140,11 +142,16 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 		DeadLetters:   store,
 		Retry:         middleware.Retry{MaxAttempts: 1},
 		MaxDeliveries: 3,
-		Redelivery:    middleware.Retry{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond},
-		Breaker: middleware.Breaker{ConsecutiveFailures: 3, OpenFor: 300 * time.Millisecond, MaxPause: 5 * time.Second,
-			OnStateChange: func(_ string, _, to gobreaker.State) { states <- to }},
+		Redelivery:    middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond},
+		Breaker: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: 300 * time.Millisecond, MaxPause: 5 * time.Second,
+			OnStateChange: func(name string, _, to gobreaker.State) {
+				if name != "jobs.v1 event.jobs.queued" {
+					t.Errorf("breaker named %q, want the subscription's group and topic", name)
+				}
+				states <- to
+			}},
 	}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
 	ctx := engine.WithEngine(t.Context(), e)
 	const n = 10
 	for i := range n {
@@ -189,10 +196,10 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 	engine.Handle(svc, flaky, handle)
 	engine.Handle(svc, plain, handle)
 	rel := engine.Reliability{
-		Retry:       middleware.Retry{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond},
-		CallBreaker: middleware.Breaker{ConsecutiveFailures: 3, OpenFor: 200 * time.Millisecond},
+		Retry:       middleware.Retry{MaxAttempts: 3, Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond}},
+		CallBreaker: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: 200 * time.Millisecond},
 	}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel, CallTimeout: 50 * time.Millisecond}, svc)
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel, CallTimeout: 50 * time.Millisecond}, svc)
 	ctx := engine.WithEngine(t.Context(), e)
 
 	// An idempotent command is retried by the caller: 3 attempts, then the
@@ -232,12 +239,89 @@ func TestCallerSideBreakerAndRetry(t *testing.T) {
 		calls.Add(1)
 		return EchoOut{}, engine.ErrUnavailable
 	})
-	e2, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, rs)
+	e2, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, rs)
 	if _, err := refuse.Invoke(engine.WithEngine(t.Context(), e2), EchoIn{}); !errors.Is(err, engine.ErrUnavailable) {
 		t.Errorf("handled 503: %v", err)
 	}
 	if calls.Load() != 1 {
 		t.Errorf("a handled error was retried: %d calls", calls.Load())
+	}
+}
+
+// Every field of Reliability.CallBreaker does what it says: the engine
+// names each caller-side breaker and logs for it, but its IsFailure and
+// OnStateChange are the user's. (The engine used to replace IsFailure with
+// its own, so a policy counting 4xx answers never opened.)
+func TestCallBreakerHonoursThePolicy(t *testing.T) {
+	var calls atomic.Int32
+	svc := engine.NewService("strict", "1")
+	cmd := engine.NewCommand[EchoIn, EchoOut]("strict", "1", "check")
+	engine.Handle(svc, cmd, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		calls.Add(1)
+		return EchoOut{}, engine.NewError(422, "refused")
+	})
+	var names []string
+	var mu sync.Mutex
+	rel := engine.Reliability{CallBreaker: middleware.BreakerPolicy{
+		ConsecutiveFailures: 2, OpenFor: time.Hour,
+		IsFailure: func(err error) bool { return err != nil }, // a 4xx counts too
+		OnStateChange: func(name string, _, _ gobreaker.State) {
+			mu.Lock()
+			names = append(names, name)
+			mu.Unlock()
+		},
+	}}
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel, Logger: slog.New(slog.DiscardHandler)}, svc)
+	ctx := engine.WithEngine(t.Context(), e)
+	for range 2 {
+		if _, err := cmd.Invoke(ctx, EchoIn{}); err == nil {
+			t.Fatal("the handler's 422 did not reach the caller")
+		}
+	}
+	if _, err := cmd.Invoke(ctx, EchoIn{}); !errors.Is(err, engine.ErrCircuitOpen) {
+		t.Errorf("third call after two failures IsFailure counts: %v, want ErrCircuitOpen", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("handler ran %d times, want 2 (the open circuit fails the third call at once)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"call " + cmd.String()}; !slices.Equal(names, want) {
+		t.Errorf("OnStateChange saw %v, want %v", names, want)
+	}
+}
+
+// A setting Reliability cannot honour is refused, not ignored.
+func TestReliabilityValidateRefusesUnusedFields(t *testing.T) {
+	err := engine.Config{Reliability: engine.Reliability{
+		Retry:       middleware.Retry{MaxAttempts: -1, Backoff: middleware.Backoff{Multiplier: 0.5}},
+		Redelivery:  middleware.Backoff{MaxElapsedTime: time.Minute, InitialInterval: -1},
+		Breaker:     middleware.BreakerPolicy{OpenFor: -1},
+		CallBreaker: middleware.BreakerPolicy{MaxPause: time.Second},
+	}}.Validate()
+	for _, want := range []string{"Retry: retry policy: MaxAttempts", "multiplier 0.5", "Redelivery: InitialInterval is negative",
+		"Redelivery.MaxElapsedTime is not used", "Breaker: breaker: OpenFor", "CallBreaker.MaxPause is not used"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate does not report %q: %v", want, err)
+		}
+	}
+	if _, err := engine.New(engine.Config{SharedBridge: inproc.New(), Reliability: engine.Reliability{
+		CallBreaker: middleware.BreakerPolicy{MaxPause: time.Second}}}); err == nil {
+		t.Error("New accepted a CallBreaker.MaxPause it would ignore")
+	}
+}
+
+// Concurrency below 1 is a registration error: it used to mean the
+// command default, 16 at once, even for a subscription.
+func TestConcurrencyBelowOneIsRefused(t *testing.T) {
+	svc := engine.NewService("jobs", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error { return nil }, engine.Concurrency(0))
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(svc); err == nil || !strings.Contains(err.Error(), "Concurrency(0): want at least 1") {
+		t.Errorf("Register: %v, want Concurrency(0) refused", err)
 	}
 }
 
@@ -263,8 +347,8 @@ func TestSendDoesNotInheritTheCallersDeadline(t *testing.T) {
 		return EchoOut{}, nil
 	})
 	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 1},
-		Redelivery: middleware.Retry{InitialInterval: 300 * time.Millisecond, RandomizationFactor: -1}}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+		Redelivery: middleware.Backoff{InitialInterval: 300 * time.Millisecond, RandomizationFactor: -1}}
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, svc)
 	if _, err := front.Invoke(engine.WithEngine(t.Context(), e), EchoIn{}, engine.CallTimeout(100*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
@@ -280,8 +364,8 @@ func TestIdempotentCallDeadlineIsATimeout(t *testing.T) {
 		<-ctx.Done()
 		return EchoOut{}, ctx.Err()
 	})
-	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 10, InitialInterval: 10 * time.Millisecond}, CallBreaker: middleware.Breaker{Disabled: true}}
-	e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Reliability: rel}, svc)
+	rel := engine.Reliability{Retry: middleware.Retry{MaxAttempts: 10, Backoff: middleware.Backoff{InitialInterval: 10 * time.Millisecond}}, CallBreaker: middleware.BreakerPolicy{Disabled: true}}
+	e, _ := start(t, inproc.New(), engine.Config{Reliability: rel}, svc)
 	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), e), 250*time.Millisecond)
 	defer cancel()
 	if _, err := cmd.Invoke(ctx, EchoIn{}, engine.CallTimeout(100*time.Millisecond)); !errors.Is(err, engine.ErrTimeout) {
@@ -312,11 +396,11 @@ func TestLargeResultOfFireAndForgetCommand(t *testing.T) {
 			store := deadletter.NewMemory()
 			rel := engine.Reliability{
 				DeadLetters:   store,
-				Retry:         middleware.Retry{MaxAttempts: 2, InitialInterval: time.Millisecond},
+				Retry:         middleware.Retry{MaxAttempts: 2, Backoff: middleware.Backoff{InitialInterval: time.Millisecond}},
 				MaxDeliveries: 3,
-				Redelivery:    middleware.Retry{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
+				Redelivery:    middleware.Backoff{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
 			}
-			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{MaxPayloadBytes: 1024, Reliability: rel}, s)
+			e, _ := start(t, inproc.New(), engine.Config{MaxPayloadBytes: 1024, Reliability: rel}, s)
 			if err := c.cmd.Send(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
 				t.Fatal(err)
 			}

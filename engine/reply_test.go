@@ -37,7 +37,7 @@ func backends() map[string]func(t *testing.T) bridge.Bridge {
 		return b
 	}
 	return map[string]func(t *testing.T) bridge.Bridge{
-		"gochannel": func(t *testing.T) bridge.Bridge { return inproc.New(inproc.Options{}) },
+		"gochannel": func(t *testing.T) bridge.Bridge { return inproc.New() },
 		"nats": func(t *testing.T) bridge.Bridge {
 			return open(t, strings.TrimSuffix(testenv.URL(t, testenv.NATS), "/")+"?stream_prefix=SBTEST_&max_age=1h")
 		},
@@ -258,7 +258,7 @@ func TestReplyPublishFailures(t *testing.T) {
 		{"unreachable once", fmt.Errorf("%w: test", bridge.ErrUnreachable), 1, 2, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			bus := &refusing{Bridge: inproc.New(inproc.Options{}), err: c.err}
+			bus := &refusing{Bridge: inproc.New(), err: c.err}
 			bus.times.Store(c.times)
 			var runs atomic.Int32
 			s := engine.NewService("echo", "1")
@@ -330,7 +330,7 @@ func TestMiddlewareEditingReplyToChangesNothing(t *testing.T) {
 					return h(msg)
 				}
 			}))
-			e, _ := start(t, inproc.New(inproc.Options{}), engine.Config{Logger: slog.New(slog.DiscardHandler)}, s)
+			e, _ := start(t, inproc.New(), engine.Config{Logger: slog.New(slog.DiscardHandler)}, s)
 			out, err := Echo.Invoke(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}, engine.CallTimeout(2*time.Second))
 			if err != nil || out.Text != "x" || runs.Load() != 1 {
 				t.Errorf("Invoke: %+v, %v after %d runs; want the result after 1", out, err, runs.Load())

@@ -60,10 +60,15 @@ func (s *Service) Use(mw ...message.HandlerMiddleware) {
 type HandlerOption func(*registration)
 
 // Concurrency sets how many messages this handler processes at once in this
-// instance (default: Config.CommandConcurrency for commands, 1 for
-// subscriptions, which keeps events in order).
+// instance, at least 1 (default: Config.CommandConcurrency for commands, 1
+// for subscriptions, which keeps events in order).
 func Concurrency(n int) HandlerOption {
-	return func(r *registration) { r.concurrency = n }
+	return func(r *registration) {
+		if n < 1 {
+			r.errs = append(r.errs, fmt.Errorf("%s: Concurrency(%d): want at least 1", r.name, n))
+		}
+		r.concurrency = n
+	}
 }
 
 // Use adds middleware around this handler only, innermost of the three
@@ -112,7 +117,7 @@ type registration struct {
 	name         string // command name or event name
 	topic        string
 	subscription string
-	concurrency  int
+	concurrency  int // 0: Config.CommandConcurrency (commands without Concurrency)
 	middleware   []message.HandlerMiddleware
 	allowUnknown bool
 	successTopic string // commands only: event emitted on success
@@ -174,9 +179,6 @@ func Subscribe[T any](s *Service, ev *Event[T], fn func(ctx context.Context, ev 
 func (s *Service) add(r *registration, opts []HandlerOption) {
 	for _, o := range opts {
 		o(r)
-	}
-	if r.concurrency < 0 {
-		r.errs = append(r.errs, fmt.Errorf("%s: negative concurrency %d", r.name, r.concurrency))
 	}
 	s.regs = append(s.regs, r)
 }

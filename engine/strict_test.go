@@ -14,7 +14,7 @@ import (
 // cover it in depth); a handler that allows unknown fields matches keys as
 // encoding/json does.
 func TestHandlerInputKeysAreExact(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	start(t, bus, engine.Config{}, echoService())
 	for in, field := range map[string]string{`{"Text":"a"}`: "Text", `{"text":"a","text":"b"}`: "text"} {
 		r := raw(t, bus, Echo.String(), []byte(in), nil)
@@ -24,7 +24,7 @@ func TestHandlerInputKeysAreExact(t *testing.T) {
 		}
 	}
 
-	lenient := inproc.New(inproc.Options{})
+	lenient := inproc.New()
 	start(t, lenient, engine.Config{}, echoService(engine.AllowUnknownFields()))
 	r := raw(t, lenient, Echo.String(), []byte(`{"TEXT":"a","text":"b","colour":"red"}`), nil)
 	var out EchoOut

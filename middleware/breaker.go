@@ -18,38 +18,65 @@ import (
 // "circuit_open").
 var ErrCircuitOpen = &envelope.Error{Code: 503, Reason: "circuit_open", Message: "circuit open"}
 
-// Breaker is a circuit breaker on sony/gobreaker. Zero fields take the
-// defaults below.
-type Breaker struct {
-	// Name appears in logs and in state-change callbacks.
-	Name string
+// BreakerPolicy is how a circuit breaker behaves, without what names one
+// breaker: the engine's Reliability.Breaker and Reliability.CallBreaker are
+// policies, from which the engine makes one Breaker per subscription and
+// per called command, naming each and logging to Config.Logger. Zero
+// fields take the defaults below.
+type BreakerPolicy struct {
 	// ConsecutiveFailures opens the circuit. Default 5.
 	ConsecutiveFailures uint32
 	// OpenFor is how long the circuit stays open before a probe. Default 10 s.
 	OpenFor time.Duration
 	// MaxPause bounds how long the consumer middleware holds a message while
 	// the circuit is open; then the message is handed back to the backend
-	// for a later redelivery (not dead-lettered). Default: OpenFor.
+	// for a later redelivery (not dead-lettered). Default: OpenFor. It
+	// belongs to a consumer's breaker (Middleware); a caller's breaker
+	// fails fast and has no use for it.
 	MaxPause time.Duration
-	// OnStateChange, when set, is called on every transition.
-	OnStateChange func(name string, from, to gobreaker.State)
-	// Logger logs transitions. Default slog.Default().
-	Logger *slog.Logger
-	// IsFailure decides which errors count against the circuit. Default:
+	// IsFailure decides which errors count against the circuit; it is
+	// called with every error (a success always counts as one). Default:
 	// every error that is not permanent (IsPermanent): a bad request says
-	// nothing about the downstream's health.
+	// nothing about the downstream's health. (The engine's caller-side
+	// breakers default to timeouts and 5xx answers instead.)
 	IsFailure func(error) bool
+	// OnStateChange, when set, is called on every transition with the
+	// breaker's name.
+	OnStateChange func(name string, from, to gobreaker.State)
 	// Disabled turns the breaker off: Middleware passes messages through.
 	Disabled bool
 }
 
-// Defaults of Breaker.
+// Defaults of BreakerPolicy.
 const (
 	DefaultConsecutiveFailures = 5
 	DefaultOpenFor             = 10 * time.Second
 )
 
-// New returns the underlying breaker.
+// Validate reports every problem in p.
+func (p BreakerPolicy) Validate() error {
+	var errs []error
+	if p.OpenFor < 0 {
+		errs = append(errs, fmt.Errorf("breaker: OpenFor is negative (%s)", p.OpenFor))
+	}
+	if p.MaxPause < 0 {
+		errs = append(errs, fmt.Errorf("breaker: MaxPause is negative (%s)", p.MaxPause))
+	}
+	return errors.Join(errs...)
+}
+
+// Breaker is a circuit breaker on sony/gobreaker: a policy, and what names
+// this breaker.
+type Breaker struct {
+	BreakerPolicy
+	// Name appears in logs and in state-change callbacks.
+	Name string
+	// Logger logs transitions. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// New returns the underlying breaker, whatever Disabled says (honouring it
+// is the caller's: Middleware does).
 func (b Breaker) New() *gobreaker.CircuitBreaker {
 	b = b.withDefaults()
 	return gobreaker.NewCircuitBreaker(gobreaker.Settings{
@@ -63,7 +90,7 @@ func (b Breaker) New() *gobreaker.CircuitBreaker {
 				b.OnStateChange(name, from, to)
 			}
 		},
-		IsSuccessful: func(err error) bool { return !b.IsFailure(err) },
+		IsSuccessful: func(err error) bool { return err == nil || !b.IsFailure(err) },
 	})
 }
 
@@ -84,18 +111,6 @@ func (b Breaker) withDefaults() Breaker {
 		b.IsFailure = func(err error) bool { return err != nil && !IsPermanent(err) }
 	}
 	return b
-}
-
-// Validate reports every problem in b.
-func (b Breaker) Validate() error {
-	var errs []error
-	if b.OpenFor < 0 {
-		errs = append(errs, fmt.Errorf("breaker: OpenFor is negative (%s)", b.OpenFor))
-	}
-	if b.MaxPause < 0 {
-		errs = append(errs, fmt.Errorf("breaker: MaxPause is negative (%s)", b.MaxPause))
-	}
-	return errors.Join(errs...)
 }
 
 // Middleware returns the consumer-side breaker: after ConsecutiveFailures
@@ -140,13 +155,4 @@ func (b Breaker) Middleware() message.HandlerMiddleware {
 			}
 		}
 	}
-}
-
-// jitter spreads d by ± factor.
-func jitter(d time.Duration, factor float64) time.Duration {
-	if factor <= 0 || d <= 0 {
-		return d
-	}
-	delta := factor * float64(d)
-	return time.Duration(float64(d) - delta + rand.Float64()*2*delta)
 }

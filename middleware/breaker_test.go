@@ -70,7 +70,7 @@ const openFor = 300 * time.Millisecond
 
 func openBreaker(t *testing.T, tr *transitions, h *timedHandler) message.HandlerFunc {
 	t.Helper()
-	b := middleware.Breaker{Name: "test", ConsecutiveFailures: 3, OpenFor: openFor, MaxPause: 10 * time.Second, Logger: quiet, OnStateChange: tr.record}
+	b := middleware.Breaker{Name: "test", Logger: quiet, BreakerPolicy: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: openFor, MaxPause: 10 * time.Second, OnStateChange: tr.record}}
 	chain := b.Middleware()(h.handle)
 	h.failing.Store(true)
 	for i := range 3 {
@@ -174,7 +174,7 @@ func TestBreakerFailedProbeReopens(t *testing.T) {
 func TestBreakerMaxPauseHandsMessageBack(t *testing.T) {
 	h := &timedHandler{}
 	h.failing.Store(true)
-	b := middleware.Breaker{Name: "pause", ConsecutiveFailures: 1, OpenFor: time.Hour, MaxPause: 50 * time.Millisecond, Logger: quiet}
+	b := middleware.Breaker{Name: "pause", Logger: quiet, BreakerPolicy: middleware.BreakerPolicy{ConsecutiveFailures: 1, OpenFor: time.Hour, MaxPause: 50 * time.Millisecond}}
 	chain := b.Middleware()(h.handle)
 	_, _ = chain(newMsg(context.Background()))
 	err := wait(t, hold(chain))
@@ -204,7 +204,7 @@ func TestBreakerPauseIsNotDeadLettered(t *testing.T) {
 	store := deadletter.NewMemory()
 	h := &timedHandler{}
 	h.failing.Store(true)
-	br := middleware.Breaker{ConsecutiveFailures: 1, OpenFor: time.Hour, MaxPause: 20 * time.Millisecond, Logger: quiet}
+	br := middleware.Breaker{Logger: quiet, BreakerPolicy: middleware.BreakerPolicy{ConsecutiveFailures: 1, OpenFor: time.Hour, MaxPause: 20 * time.Millisecond}}
 	chain := middleware.DeadLetter{Store: store, MaxDeliveries: 2, Logger: quiet}.Middleware()(br.Middleware()(h.handle))
 	_, _ = chain(newMsg(routed(), bridge.DeliveryKey, "1")) // opens the circuit
 	msg := newMsg(routed(), bridge.DeliveryKey, "2")
@@ -221,7 +221,7 @@ func TestBreakerPauseIsNotDeadLettered(t *testing.T) {
 
 func TestBreakerIgnoresPermanentErrors(t *testing.T) {
 	tr := &transitions{}
-	b := middleware.Breaker{ConsecutiveFailures: 3, OpenFor: time.Hour, Logger: quiet, OnStateChange: tr.record}
+	b := middleware.Breaker{Logger: quiet, BreakerPolicy: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: time.Hour, OnStateChange: tr.record}}
 	c := &counter{outcome: always(middleware.Permanent(errTransient))}
 	chain := b.Middleware()(c.handle)
 	for range 10 {
@@ -239,8 +239,8 @@ func TestBreakerIgnoresPermanentErrors(t *testing.T) {
 
 func TestBreakerCustomIsFailure(t *testing.T) {
 	tr := &transitions{}
-	b := middleware.Breaker{ConsecutiveFailures: 2, OpenFor: time.Hour, MaxPause: time.Millisecond, Logger: quiet, OnStateChange: tr.record,
-		IsFailure: func(err error) bool { return errors.Is(err, errTransient) }}
+	b := middleware.Breaker{Logger: quiet, BreakerPolicy: middleware.BreakerPolicy{ConsecutiveFailures: 2, OpenFor: time.Hour, MaxPause: time.Millisecond,
+		OnStateChange: tr.record, IsFailure: func(err error) bool { return errors.Is(err, errTransient) }}}
 	other := errors.New("not counted")
 	c := &counter{outcome: always(other)}
 	chain := b.Middleware()(c.handle)
@@ -254,7 +254,7 @@ func TestBreakerCustomIsFailure(t *testing.T) {
 
 func TestBreakerDisabledPassesThrough(t *testing.T) {
 	tr := &transitions{}
-	b := middleware.Breaker{Disabled: true, ConsecutiveFailures: 1, OpenFor: time.Hour, OnStateChange: tr.record}
+	b := middleware.Breaker{BreakerPolicy: middleware.BreakerPolicy{Disabled: true, ConsecutiveFailures: 1, OpenFor: time.Hour, OnStateChange: tr.record}}
 	c := &counter{outcome: always(errTransient)}
 	chain := b.Middleware()(c.handle)
 	for range 5 {
@@ -271,7 +271,7 @@ func TestBreakerDisabledPassesThrough(t *testing.T) {
 }
 
 func TestBreakerEachMiddlewareCallHasItsOwnCircuit(t *testing.T) {
-	b := middleware.Breaker{ConsecutiveFailures: 1, OpenFor: time.Hour, MaxPause: time.Millisecond, Logger: quiet}
+	b := middleware.Breaker{Logger: quiet, BreakerPolicy: middleware.BreakerPolicy{ConsecutiveFailures: 1, OpenFor: time.Hour, MaxPause: time.Millisecond}}
 	failing := &counter{outcome: always(errTransient)}
 	healthy := &counter{}
 	a, other := b.Middleware()(failing.handle), b.Middleware()(healthy.handle)
@@ -285,10 +285,10 @@ func TestBreakerEachMiddlewareCallHasItsOwnCircuit(t *testing.T) {
 }
 
 func TestBreakerValidate(t *testing.T) {
-	if err := (middleware.Breaker{}).Validate(); err != nil {
+	if err := (middleware.BreakerPolicy{}).Validate(); err != nil {
 		t.Errorf("zero breaker: %v", err)
 	}
-	err := middleware.Breaker{OpenFor: -1, MaxPause: -1}.Validate()
+	err := middleware.BreakerPolicy{OpenFor: -1, MaxPause: -1}.Validate()
 	for _, want := range []string{"OpenFor is negative", "MaxPause is negative"} {
 		if err == nil || !containsStr(err.Error(), want) {
 			t.Errorf("Validate error lacks %q: %v", want, err)

@@ -40,15 +40,21 @@ type DeadLetter struct {
 	// (Capabilities.CountsDeliveries false) dead-letter on the first failure
 	// that finds no count.
 	MaxDeliveries int
-	// Redelivery is the backoff between deliveries (its MaxAttempts is
-	// ignored). Default: 1 s initial, ×2, at most 1 min, ±50 %.
-	Redelivery Retry
+	// Redelivery is the wait before each redelivery: after delivery n,
+	// InitialInterval × Multiplier^(n-1), at most MaxInterval, ± the
+	// RandomizationFactor; it travels with the Nack (bridge.NackDelayKey).
+	// Zero fields take DefaultRedelivery's: 1 s doubling to 1 min, ±50 %.
+	// MaxElapsedTime must stay 0: MaxDeliveries bounds redelivery.
+	Redelivery Backoff
 	// Logger records every dead-lettered message. Default slog.Default().
 	Logger *slog.Logger
 }
 
 // DefaultMaxDeliveries is DeadLetter's default delivery budget.
 const DefaultMaxDeliveries = 5
+
+// errRedeliveryElapsed: DeadLetter has no use for a time budget.
+var errRedeliveryElapsed = errors.New("dead letter: Redelivery.MaxElapsedTime is not used (MaxDeliveries bounds redelivery); leave it 0")
 
 // Validate reports every problem in d.
 func (d DeadLetter) Validate() error {
@@ -60,7 +66,10 @@ func (d DeadLetter) Validate() error {
 		errs = append(errs, fmt.Errorf("dead letter: MaxDeliveries is negative (%d)", d.MaxDeliveries))
 	}
 	if err := d.Redelivery.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("dead letter redelivery: %w", err))
+		errs = append(errs, fmt.Errorf("dead letter: Redelivery: %w", err))
+	}
+	if d.Redelivery.MaxElapsedTime != 0 {
+		errs = append(errs, errRedeliveryElapsed)
 	}
 	return errors.Join(errs...)
 }
@@ -70,14 +79,7 @@ func (d DeadLetter) Middleware() message.HandlerMiddleware {
 	if d.MaxDeliveries == 0 {
 		d.MaxDeliveries = DefaultMaxDeliveries
 	}
-	r := d.Redelivery
-	if r.InitialInterval == 0 {
-		r.InitialInterval = time.Second
-	}
-	if r.MaxInterval == 0 {
-		r.MaxInterval = time.Minute
-	}
-	d.Redelivery = r.WithDefaults()
+	d.Redelivery = d.Redelivery.WithDefaults(DefaultRedelivery)
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
@@ -119,15 +121,7 @@ func (d DeadLetter) Middleware() message.HandlerMiddleware {
 }
 
 // delay is the wait before delivery n+1.
-func (d DeadLetter) delay(n int) time.Duration {
-	r := d.Redelivery
-	w := float64(r.InitialInterval)
-	for i := 1; i < n; i++ {
-		w *= r.Multiplier
-	}
-	w = min(w, float64(r.MaxInterval))
-	return jitter(time.Duration(w), r.RandomizationFactor)
-}
+func (d DeadLetter) delay(n int) time.Duration { return d.Redelivery.wait(n) }
 
 func deliveryOf(msg *message.Message) (int, bool) {
 	n, err := strconv.Atoi(msg.Metadata.Get(bridge.DeliveryKey))

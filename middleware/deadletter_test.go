@@ -27,7 +27,7 @@ var route = envelope.Route{Service: "billing.v1", Handler: "charge", Group: "bil
 func routed() context.Context { return envelope.WithRoute(context.Background(), route) }
 
 // deterministic is a redelivery policy without jitter: 1 s doubling to 1 min.
-var deterministic = middleware.Retry{InitialInterval: time.Second, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: -1}
+var deterministic = middleware.Backoff{InitialInterval: time.Second, Multiplier: 2, MaxInterval: time.Minute, RandomizationFactor: -1}
 
 // dlChain composes DeadLetter around Retry around h, as the engine does.
 func dlChain(dl middleware.DeadLetter, attempts int, h message.HandlerFunc) message.HandlerFunc {
@@ -327,8 +327,8 @@ func TestDeadLetterValidate(t *testing.T) {
 	if err := (middleware.DeadLetter{Store: deadletter.NewMemory()}).Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
 	}
-	err := middleware.DeadLetter{MaxDeliveries: -1, Redelivery: middleware.Retry{Multiplier: 0.5}}.Validate()
-	for _, want := range []string{"Store is nil", "MaxDeliveries is negative", "multiplier 0.5"} {
+	err := middleware.DeadLetter{MaxDeliveries: -1, Redelivery: middleware.Backoff{Multiplier: 0.5, MaxElapsedTime: time.Hour}}.Validate()
+	for _, want := range []string{"Store is nil", "MaxDeliveries is negative", "multiplier 0.5", "MaxElapsedTime is not used"} {
 		if err == nil || !containsStr(err.Error(), want) {
 			t.Errorf("Validate error lacks %q: %v", want, err)
 		}

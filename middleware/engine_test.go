@@ -92,7 +92,7 @@ func hopEngine(t *testing.T) (*engine.Engine, *observations, *tracetest.SpanReco
 	engine.Subscribe(c, hopByHand, func(ctx context.Context, _ hop) error { obs.note("byhand", ctx); return nil })
 
 	var err error
-	eng, err = engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), TracerProvider: tp, Logger: quiet, DrainTimeout: time.Second})
+	eng, err = engine.New(engine.Config{SharedBridge: inproc.New(), TracerProvider: tp, Logger: quiet, DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestEngineStopRightAfterStartDoesNotHang(t *testing.T) {
 		for j := range 8 {
 			engine.Subscribe(svc, engine.NewEvent[hop](fmt.Sprintf("startstop.e%d", j)), func(context.Context, hop) error { return nil })
 		}
-		eng, err := engine.New(engine.Config{SharedBridge: inproc.New(inproc.Options{}), Logger: quiet, DrainTimeout: 200 * time.Millisecond})
+		eng, err := engine.New(engine.Config{SharedBridge: inproc.New(), Logger: quiet, DrainTimeout: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,34 +15,20 @@ import (
 const AttemptKey = "attempt"
 
 // Retry retries a failing handler in memory with exponential backoff and
-// jitter. Zero fields take the defaults below.
+// jitter. Zero fields take the defaults: 3 attempts, and
+// DefaultRetryBackoff (100 ms doubling to 2 s, ±50 %, at most 10 s).
 type Retry struct {
 	// MaxAttempts is the total number of attempts, the first included.
-	// Default 3; 1 disables retrying.
+	// Default 3 (DefaultMaxAttempts); 1 disables retrying.
 	MaxAttempts int
-	// InitialInterval is the wait before the second attempt. Default 100 ms.
-	InitialInterval time.Duration
-	// MaxInterval caps one wait. Default 2 s.
-	MaxInterval time.Duration
-	// Multiplier grows the wait after each attempt. Default 2.
-	Multiplier float64
-	// RandomizationFactor spreads each wait by ± that fraction. Default 0.5;
-	// negative means none.
-	RandomizationFactor float64
-	// MaxElapsedTime stops retrying once this much time has passed since the
-	// first failure. Default 10 s; negative means no limit.
-	MaxElapsedTime time.Duration
+	// Backoff is the wait between attempts; MaxElapsedTime stops retrying
+	// once that much time has passed since the first failure. Zero fields
+	// take DefaultRetryBackoff's.
+	Backoff Backoff
 }
 
-// Defaults of Retry.
-const (
-	DefaultMaxAttempts     = 3
-	DefaultInitialInterval = 100 * time.Millisecond
-	DefaultMaxInterval     = 2 * time.Second
-	DefaultMultiplier      = 2.0
-	DefaultRandomization   = 0.5
-	DefaultMaxElapsedTime  = 10 * time.Second
-)
+// DefaultMaxAttempts is Retry's default number of attempts.
+const DefaultMaxAttempts = 3
 
 // Validate reports every problem in r.
 func (r Retry) Validate() error {
@@ -50,16 +36,8 @@ func (r Retry) Validate() error {
 	if r.MaxAttempts < 0 {
 		errs = append(errs, fmt.Errorf("MaxAttempts is negative (%d)", r.MaxAttempts))
 	}
-	for name, d := range map[string]time.Duration{"InitialInterval": r.InitialInterval, "MaxInterval": r.MaxInterval} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s is negative (%s)", name, d))
-		}
-	}
-	if r.Multiplier != 0 && r.Multiplier < 1 {
-		errs = append(errs, fmt.Errorf("multiplier %g is below 1", r.Multiplier))
-	}
-	if r.RandomizationFactor > 1 {
-		errs = append(errs, fmt.Errorf("randomization factor %g is above 1", r.RandomizationFactor))
+	if err := r.Backoff.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("backoff: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("retry policy: %w", err)
@@ -72,46 +50,23 @@ func (r Retry) WithDefaults() Retry {
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = DefaultMaxAttempts
 	}
-	if r.InitialInterval == 0 {
-		r.InitialInterval = DefaultInitialInterval
-	}
-	if r.MaxInterval == 0 {
-		r.MaxInterval = DefaultMaxInterval
-	}
-	if r.Multiplier == 0 {
-		r.Multiplier = DefaultMultiplier
-	}
-	if r.RandomizationFactor == 0 {
-		r.RandomizationFactor = DefaultRandomization
-	} else if r.RandomizationFactor < 0 {
-		r.RandomizationFactor = 0
-	}
-	if r.MaxElapsedTime == 0 {
-		r.MaxElapsedTime = DefaultMaxElapsedTime
-	}
+	r.Backoff = r.Backoff.WithDefaults(DefaultRetryBackoff)
 	return r
 }
 
-// NewBackOff returns the policy's backoff sequence, started now. It is what
-// Retry waits between attempts, and what callers can use for their own
-// retries with the same policy.
+// NewBackOff returns the policy's backoff sequence, started now: at most
+// MaxAttempts-1 waits. It is what Retry waits between attempts, and what
+// callers can use for their own retries with the same policy.
 func (r Retry) NewBackOff() backoff.BackOff {
 	r = r.WithDefaults()
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(r.InitialInterval),
-		backoff.WithMaxInterval(r.MaxInterval),
-		backoff.WithMultiplier(r.Multiplier),
-		backoff.WithRandomizationFactor(r.RandomizationFactor),
-		backoff.WithMaxElapsedTime(max(r.MaxElapsedTime, 0)), // 0: no limit
-	)
-	return backoff.WithMaxRetries(b, uint64(r.MaxAttempts-1))
+	return backoff.WithMaxRetries(r.Backoff.NewBackOff(DefaultRetryBackoff), uint64(r.MaxAttempts-1))
 }
 
 // Middleware returns the retrying middleware. Every attempt starts from the
-// message's original context (so a Timeout inside gets a fresh deadline),
-// and AttemptKey counts the attempts. Retrying stops at the first success,
-// a permanent error (IsPermanent), the attempt or time budget, or when the
-// message's context ends.
+// message's original context (so an AttemptTimeout inside gets a fresh
+// deadline), and AttemptKey counts the attempts. Retrying stops at the
+// first success, a permanent error (IsPermanent), the attempt or time
+// budget, or when the message's context ends.
 func (r Retry) Middleware() message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {

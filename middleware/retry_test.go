@@ -18,7 +18,7 @@ import (
 
 // fast is a retry policy with millisecond waits, so tests run quickly.
 func fast(attempts int) middleware.Retry {
-	return middleware.Retry{MaxAttempts: attempts, InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond, RandomizationFactor: -1}
+	return middleware.Retry{MaxAttempts: attempts, Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond, RandomizationFactor: -1}}
 }
 
 func TestRetryTransientUntilSuccess(t *testing.T) {
@@ -51,7 +51,7 @@ func TestRetryMaxAttempts(t *testing.T) {
 	}
 	t.Run("default 3", func(t *testing.T) {
 		c := &counter{outcome: always(errTransient)}
-		r := middleware.Retry{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}
+		r := middleware.Retry{Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}}
 		_, _ = r.Middleware()(c.handle)(newMsg(context.Background()))
 		if got := int(c.calls.Load()); got != middleware.DefaultMaxAttempts {
 			t.Errorf("handler called %d times, want the default %d", got, middleware.DefaultMaxAttempts)
@@ -95,14 +95,13 @@ func TestRetryPermanentErrorsTriedOnce(t *testing.T) {
 }
 
 func TestRetryMaxElapsedTime(t *testing.T) {
-	r := middleware.Retry{
-		MaxAttempts:         1000,
+	r := middleware.Retry{MaxAttempts: 1000, Backoff: middleware.Backoff{
 		InitialInterval:     10 * time.Millisecond,
 		MaxInterval:         10 * time.Millisecond,
 		Multiplier:          1,
 		RandomizationFactor: -1,
 		MaxElapsedTime:      200 * time.Millisecond,
-	}
+	}}
 	c := &counter{outcome: always(errTransient)}
 	within(t, 5*time.Second, func() {
 		_, err := r.Middleware()(c.handle)(newMsg(context.Background()))
@@ -120,7 +119,7 @@ func TestRetryMaxElapsedTime(t *testing.T) {
 func TestRetryStopsWhenMessageContextIsCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := middleware.Retry{MaxAttempts: 5, InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}
+	r := middleware.Retry{MaxAttempts: 5, Backoff: middleware.Backoff{InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}}
 	c := &counter{outcome: func(int) error { cancel(); return errTransient }}
 	within(t, 10*time.Second, func() { // the backoff is an hour: returning proves it stopped waiting
 		_, err := r.Middleware()(c.handle)(newMsg(ctx))
@@ -136,7 +135,7 @@ func TestRetryStopsWhenMessageContextIsCancelled(t *testing.T) {
 func TestRetryGivesUpWhenDeadlineLeavesNoTimeForABackoff(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r := middleware.Retry{MaxAttempts: 5, InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}
+	r := middleware.Retry{MaxAttempts: 5, Backoff: middleware.Backoff{InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}}
 	c := &counter{outcome: always(errTransient)}
 	within(t, 10*time.Second, func() { _, _ = r.Middleware()(c.handle)(newMsg(ctx)) })
 	if got := c.calls.Load(); got != 1 {
@@ -185,16 +184,15 @@ func TestRetryValidate(t *testing.T) {
 	if err := (middleware.Retry{}).Validate(); err != nil {
 		t.Errorf("zero policy: %v", err)
 	}
-	if err := (middleware.Retry{RandomizationFactor: -1, Multiplier: 1}).Validate(); err != nil {
+	if err := (middleware.Retry{Backoff: middleware.Backoff{RandomizationFactor: -1, Multiplier: 1}}).Validate(); err != nil {
 		t.Errorf("RandomizationFactor -1 (none) and Multiplier 1 are valid: %v", err)
 	}
-	bad := middleware.Retry{
-		MaxAttempts:         -1,
+	bad := middleware.Retry{MaxAttempts: -1, Backoff: middleware.Backoff{
 		InitialInterval:     -time.Second,
 		MaxInterval:         -2 * time.Second,
 		Multiplier:          0.5,
 		RandomizationFactor: 1.5,
-	}
+	}}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted a policy where every field is bad")
@@ -208,10 +206,10 @@ func TestRetryValidate(t *testing.T) {
 
 // A negative MaxElapsedTime means no time limit: only MaxAttempts stops it.
 func TestRetryNegativeMaxElapsedTimeHasNoLimit(t *testing.T) {
-	if err := (middleware.Retry{MaxElapsedTime: -1}).Validate(); err != nil {
+	if err := (middleware.Retry{Backoff: middleware.Backoff{MaxElapsedTime: -1}}).Validate(); err != nil {
 		t.Fatalf("negative MaxElapsedTime rejected: %v", err)
 	}
-	b := middleware.Retry{MaxAttempts: 4, InitialInterval: time.Millisecond, MaxElapsedTime: -1}.NewBackOff()
+	b := middleware.Retry{MaxAttempts: 4, Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxElapsedTime: -1}}.NewBackOff()
 	n := 0
 	for b.NextBackOff() >= 0 {
 		n++
@@ -225,16 +223,40 @@ func TestRetryNegativeMaxElapsedTimeHasNoLimit(t *testing.T) {
 }
 
 func TestRetryWithDefaults(t *testing.T) {
-	got := middleware.Retry{RandomizationFactor: -1}.WithDefaults()
-	want := middleware.Retry{
-		MaxAttempts: middleware.DefaultMaxAttempts, InitialInterval: middleware.DefaultInitialInterval,
-		MaxInterval: middleware.DefaultMaxInterval, Multiplier: middleware.DefaultMultiplier,
-		RandomizationFactor: 0, MaxElapsedTime: middleware.DefaultMaxElapsedTime,
-	}
+	got := middleware.Retry{Backoff: middleware.Backoff{RandomizationFactor: -1}}.WithDefaults()
+	d := middleware.DefaultRetryBackoff
+	want := middleware.Retry{MaxAttempts: middleware.DefaultMaxAttempts, Backoff: middleware.Backoff{
+		InitialInterval: d.InitialInterval, MaxInterval: d.MaxInterval, Multiplier: d.Multiplier,
+		RandomizationFactor: -1, MaxElapsedTime: d.MaxElapsedTime,
+	}}
 	if got != want {
 		t.Errorf("WithDefaults = %+v, want %+v", got, want)
 	}
-	if got := (middleware.Retry{}).WithDefaults().RandomizationFactor; got != middleware.DefaultRandomization {
-		t.Errorf("zero RandomizationFactor → %g, want the default %g", got, middleware.DefaultRandomization)
+	if again := got.WithDefaults(); again != got {
+		t.Errorf("WithDefaults twice = %+v, want %+v: defaults must apply once", again, got)
+	}
+	if got := (middleware.Retry{}).WithDefaults().Backoff; got != d {
+		t.Errorf("zero Backoff → %+v, want the default %+v", got, d)
+	}
+	if d != (middleware.Backoff{InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, Multiplier: 2,
+		RandomizationFactor: 0.5, MaxElapsedTime: 10 * time.Second}) {
+		t.Errorf("DefaultRetryBackoff = %+v, want 100 ms doubling to 2 s, ±50 %%, at most 10 s", d)
+	}
+}
+
+// Every field of a Backoff is read by Retry: the waits between attempts
+// follow InitialInterval, Multiplier and MaxInterval exactly without jitter,
+// also once the defaults were applied (as the engine does).
+func TestRetryBackoffWaits(t *testing.T) {
+	b := middleware.Retry{MaxAttempts: 6, Backoff: middleware.Backoff{
+		InitialInterval: 10 * time.Millisecond, Multiplier: 3, MaxInterval: 200 * time.Millisecond, RandomizationFactor: -1,
+	}}.WithDefaults().NewBackOff()
+	var got []time.Duration
+	for w := b.NextBackOff(); w >= 0; w = b.NextBackOff() {
+		got = append(got, w)
+	}
+	want := []time.Duration{10 * time.Millisecond, 30 * time.Millisecond, 90 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond}
+	if !slices.Equal(got, want) {
+		t.Errorf("waits %v, want %v", got, want)
 	}
 }

@@ -9,19 +9,19 @@ import (
 )
 
 // ErrAttemptTimeout is returned (wrapped) when one attempt outlives its
-// Timeout. It is transient: Retry tries again.
+// AttemptTimeout. It is transient: Retry tries again.
 var ErrAttemptTimeout = fmt.Errorf("handler attempt timed out: %w", context.DeadlineExceeded)
 
-// Timeout gives each call of the next handler at most d, from a context
-// derived from the message's and restored afterwards, so that a retry
-// around it starts with a fresh deadline. At the deadline the context is
-// cancelled and Timeout waits for the handler to return: it owns the
-// message until then, and abandoning it would run it beside the next
-// attempt or the message's redelivery. A handler that ignores its context
-// is therefore not cut short; its result stands, as its work is done. An
-// attempt that fails after its deadline fails with ErrAttemptTimeout. d ≤ 0
-// disables it.
-func Timeout(d time.Duration) message.HandlerMiddleware {
+// AttemptTimeout gives each call of the next handler — one attempt — at
+// most d, from a context derived from the message's and restored
+// afterwards, so that a Retry around it starts each attempt with a fresh
+// deadline. At the deadline the context is cancelled and AttemptTimeout
+// waits for the handler to return: it owns the message until then, and
+// abandoning it would run it beside the next attempt or the message's
+// redelivery. A handler that ignores its context is therefore not cut
+// short; its result stands, as its work is done. An attempt that fails
+// after its deadline fails with ErrAttemptTimeout. d ≤ 0 disables it.
+func AttemptTimeout(d time.Duration) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		if d <= 0 {
 			return h

@@ -24,7 +24,7 @@ type attemptView struct {
 // Watermill #467: a Timeout outside Retry leaves every later attempt a
 // context that is already cancelled. Inside Retry, as the engine composes
 // them, every attempt gets its own, live context with a fresh deadline.
-func TestTimeoutInsideRetryGivesEveryAttemptAFreshDeadline(t *testing.T) {
+func TestAttemptTimeoutInsideRetryGivesEveryAttemptAFreshDeadline(t *testing.T) {
 	const d = 80 * time.Millisecond
 	var mu sync.Mutex
 	var views []attemptView
@@ -41,7 +41,7 @@ func TestTimeoutInsideRetryGivesEveryAttemptAFreshDeadline(t *testing.T) {
 		}
 		return nil, nil
 	}
-	chain := fast(3).Middleware()(middleware.Timeout(d)(h))
+	chain := fast(3).Middleware()(middleware.AttemptTimeout(d)(h))
 	orig := context.Background()
 	msg := newMsg(orig)
 	var err error
@@ -79,7 +79,7 @@ func TestTimeoutInsideRetryGivesEveryAttemptAFreshDeadline(t *testing.T) {
 // the handler to return: until then it owns the message. (It used to return
 // at once, leaving the handler running beside the next attempt or the
 // message's redelivery.)
-func TestTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
+func TestAttemptTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
 	var returned atomic.Bool
 	h := func(msg *message.Message) ([]*message.Message, error) {
 		<-msg.Context().Done()
@@ -90,7 +90,7 @@ func TestTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
 	orig := context.Background()
 	msg := newMsg(orig)
 	var err error
-	within(t, 10*time.Second, func() { _, err = middleware.Timeout(20 * time.Millisecond)(h)(msg) })
+	within(t, 10*time.Second, func() { _, err = middleware.AttemptTimeout(20 * time.Millisecond)(h)(msg) })
 	if !returned.Load() {
 		t.Error("Timeout returned while the handler was still running")
 	}
@@ -107,9 +107,9 @@ func TestTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
 
 // A handler that ignores its context and succeeds late has done its work:
 // its result stands (failing it would make Retry repeat the work).
-func TestTimeoutKeepsTheResultOfALateHandler(t *testing.T) {
+func TestAttemptTimeoutKeepsTheResultOfALateHandler(t *testing.T) {
 	out := []*message.Message{newMsg(context.Background())}
-	got, err := middleware.Timeout(10 * time.Millisecond)(func(*message.Message) ([]*message.Message, error) {
+	got, err := middleware.AttemptTimeout(10 * time.Millisecond)(func(*message.Message) ([]*message.Message, error) {
 		time.Sleep(50 * time.Millisecond) // ignores its context
 		return out, nil
 	})(newMsg(context.Background()))
@@ -118,14 +118,14 @@ func TestTimeoutKeepsTheResultOfALateHandler(t *testing.T) {
 	}
 }
 
-func TestTimeoutReturnsMessageContextErrorWhenItEndsFirst(t *testing.T) {
+func TestAttemptTimeoutReturnsMessageContextErrorWhenItEndsFirst(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := func(msg *message.Message) ([]*message.Message, error) {
 		cancel()
 		<-msg.Context().Done()
 		return nil, msg.Context().Err()
 	}
-	_, err := middleware.Timeout(time.Hour)(h)(newMsg(ctx))
+	_, err := middleware.AttemptTimeout(time.Hour)(h)(newMsg(ctx))
 	if err == nil {
 		t.Fatal("err = nil, want context.Canceled")
 	}
@@ -134,9 +134,9 @@ func TestTimeoutReturnsMessageContextErrorWhenItEndsFirst(t *testing.T) {
 	}
 }
 
-func TestTimeoutPassesResultsThrough(t *testing.T) {
+func TestAttemptTimeoutPassesResultsThrough(t *testing.T) {
 	out := []*message.Message{newMsg(context.Background())}
-	got, err := middleware.Timeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
+	got, err := middleware.AttemptTimeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
 		return out, errTransient
 	})(newMsg(context.Background()))
 	if len(got) != 1 || got[0] != out[0] || !errors.Is(err, errTransient) {
@@ -144,8 +144,8 @@ func TestTimeoutPassesResultsThrough(t *testing.T) {
 	}
 }
 
-func TestTimeoutTurnsPanicIntoPanicError(t *testing.T) {
-	_, err := middleware.Timeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
+func TestAttemptTimeoutTurnsPanicIntoPanicError(t *testing.T) {
+	_, err := middleware.AttemptTimeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
 		panic("in the attempt goroutine")
 	})(newMsg(context.Background()))
 	var p *middleware.PanicError
@@ -154,7 +154,7 @@ func TestTimeoutTurnsPanicIntoPanicError(t *testing.T) {
 	}
 }
 
-func TestTimeoutZeroOrNegativePassesThrough(t *testing.T) {
+func TestAttemptTimeoutZeroOrNegativePassesThrough(t *testing.T) {
 	for _, d := range []time.Duration{0, -time.Second} {
 		orig := context.WithValue(context.Background(), ctxKey{}, "orig")
 		var seen context.Context
@@ -162,7 +162,7 @@ func TestTimeoutZeroOrNegativePassesThrough(t *testing.T) {
 			seen = msg.Context()
 			return nil, errTransient
 		}
-		_, err := middleware.Timeout(d)(h)(newMsg(orig))
+		_, err := middleware.AttemptTimeout(d)(h)(newMsg(orig))
 		if !errors.Is(err, errTransient) {
 			t.Errorf("Timeout(%s): err = %v", d, err)
 		}
@@ -177,7 +177,7 @@ func TestTimeoutZeroOrNegativePassesThrough(t *testing.T) {
 
 // Attempts never overlap: the next one starts after the previous one has
 // returned, even when that one ignored its context past its deadline.
-func TestTimeoutAttemptsNeverOverlap(t *testing.T) {
+func TestAttemptTimeoutAttemptsNeverOverlap(t *testing.T) {
 	var running, overlapped atomic.Int32
 	var calls atomic.Int32
 	h := func(msg *message.Message) ([]*message.Message, error) {
@@ -191,7 +191,7 @@ func TestTimeoutAttemptsNeverOverlap(t *testing.T) {
 		}
 		return nil, nil
 	}
-	chain := fast(2).Middleware()(middleware.Timeout(20 * time.Millisecond)(h))
+	chain := fast(2).Middleware()(middleware.AttemptTimeout(20 * time.Millisecond)(h))
 	if _, err := chain(newMsg(context.Background())); err != nil {
 		t.Fatalf("err = %v, want attempt 2's success", err)
 	}

@@ -126,8 +126,8 @@ func faultRun(t *testing.T, broker string, n int) {
 		return err
 	}, engine.Concurrency(8), engine.Use(count, outbox.Inbox{DB: db, Schema: schema}.Middleware()))
 	consumer, err := engine.New(engine.Config{SharedBridge: b, Logger: discard(),
-		Reliability: engine.Reliability{Breaker: middleware.Breaker{Disabled: true}, MaxDeliveries: 100,
-			Redelivery: middleware.Retry{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}}})
+		Reliability: engine.Reliability{Breaker: middleware.BreakerPolicy{Disabled: true}, MaxDeliveries: 100,
+			Redelivery: middleware.Backoff{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,11 +38,11 @@ func TestInboxAnswersRedeliveredCommandAgain(t *testing.T) {
 		runs++
 		return Order{ID: o.ID, Item: "shipped", Trace: fmt.Sprint("run ", runs)}, nil
 	}, engine.Use(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	newEngine(t, bus, svc)
 
 	const replyTopic = "reply.test-caller"
-	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "test-caller", Kind: bridge.Reply})
+	sub, err := bus.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "test-caller", Kind: bridge.Reply, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestInboxKeysByTopic(t *testing.T) {
 	svc := engine.NewService("shipping", "1")
 	engine.Handle(svc, ShipOrder, handler("ship"), inbox)
 	engine.Handle(svc, cancelOrder, handler("cancel"), inbox)
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	newEngine(t, bus, svc)
 
 	id := watermill.NewUUID()
@@ -148,7 +148,7 @@ func TestInboxHonoursRowsRecordedBeforeTopics(t *testing.T) {
 		runs++
 		return o, nil
 	}, engine.Use(outbox.Inbox{DB: db, Schema: schema}.Middleware()))
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	newEngine(t, bus, svc)
 	for _, uuid := range []string{id, watermill.NewUUID()} { // the old one, then a new one
 		m := message.NewMessage(uuid, []byte(`{"id":1}`))
@@ -198,7 +198,7 @@ func TestInboxStoredReplyOnEveryBroker(t *testing.T) {
 			b := openServer(t, name)
 			newEngine(t, b, svc)
 			replyTopic := router.ReplyTopic("inboxtest" + s)
-			sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "inboxtest" + s, Kind: bridge.Reply})
+			sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: replyTopic, Group: "inboxtest" + s, Kind: bridge.Reply, Concurrency: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

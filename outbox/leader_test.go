@@ -125,9 +125,9 @@ func TestFrozenLeaderLosesLeadership(t *testing.T) {
 	viaProxy := u.String()
 
 	// Each relay forwards to its own bus, so the test sees who forwarded.
-	busA, busB := inproc.New(inproc.Options{}), inproc.New(inproc.Options{})
+	busA, busB := inproc.New(), inproc.New()
 	gotA, gotB := collect(t, busA, "event.orders.placed", "g"), collect(t, busB, "event.orders.placed", "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	logA, logB := &testenv.LogBuffer{}, &testenv.LogBuffer{}
 	runRelay(t, outbox.Relay{DB: viaProxy, Schema: schema, Target: busA, Retention: -1, Logger: slog.New(slog.NewTextHandler(logA, nil))})
 	waitFor(t, 10*time.Second, "relay A to lead", func() bool { return strings.Contains(logA.String(), "leading") })
@@ -181,9 +181,9 @@ func TestStandbyTakesOverWhenLeaderSessionEnds(t *testing.T) {
 	q.Set("application_name", app)
 	u.RawQuery = q.Encode()
 
-	busA, busB := inproc.New(inproc.Options{}), inproc.New(inproc.Options{})
+	busA, busB := inproc.New(), inproc.New()
 	gotA, gotB := collect(t, busA, "event.orders.placed", "g"), collect(t, busB, "event.orders.placed", "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	logA := &testenv.LogBuffer{}
 	const ttl = 10 * time.Minute // expiry cannot be what hands over
 	stopA := runRelay(t, outbox.Relay{DB: u.String(), Schema: schema, Target: busA, Retention: -1, LeaseTTL: ttl,

@@ -80,7 +80,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func TestTransactionalPublish(t *testing.T) {
 	url, db, schema := setup(t)
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	ctx := engine.WithMeta(engine.WithEngine(t.Context(), e), engine.Meta{CorrelationID: "corr-7"})
 	outboxRows := func() int { return rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox`) }
 
@@ -149,7 +149,7 @@ type collector struct {
 
 func collect(t *testing.T, b bridge.Bridge, topic, group string) *collector {
 	t.Helper()
-	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: group, Kind: bridge.Event})
+	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: group, Kind: bridge.Event, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,9 +220,9 @@ func runRelay(t *testing.T, r outbox.Relay) context.CancelFunc {
 
 func TestRelayForwardsInOrderAndCleansUp(t *testing.T) {
 	url, db, schema := setup(t)
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	got := collect(t, bus, "event.orders.placed", "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	const n = 300
 	emitOrders(t, e, db, schema, 0, n/2)
 	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, PollInterval: time.Minute, Logger: slog.New(slog.DiscardHandler)})
@@ -244,14 +244,14 @@ func TestRelayForwardsInOrderAndCleansUp(t *testing.T) {
 
 func TestStatsAndRetention(t *testing.T) {
 	url, db, schema := setup(t)
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	emitOrders(t, e, db, schema, 0, 5)
 	time.Sleep(20 * time.Millisecond)
 	s, err := outbox.ReadStats(t.Context(), db, schema)
 	if err != nil || s.Backlog != 5 || s.OldestAge < 20*time.Millisecond {
 		t.Errorf("stats before the relay: %+v %v", s, err)
 	}
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	collect(t, bus, "event.orders.placed", "g")
 	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	waitFor(t, 10*time.Second, "the backlog to drain", func() bool {
@@ -265,9 +265,9 @@ func TestStatsAndRetention(t *testing.T) {
 
 func TestTwoRelays(t *testing.T) {
 	url, db, schema := setup(t)
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	got := collect(t, bus, "event.orders.placed", "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	var logs [2]*testenv.LogBuffer
 	var stop [2]context.CancelFunc
 	for i := range 2 {
@@ -336,7 +336,7 @@ func TestInboxExactlyOnceEffect(t *testing.T) {
 		}
 		return nil
 	}, engine.Use(inbox.Middleware()))
-	bus := inproc.New(inproc.Options{NackDelay: time.Millisecond})
+	bus := inproc.New()
 	newEngine(t, bus, svc)
 
 	// The same message delivered three times (a broker redelivering).
@@ -382,8 +382,8 @@ func TestRelayConfigErrors(t *testing.T) {
 // waits for it; an event nobody subscribes to is done.
 func TestRelayKeepsCommandsUntilTheirServiceSubscribes(t *testing.T) {
 	url, db, schema := setup(t)
-	bus := inproc.New(inproc.Options{})
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	bus := inproc.New()
+	e := newEngine(t, inproc.New())
 	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)

@@ -26,9 +26,9 @@ import (
 // forwarded. When its service appears, the held-back rows follow in order.
 func TestRelayFailingRowBlocksOnlyItsTopic(t *testing.T) {
 	url, db, schema := setup(t)
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	events := collect(t, bus, "event.orders.placed", "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 	target := openServer(t, testenv.NATS)
 	ev := engine.NewEvent[Order](bridgetest.Unique("parktest"))
 	got := collect(t, target, "event."+ev.String(), "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	for i, item := range []string{"small", strings.Repeat("x", 1<<20-100), "after"} {
 		tx, err := db.Begin()
 		if err != nil {
@@ -126,7 +126,7 @@ func TestRelayDrainsBacklogPastParkedRows(t *testing.T) {
 	target := openServer(t, testenv.NATS)
 	ev := engine.NewEvent[Order](bridgetest.Unique("parkdrain"))
 	got := collect(t, target, "event."+ev.String(), "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	const total, batch = 60, 10
 	tx, err := db.Begin()
 	if err != nil {
@@ -176,7 +176,7 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 				evs = append(evs, ev)
 				events = append(events, collect(t, target, "event."+ev.String(), "g"+s))
 			}
-			e := newEngine(t, inproc.New(inproc.Options{}))
+			e := newEngine(t, inproc.New())
 			tx, err := db.Begin()
 			if err != nil {
 				t.Fatal(err)
@@ -211,7 +211,7 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 					return err == nil && st.Retrying == 1 && st.Backlog == 2 && st.Parked == 0
 				})
 			}
-			sub, err := target.Subscriber(t.Context(), bridge.Spec{Topic: retired.String(), Group: "retired" + s + ".v1", Kind: bridge.Command})
+			sub, err := target.Subscriber(t.Context(), bridge.Spec{Topic: retired.String(), Group: "retired" + s + ".v1", Kind: bridge.Command, Concurrency: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -268,7 +268,7 @@ func TestRelayRecordsAnyRefusal(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	emitOrders(t, e, db, schema, 0, 1)
 	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
 	waitFor(t, 10*time.Second, "the event behind the refused rows", func() bool { return len(got.snapshot()) == 1 })

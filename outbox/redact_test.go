@@ -18,13 +18,13 @@ import (
 func TestRelayDBPasswordNeverShown(t *testing.T) {
 	const secret = "S3CRETPW"
 	for _, raw := range bridgetest.URLsWithPassword("postgres", secret) {
-		err := outbox.Relay{DB: raw, Target: inproc.New(inproc.Options{})}.Validate()
+		err := outbox.Relay{DB: raw, Target: inproc.New()}.Validate()
 		if err != nil && strings.Contains(err.Error(), secret) {
 			t.Errorf("Validate: %v", err)
 		}
 	}
 	for _, raw := range []string{"postgres://app:12/" + secret + "@127.0.0.1:1/db", "postgres://app:12#" + secret + "@127.0.0.1:1/db"} {
-		if err := (outbox.Relay{DB: raw, Target: inproc.New(inproc.Options{})}).Validate(); err == nil {
+		if err := (outbox.Relay{DB: raw, Target: inproc.New()}).Validate(); err == nil {
 			t.Errorf("Validate accepted a URL whose password the driver would show in every reconnect log")
 		}
 	}
@@ -38,7 +38,7 @@ func TestRelayLogsHideAPasswordWithAnAt(t *testing.T) {
 	var logs testenv.LogBuffer
 	r := outbox.Relay{
 		DB:         "postgres://app:12@" + secret + "@127.0.0.1:1/db?connect_timeout=1",
-		Target:     inproc.New(inproc.Options{}),
+		Target:     inproc.New(),
 		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
 		LeaderPoll: 50 * time.Millisecond,
 	}
@@ -59,7 +59,7 @@ func TestRelayRefusesAURLOfAnotherScheme(t *testing.T) {
 	const secret = "S3CRETPW"
 	for _, raw := range []string{"nats://app:" + secret + "@127.0.0.1:1/?token=" + secret, "http://app:" + secret + "@127.0.0.1:1/"} {
 		var logs testenv.LogBuffer
-		r := outbox.Relay{DB: raw, Target: inproc.New(inproc.Options{}),
+		r := outbox.Relay{DB: raw, Target: inproc.New(),
 			Logger: slog.New(slog.NewTextHandler(&logs, nil)), LeaderPoll: 50 * time.Millisecond}
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		err := r.Run(ctx)

@@ -31,9 +31,9 @@ func TestLongestSchemaName(t *testing.T) {
 	if _, err := migrations.Up(t.Context(), db, migrations.Options{Schema: schema}); err != nil {
 		t.Fatal(err)
 	}
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	got := collect(t, bus, "event.orders.placed", "g")
-	e := newEngine(t, inproc.New(inproc.Options{}))
+	e := newEngine(t, inproc.New())
 	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, PollInterval: time.Minute, Logger: discard()})
 	time.Sleep(500 * time.Millisecond) // the relay's first sweep is done; the next is a minute away
 	emitOrders(t, e, db, schema, 0, 3)

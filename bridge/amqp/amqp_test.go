@@ -77,15 +77,14 @@ func TestBadURL(t *testing.T) {
 	base = u.String()
 	cases := map[string]string{
 		base + "?colour=blue":                        `"colour"`,
-		base + "?nack_delay=soon":                    "nack_delay",
-		base + "?nack_delay=0s":                      "nack_delay",
+		base + "?nack_delay=2s":                      `"nack_delay"`, // removed: bridge.DefaultNackDelay
 		base + "?prefetch=0":                         "prefetch",
 		base + "?prefetch=1&prefetch=2":              "prefetch",
 		base + "?publish_channels=":                  "publish_channels",
 		base + "?exchange=amq.direct":                "exchange",
 		base + "?exchange=has%20space":               "exchange",
 		base + "?queue_expires=-1s":                  "queue_expires",
-		base + "?connect_timeout=1":                  "connect_timeout",
+		base + "?connect_timeout=1s":                 `"connect_timeout"`, // removed: Open's context
 		base + "?tls_ca=/etc/ssl/ca.pem":             "amqps",
 		base + "#frag":                               "fragment",
 		"amqp://guest:guest@127.0.0.1:notaport/":     "",
@@ -140,7 +139,7 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("error leaks the password: %v", err)
 	}
 
-	// A server that accepts and never answers: bounded by connect_timeout.
+	// A server that accepts and never answers: bounded by Open's context.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -165,21 +164,25 @@ func TestUnreachable(t *testing.T) {
 			go func() { defer conns.Done(); <-hangUp; _ = c.Close() }()
 		}
 	}()
-	err = openErr(t, "amqp://"+silent.Addr().String()+"/?connect_timeout=1s", 4*time.Second)
-	if !errors.Is(err, bridge.ErrUnreachable) {
-		t.Fatalf("silent server: got %v, want ErrUnreachable", err)
-	}
-
-	// The caller's context bounds Open too.
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if b, err := bridge.Open(ctx, "amqp://"+silent.Addr().String()+"/"); err == nil {
+	b, err := bridge.Open(ctx, "amqp://"+silent.Addr().String()+"/")
+	if err == nil {
 		_ = b.Close()
 		t.Fatal("Open succeeded against a silent server")
 	}
+	if !errors.Is(err, bridge.ErrUnreachable) {
+		t.Fatalf("silent server: got %v, want ErrUnreachable", err)
+	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("Open ignored its context: took %s", took)
+	}
+
+	// Without a deadline of its own, each attempt is bounded by DialTimeout.
+	err = openErr(t, "amqp://"+silent.Addr().String()+"/", amqp.DialTimeout+3*time.Second)
+	if !errors.Is(err, bridge.ErrUnreachable) {
+		t.Fatalf("silent server, no deadline: got %v, want ErrUnreachable", err)
 	}
 }
 
@@ -218,26 +221,27 @@ func subscribe(t *testing.T, b bridge.Bridge, spec bridge.Spec) <-chan *message.
 }
 
 // A message one group keeps nacking comes back to that group only, after
-// nack_delay each time: no hot loop, no copy for the other group.
+// bridge.DefaultNackDelay each time: no hot loop, no copy for the other
+// group.
 func TestNackRedeliversToItsGroupOnlyWithoutHotLoop(t *testing.T) {
-	const delay = 200 * time.Millisecond
-	b := openBridge(t, "nack_delay="+delay.String())
+	const delay = bridge.DefaultNackDelay
+	b := openBridge(t)
 	topic := bridgetest.Unique("nackloop")
 	failing, healthy := &consumer{}, &consumer{}
-	failing.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "failing.v1", Kind: bridge.Command}), true)
-	healthy.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "healthy.v1", Kind: bridge.Event}), false)
+	failing.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "failing.v1", Kind: bridge.Command, Concurrency: 1}), true)
+	healthy.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "healthy.v1", Kind: bridge.Event, Concurrency: 1}), false)
 	bridgetest.Publish(t, b, topic, "poison")
 
 	bridgetest.WaitFor(t, 10*time.Second, "the first delivery", func() bool { return failing.count() >= 1 })
-	const window = 1200 * time.Millisecond
+	const window = 3*delay + delay/2
 	time.Sleep(window)
 	n := failing.count()
 	// One delivery at once, then one per delay (plus broker latency).
 	if maximum := int(window/delay) + 2; n > maximum {
-		t.Fatalf("%d deliveries in %s with nack_delay %s: hot loop (want at most %d)", n, window, delay, maximum)
+		t.Fatalf("%d deliveries in %s with a nack delay of %s: hot loop (want at most %d)", n, window, delay, maximum)
 	}
 	if n < 3 {
-		t.Fatalf("only %d deliveries in %s with nack_delay %s: not redelivered", n, window, delay)
+		t.Fatalf("only %d deliveries in %s with a nack delay of %s: not redelivered", n, window, delay)
 	}
 	failing.mu.Lock()
 	for i := 1; i < len(failing.times); i++ {
@@ -263,7 +267,7 @@ func TestNackRedeliversToItsGroupOnlyWithoutHotLoop(t *testing.T) {
 // Metadata survives the trip; so does a message nobody subscribed to yet,
 // once its group's queue exists (durability across bridges).
 func TestDurableQueueAndMetadata(t *testing.T) {
-	spec := bridge.Spec{Topic: bridgetest.Unique("durable"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("durable"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	b1 := openBridge(t)
 	sub, err := b1.Subscriber(t.Context(), spec)
 	if err != nil {
@@ -332,7 +336,7 @@ func TestCloseSemantics(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no delivery after a subscriber was closed")
 	}
-	if _, err := b.Subscriber(t.Context(), bridge.Spec{Topic: "x@y", Group: "g", Kind: bridge.Command}); err == nil {
+	if _, err := b.Subscriber(t.Context(), bridge.Spec{Topic: "x@y", Group: "g", Kind: bridge.Command, Concurrency: 1}); err == nil {
 		t.Fatal("a topic with '@' was accepted")
 	}
 
@@ -355,7 +359,7 @@ func TestCloseSemantics(t *testing.T) {
 
 // A reply queue belongs to one connection: another bridge cannot consume it.
 func TestReplyQueueIsExclusive(t *testing.T) {
-	spec := bridge.Spec{Topic: bridgetest.Unique("reply"), Group: "inst-1", Kind: bridge.Reply}
+	spec := bridge.Spec{Topic: bridgetest.Unique("reply"), Group: "inst-1", Kind: bridge.Reply, Concurrency: 1}
 	subscribe(t, openBridge(t), spec)
 	other := openBridge(t)
 	sub, err := other.Subscriber(t.Context(), spec)
@@ -378,7 +382,7 @@ func TestTopologyAfterBrokerRestart(t *testing.T) {
 	topic, replyTopic := bridgetest.Unique("evt"), bridgetest.Unique("reply")
 	a, c, r := &consumer{}, &consumer{}, &consumer{}
 	a.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event, Concurrency: 3}), false)
-	c.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "c.v1", Kind: bridge.Event}), false)
+	c.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "c.v1", Kind: bridge.Event, Concurrency: 1}), false)
 	r.run(subscribe(t, b, bridge.Spec{Topic: replyTopic, Group: "inst", Kind: bridge.Reply, Concurrency: 2}), false)
 	bridgetest.Publish(t, b, topic, "e1")
 	bridgetest.Publish(t, b, replyTopic, "r1")
@@ -439,7 +443,7 @@ func TestMissingHandler(t *testing.T) {
 	}
 
 	for kind, wantAfterClose := range map[bridge.Kind]error{bridge.Command: nil, bridge.Event: nil, bridge.Reply: bridge.ErrNoSubscriber} {
-		spec := bridge.Spec{Topic: bridgetest.Unique(kind.String()), Group: "g1", Kind: kind}
+		spec := bridge.Spec{Topic: bridgetest.Unique(kind.String()), Group: "g1", Kind: kind, Concurrency: 1}
 		sub, err := b.Subscriber(t.Context(), spec)
 		if err != nil {
 			t.Fatal(err)
@@ -503,7 +507,7 @@ func BenchmarkPublish(b *testing.B) {
 // default), to its group only, with its metadata and a growing delivery
 // count.
 func TestNackDelayPerMessage(t *testing.T) {
-	b := openBridge(t) // default nack_delay 1s
+	b := openBridge(t) // plain nacks wait bridge.DefaultNackDelay, 1s
 	topic := bridgetest.Unique("nackdelay")
 	delays := []time.Duration{700 * time.Millisecond, 150 * time.Millisecond}
 	type seen struct {
@@ -511,7 +515,7 @@ func TestNackDelayPerMessage(t *testing.T) {
 		msg *message.Message
 	}
 	got := make(chan seen, 10)
-	ch := subscribe(t, b, bridge.Spec{Topic: topic, Group: "failing.v1", Kind: bridge.Command})
+	ch := subscribe(t, b, bridge.Spec{Topic: topic, Group: "failing.v1", Kind: bridge.Command, Concurrency: 1})
 	go func() {
 		n := 0
 		for m := range ch {
@@ -526,7 +530,7 @@ func TestNackDelayPerMessage(t *testing.T) {
 		}
 	}()
 	other := &consumer{}
-	other.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "other.v1", Kind: bridge.Event}), false)
+	other.run(subscribe(t, b, bridge.Spec{Topic: topic, Group: "other.v1", Kind: bridge.Event, Concurrency: 1}), false)
 
 	sent := message.NewMessage(watermill.NewUUID(), []byte("retry me"))
 	sent.Metadata.Set("correlation_id", "c-42")

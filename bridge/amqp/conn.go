@@ -16,7 +16,7 @@ import (
 )
 
 // amqpConfig is the client configuration of one of the bridge's
-// connections; ctx bounds the dial together with connect_timeout.
+// connections; ctx bounds each dial together with DialTimeout.
 func (o options) amqpConfig(role string, ctx context.Context) amqp091.Config {
 	return amqp091.Config{
 		Heartbeat:       o.heartbeat,
@@ -24,7 +24,7 @@ func (o options) amqpConfig(role string, ctx context.Context) amqp091.Config {
 		Locale:          "en_US",
 		Properties:      amqp091.Table{"connection_name": o.name + "/" + role, "product": "switchboard"},
 		Dial: func(network, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, o.connectTimeout)
+			ctx, cancel := context.WithTimeout(ctx, DialTimeout)
 			defer cancel()
 			d := net.Dialer{KeepAlive: 30 * time.Second}
 			c, err := d.DialContext(ctx, network, addr)
@@ -174,7 +174,7 @@ func (c *conn) close() error {
 	if a == nil || a.IsClosed() {
 		return nil
 	}
-	if err := a.CloseDeadline(time.Now().Add(c.o.connectTimeout)); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+	if err := a.CloseDeadline(time.Now().Add(opTimeout)); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 		return err
 	}
 	return nil

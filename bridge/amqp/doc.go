@@ -3,7 +3,7 @@
 //
 //	import _ "github.com/switchboard-go/switchboard/bridge/amqp"
 //
-//	b, err := bridge.Open(ctx, "amqp://user:pass@rabbit:5672/vhost?nack_delay=2s")
+//	b, err := bridge.Open(ctx, "amqp://user:pass@rabbit:5672/vhost?prefetch=4")
 //
 // # URL
 //
@@ -14,10 +14,8 @@
 // or repeated one fails Open with bridge.ErrBadURL:
 //
 //	exchange=switchboard   the exchange every topic goes through
-//	nack_delay=1s          wait before a nacked message comes back (1ms..24h)
 //	prefetch=1             prefetch count of each worker's channel
 //	publish_channels=8     publisher channel pool: concurrent publishes
-//	connect_timeout=5s     bound on TCP dial + TLS + AMQP handshake
 //	heartbeat=10s          AMQP heartbeat asked of the broker
 //	reconnect_max=5s       longest wait between two reconnect attempts
 //	close_timeout=30s      how long Subscriber.Close waits for handlers
@@ -31,9 +29,15 @@
 //	                       PEM files and server name for amqps; without
 //	                       tls_ca the system roots are trusted
 //
-// Open fails within connect_timeout (or ctx, if sooner) when the broker is
-// unreachable or silent, wrapping bridge.ErrUnreachable and naming the
-// address; wrong credentials or an unknown vhost also wrap
+// There is no connect_timeout: opening is bounded by the context given to
+// bridge.Open, and each connection attempt (the first and every
+// reconnection: TCP dial, TLS and AMQP handshakes) by DialTimeout, 5 s.
+// There is no nack_delay: a nacked message comes back after the delay it
+// asks for (bridge.NackDelayKey), or bridge.DefaultNackDelay.
+//
+// Open fails when its context ends (or DialTimeout passes) while the
+// broker is unreachable or silent, wrapping bridge.ErrUnreachable and
+// naming the address; wrong credentials or an unknown vhost also wrap
 // ErrAccessRefused. The password never appears in errors or logs.
 //
 // # Topology
@@ -78,21 +82,23 @@
 //
 // # Delivery, concurrency, Nack
 //
-// A subscription runs Spec.Workers() workers, each with its own channel and
+// A subscription runs Spec.Concurrency workers, each with its own channel and
 // consumer on the group's queue, each holding at most one message delivered
 // to the handler until it is acked or nacked: N workers are N messages in
 // flight. The prefetch count is per consumer (default 1: no message waits
 // in one worker's buffer while another member is idle); the broker holds at
-// most Workers()×prefetch unacked messages per subscription.
+// most Concurrency×prefetch unacked messages per subscription.
 //
 // Nack never requeues (a requeue comes back at once: a failing handler
 // would spin). Each group queue has a retry queue, "<group>@<topic>@retry",
 // as its dead-letter target: a nacked message is rejected, the broker moves
-// it there, and after nack_delay (the retry queue's message TTL) dead-letters
-// it back through the default exchange to the group's queue alone — never
-// to other groups. Queue arguments cannot change once a queue exists: open
-// with a different nack_delay or queue_expires and Subscribe fails with an
-// explanation; delete the queues or keep the old values.
+// it there, and after bridge.DefaultNackDelay (the retry queue's message
+// TTL) dead-letters it back through the default exchange to the group's
+// queue alone — never to other groups. Queue arguments cannot change once a
+// queue exists: open with a different queue_expires (or meet a retry queue
+// declared with another TTL, by a version that had a nack_delay parameter)
+// and Subscribe fails with an explanation; delete the queues or keep the
+// old values.
 //
 // A handler may ask for its own delay (bridge.NackDelayKey, as the engine's
 // redelivery tier does; Capabilities.NackDelay). RabbitMQ expires messages

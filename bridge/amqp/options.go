@@ -22,15 +22,10 @@ import (
 const (
 	// DefaultExchange is the exchange every topic is routed through.
 	DefaultExchange = "switchboard"
-	// DefaultNackDelay is how long a nacked message waits in its group's
-	// retry queue before it is delivered again.
-	DefaultNackDelay = time.Second
 	// DefaultPrefetch is the prefetch count of each worker's channel.
 	DefaultPrefetch = 1
 	// DefaultPublishChannels is the size of the publisher's channel pool.
 	DefaultPublishChannels = 8
-	// DefaultConnectTimeout bounds the TCP dial plus the AMQP handshake.
-	DefaultConnectTimeout = 5 * time.Second
 	// DefaultHeartbeat is the AMQP heartbeat interval asked of the broker.
 	DefaultHeartbeat = 10 * time.Second
 	// DefaultReconnectMax is the longest wait between two reconnect attempts.
@@ -41,6 +36,18 @@ const (
 	// DefaultConnectionName is shown as the connection's name in the
 	// RabbitMQ management UI (suffixed with "/publish" or "/consume").
 	DefaultConnectionName = "switchboard"
+)
+
+// Timings that are not URL parameters.
+const (
+	// DialTimeout bounds one connection attempt: TCP dial, TLS and AMQP
+	// handshakes. It applies to the first (which the context given to
+	// bridge.Open bounds as well) and to every reconnection.
+	DialTimeout = 5 * time.Second
+	// opTimeout bounds the bridge's own round trips outside a caller's
+	// context: closing a connection, moving a nacked delivery to its delay
+	// queue.
+	opTimeout = 5 * time.Second
 )
 
 // maxTTL is the largest x-message-ttl / x-expires RabbitMQ accepts (2^32-1 ms).
@@ -54,10 +61,8 @@ type options struct {
 	user  string
 
 	exchange        string
-	nackDelay       time.Duration
 	prefetch        int
 	publishChannels int
-	connectTimeout  time.Duration
 	heartbeat       time.Duration
 	reconnectMax    time.Duration
 	queueExpires    time.Duration // 0: queues never expire
@@ -111,10 +116,8 @@ var params = map[string]func(o *options, v string) error{
 		o.exchange = v
 		return nil
 	},
-	"nack_delay":       durationParam(func(o *options) *time.Duration { return &o.nackDelay }, time.Millisecond, 24*time.Hour),
 	"prefetch":         intParam(func(o *options) *int { return &o.prefetch }, 1, 65535),
 	"publish_channels": intParam(func(o *options) *int { return &o.publishChannels }, 1, 1024),
-	"connect_timeout":  durationParam(func(o *options) *time.Duration { return &o.connectTimeout }, 10*time.Millisecond, 5*time.Minute),
 	"heartbeat":        durationParam(func(o *options) *time.Duration { return &o.heartbeat }, time.Second, 10*time.Minute),
 	"reconnect_max":    durationParam(func(o *options) *time.Duration { return &o.reconnectMax }, 10*time.Millisecond, 10*time.Minute),
 	"queue_expires":    durationParam(func(o *options) *time.Duration { return &o.queueExpires }, time.Second, maxTTL),
@@ -144,10 +147,8 @@ func knownParams() string {
 func parseURL(u *url.URL) (options, error) {
 	o := options{
 		exchange:        DefaultExchange,
-		nackDelay:       DefaultNackDelay,
 		prefetch:        DefaultPrefetch,
 		publishChannels: DefaultPublishChannels,
-		connectTimeout:  DefaultConnectTimeout,
 		heartbeat:       DefaultHeartbeat,
 		reconnectMax:    DefaultReconnectMax,
 		closeTimeout:    DefaultCloseTimeout,

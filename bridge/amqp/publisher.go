@@ -243,7 +243,7 @@ func undoubled(err error) error {
 // for the broker's confirm. The caller acks the delivery afterwards; if
 // delay fails, it rejects it instead (default retry queue).
 func (b *Bridge) delay(t topology, d amqp091.Delivery, wait time.Duration, deliveries int64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.connectTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	return b.withChannel(ctx, func(pc *pubChannel) (bool, error) {
 		q, err := t.declareDelay(pc.ch, roundDelay(wait))

@@ -26,7 +26,7 @@ func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscr
 	s := &subscriber{
 		b:    b,
 		spec: spec,
-		top:  topology{exchange: o.exchange, topic: spec.Topic, kind: spec.Kind, queue: queue, retry: retry, nackDelay: o.nackDelay, expires: o.queueExpires},
+		top:  topology{exchange: o.exchange, topic: spec.Topic, kind: spec.Kind, queue: queue, retry: retry, expires: o.queueExpires},
 		stop: make(chan struct{}), force: make(chan struct{}), closeDone: make(chan struct{}),
 	}
 	b.mu.Lock()
@@ -39,7 +39,7 @@ func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscr
 }
 
 // subscriber is one bridge.Spec's subscriber. Each Subscribe call starts
-// spec.Workers() workers on the bridge's consuming connection; each has its
+// spec.Concurrency workers on the bridge's consuming connection; each has its
 // own channel and consumer on the group's queue (prefetch count = URL
 // parameter prefetch, default 1) and holds at most one delivered message
 // until its handler acks or nacks it. N workers are N messages in flight.
@@ -59,10 +59,11 @@ type subscriber struct {
 	closeDone chan struct{}
 }
 
-// Subscribe declares the group's topology, starts spec.Workers() workers and
-// returns their messages. Each message must be acked or nacked; a Nack sends
-// it to the group's retry queue, from which it comes back to the same group
-// after nack_delay. The channel closes when the subscriber closes or ctx is
+// Subscribe declares the group's topology, starts spec.Concurrency workers
+// and returns their messages. Each message must be acked or nacked; a Nack
+// sends it to the group's retry queue, from which it comes back to the same
+// group after bridge.DefaultNackDelay (or to a delay queue for the delay it
+// asks for). The channel closes when the subscriber closes or ctx is
 // done, once the messages in flight were acked or nacked. Workers survive
 // connection losses: they declare the topology again and resume.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -91,7 +92,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	out := make(chan *message.Message)
 	ctx, cancel := context.WithCancel(ctx)
 	var workers sync.WaitGroup
-	for range s.spec.Workers() {
+	for range s.spec.Concurrency {
 		workers.Add(1)
 		s.wg.Add(1)
 		go func() {
@@ -214,19 +215,19 @@ func (s *subscriber) consume(ctx context.Context, a *amqp091.Connection, out cha
 }
 
 // nack settles a nacked delivery. By default it is rejected and the broker
-// dead-letters it to the retry queue (back after nack_delay). When the
-// handler asked for its own delay (bridge.NackDelayKey), a copy goes to the
-// delay queue for that delay, confirmed, and then the delivery is acked; if
-// that fails, the delivery is rejected as by default: never lost, at worst
-// early or twice.
+// dead-letters it to the retry queue (back after bridge.DefaultNackDelay).
+// When the handler asked for its own delay (bridge.NackDelayKey), a copy
+// goes to the delay queue for that delay, confirmed, and then the delivery
+// is acked; if that fails, the delivery is rejected as by default: never
+// lost, at worst early or twice.
 func (s *subscriber) nack(d amqp091.Delivery, msg *message.Message) error {
 	if _, own := msg.Metadata[bridge.NackDelayKey]; own {
-		wait := bridge.NackDelay(msg.Metadata, s.b.opts.nackDelay)
+		wait := bridge.NackDelay(msg.Metadata)
 		err := s.b.delay(s.top, d, wait, deliveryCount(d))
 		if err == nil {
 			return d.Ack(false)
 		}
-		s.b.log.Warn("amqp: nacked message not moved to its delay queue; it is redelivered after nack_delay instead",
+		s.b.log.Warn("amqp: nacked message not moved to its delay queue; it is redelivered after bridge.DefaultNackDelay instead",
 			"queue", s.top.queue, "message_id", msg.UUID, "delay", wait, "error", err)
 	}
 	return d.Reject(false)

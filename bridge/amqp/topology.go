@@ -76,9 +76,10 @@ func delayQueueSuffix(d time.Duration) string {
 //     Durable for Command and Event; exclusive and auto-delete for Reply.
 //     Its dead-letter target is the retry queue (through the default
 //     exchange), so a Nack (reject without requeue) parks the message there;
-//   - retry queue: holds nacked messages for nackDelay (x-message-ttl), then
-//     dead-letters them back to the group's queue only (default exchange,
-//     routing key = queue name). It has no consumer;
+//   - retry queue: holds nacked messages for bridge.DefaultNackDelay
+//     (x-message-ttl), then dead-letters them back to the group's queue
+//     only (default exchange, routing key = queue name). It has no
+//     consumer;
 //   - delay queues, declared on demand when a Nack asks for its own delay
 //     (bridge.NackDelayKey): like the retry queue, one per rounded delay,
 //     removed by the broker when unused for the delay plus delayQueueIdle.
@@ -87,7 +88,6 @@ type topology struct {
 	topic        string
 	kind         bridge.Kind
 	queue, retry string
-	nackDelay    time.Duration
 	expires      time.Duration // x-expires for durable queues; 0 = none
 }
 
@@ -111,7 +111,7 @@ func (t topology) declare(ch *amqp091.Channel) error {
 	durable := t.kind != bridge.Reply
 	exclusive := t.kind == bridge.Reply
 	retryArgs := amqp091.Table{
-		"x-message-ttl":             t.nackDelay.Milliseconds(),
+		"x-message-ttl":             bridge.DefaultNackDelay.Milliseconds(),
 		"x-dead-letter-exchange":    "",
 		"x-dead-letter-routing-key": t.queue,
 	}
@@ -159,7 +159,7 @@ func explainDeclare(err error) error {
 	if errors.As(err, &e) {
 		switch e.Code {
 		case amqp091.PreconditionFailed:
-			return fmt.Errorf("%w (the queue exists with other properties: its kind, nack_delay and queue_expires cannot change once it exists; delete it or keep the old values)", err)
+			return fmt.Errorf("%w (the queue exists with other properties: its kind and queue_expires cannot change once it exists; delete it or keep the old values)", err)
 		case amqp091.ResourceLocked:
 			return fmt.Errorf("%w (a reply queue belongs to the connection that declared it: another instance uses this group)", err)
 		}

@@ -165,6 +165,11 @@ func Run(t *testing.T, h Harness) {
 		if _, err := b.Subscriber(context.Background(), bridge.Spec{}); err == nil {
 			t.Fatal("Subscriber accepted an empty spec")
 		}
+		noWorkers := bridge.Spec{Topic: Unique("spec"), Group: "svc.v1", Kind: bridge.Command}
+		if sub, err := b.Subscriber(context.Background(), noWorkers); err == nil {
+			_ = sub.Close()
+			t.Fatal("Subscriber accepted Concurrency 0")
+		}
 	})
 	t.Run("CompetingConsumers", func(t *testing.T) { testCompeting(t, h) })
 	t.Run("EventFanOut", func(t *testing.T) { testFanOut(t, h) })
@@ -179,7 +184,7 @@ func Run(t *testing.T, h Harness) {
 
 func testCompeting(t *testing.T, h Harness) {
 	b1, b2 := h.Connect(t), h.Connect(t)
-	spec := bridge.Spec{Topic: Unique("cmp"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: Unique("cmp"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	c := newCounter()
 	ch1, _ := Subscribe(t, b1, spec)
 	ch2, _ := Subscribe(t, b2, spec)
@@ -205,9 +210,9 @@ func testFanOut(t *testing.T, h Harness) {
 	b1, b2, b3 := h.Connect(t), h.Connect(t), h.Connect(t)
 	topic := Unique("evt")
 	// group A has two competing instances, group B one.
-	chA1, _ := Subscribe(t, b1, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
-	chA2, _ := Subscribe(t, b2, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event})
-	chB, _ := Subscribe(t, b3, bridge.Spec{Topic: topic, Group: "b.v1", Kind: bridge.Event})
+	chA1, _ := Subscribe(t, b1, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event, Concurrency: 1})
+	chA2, _ := Subscribe(t, b2, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event, Concurrency: 1})
+	chB, _ := Subscribe(t, b3, bridge.Spec{Topic: topic, Group: "b.v1", Kind: bridge.Event, Concurrency: 1})
 	ca, cb := newCounter(), newCounter()
 	ca.consume("a1", chA1)
 	ca.consume("a2", chA2)
@@ -233,8 +238,8 @@ func testFanOut(t *testing.T, h Harness) {
 func testReply(t *testing.T, h Harness) {
 	b1, b2 := h.Connect(t), h.Connect(t)
 	t1, t2 := Unique("reply"), Unique("reply")
-	ch1, _ := Subscribe(t, b1, bridge.Spec{Topic: t1, Group: "inst1", Kind: bridge.Reply})
-	ch2, _ := Subscribe(t, b2, bridge.Spec{Topic: t2, Group: "inst2", Kind: bridge.Reply})
+	ch1, _ := Subscribe(t, b1, bridge.Spec{Topic: t1, Group: "inst1", Kind: bridge.Reply, Concurrency: 1})
+	ch2, _ := Subscribe(t, b2, bridge.Spec{Topic: t2, Group: "inst2", Kind: bridge.Reply, Concurrency: 1})
 	c1, c2 := newCounter(), newCounter()
 	c1.consume("1", ch1)
 	c2.consume("2", ch2)
@@ -253,7 +258,7 @@ func testReply(t *testing.T, h Harness) {
 func testNack(t *testing.T, h Harness) {
 	b := h.Connect(t)
 	caps := b.Capabilities()
-	spec := bridge.Spec{Topic: Unique("nack"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: Unique("nack"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := Subscribe(t, b, spec)
 	Publish(t, b, spec.Topic, "x")
 	first := receive(t, h, ch)
@@ -326,7 +331,7 @@ func testConcurrency(t *testing.T, h Harness) {
 
 func testCloseUnacked(t *testing.T, h Harness) {
 	b := h.Connect(t)
-	spec := bridge.Spec{Topic: Unique("close"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: Unique("close"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	sub, err := b.Subscriber(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +361,7 @@ func testCloseUnacked(t *testing.T, h Harness) {
 
 func testOutage(t *testing.T, h Harness) {
 	b := h.Connect(t)
-	spec := bridge.Spec{Topic: Unique("outage"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: Unique("outage"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := Subscribe(t, b, spec)
 	c := newCounter()
 	c.consume("x", ch)

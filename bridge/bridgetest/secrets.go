@@ -27,16 +27,16 @@ func URLsWithPassword(scheme, password string) []string {
 		"S://app:PW@127.0.0.1:1/?ack_wait=soon&schema=bad-schema&heartbeat=x&reply_prefix=a%20b",
 		"S://app:PW@127.0.0.1:1/?password=PW", // the password as a parameter
 		"S://app@127.0.0.1:1/?password=PW",
-		"S://app:PW@127.0.0.1:1/?pwd=PW",                        // another common name for it
-		"S://app:12#PW@127.0.0.1:1/",                            // unescaped '#' in the password: the rest is a fragment
-		"S://app:12?PW@127.0.0.1:1/",                            // unescaped '?': the rest is a query
-		"S://app:12/PW@127.0.0.1:1/",                            // unescaped '/': the rest is a path
-		"S://app:12@PW@127.0.0.1:1/",                            // unescaped '@': net/url splits at the last '@', pgx at the first
-		"S://app:12#PW",                                         // '#' and a forgotten host
-		"host=127.0.0.1 port=1 user=app password=PW",            // a keyword/value string, not a URL
-		"S://app:PW@127.0.0.1:1/",                               // refused
-		"S://app:PW@127.0.0.1:1/db?sslmode=disable",             // refused, with a path
-		"S://app:PW@unknown-host.invalid:1/?connect_timeout=1s", // no such host
+		"S://app:PW@127.0.0.1:1/?pwd=PW",             // another common name for it
+		"S://app:12#PW@127.0.0.1:1/",                 // unescaped '#' in the password: the rest is a fragment
+		"S://app:12?PW@127.0.0.1:1/",                 // unescaped '?': the rest is a query
+		"S://app:12/PW@127.0.0.1:1/",                 // unescaped '/': the rest is a path
+		"S://app:12@PW@127.0.0.1:1/",                 // unescaped '@': net/url splits at the last '@', pgx at the first
+		"S://app:12#PW",                              // '#' and a forgotten host
+		"host=127.0.0.1 port=1 user=app password=PW", // a keyword/value string, not a URL
+		"S://app:PW@127.0.0.1:1/",                    // refused
+		"S://app:PW@127.0.0.1:1/db?sslmode=disable",  // refused, with a path
+		"S://app:PW@unknown-host.invalid:1/",         // no such host
 	}
 	if strings.HasPrefix(scheme, "nats") {
 		shapes = append(shapes, "S://PW@127.0.0.1:1/") // a token alone (NATS token auth)

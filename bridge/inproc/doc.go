@@ -8,7 +8,8 @@
 // boundary, nothing is written anywhere) and adds what the engine's delivery
 // table needs: a queue per (topic, group), members that compete for it, up to
 // Spec.Concurrency messages in flight per subscription, and redelivery after a
-// Nack (after NackDelay, so a failing handler does not spin).
+// Nack (after the delay the message asks for, or bridge.DefaultNackDelay, so
+// a failing handler does not spin). The URL takes no parameters.
 //
 // Every delivery is a copy of the published message, as it would be after a
 // trip through a broker, so a handler cannot mutate its caller's message.

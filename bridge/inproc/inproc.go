@@ -3,7 +3,9 @@ package inproc
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -13,35 +15,13 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 )
 
-// DefaultNackDelay is how long a nacked message waits before it is delivered
-// again, unless the URL sets ?nack_delay=.
-const DefaultNackDelay = 50 * time.Millisecond
-
 func init() {
 	bridge.Register("gochannel", func(_ context.Context, u *url.URL) (bridge.Bridge, error) {
-		opts := Options{NackDelay: DefaultNackDelay}
-		q := u.Query()
-		for k := range q {
-			if k != "nack_delay" {
-				return nil, fmt.Errorf("%w: unknown parameter %q (known: nack_delay)", bridge.ErrBadURL, k)
-			}
+		if q := u.Query(); len(q) > 0 {
+			return nil, fmt.Errorf("%w: unknown parameter %q (gochannel:// takes none)", bridge.ErrBadURL, slices.Sorted(maps.Keys(q))[0])
 		}
-		if v := q.Get("nack_delay"); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return nil, fmt.Errorf("%w: nack_delay=%q is not a non-negative duration", bridge.ErrBadURL, v)
-			}
-			opts.NackDelay = d
-		}
-		return shared(u.Host, opts), nil
+		return shared(u.Host), nil
 	})
-}
-
-// Options configure a bus.
-type Options struct {
-	// NackDelay is the wait before a nacked message is delivered again.
-	// Zero redelivers at once.
-	NackDelay time.Duration
 }
 
 var (
@@ -56,12 +36,12 @@ type sharedBus struct {
 
 // shared returns a handle on the process-wide bus named name, creating the
 // bus if needed. The bus closes when its last handle is closed.
-func shared(name string, opts Options) bridge.Bridge {
+func shared(name string) bridge.Bridge {
 	busesMu.Lock()
 	defer busesMu.Unlock()
 	sb := buses[name]
 	if sb == nil {
-		sb = &sharedBus{Bus: New(opts)}
+		sb = &sharedBus{Bus: New()}
 		buses[name] = sb
 	}
 	sb.refs++
@@ -91,7 +71,6 @@ func (h *handle) Close() error {
 // bridge.Bridge; use New for a private bus (tests), or bridge.Open with a
 // "gochannel://name" URL for a process-wide one.
 type Bus struct {
-	opts   Options
 	mu     sync.Mutex
 	topics map[string]map[string]*group // topic → group name → group
 	closed bool
@@ -99,8 +78,8 @@ type Bus struct {
 }
 
 // New returns a private bus.
-func New(opts Options) *Bus {
-	return &Bus{opts: opts, topics: map[string]map[string]*group{}, done: make(chan struct{})}
+func New() *Bus {
+	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{})}
 }
 
 // Name implements bridge.Bridge.
@@ -263,7 +242,7 @@ type subscriber struct {
 	wg        sync.WaitGroup
 }
 
-// Subscribe starts spec.Workers() workers that each hold at most one message
+// Subscribe starts spec.Concurrency workers that each hold at most one message
 // in flight. The channel closes when the subscriber is closed, ctx is done or
 // the bus closes, once every in-flight message has been acked or nacked.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -285,7 +264,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		close(stop)
 	}()
 	var workers sync.WaitGroup
-	for range s.spec.Workers() {
+	for range s.spec.Concurrency {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -334,7 +313,7 @@ func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Mes
 		select {
 		case <-delivery.Acked():
 		case <-delivery.Nacked():
-			s.redeliver(g, m, bridge.NackDelay(delivery.Metadata, s.b.opts.NackDelay))
+			s.redeliver(g, m, bridge.NackDelay(delivery.Metadata))
 		}
 	}
 }

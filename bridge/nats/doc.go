@@ -13,8 +13,6 @@
 //	ack_wait=30s         server AckWait of every consumer: how long a message
 //	                     may stay with a dead process before it is delivered
 //	                     again (at least 100ms). See "Acks" below.
-//	nack_delay=50ms      wait before a nacked message is delivered again (0:
-//	                     at once). Same name and default as gochannel://.
 //	stream_prefix=SB_    prefix of the streams this backend creates.
 //	retention=limits     retention of the streams it creates for commands and
 //	                     events: "limits" or "interest" (see "Streams").
@@ -26,12 +24,16 @@
 //	                     non-empty, dot-separated tokens of letters,
 //	                     digits, '-' and '_' (the last may be empty), at
 //	                     most 64 bytes.
-//	connect_timeout=5s   bound on the initial connection and handshake.
+//
+// There is no connect_timeout: opening is bounded by the context given to
+// bridge.Open, each connection attempt by DialTimeout (5 s). There is no
+// nack_delay: a nacked message comes back after the delay it asks for
+// (bridge.NackDelayKey), or bridge.DefaultNackDelay.
 //
 // # Connection
 //
-// The initial connect is bounded by connect_timeout (and by the context given
-// to bridge.Open) and does not retry: an unreachable server, or one without
+// The initial connect is bounded by the context given to bridge.Open (and
+// by DialTimeout) and does not retry: an unreachable server, or one without
 // JetStream, fails Open with bridge.ErrUnreachable naming the backend and the
 // address (password redacted). Once connected, the client reconnects forever
 // (every 500ms plus jitter) and pings every 10s, so a silently dead server is
@@ -123,7 +125,8 @@
 // # Acks
 //
 // Ack is confirmed by the server (AckSync) before the worker pulls again.
-// Nack asks for a redelivery after nack_delay. While a handler runs, the
+// Nack asks for a redelivery after the message's own delay
+// (bridge.NackDelayKey) or bridge.DefaultNackDelay. While a handler runs, the
 // worker reports progress every ack_wait/2, so a slow handler is not raced by
 // a duplicate: ack_wait bounds how long a message stays with a dead process
 // or connection, not how long a handler may take (the engine's deadlines do

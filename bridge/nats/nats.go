@@ -21,14 +21,12 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 )
 
-// Defaults of the URL parameters; see the package documentation.
+// Defaults of the URL parameters (see the package documentation), and the
+// timings that are not parameters.
 const (
 	// DefaultAckWait is the server's AckWait: how long a delivered message
 	// may stay unacknowledged before JetStream delivers it again.
 	DefaultAckWait = 30 * time.Second
-	// DefaultNackDelay is how long a nacked message waits before it is
-	// delivered again (the same default as the in-process backend).
-	DefaultNackDelay = 50 * time.Millisecond
 	// DefaultStreamPrefix starts the name of every stream this backend creates.
 	DefaultStreamPrefix = "SB_"
 	// DefaultReplyPrefix marks reply topics: the publisher never creates a
@@ -36,8 +34,10 @@ const (
 	// (the engine's reply topics start with it; see the package
 	// documentation).
 	DefaultReplyPrefix = "reply."
-	// DefaultConnectTimeout bounds the initial connection, handshake included.
-	DefaultConnectTimeout = 5 * time.Second
+	// DialTimeout bounds one connection attempt, handshake included: the
+	// first (which the context given to bridge.Open bounds as well) and
+	// every reconnection.
+	DialTimeout = 5 * time.Second
 	// ReplyMaxAge is how long an unconsumed reply is kept. Reply streams are
 	// not durable; the limit only matters when an instance vanished without
 	// closing its reply subscription.
@@ -61,28 +61,24 @@ func init() {
 
 // options are the parsed URL parameters.
 type options struct {
-	ackWait        time.Duration
-	nackDelay      time.Duration
-	streamPrefix   string
-	replyPrefix    string
-	retention      jetstream.RetentionPolicy
-	maxAge         time.Duration
-	replicas       int
-	connectTimeout time.Duration
+	ackWait      time.Duration
+	streamPrefix string
+	replyPrefix  string
+	retention    jetstream.RetentionPolicy
+	maxAge       time.Duration
+	replicas     int
 }
 
-var knownParams = []string{"ack_wait", "connect_timeout", "max_age", "nack_delay", "replicas", "reply_prefix", "retention", "stream_prefix"}
+var knownParams = []string{"ack_wait", "max_age", "replicas", "reply_prefix", "retention", "stream_prefix"}
 
 // parseOptions validates u's query. Every problem wraps bridge.ErrBadURL.
 func parseOptions(u *url.URL) (options, error) {
 	o := options{
-		ackWait:        DefaultAckWait,
-		nackDelay:      DefaultNackDelay,
-		streamPrefix:   DefaultStreamPrefix,
-		replyPrefix:    DefaultReplyPrefix,
-		retention:      jetstream.LimitsPolicy,
-		replicas:       1,
-		connectTimeout: DefaultConnectTimeout,
+		ackWait:      DefaultAckWait,
+		streamPrefix: DefaultStreamPrefix,
+		replyPrefix:  DefaultReplyPrefix,
+		retention:    jetstream.LimitsPolicy,
+		replicas:     1,
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
@@ -118,12 +114,8 @@ func parseOptions(u *url.URL) (options, error) {
 		switch k {
 		case "ack_wait":
 			o.ackWait = duration(k, v, minAckWait)
-		case "nack_delay":
-			o.nackDelay = duration(k, v, 0)
 		case "max_age":
 			o.maxAge = duration(k, v, 0)
-		case "connect_timeout":
-			o.connectTimeout = duration(k, v, time.Millisecond)
 		case "stream_prefix":
 			if !validNamePrefix(v) {
 				bad("stream_prefix=%q: only letters, digits, '-' and '_' (at most %d)", v, maxNamePart)
@@ -198,16 +190,12 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 		done:      make(chan struct{}),
 	}
 
-	timeout := opts.connectTimeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		timeout = time.Until(dl)
-	}
-	if timeout <= 0 {
-		return nil, fmt.Errorf("%w: nats at %s: %w", bridge.ErrUnreachable, shown, context.DeadlineExceeded)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: nats at %s: %w", bridge.ErrUnreachable, shown, err)
 	}
 	natsOpts := []natsgo.Option{
 		natsgo.Name("switchboard"),
-		natsgo.Timeout(timeout),
+		natsgo.Timeout(DialTimeout), // each attempt; ctx bounds this first connect below
 		natsgo.MaxReconnects(-1),
 		natsgo.ReconnectWait(reconnectWait),
 		// No buffering while disconnected: a publish fails at once instead
@@ -251,7 +239,7 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 		}
 		conn = r.conn
 	case <-ctx.Done():
-		go func() { // the dial is bounded by timeout; close whatever it yields
+		go func() { // the dial is bounded by DialTimeout; close whatever it yields
 			if r := <-done; r.conn != nil {
 				r.conn.Close()
 			}
@@ -264,7 +252,7 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 		conn.Close()
 		return nil, fmt.Errorf("nats at %s: jetstream: %w", shown, err)
 	}
-	actx, cancel := context.WithTimeout(ctx, timeout)
+	actx, cancel := context.WithTimeout(ctx, DialTimeout)
 	_, err = js.AccountInfo(actx)
 	cancel()
 	if err != nil {

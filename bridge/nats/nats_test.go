@@ -86,7 +86,7 @@ func TestConformance(t *testing.T) {
 // unless told otherwise; this backend pulls, so nothing acks implicitly.)
 func TestUnsettledMessageIsRedelivered(t *testing.T) {
 	url := withParams(t, "ack_wait=1s")
-	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("noack"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("noack"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 
 	t.Run("ConnectionDropped", func(t *testing.T) {
 		spec := spec
@@ -155,7 +155,7 @@ func TestUnsettledMessageIsRedelivered(t *testing.T) {
 // published before the first subscriber ever existed are kept too.
 func TestCommandsWaitForTheirGroup(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
-	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("wait"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("wait"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	bridgetest.Publish(t, b, spec.Topic, "before-any-subscriber")
 
 	sub, err := b.Subscriber(t.Context(), spec)
@@ -195,7 +195,7 @@ func TestEventGroupStartsAtSubscription(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
 	topic := "sbtest.event." + bridgetest.Unique("evt")
 	bridgetest.Publish(t, b, topic, "before-the-group")
-	spec := bridge.Spec{Topic: topic, Group: "audit.v1", Kind: bridge.Event}
+	spec := bridge.Spec{Topic: topic, Group: "audit.v1", Kind: bridge.Event, Concurrency: 1}
 	sub, err := b.Subscriber(t.Context(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestEventGroupStartsAtSubscription(t *testing.T) {
 // Metadata and the UUID survive the trip (watermill-nats header format).
 func TestMetadataRoundTrip(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
-	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("meta"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("meta"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(t, b, spec)
 	msg := message.NewMessage(watermill.NewUUID(), []byte("payload"))
 	msg.Metadata.Set("correlation_id", "c-1")
@@ -243,7 +243,7 @@ func TestReplyTopics(t *testing.T) {
 		t.Fatalf("publish to an unowned reply topic: %v, want ErrNoSubscriber", err)
 	}
 
-	spec := bridge.Spec{Topic: topic, Group: "inst", Kind: bridge.Reply}
+	spec := bridge.Spec{Topic: topic, Group: "inst", Kind: bridge.Reply, Concurrency: 1}
 	sub, err := b.Subscriber(t.Context(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -310,7 +310,7 @@ func jetStream(t *testing.T) jetstream.JetStream {
 func TestStreamSettings(t *testing.T) {
 	topic := "sbtest." + bridgetest.Unique("cfg") + ".send-Welcome"
 	b := openURL(t, withParams(t, "ack_wait=7s"))
-	spec := bridge.Spec{Topic: topic, Group: "email.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: topic, Group: "email.v1", Kind: bridge.Command, Concurrency: 1}
 	if _, err := b.Subscriber(t.Context(), spec); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,8 @@ func TestBadURL(t *testing.T) {
 		{base + "?colour=blue", `"colour"`},
 		{base + "?ack_wait=soon", "ack_wait"},
 		{base + "?ack_wait=0s", "ack_wait"},
-		{base + "?nack_delay=-1s", "nack_delay"},
+		{base + "?nack_delay=1s", `"nack_delay"`},           // removed: bridge.DefaultNackDelay
+		{base + "?connect_timeout=1s", `"connect_timeout"`}, // removed: Open's context
 		{base + "?retention=workqueue", "retention"},
 		{base + "?replicas=0", "replicas"},
 		{base + "?stream_prefix=a.b", "stream_prefix"},
@@ -380,7 +381,7 @@ func TestBadURL(t *testing.T) {
 }
 
 func TestUnreachable(t *testing.T) {
-	for _, raw := range []string{"nats://127.0.0.1:1", "nats://user:secret@127.0.0.1:1?connect_timeout=1s"} {
+	for _, raw := range []string{"nats://127.0.0.1:1", "nats://user:secret@127.0.0.1:1"} {
 		start := time.Now()
 		b, err := bridge.Open(t.Context(), raw)
 		if err == nil {
@@ -398,11 +399,12 @@ func TestUnreachable(t *testing.T) {
 		}
 	}
 
-	// A server that accepts TCP but never speaks NATS: bounded by connect_timeout.
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	// A server that accepts TCP but never speaks NATS: bounded by Open's
+	// context.
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := bridge.Open(ctx, "nats://127.0.0.1:"+silentServer(t)+"?connect_timeout=500ms")
+	_, err := bridge.Open(ctx, "nats://127.0.0.1:"+silentServer(t))
 	if !errors.Is(err, bridge.ErrUnreachable) {
 		t.Errorf("Open on a silent server: %v, want ErrUnreachable", err)
 	}
@@ -425,7 +427,7 @@ func TestClosedBridge(t *testing.T) {
 	if err := b.Publisher().Publish("sbtest.x", message.NewMessage("1", nil)); !errors.Is(err, bridge.ErrClosed) {
 		t.Errorf("Publish after Close: %v", err)
 	}
-	if _, err := b.Subscriber(t.Context(), bridge.Spec{Topic: "sbtest.x", Group: "g", Kind: bridge.Command}); !errors.Is(err, bridge.ErrClosed) {
+	if _, err := b.Subscriber(t.Context(), bridge.Spec{Topic: "sbtest.x", Group: "g", Kind: bridge.Command, Concurrency: 1}); !errors.Is(err, bridge.ErrClosed) {
 		t.Errorf("Subscriber after Close: %v", err)
 	}
 	if err := b.Publisher().Close(); err != nil {
@@ -439,7 +441,7 @@ func TestInvalidTopic(t *testing.T) {
 		if err := b.Publisher().Publish(topic, message.NewMessage("1", nil)); !errors.Is(err, bridge.ErrRefused) {
 			t.Errorf("Publish(%q): %v, want bridge.ErrRefused", topic, err)
 		}
-		if _, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command}); err == nil {
+		if _, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command, Concurrency: 1}); err == nil {
 			t.Errorf("Subscriber(%q) succeeded", topic)
 		}
 	}
@@ -482,7 +484,7 @@ func silentServer(t *testing.T) string {
 // progress, so no other member gets a duplicate while it runs.
 func TestSlowHandlerIsNotRedelivered(t *testing.T) {
 	url := withParams(t, "ack_wait=1s")
-	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("slow"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("slow"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch1, _ := bridgetest.Subscribe(t, openURL(t, url), spec)
 	ch2, _ := bridgetest.Subscribe(t, openURL(t, url), spec)
 	bridgetest.Publish(t, openURL(t, url), spec.Topic, "slow")
@@ -508,9 +510,9 @@ func TestSubscriptionsSurviveServerRestart(t *testing.T) {
 	url := withParams(t, "")
 	b := openURL(t, url)
 	pub := openURL(t, url)
-	cmd := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("rcmd"), Group: "svc.v1", Kind: bridge.Command}
-	evt := bridge.Spec{Topic: "sbtest.event." + bridgetest.Unique("revt"), Group: "audit.v1", Kind: bridge.Event}
-	rep := bridge.Spec{Topic: "reply." + bridgetest.Unique("rinst"), Group: "inst", Kind: bridge.Reply}
+	cmd := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("rcmd"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
+	evt := bridge.Spec{Topic: "sbtest.event." + bridgetest.Unique("revt"), Group: "audit.v1", Kind: bridge.Event, Concurrency: 1}
+	rep := bridge.Spec{Topic: "reply." + bridgetest.Unique("rinst"), Group: "inst", Kind: bridge.Reply, Concurrency: 1}
 	chans := map[string]<-chan *message.Message{}
 	for _, spec := range []bridge.Spec{cmd, evt, rep} {
 		ch, _ := bridgetest.Subscribe(t, b, spec)
@@ -558,7 +560,7 @@ func TestSubscriptionsSurviveServerRestart(t *testing.T) {
 // consumer has not acked it.
 func TestInterestRetention(t *testing.T) {
 	b := openURL(t, withParams(t, "retention=interest"))
-	spec := bridge.Spec{Topic: "sbtest.event." + bridgetest.Unique("int"), Group: "audit.v1", Kind: bridge.Event}
+	spec := bridge.Spec{Topic: "sbtest.event." + bridgetest.Unique("int"), Group: "audit.v1", Kind: bridge.Event, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(t, b, spec)
 	bridgetest.Publish(t, b, spec.Topic, "e1")
 	m := bridgetest.Receive(t, ch, 10*time.Second)

@@ -27,8 +27,8 @@ const (
 const verifyEvery = 30 * time.Second
 
 // subscriber consumes one group's durable pull consumer. Each Subscribe
-// call runs spec.Workers() workers; a worker pulls one message only when it
-// is idle, so at most Workers() messages per Subscribe are in flight and
+// call runs spec.Concurrency workers; a worker pulls one message only when
+// it is idle, so at most Concurrency messages per Subscribe are in flight and
 // none waits in a client buffer while its ack-wait clock runs.
 type subscriber struct {
 	b      *natsBridge
@@ -59,7 +59,7 @@ func newSubscriber(b *natsBridge, spec bridge.Spec, cons jetstream.Consumer, str
 	}
 }
 
-// Subscribe starts spec.Workers() workers. The channel closes when the
+// Subscribe starts spec.Concurrency workers. The channel closes when the
 // subscriber or the bridge is closed or ctx is done, once every worker has
 // settled its message.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -82,7 +82,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		stop()
 	}()
 	var workers sync.WaitGroup
-	for range s.spec.Workers() {
+	for range s.spec.Concurrency {
 		workers.Add(1)
 		s.wg.Add(1)
 		go func() {
@@ -207,7 +207,7 @@ func transient(err error) bool {
 
 // work pulls one message at a time, hands it to the consumer of out and
 // settles it with the handler's verdict: Ack → acknowledged and confirmed
-// by the server; Nack → redelivered after nack_delay. A message pulled
+// by the server; Nack → redelivered after bridge.NackDelay. A message pulled
 // while stopping goes back at once.
 func (s *subscriber) work(ctx, stopCtx context.Context, out chan<- *message.Message) {
 	backoff := minBackoff
@@ -292,7 +292,7 @@ func (s *subscriber) await(jm jetstream.Msg, wm *message.Message) bool {
 			s.settle(jm, true, 0)
 			return true
 		case <-wm.Nacked():
-			s.settle(jm, false, bridge.NackDelay(wm.Metadata, s.b.opts.nackDelay))
+			s.settle(jm, false, bridge.NackDelay(wm.Metadata))
 			return true
 		case <-progress.C:
 			if err := jm.InProgress(); err != nil {

@@ -39,7 +39,7 @@ func TestMaxMessageBytes(t *testing.T) {
 		t.Fatalf("MaxMessageBytes = %d", limit)
 	}
 	topic := "wire.too-large." + watermill.NewShortUUID()
-	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command})
+	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command, Concurrency: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestEngineReplyTopicsWithAnotherReplyPrefix(t *testing.T) {
 // goes on publishing.
 func TestUnencodableMetadataIsRefused(t *testing.T) {
 	b := openURL(t, withParams(t, ""))
-	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("hdr"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("hdr"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(t, b, spec)
 	for _, md := range []message.Metadata{{"a b": "1"}, {"a:b": "1"}, {"é": "1"}, {"": "1"}, {"k": "x\r\ny"}, {"k": "x\x00"}} {
 		m := message.NewMessage("id", []byte("{}"))

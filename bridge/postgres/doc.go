@@ -7,7 +7,7 @@
 //
 // # URL
 //
-// The URL is a standard libpq/pgx connection URL. This package reads four
+// The URL is a standard libpq/pgx connection URL. This package reads three
 // query parameters of its own and removes them before the URL reaches pgx:
 //
 //	schema         PostgreSQL schema for the bridge's tables     default "switchboard"
@@ -15,23 +15,29 @@
 //	               also the name of the NOTIFY channel)
 //	poll_interval  fallback poll, see "Wake-ups"                 default 2s  (≥ 10ms)
 //	ack_deadline   lease of a delivered, unacked message         default 30s (≥ 100ms)
-//	nack_delay     wait before a nacked message is visible again default 100ms (≥ 0)
+//
+// Two parameters are refused with bridge.ErrBadURL naming them:
+// connect_timeout (libpq's: opening is bounded by the context given to
+// bridge.Open, every connection attempt by DialTimeout, 5 s, and
+// PGCONNECT_TIMEOUT is not read either) and nack_delay (a nacked message
+// comes back after the delay it asks for, bridge.NackDelayKey, or
+// bridge.DefaultNackDelay).
 //
 // Invalid values fail Open with an error wrapping bridge.ErrBadURL that
 // names the parameter. Every other parameter belongs to pgx: libpq keywords
-// (sslmode, connect_timeout, application_name, …), pgxpool's pool_* settings
+// (sslmode, application_name, …), pgxpool's pool_* settings
 // (pool_max_conns defaults to the greater of 4 and runtime.NumCPU()), and anything
 // else, which pgx sends to the server as a run-time parameter (search_path,
-// statement_timeout, …). We do not keep a list of pgx's names: our four are
+// statement_timeout, …). We do not keep a list of pgx's names: our three are
 // the only ones we take, so a misspelt one of ours reaches the server, which
 // refuses the unknown setting at connect; Open reports that as
 // bridge.ErrBadURL with the server's message naming the parameter.
 //
-// Connecting is bounded by connect_timeout, 5 s (DefaultConnectTimeout) when
-// the URL does not set it. Open fails within that time, with an error
-// wrapping bridge.ErrUnreachable that names the backend and the redacted URL,
-// when the server is down or unknown, the credentials are wrong, or the
-// database does not exist. Open creates the tables when they are missing
+// Opening is bounded by the context given to bridge.Open (DialTimeout plus
+// 15 s when it has no deadline), each connection attempt by DialTimeout.
+// Open fails within that time, with an error wrapping bridge.ErrUnreachable
+// that names the backend and the redacted URL, when the server is down or
+// unknown, the credentials are wrong, or the database does not exist. Open creates the tables when they are missing
 // (see Tables).
 //
 // # Why not watermill-sql's subscriber
@@ -109,7 +115,7 @@
 //
 // # Claims, acks, nacks and the ack deadline
 //
-// A subscription claims up to Spec.Workers() minus its in-flight count rows
+// A subscription claims up to Spec.Concurrency minus its in-flight count rows
 // in one statement: FOR UPDATE SKIP LOCKED on the group's visible rows
 // (visible_at <= now(), oldest first), setting visible_at = now() +
 // ack_deadline (the lease) and attempts + 1. No transaction stays open while
@@ -117,9 +123,10 @@
 // the Concurrency test's N unacked messages are simply N leased rows.
 //
 //   - Ack deletes the row.
-//   - Nack sets visible_at = now() + nack_delay (only if the lease is still
-//     this delivery's: attempts unchanged). Other rows of the group keep
-//     flowing meanwhile; the message comes back after the delay.
+//   - Nack sets visible_at = now() + the delay the message asks for
+//     (bridge.NackDelayKey) or bridge.DefaultNackDelay, only if the lease
+//     is still this delivery's (attempts unchanged). Other rows of the
+//     group keep flowing meanwhile; the message comes back after the delay.
 //   - No verdict within ack_deadline: the row is visible again and goes to
 //     whichever member claims it next (a crashed consumer loses nothing).
 //     The subscription stops waiting for that delivery, so its slot is free

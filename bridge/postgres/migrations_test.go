@@ -52,7 +52,7 @@ func knownVersions() []int {
 // roundTrip checks that the bridge on b delivers a message.
 func roundTrip(t *testing.T, b bridge.Bridge) {
 	t.Helper()
-	spec := bridge.Spec{Topic: bridgetest.Unique("svc.v1.cmd"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("svc.v1.cmd"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch, sub := bridgetest.Subscribe(t, b, spec)
 	defer sub.Close()
 	bridgetest.Publish(t, b, spec.Topic, "hi")

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -22,7 +24,8 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 )
 
-// Defaults for the URL parameters this package reads (see the package doc).
+// Defaults for the URL parameters this package reads (see the package doc),
+// and DialTimeout, which is not a parameter.
 const (
 	// DefaultSchema holds the bridge's tables unless ?schema= says otherwise.
 	DefaultSchema = "switchboard"
@@ -32,12 +35,11 @@ const (
 	// DefaultAckDeadline is how long a delivered message may stay unacked
 	// before it is delivered again (?ack_deadline=).
 	DefaultAckDeadline = 30 * time.Second
-	// DefaultNackDelay is how long a nacked message waits before it can be
-	// delivered again (?nack_delay=).
-	DefaultNackDelay = 100 * time.Millisecond
-	// DefaultConnectTimeout bounds every connection attempt unless the URL
-	// sets libpq's own ?connect_timeout= (in seconds).
-	DefaultConnectTimeout = 5 * time.Second
+	// DialTimeout bounds every connection attempt the bridge makes: at
+	// Open (which the context given to bridge.Open bounds as well), as the
+	// pool grows, and when the LISTEN connection is re-made. libpq's
+	// connect_timeout parameter is refused in the URL.
+	DialTimeout = 5 * time.Second
 )
 
 const (
@@ -60,15 +62,22 @@ func init() {
 }
 
 // ourParams are the URL query parameters this package consumes; every other
-// parameter is left in the URL handed to pgx.
-var ourParams = []string{"schema", "poll_interval", "ack_deadline", "nack_delay"}
+// parameter is left in the URL handed to pgx, except refusedParams.
+var ourParams = []string{"schema", "poll_interval", "ack_deadline"}
+
+// refusedParams are parameters a bridge URL must not carry, with why: pgx
+// would take connect_timeout and the server would be sent nack_delay, but
+// each is set in one place elsewhere.
+var refusedParams = map[string]string{
+	"connect_timeout": "opening is bounded by the context given to bridge.Open, every later connection by DialTimeout",
+	"nack_delay":      "a nack waits the delay it asks for (bridge.NackDelayKey) or bridge.DefaultNackDelay",
+}
 
 // config is a parsed bridge URL.
 type config struct {
 	schema       string
 	pollInterval time.Duration
 	ackDeadline  time.Duration
-	nackDelay    time.Duration
 	pool         *pgxpool.Config
 	addr         string // redacted URL, for errors and logs
 }
@@ -79,9 +88,13 @@ func parseURL(u *url.URL) (config, error) {
 		schema:       DefaultSchema,
 		pollInterval: DefaultPollInterval,
 		ackDeadline:  DefaultAckDeadline,
-		nackDelay:    DefaultNackDelay,
 	}
 	q := u.Query()
+	for _, p := range slices.Sorted(maps.Keys(refusedParams)) {
+		if q.Has(p) {
+			return c, fmt.Errorf("%w: parameter %q is not taken: %s", bridge.ErrBadURL, p, refusedParams[p])
+		}
+	}
 	if v := q.Get("schema"); q.Has("schema") {
 		if !validSchema(v) {
 			return c, fmt.Errorf("%w: schema=%q is not a plain identifier of at most 63 bytes ([A-Za-z_][A-Za-z0-9_]*)", bridge.ErrBadURL, v)
@@ -95,7 +108,6 @@ func parseURL(u *url.URL) (config, error) {
 	}{
 		{"poll_interval", &c.pollInterval, 10 * time.Millisecond},
 		{"ack_deadline", &c.ackDeadline, 100 * time.Millisecond},
-		{"nack_delay", &c.nackDelay, 0},
 	}
 	for _, d := range durations {
 		if !q.Has(d.name) {
@@ -119,9 +131,7 @@ func parseURL(u *url.URL) (config, error) {
 		// pgx's message may quote the URL; say only which part is wrong.
 		return c, fmt.Errorf("%w: %s: %s", bridge.ErrBadURL, c.addr, redactPgx(err))
 	}
-	if pc.ConnConfig.ConnectTimeout == 0 {
-		pc.ConnConfig.ConnectTimeout = DefaultConnectTimeout
-	}
+	pc.ConnConfig.ConnectTimeout = DialTimeout
 	c.pool = pc
 	return c, nil
 }
@@ -193,7 +203,12 @@ func newBridge(ctx context.Context, c config) (*Bridge, error) {
 		pool.Close()
 		return nil, err
 	}
-	connectCtx, cancel := context.WithTimeout(ctx, c.pool.ConnConfig.ConnectTimeout+time.Second)
+	// Opening is bounded by ctx (each connection also by DialTimeout); a
+	// caller without a deadline gets DialTimeout plus opTimeout for it all.
+	connectCtx, cancel := ctx, context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		connectCtx, cancel = context.WithTimeout(ctx, DialTimeout+opTimeout)
+	}
 	defer cancel()
 	if err := pool.Ping(connectCtx); err != nil {
 		return fail(connectError(c.addr, err))
@@ -565,7 +580,7 @@ func (b *Bridge) maintain() {
 // listenConnect opens the dedicated LISTEN connection.
 func (b *Bridge) listenConnect(ctx context.Context) (*pgx.Conn, error) {
 	cfg := b.cfg.pool.ConnConfig.Copy()
-	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout+time.Second)
+	ctx, cancel := context.WithTimeout(ctx, DialTimeout+time.Second) // the connection, then LISTEN
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

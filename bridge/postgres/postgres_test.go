@@ -127,7 +127,7 @@ func TestDefaultSchema(t *testing.T) {
 	if got := b.(*postgres.Bridge).Adapter().Schema; got != postgres.DefaultSchema {
 		t.Fatalf("schema %q, want %q", got, postgres.DefaultSchema)
 	}
-	spec := bridge.Spec{Topic: bridgetest.Unique("email.v1.sendWelcome"), Group: "email.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("email.v1.sendWelcome"), Group: "email.v1", Kind: bridge.Command, Concurrency: 1}
 	t.Cleanup(func() { // the default schema is shared: remove this test's group
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -147,7 +147,7 @@ func TestDefaultSchema(t *testing.T) {
 
 func TestMetadataAndBatchOrder(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
-	spec := bridge.Spec{Topic: bridgetest.Unique("event.user.created"), Group: "audit.v1", Kind: bridge.Event}
+	spec := bridge.Spec{Topic: bridgetest.Unique("event.user.created"), Group: "audit.v1", Kind: bridge.Event, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(t, b, spec)
 	var msgs []*message.Message
 	for _, p := range []string{"a", "b", "c"} {
@@ -184,7 +184,7 @@ func TestNoSubscriber(t *testing.T) {
 func TestCommandsQueuedWhileGroupOffline(t *testing.T) {
 	raw := schemaURL(t)
 	b1 := openBridge(t, raw)
-	spec := bridge.Spec{Topic: bridgetest.Unique("email.v1.sendWelcome"), Group: "email.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("email.v1.sendWelcome"), Group: "email.v1", Kind: bridge.Command, Concurrency: 1}
 	sub, err := b1.Subscriber(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestCommandsQueuedWhileGroupOffline(t *testing.T) {
 // Reply groups disappear with their last member: publishing to them fails.
 func TestReplyGroupDeletedOnClose(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
-	spec := bridge.Spec{Topic: "reply." + watermill.NewUUID(), Group: "inst-" + watermill.NewShortUUID(), Kind: bridge.Reply}
+	spec := bridge.Spec{Topic: "reply." + watermill.NewUUID(), Group: "inst-" + watermill.NewShortUUID(), Kind: bridge.Reply, Concurrency: 1}
 	ch, sub := bridgetest.Subscribe(t, b, spec)
 	bridgetest.Publish(t, b, spec.Topic, "r")
 	bridgetest.Receive(t, ch, wait).Ack()
@@ -222,8 +222,8 @@ func TestReplyGroupDeletedOnClose(t *testing.T) {
 func TestGroupKindMismatch(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
 	topic := bridgetest.Unique("mixed")
-	bridgetest.Subscribe(t, b, bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command})
-	if _, err := b.Subscriber(context.Background(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Event}); err == nil {
+	bridgetest.Subscribe(t, b, bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command, Concurrency: 1})
+	if _, err := b.Subscriber(context.Background(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Event, Concurrency: 1}); err == nil {
 		t.Fatal("joined a command group as an event group")
 	}
 }
@@ -231,7 +231,7 @@ func TestGroupKindMismatch(t *testing.T) {
 func TestBadTopic(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
 	for _, topic := range []string{"a b", "x;drop table y", strings.Repeat("t", 2000)} {
-		if _, err := b.Subscriber(context.Background(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command}); err == nil {
+		if _, err := b.Subscriber(context.Background(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Command, Concurrency: 1}); err == nil {
 			t.Errorf("Subscriber accepted topic %.20q", topic)
 		}
 		// Refused for what it is, not for want of a server: a caller that
@@ -251,7 +251,7 @@ func TestBadTopic(t *testing.T) {
 // never succeed.
 func TestUnstorableMessageIsRefused(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
-	spec := bridge.Spec{Topic: bridgetest.Unique("nul"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("nul"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	bridgetest.Subscribe(t, b, spec)
 	m := message.NewMessage(watermill.NewUUID(), []byte("{}"))
 	m.Metadata.Set("k", "a\x00b")
@@ -262,16 +262,17 @@ func TestUnstorableMessageIsRefused(t *testing.T) {
 }
 
 // A nacked message does not hold up the rest of its group, and comes back
-// after nack_delay.
+// after bridge.DefaultNackDelay.
 func TestNackDoesNotBlockGroup(t *testing.T) {
-	b := openBridge(t, schemaURL(t, "nack_delay", "2s"))
-	spec := bridge.Spec{Topic: bridgetest.Unique("nackhol"), Group: "svc.v1", Kind: bridge.Command}
+	b := openBridge(t, schemaURL(t))
+	spec := bridge.Spec{Topic: bridgetest.Unique("nackhol"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(t, b, spec)
 	bridgetest.Publish(t, b, spec.Topic, "poison", "a", "b", "c")
 	first := bridgetest.Receive(t, ch, wait)
 	if string(first.Payload) != "poison" {
 		t.Fatalf("first delivery %q, want poison", first.Payload)
 	}
+	nacked := time.Now()
 	first.Nack()
 	for _, want := range []string{"a", "b", "c"} {
 		m := bridgetest.Receive(t, ch, wait)
@@ -285,6 +286,9 @@ func TestNackDoesNotBlockGroup(t *testing.T) {
 	if string(again.Payload) != "poison" || again.UUID != first.UUID {
 		t.Fatalf("redelivered %q, want the nacked message", again.Payload)
 	}
+	if waited := time.Since(nacked); waited < bridge.DefaultNackDelay-50*time.Millisecond {
+		t.Errorf("redelivered after %s, want bridge.DefaultNackDelay (%s)", waited, bridge.DefaultNackDelay)
+	}
 }
 
 // A message delivered and never acked comes back after the ack deadline: to
@@ -293,7 +297,7 @@ func TestAckDeadline(t *testing.T) {
 	raw := schemaURL(t, "ack_deadline", "1s")
 	t.Run("SameSubscriber", func(t *testing.T) {
 		b := openBridge(t, raw)
-		spec := bridge.Spec{Topic: bridgetest.Unique("deadline"), Group: "svc.v1", Kind: bridge.Command}
+		spec := bridge.Spec{Topic: bridgetest.Unique("deadline"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 		ch, _ := bridgetest.Subscribe(t, b, spec)
 		bridgetest.Publish(t, b, spec.Topic, "slow")
 		first := bridgetest.Receive(t, ch, wait) // never acked
@@ -306,7 +310,7 @@ func TestAckDeadline(t *testing.T) {
 		bridgetest.ExpectNothing(t, ch, 1500*time.Millisecond)
 	})
 	t.Run("CrashedConsumer", func(t *testing.T) {
-		spec := bridge.Spec{Topic: bridgetest.Unique("crash"), Group: "svc.v1", Kind: bridge.Command}
+		spec := bridge.Spec{Topic: bridgetest.Unique("crash"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 		dead, err := bridge.Open(context.Background(), raw)
 		if err != nil {
 			t.Fatal(err)
@@ -335,7 +339,7 @@ func TestAckDeadline(t *testing.T) {
 
 func TestPublisherCloseIsNoop(t *testing.T) {
 	b := openBridge(t, schemaURL(t))
-	spec := bridge.Spec{Topic: bridgetest.Unique("pubclose"), Group: "g", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("pubclose"), Group: "g", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(t, b, spec)
 	if err := b.Publisher().Close(); err != nil {
 		t.Fatal(err)
@@ -356,17 +360,19 @@ func TestPublisherCloseIsNoop(t *testing.T) {
 
 func TestBadURL(t *testing.T) {
 	base := baseURL(t)
-	for _, raw := range []string{
-		withParams(base, "poll_interval", "soon"),
-		withParams(base, "poll_interval", "0s"),
-		withParams(base, "ack_deadline", "-1s"),
-		withParams(base, "nack_delay", "x"),
-		withParams(base, "schema", `bad"name`),
-		withParams(base, "schema", strings.Repeat("s", 64)),
-		withParams(base, "sslmode", "sometimes"), // pgx's own parameter, invalid
-		withParams(base, "colour", "blue"),       // unknown: sent to the server, which refuses it
-		"postgres://[::1",
+	for _, c := range []struct{ raw, mention string }{
+		{withParams(base, "poll_interval", "soon"), "poll_interval"},
+		{withParams(base, "poll_interval", "0s"), "poll_interval"},
+		{withParams(base, "ack_deadline", "-1s"), "ack_deadline"},
+		{withParams(base, "nack_delay", "1s"), `"nack_delay"`},          // removed: bridge.DefaultNackDelay
+		{withParams(base, "connect_timeout", "5"), `"connect_timeout"`}, // removed: Open's context, DialTimeout
+		{withParams(base, "schema", `bad"name`), "schema"},
+		{withParams(base, "schema", strings.Repeat("s", 64)), "schema"},
+		{withParams(base, "sslmode", "sometimes"), "sslmode"}, // pgx's own parameter, invalid
+		{withParams(base, "colour", "blue"), "colour"},        // unknown: sent to the server, which refuses it
+		{"postgres://[::1", ""},
 	} {
+		raw := c.raw
 		start := time.Now()
 		b, err := bridge.Open(context.Background(), raw)
 		if err == nil {
@@ -374,8 +380,8 @@ func TestBadURL(t *testing.T) {
 			t.Errorf("Open(%s) succeeded", raw)
 			continue
 		}
-		if !errors.Is(err, bridge.ErrBadURL) {
-			t.Errorf("Open(%s): %v, want ErrBadURL", raw, err)
+		if !errors.Is(err, bridge.ErrBadURL) || !strings.Contains(err.Error(), c.mention) {
+			t.Errorf("Open(%s): %v, want ErrBadURL naming %s", raw, err, c.mention)
 		}
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("Open(%s) took %s", raw, d)
@@ -396,23 +402,32 @@ func TestUnreachable(t *testing.T) {
 	wrongDB.Path = "/" + strings.ToLower(bridgetest.Unique("no_such_db"))
 	wrongUser := *base
 	wrongUser.User = url.User(strings.ToLower(bridgetest.Unique("nobody")))
-	for _, raw := range []string{
-		refused.String(),
-		withParams(refused.String(), "connect_timeout", "1"),
-		withParams("postgres://postgres@10.255.255.1:5432/x?sslmode=disable", "connect_timeout", "1"), // black hole
-		"postgres://postgres@no-such-host.invalid:5432/x?sslmode=disable",
-		wrongDB.String(),
-		wrongUser.String(),
+	for _, c := range []struct {
+		raw   string
+		bound time.Duration // Open's context; 0: none (DialTimeout bounds it)
+	}{
+		{refused.String(), 0},
+		{"postgres://postgres@10.255.255.1:5432/x?sslmode=disable", time.Second}, // black hole
+		{"postgres://postgres@no-such-host.invalid:5432/x?sslmode=disable", 0},
+		{wrongDB.String(), 0},
+		{wrongUser.String(), 0},
 	} {
+		raw, limit := c.raw, postgres.DialTimeout+5*time.Second
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if c.bound > 0 {
+			ctx, cancel = context.WithTimeout(ctx, c.bound)
+			limit = c.bound + 2*time.Second
+		}
 		start := time.Now()
-		b, err := bridge.Open(context.Background(), raw)
+		b, err := bridge.Open(ctx, raw)
+		cancel()
 		if err == nil {
 			_ = b.Close()
 			t.Errorf("Open(%s) succeeded", raw)
 			continue
 		}
-		if d := time.Since(start); d > postgres.DefaultConnectTimeout+5*time.Second {
-			t.Errorf("Open(%s) took %s", raw, d)
+		if d := time.Since(start); d > limit {
+			t.Errorf("Open(%s) took %s, want at most %s", raw, d, limit)
 		}
 		if !errors.Is(err, bridge.ErrUnreachable) {
 			t.Errorf("Open(%s): %v, want ErrUnreachable", raw, err)
@@ -489,7 +504,7 @@ func TestCompetingUnderLoad(t *testing.T) {
 func BenchmarkRoundTrip(b *testing.B) {
 	raw := schemaURL(b)
 	pub, sub := openBridge(b, raw), openBridge(b, raw)
-	spec := bridge.Spec{Topic: bridgetest.Unique("bench"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("bench"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	ch, _ := bridgetest.Subscribe(b, sub, spec)
 	for b.Loop() {
 		if err := pub.Publisher().Publish(spec.Topic, message.NewMessage(watermill.NewUUID(), []byte("ping"))); err != nil {
@@ -578,7 +593,7 @@ func TestOutageListenerReconnects(t *testing.T) {
 func BenchmarkPublish(b *testing.B) {
 	raw := schemaURL(b)
 	pub := openBridge(b, raw)
-	spec := bridge.Spec{Topic: bridgetest.Unique("benchpub"), Group: "svc.v1", Kind: bridge.Command}
+	spec := bridge.Spec{Topic: bridgetest.Unique("benchpub"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
 	if _, err := pub.Subscriber(context.Background(), spec); err != nil { // registers the group
 		b.Fatal(err)
 	}

@@ -30,7 +30,7 @@ type subscriber struct {
 	closeOnce sync.Once
 }
 
-// Subscribe starts delivering the group's messages, up to spec.Workers() in
+// Subscribe starts delivering the group's messages, up to spec.Concurrency in
 // flight at once. The channel closes when the subscriber is closed, ctx is
 // done or the bridge closes, once every in-flight message has been acked or
 // nacked (or its ack deadline has passed).
@@ -48,10 +48,10 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		ref:     s.ref,
 		topic:   topic,
 		ctx:     ctx,
-		workers: s.spec.Workers(),
+		workers: s.spec.Concurrency,
 		out:     make(chan *message.Message),
 		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}, s.spec.Workers()),
+		done:    make(chan struct{}, s.spec.Concurrency),
 		stop:    make(chan struct{}),
 		ended:   make(chan struct{}),
 	}
@@ -280,7 +280,7 @@ func (s *subscription) deliver(c claimed) {
 			return err
 		})
 	case <-m.Nacked():
-		delay := bridge.NackDelay(m.Metadata, s.b.cfg.nackDelay)
+		delay := bridge.NackDelay(m.Metadata)
 		s.settle(c, "nack", func(ctx context.Context) error {
 			_, err := s.b.pool.Exec(ctx, s.b.q.nack, c.id, c.attempts, delay.Microseconds())
 			return err

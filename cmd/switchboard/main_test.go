@@ -490,7 +490,7 @@ func TestDLQReplay(t *testing.T) {
 	}
 	defer b.Close()
 	subscribe := func(rec deadletter.Record) <-chan *message.Message {
-		sub, err := b.Subscriber(ctx, bridge.Spec{Topic: rec.Topic, Group: rec.Group, Kind: bridge.Command})
+		sub, err := b.Subscriber(ctx, bridge.Spec{Topic: rec.Topic, Group: rec.Group, Kind: bridge.Command, Concurrency: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -608,7 +608,7 @@ func TestDLQReplayAllWhileTheHandlerStillFails(t *testing.T) {
 		Reliability: engine.Reliability{
 			DeadLetters: s,
 			Retry:       middleware.Retry{MaxAttempts: 1},
-			Breaker:     middleware.Breaker{Disabled: true},
+			Breaker:     middleware.BreakerPolicy{Disabled: true},
 		},
 	})
 	if err != nil {

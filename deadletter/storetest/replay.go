@@ -99,14 +99,14 @@ func startRefailing(t *testing.T, s deadletter.Store, svc string, n int) (messag
 		h.mu.Unlock()
 		return middleware.Permanent(fmt.Errorf("failure #%d of job %d", k, j.N))
 	})
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	e, err := engine.New(engine.Config{
 		SharedBridge: bus,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Reliability: engine.Reliability{
 			DeadLetters: s,
 			Retry:       middleware.Retry{MaxAttempts: 1},
-			Breaker:     middleware.Breaker{Disabled: true}, // every call fails: do not pause
+			Breaker:     middleware.BreakerPolicy{Disabled: true}, // every call fails: do not pause
 		},
 	})
 	if err != nil {

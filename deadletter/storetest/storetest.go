@@ -138,9 +138,9 @@ func Run(t *testing.T, s deadletter.Store) {
 		}
 	})
 	t.Run("ReplayGoesToTheFailedGroupAndRemovesTheRecord", func(t *testing.T) {
-		bus := inproc.New(inproc.Options{})
+		bus := inproc.New()
 		defer bus.Close()
-		sub, _ := bus.Subscriber(ctx, bridge.Spec{Topic: rec(0).Topic, Group: "x", Kind: bridge.Command})
+		sub, _ := bus.Subscriber(ctx, bridge.Spec{Topic: rec(0).Topic, Group: "x", Kind: bridge.Command, Concurrency: 1})
 		ch, _ := sub.Subscribe(ctx, rec(0).Topic)
 		if err := deadletter.Replay(ctx, s, bus.Publisher(), ids[0]); err != nil {
 			t.Fatal(err)

@@ -51,11 +51,11 @@ func RunChaos(t *testing.T, h bridgetest.Harness, n int) {
 
 	store := deadletter.NewMemory()
 	rel := engine.Reliability{
-		Retry:         middleware.Retry{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond},
-		Redelivery:    middleware.Retry{InitialInterval: 20 * time.Millisecond, MaxInterval: 500 * time.Millisecond},
+		Retry:         middleware.Retry{MaxAttempts: 3, Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}},
+		Redelivery:    middleware.Backoff{InitialInterval: 20 * time.Millisecond, MaxInterval: 500 * time.Millisecond},
 		MaxDeliveries: 20,
 		DeadLetters:   store,
-		Breaker:       middleware.Breaker{Disabled: true}, // 20 % failures must not pause the run
+		Breaker:       middleware.BreakerPolicy{Disabled: true}, // 20 % failures must not pause the run
 	}
 	newEngine := func(services ...*engine.Service) *engine.Engine {
 		e, err := engine.New(engine.Config{

@@ -75,7 +75,7 @@ func New(t testing.TB, svc *engine.Service, opts ...Option) *Harness {
 	for _, o := range opts {
 		o(h)
 	}
-	h.rec = &recorder{Bridge: inproc.New(inproc.Options{NackDelay: 10 * time.Millisecond})}
+	h.rec = &recorder{Bridge: inproc.New()}
 	cfg := h.config
 	cfg.Bridge = ""
 	cfg.SharedBridge = h.rec

@@ -77,7 +77,7 @@ func serve(t *testing.T, chk http.Handler) string {
 
 // Through the whole lifecycle: starting, running, draining, stopped.
 func TestReadinessFollowsTheLifecycle(t *testing.T) {
-	bus := gated{inproc.New(inproc.Options{}), make(chan struct{})}
+	bus := gated{inproc.New(), make(chan struct{})}
 	defer bus.Close()
 	eng, err := engine.New(engine.Config{SharedBridge: bus, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -146,7 +146,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 
 // Readiness verifies the bridge, not just the process.
 func TestReadinessFailsWhenTheBridgeIsDown(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	eng, err := engine.New(engine.Config{SharedBridge: bus, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -121,11 +121,11 @@ func acctService() *engine.Service {
 // newEngine runs the test service on a private in-process bus.
 func newEngine(t *testing.T) *engine.Engine {
 	t.Helper()
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	eng, err := engine.New(engine.Config{
 		SharedBridge: bus,
 		Logger:       slog.New(slog.DiscardHandler),
-		Reliability:  engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},
+		Reliability:  engine.Reliability{CallBreaker: middleware.BreakerPolicy{Disabled: true}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -47,12 +47,12 @@ func TestInFlightLimit(t *testing.T) {
 		}
 		return Empty{}, nil
 	})
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	eng, err := engine.New(engine.Config{
 		SharedBridge:       bus,
 		Logger:             slog.New(slog.DiscardHandler),
 		CommandConcurrency: 4 * requests, // the engine would run every request at once
-		Reliability:        engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},
+		Reliability:        engine.Reliability{CallBreaker: middleware.BreakerPolicy{Disabled: true}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -102,7 +102,7 @@ func TestServerErrorOnPostgresCarriesNoInternals(t *testing.T) {
 	eng, err := engine.New(engine.Config{
 		Bridge:      u.String(),
 		Logger:      slog.New(slog.DiscardHandler),
-		Reliability: engine.Reliability{CallBreaker: middleware.Breaker{Disabled: true}},
+		Reliability: engine.Reliability{CallBreaker: middleware.BreakerPolicy{Disabled: true}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 // are counted and logged at debug level only: a burst of them must not flood
 // the log. Replies to waiting calls are not counted.
 func TestUnsolicitedRepliesAreCountedNotWarned(t *testing.T) {
-	bus := inproc.New(inproc.Options{})
+	bus := inproc.New()
 	defer bus.Close()
 	var logs testenv.LogBuffer
 	calls := dispatch.NewCalls()
