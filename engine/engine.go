@@ -344,6 +344,11 @@ func payloadLimit(configured, bridgeMax int) (int, error) {
 // or less when the bridge carries less (see Config.MaxPayloadBytes).
 func (e *Engine) MaxPayloadBytes() int { return e.codec.maxBytes }
 
+// DrainTimeout returns Config.DrainTimeout in force (its default when the
+// Config left it zero): how long Stop waits for in-flight handlers.
+// httpgateway.Serve bounds the HTTP drain with it.
+func (e *Engine) DrainTimeout() time.Duration { return e.cfg.DrainTimeout }
+
 // Register adds services. It reports every wiring problem (invalid names,
 // duplicate handlers, a service registered twice) and must be called before
 // Start or Run.

@@ -18,7 +18,7 @@
 // rolling upgrade loses nothing; its dead letters are stored once every
 // process runs the new release on the migrated schema.
 //
-// Every table lives in one schema (Options.Schema, default "switchboard"),
+// Every table lives in one schema (Config.Schema, default "switchboard"),
 // next to a schema_migrations table that records what was applied:
 //
 //	schema_migrations(version integer PRIMARY KEY, name text, checksum text, applied_at timestamptz)

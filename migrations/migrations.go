@@ -19,7 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// DefaultSchema is the schema used when Options.Schema is empty.
+// DefaultSchema is the schema used when Config.Schema is empty.
 const DefaultSchema = "switchboard"
 
 // placeholder is replaced, in every migration, by the quoted schema name.
@@ -30,7 +30,7 @@ const placeholder = "{{schema}}"
 // before versioned migrations ("swib").
 const lockNamespace = 1937337954
 
-// schemaName is what Options.Schema accepts: a plain identifier that fits
+// schemaName is what Config.Schema accepts: a plain identifier that fits
 // PostgreSQL's 63-byte limit. Upper case is accepted (the bridge always
 // accepted it); the name is always quoted in SQL, so case is preserved.
 var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
@@ -42,8 +42,8 @@ var fileName = regexp.MustCompile(`^([0-9]{4})_([a-z0-9_]+)\.sql$`)
 // file has changed since it was applied (see the package documentation).
 var ErrChecksumMismatch = errors.New("migrations: applied migration has changed")
 
-// Options says where the tables live.
-type Options struct {
+// Config says where the tables live.
+type Config struct {
 	// Schema is the PostgreSQL schema that holds the tables and
 	// schema_migrations; empty means DefaultSchema ("switchboard"). It must
 	// be a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes) and is
@@ -51,27 +51,28 @@ type Options struct {
 	Schema string
 }
 
-// Validate reports whether the options are usable.
-func (o Options) Validate() error {
-	if s := o.schema(); !schemaName.MatchString(s) {
+// Validate reports every problem in c (the schema name is its one
+// setting).
+func (c Config) Validate() error {
+	if s := c.schema(); !schemaName.MatchString(s) {
 		return fmt.Errorf("migrations: invalid schema name %q (want a plain identifier of at most 63 bytes, %s)", s, schemaName)
 	}
 	return nil
 }
 
-func (o Options) schema() string {
-	if o.Schema == "" {
+func (c Config) schema() string {
+	if c.Schema == "" {
 		return DefaultSchema
 	}
-	return o.Schema
+	return c.Schema
 }
 
-// quoted validates o and returns the quoted schema identifier.
-func (o Options) quoted() (string, error) {
-	if err := o.Validate(); err != nil {
+// quoted validates c and returns the quoted schema identifier.
+func (c Config) quoted() (string, error) {
+	if err := c.Validate(); err != nil {
 		return "", err
 	}
-	return `"` + o.schema() + `"`, nil // the pattern admits no quote
+	return `"` + c.schema() + `"`, nil // the pattern admits no quote
 }
 
 // Migration is one embedded SQL file.
@@ -88,9 +89,9 @@ type Migration struct {
 	text string
 }
 
-// SQL returns the migration's statements for the schema in opts.
-func (m Migration) SQL(opts Options) (string, error) {
-	qs, err := opts.quoted()
+// SQL returns the migration's statements for the schema in cfg.
+func (m Migration) SQL(cfg Config) (string, error) {
+	qs, err := cfg.quoted()
 	if err != nil {
 		return "", err
 	}
@@ -165,8 +166,8 @@ type querier interface {
 // Status returns every known migration, in version order, with whether and
 // when it was applied. It only reads: on a database where Up never ran,
 // every migration is pending.
-func Status(ctx context.Context, db *sql.DB, opts Options) ([]MigrationStatus, error) {
-	qs, err := opts.quoted()
+func Status(ctx context.Context, db *sql.DB, cfg Config) ([]MigrationStatus, error) {
+	qs, err := cfg.quoted()
 	if err != nil {
 		return nil, err
 	}
@@ -249,8 +250,8 @@ func bootstrapSQL(qs string) string {
 // documentation for the lock, the transactions and changed files. On error,
 // the migrations applied before the failing one stay applied and are
 // returned.
-func Up(ctx context.Context, db *sql.DB, opts Options) (applied []Migration, err error) {
-	qs, err := opts.quoted()
+func Up(ctx context.Context, db *sql.DB, cfg Config) (applied []Migration, err error) {
+	qs, err := cfg.quoted()
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +270,7 @@ func Up(ctx context.Context, db *sql.DB, opts Options) (applied []Migration, err
 		return nil, fmt.Errorf("migrations: connecting: %w", err)
 	}
 	defer conn.Close()
-	schema := opts.schema()
+	schema := cfg.schema()
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, lockNamespace, schema); err != nil {
 		// The server may have granted the lock as the wait was cancelled:
 		// never hand this session back to the pool.
@@ -362,14 +363,14 @@ func discard(conn *sql.Conn) {
 	})
 }
 
-// SQL returns the script of every migration for the schema in opts, in
+// SQL returns the script of every migration for the schema in cfg, in
 // version order, for teams that apply migrations with their own tool. It
 // starts by creating the schema and schema_migrations; each migration has a
 // comment header naming its version and file and ends by recording itself in
 // schema_migrations, so that Up later finds nothing to apply. It does not
 // touch a database.
-func SQL(opts Options) (string, error) {
-	qs, err := opts.quoted()
+func SQL(cfg Config) (string, error) {
+	qs, err := cfg.quoted()
 	if err != nil {
 		return "", err
 	}

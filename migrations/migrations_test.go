@@ -90,7 +90,7 @@ func TestUpFromEmptyThenAgain(t *testing.T) {
 	db := openDB(t)
 	schema := newSchema(t, db)
 
-	applied, err := migrations.Up(ctx, db, migrations.Options{Schema: schema})
+	applied, err := migrations.Up(ctx, db, migrations.Config{Schema: schema})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestUpFromEmptyThenAgain(t *testing.T) {
 
 	var before time.Time
 	_ = db.QueryRow(`SELECT max(applied_at) FROM ` + q + `.schema_migrations`).Scan(&before)
-	again, err := migrations.Up(ctx, db, migrations.Options{Schema: schema})
+	again, err := migrations.Up(ctx, db, migrations.Config{Schema: schema})
 	if err != nil || len(again) != 0 {
 		t.Fatalf("second Up applied %v, %v", versions(again), err)
 	}
@@ -146,9 +146,9 @@ func TestStatus(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
-	opts := migrations.Options{Schema: schema}
+	cfg := migrations.Config{Schema: schema}
 
-	st, err := migrations.Status(ctx, db, opts)
+	st, err := migrations.Status(ctx, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,10 +167,10 @@ func TestStatus(t *testing.T) {
 	}
 
 	start := time.Now().Add(-time.Minute)
-	if _, err := migrations.Up(ctx, db, opts); err != nil {
+	if _, err := migrations.Up(ctx, db, cfg); err != nil {
 		t.Fatal(err)
 	}
-	st, err = migrations.Status(ctx, db, opts)
+	st, err = migrations.Status(ctx, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +185,8 @@ func TestChangedMigrationIsReportedNotReapplied(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
-	opts := migrations.Options{Schema: schema}
-	if _, err := migrations.Up(ctx, db, opts); err != nil {
+	cfg := migrations.Config{Schema: schema}
+	if _, err := migrations.Up(ctx, db, cfg); err != nil {
 		t.Fatal(err)
 	}
 	q := `"` + schema + `"`
@@ -202,14 +202,14 @@ func TestChangedMigrationIsReportedNotReapplied(t *testing.T) {
 	}
 
 	before := recorded(t, db, schema)
-	st, err := migrations.Status(ctx, db, opts)
+	st, err := migrations.Status(ctx, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !st[0].Modified() || st[0].AppliedChecksum != "edited" || st[1].Applied || st[1].Modified() {
 		t.Errorf("status %+v", st)
 	}
-	applied, err := migrations.Up(ctx, db, opts)
+	applied, err := migrations.Up(ctx, db, cfg)
 	if !errors.Is(err, migrations.ErrChecksumMismatch) || !strings.Contains(err.Error(), "0001_bridge.sql") || len(applied) != 0 {
 		t.Fatalf("Up = %v, %v; want ErrChecksumMismatch naming 0001_bridge.sql", versions(applied), err)
 	}
@@ -222,17 +222,17 @@ func TestNewerVersionsAreIgnored(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
-	opts := migrations.Options{Schema: schema}
-	if _, err := migrations.Up(ctx, db, opts); err != nil {
+	cfg := migrations.Config{Schema: schema}
+	if _, err := migrations.Up(ctx, db, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`INSERT INTO "` + schema + `".schema_migrations (version, name, checksum) VALUES (9999, '9999_future.sql', 'x')`); err != nil {
 		t.Fatal(err)
 	}
-	if applied, err := migrations.Up(ctx, db, opts); err != nil || len(applied) != 0 {
+	if applied, err := migrations.Up(ctx, db, cfg); err != nil || len(applied) != 0 {
 		t.Fatalf("Up = %v, %v", versions(applied), err)
 	}
-	st, err := migrations.Status(ctx, db, opts)
+	st, err := migrations.Status(ctx, db, cfg)
 	if err != nil || len(st) != len(allVersions()) {
 		t.Fatalf("Status = %d entries, %v", len(st), err)
 	}
@@ -244,15 +244,15 @@ func TestUpOverTablesOfEarlierReleases(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
-	opts := migrations.Options{Schema: schema}
-	ddl, err := migrations.All()[0].SQL(opts)
+	cfg := migrations.Config{Schema: schema}
+	ddl, err := migrations.All()[0].SQL(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`CREATE SCHEMA "` + schema + `"; ` + ddl); err != nil {
 		t.Fatal(err)
 	}
-	applied, err := migrations.Up(ctx, db, opts)
+	applied, err := migrations.Up(ctx, db, cfg)
 	if err != nil || !slices.Equal(versions(applied), allVersions()) {
 		t.Fatalf("Up = %v, %v", versions(applied), err)
 	}
@@ -262,8 +262,8 @@ func TestSQLScript(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
-	opts := migrations.Options{Schema: schema}
-	script, err := migrations.SQL(opts)
+	cfg := migrations.Config{Schema: schema}
+	script, err := migrations.SQL(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestSQLScript(t *testing.T) {
 	}
 	for _, m := range migrations.All() {
 		header := fmt.Sprintf("-- Version %d: %s", m.Version, m.Name)
-		body, _ := m.SQL(opts)
+		body, _ := m.SQL(cfg)
 		if !strings.Contains(script, header) || !strings.Contains(script, strings.TrimSpace(body)) {
 			t.Errorf("script lacks %s", m.Name)
 		}
@@ -284,17 +284,17 @@ func TestSQLScript(t *testing.T) {
 	if _, err := db.Exec(script); err != nil {
 		t.Fatalf("running the script twice: %v", err)
 	}
-	if applied, err := migrations.Up(ctx, db, opts); err != nil || len(applied) != 0 {
+	if applied, err := migrations.Up(ctx, db, cfg); err != nil || len(applied) != 0 {
 		t.Fatalf("Up after the script: %v, %v", versions(applied), err)
 	}
-	st, _ := migrations.Status(ctx, db, opts)
+	st, _ := migrations.Status(ctx, db, cfg)
 	for _, s := range st {
 		if !s.Applied || s.Modified() {
 			t.Errorf("after the script: %+v", s)
 		}
 	}
 	// Only the schema name differs between schemas.
-	other, _ := migrations.SQL(migrations.Options{})
+	other, _ := migrations.SQL(migrations.Config{})
 	if strings.ReplaceAll(other, `"switchboard"`, `"`+schema+`"`) != script {
 		t.Error("the default-schema script differs by more than the schema name")
 	}
@@ -304,22 +304,22 @@ func TestBadSchemaRejected(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
 	for _, bad := range []string{`bad"name`, "1abc", "a-b", "a b", "a.b", strings.Repeat("s", 64), "é"} {
-		opts := migrations.Options{Schema: bad}
-		if opts.Validate() == nil {
+		cfg := migrations.Config{Schema: bad}
+		if cfg.Validate() == nil {
 			t.Errorf("Validate accepted %q", bad)
 		}
-		if _, err := migrations.Up(ctx, db, opts); err == nil {
+		if _, err := migrations.Up(ctx, db, cfg); err == nil {
 			t.Errorf("Up accepted %q", bad)
 		}
-		if _, err := migrations.Status(ctx, db, opts); err == nil {
+		if _, err := migrations.Status(ctx, db, cfg); err == nil {
 			t.Errorf("Status accepted %q", bad)
 		}
-		if _, err := migrations.SQL(opts); err == nil {
+		if _, err := migrations.SQL(cfg); err == nil {
 			t.Errorf("SQL accepted %q", bad)
 		}
 	}
 	for _, good := range []string{"", "switchboard", "_x", "App_1", strings.Repeat("s", 63)} {
-		if err := (migrations.Options{Schema: good}).Validate(); err != nil {
+		if err := (migrations.Config{Schema: good}).Validate(); err != nil {
 			t.Errorf("Validate(%q): %v", good, err)
 		}
 	}
@@ -340,13 +340,13 @@ func TestUpWaitsForTheLockAndHonoursContext(t *testing.T) {
 	}
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if _, err := migrations.Up(short, db, migrations.Options{Schema: schema}); err == nil {
+	if _, err := migrations.Up(short, db, migrations.Config{Schema: schema}); err == nil {
 		t.Fatal("Up did not wait for the lock held by another session")
 	}
 	if _, err := holder.ExecContext(ctx, `SELECT pg_advisory_unlock(1937337954, hashtext($1))`, schema); err != nil {
 		t.Fatal(err)
 	}
-	if applied, err := migrations.Up(ctx, db, migrations.Options{Schema: schema}); err != nil || len(applied) != len(allVersions()) {
+	if applied, err := migrations.Up(ctx, db, migrations.Config{Schema: schema}); err != nil || len(applied) != len(allVersions()) {
 		t.Fatalf("Up after the lock was released: %v, %v", versions(applied), err)
 	}
 	assertUnlocked(t, db, schema)
@@ -363,7 +363,7 @@ func TestConcurrentUpInOneProcess(t *testing.T) {
 	)
 	for range 8 {
 		wg.Go(func() {
-			applied, err := migrations.Up(ctx, db, migrations.Options{Schema: schema})
+			applied, err := migrations.Up(ctx, db, migrations.Config{Schema: schema})
 			if err != nil {
 				t.Error(err)
 			}
@@ -398,7 +398,7 @@ func TestHelperProcess(t *testing.T) {
 	start, _ := strconv.ParseInt(os.Getenv(helperStartEnv), 10, 64)
 	time.Sleep(time.Until(time.Unix(0, start)))
 	db := openDB(t)
-	applied, err := migrations.Up(context.Background(), db, migrations.Options{Schema: schema})
+	applied, err := migrations.Up(context.Background(), db, migrations.Config{Schema: schema})
 	for _, m := range applied {
 		fmt.Printf("applied %d\n", m.Version)
 	}

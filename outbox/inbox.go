@@ -30,6 +30,21 @@ type Inbox struct {
 	Logger *slog.Logger
 }
 
+// Validate reports every problem in in.
+func (in Inbox) Validate() error {
+	var errs []error
+	if in.DB == nil {
+		errs = append(errs, errors.New("DB is nil"))
+	}
+	if _, err := quote(in.Schema); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("outbox inbox: %w", err)
+	}
+	return nil
+}
+
 type txKey struct{}
 
 // TxFrom returns the transaction of the message being handled under an
@@ -42,15 +57,13 @@ func TxFrom(ctx context.Context) (*sql.Tx, bool) {
 // Middleware returns the inbox middleware. Add it to the handlers whose
 // effects must happen once (engine.Use(inbox.Middleware())); the
 // consumer group comes from the engine's route, so every subscribing
-// service keeps its own record.
+// service keeps its own record. It panics when in is invalid (Validate), a
+// programming error found at startup.
 func (in Inbox) Middleware() message.HandlerMiddleware {
-	qs, err := quote(in.Schema)
-	if err != nil {
-		panic("outbox: inbox: " + err.Error())
+	if err := in.Validate(); err != nil {
+		panic(err.Error())
 	}
-	if in.DB == nil {
-		panic("outbox: inbox: DB is nil")
-	}
+	qs, _ := quote(in.Schema) // validated
 	log := in.Logger
 	if log == nil {
 		log = slog.Default()

@@ -129,9 +129,9 @@ func TestFrozenLeaderLosesLeadership(t *testing.T) {
 	gotA, gotB := collect(t, busA, "event.orders.placed", "g"), collect(t, busB, "event.orders.placed", "g")
 	e := newEngine(t, inproc.New())
 	logA, logB := &testenv.LogBuffer{}, &testenv.LogBuffer{}
-	runRelay(t, outbox.Relay{DB: viaProxy, Schema: schema, Target: busA, Retention: -1, Logger: slog.New(slog.NewTextHandler(logA, nil))})
+	runRelay(t, outbox.Relay{DatabaseURL: viaProxy, Schema: schema, Target: busA, Retention: -1, Logger: slog.New(slog.NewTextHandler(logA, nil))})
 	waitFor(t, 10*time.Second, "relay A to lead", func() bool { return strings.Contains(logA.String(), "leading") })
-	runRelay(t, outbox.Relay{DB: direct, Schema: schema, Target: busB, Retention: -1, Logger: slog.New(slog.NewTextHandler(logB, nil))})
+	runRelay(t, outbox.Relay{DatabaseURL: direct, Schema: schema, Target: busB, Retention: -1, Logger: slog.New(slog.NewTextHandler(logB, nil))})
 	emitOrders(t, e, db, schema, 0, 10)
 	waitFor(t, 10*time.Second, "A to forward the first orders", func() bool { return len(gotA.snapshot()) == 10 })
 
@@ -186,10 +186,10 @@ func TestStandbyTakesOverWhenLeaderSessionEnds(t *testing.T) {
 	e := newEngine(t, inproc.New())
 	logA := &testenv.LogBuffer{}
 	const ttl = 10 * time.Minute // expiry cannot be what hands over
-	stopA := runRelay(t, outbox.Relay{DB: u.String(), Schema: schema, Target: busA, Retention: -1, LeaseTTL: ttl,
+	stopA := runRelay(t, outbox.Relay{DatabaseURL: u.String(), Schema: schema, Target: busA, Retention: -1, LeaseTTL: ttl,
 		LeaderPoll: 5 * time.Minute, Logger: slog.New(slog.NewTextHandler(logA, nil))}) // A stays away once cut
 	waitFor(t, 10*time.Second, "relay A to lead", func() bool { return strings.Contains(logA.String(), "leading") })
-	runRelay(t, outbox.Relay{DB: direct, Schema: schema, Target: busB, Retention: -1, LeaseTTL: ttl, LeaderPoll: 100 * time.Millisecond, Logger: discard()})
+	runRelay(t, outbox.Relay{DatabaseURL: direct, Schema: schema, Target: busB, Retention: -1, LeaseTTL: ttl, LeaderPoll: 100 * time.Millisecond, Logger: discard()})
 	emitOrders(t, e, db, schema, 0, 5)
 	waitFor(t, 10*time.Second, "A to forward", func() bool { return len(gotA.snapshot()) == 5 })
 

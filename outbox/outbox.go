@@ -21,8 +21,8 @@ const DefaultSchema = migrations.DefaultSchema
 
 // quote validates schema and returns it quoted; "" means DefaultSchema.
 func quote(schema string) (string, error) {
-	opts := migrations.Options{Schema: schema}
-	if err := opts.Validate(); err != nil {
+	cfg := migrations.Config{Schema: schema}
+	if err := cfg.Validate(); err != nil {
 		return "", err
 	}
 	if schema == "" {

@@ -40,7 +40,7 @@ func setup(t *testing.T) (string, *sql.DB, string) {
 	url := testenv.URL(t, testenv.Postgres)
 	db := testenv.PostgresDB(t)
 	schema := testenv.Schema(t, db)
-	if _, err := migrations.Up(t.Context(), db, migrations.Options{Schema: schema}); err != nil {
+	if _, err := migrations.Up(t.Context(), db, migrations.Config{Schema: schema}); err != nil {
 		t.Fatal(err)
 	}
 	return url, db, schema
@@ -225,7 +225,7 @@ func TestRelayForwardsInOrderAndCleansUp(t *testing.T) {
 	e := newEngine(t, inproc.New())
 	const n = 300
 	emitOrders(t, e, db, schema, 0, n/2)
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, PollInterval: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: bus, Retention: -1, PollInterval: time.Minute, Logger: slog.New(slog.DiscardHandler)})
 	emitOrders(t, e, db, schema, n/2, n) // arrives by notification: the poll is a minute
 	waitFor(t, 20*time.Second, "every order", func() bool { return len(got.snapshot()) >= n })
 	for i, id := range got.snapshot() {
@@ -253,7 +253,7 @@ func TestStatsAndRetention(t *testing.T) {
 	}
 	bus := inproc.New()
 	collect(t, bus, "event.orders.placed", "g")
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: bus, Retention: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	waitFor(t, 10*time.Second, "the backlog to drain", func() bool {
 		s, _ := outbox.ReadStats(t.Context(), db, schema)
 		return s.Backlog == 0
@@ -272,7 +272,7 @@ func TestTwoRelays(t *testing.T) {
 	var stop [2]context.CancelFunc
 	for i := range 2 {
 		logs[i] = &testenv.LogBuffer{}
-		stop[i] = runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond,
+		stop[i] = runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(logs[i], nil))})
 	}
 	const n = 400
@@ -370,8 +370,8 @@ func TestInboxExactlyOnceEffect(t *testing.T) {
 }
 
 func TestRelayConfigErrors(t *testing.T) {
-	err := outbox.Relay{DB: "::bad", Schema: "bad schema!", BatchSize: -1, PollInterval: -1}.Validate()
-	for _, want := range []string{"DB", "schema", "target bridge is nil", "BatchSize", "PollInterval"} {
+	err := outbox.Relay{DatabaseURL: "::bad", Schema: "bad schema!", BatchSize: -1, PollInterval: -1}.Validate()
+	for _, want := range []string{"DatabaseURL", "schema", "target bridge is nil", "BatchSize", "PollInterval"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %q: %v", want, err)
 		}
@@ -380,6 +380,22 @@ func TestRelayConfigErrors(t *testing.T) {
 
 // A command whose service has not subscribed yet is not dropped: the relay
 // waits for it; an event nobody subscribes to is done.
+func TestInboxConfigErrors(t *testing.T) {
+	in := outbox.Inbox{Schema: "bad schema!"}
+	err := in.Validate()
+	for _, want := range []string{"DB is nil", "schema"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate does not report %q: %v", want, err)
+		}
+	}
+	defer func() {
+		if v := recover(); v == nil || !strings.Contains(fmt.Sprint(v), "DB is nil") {
+			t.Errorf("Middleware of an invalid Inbox: recovered %v", v)
+		}
+	}()
+	in.Middleware()
+}
+
 func TestRelayKeepsCommandsUntilTheirServiceSubscribes(t *testing.T) {
 	url, db, schema := setup(t)
 	bus := inproc.New()
@@ -398,7 +414,7 @@ func TestRelayKeepsCommandsUntilTheirServiceSubscribes(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
 	waitFor(t, 10*time.Second, "the event to be done", func() bool {
 		return rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox WHERE topic = 'event.orders.placed'`) == 0
 	})

@@ -43,7 +43,7 @@ func TestRelayFailingRowBlocksOnlyItsTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	emitOrders(t, e, db, schema, 0, 5) // written after the stuck commands
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: bus, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
 	waitFor(t, 10*time.Second, "the events behind the stuck command", func() bool { return len(events.snapshot()) == 5 })
 	waitFor(t, 10*time.Second, "the stuck command to count as retrying", func() bool {
 		s, err := outbox.ReadStats(t.Context(), db, schema)
@@ -82,7 +82,7 @@ func TestRelayParksMessageTheBrokerRefuses(t *testing.T) {
 		}
 	}
 	logs := &testenv.LogBuffer{}
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: target, Retention: -1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	has := func(id int) bool { return slices.Contains(got.snapshot(), id) }
 	waitFor(t, 20*time.Second, "the messages around the refused one", func() bool { return has(0) && has(2) })
 	if has(1) {
@@ -147,7 +147,7 @@ func TestRelayDrainsBacklogPastParkedRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Committed before the relay listens: no notification will come.
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, BatchSize: batch, PollInterval: time.Minute,
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: target, BatchSize: batch, PollInterval: time.Minute,
 		Retention: -1, Logger: discard()})
 	want := total - total/batch
 	waitFor(t, 20*time.Second, "the backlog behind the parked rows", func() bool { return len(got.snapshot()) == want })
@@ -197,7 +197,7 @@ func TestRelayStuckCommandOnEveryBroker(t *testing.T) {
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+			runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
 			waitFor(t, 10*time.Second, "every event behind the stuck command", func() bool {
 				got := 0
 				for _, c := range events {
@@ -270,7 +270,7 @@ func TestRelayRecordsAnyRefusal(t *testing.T) {
 	}
 	e := newEngine(t, inproc.New())
 	emitOrders(t, e, db, schema, 0, 1)
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: target, Retention: -1, LeaderPoll: 50 * time.Millisecond, Logger: discard()})
 	waitFor(t, 10*time.Second, "the event behind the refused rows", func() bool { return len(got.snapshot()) == 1 })
 	waitFor(t, 10*time.Second, "both refusals recorded, and parked (the topic can never be carried)", func() bool {
 		f, err := outbox.ListFailed(t.Context(), db, schema, 10)
@@ -305,7 +305,7 @@ func TestRelayParksMetadataTheBrokerCannotEncode(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: target, Retention: -1, Logger: discard()})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: target, Retention: -1, Logger: discard()})
 	waitFor(t, 20*time.Second, "the messages around the refused ones", func() bool {
 		ids := got.snapshot()
 		return slices.Contains(ids, 0) && slices.Contains(ids, 3)

@@ -13,18 +13,18 @@ import (
 	"github.com/switchboard-go/switchboard/outbox"
 )
 
-// TestRelayDBPasswordNeverShown: Relay.Validate (and so Run) refuses the
+// TestRelayDatabaseURLPasswordNeverShown: Relay.Validate (and so Run) refuses the
 // database URLs whose password the driver would quote, without quoting it.
-func TestRelayDBPasswordNeverShown(t *testing.T) {
+func TestRelayDatabaseURLPasswordNeverShown(t *testing.T) {
 	const secret = "S3CRETPW"
 	for _, raw := range bridgetest.URLsWithPassword("postgres", secret) {
-		err := outbox.Relay{DB: raw, Target: inproc.New()}.Validate()
+		err := outbox.Relay{DatabaseURL: raw, Target: inproc.New()}.Validate()
 		if err != nil && strings.Contains(err.Error(), secret) {
 			t.Errorf("Validate: %v", err)
 		}
 	}
 	for _, raw := range []string{"postgres://app:12/" + secret + "@127.0.0.1:1/db", "postgres://app:12#" + secret + "@127.0.0.1:1/db"} {
-		if err := (outbox.Relay{DB: raw, Target: inproc.New()}).Validate(); err == nil {
+		if err := (outbox.Relay{DatabaseURL: raw, Target: inproc.New()}).Validate(); err == nil {
 			t.Errorf("Validate accepted a URL whose password the driver would show in every reconnect log")
 		}
 	}
@@ -37,10 +37,10 @@ func TestRelayLogsHideAPasswordWithAnAt(t *testing.T) {
 	const secret = "S3CRETPW"
 	var logs testenv.LogBuffer
 	r := outbox.Relay{
-		DB:         "postgres://app:12@" + secret + "@127.0.0.1:1/db?connect_timeout=1",
-		Target:     inproc.New(),
-		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
-		LeaderPoll: 50 * time.Millisecond,
+		DatabaseURL: "postgres://app:12@" + secret + "@127.0.0.1:1/db?connect_timeout=1",
+		Target:      inproc.New(),
+		Logger:      slog.New(slog.NewTextHandler(&logs, nil)),
+		LeaderPoll:  50 * time.Millisecond,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
@@ -53,13 +53,13 @@ func TestRelayLogsHideAPasswordWithAnAt(t *testing.T) {
 }
 
 // TestRelayRefusesAURLOfAnotherScheme: pgx reads a URL of another scheme
-// (a bridge URL given as DB by mistake) as a keyword/value string, and the
+// (a bridge URL given as DatabaseURL by mistake) as a keyword/value string, and the
 // server's error, logged on every reconnect, quoted it whole.
 func TestRelayRefusesAURLOfAnotherScheme(t *testing.T) {
 	const secret = "S3CRETPW"
 	for _, raw := range []string{"nats://app:" + secret + "@127.0.0.1:1/?token=" + secret, "http://app:" + secret + "@127.0.0.1:1/"} {
 		var logs testenv.LogBuffer
-		r := outbox.Relay{DB: raw, Target: inproc.New(),
+		r := outbox.Relay{DatabaseURL: raw, Target: inproc.New(),
 			Logger: slog.New(slog.NewTextHandler(&logs, nil)), LeaderPoll: 50 * time.Millisecond}
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		err := r.Run(ctx)

@@ -27,8 +27,10 @@ import (
 
 // Relay forwards outbox rows to a bridge. See the package documentation.
 type Relay struct {
-	// DB is the PostgreSQL URL of the database holding the outbox. Required.
-	DB string
+	// DatabaseURL is the PostgreSQL URL of the database holding the
+	// outbox. Required. The relay opens its own connections: it holds a
+	// session for its leadership lease and LISTENs for new rows.
+	DatabaseURL string
 	// Schema of the outbox table. Default DefaultSchema.
 	Schema string
 	// Target receives the messages. Required.
@@ -85,25 +87,25 @@ const MaxTakeover = DefaultLeaseTTL + DefaultLeaderPoll + DefaultLeaseTTL/3
 // maxErrorText bounds the publish error stored with a failed row.
 const maxErrorText = 1000
 
-// driverURL is DB as the driver should read it (see
+// driverURL is DatabaseURL as the driver should read it (see
 // postgres.DatabaseURL, which Validate has checked): the driver's errors
 // are logged on every reconnect.
 func (r Relay) driverURL() string {
-	if dsn, err := postgres.DatabaseURL(r.DB); err == nil {
+	if dsn, err := postgres.DatabaseURL(r.DatabaseURL); err == nil {
 		return dsn
 	}
-	return r.DB
+	return r.DatabaseURL
 }
 
 // Validate reports every problem in r.
 func (r Relay) Validate() error {
 	var errs []error
-	if r.DB == "" {
-		errs = append(errs, errors.New("DB is empty"))
-	} else if dsn, err := postgres.DatabaseURL(r.DB); err != nil {
-		errs = append(errs, fmt.Errorf("DB: %w", err))
+	if r.DatabaseURL == "" {
+		errs = append(errs, errors.New("DatabaseURL is empty"))
+	} else if dsn, err := postgres.DatabaseURL(r.DatabaseURL); err != nil {
+		errs = append(errs, fmt.Errorf("DatabaseURL: %w", err))
 	} else if _, err := pgx.ParseConfig(dsn); err != nil {
-		errs = append(errs, fmt.Errorf("DB: %w", err))
+		errs = append(errs, fmt.Errorf("DatabaseURL: %w", err))
 	}
 	if _, err := quote(r.Schema); err != nil {
 		errs = append(errs, err)

@@ -20,7 +20,7 @@ func TestLongestSchemaName(t *testing.T) {
 	db := testenv.PostgresDB(t)
 	schema := testenv.Schema(t, db) // t_ and 12 hex digits: unique
 	schema += strings.Repeat("x", 63-len(schema))
-	if len(schema) != 63 || (migrations.Options{Schema: schema}).Validate() != nil {
+	if len(schema) != 63 || (migrations.Config{Schema: schema}).Validate() != nil {
 		t.Fatalf("test schema %q (%d bytes) is not a valid 63-byte name", schema, len(schema))
 	}
 	t.Cleanup(func() {
@@ -28,13 +28,13 @@ func TestLongestSchemaName(t *testing.T) {
 		defer cancel()
 		_, _ = db.ExecContext(ctx, `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`)
 	})
-	if _, err := migrations.Up(t.Context(), db, migrations.Options{Schema: schema}); err != nil {
+	if _, err := migrations.Up(t.Context(), db, migrations.Config{Schema: schema}); err != nil {
 		t.Fatal(err)
 	}
 	bus := inproc.New()
 	got := collect(t, bus, "event.orders.placed", "g")
 	e := newEngine(t, inproc.New())
-	runRelay(t, outbox.Relay{DB: url, Schema: schema, Target: bus, PollInterval: time.Minute, Logger: discard()})
+	runRelay(t, outbox.Relay{DatabaseURL: url, Schema: schema, Target: bus, PollInterval: time.Minute, Logger: discard()})
 	time.Sleep(500 * time.Millisecond) // the relay's first sweep is done; the next is a minute away
 	emitOrders(t, e, db, schema, 0, 3)
 	waitFor(t, 20*time.Second, "the orders, woken by the notification", func() bool { return len(got.snapshot()) == 3 })

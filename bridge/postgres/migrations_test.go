@@ -78,7 +78,7 @@ func TestOpenAppliesMigrations(t *testing.T) {
 func TestOpenOverTablesOfEarlierReleases(t *testing.T) {
 	raw := schemaURL(t)
 	schema := schemaOf(t, raw)
-	v1, err := migrations.All()[0].SQL(migrations.Options{Schema: schema})
+	v1, err := migrations.All()[0].SQL(migrations.Config{Schema: schema})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestSchemaInitializingQueries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := migrations.Status(ctx, stdlibDB(t), migrations.Options{Schema: schema})
+	st, err := migrations.Status(ctx, stdlibDB(t), migrations.Config{Schema: schema})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func validateTopic(topic string) error {
 // validSchema reports whether name is acceptable as the schema URL
 // parameter: the rule of package migrations, and not empty.
 func validSchema(name string) bool {
-	return name != "" && migrations.Options{Schema: name}.Validate() == nil
+	return name != "" && migrations.Config{Schema: name}.Validate() == nil
 }
 
 // ensureSchema applies the pending migrations to schema. When everything is
@@ -63,7 +63,7 @@ func validSchema(name string) bool {
 func ensureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	db := stdlib.OpenDBFromPool(pool) // its Close leaves the pool open
 	defer db.Close()
-	if _, err := migrations.Up(ctx, db, migrations.Options{Schema: schema}); err != nil {
+	if _, err := migrations.Up(ctx, db, migrations.Config{Schema: schema}); err != nil {
 		return fmt.Errorf("postgres: creating the tables in schema %s: %w", quoteIdent(schema), err)
 	}
 	return nil
@@ -196,7 +196,7 @@ func (a SchemaAdapter) schema() (string, error) {
 	if s == "" {
 		s = DefaultSchema
 	}
-	if err := (migrations.Options{Schema: s}).Validate(); err != nil {
+	if err := (migrations.Config{Schema: s}).Validate(); err != nil {
 		return "", fmt.Errorf("postgres: %w", err)
 	}
 	return s, nil
@@ -280,7 +280,7 @@ func (a SchemaAdapter) SchemaInitializingQueries(wmsql.SchemaInitializingQueries
 	if err != nil {
 		return nil, err
 	}
-	script, err := migrations.SQL(migrations.Options{Schema: s})
+	script, err := migrations.SQL(migrations.Config{Schema: s})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}

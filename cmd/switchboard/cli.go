@@ -190,7 +190,7 @@ func (d *dbFlags) register(fs *flag.FlagSet) {
 
 // validate checks the schema name (a usage error when wrong).
 func (d *dbFlags) validate(c *command) error {
-	if err := (migrations.Options{Schema: d.schema}).Validate(); err != nil {
+	if err := (migrations.Config{Schema: d.schema}).Validate(); err != nil {
 		return c.usageErr("--schema: %v", err)
 	}
 	return nil

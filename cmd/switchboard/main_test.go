@@ -69,7 +69,7 @@ func (e env) bridgeURL(t *testing.T) string {
 // store migrates e's schema and returns its dead-letter store.
 func (e env) store(t *testing.T) *pgstore.Store {
 	t.Helper()
-	if _, err := migrations.Up(context.Background(), e.db, migrations.Options{Schema: e.schema}); err != nil {
+	if _, err := migrations.Up(context.Background(), e.db, migrations.Config{Schema: e.schema}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := pgstore.New(e.db, e.schema)
@@ -120,6 +120,12 @@ func TestUsage(t *testing.T) {
 	}
 	if code, out, _ := cli(t, "dlq", "list", "-h"); code != 0 || !strings.Contains(out, "-since") {
 		t.Errorf("dlq list -h: exit %d, %q", code, out)
+	}
+	// relay -h prints the relay's own flags; --retention reads as a
+	// duration, --db as the URL Relay.DatabaseURL takes.
+	if code, out, _ := cli(t, "relay", "-h"); code != 0 || !strings.Contains(out, "Usage: switchboard relay ") || strings.Contains(out, "migrate up") ||
+		!strings.Contains(out, "-retention duration") || !strings.Contains(out, "-db URL") || !strings.Contains(out, "-batch N") {
+		t.Errorf("relay -h: exit %d, want the relay's usage, got:\n%s", code, out)
 	}
 	for _, c := range []struct {
 		args []string

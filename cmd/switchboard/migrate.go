@@ -22,13 +22,13 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(pos) != 1 {
 		return c.usageErr("migrate: want one of up, status, sql")
 	}
-	opts := migrations.Options{Schema: d.schema}
+	cfg := migrations.Config{Schema: d.schema}
 	switch pos[0] {
 	case "sql":
 		if err := d.validate(c); err != nil {
 			return err
 		}
-		script, err := migrations.SQL(opts)
+		script, err := migrations.SQL(cfg)
 		if err != nil {
 			return err
 		}
@@ -45,7 +45,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 	defer db.Close()
 
 	if pos[0] == "up" {
-		applied, err := migrations.Up(ctx, db, opts)
+		applied, err := migrations.Up(ctx, db, cfg)
 		for _, m := range applied {
 			fmt.Fprintf(stdout, "applied %s\n", m.Name)
 		}
@@ -57,7 +57,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 
-	st, err := migrations.Status(ctx, db, opts)
+	st, err := migrations.Status(ctx, db, cfg)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 // them, `outbox retry` makes them deliverable again.
 func TestOutboxFailedAndRetry(t *testing.T) {
 	e := newEnv(t)
-	if _, err := migrations.Up(context.Background(), e.db, migrations.Options{Schema: e.schema}); err != nil {
+	if _, err := migrations.Up(context.Background(), e.db, migrations.Config{Schema: e.schema}); err != nil {
 		t.Fatal(err)
 	}
 	// As the relay records refusals: one parked, one waiting for a retry,
@@ -104,7 +104,7 @@ func TestOutboxFailedAndRetry(t *testing.T) {
 // dlq show does; --json too.
 func TestOutboxFailedEscapesControls(t *testing.T) {
 	e := newEnv(t)
-	if _, err := migrations.Up(context.Background(), e.db, migrations.Options{Schema: e.schema}); err != nil {
+	if _, err := migrations.Up(context.Background(), e.db, migrations.Config{Schema: e.schema}); err != nil {
 		t.Fatal(err)
 	}
 	const hostile = "\x1b]0;pwned\a\x1b[2J\u009b31m\u202e\r"

@@ -30,7 +30,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	)
 	d.register(c.fs)
 	c.fs.StringVar(&raw, "bridge", "", "bridge `URL` to forward to (default $"+envBridge+"; a postgres:// URL keeps PostgreSQL as the broker)")
-	c.fs.IntVar(&batch, "batch", outbox.DefaultBatchSize, "rows forwarded per round")
+	c.fs.IntVar(&batch, "batch", outbox.DefaultBatchSize, "forward at most `N` rows per round")
 	c.fs.DurationVar(&poll, "poll", outbox.DefaultPollInterval, "sweep interval when no notification arrives")
 	c.fs.DurationVar(&lease, "lease", outbox.DefaultLeaseTTL, "leadership lease: a frozen leader is replaced within 4/3 of it plus 1s, a killed one at once")
 	c.fs.Var(&retention, "retention", "keep forwarded rows this `duration` (0 deletes them at once; days like 7d allowed)")
@@ -53,7 +53,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer db.Close()
-	if _, err := migrations.Up(ctx, db, migrations.Options{Schema: d.schema}); err != nil {
+	if _, err := migrations.Up(ctx, db, migrations.Config{Schema: d.schema}); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
 	rawURL, err := bridgeURL(c, raw)
@@ -73,7 +73,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	fmt.Fprintf(stdout, "relaying %s.outbox to the %s bridge at %s\n", d.schema, b.Name(), bridge.Redact(rawURL))
-	return outbox.Relay{DB: dbURL, Schema: d.schema, Target: b, BatchSize: batch, PollInterval: poll, LeaseTTL: lease, Retention: keep, Logger: log}.Run(ctx)
+	return outbox.Relay{DatabaseURL: dbURL, Schema: d.schema, Target: b, BatchSize: batch, PollInterval: poll, LeaseTTL: lease, Retention: keep, Logger: log}.Run(ctx)
 }
 
 // runOutbox is `switchboard outbox stats|failed|retry|discard`.
@@ -87,7 +87,7 @@ func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	d.register(c.fs)
 	c.fs.BoolVar(&asJSON, "json", false, "print JSON (stats, failed)")
-	c.fs.IntVar(&limit, "limit", 100, fmt.Sprintf("rows listed by failed (at most %d)", outbox.MaxListed))
+	c.fs.IntVar(&limit, "limit", 100, fmt.Sprintf("failed: list `N` rows at most (up to %d)", outbox.MaxListed))
 	c.fs.BoolVar(&all, "all", false, "retry: every parked or waiting row (discard has no --all)")
 	pos, err := c.parse(args)
 	if err != nil {

@@ -7,7 +7,7 @@
 // bridge on the same schema does it too.
 //
 //	db, _ := sql.Open("pgx", "postgres://app@db:5432/app")
-//	_, err := migrations.Up(ctx, db, migrations.Options{Schema: "switchboard"})
+//	_, err := migrations.Up(ctx, db, migrations.Config{Schema: "switchboard"})
 //	store, err := pgstore.New(db, "switchboard")
 //
 // The store follows deadletter.Store to the letter and behaves as
@@ -57,14 +57,14 @@ type Store struct {
 var _ deadletter.Store = (*Store)(nil)
 
 // New returns a store on the dead_letters table of schema ("" means
-// migrations.DefaultSchema). The schema name follows migrations.Options; New
+// migrations.DefaultSchema). The schema name follows migrations.Config; New
 // does not touch the database.
 func New(db *sql.DB, schema string) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("pgstore: nil *sql.DB")
 	}
-	opts := migrations.Options{Schema: schema}
-	if err := opts.Validate(); err != nil {
+	cfg := migrations.Config{Schema: schema}
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
 	if schema == "" {

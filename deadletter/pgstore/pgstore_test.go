@@ -22,7 +22,7 @@ func newStore(t *testing.T) *pgstore.Store {
 	t.Helper()
 	db := testenv.PostgresDB(t)
 	schema := testenv.Schema(t, db)
-	if _, err := migrations.Up(context.Background(), db, migrations.Options{Schema: schema}); err != nil {
+	if _, err := migrations.Up(context.Background(), db, migrations.Config{Schema: schema}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := pgstore.New(db, schema)
@@ -118,10 +118,10 @@ func TestMigrationToTopicKeyKeepsRecords(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.PostgresDB(t)
 	schema := testenv.Schema(t, db)
-	opts := migrations.Options{Schema: schema}
+	cfg := migrations.Config{Schema: schema}
 	apply := func(m migrations.Migration) {
 		t.Helper()
-		q, err := m.SQL(opts)
+		q, err := m.SQL(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

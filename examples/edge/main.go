@@ -68,21 +68,19 @@ func run(log *slog.Logger) error {
 	if err := eng.Register(users, mail); err != nil {
 		return err
 	}
-	chk := health.New(eng)
+	chk := health.New(health.Config{Engine: eng, Logger: log})
 	ln, err := net.Listen("tcp", ":"+getenv("PORT", "8080"))
 	if err != nil {
 		return err
 	}
-	return httpgateway.Serve(ctx, eng, httpgateway.NewServer(ln.Addr().String(), chk), ln, httpgateway.ServeOptions{
-		Drainers:   []httpgateway.Drainer{chk},
-		DrainDelay: delay,
-		Logger:     log,
-		OnReady: func() {
-			fmt.Printf("listening on %s\n", ln.Addr())
-			fmt.Println("ready")
-			log.Info("ready", "addr", ln.Addr().String(), "bridge", eng.Bridge().Name())
-		},
-	})
+	if err := eng.Start(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	fmt.Println("ready")
+	log.Info("ready", "addr", ln.Addr().String(), "bridge", eng.Bridge().Name())
+	return httpgateway.Serve(ctx, eng, httpgateway.NewServer(ln.Addr().String(), chk), ln, delay, chk)
 }
 
 func getenv(name, def string) string {

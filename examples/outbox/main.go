@@ -77,7 +77,7 @@ func run(ctx context.Context, dbURL, bridgeURL string) error {
 	}
 	defer db.Close()
 	// 1. Migrate: the library's tables (outbox, inbox, …), then the example's.
-	if _, err := migrations.Up(ctx, db, migrations.Options{Schema: schema}); err != nil {
+	if _, err := migrations.Up(ctx, db, migrations.Config{Schema: schema}); err != nil {
 		return err
 	}
 	if _, err := db.ExecContext(ctx, `
@@ -103,7 +103,7 @@ func run(ctx context.Context, dbURL, bridgeURL string) error {
 
 	// 2. The relay: here in-process; in production `switchboard relay`.
 	go func() {
-		_ = outbox.Relay{DB: dbURL, Schema: schema, Target: eng.Bridge(), Logger: log}.Run(ctx)
+		_ = outbox.Relay{DatabaseURL: dbURL, Schema: schema, Target: eng.Bridge(), Logger: log}.Run(ctx)
 	}()
 
 	// 3. Place orders; each one's event leaves through the outbox.

@@ -84,7 +84,7 @@ func sbOutbox(ctx context.Context, pgURL, ns string) (_ *rig, err error) {
 		_, err := db.Exec("DROP SCHEMA IF EXISTS " + pgx.Identifier{schema}.Sanitize() + " CASCADE")
 		return err
 	})
-	if _, err := migrations.Up(ctx, db, migrations.Options{Schema: schema}); err != nil {
+	if _, err := migrations.Up(ctx, db, migrations.Config{Schema: schema}); err != nil {
 		return nil, err
 	}
 	pool, err := pgxpool.New(ctx, pgURL)
@@ -115,7 +115,7 @@ func sbOutbox(ctx context.Context, pgURL, ns string) (_ *rig, err error) {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	relayDone := make(chan error, 1)
 	go func() {
-		relayDone <- outbox.Relay{DB: pgURL, Schema: schema, Target: b, Logger: quiet}.Run(rctx)
+		relayDone <- outbox.Relay{DatabaseURL: pgURL, Schema: schema, Target: b, Logger: quiet}.Run(rctx)
 	}()
 	closers = append(closers, func() error { cancel(); return <-relayDone })
 	return &rig{

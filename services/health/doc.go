@@ -12,7 +12,7 @@
 // fails, and restarting every process because the broker is down helps
 // nobody; readiness takes the process out of rotation instead.
 //
-//	chk := health.New(eng)
+//	chk := health.New(health.Config{Engine: eng})
 //	mux.Handle("/healthz", chk)
 //	mux.Handle("/readyz", chk)
 //
@@ -20,9 +20,9 @@
 // while the engine still runs and in-flight work completes; once the engine
 // stops, /readyz reports "stopped".
 //
-// Each /readyz request probes the bridge, bounded by Timeout (2 s). The
+// Each /readyz request probes the bridge, bounded by Config.CheckTimeout (DefaultCheckTimeout, 2 s). The
 // endpoints are unauthenticated, so a 503 names only the failing component
 // in fixed words ("draining: shutting down", "engine starting", "bridge
 // nats unreachable"); the probe's error, which can name the broker's or the
-// database's address, user and parameters, goes to the log (Logger).
+// database's address, user and parameters, goes to the log (Config.Logger).
 package health

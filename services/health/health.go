@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -13,8 +14,38 @@ import (
 	"github.com/switchboard-go/switchboard/engine"
 )
 
-// DefaultTimeout bounds the bridge probe of one /readyz request.
-const DefaultTimeout = 2 * time.Second
+// DefaultCheckTimeout bounds the bridge probe of one /readyz request when
+// Config.CheckTimeout is zero.
+const DefaultCheckTimeout = 2 * time.Second
+
+// Config configures a Checker. Only Engine is required; the zero value of
+// every other field is its documented default.
+type Config struct {
+	// Engine is the engine whose state and bridge the probes report.
+	// Required.
+	Engine *engine.Engine
+	// CheckTimeout bounds the bridge probe of one /readyz request. Zero
+	// means DefaultCheckTimeout; negative is invalid.
+	CheckTimeout time.Duration
+	// Logger receives the errors of failed bridge probes and the start of a
+	// drain. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports every problem in c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Engine == nil {
+		errs = append(errs, errors.New("missing Engine"))
+	}
+	if c.CheckTimeout < 0 {
+		errs = append(errs, fmt.Errorf("CheckTimeout is negative (%s)", c.CheckTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("health: invalid config: %w", err)
+	}
+	return nil
+}
 
 // Status is the JSON body of both endpoints.
 type Status struct {
@@ -43,32 +74,16 @@ type Checker struct {
 	draining atomic.Bool
 }
 
-// Option configures a Checker.
-type Option func(*Checker)
-
-// Timeout bounds the bridge probe of one /readyz request. Default
-// DefaultTimeout.
-func Timeout(d time.Duration) Option {
-	return func(c *Checker) { c.timeout = d }
-}
-
-// Logger receives the errors of failed bridge probes. Default
-// slog.Default().
-func Logger(l *slog.Logger) Option {
-	return func(c *Checker) { c.log = l }
-}
-
-// New returns a Checker for eng.
-func New(eng *engine.Engine, opts ...Option) *Checker {
-	if eng == nil {
-		panic("health: nil engine")
+// New returns a Checker for cfg. It panics when cfg is invalid
+// (Config.Validate), like httpgateway.New: a missing engine is a
+// programming error found at startup.
+func New(cfg Config) *Checker {
+	if err := cfg.Validate(); err != nil {
+		panic(err.Error())
 	}
-	c := &Checker{eng: eng, timeout: DefaultTimeout}
-	for _, o := range opts {
-		o(c)
-	}
-	if c.timeout <= 0 {
-		c.timeout = DefaultTimeout
+	c := &Checker{eng: cfg.Engine, timeout: cfg.CheckTimeout, log: cfg.Logger}
+	if c.timeout == 0 {
+		c.timeout = DefaultCheckTimeout
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -77,13 +92,17 @@ func New(eng *engine.Engine, opts ...Option) *Checker {
 	return c
 }
 
-// Handler returns New(eng, opts...), serving /healthz and /readyz.
-func Handler(eng *engine.Engine, opts ...Option) http.Handler { return New(eng, opts...) }
+// Handler returns New(cfg), serving /healthz and /readyz.
+func Handler(cfg Config) http.Handler { return New(cfg) }
 
 // Drain makes /readyz answer 503 from now on, while the engine still runs:
 // call it first when shutdown begins, so that load balancers stop sending
 // work before anything stops. httpgateway.Serve does.
-func (c *Checker) Drain() { c.draining.Store(true) }
+func (c *Checker) Drain() {
+	if !c.draining.Swap(true) {
+		c.log.Info("draining: /readyz answers 503")
+	}
+}
 
 // ServeHTTP serves a request whose path ends in /healthz or /readyz, and
 // answers 404 otherwise. Only GET and HEAD are allowed.

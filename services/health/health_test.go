@@ -87,7 +87,7 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	if err := eng.Register(svc); err != nil {
 		t.Fatal(err)
 	}
-	chk := health.New(eng)
+	chk := health.New(health.Config{Engine: eng})
 	url := serve(t, chk)
 
 	check := func(path string, code int, state, status string) health.Status {
@@ -158,7 +158,7 @@ func TestReadinessFailsWhenTheBridgeIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eng.Stop(context.Background())
-	url := serve(t, health.Handler(eng))
+	url := serve(t, health.Handler(health.Config{Engine: eng}))
 	if code, st := get(t, url+"/readyz"); code != 200 {
 		t.Fatalf("before: %d %+v", code, st)
 	}
@@ -181,7 +181,7 @@ func TestReadinessOnNATS(t *testing.T) {
 	if err := eng.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	url := serve(t, health.Handler(eng, health.Timeout(5*time.Second)))
+	url := serve(t, health.Handler(health.Config{Engine: eng, CheckTimeout: 5 * time.Second}))
 	if code, st := get(t, url+"/readyz"); code != 200 || st.Bridge != "nats" {
 		t.Errorf("%d %+v", code, st)
 	}
@@ -221,7 +221,7 @@ func TestReadinessHidesTheBridgeError(t *testing.T) {
 	// A probe deadline that has passed before the probe starts fails the
 	// probe on the real server, as a database that does not answer would.
 	logs := &testenv.LogBuffer{}
-	url := serve(t, health.Handler(eng, health.Timeout(time.Nanosecond), health.Logger(slog.New(slog.NewTextHandler(logs, nil)))))
+	url := serve(t, health.Handler(health.Config{Engine: eng, CheckTimeout: time.Nanosecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}))
 	resp, err := http.Get(url + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -243,4 +243,25 @@ func TestReadinessHidesTheBridgeError(t *testing.T) {
 	if !strings.Contains(logs.String(), u.Hostname()) || !strings.Contains(logs.String(), "deadline") {
 		t.Errorf("the log lacks the probe's error:\n%s", logs)
 	}
+}
+
+// Validate reports every problem at once; New refuses an invalid Config.
+func TestConfigValidate(t *testing.T) {
+	err := health.Config{CheckTimeout: -time.Second}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "Engine") || !strings.Contains(err.Error(), "CheckTimeout is negative") {
+		t.Errorf("Validate: %v, want both problems", err)
+	}
+	eng, err := engine.New(engine.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (health.Config{Engine: eng}).Validate(); err != nil {
+		t.Errorf("the zero value of every other field is valid: %v", err)
+	}
+	defer func() {
+		if v := recover(); v == nil || !strings.Contains(v.(string), "Engine") {
+			t.Errorf("New with no engine: recovered %v", v)
+		}
+	}()
+	health.New(health.Config{})
 }

@@ -89,10 +89,16 @@
 // NewServer returns an http.Server with every timeout set. Serve runs it
 // next to an engine and shuts down in the order that loses nothing:
 // Drain (new requests get a 503 problem with reason "draining",
-// Connection: close and Retry-After; /readyz fails), DrainDelay for load
+// Connection: close and Retry-After; /readyz fails), a drain delay for load
 // balancers to notice, http.Server.Shutdown (in-flight requests complete),
-// then Engine.Stop (in-flight handlers finish and reply). Stats counts what
-// was served and refused.
+// then Engine.Stop (in-flight handlers finish and reply); both drains are
+// bounded by the engine's DrainTimeout. Stats counts what was served and
+// refused.
+//
+//	chk := health.New(health.Config{Engine: eng})
+//	mux.Handle("/readyz", chk)
+//	mux.Handle("/", gw)
+//	err := httpgateway.Serve(ctx, eng, httpgateway.NewServer(addr, mux), ln, time.Second, chk, gw)
 //
 // At most Config.MaxInFlight requests (DefaultMaxInFlight, 256) are served
 // at once; one more is answered at once with a 503 problem (reason

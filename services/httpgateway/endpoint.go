@@ -40,36 +40,38 @@ type Endpoint struct {
 	serve func(ctx context.Context, g *Gateway, w http.ResponseWriter, r *http.Request, timeout time.Duration)
 }
 
-// Option configures one endpoint.
-type Option func(*Endpoint)
+// RouteOption configures one endpoint (Route, NewEndpoint).
+type RouteOption func(*Endpoint)
 
 // Public lets anyone call the endpoint: the Authenticator is not consulted
 // and the call carries no principal or tenant. Endpoints are protected
 // unless marked Public.
-func Public() Option { return func(e *Endpoint) { e.public = true } }
+func Public() RouteOption { return func(e *Endpoint) { e.public = true } }
 
 // Status sets the HTTP status of a successful answer (default 200), such
 // as http.StatusCreated.
-func Status(code int) Option { return func(e *Endpoint) { e.status = code } }
+func Status(code int) RouteOption { return func(e *Endpoint) { e.status = code } }
 
-// Timeout bounds the command call instead of Config.CallTimeout.
-func Timeout(d time.Duration) Option { return func(e *Endpoint) { e.timeout = d } }
+// CallTimeout bounds the command call of this endpoint instead of
+// Config.CallTimeout. Zero means Config.CallTimeout; negative is an
+// inconsistent declaration.
+func CallTimeout(d time.Duration) RouteOption { return func(e *Endpoint) { e.timeout = d } }
 
 // Summary sets the operation's summary in the OpenAPI document.
-func Summary(s string) Option { return func(e *Endpoint) { e.summary = s } }
+func Summary(s string) RouteOption { return func(e *Endpoint) { e.summary = s } }
 
 // Description sets the operation's description in the OpenAPI document.
-func Description(s string) Option { return func(e *Endpoint) { e.desc = s } }
+func Description(s string) RouteOption { return func(e *Endpoint) { e.desc = s } }
 
 // Tags sets the operation's tags in the OpenAPI document (default: the
 // command's service name).
-func Tags(tags ...string) Option { return func(e *Endpoint) { e.tags = tags } }
+func Tags(tags ...string) RouteOption { return func(e *Endpoint) { e.tags = tags } }
 
 // Query names input fields (by JSON name) that a POST, PUT or PATCH
 // endpoint takes from the query string instead of the body. GET and DELETE
 // endpoints take every field that is not a path parameter from the query
 // string without it.
-func Query(fields ...string) Option {
+func Query(fields ...string) RouteOption {
 	return func(e *Endpoint) { e.queryOpt = append(e.queryOpt, fields...) }
 }
 
@@ -97,7 +99,7 @@ var bodyMethods = map[string]bool{http.MethodPost: true, http.MethodPut: true, h
 // inconsistent (unknown method, invalid pattern, a wildcard that names no
 // field of In, a query field that is not a scalar or a slice of scalars),
 // like engine.NewCommand panics on an invalid name.
-func NewEndpoint[In, Out any](method, pattern string, cmd *engine.Command[In, Out], opts ...Option) *Endpoint {
+func NewEndpoint[In, Out any](method, pattern string, cmd *engine.Command[In, Out], opts ...RouteOption) *Endpoint {
 	if cmd == nil {
 		panic("httpgateway: NewEndpoint: nil command")
 	}
@@ -137,7 +139,7 @@ func NewEndpoint[In, Out any](method, pattern string, cmd *engine.Command[In, Ou
 // on gw:
 //
 //	httpgateway.Route(gw, http.MethodPost, "/users", userapi.CreateUser, httpgateway.Public())
-func Route[In, Out any](gw *Gateway, method, pattern string, cmd *engine.Command[In, Out], opts ...Option) {
+func Route[In, Out any](gw *Gateway, method, pattern string, cmd *engine.Command[In, Out], opts ...RouteOption) {
 	gw.Mount(NewEndpoint(method, pattern, cmd, opts...))
 }
 
@@ -156,6 +158,9 @@ func (ep *Endpoint) init() error {
 	}
 	if err := handle(http.NewServeMux(), ep.pattern, http.NotFoundHandler()); err != nil {
 		return err
+	}
+	if ep.timeout < 0 {
+		return fmt.Errorf("CallTimeout is negative (%s)", ep.timeout)
 	}
 	if ep.status < 200 || ep.status > 299 {
 		return fmt.Errorf("success status %d is not a 2xx", ep.status)

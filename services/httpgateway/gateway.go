@@ -2,6 +2,7 @@ package httpgateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -50,7 +51,9 @@ const (
 	HeaderTracestate = "tracestate"
 )
 
-// Config configures a Gateway. Only Engine is required.
+// Config configures a Gateway. Only Engine is required; the zero value of
+// every other field is its documented default, and a negative limit or
+// timeout is invalid (Validate).
 type Config struct {
 	// Engine carries every call. Required.
 	Engine *engine.Engine
@@ -72,8 +75,8 @@ type Config struct {
 	// 503 (reason "overloaded", Retry-After) without reading its body.
 	// Default DefaultMaxInFlight.
 	MaxInFlight int
-	// CallTimeout bounds a command call (engine.CallTimeout) unless the
-	// endpoint sets its own. Default DefaultCallTimeout.
+	// CallTimeout bounds a command call unless the endpoint sets its own
+	// (the CallTimeout route option). Default DefaultCallTimeout.
 	CallTimeout time.Duration
 	// Title, Version and Description fill the OpenAPI document's info.
 	// Defaults: "Switchboard gateway", "1", none.
@@ -81,9 +84,35 @@ type Config struct {
 	// OpenAPIPath is where the document is served. Default
 	// DefaultOpenAPIPath; "-" does not serve it.
 	OpenAPIPath string
-	// Logger receives server-side failures (5xx answers). Default
-	// slog.Default().
+	// Logger receives server-side failures (5xx answers) and the start of
+	// a drain. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// Validate reports every problem in c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Engine == nil {
+		errs = append(errs, errors.New("missing Engine"))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxBodyBytes is negative (%d)", c.MaxBodyBytes))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("MaxInFlight is negative (%d)", c.MaxInFlight))
+	}
+	if c.CallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("CallTimeout is negative (%s)", c.CallTimeout))
+	}
+	for i, ep := range c.Endpoints {
+		if ep == nil {
+			errs = append(errs, fmt.Errorf("endpoint %d of Endpoints is nil", i))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("httpgateway: invalid config: %w", err)
+	}
+	return nil
 }
 
 // Gateway is an http.Handler that exposes commands as HTTP endpoints. Build
@@ -111,21 +140,21 @@ type pathRoutes struct {
 	byMethod map[string]*Endpoint
 }
 
-// New returns a gateway for cfg. It panics when cfg.Engine is nil or an
-// endpoint of cfg.Endpoints cannot be mounted (see Mount), like
-// http.ServeMux.Handle does for a bad pattern: both are programming errors
-// found at startup.
+// New returns a gateway for cfg. It panics when cfg is invalid
+// (Config.Validate) or an endpoint of cfg.Endpoints cannot be mounted (see
+// Mount), like http.ServeMux.Handle does for a bad pattern: both are
+// programming errors found at startup.
 func New(cfg Config) *Gateway {
-	if cfg.Engine == nil {
-		panic("httpgateway: Config.Engine is nil")
+	if err := cfg.Validate(); err != nil {
+		panic(err.Error())
 	}
-	if cfg.MaxBodyBytes <= 0 {
+	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if cfg.MaxInFlight <= 0 {
+	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
-	if cfg.CallTimeout <= 0 {
+	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = DefaultCallTimeout
 	}
 	if cfg.Challenge == "" {
@@ -208,7 +237,11 @@ func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 // Drain makes the gateway answer every new request with a 503 problem
 // (reason "draining", Connection: close, Retry-After) while requests
 // already being served complete. Serve calls it when shutdown begins.
-func (g *Gateway) Drain() { g.draining.Store(true) }
+func (g *Gateway) Drain() {
+	if !g.draining.Swap(true) {
+		g.log.Info("draining: new requests get 503")
+	}
+}
 
 // Stats counts what the gateway answered since it was built.
 type Stats struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -121,12 +122,17 @@ func acctService() *engine.Service {
 // newEngine runs the test service on a private in-process bus.
 func newEngine(t *testing.T) *engine.Engine {
 	t.Helper()
+	return newEngineWith(t, engine.Config{})
+}
+
+// newEngineWith is newEngine with cfg's other settings.
+func newEngineWith(t *testing.T, cfg engine.Config) *engine.Engine {
+	t.Helper()
 	bus := inproc.New()
-	eng, err := engine.New(engine.Config{
-		SharedBridge: bus,
-		Logger:       slog.New(slog.DiscardHandler),
-		Reliability:  engine.Reliability{CallBreaker: middleware.BreakerPolicy{Disabled: true}},
-	})
+	cfg.SharedBridge = bus
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Reliability.CallBreaker = middleware.BreakerPolicy{Disabled: true}
+	eng, err := engine.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +171,7 @@ func routes(gw *httpgateway.Gateway) {
 	httpgateway.Route(gw, http.MethodPost, "/public/echo", Echo, httpgateway.Public())
 	httpgateway.Route(gw, http.MethodGet, "/accounts/{id}", Find)
 	httpgateway.Route(gw, http.MethodPost, "/fail", Fail, httpgateway.Public())
-	httpgateway.Route(gw, http.MethodPost, "/slow", Slow, httpgateway.Public(), httpgateway.Timeout(300*time.Millisecond))
+	httpgateway.Route(gw, http.MethodPost, "/slow", Slow, httpgateway.Public(), httpgateway.CallTimeout(300*time.Millisecond))
 	httpgateway.Route(gw, http.MethodPost, "/ghost", Ghost, httpgateway.Public())
 	httpgateway.Route(gw, http.MethodPost, "/list", List, httpgateway.Public())
 }
@@ -509,6 +515,9 @@ func TestInvalidDeclarationsPanic(t *testing.T) {
 			httpgateway.NewEndpoint(http.MethodGet, "/echo", engine.NewCommand[EchoOut, Empty]("x", "1", "y"))
 		},
 		"non-2xx status": func() { httpgateway.NewEndpoint(http.MethodPost, "/a", Echo, httpgateway.Status(302)) },
+		"negative call timeout": func() {
+			httpgateway.NewEndpoint(http.MethodPost, "/a", Echo, httpgateway.CallTimeout(-time.Second))
+		},
 	} {
 		func() {
 			defer func() {
@@ -527,6 +536,25 @@ func TestInvalidDeclarationsPanic(t *testing.T) {
 		}
 	}()
 	httpgateway.Route(gw, http.MethodGet, "/accounts/{id}", Find)
+}
+
+// Validate reports every problem at once; New refuses an invalid Config.
+func TestConfigValidate(t *testing.T) {
+	err := httpgateway.Config{MaxBodyBytes: -1, MaxInFlight: -1, CallTimeout: -time.Second, Endpoints: []*httpgateway.Endpoint{nil}}.Validate()
+	for _, want := range []string{"Engine", "MaxBodyBytes is negative", "MaxInFlight is negative", "CallTimeout is negative", "endpoint 0 of Endpoints is nil"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want %q", err, want)
+		}
+	}
+	if err := (httpgateway.Config{Engine: newEngine(t)}).Validate(); err != nil {
+		t.Errorf("the zero value of every other field is valid: %v", err)
+	}
+	defer func() {
+		if v := recover(); v == nil || !strings.Contains(fmt.Sprint(v), "CallTimeout is negative") {
+			t.Errorf("New with an invalid config: recovered %v", v)
+		}
+	}()
+	httpgateway.New(httpgateway.Config{Engine: newEngine(t), CallTimeout: -time.Second})
 }
 
 // Endpoints declared next to their command and mounted through Config.

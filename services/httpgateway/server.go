@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -45,54 +44,34 @@ type Drainer interface {
 	Drain()
 }
 
-// ServeOptions configures Serve. The zero value is valid.
-type ServeOptions struct {
-	// Drainers are drained first, when shutdown begins: the gateway answers
-	// new requests with 503 and /readyz fails.
-	Drainers []Drainer
-	// DrainDelay keeps the listener open that long after draining began,
-	// so that load balancers see /readyz fail and stop sending requests
-	// before connections are refused. Default 0.
-	DrainDelay time.Duration
-	// ShutdownTimeout bounds the wait for in-flight requests; the ones
-	// still running then are cut. Default engine.DefaultDrainTimeout.
-	ShutdownTimeout time.Duration
-	// StopTimeout bounds the engine's Stop. Default
-	// engine.DefaultDrainTimeout + engine.DefaultConnectTimeout, the bound
-	// engine.Run gives an engine with the default timeouts: set it when the
-	// engine's Config.DrainTimeout is longer, or Stop is cut short.
-	StopTimeout time.Duration
-	// OnReady, if set, is called once the engine runs and srv accepts
-	// connections.
-	OnReady func()
-	// Logger receives the shutdown steps. Default slog.Default().
-	Logger *slog.Logger
-}
-
-// Serve runs an HTTP server in front of an engine until ctx ends, then
-// shuts both down in the order that loses nothing:
+// Serve runs srv on ln in front of eng until ctx ends, then shuts both
+// down in the order that loses nothing:
 //
-//  1. every Drainer drains: new requests get a 503 problem, /readyz a 503;
-//  2. after DrainDelay, the listener closes and in-flight requests
-//     complete (http.Server.Shutdown, bounded by ShutdownTimeout);
-//  3. the engine stops (Engine.Stop): in-flight handlers finish and reply,
-//     connections close.
+//  1. every drainer drains: the gateway answers new requests with a 503
+//     problem, /readyz answers 503;
+//  2. after drainDelay (time for load balancers to see /readyz fail and
+//     stop sending requests; 0 for none), the listener closes and
+//     in-flight requests complete (http.Server.Shutdown), within the
+//     engine's DrainTimeout (engine.Config.DrainTimeout, see
+//     Engine.DrainTimeout); the ones still running then are cut;
+//  3. the engine stops (Engine.Stop): in-flight handlers finish and reply
+//     within the same DrainTimeout, connections close. Serve waits up to
+//     twice DrainTimeout for Stop: the drain, then as long again for the
+//     handlers cancelled at its deadline to return.
 //
-// eng is started first when it is new; it may be nil for a server without
-// one. Serve returns nil after a clean shutdown, or the errors met.
-// Cancel ctx on SIGTERM, for instance with signal.NotifyContext.
-func Serve(ctx context.Context, eng *engine.Engine, srv *http.Server, ln net.Listener, opts ServeOptions) error {
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
+// One setting, the engine's DrainTimeout, bounds both drains: set it in
+// engine.Config. Serve starts eng when it is new; a program that announces
+// readiness starts it first (ln already takes connections, which srv
+// serves once Serve runs). Serve returns nil after a clean shutdown, or
+// the errors met. Cancel ctx on SIGTERM, for instance with
+// signal.NotifyContext.
+func Serve(ctx context.Context, eng *engine.Engine, srv *http.Server, ln net.Listener, drainDelay time.Duration, drainers ...Drainer) error {
+	if eng == nil {
+		_ = ln.Close()
+		return errors.New("httpgateway: Serve: nil engine")
 	}
-	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = engine.DefaultDrainTimeout
-	}
-	if opts.StopTimeout <= 0 {
-		opts.StopTimeout = engine.DefaultDrainTimeout + engine.DefaultConnectTimeout
-	}
-	if eng != nil && eng.State() == engine.StateNew {
+	drainTimeout := eng.DrainTimeout()
+	if eng.State() == engine.StateNew {
 		if err := eng.Start(ctx); err != nil {
 			_ = ln.Close()
 			return err
@@ -101,14 +80,7 @@ func Serve(ctx context.Context, eng *engine.Engine, srv *http.Server, ln net.Lis
 	conns := trackConns(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	if opts.OnReady != nil {
-		opts.OnReady()
-	}
 
-	var engineDone <-chan struct{}
-	if eng != nil {
-		engineDone = eng.Done()
-	}
 	var errs []error
 	serving := true
 	select {
@@ -116,43 +88,39 @@ func Serve(ctx context.Context, eng *engine.Engine, srv *http.Server, ln net.Lis
 	case err := <-served:
 		serving = false
 		errs = append(errs, fmt.Errorf("http server: %w", err))
-	case <-engineDone:
+	case <-eng.Done():
 		errs = append(errs, errors.New("the engine stopped by itself"))
 	}
 
-	for _, d := range opts.Drainers {
+	for _, d := range drainers {
 		d.Drain()
 	}
 	drainBegan := time.Now()
 	if serving {
-		log.Info("draining: new requests get 503", "delay", opts.DrainDelay)
-		if opts.DrainDelay > 0 {
-			time.Sleep(opts.DrainDelay)
+		if drainDelay > 0 {
+			time.Sleep(drainDelay)
 		}
 		// Shutdown closes idle keep-alive connections at once but waits 5 s
 		// for connections that never sent a request (a client's spare
 		// dials); those that stayed silent for the whole drain are closed
 		// like idle ones.
 		conns.closeSilentSince(drainBegan)
-		sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		err := srv.Shutdown(sctx)
 		cancel()
 		if err != nil {
 			_ = srv.Close()
-			errs = append(errs, fmt.Errorf("in-flight requests did not finish within %s: %w", opts.ShutdownTimeout, err))
+			errs = append(errs, fmt.Errorf("in-flight requests did not finish within the drain timeout (%s): %w", drainTimeout, err))
 		}
 		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("http server: %w", err))
 		}
-		log.Info("http server stopped; stopping the engine")
 	}
-	if eng != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), opts.StopTimeout)
-		err := eng.Stop(sctx)
-		cancel()
-		if err != nil {
-			errs = append(errs, err)
-		}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*drainTimeout)
+	err := eng.Stop(sctx)
+	cancel()
+	if err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -123,7 +123,7 @@ func serve(ctx context.Context, o Options, log *slog.Logger, stdout io.Writer) e
 	if err := eng.Register(o.Services...); err != nil {
 		return err
 	}
-	chk := health.New(eng)
+	chk := health.New(health.Config{Engine: eng, Logger: log})
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", chk)
 	mux.Handle("/readyz", chk)
@@ -139,22 +139,20 @@ func serve(ctx context.Context, o Options, log *slog.Logger, stdout io.Writer) e
 	if err != nil {
 		return fmt.Errorf("listening on port %s: %w", port, err)
 	}
-	err = httpgateway.Serve(ctx, eng, httpgateway.NewServer(ln.Addr().String(), mux), ln, httpgateway.ServeOptions{
-		Drainers:   drainers,
-		DrainDelay: delay,
-		Logger:     log,
-		OnReady: func() {
-			fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
-			fmt.Fprintln(stdout, "ready")
-			log.Info("ready", "addr", ln.Addr().String(), "bridge", eng.Bridge().Name(), "since_process_start", time.Since(processStart).Round(time.Microsecond))
-		},
-	})
+	if err := eng.Start(ctx); err != nil {
+		_ = ln.Close()
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return fmt.Errorf("interrupted while starting: %w", err)
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	fmt.Fprintln(stdout, "ready")
+	log.Info("ready", "addr", ln.Addr().String(), "bridge", eng.Bridge().Name(), "since_process_start", time.Since(processStart).Round(time.Microsecond))
+	err = httpgateway.Serve(ctx, eng, httpgateway.NewServer(ln.Addr().String(), mux), ln, delay, drainers...)
 	if gw != nil {
 		st := gw.Stats()
 		fmt.Fprintf(stdout, "stopped: served=%d rejected=%d\n", st.Served, st.Rejected)
-	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		return fmt.Errorf("interrupted while starting: %w", err)
 	}
 	return err
 }
