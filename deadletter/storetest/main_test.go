@@ -6,6 +6,7 @@ import (
 	"go.uber.org/goleak"
 )
 
+// TestMain fails the package's tests if a goroutine outlives them.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
