@@ -80,6 +80,7 @@ func TestTimeoutInsideRetryGivesEveryAttemptAFreshDeadline(t *testing.T) {
 // at once, leaving the handler running beside the next attempt or the
 // message's redelivery.)
 func TestTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
+	t.Parallel()
 	var returned atomic.Bool
 	h := func(msg *message.Message) ([]*message.Message, error) {
 		<-msg.Context().Done()
@@ -108,6 +109,7 @@ func TestTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
 // A handler that ignores its context and succeeds late has done its work:
 // its result stands (failing it would make Retry repeat the work).
 func TestTimeoutKeepsTheResultOfALateHandler(t *testing.T) {
+	t.Parallel()
 	out := []*message.Message{newMsg(context.Background())}
 	got, err := middleware.Timeout(10 * time.Millisecond)(func(*message.Message) ([]*message.Message, error) {
 		time.Sleep(50 * time.Millisecond) // ignores its context
@@ -119,6 +121,7 @@ func TestTimeoutKeepsTheResultOfALateHandler(t *testing.T) {
 }
 
 func TestTimeoutReturnsMessageContextErrorWhenItEndsFirst(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := func(msg *message.Message) ([]*message.Message, error) {
 		cancel()
@@ -135,6 +138,7 @@ func TestTimeoutReturnsMessageContextErrorWhenItEndsFirst(t *testing.T) {
 }
 
 func TestTimeoutPassesResultsThrough(t *testing.T) {
+	t.Parallel()
 	out := []*message.Message{newMsg(context.Background())}
 	got, err := middleware.Timeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
 		return out, errTransient
@@ -145,6 +149,7 @@ func TestTimeoutPassesResultsThrough(t *testing.T) {
 }
 
 func TestTimeoutTurnsPanicIntoPanicError(t *testing.T) {
+	t.Parallel()
 	_, err := middleware.Timeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
 		panic("in the attempt goroutine")
 	})(newMsg(context.Background()))
@@ -155,6 +160,7 @@ func TestTimeoutTurnsPanicIntoPanicError(t *testing.T) {
 }
 
 func TestTimeoutZeroOrNegativePassesThrough(t *testing.T) {
+	t.Parallel()
 	for _, d := range []time.Duration{0, -time.Second} {
 		orig := context.WithValue(context.Background(), ctxKey{}, "orig")
 		var seen context.Context
@@ -178,6 +184,7 @@ func TestTimeoutZeroOrNegativePassesThrough(t *testing.T) {
 // Attempts never overlap: the next one starts after the previous one has
 // returned, even when that one ignored its context past its deadline.
 func TestTimeoutAttemptsNeverOverlap(t *testing.T) {
+	t.Parallel()
 	var running, overlapped atomic.Int32
 	var calls atomic.Int32
 	h := func(msg *message.Message) ([]*message.Message, error) {
