@@ -30,6 +30,11 @@
 //   - Concurrency: Spec.Concurrency messages are in flight at once.
 //   - CloseWithUnackedLosesNothing: Close waits for the message in flight;
 //     nacked meanwhile, it goes to the next subscriber.
+//   - CloseEndsTheSubscription: when Close returns, the subscription's
+//     channel is closed.
+//   - CloseLeavesNoGoroutine: when the bridge's Close returns, no
+//     goroutine runs the backend's code (subscriptions, health probes,
+//     connection watchers).
 //   - OutageMidStream (only with Harness.Outage): Health reports the
 //     outage and recovers, and messages flow again.
 //
