@@ -168,8 +168,9 @@ func (s *subscriber) verifyIfDue(ctx context.Context) {
 // retrying while JetStream is still starting.
 func (s *subscriber) reconnected() {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	watched := make(chan struct{})
 	go func() {
+		defer close(watched)
 		select {
 		case <-s.closing:
 		case <-s.b.done:
@@ -177,6 +178,7 @@ func (s *subscriber) reconnected() {
 		}
 		cancel()
 	}()
+	defer func() { cancel(); <-watched }()
 	wait := minBackoff
 	for range 30 {
 		err := s.verify(ctx)
