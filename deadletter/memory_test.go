@@ -7,4 +7,7 @@ import (
 	"github.com/switchboard-go/switchboard/deadletter/storetest"
 )
 
-func TestMemoryStore(t *testing.T) { storetest.Run(t, deadletter.NewMemory()) }
+func TestMemoryStore(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, deadletter.NewMemory())
+}

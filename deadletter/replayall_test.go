@@ -16,6 +16,7 @@ import (
 // publish would fail alike (on a real broker, each after its timeout), so
 // ReplayAll stops at the first and every record stays.
 func TestReplayAllStopsWhenTheBrokerIsGone(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := deadletter.NewMemory()
 	at := time.Now().Add(-time.Minute)

@@ -124,6 +124,61 @@ func TestStopContextEndingCancelsTheHandlers(t *testing.T) {
 	}
 }
 
+// A Stop whose context ended leaves its cleanup running (here, waiting for
+// a handler that ignores its context); a later Stop waits for that cleanup,
+// bounded by its own context, so that the caller can tell when nothing of
+// the engine runs any more. (A later Stop used to return at once.)
+func TestALaterStopWaitsForTheCleanup(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var returned atomic.Bool
+	svc := engine.NewService("slow", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		entered <- struct{}{}
+		<-release // ignores its context
+		returned.Store(true)
+		return nil
+	})
+	e, _ := start(t, inproc.New(), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour}, svc)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	short := func() context.Context {
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	if err := e.Stop(short()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("first Stop: %v, want its context's error", err)
+	}
+	if err := e.Stop(short()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a later Stop, whose context ends while the handler runs: %v, want its context's error", err)
+	}
+	later := make(chan error, 1)
+	go func() { later <- e.Stop(context.Background()) }()
+	select {
+	case err := <-later:
+		t.Fatalf("a later Stop returned (%v) while the cleanup still waits for a handler", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case err := <-later:
+		if err != nil || !returned.Load() {
+			t.Errorf("later Stop = %v, handler returned %v; want nil, after the handler", err, returned.Load())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a later Stop still waits after the handler returned")
+	}
+}
+
 // A handler that Stop cuts short (its drain ran out, or Stop's context
 // ended) answers its caller that the service is shutting down, a 503 worth
 // retrying elsewhere, not a 500 "internal error" logged as a failure: here

@@ -264,6 +264,8 @@ type Engine struct {
 	stopped  chan struct{}
 	stopOnce sync.Once
 	stopErr  error
+	cleaned  chan struct{} // closed when Stop's cleanup has ended
+	cleanErr error         // its outcome, set before cleaned is closed
 	hardStop context.CancelFunc
 	hardCtx  context.Context
 	tracer   trace.Tracer
@@ -309,6 +311,7 @@ func New(cfg Config) (*Engine, error) {
 		calls:    dispatch.NewCalls(),
 		ready:    make(chan struct{}),
 		stopped:  make(chan struct{}),
+		cleaned:  make(chan struct{}),
 		hardCtx:  hardCtx,
 		hardStop: hardStop,
 		tracer:   cfg.TracerProvider.Tracer(middleware.TracerName),
@@ -549,10 +552,13 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 // after the last one returned). Then the reply subscription and the bridge
 // (if the engine opened it) are closed; calls still waiting fail with
 // ErrShuttingDown. ctx bounds the whole stop: when it ends first, Stop
-// returns its error at once and the cleanup goes on in the background. Stop
-// is idempotent.
+// returns its error at once and the cleanup goes on in the background.
+// Stop is idempotent: a later call waits, bounded by its own ctx, until
+// that cleanup has ended, and returns its outcome.
 func (e *Engine) Stop(ctx context.Context) error {
+	first := false
 	e.stopOnce.Do(func() {
+		first = true
 		e.mu.Lock()
 		e.state = StateDraining
 		rt, stopRep := e.rt, e.stopRep
@@ -566,8 +572,8 @@ func (e *Engine) Stop(ctx context.Context) error {
 			}
 			e.hardStop()
 		})
-		done := make(chan error, 1)
 		go func() { // goes on when ctx ends first: it still cleans up
+			defer close(e.cleaned)
 			defer cancelDrain()
 			defer stopDrainTimer() // before cancelDrain, which would fire it
 			var errs []error
@@ -595,11 +601,11 @@ func (e *Engine) Stop(ctx context.Context) error {
 					errs = append(errs, fmt.Errorf("closing bridge: %w", err))
 				}
 			}
-			done <- errors.Join(errs...)
+			e.cleanErr = errors.Join(errs...)
 		}()
 		select {
-		case err := <-done:
-			e.stopErr = err
+		case <-e.cleaned:
+			e.stopErr = e.cleanErr
 		case <-ctx.Done():
 			e.hardStop() // the caller gives up on the drain: cut the handlers short
 			e.stopErr = fmt.Errorf("switchboard: stop: %w", ctx.Err())
@@ -612,7 +618,15 @@ func (e *Engine) Stop(ctx context.Context) error {
 			e.log.Warn("engine stopped with errors", "err", e.stopErr)
 		}
 	})
-	return e.stopErr
+	if first {
+		return e.stopErr
+	}
+	select {
+	case <-e.cleaned:
+		return e.cleanErr
+	case <-ctx.Done():
+		return fmt.Errorf("switchboard: stop: %w", ctx.Err())
+	}
 }
 
 // replyGrace is how long Stop keeps the reply subscription open after the

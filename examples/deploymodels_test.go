@@ -45,6 +45,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
+	"go.uber.org/goleak"
 
 	_ "github.com/switchboard-go/switchboard/bridge/nats"
 	"github.com/switchboard-go/switchboard/engine"
@@ -72,9 +73,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building the examples:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}))
 }
 
 // drainDeadline bounds a process's exit after SIGTERM, beyond its drain

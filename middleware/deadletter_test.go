@@ -60,6 +60,7 @@ func nackDelay(t *testing.T, msg *message.Message) time.Duration {
 }
 
 func TestDeadLetterPermanentErrorStoredOnceAndAcked(t *testing.T) {
+	t.Parallel()
 	store := deadletter.NewMemory()
 	cause := fmt.Errorf("charging: %w", &envelope.Error{Code: http.StatusUnprocessableEntity, Message: "card expired"})
 	c := &counter{outcome: always(cause)}
@@ -110,6 +111,7 @@ func TestDeadLetterPermanentErrorStoredOnceAndAcked(t *testing.T) {
 }
 
 func TestDeadLetterTransientErrorIsRedeliveredWithGrowingDelay(t *testing.T) {
+	t.Parallel()
 	store := deadletter.NewMemory()
 	dl := middleware.DeadLetter{Store: store, MaxDeliveries: 5, Redelivery: deterministic}
 	delay := func(delivery int) time.Duration {
@@ -144,6 +146,7 @@ func TestDeadLetterTransientErrorIsRedeliveredWithGrowingDelay(t *testing.T) {
 }
 
 func TestDeadLetterDefaultRedeliveryHasJitterWithinBounds(t *testing.T) {
+	t.Parallel()
 	dl := middleware.DeadLetter{Store: deadletter.NewMemory(), Logger: quiet}.Middleware()
 	seen := map[time.Duration]bool{}
 	for range 20 {
@@ -161,6 +164,7 @@ func TestDeadLetterDefaultRedeliveryHasJitterWithinBounds(t *testing.T) {
 }
 
 func TestDeadLetterExhaustedAtMaxDeliveries(t *testing.T) {
+	t.Parallel()
 	store := deadletter.NewMemory()
 	c := &counter{outcome: always(errTransient)}
 	msg := newMsg(routed(), bridge.DeliveryKey, "5")
@@ -179,6 +183,7 @@ func TestDeadLetterExhaustedAtMaxDeliveries(t *testing.T) {
 }
 
 func TestDeadLetterWithoutDeliveryCountStoresOnFirstFailure(t *testing.T) {
+	t.Parallel()
 	for _, delivery := range []string{"", "0", "garbage"} {
 		store := deadletter.NewMemory()
 		msg := newMsg(routed())
@@ -218,6 +223,7 @@ func (s *failingStore) Put(ctx context.Context, r deadletter.Record) (string, er
 }
 
 func TestDeadLetterStoreFailureNacks(t *testing.T) {
+	t.Parallel()
 	for _, cause := range []error{errTransient, middleware.Permanent(errTransient)} {
 		store := &failingStore{Memory: deadletter.NewMemory(), fails: 1000}
 		msg := newMsg(routed(), bridge.DeliveryKey, "5")
@@ -240,6 +246,7 @@ func TestDeadLetterStoreFailureNacks(t *testing.T) {
 // When the store write fails, the first failure time is kept for the
 // record written on a later delivery.
 func TestDeadLetterKeepsFirstFailureAcrossAFailedStoreWrite(t *testing.T) {
+	t.Parallel()
 	store := &failingStore{Memory: deadletter.NewMemory(), fails: 1}
 	chain := dlChain(middleware.DeadLetter{Store: store}, 1, (&counter{outcome: always(errTransient)}).handle)
 	msg := newMsg(routed())
@@ -263,6 +270,7 @@ func TestDeadLetterKeepsFirstFailureAcrossAFailedStoreWrite(t *testing.T) {
 }
 
 func TestDeadLetterCircuitOpenIsNeverStored(t *testing.T) {
+	t.Parallel()
 	store := deadletter.NewMemory()
 	open := fmt.Errorf("%w: billing: paused for 10s", middleware.ErrCircuitOpen)
 	for _, delivery := range []string{"", "1", "5", "6", "1000"} {
@@ -284,6 +292,7 @@ func TestDeadLetterCircuitOpenIsNeverStored(t *testing.T) {
 }
 
 func TestDeadLetterSuccessAfterFailuresStoresNothing(t *testing.T) {
+	t.Parallel()
 	store := deadletter.NewMemory()
 	c := &counter{outcome: failing(4, errTransient)} // 2 deliveries × 2 attempts fail, then success
 	chain := dlChain(middleware.DeadLetter{Store: store, MaxDeliveries: 3}, 2, c.handle)
@@ -302,6 +311,7 @@ func TestDeadLetterSuccessAfterFailuresStoresNothing(t *testing.T) {
 }
 
 func TestDeadLetterRedeliveredAfterCrashKeepsOneRecord(t *testing.T) {
+	t.Parallel()
 	store := deadletter.NewMemory()
 	chain := dlChain(middleware.DeadLetter{Store: store}, 1, (&counter{outcome: always(middleware.Permanent(errTransient))}).handle)
 	first := newMsg(routed(), bridge.DeliveryKey, "1")
@@ -324,6 +334,7 @@ func TestDeadLetterRedeliveredAfterCrashKeepsOneRecord(t *testing.T) {
 }
 
 func TestDeadLetterValidate(t *testing.T) {
+	t.Parallel()
 	if err := (middleware.DeadLetter{Store: deadletter.NewMemory()}).Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
 	}
@@ -339,6 +350,7 @@ func TestDeadLetterValidate(t *testing.T) {
 // budget: after five bounces, the first real failure is redelivered, not
 // dead-lettered.
 func TestDeadLetterCircuitBouncesDoNotSpendTheBudget(t *testing.T) {
+	t.Parallel()
 	store := deadletter.NewMemory()
 	var fail error
 	chain := dlChain(middleware.DeadLetter{Store: store, MaxDeliveries: 5, Redelivery: deterministic}, 1,
@@ -377,6 +389,7 @@ func TestDeadLetterCircuitBouncesDoNotSpendTheBudget(t *testing.T) {
 // context) still keys its records by topic: the same message id failing on
 // two topics is two records, each naming its topic and handler.
 func TestDeadLetterOnAWatermillRouterKeysByTopic(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	logger := watermill.NopLogger{}

@@ -149,6 +149,7 @@ func runHops(t *testing.T) (*observations, *tracetest.SpanRecorder) {
 // each process the parent of what its handler publishes; correlation id,
 // principal and tenant set at the edge reach every handler.
 func TestEngineTraceAndCorrelationAcrossThreeHops(t *testing.T) {
+	t.Parallel()
 	obs, rec := runHops(t)
 	spans := rec.Ended()
 	byName := map[string]sdktrace.ReadOnlySpan{}
@@ -226,6 +227,7 @@ func TestEngineTraceAndCorrelationAcrossThreeHops(t *testing.T) {
 // one emitted on the bridge: correlation, principal, causation, and a
 // producer span child of the handler's span.
 func TestEngineWithPublisherCarriesTheConversation(t *testing.T) {
+	t.Parallel()
 	obs, rec := runHops(t)
 	spans := rec.Ended()
 	raw, b := obs.by["raw"], obs.by["B"]
@@ -249,6 +251,7 @@ func TestEngineWithPublisherCarriesTheConversation(t *testing.T) {
 // Every span the engine starts is ended, and named after its topic (replies
 // get none: they close their handler's process span).
 func TestEngineEndsEverySpanItStarts(t *testing.T) {
+	t.Parallel()
 	_, rec := runHops(t)
 	ended := map[trace.SpanID]bool{}
 	for _, s := range rec.Ended() {
@@ -282,6 +285,7 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 // (1 in 3 with -race) with eight subscriptions. Fix: Router.Close closes
 // every subscriber itself as well (see the report).
 func TestEngineStopRightAfterStartDoesNotHang(t *testing.T) {
+	t.Parallel()
 	for i := range 100 {
 		svc := engine.NewService("startstop", "1")
 		for j := range 8 {

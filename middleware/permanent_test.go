@@ -10,6 +10,7 @@ import (
 )
 
 func TestPermanent(t *testing.T) {
+	t.Parallel()
 	if middleware.Permanent(nil) != nil {
 		t.Error("Permanent(nil) != nil")
 	}

@@ -20,6 +20,7 @@ func panickingHandler(msg *message.Message) ([]*message.Message, error) {
 }
 
 func TestRecovererTurnsPanicIntoPanicError(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	msg := newMsg(context.Background())
@@ -49,6 +50,7 @@ func TestRecovererTurnsPanicIntoPanicError(t *testing.T) {
 }
 
 func TestRecovererPanicValue(t *testing.T) {
+	t.Parallel()
 	type custom struct{ code int }
 	_, err := middleware.Recoverer(quiet)(func(*message.Message) ([]*message.Message, error) {
 		panic(custom{42})
@@ -60,6 +62,7 @@ func TestRecovererPanicValue(t *testing.T) {
 }
 
 func TestRecovererPassesResultsThrough(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	out := []*message.Message{newMsg(context.Background())}
 	got, err := middleware.Recoverer(slog.New(slog.NewTextHandler(&buf, nil)))(func(*message.Message) ([]*message.Message, error) {
@@ -75,6 +78,7 @@ func TestRecovererPassesResultsThrough(t *testing.T) {
 
 // Retry sees a recovered panic as a transient failure and tries again.
 func TestRecovererInsideRetry(t *testing.T) {
+	t.Parallel()
 	calls := 0
 	h := func(*message.Message) ([]*message.Message, error) {
 		calls++

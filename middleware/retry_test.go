@@ -22,6 +22,7 @@ func fast(attempts int) middleware.Retry {
 }
 
 func TestRetryTransientUntilSuccess(t *testing.T) {
+	t.Parallel()
 	c := &counter{outcome: failing(2, errTransient)}
 	h := fast(5).Middleware()(c.handle)
 	msg := newMsg(context.Background())
@@ -37,6 +38,7 @@ func TestRetryTransientUntilSuccess(t *testing.T) {
 }
 
 func TestRetryMaxAttempts(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{1, 2, 4} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			c := &counter{outcome: always(errTransient)}
@@ -60,6 +62,7 @@ func TestRetryMaxAttempts(t *testing.T) {
 }
 
 func TestRetryPermanentErrorsTriedOnce(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name      string
 		err       error
@@ -95,6 +98,7 @@ func TestRetryPermanentErrorsTriedOnce(t *testing.T) {
 }
 
 func TestRetryMaxElapsedTime(t *testing.T) {
+	t.Parallel()
 	r := middleware.Retry{MaxAttempts: 1000, Backoff: middleware.Backoff{
 		InitialInterval:     10 * time.Millisecond,
 		MaxInterval:         10 * time.Millisecond,
@@ -117,6 +121,7 @@ func TestRetryMaxElapsedTime(t *testing.T) {
 }
 
 func TestRetryStopsWhenMessageContextIsCancelled(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := middleware.Retry{MaxAttempts: 5, Backoff: middleware.Backoff{InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}}
@@ -133,6 +138,7 @@ func TestRetryStopsWhenMessageContextIsCancelled(t *testing.T) {
 }
 
 func TestRetryGivesUpWhenDeadlineLeavesNoTimeForABackoff(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r := middleware.Retry{MaxAttempts: 5, Backoff: middleware.Backoff{InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}}
@@ -146,6 +152,7 @@ func TestRetryGivesUpWhenDeadlineLeavesNoTimeForABackoff(t *testing.T) {
 type ctxKey struct{}
 
 func TestRetryRestoresMessageContext(t *testing.T) {
+	t.Parallel()
 	orig := context.WithValue(context.Background(), ctxKey{}, "orig")
 	var sawOrig []bool
 	h := func(msg *message.Message) ([]*message.Message, error) {
@@ -181,6 +188,7 @@ func TestRetryRestoresMessageContext(t *testing.T) {
 }
 
 func TestRetryValidate(t *testing.T) {
+	t.Parallel()
 	if err := (middleware.Retry{}).Validate(); err != nil {
 		t.Errorf("zero policy: %v", err)
 	}
@@ -206,6 +214,7 @@ func TestRetryValidate(t *testing.T) {
 
 // A negative MaxElapsedTime means no time limit: only MaxAttempts stops it.
 func TestRetryNegativeMaxElapsedTimeHasNoLimit(t *testing.T) {
+	t.Parallel()
 	if err := (middleware.Retry{Backoff: middleware.Backoff{MaxElapsedTime: -1}}).Validate(); err != nil {
 		t.Fatalf("negative MaxElapsedTime rejected: %v", err)
 	}
@@ -223,6 +232,7 @@ func TestRetryNegativeMaxElapsedTimeHasNoLimit(t *testing.T) {
 }
 
 func TestRetryWithDefaults(t *testing.T) {
+	t.Parallel()
 	got := middleware.Retry{Backoff: middleware.Backoff{RandomizationFactor: -1}}.WithDefaults()
 	d := middleware.DefaultRetryBackoff
 	want := middleware.Retry{MaxAttempts: middleware.DefaultMaxAttempts, Backoff: middleware.Backoff{

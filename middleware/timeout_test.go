@@ -80,6 +80,7 @@ func TestAttemptTimeoutInsideRetryGivesEveryAttemptAFreshDeadline(t *testing.T) 
 // at once, leaving the handler running beside the next attempt or the
 // message's redelivery.)
 func TestAttemptTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
+	t.Parallel()
 	var returned atomic.Bool
 	h := func(msg *message.Message) ([]*message.Message, error) {
 		<-msg.Context().Done()
@@ -108,6 +109,7 @@ func TestAttemptTimeoutCancelsThenWaitsForTheAttempt(t *testing.T) {
 // A handler that ignores its context and succeeds late has done its work:
 // its result stands (failing it would make Retry repeat the work).
 func TestAttemptTimeoutKeepsTheResultOfALateHandler(t *testing.T) {
+	t.Parallel()
 	out := []*message.Message{newMsg(context.Background())}
 	got, err := middleware.AttemptTimeout(10 * time.Millisecond)(func(*message.Message) ([]*message.Message, error) {
 		time.Sleep(50 * time.Millisecond) // ignores its context
@@ -119,6 +121,7 @@ func TestAttemptTimeoutKeepsTheResultOfALateHandler(t *testing.T) {
 }
 
 func TestAttemptTimeoutReturnsMessageContextErrorWhenItEndsFirst(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := func(msg *message.Message) ([]*message.Message, error) {
 		cancel()
@@ -135,6 +138,7 @@ func TestAttemptTimeoutReturnsMessageContextErrorWhenItEndsFirst(t *testing.T) {
 }
 
 func TestAttemptTimeoutPassesResultsThrough(t *testing.T) {
+	t.Parallel()
 	out := []*message.Message{newMsg(context.Background())}
 	got, err := middleware.AttemptTimeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
 		return out, errTransient
@@ -145,6 +149,7 @@ func TestAttemptTimeoutPassesResultsThrough(t *testing.T) {
 }
 
 func TestAttemptTimeoutTurnsPanicIntoPanicError(t *testing.T) {
+	t.Parallel()
 	_, err := middleware.AttemptTimeout(time.Second)(func(*message.Message) ([]*message.Message, error) {
 		panic("in the attempt goroutine")
 	})(newMsg(context.Background()))
@@ -155,6 +160,7 @@ func TestAttemptTimeoutTurnsPanicIntoPanicError(t *testing.T) {
 }
 
 func TestAttemptTimeoutZeroOrNegativePassesThrough(t *testing.T) {
+	t.Parallel()
 	for _, d := range []time.Duration{0, -time.Second} {
 		orig := context.WithValue(context.Background(), ctxKey{}, "orig")
 		var seen context.Context
@@ -178,6 +184,7 @@ func TestAttemptTimeoutZeroOrNegativePassesThrough(t *testing.T) {
 // Attempts never overlap: the next one starts after the previous one has
 // returned, even when that one ignored its context past its deadline.
 func TestAttemptTimeoutAttemptsNeverOverlap(t *testing.T) {
+	t.Parallel()
 	var running, overlapped atomic.Int32
 	var calls atomic.Int32
 	h := func(msg *message.Message) ([]*message.Message, error) {

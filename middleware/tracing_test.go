@@ -39,6 +39,7 @@ func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
 }
 
 func TestTracingConsumerSpanIsChildOfTraceparent(t *testing.T) {
+	t.Parallel()
 	tp, rec := recorder(t)
 	msg := newMsg(routed(), envelope.KeyTraceparent, remoteParent, envelope.KeyCorrelationID, "corr-7")
 	orig := msg.Context()
@@ -87,6 +88,7 @@ func TestTracingConsumerSpanIsChildOfTraceparent(t *testing.T) {
 }
 
 func TestTracingWithoutTraceparentStartsATrace(t *testing.T) {
+	t.Parallel()
 	tp, rec := recorder(t)
 	_, _ = middleware.Tracing(tp)(func(*message.Message) ([]*message.Message, error) { return nil, nil })(newMsg(routed()))
 	spans := rec.Ended()
@@ -96,6 +98,7 @@ func TestTracingWithoutTraceparentStartsATrace(t *testing.T) {
 }
 
 func TestTracingRecordsError(t *testing.T) {
+	t.Parallel()
 	tp, rec := recorder(t)
 	cause := errors.New("card declined")
 	_, err := middleware.Tracing(tp)(func(*message.Message) ([]*message.Message, error) {
@@ -123,6 +126,7 @@ func TestTracingRecordsError(t *testing.T) {
 
 // One span per message, covering every attempt of the Retry inside it.
 func TestTracingSpanCoversAllAttempts(t *testing.T) {
+	t.Parallel()
 	tp, rec := recorder(t)
 	var ids []trace.SpanID
 	c := &counter{outcome: failing(2, errTransient)}
@@ -145,6 +149,7 @@ func TestTracingSpanCoversAllAttempts(t *testing.T) {
 }
 
 func TestInjectExtractRoundTrip(t *testing.T) {
+	t.Parallel()
 	tp, _ := recorder(t)
 	ctx, span := tp.Tracer("test").Start(context.Background(), "producer")
 	defer span.End()

@@ -68,6 +68,7 @@ func recorded(t *testing.T, db *sql.DB, schema string) []int {
 }
 
 func TestEmbeddedFiles(t *testing.T) {
+	t.Parallel()
 	all := migrations.All()
 	if len(all) < 2 {
 		t.Fatalf("%d migrations", len(all))
@@ -86,6 +87,7 @@ func TestEmbeddedFiles(t *testing.T) {
 }
 
 func TestUpFromEmptyThenAgain(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -143,6 +145,7 @@ func assertUnlocked(t *testing.T, db *sql.DB, schema string) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -182,6 +185,7 @@ func TestStatus(t *testing.T) {
 }
 
 func TestChangedMigrationIsReportedNotReapplied(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -219,6 +223,7 @@ func TestChangedMigrationIsReportedNotReapplied(t *testing.T) {
 }
 
 func TestNewerVersionsAreIgnored(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -241,6 +246,7 @@ func TestNewerVersionsAreIgnored(t *testing.T) {
 // Schemas created before versioned migrations hold the bridge's tables but
 // no schema_migrations: version 1 applies over them without error.
 func TestUpOverTablesOfEarlierReleases(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -259,6 +265,7 @@ func TestUpOverTablesOfEarlierReleases(t *testing.T) {
 }
 
 func TestSQLScript(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -301,6 +308,7 @@ func TestSQLScript(t *testing.T) {
 }
 
 func TestBadSchemaRejected(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	for _, bad := range []string{`bad"name`, "1abc", "a-b", "a b", "a.b", strings.Repeat("s", 64), "é"} {
@@ -327,6 +335,7 @@ func TestBadSchemaRejected(t *testing.T) {
 
 // A cancelled wait for the lock fails Up and leaks no lock.
 func TestUpWaitsForTheLockAndHonoursContext(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -353,6 +362,7 @@ func TestUpWaitsForTheLockAndHonoursContext(t *testing.T) {
 }
 
 func TestConcurrentUpInOneProcess(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openDB(t)
 	schema := newSchema(t, db)
@@ -409,6 +419,7 @@ func TestHelperProcess(t *testing.T) {
 }
 
 func TestConcurrentUpAcrossProcesses(t *testing.T) {
+	t.Parallel()
 	db := openDB(t)
 	schema := newSchema(t, db)
 	start := time.Now().Add(time.Second).UnixNano()

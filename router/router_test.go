@@ -8,6 +8,7 @@ import (
 )
 
 func TestNames(t *testing.T) {
+	t.Parallel()
 	if got := router.CommandTopic("email", "1", "sendWelcome"); got != "email.v1.sendWelcome" {
 		t.Errorf("CommandTopic = %q", got)
 	}
@@ -39,6 +40,7 @@ func TestNames(t *testing.T) {
 }
 
 func TestValidReplyTopic(t *testing.T) {
+	t.Parallel()
 	for _, ok := range []string{router.ReplyTopic("i1"), "reply.abc_DEF-9", "reply." + strings.Repeat("x", 63)} {
 		if err := router.ValidReplyTopic(ok); err != nil {
 			t.Errorf("ValidReplyTopic(%q): %v", ok, err)

@@ -44,6 +44,8 @@ type Bridge struct {
 
 	probeMu sync.Mutex
 	probe   *probe
+	probes  sync.WaitGroup // probe goroutines; Close waits for them
+	noProbe bool           // set by Close: no probe starts any more
 }
 
 func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
@@ -126,11 +128,17 @@ func (b *Bridge) Health(ctx context.Context) error {
 	b.probeMu.Lock()
 	p := b.probe
 	if p == nil {
+		if b.noProbe { // Close may be waiting for the probes already
+			b.probeMu.Unlock()
+			return bridge.ErrClosed
+		}
 		pub, _ := b.pub.current()
 		sub, _ := b.sub.current()
 		p = &probe{done: make(chan struct{})}
 		b.probe = p
+		b.probes.Add(1)
 		go func() {
+			defer b.probes.Done()
 			p.err = b.roundTrip(pub, sub)
 			b.probeMu.Lock()
 			b.probe = nil
@@ -206,6 +214,11 @@ func (b *Bridge) Close() error {
 	errs := []error{b.pub.close()}
 	b.inflight.Wait()
 	errs = append(errs, b.sub.close())
+	// A Health probe in flight fails now that both connections are closed.
+	b.probeMu.Lock()
+	b.noProbe = true
+	b.probeMu.Unlock()
+	b.probes.Wait()
 	return errors.Join(errs...)
 }
 

@@ -68,7 +68,8 @@ type conn struct {
 	mu      sync.Mutex
 	amqp    *amqp091.Connection // nil while reconnecting
 	changed chan struct{}
-	done    chan struct{} // closed when the watcher exits
+	done    chan struct{}  // closed when the watcher exits
+	notes   sync.WaitGroup // the readers of the connections' blocking notifications
 }
 
 // dial opens the connection; ctx bounds the first dial, life the
@@ -123,7 +124,9 @@ func (c *conn) watch(a *amqp091.Connection) {
 	for {
 		lost := a.NotifyClose(make(chan *amqp091.Error, 1))
 		blocked := a.NotifyBlocked(make(chan amqp091.Blocking, 4))
+		c.notes.Add(1)
 		go func() {
+			defer c.notes.Done()
 			for b := range blocked { // closed with the connection
 				if b.Active {
 					c.log.Warn("amqp: broker blocks publishing (resource alarm)", "reason", b.Reason)
@@ -164,9 +167,11 @@ func (c *conn) watch(a *amqp091.Connection) {
 	}
 }
 
-// close closes the connection; the bridge closed c.life.Done() before.
+// close closes the connection and waits for the goroutines of c; the
+// bridge closed c.life.Done() before.
 func (c *conn) close() error {
 	<-c.done
+	defer c.notes.Wait() // each ends when its connection has closed
 	c.mu.Lock()
 	a := c.amqp
 	c.amqp = nil

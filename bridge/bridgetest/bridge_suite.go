@@ -3,6 +3,11 @@ package bridgetest
 import (
 	"context"
 	"fmt"
+	"os"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,10 +147,25 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// Run runs the bridge-level conformance suite on one backend, each case a
-// named subtest.
+// Run runs the bridge-level conformance suite on one backend, each case of
+// the package documentation a named subtest.
 func Run(t *testing.T, h Harness) {
-	t.Run("Health", func(t *testing.T) {
+	for _, c := range cases {
+		if c.outage && h.Outage == nil {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) { c.run(t, h) })
+	}
+}
+
+// cases are Run's cases, in order; the package documentation lists their
+// names (TestDocListsTheCases keeps the two the same).
+var cases = []struct {
+	name   string
+	outage bool // runs only when the Harness has an Outage
+	run    func(t *testing.T, h Harness)
+}{
+	{name: "Health", run: func(t *testing.T, h Harness) {
 		b := h.Connect(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -159,8 +179,8 @@ func Run(t *testing.T, h Harness) {
 		if err := b.Close(); err != nil {
 			t.Fatalf("second Close: %v", err)
 		}
-	})
-	t.Run("InvalidSpec", func(t *testing.T) {
+	}},
+	{name: "InvalidSpec", run: func(t *testing.T, h Harness) {
 		b := h.Connect(t)
 		if _, err := b.Subscriber(context.Background(), bridge.Spec{}); err == nil {
 			t.Fatal("Subscriber accepted an empty spec")
@@ -170,16 +190,16 @@ func Run(t *testing.T, h Harness) {
 			_ = sub.Close()
 			t.Fatal("Subscriber accepted Concurrency 0")
 		}
-	})
-	t.Run("CompetingConsumers", func(t *testing.T) { testCompeting(t, h) })
-	t.Run("EventFanOut", func(t *testing.T) { testFanOut(t, h) })
-	t.Run("ReplyGoesToItsOwner", func(t *testing.T) { testReply(t, h) })
-	t.Run("RedeliveryAfterNack", func(t *testing.T) { testNack(t, h) })
-	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, h) })
-	t.Run("CloseWithUnackedLosesNothing", func(t *testing.T) { testCloseUnacked(t, h) })
-	if h.Outage != nil {
-		t.Run("OutageMidStream", func(t *testing.T) { testOutage(t, h) })
-	}
+	}},
+	{name: "CompetingConsumers", run: testCompeting},
+	{name: "EventFanOut", run: testFanOut},
+	{name: "ReplyGoesToItsOwner", run: testReply},
+	{name: "RedeliveryAfterNack", run: testNack},
+	{name: "Concurrency", run: testConcurrency},
+	{name: "CloseWithUnackedLosesNothing", run: testCloseUnacked},
+	{name: "CloseEndsTheSubscription", run: testCloseEnds},
+	{name: "CloseLeavesNoGoroutine", run: testCloseLeavesNothing},
+	{name: "OutageMidStream", outage: true, run: testOutage},
 }
 
 func testCompeting(t *testing.T, h Harness) {
@@ -357,6 +377,123 @@ func testCloseUnacked(t *testing.T, h Harness) {
 	if string(again.Payload) != "inflight" {
 		t.Fatalf("got %q, want the nacked message back", again.Payload)
 	}
+}
+
+// When a subscriber's Close returns, the channel of its subscription is
+// closed already: nothing of the subscription runs on.
+func testCloseEnds(t *testing.T, h Harness) {
+	b := h.Connect(t)
+	spec := bridge.Spec{Topic: Unique("ends"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 2}
+	for round := range 8 {
+		sub, err := b.Subscriber(context.Background(), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := sub.Subscribe(context.Background(), spec.Topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			Publish(t, b, spec.Topic, "x")
+			receive(t, h, ch).Ack()
+		}
+		if err := sub.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", round, err)
+		}
+		select {
+		case m, ok := <-ch:
+			if ok {
+				m.Ack()
+				t.Fatalf("round %d: a message delivered after Close returned", round)
+			}
+		default:
+			t.Fatalf("round %d: the channel is still open after Close returned", round)
+		}
+	}
+}
+
+// When a bridge's Close returns, no goroutine runs the backend's code any
+// more: neither a subscription's, nor a health probe still in flight
+// (Health returned, its context having ended first), nor a connection
+// watcher's.
+func testCloseLeavesNothing(t *testing.T, h Harness) {
+	for round := range 5 {
+		b := h.Connect(t)
+		pkg := reflect.TypeOf(b).Elem().PkgPath() + "."
+		spec := bridge.Spec{Topic: Unique("leaves"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 2}
+		ch, sub := Subscribe(t, b, spec)
+		Publish(t, b, spec.Topic, "x")
+		receive(t, h, ch).Ack()
+		if err := sub.Close(); err != nil {
+			t.Fatalf("round %d: subscriber Close: %v", round, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		_ = b.Health(ctx) // returns at once; the probe may go on
+		cancel()
+		if err := b.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", round, err)
+		}
+		if left := GoroutinesIn(pkg); len(left) > 0 {
+			t.Fatalf("round %d: goroutines of %s left after Close:\n%s", round, strings.TrimSuffix(pkg, "."), strings.Join(left, "\n\n"))
+		}
+	}
+}
+
+// GoroutinesIn returns the stacks of the goroutines that are in code whose
+// name starts with prefix right now, without waiting for any to end. Not
+// counted: a goroutine that only was created there, and one whose frame
+// there is at a closing brace (it has returned and runs its deferred
+// calls, such as the WaitGroup.Done that let Close return).
+func GoroutinesIn(prefix string) []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var found []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		lines := strings.Split(g, "\n")
+		for i, line := range lines {
+			if strings.HasPrefix(line, "created by ") {
+				break
+			}
+			if strings.HasPrefix(line, prefix) && i+1 < len(lines) {
+				if !returning(lines[i+1]) {
+					found = append(found, g)
+				}
+				break
+			}
+		}
+	}
+	return found
+}
+
+// returning reports whether a stack trace's location line ("\tfile:line
+// +0x…") points at a line of source that only closes a block.
+func returning(location string) bool {
+	loc, _, _ := strings.Cut(strings.TrimSpace(location), " ")
+	i := strings.LastIndexByte(loc, ':')
+	if i < 0 {
+		return false
+	}
+	n, err := strconv.Atoi(loc[i+1:])
+	if err != nil {
+		return false
+	}
+	src, err := os.ReadFile(loc[:i])
+	if err != nil {
+		return false
+	}
+	lines := strings.Split(string(src), "\n")
+	if n < 1 || n > len(lines) {
+		return false
+	}
+	l := strings.TrimSpace(lines[n-1])
+	return l == "}" || l == "}()"
 }
 
 func testOutage(t *testing.T, h Harness) {

@@ -14,7 +14,31 @@
 //		backendtest.Run(t, h) // subtests Engine and Chaos
 //	}
 //
-// Every case is a named subtest, so one runs alone:
+// Run runs these cases in this order, each a named subtest (the list is
+// the table cases in bridge_suite.go; a test keeps the two the same):
+//
+//   - Health: a fresh bridge is healthy and has a name; Close is idempotent.
+//   - InvalidSpec: Subscriber refuses an empty Spec.
+//   - CompetingConsumers: two members of a command group share 40
+//     commands, each handled once.
+//   - EventFanOut: every event group gets each event once, its members
+//     competing for it.
+//   - ReplyGoesToItsOwner: a reply topic delivers to its instance only.
+//   - RedeliveryAfterNack: a nacked message comes back, after the delay
+//     asked (Capabilities.NackDelay) and with its delivery count
+//     (Capabilities.CountsDeliveries).
+//   - Concurrency: Spec.Concurrency messages are in flight at once.
+//   - CloseWithUnackedLosesNothing: Close waits for the message in flight;
+//     nacked meanwhile, it goes to the next subscriber.
+//   - CloseEndsTheSubscription: when Close returns, the subscription's
+//     channel is closed.
+//   - CloseLeavesNoGoroutine: when the bridge's Close returns, no
+//     goroutine runs the backend's code (subscriptions, health probes,
+//     connection watchers).
+//   - OutageMidStream (only with Harness.Outage): Health reports the
+//     outage and recovers, and messages flow again.
+//
+// so that one runs alone:
 //
 //	go test ./bridge/nats -run 'TestConformance/Bridge/RedeliveryAfterNack'
 package bridgetest

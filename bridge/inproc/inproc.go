@@ -2,11 +2,13 @@ package inproc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +16,18 @@ import (
 
 	"github.com/switchboard-go/switchboard/bridge"
 )
+
+// CloseTimeout bounds how long a subscriber's Close waits for the messages
+// its handlers still hold to be acked or nacked. Past it, Close puts them
+// back in their group's queue, as a broker does with the messages of a
+// consumer that went away (a verdict given later is ignored), and returns
+// ErrUnsettled. It is longer than the engine's default DrainTimeout, so the
+// handlers the engine cancels at its drain deadline can settle first.
+const CloseTimeout = 30 * time.Second
+
+// ErrUnsettled is returned by a subscriber's Close when some messages were
+// neither acked nor nacked within the close timeout; the error names them.
+var ErrUnsettled = errors.New("inproc: messages still unsettled when the subscriber closed")
 
 func init() {
 	bridge.Register("gochannel", func(_ context.Context, u *url.URL) (bridge.Bridge, error) {
@@ -75,11 +89,13 @@ type Bus struct {
 	topics map[string]map[string]*group // topic → group name → group
 	closed bool
 	done   chan struct{}
+	// closeTimeout is CloseTimeout; tests shorten it (export_test.go).
+	closeTimeout time.Duration
 }
 
 // New returns a private bus.
 func New() *Bus {
-	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{})}
+	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{}), closeTimeout: CloseTimeout}
 }
 
 // Name implements bridge.Bridge.
@@ -98,7 +114,9 @@ func (b *Bus) Health(context.Context) error {
 	return nil
 }
 
-// Close implements bridge.Bridge. Subscriptions end; queued messages are dropped.
+// Close implements bridge.Bridge. Subscriptions end at once, without
+// waiting for the messages their handlers hold (close subscribers first to
+// drain); queued messages are dropped.
 func (b *Bus) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -153,7 +171,7 @@ func (b *Bus) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscribe
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	return &subscriber{b: b, spec: spec, closing: make(chan struct{})}, nil
+	return &subscriber{b: b, spec: spec, closing: make(chan struct{}), abandon: make(chan struct{})}, nil
 }
 
 // queued is a message waiting in one group's queue.
@@ -238,16 +256,28 @@ type subscriber struct {
 	b         *Bus
 	spec      bridge.Spec
 	closeOnce sync.Once
-	closing   chan struct{}
+	closing   chan struct{} // closed when Close begins
+	abandon   chan struct{} // closed when Close stops waiting for verdicts
+	closeErr  error
 	wg        sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool
+	abandoned []string // ids of the messages given up on
 }
 
 // Subscribe starts spec.Concurrency workers that each hold at most one message
 // in flight. The channel closes when the subscriber is closed, ctx is done or
-// the bus closes, once every in-flight message has been acked or nacked.
+// the bus closes, once every in-flight message has been acked or nacked (or
+// given up on: see Close and Bus.Close).
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if topic != s.spec.Topic {
 		return nil, fmt.Errorf("inproc: subscriber for topic %q asked to subscribe to %q", s.spec.Topic, topic)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("inproc: subscriber for %q: %w", topic, bridge.ErrClosed)
 	}
 	g, err := s.b.join(s.spec)
 	if err != nil {
@@ -255,7 +285,9 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	out := make(chan *message.Message)
 	stop := make(chan struct{})
+	s.wg.Add(1)
 	go func() {
+		defer s.wg.Done()
 		select {
 		case <-ctx.Done():
 		case <-s.closing:
@@ -309,11 +341,28 @@ func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Mes
 			g.push(m) // not delivered: leave it for another member
 			return
 		}
-		// Wait for the verdict even when stopping: the handler is running.
+		// Wait for the verdict even when stopping, the handler is running;
+		// but not past Close's bound, nor once the bus is gone.
 		select {
 		case <-delivery.Acked():
 		case <-delivery.Nacked():
 			s.redeliver(g, m, bridge.NackDelay(delivery.Metadata))
+		case <-s.abandon:
+			select { // a verdict that came with the abandon wins
+			case <-delivery.Acked():
+				return
+			case <-delivery.Nacked():
+				s.redeliver(g, m, bridge.NackDelay(delivery.Metadata))
+				return
+			default:
+			}
+			g.push(m) // for another member, or the next subscriber
+			s.mu.Lock()
+			s.abandoned = append(s.abandoned, delivery.UUID)
+			s.mu.Unlock()
+			return
+		case <-s.b.done: // its queue is dropped too
+			return
 		}
 	}
 }
@@ -327,11 +376,37 @@ func (s *subscriber) redeliver(g *group, m queued, d time.Duration) {
 }
 
 // Close stops delivering new messages and waits until every in-flight
-// message of this subscriber has been acked or nacked.
+// message of this subscriber has been acked or nacked, for at most
+// CloseTimeout: it then puts the messages still held back in their
+// group's queue (ignoring the verdicts given to them later) and returns
+// ErrUnsettled naming them. Every goroutine of the subscriber has ended
+// when Close returns. Close is idempotent; a later Subscribe fails with
+// bridge.ErrClosed.
 func (s *subscriber) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
-	s.wg.Wait()
-	return nil
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.closing)
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		timer := time.NewTimer(s.b.closeTimeout)
+		defer timer.Stop()
+		select {
+		case <-done:
+			return
+		case <-timer.C:
+		}
+		close(s.abandon)
+		<-done
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.abandoned) > 0 { // else the last verdicts came just in time
+			s.closeErr = fmt.Errorf("%w: subscriber of %s (group %s) waited %s for messages %s; they are queued again",
+				ErrUnsettled, s.spec.Topic, s.spec.Group, s.b.closeTimeout, strings.Join(s.abandoned, ", "))
+		}
+	})
+	return s.closeErr
 }
 
 // compile-time checks

@@ -97,3 +97,85 @@ func TestClosingSubscriberTakesNothingMore(t *testing.T) {
 		_ = bus.Close()
 	}
 }
+
+// A handler that never settles its message cannot hold Close for ever:
+// past CloseTimeout, Close puts the message back in its group's queue and
+// returns ErrUnsettled naming it; a verdict given later changes nothing.
+// (Close used to wait for the verdict without a bound.)
+func TestCloseIsBoundedByCloseTimeout(t *testing.T) {
+	const bound = 100 * time.Millisecond
+	bus := inproc.NewWithCloseTimeout(bound)
+	defer bus.Close()
+	spec := bridge.Spec{Topic: "t", Group: "g", Kind: bridge.Command, Concurrency: 1}
+	sub, err := bus.Subscriber(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sub.Subscribe(t.Context(), spec.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridgetest.Publish(t, bus, spec.Topic, "held")
+	held := bridgetest.Receive(t, ch, 5*time.Second) // and never settled
+	began := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- sub.Close() }()
+	select {
+	case err := <-closed:
+		if took := time.Since(began); took < bound {
+			t.Errorf("Close returned after %s, before its bound %s", took, bound)
+		}
+		if !errors.Is(err, inproc.ErrUnsettled) || !strings.Contains(err.Error(), held.UUID) {
+			t.Errorf("Close = %v, want ErrUnsettled naming %s", err, held.UUID)
+		}
+	case <-time.After(5 * time.Second):
+		held.Ack() // let the test end
+		t.Fatal("Close still waits, 5 s after its bound, for a message never settled")
+	}
+	if _, ok := <-ch; ok {
+		t.Error("the channel of a closed subscriber is still open")
+	}
+	if _, err := sub.Subscribe(t.Context(), spec.Topic); !errors.Is(err, bridge.ErrClosed) {
+		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+	// The message is back in the group's queue, for the next member.
+	again, _ := bridgetest.Subscribe(t, bus, spec)
+	m := bridgetest.Receive(t, again, 5*time.Second)
+	if m.UUID != held.UUID || m.Metadata.Get(bridge.DeliveryKey) != "2" {
+		t.Errorf("next member got %s (delivery %s), want %s, delivery 2", m.UUID, m.Metadata.Get(bridge.DeliveryKey), held.UUID)
+	}
+	held.Nack() // too late: ignored
+	m.Ack()
+	bridgetest.ExpectNothing(t, again, 200*time.Millisecond)
+}
+
+// Closing the bus ends its subscriptions at once, even while a handler
+// holds a message (dropped with the queues). The subscription used to wait
+// for that message's verdict for ever.
+func TestBusCloseEndsSubscriptionsHoldingMessages(t *testing.T) {
+	bus := inproc.New()
+	spec := bridge.Spec{Topic: "t", Group: "g", Kind: bridge.Command, Concurrency: 1}
+	sub, err := bus.Subscriber(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sub.Subscribe(t.Context(), spec.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridgetest.Publish(t, bus, spec.Topic, "held")
+	held := bridgetest.Receive(t, ch, 5*time.Second)
+	defer held.Ack()
+	_ = bus.Close()
+	select {
+	case _, ok := <-ch:
+		if ok {
+			t.Fatal("a message delivered after the bus closed")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the subscription outlived its bus")
+	}
+	if err := sub.Close(); err != nil {
+		t.Errorf("Close after the bus closed: %v", err)
+	}
+}

@@ -290,7 +290,11 @@ func (b *natsBridge) reconnected() {
 		return
 	}
 	for s := range b.subs {
-		go s.reconnected()
+		s.checks.Add(1) // under b.mu, while s is in b.subs: before stop's Wait
+		go func() {
+			defer s.checks.Done()
+			s.reconnected()
+		}()
 	}
 }
 

@@ -46,7 +46,8 @@ type subscriber struct {
 	abandon     chan struct{} // closed: stop waiting for handlers' verdicts
 	abandonOnce sync.Once
 	releaseOnce sync.Once
-	wg          sync.WaitGroup // every worker of every Subscribe
+	wg          sync.WaitGroup // every goroutine of every Subscribe
+	checks      sync.WaitGroup // reconnected runs; added to under b.mu
 }
 
 // errTooSoon: another re-creation just ran; check again later.
@@ -73,11 +74,14 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	out := make(chan *message.Message)
 	stopCtx, stop := context.WithCancel(context.Background())
+	s.wg.Add(1)
 	go func() {
+		defer s.wg.Done()
 		select {
 		case <-ctx.Done():
 		case <-s.closing:
 		case <-s.b.done:
+		case <-stopCtx.Done(): // every worker has ended
 		}
 		stop()
 	}()
@@ -91,7 +95,9 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 			s.work(ctx, stopCtx, out)
 		}()
 	}
+	s.wg.Add(1) // Close returns once the channel is closed
 	go func() {
+		defer s.wg.Done()
 		workers.Wait()
 		stop()
 		close(out)
@@ -162,8 +168,9 @@ func (s *subscriber) verifyIfDue(ctx context.Context) {
 // retrying while JetStream is still starting.
 func (s *subscriber) reconnected() {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	watched := make(chan struct{})
 	go func() {
+		defer close(watched)
 		select {
 		case <-s.closing:
 		case <-s.b.done:
@@ -171,6 +178,7 @@ func (s *subscriber) reconnected() {
 		}
 		cancel()
 	}()
+	defer func() { cancel(); <-watched }()
 	wait := minBackoff
 	for range 30 {
 		err := s.verify(ctx)
@@ -389,6 +397,7 @@ func (s *subscriber) stop(now bool) error {
 			s.spec.Topic, s.spec.Group, s.b.opts.ackWait)
 	}
 	s.releaseOnce.Do(func() { s.b.release(s) })
+	s.checks.Wait() // no check starts once released; closing ends the running ones
 	return err
 }
 

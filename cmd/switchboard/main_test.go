@@ -704,6 +704,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestParseTime(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2024, 5, 6, 7, 0, 0, 0, time.UTC)
 	for in, want := range map[string]time.Time{
 		"24h":                  now.Add(-24 * time.Hour),

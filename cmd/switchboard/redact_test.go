@@ -11,6 +11,7 @@ import (
 // TestBridgeURLPasswordNeverShown: `health --bridge URL` with every URL
 // shape, on every scheme, prints no password.
 func TestBridgeURLPasswordNeverShown(t *testing.T) {
+	t.Parallel()
 	const secret = "S3CRETPW"
 	for _, scheme := range bridge.Schemes() {
 		if scheme == "gochannel" {
@@ -28,6 +29,7 @@ func TestBridgeURLPasswordNeverShown(t *testing.T) {
 // TestDatabaseURLPasswordNeverShown: `dlq list --db URL` with every URL
 // shape prints no password.
 func TestDatabaseURLPasswordNeverShown(t *testing.T) {
+	t.Parallel()
 	const secret = "S3CRETPW"
 	for _, scheme := range []string{"postgres", "postgresql"} {
 		for _, raw := range bridgetest.URLsWithPassword(scheme, secret) {
@@ -43,6 +45,7 @@ func TestDatabaseURLPasswordNeverShown(t *testing.T) {
 // (a bridge URL passed to --db by mistake) as a keyword/value string, and
 // the server's error quoted it whole, password included.
 func TestDatabaseURLOfAnotherSchemeIsRefused(t *testing.T) {
+	t.Parallel()
 	const secret = "S3CRETPW"
 	for _, scheme := range []string{"nats", "amqp", "gochannel", "http"} {
 		for _, raw := range bridgetest.URLsWithPassword(scheme, secret) {

@@ -32,9 +32,13 @@ func newStore(t *testing.T) *pgstore.Store {
 	return s
 }
 
-func TestConformance(t *testing.T) { storetest.Run(t, newStore(t)) }
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, newStore(t))
+}
 
 func TestNewRejectsBadSchema(t *testing.T) {
+	t.Parallel()
 	db, _ := sql.Open("pgx", "postgres://127.0.0.1/none")
 	defer db.Close()
 	for _, bad := range []string{`x"; DROP TABLE y; --`, "1x", "a.b"} {
@@ -50,6 +54,7 @@ func TestNewRejectsBadSchema(t *testing.T) {
 // What PostgreSQL cannot store as text is replaced, not refused; ids that
 // are not UUIDs are simply not found.
 func TestPostgresSpecifics(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStore(t)
 	at := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.FixedZone("x", 3600))
@@ -115,6 +120,7 @@ func TestPostgresSpecifics(t *testing.T) {
 // migration 5: they get version 1, and the same message id and group on
 // another topic then becomes a second record instead of overwriting them.
 func TestMigrationToTopicKeyKeepsRecords(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := testenv.PostgresDB(t)
 	schema := testenv.Schema(t, db)

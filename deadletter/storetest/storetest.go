@@ -1,4 +1,3 @@
-// Package storetest is the conformance suite every deadletter.Store runs.
 package storetest
 
 import (
@@ -9,40 +8,70 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/switchboard-go/switchboard/bridge"
-	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/deadletter"
 )
 
-// Run checks s. The store must be empty of records whose Service starts
-// with the prefix the suite uses (it picks a unique one).
+// Run checks s, each case of the package documentation a named subtest.
+// The store must be empty of records whose Service starts with the
+// prefixes the suite uses (it picks unique ones).
 func Run(t *testing.T, s deadletter.Store) {
-	ctx := context.Background()
-	svc := "svc" + watermill.NewShortUUID()[:8]
-	base := time.Now().UTC().Truncate(time.Millisecond).Add(-time.Hour)
-	rec := func(i int) deadletter.Record {
-		return deadletter.Record{
-			MessageID: fmt.Sprintf("%s-msg-%d", svc, i), Topic: svc + ".v1.work", Service: svc + ".v1", Handler: "work",
-			Group: svc + ".v1", Payload: []byte(fmt.Sprintf(`{"n":%d}`, i)), Metadata: map[string]string{"correlation_id": "c", "n": fmt.Sprint(i)},
-			Error: fmt.Sprintf("boom %d", i%3), ErrorKind: deadletter.KindExhausted, Attempts: 5,
-			FirstFailedAt: base.Add(time.Duration(i) * time.Minute), LastFailedAt: base.Add(time.Duration(i)*time.Minute + time.Second),
-		}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { c.run(t, s) })
 	}
-	ids := map[int]string{}
+}
+
+// fixture is one case's records: rec(i) is the i-th, under a service name
+// of its own.
+type fixture struct {
+	s    deadletter.Store
+	svc  string
+	base time.Time
+	ids  map[int]string // of the records seed stored
+}
+
+// newFixture picks a unique service name; the case's records are purged
+// when it ends.
+func newFixture(t *testing.T, s deadletter.Store) *fixture {
+	f := &fixture{s: s, svc: "svc" + watermill.NewShortUUID()[:8], base: time.Now().UTC().Truncate(time.Millisecond).Add(-time.Hour), ids: map[int]string{}}
+	t.Cleanup(func() { _, _ = s.Purge(context.Background(), deadletter.Filter{Service: f.svc + ".v1"}) })
+	return f
+}
+
+// seed is newFixture with records 0 to 6 stored.
+func seed(t *testing.T, s deadletter.Store) *fixture {
+	f := newFixture(t, s)
 	for i := range 7 {
-		id, err := s.Put(ctx, rec(i))
+		id, err := s.Put(context.Background(), f.rec(i))
 		if err != nil {
 			t.Fatalf("Put: %v", err)
 		}
-		ids[i] = id
+		f.ids[i] = id
 	}
+	return f
+}
 
-	t.Run("GetRoundTrips", func(t *testing.T) {
-		got, err := s.Get(ctx, ids[3])
-		want := rec(3)
-		want.ID = ids[3]
+func (f *fixture) rec(i int) deadletter.Record {
+	svc, base := f.svc, f.base
+	return deadletter.Record{
+		MessageID: fmt.Sprintf("%s-msg-%d", svc, i), Topic: svc + ".v1.work", Service: svc + ".v1", Handler: "work",
+		Group: svc + ".v1", Payload: []byte(fmt.Sprintf(`{"n":%d}`, i)), Metadata: map[string]string{"correlation_id": "c", "n": fmt.Sprint(i)},
+		Error: fmt.Sprintf("boom %d", i%3), ErrorKind: deadletter.KindExhausted, Attempts: 5,
+		FirstFailedAt: base.Add(time.Duration(i) * time.Minute), LastFailedAt: base.Add(time.Duration(i)*time.Minute + time.Second),
+	}
+}
+
+// cases are Run's cases, in order; the package documentation lists their
+// names (TestDocListsTheCases keeps the two the same).
+var cases = []struct {
+	name string
+	run  func(t *testing.T, s deadletter.Store)
+}{
+	{"GetRoundTrips", func(t *testing.T, s deadletter.Store) {
+		ctx, f := context.Background(), seed(t, s)
+		got, err := s.Get(ctx, f.ids[3])
+		want := f.rec(3)
+		want.ID = f.ids[3]
 		if err != nil || got.MessageID != want.MessageID || string(got.Payload) != string(want.Payload) || got.Metadata["n"] != "3" ||
 			got.Error != want.Error || got.Attempts != 5 || !got.FirstFailedAt.Equal(want.FirstFailedAt) || !got.LastFailedAt.Equal(want.LastFailedAt) ||
 			got.Topic != want.Topic || got.Group != want.Group || got.Handler != "work" || got.ErrorKind != deadletter.KindExhausted ||
@@ -52,61 +81,65 @@ func Run(t *testing.T, s deadletter.Store) {
 		if _, err := s.Get(ctx, "00000000-0000-0000-0000-000000000000"); !errors.Is(err, deadletter.ErrNotFound) {
 			t.Errorf("Get unknown: %v", err)
 		}
-	})
-	t.Run("PutIsIdempotentPerMessageAndGroup", func(t *testing.T) {
-		again := rec(2)
+	}},
+	{"PutIsIdempotentPerMessageAndGroup", func(t *testing.T, s deadletter.Store) {
+		ctx, f := context.Background(), seed(t, s)
+		again := f.rec(2)
 		again.Attempts, again.Error = 9, "later failure"
-		again.FirstFailedAt, again.LastFailedAt = base.Add(5*time.Hour), base.Add(5*time.Hour)
+		again.FirstFailedAt, again.LastFailedAt = f.base.Add(5*time.Hour), f.base.Add(5*time.Hour)
 		again.Version = 100 // the store counts, not the caller
 		id, err := s.Put(ctx, again)
-		if err != nil || id != ids[2] {
-			t.Fatalf("second Put of the same message: id %q (want %q), %v", id, ids[2], err)
+		if err != nil || id != f.ids[2] {
+			t.Fatalf("second Put of the same message: id %q (want %q), %v", id, f.ids[2], err)
 		}
 		got, _ := s.Get(ctx, id)
-		if got.Attempts != 9 || got.Error != "later failure" || !got.FirstFailedAt.Equal(rec(2).FirstFailedAt) || got.Version != 2 {
+		if got.Attempts != 9 || got.Error != "later failure" || !got.FirstFailedAt.Equal(f.rec(2).FirstFailedAt) || got.Version != 2 {
 			t.Errorf("after update: %+v", got)
 		}
-		// put it back where it was for the paging test
-		if _, err := s.Put(ctx, rec(2)); err != nil {
+		if _, err := s.Put(ctx, f.rec(2)); err != nil { // and a third failure
 			t.Fatal(err)
 		}
-	})
-	t.Run("PutRefusesTheIDOfAnotherRecord", func(t *testing.T) {
-		other := rec(20)
-		other.ID = ids[4]
+	}},
+	{"PutRefusesTheIDOfAnotherRecord", func(t *testing.T, s deadletter.Store) {
+		ctx, f := context.Background(), seed(t, s)
+		other := f.rec(20)
+		other.ID = f.ids[4]
 		if _, err := s.Put(ctx, other); err == nil {
 			t.Error("Put of a new message with the id of another record succeeded")
 		}
-		if got, err := s.Get(ctx, ids[4]); err != nil || got.MessageID != rec(4).MessageID || got.Version != 1 {
+		if got, err := s.Get(ctx, f.ids[4]); err != nil || got.MessageID != f.rec(4).MessageID || got.Version != 1 {
 			t.Errorf("record 4 after a Put of another message with its id: %+v, %v", got, err)
 		}
-	})
-	t.Run("KeyIncludesTheTopic", func(t *testing.T) {
+	}},
+	{"KeyIncludesTheTopic", func(t *testing.T, s deadletter.Store) {
 		// The same message id and group on another topic is another
 		// message (ids are only unique per publisher): it must not
 		// overwrite the record of the first.
-		other := rec(5)
-		other.Topic, other.Error = svc+".v1.other", "other topic"
+		ctx, f := context.Background(), seed(t, s)
+		other := f.rec(5)
+		other.Topic, other.Error = f.svc+".v1.other", "other topic"
 		id, err := s.Put(ctx, other)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if id == ids[5] {
-			t.Fatalf("a record of topic %s took the id of the record of topic %s", other.Topic, rec(5).Topic)
+		if id == f.ids[5] {
+			t.Fatalf("a record of topic %s took the id of the record of topic %s", other.Topic, f.rec(5).Topic)
 		}
-		first, err := s.Get(ctx, ids[5])
-		if err != nil || first.Topic != rec(5).Topic || first.Error != rec(5).Error {
+		first, err := s.Get(ctx, f.ids[5])
+		if err != nil || first.Topic != f.rec(5).Topic || first.Error != f.rec(5).Error {
 			t.Errorf("first record after a Put on another topic: %+v, %v", first, err)
 		}
 		if err := s.Delete(ctx, id, 1); err != nil {
 			t.Fatal(err)
 		}
-	})
-	t.Run("ListFiltersAndPages", func(t *testing.T) {
+	}},
+	{"ListFiltersAndPages", func(t *testing.T, s deadletter.Store) {
+		ctx, f := context.Background(), seed(t, s)
+		svc, base := f.svc, f.base
 		var seen []string
-		f := deadletter.Filter{Service: svc + ".v1", Limit: 3}
+		filter := deadletter.Filter{Service: svc + ".v1", Limit: 3}
 		for page := 0; ; page++ {
-			recs, next, err := s.List(ctx, f)
+			recs, next, err := s.List(ctx, filter)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,9 +152,9 @@ func Run(t *testing.T, s deadletter.Store) {
 			if page > 5 {
 				t.Fatal("paging does not end")
 			}
-			f.After = next
+			filter.After = next
 		}
-		if len(seen) != 7 || seen[0] != rec(0).MessageID || seen[6] != rec(6).MessageID {
+		if len(seen) != 7 || seen[0] != f.rec(0).MessageID || seen[6] != f.rec(6).MessageID {
 			t.Errorf("paged through %v", seen)
 		}
 		recs, _, _ := s.List(ctx, deadletter.Filter{Service: svc + ".v1", ErrorContains: "BOOM 1"})
@@ -136,49 +169,46 @@ func Run(t *testing.T, s deadletter.Store) {
 		if len(recs) != 0 {
 			t.Errorf("handler filter: %d records", len(recs))
 		}
-	})
-	t.Run("ReplayGoesToTheFailedGroupAndRemovesTheRecord", func(t *testing.T) {
-		bus := inproc.New()
-		defer bus.Close()
-		sub, _ := bus.Subscriber(ctx, bridge.Spec{Topic: rec(0).Topic, Group: "x", Kind: bridge.Command, Concurrency: 1})
-		ch, _ := sub.Subscribe(ctx, rec(0).Topic)
-		if err := deadletter.Replay(ctx, s, bus.Publisher(), ids[0]); err != nil {
+	}},
+	{"ReplayGoesToTheFailedGroupAndRemovesTheRecord", func(t *testing.T, s deadletter.Store) {
+		ctx, f := context.Background(), seed(t, s)
+		var pub recorder
+		if err := deadletter.Replay(ctx, s, &pub, f.ids[0]); err != nil {
 			t.Fatal(err)
 		}
-		var m *message.Message
-		select {
-		case m = <-ch:
-			m.Ack()
-		case <-time.After(5 * time.Second):
-			t.Fatal("replayed message not published")
+		sent := pub.published()
+		if len(sent) != 1 || sent[0].topic != f.rec(0).Topic {
+			t.Fatalf("replay published %d messages (%v), want 1 to %s", len(sent), sent, f.rec(0).Topic)
 		}
-		if m.UUID != rec(0).MessageID || string(m.Payload) != `{"n":0}` || m.Metadata.Get(deadletter.TargetGroupKey) != rec(0).Group || m.Metadata.Get("n") != "0" {
+		m := sent[0].msg
+		if m.UUID != f.rec(0).MessageID || string(m.Payload) != `{"n":0}` || m.Metadata.Get(deadletter.TargetGroupKey) != f.rec(0).Group || m.Metadata.Get("n") != "0" {
 			t.Errorf("replayed %s %s %v", m.UUID, m.Payload, m.Metadata)
 		}
-		if _, err := s.Get(ctx, ids[0]); !errors.Is(err, deadletter.ErrNotFound) {
+		if _, err := s.Get(ctx, f.ids[0]); !errors.Is(err, deadletter.ErrNotFound) {
 			t.Errorf("replayed record still stored: %v", err)
 		}
-	})
-	t.Run("DeleteComparesTheVersion", func(t *testing.T) {
-		if _, err := s.Put(ctx, rec(1)); err != nil { // a new failure: version 2
+	}},
+	{"DeleteComparesTheVersion", func(t *testing.T, s deadletter.Store) {
+		ctx, f := context.Background(), seed(t, s)
+		if _, err := s.Put(ctx, f.rec(1)); err != nil { // a new failure: version 2
 			t.Fatal(err)
 		}
-		if err := s.Delete(ctx, ids[1], 1); !errors.Is(err, deadletter.ErrChanged) {
+		if err := s.Delete(ctx, f.ids[1], 1); !errors.Is(err, deadletter.ErrChanged) {
 			t.Errorf("Delete of version 1 of a record at version 2: %v, want ErrChanged", err)
 		}
-		if _, err := s.Get(ctx, ids[1]); err != nil {
+		if _, err := s.Get(ctx, f.ids[1]); err != nil {
 			t.Fatalf("a Delete of a stale version removed the record: %v", err)
 		}
-		if err := s.Delete(ctx, ids[1], 2); err != nil {
+		if err := s.Delete(ctx, f.ids[1], 2); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Delete(ctx, ids[1], 2); !errors.Is(err, deadletter.ErrNotFound) {
+		if err := s.Delete(ctx, f.ids[1], 2); !errors.Is(err, deadletter.ErrNotFound) {
 			t.Errorf("second Delete: %v", err)
 		}
 		// The key is free again: a new failure is a new record.
-		id, err := s.Put(ctx, rec(1))
-		if err != nil || id == ids[1] {
-			t.Fatalf("Put after Delete: id %q (deleted one %q), %v", id, ids[1], err)
+		id, err := s.Put(ctx, f.rec(1))
+		if err != nil || id == f.ids[1] {
+			t.Fatalf("Put after Delete: id %q (deleted one %q), %v", id, f.ids[1], err)
 		}
 		if got, err := s.Get(ctx, id); err != nil || got.Version != 1 {
 			t.Errorf("new record after Delete: version %d, %v", got.Version, err)
@@ -186,9 +216,16 @@ func Run(t *testing.T, s deadletter.Store) {
 		if err := s.Delete(ctx, id, 1); err != nil {
 			t.Fatal(err)
 		}
-	})
-	t.Run("PurgeFilters", func(t *testing.T) {
-		// Left: i = 2..6 (0 replayed, 1 deleted); rec(i).Error is "boom i%3".
+	}},
+	{"PurgeFilters", func(t *testing.T, s deadletter.Store) {
+		ctx, f := context.Background(), seed(t, s)
+		svc, base := f.svc, f.base
+		for _, i := range []int{0, 1} {
+			if err := s.Delete(ctx, f.ids[i], 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Left: i = 2..6; rec(i).Error is "boom i%3".
 		mine := deadletter.Filter{Service: svc + ".v1"}
 		for _, c := range []struct {
 			f    deadletter.Filter
@@ -204,23 +241,18 @@ func Run(t *testing.T, s deadletter.Store) {
 			}
 		}
 		recs, _, _ := s.List(ctx, mine)
-		if len(recs) != 1 || recs[0].ID != ids[5] {
+		if len(recs) != 1 || recs[0].ID != f.ids[5] {
 			t.Errorf("left after the purges: %+v, want record 5 only", recs)
 		}
 		if n, err := s.Purge(ctx, mine); n != 1 || err != nil {
 			t.Errorf("Purge of the rest: %d, %v", n, err)
 		}
-	})
-	t.Run("ReplayKeepsAFailureWrittenBeforeTheDelete", func(t *testing.T) {
-		replayKeepsAFailureWrittenBeforeTheDelete(t, s, rec(7))
-	})
-	t.Run("ReplayAllCounts", func(t *testing.T) {
-		replayAllCounts(t, s, [3]deadletter.Record{rec(8), rec(9), rec(10)})
-	})
-	t.Run("ReplayedMessagesThatFailAgainAreKept", func(t *testing.T) {
-		replayedMessagesThatFailAgainAreKept(t, s, svc+"r")
-	})
-	t.Run("ReplayAllReplaysEachRecordOnce", func(t *testing.T) {
-		replayAllEnds(t, s, svc+"a")
-	})
+	}},
+	{"ReplayKeepsAFailureWrittenBeforeTheDelete", func(t *testing.T, s deadletter.Store) {
+		replayKeepsAFailureWrittenBeforeTheDelete(t, s, newFixture(t, s).rec(7))
+	}},
+	{"ReplayAllCounts", func(t *testing.T, s deadletter.Store) {
+		f := newFixture(t, s)
+		replayAllCounts(t, s, [3]deadletter.Record{f.rec(8), f.rec(9), f.rec(10)})
+	}},
 }

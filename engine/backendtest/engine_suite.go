@@ -144,9 +144,25 @@ func count(m *sync.Map) (distinct, total int, dups []int) {
 	return
 }
 
-// RunEngine runs the engine-level conformance suite on the backend.
+// RunEngine runs the engine-level conformance suite on the backend, each
+// case of the package documentation a named subtest.
 func RunEngine(t *testing.T, h bridgetest.Harness) {
-	t.Run("CommandRoundTrip", func(t *testing.T) {
+	for _, c := range engineCases {
+		if c.outage && h.Outage == nil {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) { c.run(t, h) })
+	}
+}
+
+// engineCases are RunEngine's cases, in order; the package documentation
+// lists their names (TestDocListsTheCases keeps the two the same).
+var engineCases = []struct {
+	name   string
+	outage bool // runs only when the Harness has an Outage
+	run    func(t *testing.T, h bridgetest.Harness)
+}{
+	{name: "CommandRoundTrip", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		startEngine(t, h, c.service("server", nil, 0))
 		client := startEngine(t, h)
@@ -154,8 +170,8 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		if err != nil || out != (Out{N: 7, From: "client", By: "server"}) {
 			t.Fatalf("round trip: %+v %v", out, err)
 		}
-	})
-	t.Run("ErrorsCrossTheWire", func(t *testing.T) {
+	}},
+	{name: "ErrorsCrossTheWire", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		startEngine(t, h, c.service("server", nil, 0))
 		ctx := engine.WithEngine(t.Context(), startEngine(t, h))
@@ -170,8 +186,8 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		if _, err := c.work.Invoke(ctx, In{N: 1}); err != nil {
 			t.Errorf("after a panic: %v", err)
 		}
-	})
-	t.Run("CompetingConsumers", func(t *testing.T) {
+	}},
+	{name: "CompetingConsumers", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		var handled sync.Map
 		startEngine(t, h, c.service("a", &handled, 0))
@@ -199,8 +215,8 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 			t.Errorf("handled %d distinct commands %d times (duplicates %v), want %d once each", distinct, total, dups, n)
 		}
 		t.Logf("instances handled: %v", by)
-	})
-	t.Run("EventFanOut", func(t *testing.T) {
+	}},
+	{name: "EventFanOut", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		var seenA, seenB sync.Map
 		nameA, nameB := bridgetest.Unique("subA"), bridgetest.Unique("subB")
@@ -225,8 +241,8 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 				t.Errorf("service %s: %d distinct, %d deliveries (duplicates %v), want %d once each", name, distinct, total, dups, n)
 			}
 		}
-	})
-	t.Run("ReplyGoesToTheRightCaller", func(t *testing.T) {
+	}},
+	{name: "ReplyGoesToTheRightCaller", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		startEngine(t, h, c.service("server", nil, 0))
 		var wg sync.WaitGroup
@@ -243,8 +259,8 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 			})
 		}
 		wg.Wait()
-	})
-	t.Run("RedeliveryAfterHandlerError", func(t *testing.T) {
+	}},
+	{name: "RedeliveryAfterHandlerError", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		var seen sync.Map
 		startEngine(t, h, c.subscriber(bridgetest.Unique("flaky"), &seen, true))
@@ -259,8 +275,8 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 			d, _, _ := count(&seen)
 			return d == n
 		})
-	})
-	t.Run("GracefulShutdownLosesNothing", func(t *testing.T) {
+	}},
+	{name: "GracefulShutdownLosesNothing", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		var handled sync.Map
 		first := startEngine(t, h, c.service("first", &handled, 20*time.Millisecond))
@@ -286,14 +302,12 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 		if distinct, total, dups := count(&handled); distinct != n || total != n {
 			t.Errorf("handled %d distinct, %d total (duplicates %v), want %d once each", distinct, total, dups, n)
 		}
-	})
-	t.Run("StopAnswersCallsItsHandlersFinish", func(t *testing.T) { testStopAnswers(t, h) })
-	t.Run("StopAnswersCallsCompletedPastTheDeadline", func(t *testing.T) { testStopAnswersPastTheDeadline(t, h) })
-	t.Run("NoHandlerStartsAfterStop", func(t *testing.T) { testNoStartAfterStop(t, h) })
-	t.Run("StartWithEndedContext", func(t *testing.T) { testStartCancelled(t, h) })
-	if h.Outage != nil {
-		t.Run("SurvivesOutage", func(t *testing.T) { testEngineOutage(t, h) })
-	}
+	}},
+	{name: "StopAnswersCallsItsHandlersFinish", run: testStopAnswers},
+	{name: "StopAnswersCallsCompletedPastTheDeadline", run: testStopAnswersPastTheDeadline},
+	{name: "NoHandlerStartsAfterStop", run: testNoStartAfterStop},
+	{name: "StartWithEndedContext", run: testStartCancelled},
+	{name: "SurvivesOutage", outage: true, run: testEngineOutage},
 }
 
 func testEngineOutage(t *testing.T, h bridgetest.Harness) {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	_ "github.com/switchboard-go/switchboard/bridge/all"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/examples/internal/scenario"
@@ -36,9 +38,10 @@ func TestMain(m *testing.M) {
 			panic("building " + name + ": " + err.Error())
 		}
 	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}))
 }
 
 // process is one running example binary.

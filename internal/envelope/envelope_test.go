@@ -12,6 +12,7 @@ import (
 )
 
 func TestTraceparent(t *testing.T) {
+	t.Parallel()
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	for s, want := range map[string]bool{
 		tp: true,
@@ -37,6 +38,7 @@ func TestTraceparent(t *testing.T) {
 }
 
 func TestChildMetaAndRoundTrip(t *testing.T) {
+	t.Parallel()
 	d := time.Now().Add(time.Minute).UTC().Truncate(time.Microsecond)
 	parent := envelope.Meta{MessageID: "m1", CorrelationID: "c1", PrincipalID: "p", TenantID: "t", Deadline: d,
 		Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Tracestate: "k=v"}
@@ -67,6 +69,7 @@ func TestChildMetaAndRoundTrip(t *testing.T) {
 }
 
 func TestErrorMatchingAndWire(t *testing.T) {
+	t.Parallel()
 	unavailable := &envelope.Error{Code: 503}
 	circuit := &envelope.Error{Code: 503, Reason: "circuit_open"}
 	e := &envelope.Error{Code: 503, Reason: "circuit_open", Message: "m", Details: map[string]any{"k": "v"}}

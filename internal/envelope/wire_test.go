@@ -15,6 +15,7 @@ import (
 // TestErrorDetailsKeepTheirTypes: integral numbers come back as int, as
 // the handler put them, at every depth; other numbers as float64.
 func TestErrorDetailsKeepTheirTypes(t *testing.T) {
+	t.Parallel()
 	e := &envelope.Error{Code: 413, Message: "m", Details: map[string]any{
 		"limit": 1 << 20, "ratio": 0.5, "neg": -3, "name": "x", "ok": true, "none": nil,
 		"nested": map[string]any{"n": 7, "list": []any{1, 2.5, "s"}},
@@ -32,6 +33,7 @@ func TestErrorDetailsKeepTheirTypes(t *testing.T) {
 }
 
 func TestTracestate(t *testing.T) {
+	t.Parallel()
 	for s, want := range map[string]bool{
 		"":                  true,
 		"congo=t61rcWkgMzE": true,
@@ -65,6 +67,7 @@ func TestTracestate(t *testing.T) {
 // tracestate, a tracestate without a valid traceparent and values over the
 // entry limit are not read, and a child never inherits them.
 func TestReadDropsWhatIsMalformedOrHuge(t *testing.T) {
+	t.Parallel()
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	read := func(md map[string]string) envelope.Meta {
 		msg := message.NewMessage("m", nil)
@@ -99,6 +102,7 @@ func TestReadDropsWhatIsMalformedOrHuge(t *testing.T) {
 }
 
 func TestCheckMetadata(t *testing.T) {
+	t.Parallel()
 	md := func(n, size int) message.Metadata {
 		m := message.Metadata{}
 		for i := range n {
@@ -131,6 +135,7 @@ func TestCheckMetadata(t *testing.T) {
 // TestMalformedErrorReply: anything but exactly one error object is a 502
 // saying so, trailing data included.
 func TestMalformedErrorReply(t *testing.T) {
+	t.Parallel()
 	good := string(envelope.MarshalError(&envelope.Error{Code: 409, Message: "m"}))
 	if e := envelope.UnmarshalError([]byte(" " + good + "\n")); e.Code != 409 {
 		t.Errorf("a valid reply with surrounding space: %v", e)

@@ -131,11 +131,16 @@ func TestReadinessFollowsTheLifecycle(t *testing.T) {
 	check("/healthz", 200, "stopped", "alive")
 
 	// HEAD works, other methods do not, other paths are 404.
-	if resp, err := http.Head(url + "/readyz"); err != nil || resp.StatusCode != 503 {
-		t.Errorf("HEAD: %v %v", resp, err)
-	}
-	if resp, err := http.Post(url+"/readyz", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST: %v %v", resp, err)
+	for method, want := range map[string]int{"HEAD": 503, "POST": http.StatusMethodNotAllowed} {
+		req, _ := http.NewRequest(method, url+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		resp.Body.Close() // or its connection outlives the test
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d", method, resp.StatusCode, want)
+		}
 	}
 	rec := httptest.NewRecorder()
 	chk.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -27,6 +27,7 @@ func emptyPayloadError(t *testing.T) *engine.Error {
 // A JSON null body is no input at all: 400, never a panic, on every kind of
 // route (path and query fields, public, non-struct input).
 func TestNullBodyIs400(t *testing.T) {
+	t.Parallel()
 	want := emptyPayloadError(t)
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{})
 	for _, c := range []struct{ method, path string }{
@@ -53,6 +54,7 @@ func TestNullBodyIs400(t *testing.T) {
 // describes an empty payload; where every body field is optional it is
 // fine.
 func TestEmptyBodyIsDescribedLikeTheEngine(t *testing.T) {
+	t.Parallel()
 	want := emptyPayloadError(t)
 	if want.Code != http.StatusBadRequest {
 		t.Fatalf("the engine's empty payload error: %+v", want)
@@ -78,6 +80,7 @@ func TestEmptyBodyIsDescribedLikeTheEngine(t *testing.T) {
 
 // Only JSON bodies are accepted, whatever the Content-Type says or omits.
 func TestBodyMustBeDeclaredJSON(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{})
 	for _, c := range []struct {
 		contentType string
@@ -125,6 +128,7 @@ func TestBodyMustBeDeclaredJSON(t *testing.T) {
 
 // Every answer tells browsers not to guess its type.
 func TestEveryResponseIsNosniff(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{})
 	for _, r := range []reply{
 		do(t, "POST", srv.URL+"/public/echo", `{"name":"x"}`), // 200

@@ -231,6 +231,7 @@ func do(t *testing.T, method, url, body string, header ...string) reply {
 var bearer = []string{"Authorization", "Bearer " + token}
 
 func TestPathQueryAndBodyMapOntoTheInput(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{})
 	r := do(t, "POST", srv.URL+"/accounts/a42/items?limit=5&tags=x&tags=y", `{"name":"Ada","note":"hi"}`, bearer...)
 	if r.status != http.StatusCreated {
@@ -264,6 +265,7 @@ func TestPathQueryAndBodyMapOntoTheInput(t *testing.T) {
 }
 
 func TestInvalidInputIs400NamingTheField(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{})
 	for _, c := range []struct {
 		name, method, path, body string
@@ -305,6 +307,7 @@ func TestInvalidInputIs400NamingTheField(t *testing.T) {
 }
 
 func TestErrorsMapToStatuses(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{})
 	for _, c := range []struct {
 		body   string
@@ -367,6 +370,7 @@ func TestErrorsMapToStatuses(t *testing.T) {
 }
 
 func TestEndpointsAreProtectedByDefault(t *testing.T) {
+	t.Parallel()
 	eng := newEngine(t)
 	// No authenticator at all: every protected endpoint is a 401.
 	gw := httpgateway.New(httpgateway.Config{Engine: eng, Logger: slog.New(slog.DiscardHandler)})
@@ -409,6 +413,7 @@ func TestEndpointsAreProtectedByDefault(t *testing.T) {
 }
 
 func TestCorrelationAndTraceRoundTrip(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{})
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	r := do(t, "POST", srv.URL+"/public/echo", `{"name":"x"}`, "X-Correlation-Id", "corr-123", "traceparent", tp, "tracestate", "vendor=1")
@@ -457,6 +462,7 @@ func TestCorrelationAndTraceRoundTrip(t *testing.T) {
 }
 
 func TestBodyLimitIs413(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{MaxBodyBytes: 1024})
 	big := `{"name":"` + strings.Repeat("x", 2048) + `"}`
 	r := do(t, "POST", srv.URL+"/public/echo", big)
@@ -504,6 +510,7 @@ func TestDrainingRefusesNewRequestsAndFinishesInFlightOnes(t *testing.T) {
 }
 
 func TestInvalidDeclarationsPanic(t *testing.T) {
+	t.Parallel()
 	for name, declare := range map[string]func(){
 		"unknown wildcard":    func() { httpgateway.NewEndpoint(http.MethodGet, "/accounts/{nope}", Find) },
 		"bad method":          func() { httpgateway.NewEndpoint("BREW", "/coffee", Find) },
@@ -559,6 +566,7 @@ func TestConfigValidate(t *testing.T) {
 
 // Endpoints declared next to their command and mounted through Config.
 func TestEndpointsFromConfig(t *testing.T) {
+	t.Parallel()
 	echoEndpoint := httpgateway.NewEndpoint(http.MethodPut, "/echo/{id}", Echo, httpgateway.Public())
 	gw := httpgateway.New(httpgateway.Config{Engine: newEngine(t), Endpoints: []*httpgateway.Endpoint{echoEndpoint}})
 	srv := httptest.NewServer(gw)

@@ -46,6 +46,7 @@ func describe(errs []*verrors.ValidationError) string {
 }
 
 func TestOpenAPIDocumentIsValid31(t *testing.T) {
+	t.Parallel()
 	_, srv := newGateway(t, newEngine(t), httpgateway.Config{Title: "Accounts", Version: "2.0.0"})
 	r := do(t, "GET", srv.URL+"/openapi.json", "")
 	if r.status != http.StatusOK || r.header.Get("Content-Type") != "application/json" {
@@ -137,6 +138,7 @@ func TestOpenAPIDocumentIsValid31(t *testing.T) {
 // What the gateway answers matches what its document says, for successes
 // and problems alike.
 func TestTrafficMatchesTheDocument(t *testing.T) {
+	t.Parallel()
 	gw, srv := newGateway(t, newEngine(t), httpgateway.Config{MaxBodyBytes: 512})
 	v := openAPIValidator(t, gw.OpenAPI())
 	for _, c := range []struct {

@@ -33,6 +33,7 @@ func serveLogged(t *testing.T, eng *engine.Engine) (*httptest.Server, *testenv.L
 // A 5xx problem carries a fixed detail per reason and the correlation id,
 // never the error's own message or details; those go to the log.
 func TestServerErrorsCarryNoInternals(t *testing.T) {
+	t.Parallel()
 	srv, logs := serveLogged(t, newEngine(t))
 	const secret = `ERROR: relation "t_0123.bridge_queue" does not exist (SQLSTATE 42P01)`
 	for _, c := range []struct {

@@ -20,7 +20,7 @@ type Router struct {
 	b       bridge.Bridge
 	log     *slog.Logger
 	wm      *message.Router
-	subs    []message.Subscriber
+	subs    []handled
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -48,8 +48,14 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 		return fmt.Errorf("router: subscriber for %s %q: %w", spec.Kind, spec.Topic, err)
 	}
 	r.wm.AddConsumerHandler(name, spec.Topic, uncancelled{sub}, h)
-	r.subs = append(r.subs, sub)
+	r.subs = append(r.subs, handled{name, sub})
 	return nil
+}
+
+// handled is the subscriber of one handler.
+type handled struct {
+	name string
+	sub  message.Subscriber
 }
 
 // Start subscribes every handler and returns once they are all running.
@@ -81,11 +87,14 @@ func (r *Router) Start(ctx context.Context) error {
 }
 
 // Close stops taking messages, waits up to the drain timeout for in-flight
-// handlers, and returns an error if some were still running. It returns
-// once every subscription has ended, which a subscriber does when its
-// messages in flight are settled: past the drain timeout, the caller must
-// make the handlers still running return (the engine cancels their
-// contexts).
+// handlers, and returns an error if some were still running, joined with
+// the errors of the subscribers' Close. It returns once every subscriber's
+// Close has returned and Watermill's Run with them, so that nothing of the
+// router runs on: a subscriber's Close waits for its messages in flight to
+// be settled, so past the drain timeout the caller must make the handlers
+// still running return (the engine cancels their contexts). Every backend
+// bounds that wait (bridge/inproc by its CloseTimeout, nats by ack_wait,
+// amqp by close_timeout, postgres by the ack deadline), and so Close's.
 func (r *Router) Close() error {
 	r.mu.Lock()
 	started, closed := r.started, r.closed
@@ -95,10 +104,7 @@ func (r *Router) Close() error {
 		return nil
 	}
 	if !started { // the subscribers Handle made are all there is to close
-		for _, s := range r.subs {
-			_ = s.Close()
-		}
-		return nil
+		return r.closeSubscribers()
 	}
 	// Watermill subscribes the handlers inside Run. Closed before that is
 	// done (a Start whose context ends, a Stop during Start), it would wait
@@ -117,17 +123,42 @@ func (r *Router) Close() error {
 	// the router closing before Run cancels the handler's context; when both
 	// are ready it may pick the context and close nothing, and our
 	// subscriptions (never cancelled, see uncancelled) would then never end.
-	// Close them ourselves; subscriber Close is idempotent.
-	var closing sync.WaitGroup
-	for _, s := range r.subs {
-		closing.Go(func() { _ = s.Close() })
+	// Close them ourselves; subscriber Close is idempotent, and a second
+	// call returns when the first has.
+	closing := make(chan error, 1)
+	go func() { closing <- r.closeSubscribers() }()
+	var errs []error
+	if err := r.wm.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("router: drain: %w", err))
 	}
-	err := r.wm.Close()
-	closing.Wait()
-	if err != nil {
-		return fmt.Errorf("router: drain: %w", err)
+	errs = append(errs, <-closing)
+	// Run returns as soon as wm.Close has, unless it is still subscribing
+	// a handler (a backend's Subscribe that does not return): then the
+	// drain timeout bounds the wait.
+	wait = time.NewTimer(r.drain)
+	defer wait.Stop()
+	select {
+	case <-r.runDone:
+	case <-wait.C:
+		errs = append(errs, errors.New("router: still subscribing its handlers a drain timeout after Close"))
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// closeSubscribers closes every handler's subscriber at once, waits for
+// them all and returns their errors.
+func (r *Router) closeSubscribers() error {
+	errs := make([]error, len(r.subs))
+	var wg sync.WaitGroup
+	for i, h := range r.subs {
+		wg.Go(func() {
+			if err := h.sub.Close(); err != nil {
+				errs[i] = fmt.Errorf("router: closing the subscriber of %s: %w", h.name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // uncancelled hides the router's subscription context from the subscriber:
