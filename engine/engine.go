@@ -78,6 +78,19 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 }
 
+// The policy types of Reliability and RetryPolicy, named here so that an
+// application configures reliability without importing package middleware
+// (which a middleware author uses to compose the same pieces on a plain
+// Watermill router). They are the same types, not copies.
+type (
+	// Retry is an in-memory retry policy: attempts and their backoff.
+	Retry = middleware.Retry
+	// Backoff is a sequence of growing, jittered waits.
+	Backoff = middleware.Backoff
+	// BreakerPolicy is when a circuit breaker opens and how it probes.
+	BreakerPolicy = middleware.BreakerPolicy
+)
+
 // Reliability is what happens when handlers fail. See package middleware
 // for each piece and the order the engine applies them in. Every field is
 // read as documented here; what the engine decides itself (each breaker's
