@@ -134,6 +134,8 @@ func TestFrozenLeaderLosesLeadership(t *testing.T) {
 	runRelay(t, outbox.Relay{DatabaseURL: direct, Schema: schema, Target: busB, Retention: -1, Logger: slog.New(slog.NewTextHandler(logB, nil))})
 	emitOrders(t, e, db, schema, 0, 10)
 	waitFor(t, 10*time.Second, "A to forward the first orders", func() bool { return len(gotA.snapshot()) == 10 })
+	// Marked forwarded before the freeze: else B forwards them again, as it should.
+	waitForStats(t, db, schema, 10*time.Second, "A to mark the first orders forwarded", func(s outbox.Stats) bool { return s.Backlog == 0 })
 
 	proxy.freeze(true)
 	frozenAt := time.Now()
@@ -192,6 +194,8 @@ func TestStandbyTakesOverWhenLeaderSessionEnds(t *testing.T) {
 	runRelay(t, outbox.Relay{DatabaseURL: direct, Schema: schema, Target: busB, Retention: -1, LeaseTTL: ttl, LeaderPoll: 100 * time.Millisecond, Logger: discard()})
 	emitOrders(t, e, db, schema, 0, 5)
 	waitFor(t, 10*time.Second, "A to forward", func() bool { return len(gotA.snapshot()) == 5 })
+	// Marked forwarded before A's session ends: else B forwards them again, as it should.
+	waitForStats(t, db, schema, 10*time.Second, "A to mark its orders forwarded", func(s outbox.Stats) bool { return s.Backlog == 0 })
 
 	if n := rows(t, db, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app); n != 1 {
 		t.Fatalf("terminated %d sessions of A, want 1", n)

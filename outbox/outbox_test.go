@@ -187,6 +187,27 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitForStats waits until the stats of schema's outbox satisfy ok, and
+// fails with the last stats read if they do not within d. The relay marks
+// rows forwarded after it has published them, so a test that has seen a
+// message arrive must wait for the row's new state: reading it at once
+// races with the relay.
+func waitForStats(t *testing.T, db *sql.DB, schema string, d time.Duration, what string, ok func(outbox.Stats) bool) {
+	t.Helper()
+	var (
+		s   outbox.Stats
+		err error
+	)
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		if s, err = outbox.ReadStats(t.Context(), db, schema); err == nil && ok(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: stats %+v, %v", d, what, s, err)
+		}
+	}
+}
+
 // emitOrders writes orders from..to-1, each in its own committed transaction.
 func emitOrders(t *testing.T, e *engine.Engine, db *sql.DB, schema string, from, to int) {
 	t.Helper()
@@ -278,6 +299,9 @@ func TestTwoRelays(t *testing.T) {
 	const n = 400
 	emitOrders(t, e, db, schema, 0, n)
 	waitFor(t, 20*time.Second, "the first orders", func() bool { return len(got.snapshot()) >= n })
+	// Marked forwarded before the leader dies: else the standby forwards
+	// them again, as it should.
+	waitForStats(t, db, schema, 10*time.Second, "the first orders marked forwarded", func(s outbox.Stats) bool { return s.Backlog == 0 })
 	time.Sleep(200 * time.Millisecond)
 	if c := len(got.snapshot()); c != n {
 		t.Errorf("steady state: %d messages forwarded for %d orders (duplicates)", c, n)
