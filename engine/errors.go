@@ -17,6 +17,23 @@ import (
 // panic, reaches the caller as a 500 "internal" error that names the failed
 // message but leaks nothing else; the service logs the original (with the
 // stack for a panic).
+//
+// Error is a struct with these fields (a reply carries them as a JSON
+// object, under the names in quotes, and the "error" metadata entry "1"):
+//   - Code int: an HTTP status: 4xx for errors the caller must fix (never
+//     retried; Permanent reports it), 5xx for failures on the service side
+//     ("code").
+//   - Reason string: a stable machine-readable word that refines a code
+//     covering several situations, such as "timeout", "no_handler" or
+//     "circuit_open"; may be empty ("reason").
+//   - Message string: for humans ("message").
+//   - Details map[string]any: optional structured details; a caller reads
+//     back what JSON allows: strings, bools, nil, map[string]any, []any,
+//     integral numbers as int and other numbers as float64 ("details").
+//
+// Its methods: Error formats it ("404 Not Found (reason): message"), Is
+// matches by Code and, when the target has one, Reason, and Permanent
+// reports whether retrying cannot help (every 4xx except 408 and 429).
 type Error = envelope.Error
 
 // Sentinels for errors.Is. Handlers can return them directly, or build a
@@ -53,7 +70,9 @@ var (
 	// could not reach the backend (that error matches
 	// bridge.ErrUnreachable too).
 	ErrUnreachable = &Error{Code: http.StatusServiceUnavailable, Reason: "unreachable", Message: "service unreachable"}
-	// ErrCircuitOpen: a circuit breaker refused the call without trying.
+	// ErrCircuitOpen: a circuit breaker refused the call without trying
+	// (503, reason "circuit_open"; the same value as
+	// middleware.ErrCircuitOpen, which the consumer-side breaker returns).
 	ErrCircuitOpen = middleware.ErrCircuitOpen
 	// ErrShuttingDown: the caller's engine stopped before the reply came,
 	// or the handler's engine stopped it before it finished (its drain ran

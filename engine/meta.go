@@ -14,6 +14,23 @@ import (
 // context derives its own from it (same correlation, trace, principal,
 // tenant; this message as causation; the earlier deadline).
 //
+// Meta is a struct with these fields (each crosses the wire as the
+// message's metadata entry named in quotes):
+//   - MessageID string: this message's id (Watermill's message UUID, not a
+//     metadata entry).
+//   - CorrelationID string: shared by every message of one conversation,
+//     set once at the edge ("correlation_id").
+//   - CausationID string: the id of the message that caused this one, ""
+//     at the edge ("causation_id").
+//   - Traceparent string: W3C trace context of this message: the trace id
+//     of the conversation, a new span id per message ("traceparent").
+//   - Tracestate string: W3C vendor trace state, copied unchanged; at most
+//     512 bytes, a longer or malformed one is dropped ("tracestate").
+//   - PrincipalID string: who the conversation acts for ("principal_id").
+//   - TenantID string: whose data it concerns ("tenant_id").
+//   - Deadline time.Time: after it nobody waits for the result; zero for
+//     none ("deadline", RFC 3339 with nanoseconds).
+//
 // PrincipalID and TenantID are claims, not proofs: see the package
 // documentation, "What flows with every message".
 type Meta = envelope.Meta
@@ -33,12 +50,31 @@ func WithMeta(ctx context.Context, m Meta) context.Context {
 	return envelope.WithMeta(ctx, m)
 }
 
-// Route says where the message being handled was going: the service and
-// handler it reached, the consumer group, the topic, its kind ("command" or
-// "event") and whether a caller waits for its reply. The engine puts it in
-// every handler's context, before any middleware runs; middleware that
+// Route says where the message being handled was going. The engine puts it
+// in every handler's context, before any middleware runs; middleware that
 // records or routes messages reads it with RouteFrom.
+//
+// Route is a struct with these fields:
+//   - Service string: the service that handles the message,
+//     "<name>.v<version>".
+//   - Handler string: the command's or event's name.
+//   - Group string: the consumer group the message was delivered to.
+//   - Topic string: the topic it was published on.
+//   - Kind string: KindCommand or KindEvent (the message carries it in
+//     its "kind" metadata entry).
+//   - Awaited bool: a caller waits for this message's reply (a command
+//     whose "reply_to" metadata entry names a reply topic); decided before
+//     any middleware runs, so a middleware editing reply_to cannot change
+//     it.
 type Route = envelope.Route
+
+// Values of Route.Kind.
+const (
+	// KindCommand: the message is a command (Handle).
+	KindCommand = envelope.KindCommand
+	// KindEvent: the message is an event (Subscribe).
+	KindEvent = envelope.KindEvent
+)
 
 // RouteFrom returns the Route of the message being handled in ctx, and
 // false outside a handler.
