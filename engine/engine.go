@@ -14,6 +14,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/sony/gobreaker"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
@@ -88,7 +89,31 @@ type (
 	// Backoff is a sequence of growing, jittered waits.
 	Backoff = middleware.Backoff
 	// BreakerPolicy is when a circuit breaker opens and how it probes.
+	// Its OnStateChange receives BreakerStates.
 	BreakerPolicy = middleware.BreakerPolicy
+	// BreakerState is a circuit breaker's state, as BreakerPolicy's
+	// OnStateChange receives it: BreakerClosed, BreakerHalfOpen or
+	// BreakerOpen. Its String method gives "closed", "half-open", "open".
+	BreakerState = gobreaker.State
+)
+
+// The states of a circuit breaker (BreakerState), so that an
+// OnStateChange callback needs no import of sony/gobreaker:
+//
+//	OnStateChange: func(name string, from, to engine.BreakerState) {
+//		if to == engine.BreakerOpen {
+//			alert(name)
+//		}
+//	},
+const (
+	// BreakerClosed: calls and messages go through; failures are counted.
+	BreakerClosed = gobreaker.StateClosed
+	// BreakerHalfOpen: after OpenFor, one probe goes through; its success
+	// closes the circuit, its failure opens it again.
+	BreakerHalfOpen = gobreaker.StateHalfOpen
+	// BreakerOpen: the breaker refuses work (a caller's call fails with
+	// ErrCircuitOpen, a consumer holds its message) until OpenFor passes.
+	BreakerOpen = gobreaker.StateOpen
 )
 
 // Reliability is what happens when handlers fail. See package middleware
@@ -103,7 +128,7 @@ type Reliability struct {
 	// attempts and waits but not its MaxElapsedTime: each attempt is
 	// bounded by the call's timeout, and all of them by the caller's
 	// context.
-	Retry middleware.Retry
+	Retry Retry
 	// AttemptTimeout bounds each attempt of a handler: its context is
 	// cancelled then, and the next attempt starts only once the handler has
 	// returned; an attempt that then fails counts as timed out, one that
@@ -117,7 +142,7 @@ type Reliability struct {
 	// every nack it makes. Default 1 s doubling to 1 min, ±50 %
 	// (middleware.DefaultRedelivery). Its MaxElapsedTime must stay 0:
 	// MaxDeliveries bounds redelivery.
-	Redelivery middleware.Backoff
+	Redelivery Backoff
 	// DeadLetters stores messages that cannot be processed. Default: an
 	// in-memory store, which a restart empties — with a durable bridge, use
 	// deadletter/pgstore.
@@ -126,14 +151,14 @@ type Reliability struct {
 	// subscription, named "<group> <topic>" (the name OnStateChange
 	// receives). Default: on, 5 consecutive failures, open 10 s, a message
 	// held at most OpenFor; every error that is not permanent counts.
-	Breaker middleware.BreakerPolicy
+	Breaker BreakerPolicy
 	// CallBreaker is the policy of the caller-side circuit breakers: one
 	// per called command, named "call <topic>"; an open one fails calls at
 	// once with ErrCircuitOpen. IsFailure receives the call's error (an
 	// *Error). Default: on, 5 consecutive failures, open 10 s; timeouts and
 	// other 5xx answers count. Its MaxPause must stay 0: a caller's breaker
 	// fails fast, it never holds a call.
-	CallBreaker middleware.BreakerPolicy
+	CallBreaker BreakerPolicy
 }
 
 // Validate reports every problem in r, and the settings it cannot honour.

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sony/gobreaker"
-
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine"
@@ -136,7 +134,7 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 		done.Add(1)
 		return nil
 	}, engine.Concurrency(1))
-	states := make(chan gobreaker.State, 10)
+	states := make(chan engine.BreakerState, 10)
 	store := deadletter.NewMemory()
 	rel := engine.Reliability{
 		DeadLetters:   store,
@@ -144,7 +142,7 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 		MaxDeliveries: 3,
 		Redelivery:    middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond},
 		Breaker: middleware.BreakerPolicy{ConsecutiveFailures: 3, OpenFor: 300 * time.Millisecond, MaxPause: 5 * time.Second,
-			OnStateChange: func(name string, _, to gobreaker.State) {
+			OnStateChange: func(name string, _, to engine.BreakerState) {
 				if name != "jobs.v1 event.jobs.queued" {
 					t.Errorf("breaker named %q, want the subscription's group and topic", name)
 				}
@@ -159,7 +157,7 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s := <-states; s != gobreaker.StateOpen {
+	if s := <-states; s != engine.BreakerOpen {
 		t.Fatalf("first transition to %s, want open", s)
 	}
 	opened := calls.Load()
@@ -168,10 +166,10 @@ func TestConsumerBreakerPausesInsteadOfDeadLettering(t *testing.T) {
 		t.Errorf("handler called %d times while the circuit was open", c-opened)
 	}
 	healthy.Store(true) // the downstream recovers; the probe will succeed
-	if s := <-states; s != gobreaker.StateHalfOpen {
+	if s := <-states; s != engine.BreakerHalfOpen {
 		t.Errorf("second transition to %s, want half-open", s)
 	}
-	if s := <-states; s != gobreaker.StateClosed {
+	if s := <-states; s != engine.BreakerClosed {
 		t.Errorf("third transition to %s, want closed", s)
 	}
 	waitUntil(t, "every job done", func() bool { return done.Load() == n })
@@ -265,7 +263,7 @@ func TestCallBreakerHonoursThePolicy(t *testing.T) {
 	rel := engine.Reliability{CallBreaker: middleware.BreakerPolicy{
 		ConsecutiveFailures: 2, OpenFor: time.Hour,
 		IsFailure: func(err error) bool { return err != nil }, // a 4xx counts too
-		OnStateChange: func(name string, _, _ gobreaker.State) {
+		OnStateChange: func(name string, _, _ engine.BreakerState) {
 			mu.Lock()
 			names = append(names, name)
 			mu.Unlock()

@@ -8,7 +8,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
-	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/router"
 )
 
@@ -91,7 +90,7 @@ func AllowUnknownFields() HandlerOption {
 }
 
 // RetryPolicy replaces Config.Reliability.Retry for this handler.
-func RetryPolicy(p middleware.Retry) HandlerOption {
+func RetryPolicy(p Retry) HandlerOption {
 	return func(r *registration) {
 		if err := p.Validate(); err != nil {
 			r.errs = append(r.errs, err)
@@ -121,7 +120,7 @@ type registration struct {
 	middleware   []message.HandlerMiddleware
 	allowUnknown bool
 	successTopic string // commands only: event emitted on success
-	retry        *middleware.Retry
+	retry        *Retry
 	errs         []error
 	// run decodes and validates payload, runs the user's function, and
 	// returns the encoded result (nil for subscriptions).

@@ -13,9 +13,10 @@ import (
 	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
-// ErrCircuitOpen is returned while a circuit breaker refuses work. It is the
-// same error the engine exposes as engine.ErrCircuitOpen (503,
-// "circuit_open").
+// ErrCircuitOpen is returned while a circuit breaker refuses work: an
+// *engine.Error (an error that crosses the wire as data) with Code 503
+// and Reason "circuit_open". It is the very value the engine exposes as
+// engine.ErrCircuitOpen, and it matches engine.ErrUnavailable too.
 var ErrCircuitOpen = &envelope.Error{Code: 503, Reason: "circuit_open", Message: "circuit open"}
 
 // BreakerPolicy is how a circuit breaker behaves, without what names one
@@ -41,7 +42,8 @@ type BreakerPolicy struct {
 	// breakers default to timeouts and 5xx answers instead.)
 	IsFailure func(error) bool
 	// OnStateChange, when set, is called on every transition with the
-	// breaker's name.
+	// breaker's name. An application names its states without importing
+	// sony/gobreaker: engine.BreakerState, engine.BreakerOpen, ….
 	OnStateChange func(name string, from, to gobreaker.State)
 	// Disabled turns the breaker off: Middleware passes messages through.
 	Disabled bool

@@ -15,7 +15,6 @@ import (
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine"
-	"github.com/switchboard-go/switchboard/middleware"
 )
 
 // ChaosEvent is the payload of the chaos run.
@@ -51,11 +50,11 @@ func RunChaos(t *testing.T, h bridgetest.Harness, n int) {
 
 	store := deadletter.NewMemory()
 	rel := engine.Reliability{
-		Retry:         middleware.Retry{MaxAttempts: 3, Backoff: middleware.Backoff{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}},
-		Redelivery:    middleware.Backoff{InitialInterval: 20 * time.Millisecond, MaxInterval: 500 * time.Millisecond},
+		Retry:         engine.Retry{MaxAttempts: 3, Backoff: engine.Backoff{InitialInterval: time.Millisecond, MaxInterval: 10 * time.Millisecond}},
+		Redelivery:    engine.Backoff{InitialInterval: 20 * time.Millisecond, MaxInterval: 500 * time.Millisecond},
 		MaxDeliveries: 20,
 		DeadLetters:   store,
-		Breaker:       middleware.BreakerPolicy{Disabled: true}, // 20 % failures must not pause the run
+		Breaker:       engine.BreakerPolicy{Disabled: true}, // 20 % failures must not pause the run
 	}
 	newEngine := func(services ...*engine.Service) *engine.Engine {
 		e, err := engine.New(engine.Config{
