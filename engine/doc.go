@@ -68,8 +68,9 @@
 // in-flight handlers finish and their replies reach the callers waiting on
 // this engine within Config.DrainTimeout; past it their contexts are
 // cancelled and the drain waits for them to return (a handler owns its
-// message until it returns); then connections close. Ready and Health
-// expose readiness and bridge connectivity.
+// message until it returns); then connections close. Run waits for all of
+// it at most 2 × Config.DrainTimeout. Ready and Health expose readiness and
+// bridge connectivity.
 //
 // A program that owns its lifecycle calls Start and Stop instead of Run.
 // Config.SharedBridge runs the engine on a bridge the program opened

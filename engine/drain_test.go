@@ -96,6 +96,80 @@ func TestStopWaitsForHandlersPastTheDrainDeadline(t *testing.T) {
 	}
 }
 
+// Run gives Stop twice DrainTimeout, whatever ConnectTimeout says: a
+// handler that returns within the second DrainTimeout after its context
+// is cancelled is waited for; one that ignores its context makes Run
+// return its Stop's deadline error at 2 × DrainTimeout. (Run used to wait
+// DrainTimeout + ConnectTimeout.)
+func TestRunWaitsForStopTwiceTheDrainTimeout(t *testing.T) {
+	const drain = 200 * time.Millisecond
+	for _, c := range []struct {
+		name       string
+		afterDrain time.Duration // how long the handler takes to return once cancelled; < 0: ignores its context
+		wantGiveUp bool
+	}{
+		{"HandlerReturnsWithinTheSecondDrainTimeout", drain / 2, false},
+		{"HandlerIgnoresItsContext", -1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			entered, release := make(chan struct{}, 1), make(chan struct{})
+			var returned atomic.Bool
+			svc := engine.NewService("slow", "1")
+			engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+				entered <- struct{}{}
+				if c.afterDrain < 0 {
+					<-release
+				} else {
+					<-ctx.Done()
+					time.Sleep(c.afterDrain)
+				}
+				returned.Store(true)
+				return nil
+			})
+			e, err := engine.New(engine.Config{SharedBridge: inproc.New(), Logger: slog.New(slog.DiscardHandler),
+				DrainTimeout: drain, ConnectTimeout: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Register(svc); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			ran := make(chan error, 1)
+			go func() { ran <- e.Run(ctx) }()
+			<-e.Ready()
+			if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
+				t.Fatal(err)
+			}
+			<-entered
+			cancel()
+			began := time.Now()
+			var runErr error
+			select {
+			case runErr = <-ran:
+			case <-time.After(10 * time.Second):
+				close(release)
+				t.Fatal("Run did not return within 10 s")
+			}
+			took := time.Since(began)
+			if gaveUp := errors.Is(runErr, context.DeadlineExceeded); gaveUp != c.wantGiveUp {
+				t.Errorf("Run = %v after %s; want it to give up: %v", runErr, took, c.wantGiveUp)
+			}
+			if c.wantGiveUp {
+				if took < 2*drain || took > 2*drain+time.Second {
+					t.Errorf("Run gave up after %s, want 2 × DrainTimeout (%s)", took, 2*drain)
+				}
+				close(release)
+				_ = e.Stop(t.Context()) // waits for the cleanup (and reports the drain timeout)
+			} else if !returned.Load() {
+				t.Error("Run returned while the handler was still running")
+			}
+		})
+	}
+}
+
 // When Stop's own context ends before the drain does, the handlers still
 // running are cancelled then, rather than at the drain deadline.
 func TestStopContextEndingCancelsTheHandlers(t *testing.T) {

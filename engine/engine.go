@@ -45,10 +45,16 @@ type Config struct {
 	// CallTimeout bounds an Invoke without its own CallTimeout option.
 	// Default 30 s (DefaultCallTimeout).
 	CallTimeout time.Duration
-	// DrainTimeout bounds how long Stop waits for in-flight handlers.
-	// Default 10 s.
+	// DrainTimeout bounds the drain: how long Stop lets in-flight handlers
+	// finish and their replies reach waiting callers before it cancels the
+	// handlers still running. Shutdown as a whole takes at most twice as
+	// long: Run (and httpgateway.Serve) give Stop 2 × DrainTimeout, the
+	// drain, then as long again for the handlers cancelled at its deadline
+	// to return; past that, Run returns an error while those handlers may
+	// still run. Default 10 s.
 	DrainTimeout time.Duration
-	// ConnectTimeout bounds opening the bridge. Default 10 s.
+	// ConnectTimeout bounds opening the bridge in New, nothing else (not
+	// shutdown). Default 10 s.
 	ConnectTimeout time.Duration
 	// MaxPayloadBytes is the largest payload sent or accepted. Default 1 MiB.
 	// When the bridge carries less (Capabilities.MaxMessageBytes: NATS's
@@ -590,7 +596,9 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 // after the last one returned). Then the reply subscription and the bridge
 // (if the engine opened it) are closed; calls still waiting fail with
 // ErrShuttingDown. ctx bounds the whole stop: when it ends first, Stop
-// returns its error at once and the cleanup goes on in the background.
+// returns its error at once and the cleanup goes on in the background. Run
+// gives it 2 × Config.DrainTimeout (see there); a program calling Stop
+// itself gives it as long for the same bound.
 // Stop is idempotent: a later call waits, bounded by its own ctx, until
 // that cleanup has ended, and returns its outcome.
 func (e *Engine) Stop(ctx context.Context) error {
@@ -681,8 +689,12 @@ func later(a, b time.Time) time.Time {
 }
 
 // Run starts the engine, blocks until ctx is done (or, with
-// Config.HandleSignals, SIGINT/SIGTERM arrives), then stops it gracefully.
-// It returns nil after a clean drain.
+// Config.HandleSignals, SIGINT/SIGTERM arrives), then stops it gracefully
+// (Stop). It returns nil after a clean drain. It waits for Stop at most
+// 2 × Config.DrainTimeout: the drain, then as long again for the handlers
+// cancelled at the drain deadline to return; past that it returns Stop's
+// context error (the cleanup, and a handler that ignores its context, may
+// still run).
 func (e *Engine) Run(ctx context.Context) error {
 	if e.cfg.HandleSignals {
 		var cancel context.CancelFunc
@@ -693,7 +705,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	<-ctx.Done()
-	stopCtx, cancel := context.WithTimeout(context.Background(), e.cfg.DrainTimeout+e.cfg.ConnectTimeout)
+	stopCtx, cancel := context.WithTimeout(context.Background(), 2*e.cfg.DrainTimeout)
 	defer cancel()
 	return e.Stop(stopCtx)
 }
