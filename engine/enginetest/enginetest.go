@@ -55,19 +55,19 @@ func Stub[In, Out any](cmd *engine.Command[In, Out], fn func(ctx context.Context
 	}
 }
 
-// With runs other services beside the one under test.
-func With(services ...*engine.Service) Option {
+// Services runs other services beside the one under test.
+func Services(services ...*engine.Service) Option {
 	return func(h *Harness) { h.extra = append(h.extra, services...) }
 }
 
-// Config sets the engine's settings (timeouts, limits, reliability). Its
-// Bridge and SharedBridge are ignored: the harness always uses a private
-// in-process bus.
-func Config(cfg engine.Config) Option {
+// EngineConfig sets the engine's settings (timeouts, limits, reliability).
+// Its Bridge and SharedBridge are ignored: the harness always uses a
+// private in-process bus.
+func EngineConfig(cfg engine.Config) Option {
 	return func(h *Harness) { h.config = cfg }
 }
 
-// New starts svc (and any With services and stubs) on a private bus, and
+// New starts svc (and any Services and stubs) on a private bus, and
 // stops everything when the test ends.
 func New(t testing.TB, svc *engine.Service, opts ...Option) *Harness {
 	t.Helper()
@@ -110,9 +110,11 @@ func New(t testing.TB, svc *engine.Service, opts ...Option) *Harness {
 // Engine returns the running engine.
 func (h *Harness) Engine() *engine.Engine { return h.eng }
 
-// Context returns a context for Invoke and Emit, ending with the test.
+// Context returns a context for Invoke and Emit: the test's own
+// (testing.T.Context, which it mirrors: it is cancelled just before the
+// test's Cleanup functions run) carrying the harness's engine.
 func (h *Harness) Context() context.Context {
-	return engine.WithEngine(context.Background(), h.eng)
+	return engine.WithEngine(h.t.Context(), h.eng)
 }
 
 // Emitted returns the payloads of every ev emitted so far, in order.
