@@ -21,8 +21,8 @@ func Permanent(err error) error {
 }
 
 // IsPermanent reports whether retrying err cannot help: it was marked with
-// Permanent, or it is an *envelope.Error (engine.Error) of the 4xx class
-// other than 408 and 429 (invalid input, unauthorised, not found, …).
+// Permanent, or it is an *engine.Error of the 4xx class other than 408
+// and 429 (invalid input, unauthorised, not found, …).
 func IsPermanent(err error) bool {
 	if err == nil {
 		return false

@@ -32,9 +32,8 @@ func (c metadataCarrier) Keys() []string {
 
 // Extract returns ctx with the remote span context found in metadata
 // (traceparent, tracestate). A tracestate Switchboard does not propagate
-// (envelope.ValidTracestate: longer than envelope.MaxTracestateBytes, or
-// malformed) is ignored, so no span and no message caused by this one
-// carries it.
+// (longer than 512 bytes, W3C's propagation limit, or malformed) is
+// ignored, so no span and no message caused by this one carries it.
 func Extract(ctx context.Context, md message.Metadata) context.Context {
 	if ts, ok := md[envelope.KeyTracestate]; ok && !envelope.ValidTracestate(ts) {
 		md = message.Metadata{envelope.KeyTraceparent: md[envelope.KeyTraceparent]}

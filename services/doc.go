@@ -1,9 +1,12 @@
 // Package services holds no code: it documents the folder, which holds the
 // optional components Switchboard ships for applications. Each is built on
-// the same public API applications have (package engine) and nothing else:
-// no private hooks into the engine, its router or the bridges. Despite the
-// folder's name, none of them is an engine.Service: they run next to the
-// engine, in front of it, and call commands like any program does.
+// the same public API applications have (package engine); the gateway also
+// shares the library's internal helpers for strict payload decoding and
+// for W3C trace headers, so that it decodes and propagates exactly as the
+// engine does. None has private hooks into the engine, its router or the
+// bridges. Despite the folder's name, none of them is an engine.Service:
+// they run next to the engine, in front of it, and call commands like any
+// program does.
 //
 //   - httpgateway exposes chosen commands as HTTP endpoints with one
 //     declaration each, serves an OpenAPI 3.1 document generated from the

@@ -1,22 +1,31 @@
 // Package inproc is the in-process backend, opened by the empty bridge URL or
 // "gochannel://".
 //
-// Watermill's GoChannel gives every subscriber of a topic its own copy: it has
-// no consumer groups, so neither competing consumers (two instances of one
-// service sharing commands) nor a per-handler worker count can be expressed
-// with it. This backend keeps GoChannel's role (messages cross no process
-// boundary, nothing is written anywhere) and adds what the engine's delivery
-// table needs: a queue per (topic, group), members that compete for it, up to
-// Spec.Concurrency messages in flight per subscription, and redelivery after a
-// Nack (after the delay the message asks for, or bridge.DefaultNackDelay, so
-// a failing handler does not spin). The URL takes no parameters.
+// The bus is Switchboard's own, not Watermill's GoChannel: its queues per
+// consumer group, delivery counts, nack delays and bounded Close are
+// written here, and no code of GoChannel (watermill/pubsub/gochannel) runs
+// in it. It replaces GoChannel as the in-process backend and keeps its
+// semantics (messages in memory, within one process, nothing written
+// anywhere), adding what GoChannel lacks: GoChannel gives every subscriber
+// of a topic its own copy, with no consumer groups, so neither competing
+// consumers (two instances of one service sharing commands) nor a
+// per-handler worker count can be expressed with it. This bus has what the
+// engine's delivery table needs: a queue per (topic, group), members that
+// compete for it, up to Spec.Concurrency messages in flight per
+// subscription, a delivery count on every message, and redelivery after a
+// Nack (after the delay the message asks for, or bridge.DefaultNackDelay,
+// so a failing handler does not spin). The URL takes no parameters.
 //
-// A subscriber's Close waits for the messages its handlers hold to be acked
-// or nacked, for at most CloseTimeout (30 s): a handler that never settles its message cannot
-// hang it. Past that bound, Close puts those messages back in their
-// group's queue, as a broker does with the messages of a consumer that went
-// away, and returns ErrUnsettled naming them; a verdict given later is
-// ignored. Closing the bus does not wait: its subscriptions end at once,
+// The scheme stays gochannel://, one scheme with no alias, because the
+// developers' guide and existing deployments name it so: a configuration
+// saying SWITCHBOARD_BRIDGE=gochannel:// keeps working, and means this bus.
+//
+// A subscriber's Close waits for the messages its handlers hold to be
+// acked or nacked, for at most CloseTimeout (30 s): a handler that never
+// settles its message cannot hang it. Past that bound, Close puts those
+// messages back in their group's queue, as a broker does with the messages
+// of a consumer that went away, and returns ErrUnsettled naming them; a
+// verdict given later is ignored. Closing the bus does not wait: its subscriptions end at once,
 // and the messages held or queued are dropped.
 //
 // Every delivery is a copy of the published message, as it would be after a

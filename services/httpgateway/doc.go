@@ -1,7 +1,9 @@
-// Package httpgateway exposes commands as HTTP endpoints. It is a service
-// built with the public engine API only: each request becomes one
-// Command.Invoke with engine.Context and engine.WithMeta, exactly what any
-// program can do.
+// Package httpgateway exposes commands as HTTP endpoints. It calls the
+// engine through its public API only: each request becomes one
+// Command.Invoke with engine.WithEngine and engine.WithMeta, exactly what
+// any program can do. (It shares two helpers of the library's own: the
+// strict JSON decoding the engine applies to payloads, and the validation
+// of W3C trace headers.)
 //
 //	gw := httpgateway.New(httpgateway.Config{
 //		Engine:        eng,
@@ -92,8 +94,8 @@
 // Connection: close and Retry-After; /readyz fails), a drain delay for load
 // balancers to notice, http.Server.Shutdown (in-flight requests complete),
 // then Engine.Stop (in-flight handlers finish and reply); both drains are
-// bounded by the engine's DrainTimeout. Stats counts what was served and
-// refused.
+// bounded by the engine's DrainTimeout, and Serve gives Stop twice that,
+// as Engine.Run does. Stats counts what was served and refused.
 //
 //	chk := health.New(health.Config{Engine: eng})
 //	mux.Handle("/readyz", chk)

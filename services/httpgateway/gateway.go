@@ -46,8 +46,8 @@ const (
 	// HeaderTraceparent is the W3C trace context header.
 	HeaderTraceparent = "traceparent"
 	// HeaderTracestate is the W3C vendor trace state, passed on unchanged
-	// when it is one Switchboard propagates (envelope.ValidTracestate:
-	// at most 512 bytes), dropped otherwise.
+	// when it is one Switchboard propagates (well-formed, at most 512
+	// bytes, W3C's propagation limit), dropped otherwise.
 	HeaderTracestate = "tracestate"
 )
 
