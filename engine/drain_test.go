@@ -253,6 +253,45 @@ func TestALaterStopWaitsForTheCleanup(t *testing.T) {
 	}
 }
 
+// Two Stops at once (a signal hook and Run, say): each is bounded by its
+// own context only. Here the first waits without a deadline for a handler
+// that ignores its context; the second, with 100 ms, must return then with
+// its context's error, not wait for the first. (The second used to block
+// inside the first's sync.Once until the handler returned.)
+func TestConcurrentStopsEachBoundedByItsOwnContext(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	svc := engine.NewService("slow", "1")
+	engine.Subscribe(svc, Job, func(ctx context.Context, in EchoIn) error {
+		entered <- struct{}{}
+		<-release // ignores its context
+		return nil
+	})
+	e, _ := start(t, inproc.New(), engine.Config{Logger: slog.New(slog.DiscardHandler), DrainTimeout: time.Hour}, svc)
+	if err := Job.Emit(engine.WithEngine(t.Context(), e), EchoIn{Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	first := make(chan error, 1)
+	go func() { first <- e.Stop(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // the first Stop is draining
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	err := e.Stop(ctx)
+	if took := time.Since(began); took > 2*time.Second || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second Stop = %v after %s; want its context's error after about 100ms", err, took)
+	}
+	close(release)
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Errorf("first Stop = %v, want nil once the handler returned", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first Stop still waits after the handler returned")
+	}
+}
+
 // A handler that Stop cuts short (its drain ran out, or Stop's context
 // ended) answers its caller that the service is shutting down, a 503 worth
 // retrying elsewhere, not a 500 "internal error" logged as a failure: here

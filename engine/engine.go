@@ -292,29 +292,29 @@ var ErrNotReady = errors.New("switchboard: engine not ready")
 
 // Engine runs services on a bridge and carries their calls.
 type Engine struct {
-	cfg      Config
-	log      *slog.Logger
-	codec    payloadCodec
-	b        bridge.Bridge
-	ownsB    bool
-	calls    *dispatch.Calls
-	mu       sync.Mutex
-	state    State
-	services []*Service
-	mws      []message.HandlerMiddleware // Use: around every handler
-	rt       *dispatch.Router
-	stopRep  func()
-	ready    chan struct{}
-	stopped  chan struct{}
-	stopOnce sync.Once
-	stopErr  error
-	cleaned  chan struct{} // closed when Stop's cleanup has ended
-	cleanErr error         // its outcome, set before cleaned is closed
-	hardStop context.CancelFunc
-	hardCtx  context.Context
-	tracer   trace.Tracer
-	breakers sync.Map // topic → *gobreaker.CircuitBreaker (caller side)
-	handlers gate     // handler calls: closed by Stop
+	cfg         Config
+	log         *slog.Logger
+	codec       payloadCodec
+	b           bridge.Bridge
+	ownsB       bool
+	calls       *dispatch.Calls
+	mu          sync.Mutex
+	state       State
+	services    []*Service
+	mws         []message.HandlerMiddleware // Use: around every handler
+	rt          *dispatch.Router
+	stopRep     func()
+	ready       chan struct{}
+	stopped     chan struct{}
+	stopOnce    sync.Once
+	stoppedOnce sync.Once     // markStopped
+	cleaned     chan struct{} // closed when Stop's cleanup has ended
+	cleanErr    error         // its outcome, set before cleaned is closed
+	hardStop    context.CancelFunc
+	hardCtx     context.Context
+	tracer      trace.Tracer
+	breakers    sync.Map // topic → *gobreaker.CircuitBreaker (caller side)
+	handlers    gate     // handler calls: closed by Stop
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -599,80 +599,86 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 // returns its error at once and the cleanup goes on in the background. Run
 // gives it 2 × Config.DrainTimeout (see there); a program calling Stop
 // itself gives it as long for the same bound.
-// Stop is idempotent: a later call waits, bounded by its own ctx, until
-// that cleanup has ended, and returns its outcome.
+// Stop is idempotent and safe to call concurrently: every call waits,
+// bounded by its own ctx only, until that cleanup has ended, and returns
+// its outcome (or its own ctx's error).
 func (e *Engine) Stop(ctx context.Context) error {
-	first := false
-	e.stopOnce.Do(func() {
-		first = true
-		e.mu.Lock()
-		e.state = StateDraining
-		rt, stopRep := e.rt, e.stopRep
-		e.mu.Unlock()
-		idle := e.handlers.close()
-		drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
-		drainDeadline, _ := drainCtx.Deadline()
-		stopDrainTimer := context.AfterFunc(drainCtx, func() {
-			if n := e.handlers.inFlight(); n > 0 {
-				e.log.Warn("drain timeout: cancelling the handlers still running and waiting for them to return", "handlers", n)
-			}
-			e.hardStop()
-		})
-		go func() { // goes on when ctx ends first: it still cleans up
-			defer close(e.cleaned)
-			defer cancelDrain()
-			defer stopDrainTimer() // before cancelDrain, which would fire it
-			var errs []error
-			if rt != nil {
-				if err := rt.Close(); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			<-idle
-			// Replies of the handlers that finished during the drain may still
-			// be on their way to callers waiting here: wait for them until the
-			// drain deadline, and at least replyGrace after the last handler
-			// returned, which may be past the deadline (Stop waited for it).
-			replyCtx, cancelReply := context.WithDeadline(context.Background(), later(drainDeadline, time.Now().Add(min(replyGrace, e.cfg.DrainTimeout))))
-			if !e.calls.WaitIdle(replyCtx) {
-				e.log.Warn("drain timeout: calls still waiting for their reply fail", "calls", e.calls.Len())
-			}
-			cancelReply()
-			e.hardStop()
-			if stopRep != nil {
-				stopRep()
-			}
-			if e.ownsB {
-				if err := e.b.Close(); err != nil {
-					errs = append(errs, fmt.Errorf("closing bridge: %w", err))
-				}
-			}
-			e.cleanErr = errors.Join(errs...)
-		}()
-		select {
-		case <-e.cleaned:
-			e.stopErr = e.cleanErr
-		case <-ctx.Done():
-			e.hardStop() // the caller gives up on the drain: cut the handlers short
-			e.stopErr = fmt.Errorf("switchboard: stop: %w", ctx.Err())
-		}
+	e.stopOnce.Do(e.beginStop)
+	select {
+	case <-e.cleaned:
+		e.markStopped(e.cleanErr)
+		return e.cleanErr
+	case <-ctx.Done():
+		e.hardStop() // this caller gives up on the drain: cut the handlers short
+		err := fmt.Errorf("switchboard: stop: %w", ctx.Err())
+		e.markStopped(err)
+		return err
+	}
+}
+
+// markStopped records the first outcome of Stop, once: the engine is
+// stopped, calls still waiting on it fail, Done is closed.
+func (e *Engine) markStopped(err error) {
+	e.stoppedOnce.Do(func() {
 		e.mu.Lock()
 		e.state = StateStopped
 		e.mu.Unlock()
 		close(e.stopped)
-		if e.stopErr != nil {
-			e.log.Warn("engine stopped with errors", "err", e.stopErr)
+		if err != nil {
+			e.log.Warn("engine stopped with errors", "err", err)
 		}
 	})
-	if first {
-		return e.stopErr
-	}
-	select {
-	case <-e.cleaned:
-		return e.cleanErr
-	case <-ctx.Done():
-		return fmt.Errorf("switchboard: stop: %w", ctx.Err())
-	}
+}
+
+// beginStop starts the drain and the cleanup that follows it in the
+// background, and returns at once: every Stop call, the first included,
+// then waits for the cleanup bounded by its own context (a concurrent call
+// is not held by another caller's context).
+func (e *Engine) beginStop() {
+	e.mu.Lock()
+	e.state = StateDraining
+	rt, stopRep := e.rt, e.stopRep
+	e.mu.Unlock()
+	idle := e.handlers.close()
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
+	drainDeadline, _ := drainCtx.Deadline()
+	stopDrainTimer := context.AfterFunc(drainCtx, func() {
+		if n := e.handlers.inFlight(); n > 0 {
+			e.log.Warn("drain timeout: cancelling the handlers still running and waiting for them to return", "handlers", n)
+		}
+		e.hardStop()
+	})
+	go func() { // runs to the end, whatever the callers' contexts
+		defer close(e.cleaned)
+		defer cancelDrain()
+		defer stopDrainTimer() // before cancelDrain, which would fire it
+		var errs []error
+		if rt != nil {
+			if err := rt.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		<-idle
+		// Replies of the handlers that finished during the drain may still
+		// be on their way to callers waiting here: wait for them until the
+		// drain deadline, and at least replyGrace after the last handler
+		// returned, which may be past the deadline (Stop waited for it).
+		replyCtx, cancelReply := context.WithDeadline(context.Background(), later(drainDeadline, time.Now().Add(min(replyGrace, e.cfg.DrainTimeout))))
+		if !e.calls.WaitIdle(replyCtx) {
+			e.log.Warn("drain timeout: calls still waiting for their reply fail", "calls", e.calls.Len())
+		}
+		cancelReply()
+		e.hardStop()
+		if stopRep != nil {
+			stopRep()
+		}
+		if e.ownsB {
+			if err := e.b.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("closing bridge: %w", err))
+			}
+		}
+		e.cleanErr = errors.Join(errs...)
+	}()
 }
 
 // replyGrace is how long Stop keeps the reply subscription open after the
