@@ -339,5 +339,18 @@ func Redact(rawURL string) string {
 	if _, has := u.User.Password(); u.User != nil && !has && strings.HasPrefix(u.Scheme, "nats") {
 		u.User = url.User("xxxxx") // nats://TOKEN@host: the user part is the token
 	}
-	return u.Redacted()
+	out := u.Redacted()
+	// url.URL drops the "//" of a URL without a host, user or path
+	// ("gochannel://?x=1" would read "gochannel:?x=1"): put it back, so
+	// the redacted URL is the one the user wrote.
+	if rest, ok := strings.CutPrefix(out, u.Scheme+":"); ok && !strings.HasPrefix(rest, "//") && hasAuthority(rawURL) {
+		out = u.Scheme + "://" + rest
+	}
+	return out
+}
+
+// hasAuthority reports whether rawURL's scheme is followed by "//".
+func hasAuthority(rawURL string) bool {
+	_, rest, ok := strings.Cut(rawURL, ":")
+	return ok && strings.HasPrefix(rest, "//")
 }

@@ -50,3 +50,31 @@ func TestOpenBadURLSaysWhatIsWrong(t *testing.T) {
 		t.Errorf("Redact: %s, want the password parameter hidden and the others kept", got)
 	}
 }
+
+// TestRedactKeepsTheURLsShape: a redacted URL reads as the user wrote it,
+// "//" included when it has no host, and so do Open's errors.
+func TestRedactKeepsTheURLsShape(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{
+		"gochannel://":                         "gochannel://",
+		"gochannel://?x=1":                     "gochannel://?x=1",
+		"gochannel://name?x=1":                 "gochannel://name?x=1",
+		"postgres:///db?password=pw":           "postgres:///db?password=xxxxx",
+		"postgres://app:pw@h:5432/db":          "postgres://app:xxxxx@h:5432/db",
+		"nats://127.0.0.1:4222?ack_wait=30s":   "nats://127.0.0.1:4222?ack_wait=30s",
+		"nats:user:pw@host":                    "nats:<opaque URL hidden>",
+		"amqp://guest:pw@127.0.0.1:5672/vhost": "amqp://guest:xxxxx@127.0.0.1:5672/vhost",
+	} {
+		if got := bridge.Redact(raw); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", raw, got, want)
+		}
+	}
+	_, err := bridge.Open(t.Context(), "gochannel://?x=1")
+	if err == nil || !strings.Contains(err.Error(), "gochannel://?x=1") {
+		t.Errorf("Open(gochannel://?x=1): %v, want an error quoting the URL as written", err)
+	}
+	_, err = bridge.ParseURL("gochannel://?x=1#frag")
+	if err == nil || !strings.Contains(err.Error(), "gochannel://<URL hidden") {
+		t.Errorf("ParseURL with a fragment: %v, want the URL hidden after gochannel://", err)
+	}
+}

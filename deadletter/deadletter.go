@@ -32,24 +32,44 @@ const (
 // is the one record of its key (MessageID, Group, Topic): one message's
 // failed handling by one consumer group.
 type Record struct {
-	ID        string            `json:"id"`
-	MessageID string            `json:"message_id"`
-	Topic     string            `json:"topic"`
-	Service   string            `json:"service"`
-	Handler   string            `json:"handler"`
-	Group     string            `json:"group"`
-	Payload   []byte            `json:"payload"`
-	Metadata  map[string]string `json:"metadata"`
-	Error     string            `json:"error"`
-	ErrorKind string            `json:"error_kind"`
+	// ID identifies the record in its store; Put assigns it to a new
+	// record when empty.
+	ID string `json:"id"`
+	// MessageID is the failed message's id (its Watermill UUID).
+	MessageID string `json:"message_id"`
+	// Topic is the topic the message was consumed from, and the one a
+	// replay publishes it to.
+	Topic string `json:"topic"`
+	// Service is the failing service's versioned name (email.v1); empty
+	// for a handler outside a Switchboard service.
+	Service string `json:"service"`
+	// Handler is the name of the handler that failed.
+	Handler string `json:"handler"`
+	// Group is the consumer group of the failing handler: a replay reaches
+	// this group only (TargetGroupKey).
+	Group string `json:"group"`
+	// Payload is the message's payload, as received.
+	Payload []byte `json:"payload"`
+	// Metadata is the message's metadata, without the per-delivery
+	// bookkeeping keys (delivery count, nack delay, attempt, target group).
+	Metadata map[string]string `json:"metadata"`
+	// Error is the text of the final error.
+	Error string `json:"error"`
+	// ErrorKind says why the message was given up: KindPermanent or
+	// KindExhausted.
+	ErrorKind string `json:"error_kind"`
 	// Attempts counts the handler runs of the message across all its
 	// deliveries, up to the last failure: deliveries × the in-process
 	// attempts (Reliability.Retry) each delivery made. With the defaults, 5
 	// deliveries of 3 attempts each record 15; a permanent failure on the
 	// first try records 1.
-	Attempts      int       `json:"attempts"`
+	Attempts int `json:"attempts"`
+	// FirstFailedAt is when the message first failed (kept when a later
+	// failure updates the record).
 	FirstFailedAt time.Time `json:"first_failed_at"`
-	LastFailedAt  time.Time `json:"last_failed_at"`
+	// LastFailedAt is when its last failure was recorded; filters and
+	// paging use it.
+	LastFailedAt time.Time `json:"last_failed_at"`
 	// Version counts the writes of the record: the store sets it to 1 when
 	// Put adds the record and adds 1 on every Put that updates it (the
 	// value given to Put is ignored). Delete takes the version its caller
@@ -59,11 +79,13 @@ type Record struct {
 
 // Filter selects records. Zero fields match everything.
 type Filter struct {
-	Service, Handler, Topic string
-	ErrorContains           string    // substring of Error, case-insensitive
-	Since, Until            time.Time // on LastFailedAt: Since ≤ t < Until
-	Limit                   int       // page size; 0 means 100
-	After                   string    // cursor: the Next of the previous page
+	Service       string    // Record.Service equals it
+	Handler       string    // Record.Handler equals it
+	Topic         string    // Record.Topic equals it
+	ErrorContains string    // substring of Error, case-insensitive
+	Since, Until  time.Time // on LastFailedAt: Since ≤ t < Until
+	Limit         int       // page size; 0 means 100
+	After         string    // cursor: the Next of the previous page
 }
 
 // Match reports whether r passes f (ignoring paging).

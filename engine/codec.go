@@ -14,7 +14,7 @@ import (
 // handler's side before the handler runs; return Invalid(field, problem) to
 // name the field.
 type Validator interface {
-	Validate() error
+	Validate() error // nil when the value is valid
 }
 
 // payloadCodec is the engine's JSON policy: sizes, validation, and strict

@@ -11,10 +11,11 @@ import (
 // PanicError is a recovered panic. It is transient: a panic caused by a
 // bad payload should be answered with a permanent error instead.
 type PanicError struct {
-	Value any
-	Stack string
+	Value any    // the value passed to panic
+	Stack string // the goroutine's stack where it panicked
 }
 
+// Error says "panic: " and the panic's value.
 func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
 
 func newPanicError(v any) *PanicError { return &PanicError{Value: v, Stack: string(debug.Stack())} }

@@ -6,7 +6,7 @@
 // # Transactional publish
 //
 //	tx, _ := db.BeginTx(ctx, nil)
-//	ctx := outbox.WithTx(ctx, tx, outbox.DefaultSchema)   // or WithPgxTx for a pgx.Tx
+//	ctx = outbox.WithTx(ctx, tx, outbox.DefaultSchema)    // or WithPgxTx for a pgx.Tx
 //	_, _ = tx.ExecContext(ctx, `INSERT INTO orders …`)
 //	_ = OrderPlaced.Emit(ctx, order)                      // a row in the outbox, same tx
 //	_ = tx.Commit()                                       // both, or (Rollback) neither

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/postgres"
+	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/migrations"
 )
 
@@ -39,10 +41,14 @@ Commands:
   outbox discard ID delete refused outbox rows for good (their messages are never delivered)
 
 Flags of migrate, dlq, relay and outbox:
-  --db URL          PostgreSQL URL (default $SWITCHBOARD_DB)
-  --schema NAME     schema of the library's tables (default "switchboard")
+  --db URL                PostgreSQL URL (default $SWITCHBOARD_DB)
+  --schema NAME           schema of the library's tables (default "switchboard")
 Flags of dlq replay, health and relay:
-  --bridge URL      bridge URL (default $SWITCHBOARD_BRIDGE)
+  --bridge URL            bridge URL (default $SWITCHBOARD_BRIDGE)
+Flags of every command that opens a database or a bridge (all but migrate sql):
+  --connect-timeout D     bound on opening the database, and on opening the bridge (default 10s)
+Flags of health:
+  --check-timeout D       bound on the bridge's health check once open (default 2s)
 
 Run 'switchboard <command> -h' for the flags of one command.
 `
@@ -136,6 +142,7 @@ func hint(err error) string {
 type command struct {
 	fs       *flag.FlagSet
 	synopsis string
+	text     string // the whole help of a command group, when set
 }
 
 func newCommand(name, synopsis string) *command {
@@ -144,8 +151,19 @@ func newCommand(name, synopsis string) *command {
 	return &command{fs: fs, synopsis: synopsis}
 }
 
+// newGroup is the command of a group of actions (migrate up|status|sql),
+// whose help is text: its actions, and the flags they take.
+func newGroup(name, text string) *command {
+	c := newCommand(name, "")
+	c.text = text
+	return c
+}
+
 // help returns the command's usage with its flags.
 func (c *command) help() string {
+	if c.text != "" {
+		return c.text
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: switchboard %s\n\nFlags:\n", c.synopsis)
 	c.fs.SetOutput(&b)
@@ -178,25 +196,80 @@ func (c *command) parse(args []string) ([]string, error) {
 	}
 }
 
-// dbFlags are the flags every database command has.
-type dbFlags struct {
-	url, schema string
+// splitAction finds the action of the command group g: the first
+// positional argument, which flags of g (every flag of every action) may
+// precede. It returns the action ("" when there is none) and the other
+// arguments, for the action's own command to parse. -h before the action
+// asks for g's help.
+func (g *command) splitAction(args []string) (action string, rest []string, err error) {
+	if err := g.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", nil, helpRequested{g.help()}
+		}
+		return "", nil, g.usageErr("%s: %v", g.fs.Name(), err)
+	}
+	i := len(args) - len(g.fs.Args())
+	if i == len(args) {
+		return "", nil, nil
+	}
+	return args[i], append(slices.Clip(args[:i]), args[i+1:]...), nil
 }
 
-func (d *dbFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.url, "db", "", "PostgreSQL `URL` (default $"+envDB+")")
-	fs.StringVar(&d.schema, "schema", migrations.DefaultSchema, "`name` of the schema holding the library's tables")
+// connectTimeoutFlag registers --connect-timeout on fs: the bound on
+// opening what, a database or a bridge (connecting, authenticating).
+func connectTimeoutFlag(fs *flag.FlagSet, d *time.Duration, what string) {
+	fs.DurationVar(d, "connect-timeout", engine.DefaultConnectTimeout, "bound on opening "+what+" (connecting, authenticating)")
 }
 
-// validate checks the schema name (a usage error when wrong).
-func (d *dbFlags) validate(c *command) error {
-	if err := (migrations.Config{Schema: d.schema}).Validate(); err != nil {
+// bridgeToo says, in a database command's help, that its --connect-timeout
+// also bounds opening the bridge.
+func bridgeToo(fs *flag.FlagSet) {
+	fs.Lookup("connect-timeout").Usage = "bound on opening the database, and then the bridge (connecting, authenticating)"
+}
+
+// validateConnectTimeout refuses a --connect-timeout that is not positive.
+func validateConnectTimeout(c *command, d time.Duration) error {
+	if d <= 0 {
+		return c.usageErr("--connect-timeout: must be positive")
+	}
+	return nil
+}
+
+// schemaFlag registers --schema on fs.
+func schemaFlag(fs *flag.FlagSet, schema *string) {
+	fs.StringVar(schema, "schema", migrations.DefaultSchema, "`name` of the schema holding the library's tables")
+}
+
+// validateSchema checks the schema name (a usage error when wrong).
+func validateSchema(c *command, schema string) error {
+	if err := (migrations.Config{Schema: schema}).Validate(); err != nil {
 		return c.usageErr("--schema: %v", err)
 	}
 	return nil
 }
 
-// open validates the flags and connects to the database.
+// dbFlags are the flags every database command has.
+type dbFlags struct {
+	url, schema    string
+	connectTimeout time.Duration // also bounds opening the bridge, for the commands that open one
+}
+
+func (d *dbFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.url, "db", "", "PostgreSQL `URL` (default $"+envDB+")")
+	schemaFlag(fs, &d.schema)
+	connectTimeoutFlag(fs, &d.connectTimeout, "the database")
+}
+
+// validate checks the flags (a usage error when wrong).
+func (d *dbFlags) validate(c *command) error {
+	if err := validateSchema(c, d.schema); err != nil {
+		return err
+	}
+	return validateConnectTimeout(c, d.connectTimeout)
+}
+
+// open validates the flags and connects to the database, within
+// --connect-timeout.
 func (d *dbFlags) open(ctx context.Context, c *command) (*sql.DB, error) {
 	if err := d.validate(c); err != nil {
 		return nil, err
@@ -216,13 +289,40 @@ func (d *dbFlags) open(ctx context.Context, c *command) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", bridge.Redact(raw), err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, d.connectTimeout)
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("cannot reach the database at %s: %w", bridge.Redact(raw), err)
+		return nil, fmt.Errorf("cannot reach the database at %s%s: %w", bridge.Redact(raw), timedOut(ctx, pctx, d.connectTimeout), err)
 	}
 	return db, nil
+}
+
+// openBridge opens the bridge at rawURL within timeout (--connect-timeout).
+func openBridge(ctx context.Context, rawURL string, timeout time.Duration) (bridge.Bridge, error) {
+	octx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	b, err := bridge.Open(octx, rawURL)
+	if err != nil {
+		if s := timedOut(ctx, octx, timeout); s != "" {
+			return nil, fmt.Errorf("bridge not open%s: %w", s, err)
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// timedOut says " within --connect-timeout D" when octx, derived from ctx
+// with that timeout, has reached its deadline but ctx has not ended: the
+// error at hand is the timeout's, and the operator should know which flag
+// set it. (A driver that turns the deadline into a socket deadline can
+// fail an instant before octx's own timer ends it.)
+func timedOut(ctx, octx context.Context, timeout time.Duration) string {
+	dl, _ := octx.Deadline()
+	if ctx.Err() == nil && (octx.Err() != nil || !time.Now().Before(dl)) {
+		return fmt.Sprintf(" within --connect-timeout %s", timeout)
+	}
+	return ""
 }
 
 // bridgeURL returns --bridge or $SWITCHBOARD_BRIDGE.

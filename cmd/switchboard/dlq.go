@@ -17,7 +17,6 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
-	"github.com/switchboard-go/switchboard/bridge"
 	_ "github.com/switchboard-go/switchboard/bridge/all" // every backend, for dlq replay and health
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/deadletter/pgstore"
@@ -34,10 +33,11 @@ Actions:
   dlq purge         delete the dead letters matching filters, or --all (asks for --yes)
 
 Flags of every action:
-  --db URL          PostgreSQL URL (default $SWITCHBOARD_DB)
-  --schema NAME     schema of the library's tables (default "switchboard")
+  --db URL                PostgreSQL URL (default $SWITCHBOARD_DB)
+  --schema NAME           schema of the library's tables (default "switchboard")
+  --connect-timeout D     bound on opening the database, and the bridge of replay (default 10s)
 Flags of dlq replay:
-  --bridge URL      bridge URL (default $SWITCHBOARD_BRIDGE)
+  --bridge URL            bridge URL (default $SWITCHBOARD_BRIDGE)
 
 Run 'switchboard dlq <action> -h' for the flags of one action.
 `
@@ -50,12 +50,12 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	actions := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"list": dlqList, "show": dlqShow, "replay": dlqReplay, "purge": dlqPurge,
 	}
-	c := newCommand("dlq", "dlq list|show|replay|purge [arguments] [flags]")
+	c := newGroup("dlq", dlqUsage)
 	if len(args) == 0 {
 		return c.usageErr("dlq: want one of list, show, replay, purge")
 	}
 	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
-		return helpRequested{dlqUsage}
+		return helpRequested{c.help()}
 	}
 	f, ok := actions[args[0]]
 	if !ok {
@@ -117,7 +117,7 @@ func openStore(ctx context.Context, c *command, d *dbFlags) (*pgstore.Store, fun
 }
 
 func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	c := newCommand("dlq list", "dlq list [filters] [--limit N] [--after CURSOR] [--json] [--db URL] [--schema NAME]")
+	c := newCommand("dlq list", "dlq list [filters] [--limit N] [--after CURSOR] [--json] [--db URL] [--schema NAME] [--connect-timeout D]")
 	var (
 		d      dbFlags
 		ff     filterFlags
@@ -189,7 +189,7 @@ func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
 }
 
 func dlqShow(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	c := newCommand("dlq show", "dlq show ID [--json] [--db URL] [--schema NAME]")
+	c := newCommand("dlq show", "dlq show ID [--json] [--db URL] [--schema NAME] [--connect-timeout D]")
 	var (
 		d      dbFlags
 		asJSON bool
@@ -265,19 +265,18 @@ func printRecord(w io.Writer, r deadletter.Record) error {
 }
 
 func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newCommand("dlq replay", "dlq replay (ID | --all [filters]) [--bridge URL] [--db URL] [--schema NAME]")
+	c := newCommand("dlq replay", "dlq replay (ID | --all [filters]) [--bridge URL] [--db URL] [--schema NAME] [--connect-timeout D]")
 	var (
 		d         dbFlags
 		ff        filterFlags
 		all       bool
 		bridgeRaw string
-		timeout   time.Duration
 	)
 	d.register(c.fs)
 	ff.register(c.fs)
 	c.fs.BoolVar(&all, "all", false, "replay, once each, every record matching the filters that last failed before the command started")
 	c.fs.StringVar(&bridgeRaw, "bridge", "", "bridge `URL` to publish through (default $"+envBridge+")")
-	c.fs.DurationVar(&timeout, "timeout", 30*time.Second, "bound on opening the bridge")
+	bridgeToo(c.fs)
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
@@ -303,9 +302,7 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer done()
-	octx, cancel := context.WithTimeout(ctx, timeout)
-	b, err := bridge.Open(octx, rawURL)
-	cancel()
+	b, err := openBridge(ctx, rawURL, d.connectTimeout)
 	if err != nil {
 		return err
 	}
@@ -333,7 +330,7 @@ func dlqReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func dlqPurge(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	c := newCommand("dlq purge", `dlq purge (filters | --all) [--older-than DURATION] [--yes] [--db URL] [--schema NAME]
+	c := newCommand("dlq purge", `dlq purge (filters | --all) [--older-than DURATION] [--yes] [--db URL] [--schema NAME] [--connect-timeout D]
 
 Deletes the dead letters matching the filters (those of dlq list) that
 last failed before the command started. At least one of --service,

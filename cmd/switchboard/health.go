@@ -7,19 +7,21 @@ import (
 	"time"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/services/health"
 )
 
-// runHealth is `switchboard health`: it opens the bridge and runs its
-// health check, both within --timeout. It prints "ok" and returns nil, or
-// returns the failure (exit status 1).
+// runHealth is `switchboard health`: it opens the bridge within
+// --connect-timeout, then runs its health check within --check-timeout.
+// It prints "ok" and returns nil, or returns the failure (exit status 1).
 func runHealth(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("health", "health [--bridge URL] [--timeout DURATION]")
+	c := newCommand("health", "health [--bridge URL] [--connect-timeout D] [--check-timeout D]")
 	var (
-		raw     string
-		timeout time.Duration
+		raw                   string
+		connect, checkTimeout time.Duration
 	)
 	c.fs.StringVar(&raw, "bridge", "", "bridge `URL` to check (default $"+envBridge+")")
-	c.fs.DurationVar(&timeout, "timeout", 10*time.Second, "bound on opening the bridge and on the check together")
+	connectTimeoutFlag(c.fs, &connect, "the bridge")
+	c.fs.DurationVar(&checkTimeout, "check-timeout", health.DefaultCheckTimeout, "bound on the bridge's health check once it is open")
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
@@ -27,21 +29,24 @@ func runHealth(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(pos) > 0 {
 		return c.usageErr("health: unexpected argument %q", pos[0])
 	}
-	if timeout <= 0 {
-		return c.usageErr("--timeout: must be positive")
+	if err := validateConnectTimeout(c, connect); err != nil {
+		return err
+	}
+	if checkTimeout <= 0 {
+		return c.usageErr("--check-timeout: must be positive")
 	}
 	rawURL, err := bridgeURL(c, raw)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	b, err := bridge.Open(ctx, rawURL)
+	b, err := openBridge(ctx, rawURL, connect)
 	if err != nil {
 		return fmt.Errorf("health: %w", err)
 	}
 	defer b.Close()
-	if err := b.Health(ctx); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	if err := b.Health(cctx); err != nil {
 		return fmt.Errorf("health: %s bridge at %s: %w", b.Name(), bridge.Redact(rawURL), err)
 	}
 	_, err = fmt.Fprintf(stdout, "ok: %s bridge at %s\n", b.Name(), bridge.Redact(rawURL))

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/middleware"
 	"github.com/switchboard-go/switchboard/migrations"
+	"github.com/switchboard-go/switchboard/services/health"
 )
 
 // cli runs the program in-process.
@@ -132,6 +134,14 @@ func TestUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"migrate"}, "want one of up, status, sql"},
+		{[]string{"migrate", "up", "extra"}, `unexpected argument "extra"`},
+		{[]string{"migrate", "sql", "--db", "postgres://h/db"}, "flag provided but not defined: -db"},
+		{[]string{"migrate", "--bogus", "up"}, "flag provided but not defined: -bogus"},
+		{[]string{"migrate", "up", "--connect-timeout", "0s"}, "--connect-timeout: must be positive"},
+		{[]string{"dlq", "list", "--connect-timeout", "-1s"}, "--connect-timeout: must be positive"},
+		{[]string{"health", "--bridge", "nats://h", "--connect-timeout", "0"}, "--connect-timeout: must be positive"},
+		{[]string{"health", "--bridge", "nats://h", "--check-timeout", "0"}, "--check-timeout: must be positive"},
+		{[]string{"dlq", "replay", "id", "--timeout", "3s"}, "flag provided but not defined: -timeout"},
 		{[]string{"migrate", "sideways"}, `unknown action "sideways"`},
 		{[]string{"migrate", "up"}, "pass --db URL or set $SWITCHBOARD_DB"},
 		{[]string{"migrate", "sql", "--schema", `x"y`}, "--schema"},
@@ -157,6 +167,125 @@ func TestUsage(t *testing.T) {
 		code, out, errOut := cli(t, c.args...)
 		if code != 2 || !strings.Contains(errOut, c.want) || out != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", c.args, code, out, errOut, c.want)
+		}
+	}
+}
+
+// TestActionHelp: `switchboard <group> <action> -h` prints that action's
+// usage and flags, `switchboard <group> -h` the group's; every command that
+// opens a database or a bridge has --connect-timeout, listed in the
+// top-level usage too.
+func TestActionHelp(t *testing.T) {
+	t.Setenv(envDB, "")
+	t.Setenv(envBridge, "")
+	for _, c := range []struct {
+		args    []string
+		want    []string // in the help
+		notWant []string
+	}{
+		{[]string{"-h"}, []string{
+			"--connect-timeout D     bound on opening the database, and on opening the bridge (default " + engine.DefaultConnectTimeout.String() + ")",
+			"--check-timeout D       bound on the bridge's health check once open (default " + health.DefaultCheckTimeout.String() + ")",
+		}, nil},
+		{[]string{"migrate", "-h"}, []string{"(default " + engine.DefaultConnectTimeout.String() + ")"}, nil},
+		{[]string{"outbox", "-h"}, []string{"(default " + engine.DefaultConnectTimeout.String() + ")"}, nil},
+		{[]string{"dlq", "-h"}, []string{"(default " + engine.DefaultConnectTimeout.String() + ")"}, nil},
+		{[]string{"migrate", "-h"}, []string{"migrate up ", "migrate status ", "migrate sql ", "--connect-timeout"}, []string{"dlq list"}},
+		{[]string{"migrate", "up", "-h"}, []string{"Usage: switchboard migrate up ", "-db URL", "-connect-timeout duration", "(default 10s)"}, []string{"migrate status", "-json"}},
+		{[]string{"migrate", "--schema", "s", "status", "-h"}, []string{"Usage: switchboard migrate status ", "-db URL", "-connect-timeout"}, []string{"migrate up"}},
+		{[]string{"migrate", "sql", "-h"}, []string{"Usage: switchboard migrate sql ", "-schema name"}, []string{"-db", "-connect-timeout", "migrate up"}},
+		{[]string{"outbox", "-h"}, []string{"outbox stats ", "outbox failed ", "outbox retry ", "outbox discard "}, []string{"dlq list"}},
+		{[]string{"outbox", "stats", "-h"}, []string{"Usage: switchboard outbox stats ", "-json", "-connect-timeout"}, []string{"-limit", "-all", "outbox failed"}},
+		{[]string{"outbox", "failed", "--json", "-h"}, []string{"Usage: switchboard outbox failed ", "-limit N", "-json"}, []string{"-all", "outbox stats"}},
+		{[]string{"outbox", "retry", "-h"}, []string{"Usage: switchboard outbox retry ", "-all"}, []string{"-limit", "-json"}},
+		{[]string{"outbox", "discard", "-h"}, []string{"Usage: switchboard outbox discard ", "-db URL"}, []string{"  -all", "-limit"}},
+		{[]string{"dlq", "-h"}, []string{"--connect-timeout"}, nil},
+		{[]string{"dlq", "replay", "-h"}, []string{"Usage: switchboard dlq replay ", "-connect-timeout duration", "-bridge URL"}, []string{"  -timeout "}},
+		{[]string{"dlq", "list", "-h"}, []string{"-connect-timeout"}, nil},
+		{[]string{"relay", "-h"}, []string{"-connect-timeout duration", "(default 10s)"}, nil},
+		{[]string{"health", "-h"}, []string{"-connect-timeout duration", "-check-timeout duration", "(default 2s)"}, []string{"  -timeout "}},
+	} {
+		code, out, errOut := cli(t, c.args...)
+		if code != 0 || errOut != "" {
+			t.Errorf("%v: exit %d, stderr %q", c.args, code, errOut)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: the help lacks %q:\n%s", c.args, w, out)
+			}
+		}
+		for _, w := range c.notWant {
+			if strings.Contains(out, w) {
+				t.Errorf("%v: the help shows %q, another action's:\n%s", c.args, w, out)
+			}
+		}
+	}
+}
+
+// silentServer accepts TCP connections and never answers: a server that is
+// up but hung, which only a timeout gets past.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		done  = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestConnectTimeoutBoundsOpening: --connect-timeout bounds opening the
+// database and the bridge, on a server that refuses at once (127.0.0.1:1)
+// and on one that accepts and never answers, with an error naming the flag
+// when it is the timeout that ended the wait.
+func TestConnectTimeoutBoundsOpening(t *testing.T) {
+	t.Setenv(envDB, "")
+	t.Setenv(envBridge, "")
+	silent := silentServer(t)
+	for _, c := range []struct {
+		args     []string
+		wantText string
+	}{
+		{[]string{"health", "--bridge", "postgres://postgres@127.0.0.1:1/none"}, "unreachable"},
+		{[]string{"dlq", "list", "--db", "postgres://postgres@127.0.0.1:1/none"}, "cannot reach the database"},
+		{[]string{"health", "--bridge", "postgres://postgres@" + silent + "/none"}, "within --connect-timeout 300ms"},
+		{[]string{"health", "--bridge", "nats://" + silent}, "within --connect-timeout 300ms"},
+		{[]string{"health", "--bridge", "amqp://guest:guest@" + silent + "/"}, "within --connect-timeout 300ms"},
+		{[]string{"dlq", "list", "--db", "postgres://postgres@" + silent + "/none"}, "within --connect-timeout 300ms"},
+		{[]string{"migrate", "up", "--db", "postgres://postgres@" + silent + "/none"}, "within --connect-timeout 300ms"},
+		{[]string{"outbox", "stats", "--db", "postgres://postgres@" + silent + "/none"}, "within --connect-timeout 300ms"},
+		{[]string{"relay", "--db", "postgres://postgres@" + silent + "/none", "--bridge", "nats://" + silent}, "within --connect-timeout 300ms"},
+	} {
+		start := time.Now()
+		code, out, errOut := cli(t, append(c.args, "--connect-timeout", "300ms")...)
+		if took := time.Since(start); code != 1 || took > 1500*time.Millisecond || !strings.Contains(errOut, c.wantText) {
+			t.Errorf("%v --connect-timeout 300ms: exit %d after %v, stdout %q, stderr %q; want exit 1 within about 300ms, saying %q",
+				c.args, code, took.Round(time.Millisecond), out, errOut, c.wantText)
 		}
 	}
 }
@@ -693,7 +822,7 @@ func TestHealth(t *testing.T) {
 		t.Errorf("healthy: exit %d, %q %q", code, out, errOut)
 	}
 	start := time.Now()
-	code, _, errOut = cli(t, "health", "--bridge", "postgres://postgres@127.0.0.1:1/none", "--timeout", "3s")
+	code, _, errOut = cli(t, "health", "--bridge", "postgres://postgres@127.0.0.1:1/none", "--connect-timeout", "3s")
 	if code != 1 || !strings.Contains(errOut, "unreachable") || time.Since(start) > 5*time.Second {
 		t.Errorf("unreachable: exit %d after %v, %q", code, time.Since(start), errOut)
 	}

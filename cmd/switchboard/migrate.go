@@ -10,54 +10,112 @@ import (
 	"github.com/switchboard-go/switchboard/migrations"
 )
 
+// migrateUsage is the help of `switchboard migrate -h`.
+const migrateUsage = `Usage: switchboard migrate up|status|sql [flags]
+
+Actions:
+  migrate up        apply the pending migrations
+  migrate status    list every migration, applied or pending
+  migrate sql       print the SQL of every migration (needs no database)
+
+Flags of every action:
+  --schema NAME           schema of the library's tables (default "switchboard")
+Flags of migrate up and migrate status:
+  --db URL                PostgreSQL URL (default $SWITCHBOARD_DB)
+  --connect-timeout D     bound on connecting to the database (default 10s)
+
+Run 'switchboard migrate <action> -h' for the flags of one action.
+`
+
 // runMigrate is `switchboard migrate up|status|sql`.
 func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("migrate", "migrate up|status|sql [--db URL] [--schema NAME]")
+	actions := map[string]func(context.Context, []string, io.Writer) error{
+		"up": migrateUp, "status": migrateStatus, "sql": migrateSQL,
+	}
+	g := newGroup("migrate", migrateUsage)
+	var d dbFlags
+	d.register(g.fs) // every action's flags: they may come before the action
+	action, rest, err := g.splitAction(args)
+	if err != nil {
+		return err
+	}
+	if action == "" {
+		return g.usageErr("migrate: want one of up, status, sql")
+	}
+	f, ok := actions[action]
+	if !ok {
+		return g.usageErr("migrate: unknown action %q (want up, status or sql)", action)
+	}
+	return f(ctx, rest, stdout)
+}
+
+func migrateSQL(_ context.Context, args []string, stdout io.Writer) error {
+	c := newCommand("migrate sql", "migrate sql [--schema NAME]\n\nPrints the SQL of every migration, for goose, atlas or flyway; needs no database.")
+	var schema string
+	schemaFlag(c.fs, &schema)
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return c.usageErr("migrate sql: unexpected argument %q", pos[0])
+	}
+	if err := validateSchema(c, schema); err != nil {
+		return err
+	}
+	script, err := migrations.SQL(migrations.Config{Schema: schema})
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, script)
+	return err
+}
+
+func migrateUp(ctx context.Context, args []string, stdout io.Writer) error {
+	c := newCommand("migrate up", "migrate up [--db URL] [--schema NAME] [--connect-timeout D]\n\nApplies the pending migrations, advisory-locked: safe from several processes at once.")
 	var d dbFlags
 	d.register(c.fs)
 	pos, err := c.parse(args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return c.usageErr("migrate: want one of up, status, sql")
-	}
-	cfg := migrations.Config{Schema: d.schema}
-	switch pos[0] {
-	case "sql":
-		if err := d.validate(c); err != nil {
-			return err
-		}
-		script, err := migrations.SQL(cfg)
-		if err != nil {
-			return err
-		}
-		_, err = io.WriteString(stdout, script)
-		return err
-	case "up", "status":
-	default:
-		return c.usageErr("migrate: unknown action %q (want up, status or sql)", pos[0])
+	if len(pos) > 0 {
+		return c.usageErr("migrate up: unexpected argument %q", pos[0])
 	}
 	db, err := d.open(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-
-	if pos[0] == "up" {
-		applied, err := migrations.Up(ctx, db, cfg)
-		for _, m := range applied {
-			fmt.Fprintf(stdout, "applied %s\n", m.Name)
-		}
-		if err != nil {
-			return err
-		}
-		all := migrations.All()
-		fmt.Fprintf(stdout, "schema %q is up to date (version %d)\n", d.schema, all[len(all)-1].Version)
-		return nil
+	applied, err := migrations.Up(ctx, db, migrations.Config{Schema: d.schema})
+	for _, m := range applied {
+		fmt.Fprintf(stdout, "applied %s\n", m.Name)
 	}
+	if err != nil {
+		return err
+	}
+	all := migrations.All()
+	_, err = fmt.Fprintf(stdout, "schema %q is up to date (version %d)\n", d.schema, all[len(all)-1].Version)
+	return err
+}
 
-	st, err := migrations.Status(ctx, db, cfg)
+func migrateStatus(ctx context.Context, args []string, stdout io.Writer) error {
+	c := newCommand("migrate status", "migrate status [--db URL] [--schema NAME] [--connect-timeout D]\n\nLists every migration, applied or pending; exits with status 1 if an applied one has changed since.")
+	var d dbFlags
+	d.register(c.fs)
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return c.usageErr("migrate status: unexpected argument %q", pos[0])
+	}
+	db, err := d.open(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st, err := migrations.Status(ctx, db, migrations.Config{Schema: d.schema})
 	if err != nil {
 		return err
 	}

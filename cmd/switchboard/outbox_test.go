@@ -89,7 +89,7 @@ func TestOutboxFailedAndRetry(t *testing.T) {
 		{[]string{"discard"}, "there is no --all"},
 		{[]string{"discard", "--all"}, "there is no --all"},
 		{[]string{"discard", "0"}, `"0" is not a row id`},
-		{[]string{"peek"}, `unknown subcommand "peek"`},
+		{[]string{"peek"}, `unknown action "peek"`},
 		{[]string{"failed", "--limit", "0"}, "--limit"},
 		{[]string{"stats", "extra"}, `unexpected argument "extra"`},
 	} {

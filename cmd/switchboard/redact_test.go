@@ -18,7 +18,7 @@ func TestBridgeURLPasswordNeverShown(t *testing.T) {
 			continue
 		}
 		for _, raw := range bridgetest.URLsWithPassword(scheme, secret) {
-			code, out, errOut := cli(t, "health", "--bridge", raw, "--timeout", "3s")
+			code, out, errOut := cli(t, "health", "--bridge", raw, "--connect-timeout", "3s")
 			if code == 0 || strings.Contains(out+errOut, secret) {
 				t.Errorf("health --bridge %s: exit %d, output shows the password or nothing failed:\n%s%s", bridge.Redact(raw), code, out, errOut)
 			}

@@ -19,8 +19,8 @@ import (
 
 // ChaosEvent is the payload of the chaos run.
 type ChaosEvent struct {
-	N      int  `json:"n"`
-	Poison bool `json:"poison"`
+	N      int  `json:"n"`      // the event's number in the run
+	Poison bool `json:"poison"` // the handler fails it for good: it must be dead-lettered
 }
 
 // RunChaos sends n events through a handler that fails transiently 20 % of

@@ -17,15 +17,15 @@ import (
 
 // In and Out are the payloads of the suite's commands and events.
 type In struct {
-	N    int    `json:"n"`
-	From string `json:"from"`
+	N    int    `json:"n"`    // a number, echoed in Out.N
+	From string `json:"from"` // who sent it, echoed in Out.From
 }
 
 // Out is the suite's result type.
 type Out struct {
-	N    int    `json:"n"`
-	From string `json:"from"`
-	By   string `json:"by"`
+	N    int    `json:"n"`    // In.N, or an event's number
+	From string `json:"from"` // In.From
+	By   string `json:"by"`   // which of the suite's engines handled the command
 }
 
 // contracts are the suite's contracts for one test, under unique names so

@@ -1,14 +1,3 @@
-// Package enginetest is a harness for unit-testing one service in a few
-// lines: it runs the service on a private in-process bus, lets a test stub
-// the commands of other services it calls, invoke its commands, deliver
-// events to its subscriptions and look at the events it emitted.
-//
-//	h := enginetest.New(t, user.New(store),
-//		enginetest.Stub(emailapi.SendWelcome, func(ctx context.Context, in emailapi.SendWelcomeIn) (emailapi.SendWelcomeOut, error) {
-//			return emailapi.SendWelcomeOut{MessageID: "m1"}, nil
-//		}))
-//	u, err := userapi.CreateUser.Invoke(h.Context(), userapi.CreateUserIn{Name: "Ada", Email: "ada@example.com"})
-//	created := enginetest.Emitted(h, userapi.UserCreated) // []userapi.User
 package enginetest
 
 import (

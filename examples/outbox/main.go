@@ -4,18 +4,31 @@
 // backend); a billing service consumes orders.placed through the inbox and
 // records one invoice per order, whatever the redeliveries.
 //
-//	SWITCHBOARD_DB=postgres://postgres@127.0.0.1:5432/switchboard_test \
-//	SWITCHBOARD_BRIDGE=nats://127.0.0.1:4222 go run ./examples/outbox
+// It needs PostgreSQL and, by default, NATS. The database is the README's
+// demo database, $SWITCHBOARD_DB or by default
+// postgres://postgres@127.0.0.1:5432/switchboard?sslmode=disable, created
+// once with
+//
+//	createdb -h 127.0.0.1 -U postgres switchboard
+//
+// (the example creates its tables, in the schema outbox_example, not the
+// database). The broker is $SWITCHBOARD_BRIDGE, by default
+// nats://127.0.0.1:4222:
+//
+//	go run ./examples/outbox
+//	SWITCHBOARD_BRIDGE=amqp://guest:guest@127.0.0.1:5672/ go run ./examples/outbox
 package main
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	_ "github.com/switchboard-go/switchboard/bridge/all"
@@ -57,6 +70,12 @@ var (
 
 const schema = "outbox_example"
 
+// Defaults when $SWITCHBOARD_DB and $SWITCHBOARD_BRIDGE are empty.
+const (
+	defaultDB     = "postgres://postgres@127.0.0.1:5432/switchboard?sslmode=disable"
+	defaultBridge = "nats://127.0.0.1:4222"
+)
+
 func main() {
 	if err := run(context.Background(), os.Getenv("SWITCHBOARD_DB"), os.Getenv("SWITCHBOARD_BRIDGE")); err != nil {
 		fmt.Fprintln(os.Stderr, "outbox:", err)
@@ -66,10 +85,10 @@ func main() {
 
 func run(ctx context.Context, dbURL, bridgeURL string) error {
 	if dbURL == "" {
-		dbURL = "postgres://postgres@127.0.0.1:5432/switchboard_test?sslmode=disable"
+		dbURL = defaultDB
 	}
 	if bridgeURL == "" {
-		bridgeURL = "nats://127.0.0.1:4222"
+		bridgeURL = defaultBridge
 	}
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
@@ -78,6 +97,9 @@ func run(ctx context.Context, dbURL, bridgeURL string) error {
 	defer db.Close()
 	// 1. Migrate: the library's tables (outbox, inbox, …), then the example's.
 	if _, err := migrations.Up(ctx, db, migrations.Config{Schema: schema}); err != nil {
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "3D000" { // invalid_catalog_name
+			return fmt.Errorf("%w\n(the database does not exist: create it once, for the default one with 'createdb -h 127.0.0.1 -U postgres switchboard')", err)
+		}
 		return err
 	}
 	if _, err := db.ExecContext(ctx, `

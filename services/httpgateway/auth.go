@@ -18,6 +18,7 @@ import (
 // becomes the problem's detail, so keep it free of secrets). Any other
 // error's text is logged, not sent.
 type Authenticator interface {
+	// Authenticate returns whom r's credentials stand for, or why not.
 	Authenticate(r *http.Request) (principal, tenant string, err error)
 }
 
@@ -29,8 +30,8 @@ func (f AuthenticatorFunc) Authenticate(r *http.Request) (string, string, error)
 
 // Identity is whom a credential stands for.
 type Identity struct {
-	Principal string
-	Tenant    string
+	Principal string // the caller (engine.Meta PrincipalID); must not be empty
+	Tenant    string // the caller's tenant (engine.Meta TenantID), if any
 }
 
 // BearerTokens returns an Authenticator that accepts "Authorization: Bearer

@@ -41,7 +41,7 @@ func NewServer(addr string, handler http.Handler) *http.Server {
 // Drainer refuses new work once shutdown begins while work already
 // accepted completes. *Gateway and *health.Checker are Drainers.
 type Drainer interface {
-	Drain()
+	Drain() // from now on, refuse new work
 }
 
 // Serve runs srv on ln in front of eng until ctx ends, then shuts both
