@@ -11,13 +11,14 @@
 // Nack (after the delay the message asks for, or bridge.DefaultNackDelay, so
 // a failing handler does not spin). The URL takes no parameters.
 //
-// A subscriber's Close waits for the messages its handlers hold to be acked
-// or nacked, for at most CloseTimeout (30 s): a handler that never settles its message cannot
-// hang it. Past that bound, Close puts those messages back in their
-// group's queue, as a broker does with the messages of a consumer that went
-// away, and returns ErrUnsettled naming them; a verdict given later is
-// ignored. Closing the bus does not wait: its subscriptions end at once,
-// and the messages held or queued are dropped.
+// A subscriber's Close waits until every message it handed out is acked or
+// nacked, with no timer of its own: a handler owns its message until it
+// settles it, so no other member of the group (another engine on the same
+// bus) gets the message while it runs. What bounds shutdown is the engine:
+// it cancels its handlers' contexts past its DrainTimeout, and its Stop
+// gives up when its context ends. Closing the bus does not wait: its
+// subscriptions end at once, a Close waiting on them returns, and the
+// messages held or queued are dropped.
 //
 // Every delivery is a copy of the published message, as it would be after a
 // trip through a broker, so a handler cannot mutate its caller's message.
