@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/deadletter/pgstore"
+	"github.com/switchboard-go/switchboard/deadletter/storetest"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/middleware"
@@ -50,13 +50,13 @@ func TestReplayedMessagesThatFailAgainAreKept(t *testing.T) {
 		const n = 200
 		svc := uniqueName("refail")
 		pub, _ := startRefailing(t, s, svc, n)
-		for _, r := range allDeadLetters(t, s, deadletter.Filter{Service: svc + ".v1"}) {
+		for _, r := range storetest.ListAll(t, s, deadletter.Filter{Service: svc + ".v1"}) {
 			if err := deadletter.Replay(context.Background(), s, pub, r.ID); err != nil {
 				t.Fatalf("Replay: %v", err)
 			}
 		}
 		recs := waitForDeadLetters(t, s, svc, n, "#2")
-		if err := deleteDeadLetters(context.Background(), s, recs); err != nil {
+		if err := storetest.DeleteAll(context.Background(), s, recs); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -83,7 +83,7 @@ func TestReplayAllReplaysEachRecordOnce(t *testing.T) {
 			}
 		}
 		h.mu.Unlock()
-		if err := deleteDeadLetters(context.Background(), s, recs); err != nil {
+		if err := storetest.DeleteAll(context.Background(), s, recs); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -138,7 +138,7 @@ func waitForDeadLetters(t *testing.T, s deadletter.Store, svc string, n int, mar
 	t.Helper()
 	var recs []deadletter.Record
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		recs = allDeadLetters(t, s, deadletter.Filter{Service: svc + ".v1"})
+		recs = storetest.ListAll(t, s, deadletter.Filter{Service: svc + ".v1"})
 		ok := len(recs) == n
 		for _, r := range recs {
 			ok = ok && strings.Contains(r.Error, marker)
@@ -156,34 +156,4 @@ func waitForDeadLetters(t *testing.T, s deadletter.Store, svc string, n int, mar
 			t.Fatalf("%d records of %s, %d of them with %q; want %d, every one with it", len(recs), svc, with, marker, n)
 		}
 	}
-}
-
-// allDeadLetters lists every record matching f.
-func allDeadLetters(t *testing.T, s deadletter.Store, f deadletter.Filter) []deadletter.Record {
-	t.Helper()
-	var out []deadletter.Record
-	f.Limit = 500
-	for range 1000 {
-		page, next, err := s.List(context.Background(), f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, page...)
-		if next == "" {
-			return out
-		}
-		f.After = next
-	}
-	t.Fatal("List does not stop paging")
-	return nil
-}
-
-func deleteDeadLetters(ctx context.Context, s deadletter.Store, recs []deadletter.Record) error {
-	var errs []error
-	for _, r := range recs {
-		if err := s.Delete(ctx, r.ID, r.Version); err != nil && !errors.Is(err, deadletter.ErrNotFound) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }

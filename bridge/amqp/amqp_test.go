@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/amqp"
@@ -565,5 +566,58 @@ func TestNackDelayPerMessage(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := other.count(); n != 1 {
 		t.Errorf("the other group got %d deliveries, want 1", n)
+	}
+}
+
+// A retry queue declared earlier with another TTL (by a version with a
+// nack_delay parameter) makes the broker refuse the declaration with
+// PRECONDITION_FAILED. Subscribe keeps the queue as it is, with a warning
+// saying how to migrate, instead of failing; a nacked message comes back
+// through it, after its own TTL.
+func TestRetryQueueWithAnotherTTLIsKept(t *testing.T) {
+	const ttl = 2 * time.Second
+	spec := bridge.Spec{Topic: bridgetest.Unique("oldretry"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
+	queue := spec.Group + "@" + spec.Topic
+	retry := queue + "@retry"
+	conn, err := amqp091.Dial(testenv.URL(t, testenv.AMQP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after the bridge is closed (cleanups run last first)
+		_, _ = ch.QueueDelete(retry, false, false, false)
+		_, _ = ch.QueueDelete(queue, false, false, false)
+	})
+	// As the bridge declares it (testURL's queue_expires=10m), but the TTL.
+	if _, err := ch.QueueDeclare(retry, true, false, false, false, amqp091.Table{
+		"x-message-ttl":             ttl.Milliseconds(),
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": queue,
+		"x-expires":                 (10 * time.Minute).Milliseconds(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := captureDefaultLog(t) // before Open: the bridge keeps the logger it found
+	b := openBridge(t)
+	msgs := subscribe(t, b, spec)
+	bridgetest.Publish(t, b, spec.Topic, "x")
+	first := bridgetest.Receive(t, msgs, 20*time.Second)
+	nacked := time.Now()
+	first.Nack()
+	again := bridgetest.Receive(t, msgs, ttl+20*time.Second)
+	again.Ack()
+	if again.UUID != first.UUID {
+		t.Errorf("got %s back, want the nacked %s", again.UUID, first.UUID)
+	}
+	if waited := time.Since(nacked); waited < ttl-100*time.Millisecond {
+		t.Errorf("nacked message back after %s, want the kept queue's TTL %s", waited, ttl)
+	}
+	if l := logs.String(); !strings.Contains(l, retry) || !strings.Contains(l, "delete the queue once it is empty") || !strings.Contains(l, "x-message-ttl") {
+		t.Errorf("no warning naming the retry queue, the argument and how to migrate:\n%s", l)
 	}
 }

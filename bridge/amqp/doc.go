@@ -95,10 +95,14 @@
 // it there, and after bridge.DefaultNackDelay (the retry queue's message
 // TTL) dead-letters it back through the default exchange to the group's
 // queue alone — never to other groups. Queue arguments cannot change once a
-// queue exists: open with a different queue_expires (or meet a retry queue
-// declared with another TTL, by a version that had a nack_delay parameter)
-// and Subscribe fails with an explanation; delete the queues or keep the
-// old values.
+// queue exists: open with a different queue_expires and Subscribe fails
+// with an explanation; delete the queues or keep the old value. A retry
+// queue the broker refuses to declare again (one declared with another TTL
+// by a version that had a nack_delay parameter) is used as it is, with a
+// warning in the log, since deleting it would drop the messages parked in
+// it: a nack without a delay of its own then waits that queue's TTL. To
+// migrate, delete the retry queue once it is empty; the next Subscribe
+// declares it with bridge.DefaultNackDelay.
 //
 // A handler may ask for its own delay (bridge.NackDelayKey, as the engine's
 // redelivery tier does; Capabilities.NackDelay). RabbitMQ expires messages

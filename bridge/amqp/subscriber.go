@@ -57,6 +57,7 @@ type subscriber struct {
 	wg        sync.WaitGroup // workers and channel closers
 	closeOnce sync.Once
 	closeDone chan struct{}
+	keptOnce  sync.Once // the warning about a retry queue kept as it is
 }
 
 // Subscribe declares the group's topology, starts spec.Concurrency workers
@@ -82,7 +83,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if a == nil {
 		return nil, fmt.Errorf("%w: amqp %s: subscribe to %q: connection lost, reconnecting", bridge.ErrUnreachable, b.opts.addr, topic)
 	}
-	if err := withChannel(a, s.top.declare); err != nil {
+	if err := withChannel(a, func(ch *amqp091.Channel) error { return s.declare(a, ch) }); err != nil {
 		err = fmt.Errorf("amqp: subscribe to %q as group %q: %w", topic, s.spec.Group, err)
 		if a.IsClosed() {
 			err = fmt.Errorf("%w: amqp %s: %w", bridge.ErrUnreachable, b.opts.addr, err)
@@ -109,6 +110,20 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		close(out)
 	}()
 	return out, nil
+}
+
+// declare declares the subscription's topology on a (see topology.declare),
+// warning once per subscriber when it keeps a retry queue whose arguments
+// differ.
+func (s *subscriber) declare(a *amqp091.Connection, ch *amqp091.Channel) error {
+	kept, err := s.top.declare(a, ch)
+	if kept != nil {
+		s.keptOnce.Do(func() {
+			s.b.log.Warn("amqp: retry queue exists with other arguments (likely another message TTL): used as it is, so a nack without a delay of its own waits its TTL, not bridge.DefaultNackDelay; to migrate, delete the queue once it is empty (no message parked in it), and the next Subscribe declares it anew",
+				"queue", s.top.retry, "broker", kept.Error(), "default_nack_delay", bridge.DefaultNackDelay)
+		})
+	}
+	return err
 }
 
 // errStopped ends consume when the subscriber stops or its context is done.
@@ -161,7 +176,7 @@ func (s *subscriber) consume(ctx context.Context, a *amqp091.Connection, out cha
 	if err := ch.Qos(s.b.opts.prefetch, 0, false); err != nil {
 		return false, err
 	}
-	if err := s.top.declare(ch); err != nil {
+	if err := s.declare(a, ch); err != nil {
 		return false, err
 	}
 	deliveries, err := ch.Consume(s.top.queue, "", false, false, false, false, nil)

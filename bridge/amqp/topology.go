@@ -79,7 +79,9 @@ func delayQueueSuffix(d time.Duration) string {
 //   - retry queue: holds nacked messages for bridge.DefaultNackDelay
 //     (x-message-ttl), then dead-letters them back to the group's queue
 //     only (default exchange, routing key = queue name). It has no
-//     consumer;
+//     consumer. One that exists with other arguments (another TTL, from a
+//     version that had a nack_delay parameter) is used as it is: see
+//     declareRetry;
 //   - delay queues, declared on demand when a Nack asks for its own delay
 //     (bridge.NackDelayKey): like the retry queue, one per rounded delay,
 //     removed by the broker when unused for the delay plus delayQueueIdle.
@@ -102,37 +104,72 @@ func declareExchange(ch *amqp091.Channel, name string) error {
 	return nil
 }
 
-// declare declares the exchange, both queues and the binding on ch. All are
-// idempotent while the arguments stay the same.
-func (t topology) declare(ch *amqp091.Channel) error {
+// declare declares the retry queue (see declareRetry), then the exchange,
+// the group's queue and its binding on ch. All are idempotent while the
+// arguments stay the same. kept is not nil when an existing retry queue
+// with other arguments is used as it is: it is the broker's refusal, which
+// names the argument that differs.
+func (t topology) declare(a *amqp091.Connection, ch *amqp091.Channel) (kept, err error) {
+	if kept, err = t.declareRetry(a); err != nil {
+		return nil, err
+	}
 	if err := declareExchange(ch, t.exchange); err != nil {
-		return err
+		return kept, err
 	}
-	durable := t.kind != bridge.Reply
 	exclusive := t.kind == bridge.Reply
-	retryArgs := amqp091.Table{
-		"x-message-ttl":             bridge.DefaultNackDelay.Milliseconds(),
-		"x-dead-letter-exchange":    "",
-		"x-dead-letter-routing-key": t.queue,
-	}
 	queueArgs := amqp091.Table{
 		"x-dead-letter-exchange":    "",
 		"x-dead-letter-routing-key": t.retry,
 	}
-	if durable && t.expires > 0 {
-		retryArgs["x-expires"] = t.expires.Milliseconds()
+	if t.durable() && t.expires > 0 {
 		queueArgs["x-expires"] = t.expires.Milliseconds()
 	}
-	if _, err := ch.QueueDeclare(t.retry, durable, false, exclusive, false, retryArgs); err != nil {
-		return fmt.Errorf("declare retry queue %q: %w", t.retry, explainDeclare(err))
-	}
-	if _, err := ch.QueueDeclare(t.queue, durable, exclusive, exclusive, false, queueArgs); err != nil {
-		return fmt.Errorf("declare queue %q: %w", t.queue, explainDeclare(err))
+	if _, err := ch.QueueDeclare(t.queue, t.durable(), exclusive, exclusive, false, queueArgs); err != nil {
+		return kept, fmt.Errorf("declare queue %q: %w", t.queue, explainDeclare(err))
 	}
 	if err := ch.QueueBind(t.queue, t.topic, t.exchange, false, nil); err != nil {
-		return fmt.Errorf("bind queue %q to exchange %q with key %q: %w", t.queue, t.exchange, t.topic, err)
+		return kept, fmt.Errorf("bind queue %q to exchange %q with key %q: %w", t.queue, t.exchange, t.topic, err)
 	}
-	return nil
+	return kept, nil
+}
+
+func (t topology) durable() bool { return t.kind != bridge.Reply }
+
+// declareRetry declares the retry queue, on channels of its own: the broker
+// closes the channel a declaration fails on. When the queue exists with
+// other arguments (PRECONDITION_FAILED: a TTL other than
+// bridge.DefaultNackDelay, from a version that had a nack_delay parameter,
+// or another queue_expires), it is used as it is, after a passive
+// declaration, rather than failing every Subscribe: deleting it would drop
+// the messages parked in it. kept is then the broker's refusal.
+func (t topology) declareRetry(a *amqp091.Connection) (kept, err error) {
+	exclusive := t.kind == bridge.Reply
+	args := amqp091.Table{
+		"x-message-ttl":             bridge.DefaultNackDelay.Milliseconds(),
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": t.queue,
+	}
+	if t.durable() && t.expires > 0 {
+		args["x-expires"] = t.expires.Milliseconds()
+	}
+	err = withChannel(a, func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDeclare(t.retry, t.durable(), false, exclusive, false, args)
+		return err
+	})
+	var refused *amqp091.Error
+	if err == nil || !errors.As(err, &refused) || refused.Code != amqp091.PreconditionFailed {
+		if err != nil {
+			return nil, fmt.Errorf("declare retry queue %q: %w", t.retry, explainDeclare(err))
+		}
+		return nil, nil
+	}
+	if perr := withChannel(a, func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDeclarePassive(t.retry, t.durable(), false, exclusive, false, nil)
+		return err
+	}); perr != nil {
+		return nil, fmt.Errorf("declare retry queue %q: %w; passively: %w", t.retry, err, perr)
+	}
+	return err, nil
 }
 
 // declareDelay declares the delay queue for d (already rounded) and returns

@@ -158,13 +158,16 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
-// cases are Run's cases, in order; the package documentation lists their
-// names (TestDocListsTheCases keeps the two the same).
-var cases = []struct {
+// bridgeCase is one named case of the suite.
+type bridgeCase struct {
 	name   string
 	outage bool // runs only when the Harness has an Outage
 	run    func(t *testing.T, h Harness)
-}{
+}
+
+// cases are Run's cases, in order; the package documentation lists their
+// names (TestDocListsTheCases keeps the two the same).
+var cases = []bridgeCase{
 	{name: "Health", run: func(t *testing.T, h Harness) {
 		b := h.Connect(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -352,14 +355,7 @@ func testConcurrency(t *testing.T, h Harness) {
 func testCloseUnacked(t *testing.T, h Harness) {
 	b := h.Connect(t)
 	spec := bridge.Spec{Topic: Unique("close"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
-	sub, err := b.Subscriber(context.Background(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := sub.Subscribe(context.Background(), spec.Topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, sub := Subscribe(t, b, spec)
 	Publish(t, b, spec.Topic, "inflight")
 	m := receive(t, h, ch)
 	closed := make(chan struct{})
@@ -385,14 +381,7 @@ func testCloseEnds(t *testing.T, h Harness) {
 	b := h.Connect(t)
 	spec := bridge.Spec{Topic: Unique("ends"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 2}
 	for round := range 8 {
-		sub, err := b.Subscriber(context.Background(), spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, err := sub.Subscribe(context.Background(), spec.Topic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch, sub := Subscribe(t, b, spec)
 		if round == 0 {
 			Publish(t, b, spec.Topic, "x")
 			receive(t, h, ch).Ack()

@@ -7,10 +7,5 @@ import (
 )
 
 func TestDocListsTheCases(t *testing.T) {
-	t.Parallel()
-	var names []string
-	for _, c := range cases {
-		names = append(names, c.name)
-	}
-	testenv.DocListsCases(t, "doc.go", names)
+	testenv.DocListsCases(t, "doc.go", cases, func(c bridgeCase) string { return c.name })
 }

@@ -2,7 +2,7 @@
 // "gochannel://".
 //
 // The bus is Switchboard's own, not Watermill's GoChannel: its queues per
-// consumer group, delivery counts, nack delays and bounded Close are
+// consumer group, delivery counts and nack delays are
 // written here, and no code of GoChannel (watermill/pubsub/gochannel) runs
 // in it. It replaces GoChannel as the in-process backend and keeps its
 // semantics (messages in memory, within one process, nothing written
@@ -20,13 +20,14 @@
 // developers' guide and existing deployments name it so: a configuration
 // saying SWITCHBOARD_BRIDGE=gochannel:// keeps working, and means this bus.
 //
-// A subscriber's Close waits for the messages its handlers hold to be
-// acked or nacked, for at most CloseTimeout (30 s): a handler that never
-// settles its message cannot hang it. Past that bound, Close puts those
-// messages back in their group's queue, as a broker does with the messages
-// of a consumer that went away, and returns ErrUnsettled naming them; a
-// verdict given later is ignored. Closing the bus does not wait: its subscriptions end at once,
-// and the messages held or queued are dropped.
+// A subscriber's Close waits until every message it handed out is acked or
+// nacked, with no timer of its own: a handler owns its message until it
+// settles it, so no other member of the group (another engine on the same
+// bus) gets the message while it runs. What bounds shutdown is the engine:
+// it cancels its handlers' contexts past its DrainTimeout, and its Stop
+// gives up when its context ends. Closing the bus does not wait: its
+// subscriptions end at once, a Close waiting on them returns, and the
+// messages held or queued are dropped.
 //
 // Every delivery is a copy of the published message, as it would be after a
 // trip through a broker, so a handler cannot mutate its caller's message.

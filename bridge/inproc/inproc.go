@@ -2,13 +2,11 @@ package inproc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,18 +14,6 @@ import (
 
 	"github.com/switchboard-go/switchboard/bridge"
 )
-
-// CloseTimeout bounds how long a subscriber's Close waits for the messages
-// its handlers still hold to be acked or nacked. Past it, Close puts them
-// back in their group's queue, as a broker does with the messages of a
-// consumer that went away (a verdict given later is ignored), and returns
-// ErrUnsettled. It is longer than the engine's default DrainTimeout, so the
-// handlers the engine cancels at its drain deadline can settle first.
-const CloseTimeout = 30 * time.Second
-
-// ErrUnsettled is returned by a subscriber's Close when some messages were
-// neither acked nor nacked within the close timeout; the error names them.
-var ErrUnsettled = errors.New("inproc: messages still unsettled when the subscriber closed")
 
 func init() {
 	bridge.Register("gochannel", func(_ context.Context, u *url.URL) (bridge.Bridge, error) {
@@ -89,13 +75,11 @@ type Bus struct {
 	topics map[string]map[string]*group // topic → group name → group
 	closed bool
 	done   chan struct{}
-	// closeTimeout is CloseTimeout; tests shorten it (export_test.go).
-	closeTimeout time.Duration
 }
 
 // New returns a private bus.
 func New() *Bus {
-	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{}), closeTimeout: CloseTimeout}
+	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{})}
 }
 
 // Name implements bridge.Bridge.
@@ -171,7 +155,7 @@ func (b *Bus) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscribe
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	return &subscriber{b: b, spec: spec, closing: make(chan struct{}), abandon: make(chan struct{})}, nil
+	return &subscriber{b: b, spec: spec, closing: make(chan struct{})}, nil
 }
 
 // queued is a message waiting in one group's queue.
@@ -257,19 +241,16 @@ type subscriber struct {
 	spec      bridge.Spec
 	closeOnce sync.Once
 	closing   chan struct{} // closed when Close begins
-	abandon   chan struct{} // closed when Close stops waiting for verdicts
-	closeErr  error
 	wg        sync.WaitGroup
 
-	mu        sync.Mutex
-	closed    bool
-	abandoned []string // ids of the messages given up on
+	mu     sync.Mutex
+	closed bool
 }
 
 // Subscribe starts spec.Concurrency workers that each hold at most one message
 // in flight. The channel closes when the subscriber is closed, ctx is done or
 // the bus closes, once every in-flight message has been acked or nacked (or
-// given up on: see Close and Bus.Close).
+// dropped with the bus: see Bus.Close).
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if topic != s.spec.Topic {
 		return nil, fmt.Errorf("inproc: subscriber for topic %q asked to subscribe to %q", s.spec.Topic, topic)
@@ -341,26 +322,13 @@ func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Mes
 			g.push(m) // not delivered: leave it for another member
 			return
 		}
-		// Wait for the verdict even when stopping, the handler is running;
-		// but not past Close's bound, nor once the bus is gone.
+		// Wait for the verdict even when stopping: the handler owns the
+		// message until it settles it, however long that takes; only the
+		// bus closing ends the wait.
 		select {
 		case <-delivery.Acked():
 		case <-delivery.Nacked():
 			s.redeliver(g, m, bridge.NackDelay(delivery.Metadata))
-		case <-s.abandon:
-			select { // a verdict that came with the abandon wins
-			case <-delivery.Acked():
-				return
-			case <-delivery.Nacked():
-				s.redeliver(g, m, bridge.NackDelay(delivery.Metadata))
-				return
-			default:
-			}
-			g.push(m) // for another member, or the next subscriber
-			s.mu.Lock()
-			s.abandoned = append(s.abandoned, delivery.UUID)
-			s.mu.Unlock()
-			return
 		case <-s.b.done: // its queue is dropped too
 			return
 		}
@@ -375,38 +343,24 @@ func (s *subscriber) redeliver(g *group, m queued, d time.Duration) {
 	time.AfterFunc(d, func() { g.push(m) })
 }
 
-// Close stops delivering new messages and waits until every in-flight
-// message of this subscriber has been acked or nacked, for at most
-// CloseTimeout: it then puts the messages still held back in their
-// group's queue (ignoring the verdicts given to them later) and returns
-// ErrUnsettled naming them. Every goroutine of the subscriber has ended
-// when Close returns. Close is idempotent; a later Subscribe fails with
-// bridge.ErrClosed.
+// Close stops delivering new messages and waits until every message this
+// subscriber handed out has been acked or nacked, with no time limit of its
+// own: a handler owns its message until it settles it, and no other member
+// of the group gets the message meanwhile. The caller bounds the wait (the
+// engine cancels its handlers past its DrainTimeout, and its Stop gives up
+// when its context ends); closing the bus ends it at once. Every goroutine
+// of the subscriber has ended when Close returns. Close is idempotent (a
+// second call returns when the first has) and returns nil; a later
+// Subscribe fails with bridge.ErrClosed.
 func (s *subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 		close(s.closing)
-		done := make(chan struct{})
-		go func() { s.wg.Wait(); close(done) }()
-		timer := time.NewTimer(s.b.closeTimeout)
-		defer timer.Stop()
-		select {
-		case <-done:
-			return
-		case <-timer.C:
-		}
-		close(s.abandon)
-		<-done
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if len(s.abandoned) > 0 { // else the last verdicts came just in time
-			s.closeErr = fmt.Errorf("%w: subscriber of %s (group %s) waited %s for messages %s; they are queued again",
-				ErrUnsettled, s.spec.Topic, s.spec.Group, s.b.closeTimeout, strings.Join(s.abandoned, ", "))
-		}
+		s.wg.Wait()
 	})
-	return s.closeErr
+	return nil
 }
 
 // compile-time checks

@@ -25,5 +25,6 @@
 //	go test ./deadletter/pgstore -run 'TestConformance/PurgeFilters'
 //
 // Each case stores its own records, under a service name no other case or
-// run uses, and purges them when it ends.
+// run uses, and purges them when it ends. ListAll and DeleteAll, which the
+// cases use, serve tests of stores elsewhere too.
 package storetest

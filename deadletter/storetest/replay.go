@@ -87,7 +87,7 @@ func replayKeepsAFailureWrittenBeforeTheDelete(t *testing.T, s deadletter.Store,
 	if len(kept) != 1 || kept[0].Error != "failed again after the replay" {
 		t.Fatalf("after a failure stored between publish and delete: %d records %+v; want the new failure kept", len(kept), kept)
 	}
-	_ = deleteAll(ctx, s, kept)
+	_ = DeleteAll(ctx, s, kept)
 }
 
 // discard is a publisher that accepts everything.
@@ -96,8 +96,10 @@ type discard struct{}
 func (discard) Publish(string, ...*message.Message) error { return nil }
 func (discard) Close() error                              { return nil }
 
-// all lists every record matching f.
-func all(t *testing.T, s deadletter.Store, f deadletter.Filter) []deadletter.Record {
+// ListAll lists every record of s matching f, page after page, failing
+// the test on an error or when paging does not end. The engine's replay
+// tests use it with the same stores.
+func ListAll(t testing.TB, s deadletter.Store, f deadletter.Filter) []deadletter.Record {
 	t.Helper()
 	var out []deadletter.Record
 	f.Limit = 500
@@ -116,7 +118,9 @@ func all(t *testing.T, s deadletter.Store, f deadletter.Filter) []deadletter.Rec
 	return nil
 }
 
-func deleteAll(ctx context.Context, s deadletter.Store, recs []deadletter.Record) error {
+// DeleteAll deletes recs from s (each at its version), ignoring those
+// already gone, and returns the other errors joined.
+func DeleteAll(ctx context.Context, s deadletter.Store, recs []deadletter.Record) error {
 	var errs []error
 	for _, r := range recs {
 		if err := s.Delete(ctx, r.ID, r.Version); err != nil && !errors.Is(err, deadletter.ErrNotFound) {
@@ -168,11 +172,11 @@ func replayAllCounts(t *testing.T, s deadletter.Store, recs [3]deadletter.Record
 	if want := (deadletter.ReplayCounts{Replayed: 1, Failed: 1, Gone: 1}); got != want || !errors.Is(err, errNoRoute) {
 		t.Errorf("ReplayAll = %+v, %v; want %+v and the publish error", got, err, want)
 	}
-	left := all(t, s, deadletter.Filter{Service: recs[0].Service})
+	left := ListAll(t, s, deadletter.Filter{Service: recs[0].Service})
 	if len(left) != 1 || left[0].ID != recs[1].ID {
 		t.Errorf("left %+v, want the record whose publish failed", left)
 	}
-	if err := deleteAll(ctx, s, left); err != nil {
+	if err := DeleteAll(ctx, s, left); err != nil {
 		t.Fatal(err)
 	}
 }

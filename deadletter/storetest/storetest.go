@@ -61,12 +61,15 @@ func (f *fixture) rec(i int) deadletter.Record {
 	}
 }
 
-// cases are Run's cases, in order; the package documentation lists their
-// names (TestDocListsTheCases keeps the two the same).
-var cases = []struct {
+// storeCase is one named case of the suite.
+type storeCase struct {
 	name string
 	run  func(t *testing.T, s deadletter.Store)
-}{
+}
+
+// cases are Run's cases, in order; the package documentation lists their
+// names (TestDocListsTheCases keeps the two the same).
+var cases = []storeCase{
 	{"GetRoundTrips", func(t *testing.T, s deadletter.Store) {
 		ctx, f := context.Background(), seed(t, s)
 		got, err := s.Get(ctx, f.ids[3])

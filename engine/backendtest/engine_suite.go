@@ -155,13 +155,16 @@ func RunEngine(t *testing.T, h bridgetest.Harness) {
 	}
 }
 
-// engineCases are RunEngine's cases, in order; the package documentation
-// lists their names (TestDocListsTheCases keeps the two the same).
-var engineCases = []struct {
+// engineCase is one named case of the suite.
+type engineCase struct {
 	name   string
 	outage bool // runs only when the Harness has an Outage
 	run    func(t *testing.T, h bridgetest.Harness)
-}{
+}
+
+// engineCases are RunEngine's cases, in order; the package documentation
+// lists their names (TestDocListsTheCases keeps the two the same).
+var engineCases = []engineCase{
 	{name: "CommandRoundTrip", run: func(t *testing.T, h bridgetest.Harness) {
 		c := newContracts()
 		startEngine(t, h, c.service("server", nil, 0))

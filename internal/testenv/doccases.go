@@ -9,11 +9,17 @@ import (
 )
 
 // DocListsCases fails the test unless the bullet list in the package
-// documentation of file (a doc.go) names exactly cases, in order: each item
-// starts with a case's name, followed by nothing, a space or a colon. It
-// keeps a suite's documented list of named subtests true.
-func DocListsCases(t testing.TB, file string, cases []string) {
+// documentation of file (a doc.go) names exactly the cases of a suite's
+// table, in order (name gives a case's name): each item starts with a
+// case's name, followed by nothing, a space or a colon. It keeps a suite's
+// documented list of named subtests true. It marks t parallel.
+func DocListsCases[C any](t *testing.T, file string, table []C, name func(C) string) {
 	t.Helper()
+	t.Parallel()
+	cases := make([]string, len(table))
+	for i, c := range table {
+		cases[i] = name(c)
+	}
 	f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.ParseComments|parser.PackageClauseOnly)
 	if err != nil {
 		t.Fatal(err)

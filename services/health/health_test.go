@@ -260,6 +260,11 @@ func TestConfigValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // closes the in-process bus New opened
+		if err := eng.Stop(context.Background()); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
 	if err := (health.Config{Engine: eng}).Validate(); err != nil {
 		t.Errorf("the zero value of every other field is valid: %v", err)
 	}

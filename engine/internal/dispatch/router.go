@@ -92,9 +92,11 @@ func (r *Router) Start(ctx context.Context) error {
 // Close has returned and Watermill's Run with them, so that nothing of the
 // router runs on: a subscriber's Close waits for its messages in flight to
 // be settled, so past the drain timeout the caller must make the handlers
-// still running return (the engine cancels their contexts). Every backend
-// bounds that wait (bridge/inproc by its CloseTimeout, nats by ack_wait,
-// amqp by close_timeout, postgres by the ack deadline), and so Close's.
+// still running return (the engine cancels their contexts). The brokers
+// bound that wait (nats by ack_wait, amqp by close_timeout, postgres by the
+// ack deadline), and so Close's; bridge/inproc does not (a handler owns its
+// message until it settles it): there the caller's own bound (Stop's
+// context) is the only one.
 func (r *Router) Close() error {
 	r.mu.Lock()
 	started, closed := r.started, r.closed
