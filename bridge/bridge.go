@@ -83,7 +83,7 @@ const (
 	// NackDelayKey may be set by the consumer on a delivered message before
 	// it calls Nack, to ask for redelivery after that duration (Go syntax,
 	// e.g. "1.5s") instead of DefaultNackDelay. The engine sets it on every
-	// nack it makes (its Reliability.Redelivery). The redelivery goes to the
+	// nack of a failed message (its Reliability.Redelivery). The redelivery goes to the
 	// same group only. Backends declare Capabilities.NackDelay.
 	NackDelayKey = "_nack_delay"
 )

@@ -144,8 +144,10 @@ type Reliability struct {
 	// MaxDeliveries is how many times a failing event (or fire-and-forget
 	// command) is delivered before it is dead-lettered. Default 5.
 	MaxDeliveries int
-	// Redelivery is the wait before each redelivery: the engine sets it on
-	// every nack it makes. Default 1 s doubling to 1 min, ±50 %
+	// Redelivery is the wait before each redelivery of a failed message:
+	// the engine sets it on every such nack (a message handed back unrun
+	// while the engine drains carries none and waits
+	// bridge.DefaultNackDelay). Default 1 s doubling to 1 min, ±50 %
 	// (middleware.DefaultRedelivery). Its MaxElapsedTime must stay 0:
 	// MaxDeliveries bounds redelivery.
 	Redelivery Backoff
@@ -154,7 +156,8 @@ type Reliability struct {
 	// deadletter/pgstore.
 	DeadLetters deadletter.Store
 	// Breaker is the policy of the consumer-side circuit breakers: one per
-	// subscription, named "<group> <topic>" (the name OnStateChange
+	// event subscription (a command's caller has its own, CallBreaker),
+	// named "<group> <topic>" (the name OnStateChange
 	// receives). Default: on, 5 consecutive failures, open 10 s, a message
 	// held at most OpenFor; every error that is not permanent counts.
 	Breaker BreakerPolicy

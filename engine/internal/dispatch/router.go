@@ -96,7 +96,8 @@ func (r *Router) Start(ctx context.Context) error {
 // bound that wait (nats by ack_wait, amqp by close_timeout, postgres by the
 // ack deadline), and so Close's; bridge/inproc does not (a handler owns its
 // message until it settles it): there the caller's own bound (Stop's
-// context) is the only one.
+// context) is the only one. Only the first call closes; a later or
+// concurrent call returns nil at once (the engine calls Close once).
 func (r *Router) Close() error {
 	r.mu.Lock()
 	started, closed := r.started, r.closed
