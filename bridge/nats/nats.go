@@ -49,7 +49,7 @@ const (
 	reconnectWait  = 500 * time.Millisecond // between reconnect attempts, plus jitter
 	pingInterval   = 10 * time.Second       // detects a silently dead server in ~30 s
 	publishTimeout = 5 * time.Second        // wait for JetStream's publish ack
-	fetchWait      = time.Second            // lifetime of one pull request; bounds a subscriber's Close
+	fetchWait      = 500 * time.Millisecond // lifetime of one pull request; bounds a subscriber's Close
 	ackTimeout     = 5 * time.Second        // wait for the server to confirm an ack
 	adminTimeout   = 10 * time.Second       // stream/consumer calls without a caller deadline
 	minAckWait     = 100 * time.Millisecond // progress is reported every ack_wait/2
@@ -371,9 +371,11 @@ func (b *natsBridge) Close() error {
 			subs = append(subs, s)
 		}
 		b.mu.Unlock()
+		var stops sync.WaitGroup // together: each waits for its pull request
 		for _, s := range subs {
-			s.stop(true)
+			stops.Go(func() { s.stop(true) })
 		}
+		stops.Wait()
 		if err := b.conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
 			b.log.Debug("nats: flush before close", "err", err)
 		}
