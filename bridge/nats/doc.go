@@ -173,6 +173,15 @@
 // ack_wait. Bridge.Close is idempotent, Publisher().Close is a no-op, and
 // Subscriber.Close never touches the bridge's connection.
 //
+// # Publishing
+//
+// Publish returns nil only once JetStream has acknowledged (PubAck) every
+// message given, each within 5s. One message is published and awaited
+// (the engine's case); several are pipelined: up to 256 are sent before the
+// first PubAck is awaited (4096 over the connection), in order on one
+// connection, and Publish waits for every PubAck and returns the first
+// failure, so an error may follow messages that were stored.
+//
 // # Replies
 //
 // The publisher never creates a stream for a topic starting with "reply."

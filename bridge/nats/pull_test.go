@@ -2,11 +2,13 @@ package nats_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -119,6 +121,45 @@ func TestPullsInBatches(t *testing.T) {
 	after, _ := snoop.counts()
 	if idle := after - before; idle > 6 {
 		t.Errorf("an idle subscription sent %d pull requests in 2 s, want at most 6 (one per fetch wait)", idle)
+	}
+}
+
+// Publish with many messages pipelines them: all are stored, once, in order,
+// and a batch the server cannot take fails.
+func TestPublishBatch(t *testing.T) {
+	const n = 700 // more than the publish window
+	b := openURL(t, withParams(t, ""))
+	spec := bridge.Spec{Topic: "sbtest." + bridgetest.Unique("pubbatch"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
+	ch, _ := bridgetest.Subscribe(t, b, spec)
+	msgs := make([]*message.Message, n)
+	for i := range msgs {
+		msgs[i] = message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, "%d", i))
+	}
+	if err := b.Publisher().Publish(spec.Topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m := bridgetest.Receive(t, ch, 10*time.Second)
+		m.Ack()
+		if got := string(m.Payload); got != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: the batch was not stored in order", i, got)
+		}
+	}
+	bridgetest.ExpectNothing(t, ch, 300*time.Millisecond)
+
+	limit := b.Capabilities().MaxMessageBytes
+	big := []*message.Message{
+		message.NewMessage(watermill.NewUUID(), []byte("small")),
+		message.NewMessage(watermill.NewUUID(), make([]byte, limit+2048)),
+		message.NewMessage(watermill.NewUUID(), []byte("after")),
+	}
+	if err := b.Publisher().Publish(spec.Topic, big...); !errors.Is(err, bridge.ErrTooLarge) {
+		t.Errorf("a batch with a message over the limit: %v, want ErrTooLarge", err)
+	}
+	orphan := "reply." + bridgetest.Unique("gone")
+	err := b.Publisher().Publish(orphan, message.NewMessage(watermill.NewUUID(), []byte("a")), message.NewMessage(watermill.NewUUID(), []byte("b")))
+	if !errors.Is(err, bridge.ErrNoSubscriber) {
+		t.Errorf("a batch to an unowned reply topic: %v, want ErrNoSubscriber", err)
 	}
 }
 
