@@ -91,9 +91,10 @@
 //	         the server restarts (the subscriber re-creates the stream after
 //	         the reconnect), and a reply nobody took expires after ReplyMaxAge.
 //
-// A consumer takes the server's defaults of 512 waiting pulls and 1000
-// unacked messages, which bounds the sum of Spec.Concurrency over a group's
-// members.
+// A consumer takes the server's defaults of 1000 unacked messages, which
+// bounds the sum of Spec.Concurrency over a group's members, and 512 waiting
+// pull requests, which bounds the number of subscriptions of a group (each
+// keeps one request waiting; see "Pulling in batches").
 //
 // Consumers never expire (MaxDeliver -1): a message that keeps failing is the
 // engine's to dead-letter, not the broker's to drop. Subscriber.Close stops
