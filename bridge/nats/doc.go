@@ -91,9 +91,10 @@
 //	         the server restarts (the subscriber re-creates the stream after
 //	         the reconnect), and a reply nobody took expires after ReplyMaxAge.
 //
-// A consumer takes the server's defaults of 512 waiting pulls and 1000
-// unacked messages, which bounds the sum of Spec.Concurrency over a group's
-// members.
+// A consumer takes the server's defaults of 1000 unacked messages, which
+// bounds the sum of Spec.Concurrency over a group's members, and 512 waiting
+// pull requests, which bounds the number of subscriptions of a group (each
+// keeps one request waiting; see "Pulling in batches").
 //
 // Consumers never expire (MaxDeliver -1): a message that keeps failing is the
 // engine's to dead-letter, not the broker's to drop. Subscriber.Close stops
@@ -116,15 +117,46 @@
 // watermill-nats' Publisher and its header format (NATSMarshaler: UUID in
 // _watermill_message_uuid, metadata in headers, so watermill-nats
 // subscribers can read what it writes), and consumes with JetStream pull
-// consumers directly: each of the Spec.Concurrency workers pulls one message
-// only when it is idle, so exactly up to N messages are in flight per
-// subscription, none waits in a buffer, and none is ever acked implicitly
-// (nats.go auto-acks push callback subscriptions unless nats.ManualAck is
-// given; a pull never acks by itself).
+// consumers directly, so none is ever acked implicitly (nats.go auto-acks
+// push callback subscriptions unless nats.ManualAck is given; a pull never
+// acks by itself).
+//
+// # Pulling in batches
+//
+// Each Subscribe runs one puller and Spec.Concurrency workers. The puller
+// waits until at least one worker is idle, then sends one pull request
+// (Fetch) for as many messages as there are idle workers at that moment, and
+// hands each message to an idle worker the moment it arrives; the request
+// ends when it has its messages or after 500ms, and the puller asks again
+// for the workers idle then. So a backlog is fetched in batches (a
+// subscription with Concurrency 32 and 32 messages waiting asks once), at
+// most Concurrency messages per subscription are delivered and unsettled at
+// any time, none waits in a client buffer while its ack_wait clock runs, and
+// an idle subscription keeps one pull request waiting at the server (two
+// requests per second) whatever its Concurrency. nats.go's Consume and
+// Messages are not used: they keep up to PullMaxMessages messages buffered
+// ahead of the handlers, each with its ack_wait clock running.
+//
+// A pull request is never cut short: the server may already have assigned it
+// a message, which would stay with a subscriber that stopped listening until
+// ack_wait. So Subscriber.Close waits for the request to end (at most 500ms)
+// and gives back at once what it brought after the stop; an idle
+// subscription closes within 500ms.
 //
 // # Acks
 //
-// Ack is confirmed by the server (AckSync) before the worker pulls again.
+// A handler's Ack is sent to the server as a plain JetStream ack, not
+// confirmed (no AckSync): it leaves on the connection ahead of the puller's
+// next request, and the worker is free at once. Nothing is lost by that: the
+// ack is only sent after the handler's verdict, and an ack that never
+// reaches the server (the connection drops first) leaves the message
+// unacknowledged, so JetStream delivers it again after ack_wait — a
+// duplicate, which at-least-once delivery allows, exactly as when a
+// confirmed ack's confirmation is lost. Subscriber.Close flushes the
+// connection (at most 1s) before it returns, so the acks of a closed
+// subscriber have reached the server and no member that goes on is handed
+// them again. Acks are not batched (AckAll): handlers finish out of order.
+//
 // Nack asks for a redelivery after the message's own delay
 // (bridge.NackDelayKey) or bridge.DefaultNackDelay. While a handler runs, the
 // worker reports progress every ack_wait/2, so a slow handler is not raced by
@@ -136,10 +168,20 @@
 // Subscriber.Close stops pulling, gives back at once any message it pulled
 // but did not hand out, and waits for the handlers' verdicts on the ones it
 // did, at most ack_wait (after which it returns an error and JetStream
-// redelivers them). Bridge.Close does not wait: handlers still running lose
-// their connection and their messages come back after ack_wait. Bridge.Close
-// is idempotent, Publisher().Close is a no-op, and Subscriber.Close never
-// touches the bridge's connection.
+// redelivers them). Bridge.Close does not wait for handlers (it stops its
+// subscribers together, each waiting only for its pull request): handlers
+// still running lose their connection and their messages come back after
+// ack_wait. Bridge.Close is idempotent, Publisher().Close is a no-op, and
+// Subscriber.Close never touches the bridge's connection.
+//
+// # Publishing
+//
+// Publish returns nil only once JetStream has acknowledged (PubAck) every
+// message given, each within 5s. One message is published and awaited
+// (the engine's case); several are pipelined: up to 256 are sent before the
+// first PubAck is awaited (4096 over the connection), in order on one
+// connection, and Publish waits for every PubAck and returns the first
+// failure, so an error may follow messages that were stored.
 //
 // # Replies
 //

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,10 +47,14 @@ const (
 	reconnectWait  = 500 * time.Millisecond // between reconnect attempts, plus jitter
 	pingInterval   = 10 * time.Second       // detects a silently dead server in ~30 s
 	publishTimeout = 5 * time.Second        // wait for JetStream's publish ack
-	fetchWait      = time.Second            // lifetime of one pull request; bounds a subscriber's Close
+	fetchWait      = 500 * time.Millisecond // lifetime of one pull request; bounds a subscriber's Close
 	ackTimeout     = 5 * time.Second        // wait for the server to confirm an ack
 	adminTimeout   = 10 * time.Second       // stream/consumer calls without a caller deadline
 	minAckWait     = 100 * time.Millisecond // progress is reported every ack_wait/2
+	// publishWindow bounds the publishes one Publish call has awaiting
+	// their PubAck; maxAsyncPending bounds them over the connection.
+	publishWindow   = 256
+	maxAsyncPending = 4096
 )
 
 func init() {
@@ -247,7 +249,9 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 		return nil, fmt.Errorf("%w: nats at %s: %w", bridge.ErrUnreachable, shown, ctx.Err())
 	}
 
-	js, err := jetstream.New(conn)
+	js, err := jetstream.New(conn,
+		jetstream.WithPublishAsyncMaxPending(maxAsyncPending),
+		jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("nats at %s: jetstream: %w", shown, err)
@@ -260,22 +264,8 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 		return nil, fmt.Errorf("%w: nats at %s: JetStream unavailable (is the server started with -js?): %w", bridge.ErrUnreachable, shown, err)
 	}
 
-	wlog := watermill.NewSlogLogger(log)
-	pub, err := wmnats.NewPublisherWithNatsConn(conn, wmnats.PublisherPublishConfig{
-		Marshaler:         &wmnats.NATSMarshaler{},
-		SubjectCalculator: wmnats.DefaultSubjectCalculator,
-		JetStream: wmnats.JetStreamConfig{
-			AutoProvision:  false, // streams are provisioned here, once per topic
-			ConnectOptions: []natsgo.JSOpt{natsgo.MaxWait(publishTimeout)},
-		},
-	}, wlog)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("nats at %s: publisher: %w", shown, err)
-	}
-
 	b.mu.Lock() // the reconnect handler reads these
-	b.conn, b.js, b.wpub = conn, js, pub
+	b.conn, b.js = conn, js
 	b.mu.Unlock()
 	return b, nil
 }
@@ -304,7 +294,6 @@ type natsBridge struct {
 	shown string // redacted server URL
 	conn  *natsgo.Conn
 	js    jetstream.JetStream
-	wpub  *wmnats.Publisher
 	log   *slog.Logger
 
 	mu        sync.Mutex
@@ -371,9 +360,11 @@ func (b *natsBridge) Close() error {
 			subs = append(subs, s)
 		}
 		b.mu.Unlock()
+		var stops sync.WaitGroup // together: each waits for its pull request
 		for _, s := range subs {
-			s.stop(true)
+			stops.Go(func() { s.stop(true) })
 		}
+		stops.Wait()
 		if err := b.conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
 			b.log.Debug("nats: flush before close", "err", err)
 		}
@@ -390,9 +381,13 @@ type publisher struct{ b *natsBridge }
 // Close is a no-op: the bridge owns the connection.
 func (publisher) Close() error { return nil }
 
-// Publish stores each message in the stream of topic and returns once
-// JetStream has acknowledged it. The stream is created when it does not
-// exist yet, except for reply topics (see the package documentation).
+// Publish stores each message in the stream of topic and returns nil only
+// once JetStream has acknowledged every one of them. The stream is created
+// when it does not exist yet, except for reply topics (see the package
+// documentation). Several messages are pipelined: up to publishWindow are
+// sent before the first PubAck is awaited, in order on one connection; the
+// first failure is returned once every message sent has been answered (or
+// timed out), so an error may follow messages that were stored.
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	b := p.b
 	if b.isClosed() {
@@ -401,41 +396,138 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := validSubject(topic); err != nil {
 		return fmt.Errorf("%w: nats: publish: %w", bridge.ErrRefused, err)
 	}
-	for _, m := range msgs {
-		if err := b.publishOne(topic, m); err != nil {
-			return err
-		}
+	if len(msgs) == 0 {
+		return nil
 	}
-	return nil
-}
-
-func (b *natsBridge) publishOne(topic string, m *message.Message) error {
-	if err := encodable(m.Metadata); err != nil {
-		return fmt.Errorf("%w: nats: publish to %q: %w", bridge.ErrRefused, topic, err)
+	nms := make([]*natsgo.Msg, len(msgs))
+	for i, m := range msgs {
+		if err := encodable(m.Metadata); err != nil {
+			return fmt.Errorf("%w: nats: publish to %q: %w", bridge.ErrRefused, topic, err)
+		}
+		nm, err := marshaler.Marshal(topic, m)
+		if err != nil {
+			return fmt.Errorf("%w: nats: publish to %q: %w", bridge.ErrRefused, topic, err)
+		}
+		nms[i] = nm
 	}
 	if _, err := b.publisherStream(topic); err != nil {
 		return err
 	}
-	err := b.wpub.Publish(topic, m)
-	if errors.Is(err, natsgo.ErrNoStreamResponse) {
+	var failed []*natsgo.Msg
+	var err error
+	if len(nms) == 1 {
+		if err = b.publishSync(nms[0]); noStream(err) {
+			failed = nms
+		}
+	} else {
+		failed, err = b.publishAsync(nms)
+	}
+	if len(failed) > 0 {
 		// The stream went away since it was cached (deleted by an operator,
-		// or a reply stream whose owner closed): look again, once.
+		// or a reply stream whose owner closed): look again, once, and
+		// publish again what it did not store.
 		b.forgetStream(topic)
 		if _, err := b.publisherStream(topic); err != nil {
 			return err
 		}
-		err = b.wpub.Publish(topic, m)
+		err = nil
+		for _, nm := range failed {
+			if err = b.publishSync(nm); err != nil {
+				break
+			}
+		}
 	}
 	if err != nil {
-		if errors.Is(err, natsgo.ErrMaxPayload) {
-			return fmt.Errorf("%w: nats: publish to %q: the server's max_payload is %d bytes, headers included", bridge.ErrTooLarge, topic, b.conn.MaxPayload())
-		}
-		if !b.conn.IsConnected() {
-			return fmt.Errorf("%w: nats at %s: publish to %q: %w", bridge.ErrUnreachable, b.shown, topic, err)
-		}
-		return fmt.Errorf("nats: publish to %q: %w", topic, err)
+		return b.publishErr(topic, err)
 	}
 	return nil
+}
+
+// noStream reports whether err says that no stream stores the subject.
+func noStream(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, natsgo.ErrNoStreamResponse)
+}
+
+func (b *natsBridge) publishErr(topic string, err error) error {
+	if errors.Is(err, natsgo.ErrMaxPayload) {
+		return fmt.Errorf("%w: nats: publish to %q: the server's max_payload is %d bytes, headers included", bridge.ErrTooLarge, topic, b.conn.MaxPayload())
+	}
+	if !b.conn.IsConnected() {
+		return fmt.Errorf("%w: nats at %s: publish to %q: %w", bridge.ErrUnreachable, b.shown, topic, err)
+	}
+	return fmt.Errorf("nats: publish to %q: %w", topic, err)
+}
+
+// publishSync publishes nm and waits for its PubAck.
+func (b *natsBridge) publishSync(nm *natsgo.Msg) error {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	_, err := b.js.PublishMsg(ctx, nm)
+	return err
+}
+
+// publishAsync publishes nms with at most publishWindow of them awaiting
+// their PubAck, and waits for every PubAck. It returns the messages no
+// stream took (the caller looks the stream up again) and the first other
+// error; a message that was not sent because of an earlier error counts as
+// failed with it.
+func (b *natsBridge) publishAsync(nms []*natsgo.Msg) (noStreamMsgs []*natsgo.Msg, firstErr error) {
+	type sent struct {
+		nm *natsgo.Msg
+		f  jetstream.PubAckFuture
+	}
+	var window []sent // awaiting their PubAck, oldest first
+	wait := func(s sent) {
+		var err error
+		select {
+		case <-s.f.Ok():
+		case err = <-s.f.Err():
+		case <-time.After(publishTimeout + time.Second): // WithPublishAsyncTimeout answers first
+			err = jetstream.ErrAsyncPublishTimeout
+		}
+		switch {
+		case err == nil:
+		case noStream(err):
+			noStreamMsgs = append(noStreamMsgs, s.nm)
+		case firstErr == nil:
+			firstErr = err
+		}
+	}
+	for _, nm := range nms {
+		if firstErr != nil {
+			break
+		}
+		if len(window) == publishWindow {
+			wait(window[0])
+			window = window[1:]
+		}
+		f, err := b.js.PublishMsgAsync(nm)
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			// Other callers hold the connection's whole window: wait for
+			// ours, then send this one on its own.
+			for _, s := range window {
+				wait(s)
+			}
+			window = window[:0]
+			if err = b.publishSync(nm); noStream(err) {
+				noStreamMsgs = append(noStreamMsgs, nm)
+				err = nil
+			}
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if err != nil {
+			firstErr = err
+			break
+		}
+		window = append(window, sent{nm, f})
+	}
+	for _, s := range window {
+		wait(s)
+	}
+	return noStreamMsgs, firstErr
 }
 
 // encodable checks that md can travel as NATS headers: keys are header

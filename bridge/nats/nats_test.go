@@ -598,3 +598,24 @@ func BenchmarkPublish(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPublishBatch publishes 100 messages per Publish call: the
+// messages of one call are pipelined.
+func BenchmarkPublishBatch(b *testing.B) {
+	br, err := bridge.Open(b.Context(), withParams(b, ""))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	topic := "sbtest." + bridgetest.Unique("benchbatch")
+	msgs := make([]*message.Message, 100)
+	for i := range msgs {
+		msgs[i] = message.NewMessage(watermill.NewUUID(), []byte("payload"))
+	}
+	for b.Loop() {
+		if err := br.Publisher().Publish(topic, msgs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msg/s")
+}

@@ -27,9 +27,11 @@ const (
 const verifyEvery = 30 * time.Second
 
 // subscriber consumes one group's durable pull consumer. Each Subscribe
-// call runs spec.Concurrency workers; a worker pulls one message only when
-// it is idle, so at most Concurrency messages per Subscribe are in flight and
-// none waits in a client buffer while its ack-wait clock runs.
+// call runs one puller and spec.Concurrency workers: the puller asks the
+// server for as many messages as there are idle workers, in one pull request,
+// and hands each message to an idle worker as it arrives, so at most
+// Concurrency messages per Subscribe are in flight and none waits in a client
+// buffer while its ack-wait clock runs.
 type subscriber struct {
 	b      *natsBridge
 	spec   bridge.Spec
@@ -60,9 +62,9 @@ func newSubscriber(b *natsBridge, spec bridge.Spec, cons jetstream.Consumer, str
 	}
 }
 
-// Subscribe starts spec.Concurrency workers. The channel closes when the
-// subscriber or the bridge is closed or ctx is done, once every worker has
-// settled its message.
+// Subscribe starts one puller and spec.Concurrency workers. The channel
+// closes when the subscriber or the bridge is closed or ctx is done, once
+// every worker has settled its message.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if topic != s.spec.Topic {
 		return nil, fmt.Errorf("nats: subscriber for topic %q asked to subscribe to %q", s.spec.Topic, topic)
@@ -85,16 +87,33 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		}
 		stop()
 	}()
+	// idle holds one token per worker waiting for a message: the puller
+	// takes tokens before it pulls and sends one message on jobs per token
+	// it used, so a send on jobs always finds a worker that is waiting.
+	idle := make(chan struct{}, s.spec.Concurrency)
+	jobs := make(chan jetstream.Msg)
 	var workers sync.WaitGroup
 	for range s.spec.Concurrency {
+		idle <- struct{}{}
 		workers.Add(1)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer workers.Done()
-			s.work(ctx, stopCtx, out)
+			for jm := range jobs {
+				if !s.handle(ctx, stopCtx, out, jm) {
+					return // abandoned: the bridge is closing
+				}
+				idle <- struct{}{}
+			}
 		}()
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(jobs)
+		s.pull(stopCtx, idle, jobs)
+	}()
 	s.wg.Add(1) // Close returns once the channel is closed
 	go func() {
 		defer s.wg.Done()
@@ -213,11 +232,12 @@ func transient(err error) bool {
 		errors.Is(err, natsgo.ErrReconnectBufExceeded)
 }
 
-// work pulls one message at a time, hands it to the consumer of out and
-// settles it with the handler's verdict: Ack → acknowledged and confirmed
-// by the server; Nack → redelivered after bridge.NackDelay. A message pulled
-// while stopping goes back at once.
-func (s *subscriber) work(ctx, stopCtx context.Context, out chan<- *message.Message) {
+// pull fetches batches until stopCtx ends: it waits for at least one idle
+// worker, takes every idle worker's token, asks for that many messages in
+// one pull request and sends each message that arrives to a worker on jobs.
+// The tokens the batch did not use go back to idle when the request ends
+// (it has its messages, or it expired after fetchWait).
+func (s *subscriber) pull(stopCtx context.Context, idle chan struct{}, jobs chan<- jetstream.Msg) {
 	backoff := minBackoff
 	pause := func() bool {
 		t := time.NewTimer(backoff)
@@ -230,57 +250,100 @@ func (s *subscriber) work(ctx, stopCtx context.Context, out chan<- *message.Mess
 			return false
 		}
 	}
-	for stopCtx.Err() == nil {
-		// A pull is never cut short by a stop: the server may already have
-		// assigned it a message, which would then be stranded with a
-		// subscriber that stopped listening until ack_wait (30 s by
-		// default) — a caller waiting that long, and a command run twice
-		// when it times out. The pull ends by itself within fetchWait, so
-		// that bounds how long a stop waits for it; a message it brings
-		// after the stop is given back at once, below.
-		jm, err := s.consumer().Next(jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			switch {
-			case stopCtx.Err() != nil:
-				return
-			case errors.Is(err, context.DeadlineExceeded), errors.Is(err, natsgo.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
-				backoff = minBackoff // idle: pull again
-				s.verifyIfDue(stopCtx)
-				continue
-			case missing(err) && s.b.conn.IsConnected():
-				_ = s.reprovision(stopCtx)
-			case transient(err):
-				s.b.log.Debug("nats: pull interrupted", "topic", s.spec.Topic, "err", err)
-			case s.b.conn.IsConnected():
-				s.b.log.Warn("nats: pull failed", "topic", s.spec.Topic, "group", s.spec.Group, "err", err)
+	for {
+		select {
+		case <-idle:
+		case <-stopCtx.Done():
+			return
+		}
+		n := 1
+	take:
+		for n < s.spec.Concurrency {
+			select {
+			case <-idle:
+				n++
 			default:
-				s.b.log.Debug("nats: pull failed while disconnected", "topic", s.spec.Topic, "err", err)
+				break take
 			}
-			if !pause() {
-				return
+		}
+		got, err := s.fetch(stopCtx, n, jobs)
+		for range n - got {
+			idle <- struct{}{}
+		}
+		if stopCtx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil:
+			backoff = minBackoff
+			if got == 0 {
+				s.verifyIfDue(stopCtx) // idle: is the consumer still there?
 			}
 			continue
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, natsgo.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+			backoff = minBackoff
+			continue
+		case missing(err) && s.b.conn.IsConnected():
+			_ = s.reprovision(stopCtx)
+		case transient(err):
+			s.b.log.Debug("nats: pull interrupted", "topic", s.spec.Topic, "err", err)
+		case s.b.conn.IsConnected():
+			s.b.log.Warn("nats: pull failed", "topic", s.spec.Topic, "group", s.spec.Group, "err", err)
+		default:
+			s.b.log.Debug("nats: pull failed while disconnected", "topic", s.spec.Topic, "err", err)
 		}
-		backoff = minBackoff
-		if stopCtx.Err() != nil {
-			s.settle(jm, false, 0)
-			return
-		}
-		wm := decode(jm)
-		wm.SetContext(ctx)
-		if md, err := jm.Metadata(); err == nil {
-			wm.Metadata.Set(bridge.DeliveryKey, strconv.FormatUint(md.NumDelivered, 10))
-		}
-		select {
-		case out <- wm:
-		case <-stopCtx.Done():
-			s.settle(jm, false, 0) // never handed out: give it back now
-			return
-		}
-		if !s.await(jm, wm) {
+		if !pause() {
 			return
 		}
 	}
+}
+
+// fetch sends one pull request for n messages and sends each message it
+// brings on jobs; it returns how many it sent. A pull is never cut short by
+// a stop: the server may already have assigned it a message, which would
+// then be stranded with a subscriber that stopped listening until ack_wait
+// (30 s by default) — a caller waiting that long, and a command run twice
+// when it times out. The request ends by itself within fetchWait, so that
+// bounds how long a stop waits for it; a message it brings after the stop
+// is given back at once.
+func (s *subscriber) fetch(stopCtx context.Context, n int, jobs chan<- jetstream.Msg) (int, error) {
+	batch, err := s.consumer().Fetch(n, jetstream.FetchMaxWait(fetchWait))
+	if err != nil {
+		return 0, err
+	}
+	sent := 0
+	for jm := range batch.Messages() {
+		if stopCtx.Err() != nil || sent == n { // stopping, or more than asked for
+			s.settle(jm, false, 0)
+			continue
+		}
+		jobs <- jm // a worker whose token this message uses is waiting
+		sent++
+	}
+	return sent, batch.Error()
+}
+
+// handle hands jm to the consumer of out and settles it with the handler's
+// verdict: Ack → acknowledged; Nack → redelivered after bridge.NackDelay. A
+// message that arrives while stopping goes back at once. It returns false
+// when the subscriber abandoned the message (see await).
+func (s *subscriber) handle(ctx, stopCtx context.Context, out chan<- *message.Message, jm jetstream.Msg) bool {
+	if stopCtx.Err() != nil {
+		s.settle(jm, false, 0)
+		return true
+	}
+	wm := decode(jm)
+	wm.SetContext(ctx)
+	if md, err := jm.Metadata(); err == nil {
+		wm.Metadata.Set(bridge.DeliveryKey, strconv.FormatUint(md.NumDelivered, 10))
+	}
+	select {
+	case out <- wm:
+	case <-stopCtx.Done():
+		s.settle(jm, false, 0) // never handed out: give it back now
+		return true
+	}
+	return s.await(jm, wm)
 }
 
 // await waits for the handler's verdict on wm, even when stopping (the
@@ -319,16 +382,16 @@ func (s *subscriber) await(jm jetstream.Msg, wm *message.Message) bool {
 	}
 }
 
-// settle acks (waiting for the server's confirmation) or naks jm. A failure
-// is logged only: an unconfirmed ack or a lost nak both end in a
+// settle acks or naks jm. An ack is not confirmed by the server (see the
+// package documentation, "Acks"): it is sent on the connection, ahead of
+// the puller's next request, and Close flushes the connection before it
+// returns. A failure is logged only: a lost ack or nak both end in a
 // redelivery after ack_wait, never in a loss.
 func (s *subscriber) settle(jm jetstream.Msg, ack bool, delay time.Duration) {
 	var err error
 	switch {
 	case ack:
-		ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-		err = jm.DoubleAck(ctx)
-		cancel()
+		err = jm.Ack()
 	case delay > 0:
 		err = jm.NakWithDelay(delay)
 	default:
@@ -395,6 +458,11 @@ func (s *subscriber) stop(now bool) error {
 		<-done
 		err = fmt.Errorf("nats: subscriber %s/%s closed with messages still unsettled after ack_wait (%s); JetStream redelivers them",
 			s.spec.Topic, s.spec.Group, s.b.opts.ackWait)
+	}
+	// The acks and naks are on their way: make sure the server has them
+	// before Close returns, so a member that goes on is not handed them again.
+	if ferr := s.b.conn.FlushTimeout(time.Second); ferr != nil && !errors.Is(ferr, natsgo.ErrConnectionClosed) {
+		s.b.log.Debug("nats: flushing acks on close", "topic", s.spec.Topic, "err", ferr)
 	}
 	s.releaseOnce.Do(func() { s.b.release(s) })
 	s.checks.Wait() // no check starts once released; closing ends the running ones
