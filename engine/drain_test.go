@@ -300,10 +300,11 @@ func TestConcurrentStopsEachBoundedByItsOwnContext(t *testing.T) {
 // "handler failed" at error level.)
 func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 	bus := inproc.New()
-	entered := make(chan struct{}, 1)
+	entered, proceed := make(chan struct{}, 1), make(chan struct{})
 	front := engine.NewService("front", "1")
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		entered <- struct{}{}
+		<-proceed // once the echo service has stopped taking calls
 		return Echo.Invoke(ctx, in) // nobody serves echo: waits until cancelled
 	})
 	sink := &testenv.LogBuffer{}
@@ -318,7 +319,8 @@ func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 	if err := server.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	// A stopping echo service: it takes the nested call and never starts it.
+	// An echo service that stops before the nested call is made: the call
+	// waits for a handler that never comes.
 	stoppingEcho, _ := start(t, bus, engine.Config{}, echoService())
 	caller, _ := start(t, bus, engine.Config{})
 	result := make(chan error, 1)
@@ -330,6 +332,7 @@ func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 	if err := stoppingEcho.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	close(proceed) // the nested call is made now: it can only wait (it used to race the echo service's Stop, and be answered)
 	_ = server.Stop(t.Context()) // reports the drain timeout
 	err = <-result
 	if !errors.Is(err, engine.ErrShuttingDown) || errors.Is(err, engine.ErrInternal) {
