@@ -304,7 +304,7 @@ func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 	front := engine.NewService("front", "1")
 	engine.Handle(front, Nested, func(ctx context.Context, in EchoIn) (EchoOut, error) {
 		entered <- struct{}{}
-		<-proceed // once the echo service has stopped taking calls
+		<-proceed                   // once the echo service has stopped taking calls
 		return Echo.Invoke(ctx, in) // nobody serves echo: waits until cancelled
 	})
 	sink := &testenv.LogBuffer{}
@@ -332,7 +332,7 @@ func TestHandlerCutShortByStopAnswersShuttingDown(t *testing.T) {
 	if err := stoppingEcho.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	close(proceed) // the nested call is made now: it can only wait (it used to race the echo service's Stop, and be answered)
+	close(proceed)               // the nested call is made now: it can only wait (it used to race the echo service's Stop, and be answered)
 	_ = server.Stop(t.Context()) // reports the drain timeout
 	err = <-result
 	if !errors.Is(err, engine.ErrShuttingDown) || errors.Is(err, engine.ErrInternal) {
