@@ -61,7 +61,7 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 		opts:  o,
 		log:   log,
 		subs:  map[*subscriber]struct{}{},
-		chans: newChannels(o.publishChannels),
+		chans: newChannels(o.publishChannels, o.publishWindow),
 	}
 	b.life, b.kill = context.WithCancel(context.Background())
 	b.closing = b.life.Done()
@@ -208,11 +208,11 @@ func (b *Bridge) Close() error {
 	for _, s := range subs {
 		s.close(0)
 	}
-	b.chans.closeIdle()
 	// Closing the publishing connection ends the publishes still waiting
 	// for a confirm.
 	errs := []error{b.pub.close()}
 	b.inflight.Wait()
+	b.chans.close()
 	errs = append(errs, b.sub.close())
 	// A Health probe in flight fails now that both connections are closed.
 	b.probeMu.Lock()

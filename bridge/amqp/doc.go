@@ -14,8 +14,12 @@
 // or repeated one fails Open with bridge.ErrBadURL:
 //
 //	exchange=switchboard   the exchange every topic goes through
-//	prefetch=1             prefetch count of each worker's channel
-//	publish_channels=8     publisher channel pool: concurrent publishes
+//	prefetch=2             unacked messages per unit of a subscription's
+//	                       Concurrency: its channel's prefetch count is
+//	                       Concurrency × prefetch (at most 65535)
+//	publish_channels=8     channels of the publisher's pool
+//	publish_window=512     messages awaiting their confirm on one channel
+//	                       of the pool at once
 //	heartbeat=10s          AMQP heartbeat asked of the broker
 //	reconnect_max=5s       longest wait between two reconnect attempts
 //	close_timeout=30s      how long Subscriber.Close waits for handlers
@@ -82,12 +86,26 @@
 //
 // # Delivery, concurrency, Nack
 //
-// A subscription runs Spec.Concurrency workers, each with its own channel and
-// consumer on the group's queue, each holding at most one message delivered
-// to the handler until it is acked or nacked: N workers are N messages in
-// flight. The prefetch count is per consumer (default 1: no message waits
-// in one worker's buffer while another member is idle); the broker holds at
-// most Concurrency×prefetch unacked messages per subscription.
+// A subscription consumes the group's queue on one channel with one
+// consumer, whose prefetch count (basic.qos) is Spec.Concurrency × prefetch
+// (default 2), and runs Spec.Concurrency workers sharing its deliveries,
+// each holding at most one message delivered to the handler until it is
+// acked or nacked: N workers are N messages in flight, and up to N more
+// wait on the client, so a handler that finishes finds its next message
+// there instead of waiting a round trip to the broker. The price: with
+// competing members, up to N messages wait in one member's buffer while
+// another may be idle (prefetch=1 avoids that, at a round trip per
+// message). The broker holds at most Concurrency×prefetch unacked messages
+// per subscription.
+//
+// Acks are sent one per message (basic.ack without multiple). Verdicts come
+// out of order from concurrent handlers, and a multiple ack settles every
+// lower delivery tag of the channel, including messages still being handled
+// or nacked: it is only safe for a run of contiguous tags that are all
+// acked, which would mean holding acks back until the run is complete,
+// delaying the prefetch slot the ack frees, for the saving of a few bytes
+// of frame per message; with Concurrency 1 (events' default) there is never
+// a run to coalesce. Not worth it.
 //
 // Nack never requeues (a requeue comes back at once: a failing handler
 // would spin). Each group queue has a retry queue, "<group>@<topic>@retry",
@@ -114,9 +132,11 @@
 // earlier, at most 25 % later, 1 ms to 24 h) so a group has a handful of such
 // queues, and each disappears (x-expires) ten minutes after its last use,
 // when every message in it is long gone. The bridge publishes a copy of the
-// delivery there (confirmed, through the publishing connection), then acks
-// the delivery; if the copy fails, it rejects the delivery instead (default
-// delay): nothing is lost, at worst delivered early or twice.
+// delivery there (the queue declared on a channel of its own, so a refused
+// declaration fails no other publish; the copy confirmed, through the
+// publisher's pool), then acks the delivery; if the copy fails, it rejects
+// the delivery instead (default delay): nothing is lost, at worst delivered
+// early or twice.
 //
 // Every delivery carries bridge.DeliveryKey (Capabilities.CountsDeliveries):
 // 1, then one more per Nack — counted from the broker's x-death header and
@@ -125,10 +145,12 @@
 // consumer; several such requeues in a row count once: RabbitMQ's classic
 // queues keep no count).
 //
-// Subscriber.Close stops taking messages, waits up to close_timeout for the
-// handlers' verdicts, then closes the workers' channels: the broker requeues
-// at once whatever they still hold (prefetched, or not acked in time; such
-// a late Ack is lost and the message is delivered again: at-least-once).
+// Subscriber.Close stops taking messages and cancels the consumer: the
+// messages prefetched for it go back to the queue at once (requeued, so
+// flagged redelivered). It waits up to close_timeout for the handlers'
+// verdicts, then closes the channel: the broker requeues at once whatever
+// it still holds (not acked in time; such a late Ack is lost and the
+// message is delivered again: at-least-once).
 // Closing a subscriber never closes the bridge or its publisher.
 // Bridge.Close closes subscribers without waiting, then both connections; it
 // is idempotent. Publisher().Close is a no-op.
@@ -142,9 +164,32 @@
 // then declare their topology again and resume, so exclusive reply queues
 // come back too. While the publishing connection is down Publish fails at
 // once with bridge.ErrUnreachable (nothing is buffered: the caller's retry
-// policy decides). Each message's context bounds the wait for a pooled
-// channel and for its confirm; a publish of several messages stops at the
-// first failure.
+// policy decides).
+//
+// # Publishing: pipelined confirms
+//
+// The publisher keeps a pool of up to publish_channels channels in confirm
+// mode on the publishing connection, opened on demand. Publish takes the
+// least loaded channel (opening another while every open one has messages
+// in flight), sends its messages on it one after the other without waiting
+// (so they stay in order), then waits for their confirms. Channels are
+// shared: concurrent publishes interleave on one channel, up to
+// publish_window messages await their confirm on it at once, and the
+// broker confirms them in batches (multiple acks); a publish waits for room
+// in the window when it is full. Every message is still confirmed before
+// Publish returns nil. A dispatcher goroutine per channel reads its
+// confirms and its returns in the order the broker sent them — the return
+// of an unroutable message comes before its confirm — and matches a return
+// to its message by message id (returns carry no delivery tag; two
+// messages with the same id never await their confirm on one channel at
+// once: the second waits for the first). A basic.nack is an error, a
+// returned message bridge.ErrNoSubscriber, a channel or connection lost
+// before the confirm bridge.ErrUnreachable (the message may have been
+// delivered: the caller's retry may duplicate it, never lose it). Each
+// message's context bounds the wait for room in the window and for its
+// confirm. A publish of several messages stops sending at the first message
+// it cannot send and returns the first failure; messages after a message
+// that failed its confirm may have been delivered.
 //
 // Health reports an error while either connection is down, and otherwise
 // makes a round trip on each (declares the exchange on the publishing one,

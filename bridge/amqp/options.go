@@ -22,10 +22,15 @@ import (
 const (
 	// DefaultExchange is the exchange every topic is routed through.
 	DefaultExchange = "switchboard"
-	// DefaultPrefetch is the prefetch count of each worker's channel.
-	DefaultPrefetch = 1
+	// DefaultPrefetch is how many unacked messages the broker sends a
+	// subscription per unit of its Concurrency: its channel's prefetch
+	// count is Concurrency × prefetch.
+	DefaultPrefetch = 2
 	// DefaultPublishChannels is the size of the publisher's channel pool.
 	DefaultPublishChannels = 8
+	// DefaultPublishWindow is how many messages may await their publisher
+	// confirm on one channel of the pool at once.
+	DefaultPublishWindow = 512
 	// DefaultHeartbeat is the AMQP heartbeat interval asked of the broker.
 	DefaultHeartbeat = 10 * time.Second
 	// DefaultReconnectMax is the longest wait between two reconnect attempts.
@@ -63,6 +68,7 @@ type options struct {
 	exchange        string
 	prefetch        int
 	publishChannels int
+	publishWindow   int
 	heartbeat       time.Duration
 	reconnectMax    time.Duration
 	queueExpires    time.Duration // 0: queues never expire
@@ -118,6 +124,7 @@ var params = map[string]func(o *options, v string) error{
 	},
 	"prefetch":         intParam(func(o *options) *int { return &o.prefetch }, 1, 65535),
 	"publish_channels": intParam(func(o *options) *int { return &o.publishChannels }, 1, 1024),
+	"publish_window":   intParam(func(o *options) *int { return &o.publishWindow }, 1, 65535),
 	"heartbeat":        durationParam(func(o *options) *time.Duration { return &o.heartbeat }, time.Second, 10*time.Minute),
 	"reconnect_max":    durationParam(func(o *options) *time.Duration { return &o.reconnectMax }, 10*time.Millisecond, 10*time.Minute),
 	"queue_expires":    durationParam(func(o *options) *time.Duration { return &o.queueExpires }, time.Second, maxTTL),
@@ -149,6 +156,7 @@ func parseURL(u *url.URL) (options, error) {
 		exchange:        DefaultExchange,
 		prefetch:        DefaultPrefetch,
 		publishChannels: DefaultPublishChannels,
+		publishWindow:   DefaultPublishWindow,
 		heartbeat:       DefaultHeartbeat,
 		reconnectMax:    DefaultReconnectMax,
 		closeTimeout:    DefaultCloseTimeout,

@@ -22,37 +22,45 @@ import (
 // DefaultMarshaler, persistent delivery, the message UUID in a header.
 type publisher struct{ b *Bridge }
 
-// pubChannel is one pooled channel in confirm mode.
+// pubChannel is one channel of the publisher's pool, in confirm mode and
+// shared by every publish that picks it: up to window messages await their
+// confirm on it at once (pipelined), instead of one at a time.
+//
+// A message's delivery tag is known before it is sent (publishes on the
+// channel are serialised by send), so it is registered first and a
+// dispatcher goroutine settles it when its confirm arrives. The same
+// goroutine reads the channel's basic.return notifications: the broker sends
+// the return of an unroutable mandatory message before its confirm, amqp091
+// hands the return over (unbuffered) before it processes the confirm, and
+// the dispatcher handles both in that order, so a returned message is
+// flagged before its confirm settles it. Returns carry no delivery tag, only
+// the message: they are matched by message id, and two messages with the
+// same id never await their confirm on one channel at once.
 type pubChannel struct {
-	ch      *amqp091.Channel
-	conn    *amqp091.Connection // the connection it was opened on
-	returns chan amqp091.Return // mandatory messages no queue took
+	ch     *amqp091.Channel
+	conn   *amqp091.Connection // the connection it was opened on
+	window chan struct{}       // one token per message awaiting its confirm
+	done   chan struct{}       // closed when the dispatcher has exited
+
+	send sync.Mutex // serialises publishes: tags are assigned in send order
+
+	mu      sync.Mutex
+	closed  bool                // the channel closed: nothing more is confirmed
+	pending map[uint64]*pending // awaiting their confirm, by delivery tag
+	byID    map[string]*pending // the same, by message id
 }
 
-// channels is the publisher's channel pool: at most cap(slots) publishes run
-// at once, each on its own channel; idle channels are reused, closed ones
-// are replaced on demand.
-type channels struct {
-	slots chan struct{}
-	mu    sync.Mutex
-	idle  []*pubChannel
+// pending is one message awaiting its confirm. Its fields are set before
+// done is closed.
+type pending struct {
+	id       string
+	done     chan struct{}
+	acked    bool // basic.ack (false: basic.nack, or lost)
+	returned bool // basic.return came first: no queue took it
+	lost     bool // the channel closed before the confirm
 }
 
-func newChannels(n int) *channels { return &channels{slots: make(chan struct{}, n)} }
-
-// get returns a usable channel on the current connection.
-func (p *channels) get(conn *amqp091.Connection) (*pubChannel, error) {
-	p.mu.Lock()
-	for len(p.idle) > 0 {
-		pc := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		if pc.conn == conn && !pc.ch.IsClosed() {
-			p.mu.Unlock()
-			return pc, nil
-		}
-		_ = pc.ch.Close()
-	}
-	p.mu.Unlock()
+func openPubChannel(conn *amqp091.Connection, window int, wg *sync.WaitGroup) (*pubChannel, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, err
@@ -61,41 +69,219 @@ func (p *channels) get(conn *amqp091.Connection) (*pubChannel, error) {
 		_ = ch.Close()
 		return nil, err
 	}
-	// One publish at a time per channel, each waiting for its confirm, so
-	// at most one return is pending; amqp091 gives up on a full listener
-	// after 5 s, it never blocks the connection for good.
-	returns := ch.NotifyReturn(make(chan amqp091.Return, 1))
-	return &pubChannel{ch: ch, conn: conn, returns: returns}, nil
+	pc := &pubChannel{
+		ch: ch, conn: conn,
+		window:  make(chan struct{}, window),
+		done:    make(chan struct{}),
+		pending: map[uint64]*pending{},
+		byID:    map[string]*pending{},
+	}
+	// Returns unbuffered: amqp091 hands a return over only once the
+	// dispatcher took it, before it goes on to the next frame (the confirm).
+	returns := ch.NotifyReturn(make(chan amqp091.Return))
+	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, window))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pc.dispatch(confirms, returns)
+	}()
+	return pc, nil
 }
 
-// put gives a channel back, or closes it when it may be in a bad state.
-func (p *channels) put(pc *pubChannel, ok bool) {
-	if !ok || pc.ch.IsClosed() {
-		_ = pc.ch.Close()
+// dispatch settles the messages awaiting their confirm until the channel
+// closes, then settles what is left as lost.
+func (pc *pubChannel) dispatch(confirms <-chan amqp091.Confirmation, returns <-chan amqp091.Return) {
+	defer close(pc.done)
+	for confirms != nil || returns != nil {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			pc.mu.Lock()
+			if p := pc.byID[r.MessageId]; p != nil {
+				p.returned = true
+			}
+			pc.mu.Unlock()
+		case c, ok := <-confirms:
+			if !ok {
+				confirms = nil
+				continue
+			}
+			pc.settle(c.DeliveryTag, c.Ack)
+		}
+	}
+	pc.mu.Lock()
+	pc.closed = true
+	left := pc.pending
+	pc.pending, pc.byID = map[uint64]*pending{}, map[string]*pending{}
+	pc.mu.Unlock()
+	for _, p := range left {
+		p.lost = true
+		close(p.done)
+		<-pc.window
+	}
+}
+
+func (pc *pubChannel) settle(tag uint64, ack bool) {
+	pc.mu.Lock()
+	p := pc.pending[tag]
+	if p == nil {
+		pc.mu.Unlock()
 		return
 	}
-	p.mu.Lock()
-	p.idle = append(p.idle, pc)
-	p.mu.Unlock()
+	delete(pc.pending, tag)
+	if pc.byID[p.id] == p {
+		delete(pc.byID, p.id)
+	}
+	pc.mu.Unlock()
+	p.acked = ack
+	close(p.done)
+	<-pc.window
 }
 
-// closeIdle closes the idle channels (Bridge.Close).
-func (p *channels) closeIdle() {
+// load is the number of messages awaiting their confirm.
+func (pc *pubChannel) load() int { return len(pc.window) }
+
+// publish sends pub with the mandatory flag and returns at once, with the
+// message awaiting its confirm (see await). ctx bounds the wait for room in
+// the window.
+func (pc *pubChannel) publish(ctx context.Context, exchange, key string, pub amqp091.Publishing) (*pending, error) {
+	select {
+	case pc.window <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for room among the messages awaiting their confirm: %w", ctx.Err())
+	case <-pc.done:
+		return nil, amqp091.ErrClosed
+	}
+	p := &pending{id: pub.MessageId, done: make(chan struct{})}
+	pc.send.Lock()
+	for {
+		pc.mu.Lock()
+		if pc.closed {
+			pc.mu.Unlock()
+			pc.send.Unlock()
+			<-pc.window
+			return nil, amqp091.ErrClosed
+		}
+		prev := pc.byID[p.id]
+		if prev == nil {
+			break // pc.mu stays locked
+		}
+		// A message with the same id awaits its confirm here: a return
+		// could not tell them apart. Rare (the same message published twice
+		// at once); wait for it.
+		pc.mu.Unlock()
+		pc.send.Unlock()
+		select {
+		case <-prev.done:
+		case <-ctx.Done():
+			<-pc.window
+			return nil, fmt.Errorf("waiting for the confirm of a message with the same id: %w", ctx.Err())
+		}
+		pc.send.Lock()
+	}
+	tag := pc.ch.GetNextPublishSeqNo()
+	pc.pending[tag] = p
+	pc.byID[p.id] = p
+	pc.mu.Unlock()
+	err := pc.ch.PublishWithContext(ctx, exchange, key, true, false, pub)
+	pc.send.Unlock()
+	if err != nil {
+		pc.mu.Lock()
+		mine := pc.pending[tag] == p // not yet settled as lost by dispatch
+		if mine {
+			delete(pc.pending, tag)
+			delete(pc.byID, p.id)
+		}
+		pc.mu.Unlock()
+		if mine {
+			<-pc.window
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+// channels is the publisher's channel pool: up to n channels on the current
+// publishing connection, opened on demand, each with up to window messages
+// awaiting their confirm. A publish takes the least loaded channel, and a
+// new one while every open channel has messages in flight and the pool is
+// not full.
+type channels struct {
+	window int
+	mu     sync.Mutex
+	slots  []*pubChannel
+	wg     sync.WaitGroup // dispatchers
+}
+
+func newChannels(n, window int) *channels {
+	return &channels{window: window, slots: make([]*pubChannel, n)}
+}
+
+// get returns a usable channel on conn.
+func (p *channels) get(conn *amqp091.Connection) (*pubChannel, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, pc := range p.idle {
-		_ = pc.ch.Close()
+	var best *pubChannel
+	free := -1
+	for i, pc := range p.slots {
+		if pc == nil || pc.conn != conn || pc.ch.IsClosed() {
+			if pc != nil {
+				_ = pc.ch.Close()
+				p.slots[i] = nil
+			}
+			if free < 0 {
+				free = i
+			}
+			continue
+		}
+		if best == nil || pc.load() < best.load() {
+			best = pc
+		}
 	}
-	p.idle = nil
+	if best != nil && (best.load() == 0 || free < 0) {
+		return best, nil
+	}
+	pc, err := openPubChannel(conn, p.window, &p.wg)
+	if err != nil {
+		if best != nil {
+			return best, nil
+		}
+		return nil, err
+	}
+	p.slots[free] = pc
+	return pc, nil
+}
+
+// close closes the channels and waits for their dispatchers (Bridge.Close,
+// after the publishing connection closed).
+func (p *channels) close() {
+	p.mu.Lock()
+	for i, pc := range p.slots {
+		if pc != nil {
+			_ = pc.ch.Close()
+			p.slots[i] = nil
+		}
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
 
 // Publish sends msgs, in order, to every queue bound to topic with the
 // mandatory flag, and returns once the broker confirmed each of them
-// (publisher confirms; persistent delivery). A message no queue is bound
-// for fails with bridge.ErrNoSubscriber (the broker returned it). While the
-// connection is down it fails at once, wrapping bridge.ErrUnreachable;
-// nothing is buffered. Each message's context bounds the wait for a free
-// channel and for its confirm. Publishing stops at the first failure.
+// (publisher confirms; persistent delivery). The messages go out on one
+// channel of the pool, one after the other without waiting, and their
+// confirms are awaited together; concurrent publishes share the channels
+// and their confirm streams. A message no queue is bound for fails with
+// bridge.ErrNoSubscriber (the broker returned it). While the connection is
+// down it fails at once, wrapping bridge.ErrUnreachable; nothing is
+// buffered. Each message's context bounds the wait for room on the channel
+// and for its confirm. Publishing stops sending at the first message that
+// cannot be sent; the error returned is the first message's that failed,
+// and messages after it may have been delivered (at-least-once: the caller
+// publishes them again).
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	b := p.b
 	if topic == "" {
@@ -109,39 +295,49 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	return b.withChannel(msgs[0].Context(), func(pc *pubChannel) (bool, error) {
-		for _, m := range msgs {
-			pub, err := marshaler{}.Marshal(m)
+	pubs := make([]amqp091.Publishing, len(msgs))
+	for i, m := range msgs {
+		pub, err := marshaler{}.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("amqp: publish to %q: marshal message %s: %w", topic, m.UUID, err)
+		}
+		pubs[i] = pub
+	}
+	return b.withChannel(msgs[0].Context(), func(pc *pubChannel) error {
+		sent := make([]*pending, 0, len(msgs))
+		var first error
+		for i, m := range msgs {
+			pd, err := pc.publish(m.Context(), b.opts.exchange, topic, pubs[i])
 			if err != nil {
-				return true, fmt.Errorf("amqp: publish to %q: marshal message %s: %w", topic, m.UUID, err)
+				first = fmt.Errorf("amqp: publish to %q: message %s: %w", topic, m.UUID, b.lost(err))
+				break
 			}
-			if err := b.confirm(m.Context(), pc, b.opts.exchange, topic, pub); err != nil {
-				if errors.Is(err, errReturned) {
-					return true, fmt.Errorf("%w %q (no queue is bound to it on exchange %q)", bridge.ErrNoSubscriber, topic, b.opts.exchange)
-				}
-				return false, fmt.Errorf("amqp: publish to %q: message %s: %w", topic, m.UUID, err)
+			sent = append(sent, pd)
+		}
+		for i, pd := range sent {
+			err := b.await(msgs[i].Context(), pc, pd)
+			if err == nil || first != nil {
+				continue
+			}
+			if errors.Is(err, errReturned) {
+				first = fmt.Errorf("%w %q (no queue is bound to it on exchange %q)", bridge.ErrNoSubscriber, topic, b.opts.exchange)
+			} else {
+				first = fmt.Errorf("amqp: publish to %q: message %s: %w", topic, msgs[i].UUID, err)
 			}
 		}
-		return true, nil
+		return first
 	})
 }
 
-// withChannel runs f on a pooled channel of the publishing connection; f
-// reports whether the channel can be reused. ctx bounds the wait for a
-// channel.
-func (b *Bridge) withChannel(ctx context.Context, f func(*pubChannel) (reuse bool, err error)) error {
+// withChannel runs f on a channel of the pool on the publishing connection.
+func (b *Bridge) withChannel(ctx context.Context, f func(*pubChannel) error) error {
 	if !b.enter() {
 		return bridge.ErrClosed
 	}
 	defer b.leave()
-	select {
-	case b.chans.slots <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("amqp: waiting for a publishing channel: %w", ctx.Err())
-	case <-b.closing:
-		return bridge.ErrClosed
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("amqp: publish: %w", err)
 	}
-	defer func() { <-b.chans.slots }()
 	conn, _ := b.pub.current()
 	if conn == nil {
 		return fmt.Errorf("%w: amqp %s: connection lost, reconnecting", bridge.ErrUnreachable, b.opts.addr)
@@ -150,50 +346,34 @@ func (b *Bridge) withChannel(ctx context.Context, f func(*pubChannel) (reuse boo
 	if err != nil {
 		return fmt.Errorf("%w: amqp %s: open channel: %w", bridge.ErrUnreachable, b.opts.addr, err)
 	}
-	reuse, err := f(pc)
-	b.chans.put(pc, reuse)
-	return err
+	return f(pc)
 }
 
 // errReturned: the broker returned a mandatory message no queue took.
 var errReturned = errors.New("returned by the broker: no queue is bound for it")
 
-// confirm publishes pub with the mandatory flag on pc and waits for the
-// broker's confirm. It wraps bridge.ErrUnreachable when the connection is
-// lost, and is errReturned when no queue took the message.
-func (b *Bridge) confirm(ctx context.Context, pc *pubChannel, exchange, key string, pub amqp091.Publishing) error {
-	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, pub)
-	if err != nil {
-		return b.lost(err)
-	}
-	acked, err := dc.WaitContext(ctx)
-	if err != nil {
+// await waits for the confirm of p, sent on pc. It wraps
+// bridge.ErrUnreachable when the connection is lost, and is errReturned
+// when no queue took the message.
+func (b *Bridge) await(ctx context.Context, pc *pubChannel, p *pending) error {
+	select {
+	case <-p.done:
+	case <-ctx.Done():
 		// The confirm may still come: the message may have been published.
-		return fmt.Errorf("not confirmed: %w", err)
+		return fmt.Errorf("not confirmed: %w", ctx.Err())
 	}
-	if !acked {
+	switch {
+	case p.lost:
+		return b.lost(amqp091.ErrClosed)
+	case !p.acked:
 		if pc.ch.IsClosed() {
 			return b.lost(amqp091.ErrClosed)
 		}
 		return errors.New("the broker refused it (nack)")
+	case p.returned:
+		return errReturned
 	}
-	// The broker sends basic.return before the confirm of an unroutable
-	// mandatory message, and amqp091 hands both over in that order.
-	for {
-		select {
-		case r, open := <-pc.returns:
-			if !open {
-				return nil // the channel closed after the confirm; nothing was returned
-			}
-			if r.MessageId == pub.MessageId {
-				return errReturned
-			}
-			// A stale return: not possible with one publish at a time
-			// per channel, ignored if it ever happens.
-		default:
-			return nil
-		}
-	}
+	return nil
 }
 
 // lost wraps err with bridge.ErrUnreachable when the publishing connection
@@ -245,15 +425,31 @@ func undoubled(err error) error {
 func (b *Bridge) delay(t topology, d amqp091.Delivery, wait time.Duration, deliveries int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	return b.withChannel(ctx, func(pc *pubChannel) (bool, error) {
-		q, err := t.declareDelay(pc.ch, roundDelay(wait))
+	// Declared on a channel of its own: a refused declaration closes its
+	// channel, which must not fail the publishes sharing a pooled one.
+	conn, _ := b.pub.current()
+	if conn == nil {
+		return fmt.Errorf("%w: amqp %s: connection lost, reconnecting", bridge.ErrUnreachable, b.opts.addr)
+	}
+	var q string
+	if err := withChannel(conn, func(ch *amqp091.Channel) error {
+		var err error
+		q, err = t.declareDelay(ch, roundDelay(wait))
+		return err
+	}); err != nil {
+		return err
+	}
+	return b.withChannel(ctx, func(pc *pubChannel) error {
+		pd, err := pc.publish(ctx, "", q, delayedCopy(d, deliveries, t.kind != bridge.Reply))
+		if err == nil {
+			err = b.await(ctx, pc, pd)
+		} else {
+			err = b.lost(err)
+		}
 		if err != nil {
-			return false, err
+			return fmt.Errorf("to %s: %w", q, err)
 		}
-		if err := b.confirm(ctx, pc, "", q, delayedCopy(d, deliveries, t.kind != bridge.Reply)); err != nil {
-			return errors.Is(err, errReturned), fmt.Errorf("to %s: %w", q, err)
-		}
-		return true, nil
+		return nil
 	})
 }
 

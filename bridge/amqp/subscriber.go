@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -38,11 +39,12 @@ func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscr
 	return s, nil
 }
 
-// subscriber is one bridge.Spec's subscriber. Each Subscribe call starts
-// spec.Concurrency workers on the bridge's consuming connection; each has its
-// own channel and consumer on the group's queue (prefetch count = URL
-// parameter prefetch, default 1) and holds at most one delivered message
-// until its handler acks or nacks it. N workers are N messages in flight.
+// subscriber is one bridge.Spec's subscriber. Each Subscribe call consumes
+// the group's queue on one channel of the bridge's consuming connection,
+// with a prefetch count of spec.Concurrency × the URL parameter prefetch
+// (default 2), and spec.Concurrency workers that each hand one message at a
+// time to the handlers and settle it when its verdict comes: N workers are
+// N messages in flight, and each has the next one waiting on the client.
 type subscriber struct {
 	b    *Bridge
 	spec bridge.Spec
@@ -92,20 +94,10 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	out := make(chan *message.Message)
 	ctx, cancel := context.WithCancel(ctx)
-	var workers sync.WaitGroup
-	for range s.spec.Concurrency {
-		workers.Add(1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer workers.Done()
-			s.work(ctx, out)
-		}()
-	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		workers.Wait()
+		s.work(ctx, out)
 		cancel()
 		close(out)
 	}()
@@ -163,31 +155,90 @@ func (s *subscriber) work(ctx context.Context, out chan<- *message.Message) {
 }
 
 // consume runs one channel and consumer until it fails or the subscriber
-// stops. Closing the channel (deferred) makes the broker requeue at once
-// whatever the channel still holds: prefetched messages and, when Close gave
-// up waiting, the one in flight. delivered reports whether any message was
-// delivered.
+// stops, with spec.Concurrency workers sharing its deliveries. When the
+// subscriber stops, the consumer is cancelled and what it prefetched goes
+// back to the queue at once (requeued), while the workers wait for the
+// verdicts of the messages the handlers hold. Closing the channel
+// (deferred) makes the broker requeue whatever the channel still holds:
+// when Close gave up waiting, the messages in flight. delivered reports
+// whether any message was delivered.
 func (s *subscriber) consume(ctx context.Context, a *amqp091.Connection, out chan<- *message.Message) (delivered bool, err error) {
 	ch, err := a.Channel()
 	if err != nil {
 		return false, err
 	}
 	defer func() { _ = ch.Close() }()
-	if err := ch.Qos(s.b.opts.prefetch, 0, false); err != nil {
+	if err := ch.Qos(s.prefetch(), 0, false); err != nil {
 		return false, err
 	}
 	if err := s.declare(a, ch); err != nil {
 		return false, err
 	}
-	deliveries, err := ch.Consume(s.top.queue, "", false, false, false, false, nil)
+	tag := "switchboard-" + watermill.NewShortUUID()
+	deliveries, err := ch.Consume(s.top.queue, tag, false, false, false, false, nil)
 	if err != nil {
 		return false, fmt.Errorf("consume %q: %w", s.top.queue, err)
 	}
+
+	ended := make(chan struct{}) // the workers have returned
+	cancelled := make(chan struct{})
+	go func() {
+		defer close(cancelled)
+		select {
+		case <-s.stop:
+		case <-ctx.Done():
+		case <-ended:
+			return
+		}
+		// Nothing new for this channel; what it prefetched goes back now,
+		// not when the last handler's verdict is in.
+		if ch.Cancel(tag, false) != nil {
+			return // the channel is gone: the broker requeued everything
+		}
+		for d := range deliveries {
+			_ = d.Nack(false, true)
+		}
+	}()
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range s.spec.Concurrency {
+		wg.Go(func() {
+			got, err := s.worker(ctx, deliveries, out)
+			mu.Lock()
+			defer mu.Unlock()
+			delivered = delivered || got
+			if firstErr == nil || errors.Is(firstErr, errStopped) {
+				firstErr = err
+			}
+		})
+	}
+	wg.Wait()
+	close(ended)
+	<-cancelled
+	return delivered, firstErr
+}
+
+// prefetch is the prefetch count of a subscription's channel:
+// Concurrency × the prefetch parameter, at most 65535 (AMQP's limit).
+func (s *subscriber) prefetch() int { return min(s.spec.Concurrency*s.b.opts.prefetch, 65535) }
+
+// worker hands deliveries to the handlers one at a time and settles each
+// with its verdict.
+func (s *subscriber) worker(ctx context.Context, deliveries <-chan amqp091.Delivery, out chan<- *message.Message) (delivered bool, err error) {
 	for {
 		var d amqp091.Delivery
 		select {
 		case got, ok := <-deliveries:
 			if !ok { // channel closed, or the broker cancelled the consumer
+				select {
+				case <-s.stop:
+					return delivered, errStopped
+				case <-ctx.Done():
+					return delivered, errStopped
+				default:
+				}
 				return delivered, fmt.Errorf("consumer of %q ended", s.top.queue)
 			}
 			d = got
@@ -208,9 +259,11 @@ func (s *subscriber) consume(ctx context.Context, a *amqp091.Connection, out cha
 			delivered = true
 		case <-s.stop:
 			cancel()
+			_ = d.Nack(false, true)
 			return delivered, errStopped
 		case <-ctx.Done():
 			cancel()
+			_ = d.Nack(false, true)
 			return delivered, errStopped
 		}
 		// The handler runs: wait for its verdict even while stopping.
