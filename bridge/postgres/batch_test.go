@@ -2,9 +2,11 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,12 +21,17 @@ import (
 type statements struct {
 	mu   sync.Mutex
 	sqls []string
+	slow func(sql string) // if set, runs before each statement is sent
 }
 
 func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	s.mu.Lock()
 	s.sqls = append(s.sqls, d.SQL)
+	slow := s.slow
 	s.mu.Unlock()
+	if slow != nil {
+		slow(d.SQL)
+	}
 	return ctx
 }
 
@@ -175,5 +182,93 @@ func TestAckRidesOnNextClaim(t *testing.T) {
 	t.Logf("%d rows one at a time: %d statements", n, len(sqls))
 	if len(sqls) > n+2 {
 		t.Fatalf("%d rows one at a time took %d statements, want at most %d", n, len(sqls), n+2)
+	}
+}
+
+// Publish calls that arrive while a publish statement runs share the next
+// one (group commit), and each still gets its own answer: success,
+// bridge.ErrNoSubscriber for a topic without groups, bridge.ErrRefused for a
+// message that cannot be stored.
+func TestGroupCommit(t *testing.T) {
+	const n = 20
+	b, st := openTraced(t)
+	topic := bridgetest.Unique("event.gc")
+	for _, g := range []string{"a", "b"} {
+		if _, err := b.Subscriber(context.Background(), bridge.Spec{Topic: topic, Group: g, Kind: bridge.Event, Concurrency: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := b.Publisher()
+	// burst holds the first publish statement back while the others call
+	// Publish, then returns their errors (the first one's last).
+	burst := func(others ...func() error) []error {
+		var once sync.Once
+		started := make(chan struct{})
+		st.mu.Lock()
+		st.slow = func(sql string) {
+			if strings.Contains(sql, "INSERT INTO") {
+				once.Do(func() { close(started); time.Sleep(300 * time.Millisecond) })
+			}
+		}
+		st.mu.Unlock()
+		first := make(chan error, 1)
+		go func() { first <- pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("first"))) }()
+		<-started
+		errs := make([]error, len(others)+1)
+		var wg sync.WaitGroup
+		for i, f := range others {
+			wg.Go(func() { errs[i] = f() })
+		}
+		wg.Wait()
+		errs[len(others)] = <-first
+		return errs
+	}
+	good := func() error { return pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte("x"))) }
+
+	st.take()
+	others := []func() error{func() error {
+		return pub.Publish(bridgetest.Unique("nobody"), message.NewMessage(watermill.NewUUID(), nil))
+	}}
+	for range n {
+		others = append(others, good)
+	}
+	errs := burst(others...)
+	if !errors.Is(errs[0], bridge.ErrNoSubscriber) {
+		t.Errorf("publish to a topic without groups: %v, want ErrNoSubscriber", errs[0])
+	}
+	for i, err := range errs[1:] {
+		if err != nil {
+			t.Errorf("publish %d: %v", i, err)
+		}
+	}
+	inserts := count(st.take(), "INSERT INTO")
+	t.Logf("%d concurrent Publish calls: %d INSERT statements", n+2, inserts)
+	if inserts > n/4 {
+		t.Errorf("%d concurrent Publish calls took %d INSERT statements, want at most %d", n+2, inserts, n/4)
+	}
+
+	// A message that cannot be stored fails its batch's statement; each
+	// call then runs alone, and only that one is refused.
+	errs = burst(func() error {
+		bad := message.NewMessage(watermill.NewUUID(), nil)
+		bad.Metadata.Set("k", "a\x00b")
+		return pub.Publish(topic, bad)
+	}, good, good)
+	if !errors.Is(errs[0], bridge.ErrRefused) {
+		t.Errorf("publish with a NUL in the metadata: %v, want ErrRefused", errs[0])
+	}
+	for i, err := range errs[1:] {
+		if err != nil {
+			t.Errorf("publish %d beside the refused one: %v", i, err)
+		}
+	}
+
+	var rows int
+	q := "SELECT count(*) FROM " + pgx.Identifier{b.Adapter().Schema}.Sanitize() + ".bridge_queue"
+	if err := b.Pool().QueryRow(context.Background(), q).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * (n + 1 + 3); rows != want {
+		t.Errorf("%d rows queued, want %d (every good message once per group)", rows, want)
 	}
 }

@@ -96,8 +96,15 @@
 // its queues: one Publish call is one statement, whatever the number of
 // messages and groups — one INSERT of every (message, group) row and one
 // NOTIFY, sent on commit. Members of a group then compete for the group's
-// rows. (Concurrent Publish calls are separate statements: there is no group
-// commit across publishers.)
+// rows. Concurrent Publish calls of a bridge share statements (group
+// commit): a call made while no publish statement runs is sent at once,
+// alone; the calls made while one runs are collected and the next statement
+// inserts all their rows, in call order, and NOTIFYs each of their topics
+// once, in one commit (PostgreSQL's notification-queue lock, which
+// serialises committing publishers, is taken once per batch). Each call
+// still gets its own answer: success, bridge.ErrNoSubscriber when its topic
+// had no group, bridge.ErrRefused when its message cannot be stored (a batch
+// that fails for that is re-run one call per statement, to tell which).
 //
 //   - Command: a group exists from its first Subscriber on, and keeps
 //     receiving commands while none of its members runs (durable queue).

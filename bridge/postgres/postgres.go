@@ -176,6 +176,7 @@ type Bridge struct {
 	subsWG sync.WaitGroup                        // subscription goroutines
 	bgWG   sync.WaitGroup                        // listener and maintenance
 
+	commit    committer
 	pubMu     sync.RWMutex // held shared by Publish, exclusively by Close
 	pubClosed bool
 
@@ -223,6 +224,7 @@ func newBridge(ctx context.Context, c config) (*Bridge, error) {
 		groups:  map[groupKey]*groupRef{},
 		subs:    map[string]map[*subscription]struct{}{},
 	}
+	b.commit.b = b
 	// The first LISTEN connection is made here, so that a bridge that opens
 	// is already woken by the next NOTIFY.
 	conn, err := b.listenConnect(connectCtx)
@@ -322,7 +324,8 @@ type publisher struct{ b *Bridge }
 
 // Publish queues copies of msgs for every consumer group of topic, in one
 // autocommitted statement (all or nothing: one INSERT for every message and
-// group, and one NOTIFY, delivered on commit). It fails with
+// group, and one NOTIFY, delivered on commit), which concurrent calls share
+// (group commit, see committer). It fails with
 // bridge.ErrNoSubscriber when the topic has no group, with bridge.ErrClosed
 // after Close, and with bridge.ErrRefused (not bridge.ErrUnreachable) for a
 // topic no group could have or a message that cannot be stored. The first
@@ -337,25 +340,25 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	// The statement is the one SchemaAdapter gives watermill-sql's
-	// Publisher, run on its own: a single statement is atomic, so the
-	// BEGIN and COMMIT round trips that Publisher adds are not needed.
-	q, err := SchemaAdapter{Schema: b.cfg.schema}.InsertQuery(wmsql.InsertQueryParams{Topic: topic, Msgs: msgs})
+	// Checked here, before the server: a refusal of the message itself,
+	// which no retry cures.
+	if err := validateTopic(topic); err != nil {
+		return fmt.Errorf("%w: %w", bridge.ErrRefused, err)
+	}
+	uuids, payloads, metas, err := encodeMessages(msgs)
 	if err != nil {
-		// A bad topic or unencodable metadata, refused before the server.
 		return fmt.Errorf("%w: %w", bridge.ErrRefused, err)
 	}
 	ctx, cancel := context.WithTimeout(msgs[0].Context(), opTimeout)
 	defer cancel()
-	defer context.AfterFunc(b.ctx, cancel)()
-	_, err = b.pool.Exec(ctx, q.Query, q.Args...)
+	err = b.commit.publish(&pubReq{ctx: ctx, topic: topic, uuids: uuids, payloads: payloads, metas: metas, done: make(chan error, 1)})
 	if err == nil {
 		return nil
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == noSubscriberCode {
+	if errors.Is(err, errNoGroup) {
 		return fmt.Errorf("%w %q", bridge.ErrNoSubscriber, topic)
 	}
+	var pgErr *pgconn.PgError
 	if transient(err) {
 		return fmt.Errorf("%w: postgres: publish to %q: %w", bridge.ErrUnreachable, topic, err)
 	}

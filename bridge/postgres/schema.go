@@ -81,6 +81,8 @@ type queries struct {
 	deleteGroup string
 	gcReplies   string
 	claim       string
+	publish     string
+	publishMany string
 	ack         string
 	nack        string
 	release     string
@@ -127,6 +129,29 @@ func newQueries(qs string) queries {
 		gcReplies: r.Replace(`
 			DELETE FROM {s}.bridge_groups
 			WHERE kind = 'reply' AND seen_at < now() - $1::bigint * interval '1 microsecond'`),
+
+		publish: publishSQL(qs),
+
+		// The group-commit statement (see committer): $1 topic of each
+		// message, $2 uuids, $3 payloads, $4 metadata, $5 NOTIFY channel.
+		// Every message goes to every group of its topic, in order; one
+		// row per topic says how many groups it has (0: the caller gets
+		// bridge.ErrNoSubscriber, and nothing was stored for it) and
+		// NOTIFYs it on commit. The count reads the snapshot the INSERT
+		// read.
+		publishMany: r.Replace(`
+			WITH m AS (
+				SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+					WITH ORDINALITY AS m(topic, uuid, payload, metadata, ord)
+			), ins AS (
+				INSERT INTO {s}.bridge_queue (group_id, uuid, payload, metadata)
+				SELECT g.id, m.uuid, m.payload, m.metadata::jsonb
+				FROM m JOIN {s}.bridge_groups g ON g.topic = m.topic
+				ORDER BY m.ord, g.id
+			), t AS (SELECT DISTINCT topic FROM m)
+			SELECT t.topic, (SELECT count(*) FROM {s}.bridge_groups g WHERE g.topic = t.topic),
+			       pg_notify($5, t.topic)::text
+			FROM t`),
 
 		// $1 group id, $2 limit, $3 lease (ack deadline) in microseconds,
 		// $4 ids of acked rows to delete in the same statement (never NULL).
@@ -226,24 +251,33 @@ func (a SchemaAdapter) InsertQuery(params wmsql.InsertQueryParams) (wmsql.Query,
 	if err := validateTopic(params.Topic); err != nil {
 		return wmsql.Query{}, err
 	}
-	uuids := make([]string, len(params.Msgs))
-	payloads := make([][]byte, len(params.Msgs))
-	metas := make([]string, len(params.Msgs))
-	for i, m := range params.Msgs {
+	uuids, payloads, metas, err := encodeMessages(params.Msgs)
+	if err != nil {
+		return wmsql.Query{}, err
+	}
+	return wmsql.Query{
+		Query: publishSQL(quoteIdent(s)),
+		Args:  []any{params.Topic, uuids, payloads, metas, s},
+	}, nil
+}
+
+// encodeMessages turns msgs into the publish statements' array arguments.
+func encodeMessages(msgs []*message.Message) (uuids []string, payloads [][]byte, metas []string, err error) {
+	uuids = make([]string, len(msgs))
+	payloads = make([][]byte, len(msgs))
+	metas = make([]string, len(msgs))
+	for i, m := range msgs {
 		md := m.Metadata
 		if md == nil {
 			md = message.Metadata{}
 		}
 		js, err := json.Marshal(md)
 		if err != nil {
-			return wmsql.Query{}, fmt.Errorf("postgres: metadata of message %s: %w", m.UUID, err)
+			return nil, nil, nil, fmt.Errorf("postgres: metadata of message %s: %w", m.UUID, err)
 		}
 		uuids[i], payloads[i], metas[i] = m.UUID, m.Payload, string(js)
 	}
-	return wmsql.Query{
-		Query: publishSQL(quoteIdent(s)),
-		Args:  []any{params.Topic, uuids, payloads, metas, s},
-	}, nil
+	return uuids, payloads, metas, nil
 }
 
 // errNoWatermillSubscriber explains why SelectQuery is not available.
