@@ -57,11 +57,11 @@
 //     transaction anywhere in the database stalls delivery.
 //
 // None of this can be fixed around its subscriber, so reading is ours: a
-// small queue table read with SELECT … FOR UPDATE SKIP LOCKED. Publishing is
-// watermill-sql's Publisher (on pgxpool via BeginnerFromPgx) with this
-// package's SchemaAdapter, which is also how a caller publishes inside its
-// own transaction (see SchemaAdapter). The adapter's UnmarshalMessage turns
-// claimed rows into messages. watermill-sql's offsets adapters have no role:
+// small queue table read with SELECT … FOR UPDATE SKIP LOCKED. Publishing
+// runs the statement of this package's SchemaAdapter on the pool, on its own
+// (autocommitted: no BEGIN or COMMIT round trip); the same adapter with
+// watermill-sql's Publisher is how a caller publishes inside its own
+// transaction (see SchemaAdapter). watermill-sql's offsets adapters have no role:
 // progress is per row (delete on ack), not an offset per group.
 //
 // # Tables
@@ -92,9 +92,19 @@
 //
 // A consumer group is a bridge_groups row, created (or refreshed) when a
 // Subscriber is created for a spec. Publish copies each message into
-// bridge_queue once per group of the topic, in one statement, like an AMQP
-// exchange copies to its queues; members of a group then compete for the
-// group's rows.
+// bridge_queue once per group of the topic, like an AMQP exchange copies to
+// its queues: one Publish call is one statement, whatever the number of
+// messages and groups — one INSERT of every (message, group) row and one
+// NOTIFY, sent on commit. Members of a group then compete for the group's
+// rows. Concurrent Publish calls of a bridge share statements (group
+// commit): a call made while no publish statement runs is sent at once,
+// alone; the calls made while one runs are collected and the next statement
+// inserts all their rows, in call order, and NOTIFYs each of their topics
+// once, in one commit (PostgreSQL's notification-queue lock, which
+// serialises committing publishers, is taken once per batch). Each call
+// still gets its own answer: success, bridge.ErrNoSubscriber when its topic
+// had no group, bridge.ErrRefused when its message cannot be stored (a batch
+// that fails for that is re-run one call per statement, to tell which).
 //
 //   - Command: a group exists from its first Subscriber on, and keeps
 //     receiving commands while none of its members runs (durable queue).
@@ -115,14 +125,24 @@
 //
 // # Claims, acks, nacks and the ack deadline
 //
-// A subscription claims up to Spec.Concurrency minus its in-flight count rows
-// in one statement: FOR UPDATE SKIP LOCKED on the group's visible rows
-// (visible_at <= now(), oldest first), setting visible_at = now() +
-// ack_deadline (the lease) and attempts + 1. No transaction stays open while
-// a handler runs. Members and workers never wait on each other's locks, and
-// the Concurrency test's N unacked messages are simply N leased rows.
+// A subscription claims as many rows as it has idle workers (Spec.Concurrency
+// minus its in-flight count) in one statement: FOR UPDATE SKIP LOCKED LIMIT n
+// on the group's visible rows (visible_at <= now(), oldest first), setting
+// visible_at = now() + ack_deadline (the lease) and attempts + 1, RETURNING
+// the rows. Every claimed row goes to a worker at once, so no lease runs
+// while a message waits in a buffer. The same statement returns when the
+// group's next row becomes visible (for the timer, see "Wake-ups"). No
+// transaction stays open while a handler runs. Members and workers never
+// wait on each other's locks, and the Concurrency test's N unacked messages
+// are simply N leased rows.
 //
-//   - Ack deletes the row.
+//   - Ack deletes the row. The deletes ride on the subscription's next
+//     claim: when deliveries finish, one statement deletes every row they
+//     acked and claims as many new rows as workers became idle (so a
+//     one-at-a-time event subscription spends one statement per message,
+//     not two). When no claim is due (the group had nothing left), one
+//     DELETE … WHERE id = ANY(…) removes every pending ack; a stopping
+//     subscription deletes its pending acks before it ends.
 //   - Nack sets visible_at = now() + the delay the message asks for
 //     (bridge.NackDelayKey) or bridge.DefaultNackDelay, only if the lease
 //     is still this delivery's (attempts unchanged). Other rows of the
@@ -136,7 +156,8 @@
 //     released at once (visible_at = now()).
 //
 // Ack and Nack writes are retried with backoff until they succeed, the lease
-// has ended anyway, or the bridge closes. Delivery is at least once.
+// has ended anyway, or the bridge closes (a failed claim keeps the acks it
+// carried for the next statement). Delivery is at least once.
 // Messages of a group come out roughly in publish order; a nack or an expired
 // lease reorders them, and Concurrency > 1 processes them in parallel.
 //
@@ -154,7 +175,7 @@
 //
 // Polling is only the fallback: after a claim that found less than it asked
 // for, a subscription sleeps until the next wake-up, or until its group's
-// earliest visible_at (a nacked message, a lease about to expire), or at
+// earliest visible_at as returned by that claim (a nacked message, a lease about to expire), or at
 // most poll_interval. A nacking subscription also wakes itself when the
 // delay ends; members in other processes find a nacked message by their
 // next-visible timer or poll.

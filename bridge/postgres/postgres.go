@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
@@ -163,7 +162,6 @@ type Bridge struct {
 	cfg     config
 	q       queries
 	pool    *pgxpool.Pool
-	wm      *wmsql.Publisher
 	log     *slog.Logger
 	channel string // NOTIFY channel: the schema's name
 
@@ -178,6 +176,7 @@ type Bridge struct {
 	subsWG sync.WaitGroup                        // subscription goroutines
 	bgWG   sync.WaitGroup                        // listener and maintenance
 
+	commit    committer
 	pubMu     sync.RWMutex // held shared by Publish, exclusively by Close
 	pubClosed bool
 
@@ -225,14 +224,7 @@ func newBridge(ctx context.Context, c config) (*Bridge, error) {
 		groups:  map[groupKey]*groupRef{},
 		subs:    map[string]map[*subscription]struct{}{},
 	}
-	// Publishing is watermill-sql's Publisher on the pool, with our schema
-	// adapter: it is also what a caller uses on its own transaction.
-	b.wm, err = wmsql.NewPublisher(wmsql.BeginnerFromPgx(pool),
-		wmsql.PublisherConfig{SchemaAdapter: SchemaAdapter{Schema: c.schema}},
-		watermill.NewSlogLogger(b.log))
-	if err != nil {
-		return fail(fmt.Errorf("postgres: %w", err))
-	}
+	b.commit.b = b
 	// The first LISTEN connection is made here, so that a bridge that opens
 	// is already woken by the next NOTIFY.
 	conn, err := b.listenConnect(connectCtx)
@@ -309,13 +301,12 @@ func (b *Bridge) Close() error {
 		b.cancel()
 		b.subsWG.Wait()
 
+		// Taking pubMu exclusively waits for every running Publish (each
+		// ended by b.ctx at the latest), and pubClosed stops new ones, so
+		// no statement is sent on the pool after it is closed.
 		b.pubMu.Lock()
 		b.pubClosed = true
 		b.pubMu.Unlock()
-		// Taking pubMu exclusively waited for every running Publish, and
-		// pubClosed stops new ones, so watermill-sql's Close (whose closed
-		// flag is not synchronised) cannot race with its Publish.
-		_ = b.wm.Close()
 
 		for _, id := range replies {
 			b.deleteReplyGroup(id)
@@ -332,9 +323,12 @@ func (b *Bridge) Publisher() message.Publisher { return publisher{b} }
 type publisher struct{ b *Bridge }
 
 // Publish queues copies of msgs for every consumer group of topic, in one
-// statement (all or nothing). It fails with bridge.ErrNoSubscriber when the
-// topic has no group, with bridge.ErrClosed after Close, and with neither
-// (nor bridge.ErrUnreachable) for a topic no group could have. The first
+// autocommitted statement (all or nothing: one INSERT for every message and
+// group, and one NOTIFY, delivered on commit), which concurrent calls share
+// (group commit, see committer). It fails with
+// bridge.ErrNoSubscriber when the topic has no group, with bridge.ErrClosed
+// after Close, and with bridge.ErrRefused (not bridge.ErrUnreachable) for a
+// topic no group could have or a message that cannot be stored. The first
 // message's context bounds the call, as in watermill-sql.
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	b := p.b
@@ -346,32 +340,25 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	// Checked here: watermill-sql's own refusal is no *pgconn.PgError, and
-	// would pass for an unreachable server (see transient).
+	// Checked here, before the server: a refusal of the message itself,
+	// which no retry cures.
 	if err := validateTopic(topic); err != nil {
 		return fmt.Errorf("%w: %w", bridge.ErrRefused, err)
 	}
-	// watermill-sql runs the insert with msgs[0].Context(). Bound it, and
-	// end it when the bridge closes, on a shallow copy so that the caller's
-	// message is not modified.
+	uuids, payloads, metas, err := encodeMessages(msgs)
+	if err != nil {
+		return fmt.Errorf("%w: %w", bridge.ErrRefused, err)
+	}
 	ctx, cancel := context.WithTimeout(msgs[0].Context(), opTimeout)
 	defer cancel()
-	defer context.AfterFunc(b.ctx, cancel)()
-	first := message.NewMessage(msgs[0].UUID, msgs[0].Payload)
-	first.Metadata = msgs[0].Metadata
-	first.SetContext(ctx)
-	all := make([]*message.Message, len(msgs))
-	all[0] = first
-	copy(all[1:], msgs[1:])
-
-	err := b.wm.Publish(topic, all...)
+	err = b.commit.publish(&pubReq{ctx: ctx, topic: topic, uuids: uuids, payloads: payloads, metas: metas, done: make(chan error, 1)})
 	if err == nil {
 		return nil
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == noSubscriberCode {
+	if errors.Is(err, errNoGroup) {
 		return fmt.Errorf("%w %q", bridge.ErrNoSubscriber, topic)
 	}
+	var pgErr *pgconn.PgError
 	if transient(err) {
 		return fmt.Errorf("%w: postgres: publish to %q: %w", bridge.ErrUnreachable, topic, err)
 	}

@@ -81,7 +81,8 @@ type queries struct {
 	deleteGroup string
 	gcReplies   string
 	claim       string
-	nextVisible string
+	publish     string
+	publishMany string
 	ack         string
 	nack        string
 	release     string
@@ -129,30 +130,67 @@ func newQueries(qs string) queries {
 			DELETE FROM {s}.bridge_groups
 			WHERE kind = 'reply' AND seen_at < now() - $1::bigint * interval '1 microsecond'`),
 
-		// $1 group id, $2 limit, $3 lease (ack deadline) in microseconds.
+		publish: publishSQL(qs),
+
+		// The group-commit statement (see committer): $1 topic of each
+		// message, $2 uuids, $3 payloads, $4 metadata, $5 NOTIFY channel.
+		// Every message goes to every group of its topic, in order; one
+		// row per topic says how many groups it has (0: the caller gets
+		// bridge.ErrNoSubscriber, and nothing was stored for it) and
+		// NOTIFYs it on commit. The count reads the snapshot the INSERT
+		// read.
+		publishMany: r.Replace(`
+			WITH m AS (
+				SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+					WITH ORDINALITY AS m(topic, uuid, payload, metadata, ord)
+			), ins AS (
+				INSERT INTO {s}.bridge_queue (group_id, uuid, payload, metadata)
+				SELECT g.id, m.uuid, m.payload, m.metadata::jsonb
+				FROM m JOIN {s}.bridge_groups g ON g.topic = m.topic
+				ORDER BY m.ord, g.id
+			), t AS (SELECT DISTINCT topic FROM m)
+			SELECT t.topic, (SELECT count(*) FROM {s}.bridge_groups g WHERE g.topic = t.topic),
+			       pg_notify($5, t.topic)::text
+			FROM t`),
+
+		// $1 group id, $2 limit, $3 lease (ack deadline) in microseconds,
+		// $4 ids of acked rows to delete in the same statement (never NULL).
 		// SKIP LOCKED lets every member and every worker claim concurrently
 		// without waiting on each other; the lease is the row's visible_at, so
 		// no transaction stays open while a handler runs. MATERIALIZED keeps
 		// the locking subquery from being inlined and re-evaluated.
+		// The same round trip says when to look again: the last column holds
+		// the seconds until the group's next row becomes claimable (a nacked
+		// message, a lease running out, including those just taken; NULL:
+		// none). It is on every row, and on a row of NULLs when nothing was
+		// claimed. The acked rows are leased (visible_at in the future), so
+		// the claim cannot take them even though it does not see the DELETE.
 		claim: r.Replace(`
-			WITH c AS MATERIALIZED (
+			WITH d AS (
+				DELETE FROM {s}.bridge_queue WHERE id = ANY($4::bigint[])
+			), c AS MATERIALIZED (
 				SELECT id FROM {s}.bridge_queue
 				WHERE group_id = $1 AND visible_at <= now()
 				ORDER BY visible_at, id
 				LIMIT $2
 				FOR UPDATE SKIP LOCKED
+			), u AS (
+				UPDATE {s}.bridge_queue q
+				SET visible_at = now() + $3::bigint * interval '1 microsecond', attempts = q.attempts + 1
+				FROM c WHERE q.id = c.id
+				RETURNING q.id, q.uuid, q.payload, q.metadata, q.attempts, q.visible_at
+			), nv AS (
+				SELECT extract(epoch FROM least(
+					(SELECT min(visible_at) FROM {s}.bridge_queue
+					 WHERE group_id = $1 AND id NOT IN (SELECT id FROM c) AND id <> ALL($4::bigint[])),
+					(SELECT min(visible_at) FROM u)) - clock_timestamp())::float8 AS secs
 			)
-			UPDATE {s}.bridge_queue q
-			SET visible_at = now() + $3::bigint * interval '1 microsecond', attempts = q.attempts + 1
-			FROM c WHERE q.id = c.id
-			RETURNING q.id, q.uuid, q.payload, q.metadata, q.attempts`),
+			SELECT u.id, u.uuid, u.payload, u.metadata, u.attempts, nv.secs
+			FROM nv LEFT JOIN u ON true`),
 
-		// Seconds until the group's next row becomes claimable (NULL: none).
-		nextVisible: r.Replace(`
-			SELECT extract(epoch FROM min(visible_at) - clock_timestamp())::float8
-			FROM {s}.bridge_queue WHERE group_id = $1`),
-
-		ack: r.Replace(`DELETE FROM {s}.bridge_queue WHERE id = $1`),
+		// $1 ids of acked rows: one statement for every ack pending when
+		// no claim is due to carry them.
+		ack: r.Replace(`DELETE FROM {s}.bridge_queue WHERE id = ANY($1::bigint[])`),
 
 		// $1 id, $2 attempts seen at claim (the lease token), $3 delay in µs.
 		nack: r.Replace(`
@@ -213,24 +251,33 @@ func (a SchemaAdapter) InsertQuery(params wmsql.InsertQueryParams) (wmsql.Query,
 	if err := validateTopic(params.Topic); err != nil {
 		return wmsql.Query{}, err
 	}
-	uuids := make([]string, len(params.Msgs))
-	payloads := make([][]byte, len(params.Msgs))
-	metas := make([]string, len(params.Msgs))
-	for i, m := range params.Msgs {
+	uuids, payloads, metas, err := encodeMessages(params.Msgs)
+	if err != nil {
+		return wmsql.Query{}, err
+	}
+	return wmsql.Query{
+		Query: publishSQL(quoteIdent(s)),
+		Args:  []any{params.Topic, uuids, payloads, metas, s},
+	}, nil
+}
+
+// encodeMessages turns msgs into the publish statements' array arguments.
+func encodeMessages(msgs []*message.Message) (uuids []string, payloads [][]byte, metas []string, err error) {
+	uuids = make([]string, len(msgs))
+	payloads = make([][]byte, len(msgs))
+	metas = make([]string, len(msgs))
+	for i, m := range msgs {
 		md := m.Metadata
 		if md == nil {
 			md = message.Metadata{}
 		}
 		js, err := json.Marshal(md)
 		if err != nil {
-			return wmsql.Query{}, fmt.Errorf("postgres: metadata of message %s: %w", m.UUID, err)
+			return nil, nil, nil, fmt.Errorf("postgres: metadata of message %s: %w", m.UUID, err)
 		}
 		uuids[i], payloads[i], metas[i] = m.UUID, m.Payload, string(js)
 	}
-	return wmsql.Query{
-		Query: publishSQL(quoteIdent(s)),
-		Args:  []any{params.Topic, uuids, payloads, metas, s},
-	}, nil
+	return uuids, payloads, metas, nil
 }
 
 // errNoWatermillSubscriber explains why SelectQuery is not available.
@@ -242,8 +289,8 @@ func (a SchemaAdapter) SelectQuery(wmsql.SelectQueryParams) (wmsql.Query, error)
 	return wmsql.Query{}, errNoWatermillSubscriber
 }
 
-// UnmarshalMessage implements wmsql.SchemaAdapter for rows shaped like the
-// bridge's claim result: id, uuid, payload, metadata, attempts.
+// UnmarshalMessage implements wmsql.SchemaAdapter for rows of id, uuid,
+// payload, metadata and attempts of the bridge's queue.
 func (a SchemaAdapter) UnmarshalMessage(params wmsql.UnmarshalMessageParams) (wmsql.Row, error) {
 	var (
 		r        wmsql.Row
@@ -254,19 +301,29 @@ func (a SchemaAdapter) UnmarshalMessage(params wmsql.UnmarshalMessageParams) (wm
 		return wmsql.Row{}, fmt.Errorf("postgres: scanning message row: %w", err)
 	}
 	r.UUID = []byte(uuid)
+	msg, err := decodeMessage(uuid, r.Payload, r.Metadata)
+	if err != nil {
+		return wmsql.Row{}, err
+	}
+	r.Msg = msg
+	r.ExtraData = map[string]any{"attempts": attempts}
+	return r, nil
+}
+
+// decodeMessage builds a message from a queue row's columns.
+func decodeMessage(uuid string, payload, metadata []byte) (*message.Message, error) {
 	md := message.Metadata{}
-	if len(r.Metadata) > 0 {
-		if err := json.Unmarshal(r.Metadata, &md); err != nil {
-			return wmsql.Row{}, fmt.Errorf("postgres: metadata of message %s: %w", uuid, err)
+	if len(metadata) > 0 {
+		if err := json.Unmarshal(metadata, &md); err != nil {
+			return nil, fmt.Errorf("postgres: metadata of message %s: %w", uuid, err)
 		}
 	}
 	if md == nil { // JSON null
 		md = message.Metadata{}
 	}
-	r.Msg = message.NewMessage(uuid, r.Payload)
-	r.Msg.Metadata = md
-	r.ExtraData = map[string]any{"attempts": attempts}
-	return r, nil
+	m := message.NewMessage(uuid, payload)
+	m.Metadata = md
+	return m, nil
 }
 
 // SchemaInitializingQueries implements wmsql.SchemaAdapter with the script

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
@@ -51,7 +50,7 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		workers: s.spec.Concurrency,
 		out:     make(chan *message.Message),
 		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}, s.spec.Concurrency),
+		done:    make(chan *claimed, s.spec.Concurrency),
 		stop:    make(chan struct{}),
 		ended:   make(chan struct{}),
 	}
@@ -105,7 +104,7 @@ type subscription struct {
 
 	out   chan *message.Message
 	wake  chan struct{} // 1-buffered: "there may be new rows"
-	done  chan struct{} // one send per finished delivery
+	done  chan *claimed // one send per finished delivery: the row if acked (the run loop deletes it), else nil
 	stop  chan struct{} // closed when the subscription must stop
 	ended chan struct{} // closed when run has returned
 }
@@ -127,11 +126,14 @@ type claimed struct {
 
 // run claims rows while there is room and work, and sleeps otherwise until a
 // NOTIFY (via the bridge's listener), a finished delivery, the moment the
-// group's next row becomes visible, or the poll interval.
+// group's next row becomes visible, or the poll interval. The acks of
+// finished deliveries are deleted by the next claim's statement, or by one
+// statement for all of them when no claim is due.
 func (s *subscription) run() {
 	defer close(s.out)
 	defer s.b.removeSub(s)
 
+	var acks []claimed // acked rows not yet deleted
 	free := s.workers
 	dirty := true      // there may be claimable rows
 	saturated := false // the last claim was cut short by free slots
@@ -150,10 +152,24 @@ func (s *subscription) run() {
 		timer.Reset(max(d, 5*time.Millisecond))
 	}
 
+	// finished counts one delivery; an acked row is queued for deletion.
+	finished := func(c *claimed) {
+		free++
+		if c != nil {
+			acks = append(acks, *c)
+		}
+	}
+
 	for {
-		if dirty && free > 0 {
+		switch {
+		case dirty && free > 0:
 			dirty = false
-			rows, err := s.claim(free)
+			rows, next, err := s.claim(free, ackIDs(acks))
+			if err == nil {
+				acks = acks[:0]
+			} else {
+				acks = s.unexpired(acks, err)
+			}
 			switch {
 			case err != nil:
 				if s.stopping() {
@@ -177,27 +193,107 @@ func (s *subscription) run() {
 					go s.deliver(r)
 				}
 				if !saturated {
-					reset(s.untilNextVisible(), true)
+					reset(next, true)
 				}
+			}
+		case len(acks) > 0:
+			if err := s.ack(s.b.ctx, acks); err != nil {
+				acks = s.unexpired(acks, err)
+				if !s.stopping() {
+					errDelay = min(max(2*errDelay, 100*time.Millisecond), 2*time.Second)
+					reset(errDelay, false)
+				}
+			} else {
+				acks = acks[:0]
 			}
 		}
 		select {
 		case <-s.stop:
 			for free < s.workers {
-				<-s.done
-				free++
+				finished(<-s.done)
 			}
+			s.flushAcks(acks)
 			return
 		case <-s.wake:
 			dirty = true
 		case <-timer.C:
 			dirty = true
-		case <-s.done:
-			free++
+		case c := <-s.done:
+			finished(c)
+			// Take every other finished delivery too: one statement then
+			// deletes all their acks and claims as many rows.
+		more:
+			for {
+				select {
+				case c := <-s.done:
+					finished(c)
+				default:
+					break more
+				}
+			}
 			if saturated {
 				dirty = true
 			}
 		}
+	}
+}
+
+func ackIDs(acks []claimed) []int64 {
+	ids := make([]int64, len(acks)) // never nil: a NULL array would match nothing
+	for i, c := range acks {
+		ids[i] = c.id
+	}
+	return ids
+}
+
+// ack deletes the acked rows in one statement.
+func (s *subscription) ack(ctx context.Context, acks []claimed) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	_, err := s.b.pool.Exec(ctx, s.b.q.ack, ackIDs(acks))
+	return err
+}
+
+// unexpired returns the acks whose deletion failed with err and is still
+// worth retrying: the rows whose lease has not ended. The others are visible
+// again and will be delivered again.
+func (s *subscription) unexpired(acks []claimed, err error) []claimed {
+	now := time.Now()
+	keep := acks[:0]
+	for _, c := range acks {
+		if now.Before(c.expires) {
+			keep = append(keep, c)
+			continue
+		}
+		s.b.log.Warn("ack failed; the message will be delivered again", "topic", s.topic, "uuid", c.msg.UUID, "err", err)
+	}
+	return keep
+}
+
+// flushAcks deletes the acks left when the subscription stops, retrying
+// transient failures until it succeeds, every lease has ended anyway, or the
+// bridge closes. The first attempt runs even while the bridge is closing.
+func (s *subscription) flushAcks(acks []claimed) {
+	delay := 50 * time.Millisecond
+	for len(acks) > 0 {
+		err := s.ack(context.Background(), acks)
+		if err == nil {
+			return
+		}
+		if s.b.ctx.Err() != nil {
+			for _, c := range acks {
+				s.b.log.Warn("ack failed; the message will be delivered again", "topic", s.topic, "uuid", c.msg.UUID, "err", err)
+			}
+			return
+		}
+		if acks = s.unexpired(acks, err); len(acks) == 0 {
+			return
+		}
+		select {
+		case <-time.After(delay):
+		case <-s.b.ctx.Done():
+		}
+		delay = min(2*delay, 2*time.Second)
 	}
 }
 
@@ -210,54 +306,64 @@ func (s *subscription) stopping() bool {
 	}
 }
 
-// claim leases up to n visible rows of the group.
-func (s *subscription) claim(n int) ([]claimed, error) {
+// claim leases up to n visible rows of the group in one statement, and
+// says how long until the group's next row can be claimed (the poll
+// interval when none).
+func (s *subscription) claim(n int, acked []int64) ([]claimed, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(s.b.ctx, opTimeout)
 	defer cancel()
 	// The lease is measured from before the statement is sent, so the local
 	// deadline never falls after the one stored in the row.
 	expires := time.Now().Add(s.b.cfg.ackDeadline)
-	rows, err := s.b.pool.Query(ctx, s.b.q.claim, s.ref.id.Load(), n, s.b.cfg.ackDeadline.Microseconds())
+	rows, err := s.b.pool.Query(ctx, s.b.q.claim, s.ref.id.Load(), n, s.b.cfg.ackDeadline.Microseconds(), acked)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer rows.Close()
-	var out []claimed
-	adapter := SchemaAdapter{Schema: s.b.cfg.schema}
+	var (
+		out  []claimed
+		next = s.b.cfg.pollInterval
+	)
 	for rows.Next() {
-		r, err := adapter.UnmarshalMessage(wmsql.UnmarshalMessageParams{Row: rows})
-		if err != nil {
+		var (
+			id            *int64
+			uuid          *string
+			payload, meta []byte
+			attempts      *int32
+			secs          *float64
+		)
+		if err := rows.Scan(&id, &uuid, &payload, &meta, &attempts, &secs); err != nil {
 			// The row is leased; it comes back after the ack deadline.
 			s.b.log.Error("skipping unreadable message row", "topic", s.topic, "err", err)
 			continue
 		}
-		attempts, _ := r.ExtraData["attempts"].(int32)
-		out = append(out, claimed{id: r.Offset, attempts: attempts, msg: r.Msg, expires: expires})
+		if secs != nil {
+			next = time.Duration(*secs * float64(time.Second))
+		}
+		if id == nil {
+			continue // nothing claimed: the row only carries secs
+		}
+		m, err := decodeMessage(*uuid, payload, meta)
+		if err != nil {
+			s.b.log.Error("skipping unreadable message row", "topic", s.topic, "err", err)
+			continue
+		}
+		out = append(out, claimed{id: *id, attempts: *attempts, msg: m, expires: expires})
 	}
 	if err := rows.Err(); err != nil {
 		// The statement failed, so its transaction rolled back and nothing
 		// was leased: drop what was read, another claim will return it.
-		return nil, err
+		return nil, 0, err
 	}
 	slices.SortFunc(out, func(a, b claimed) int { return cmp.Compare(a.id, b.id) })
-	return out, nil
+	return out, next, nil
 }
 
-// untilNextVisible asks how long until the group's next row can be claimed
-// (a nacked message, an expired lease); the poll interval when none.
-func (s *subscription) untilNextVisible() time.Duration {
-	ctx, cancel := context.WithTimeout(s.b.ctx, opTimeout)
-	defer cancel()
-	var secs *float64
-	if err := s.b.pool.QueryRow(ctx, s.b.q.nextVisible, s.ref.id.Load()).Scan(&secs); err != nil || secs == nil {
-		return s.b.cfg.pollInterval
-	}
-	return time.Duration(*secs * float64(time.Second))
-}
-
-// deliver hands one claimed message to the consumer and settles it.
+// deliver hands one claimed message to the consumer and settles it: a
+// nack here, an ack by handing the row back to the run loop.
 func (s *subscription) deliver(c claimed) {
-	defer func() { s.done <- struct{}{} }()
+	var acked *claimed
+	defer func() { s.done <- acked }()
 	m := c.msg
 	m.SetContext(s.ctx)
 	m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(int(c.attempts)))
@@ -275,10 +381,8 @@ func (s *subscription) deliver(c claimed) {
 	}
 	select {
 	case <-m.Acked():
-		s.settle(c, "ack", func(ctx context.Context) error {
-			_, err := s.b.pool.Exec(ctx, s.b.q.ack, c.id)
-			return err
-		})
+		// Deleted by run's next statement, with the other acks and claims.
+		acked = &c
 	case <-m.Nacked():
 		delay := bridge.NackDelay(m.Metadata)
 		s.settle(c, "nack", func(ctx context.Context) error {
