@@ -172,6 +172,19 @@ func (c *command) help() string {
 	return b.String()
 }
 
+// parseNoArgs parses args as flags only: a positional argument is a usage
+// error naming the command.
+func (c *command) parseNoArgs(args []string) error {
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return c.usageErr("%s: unexpected argument %q", c.fs.Name(), pos[0])
+	}
+	return nil
+}
+
 func (c *command) usageErr(format string, a ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, a...), help: c.help()}
 }

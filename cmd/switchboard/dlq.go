@@ -130,12 +130,8 @@ func dlqList(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	c.fs.IntVar(&limit, "limit", 50, "at most `N` records per page")
 	c.fs.StringVar(&after, "after", "", "`cursor` of the next page, as printed by the previous one")
 	c.fs.BoolVar(&asJSON, "json", false, `print {"records": [...], "next": "cursor"} as JSON`)
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("dlq list: unexpected argument %q", pos[0])
 	}
 	if limit < 1 {
 		return c.usageErr("--limit: must be at least 1")

@@ -22,12 +22,8 @@ func runHealth(ctx context.Context, args []string, stdout io.Writer) error {
 	c.fs.StringVar(&raw, "bridge", "", "bridge `URL` to check (default $"+envBridge+")")
 	connectTimeoutFlag(c.fs, &connect, "the bridge")
 	c.fs.DurationVar(&checkTimeout, "check-timeout", health.DefaultCheckTimeout, "bound on the bridge's health check once it is open")
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("health: unexpected argument %q", pos[0])
 	}
 	if err := validateConnectTimeout(c, connect); err != nil {
 		return err

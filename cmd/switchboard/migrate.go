@@ -53,12 +53,8 @@ func migrateSQL(_ context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("migrate sql", "migrate sql [--schema NAME]\n\nPrints the SQL of every migration, for goose, atlas or flyway; needs no database.")
 	var schema string
 	schemaFlag(c.fs, &schema)
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("migrate sql: unexpected argument %q", pos[0])
 	}
 	if err := validateSchema(c, schema); err != nil {
 		return err
@@ -75,12 +71,8 @@ func migrateUp(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("migrate up", "migrate up [--db URL] [--schema NAME] [--connect-timeout D]\n\nApplies the pending migrations, advisory-locked: safe from several processes at once.")
 	var d dbFlags
 	d.register(c.fs)
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("migrate up: unexpected argument %q", pos[0])
 	}
 	db, err := d.open(ctx, c)
 	if err != nil {
@@ -103,12 +95,8 @@ func migrateStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("migrate status", "migrate status [--db URL] [--schema NAME] [--connect-timeout D]\n\nLists every migration, applied or pending; exits with status 1 if an applied one has changed since.")
 	var d dbFlags
 	d.register(c.fs)
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("migrate status: unexpected argument %q", pos[0])
 	}
 	db, err := d.open(ctx, c)
 	if err != nil {

@@ -86,12 +86,8 @@ func outboxStats(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	d.register(c.fs)
 	c.fs.BoolVar(&asJSON, "json", false, `print {"backlog", "oldest_age_seconds", "retrying", "parked"} as JSON`)
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("outbox stats: unexpected argument %q", pos[0])
 	}
 	db, err := d.open(ctx, c)
 	if err != nil {
@@ -122,12 +118,8 @@ func outboxFailed(ctx context.Context, args []string, stdout io.Writer) error {
 	d.register(c.fs)
 	c.fs.BoolVar(&asJSON, "json", false, "print the rows as JSON")
 	c.fs.IntVar(&limit, "limit", 100, fmt.Sprintf("list `N` rows at most (up to %d)", outbox.MaxListed))
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("outbox failed: unexpected argument %q", pos[0])
 	}
 	if limit <= 0 || limit > outbox.MaxListed {
 		return c.usageErr("--limit: want 1 to %d", outbox.MaxListed)

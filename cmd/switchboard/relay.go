@@ -32,12 +32,8 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.fs.DurationVar(&poll, "poll", outbox.DefaultPollInterval, "sweep interval when no notification arrives")
 	c.fs.DurationVar(&lease, "lease", outbox.DefaultLeaseTTL, "leadership lease: a frozen leader is replaced within 4/3 of it plus 1s, a killed one at once")
 	c.fs.Var(&retention, "retention", "keep forwarded rows this `duration` (0 deletes them at once; days like 7d allowed)")
-	pos, err := c.parse(args)
-	if err != nil {
+	if err := c.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return c.usageErr("relay: unexpected argument %q", pos[0])
 	}
 	if lease < 300*time.Millisecond {
 		return c.usageErr("--lease: want at least 300ms")
