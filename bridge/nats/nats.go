@@ -48,7 +48,7 @@ const (
 	pingInterval   = 10 * time.Second       // detects a silently dead server in ~30 s
 	publishTimeout = 5 * time.Second        // wait for JetStream's publish ack
 	fetchWait      = 500 * time.Millisecond // lifetime of one pull request; bounds a subscriber's Close
-	ackTimeout     = 5 * time.Second        // wait for the server to confirm an ack
+	requestTimeout = 5 * time.Second        // one request to the server: consumer info, health, stream deletion
 	adminTimeout   = 10 * time.Second       // stream/consumer calls without a caller deadline
 	minAckWait     = 100 * time.Millisecond // progress is reported every ack_wait/2
 	// publishWindow bounds the publishes one Publish call has awaiting
@@ -331,7 +331,7 @@ func (b *natsBridge) Health(ctx context.Context) error {
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, ackTimeout)
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
 	}
 	if _, err := b.js.AccountInfo(ctx); err != nil {
@@ -759,7 +759,7 @@ func (b *natsBridge) release(s *subscriber) {
 	if !del {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	if err := b.js.DeleteStream(ctx, s.stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		b.log.Warn("nats: deleting reply stream", "stream", s.stream, "err", err)

@@ -159,7 +159,7 @@ func (s *subscriber) reprovision(ctx context.Context) error {
 // request just expires), so this is how a subscriber notices a deleted
 // consumer or a reply stream lost in a server restart.
 func (s *subscriber) verify(ctx context.Context) error {
-	ictx, cancel := context.WithTimeout(ctx, ackTimeout)
+	ictx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	_, err := s.consumer().Info(ictx)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
