@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"sort"
 	"strings"
@@ -156,8 +157,23 @@ type Bridge interface {
 	Close() error
 }
 
-// Opener opens a bridge from a parsed URL.
-type Opener func(ctx context.Context, u *url.URL) (Bridge, error)
+// Opener opens a bridge from a parsed URL, logging to log (never nil).
+type Opener func(ctx context.Context, u *url.URL, log *slog.Logger) (Bridge, error)
+
+// OpenOption configures one Open call.
+type OpenOption func(*openConfig)
+
+type openConfig struct{ log *slog.Logger }
+
+// Logger makes the bridge log to l instead of slog.Default() (the engine
+// passes its Config.Logger). A nil l is ignored.
+func Logger(l *slog.Logger) OpenOption {
+	return func(c *openConfig) {
+		if l != nil {
+			c.log = l
+		}
+	}
+}
 
 // Errors returned by Open and by backends.
 var (
@@ -216,7 +232,11 @@ func Schemes() []string {
 // that does not parse is described without being quoted. A URL with a
 // fragment or with an '@' after its host (a password with an unescaped
 // '#', '?' or '/') is refused with ErrBadURL (see ParseURL).
-func Open(ctx context.Context, rawURL string) (Bridge, error) {
+func Open(ctx context.Context, rawURL string, opts ...OpenOption) (Bridge, error) {
+	cfg := openConfig{log: slog.Default()}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if strings.TrimSpace(rawURL) == "" {
 		rawURL = "gochannel://"
 	}
@@ -230,7 +250,7 @@ func Open(ctx context.Context, rawURL string) (Bridge, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q (registered: %s; import the backend package, e.g. bridge/all)", ErrUnknownScheme, u.Scheme, strings.Join(Schemes(), ", "))
 	}
-	b, err := open(ctx, u)
+	b, err := open(ctx, u, cfg.log)
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s (%s): %w", u.Scheme, Redact(rawURL), err)
 	}

@@ -333,7 +333,7 @@ func New(cfg Config) (*Engine, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
 		defer cancel()
 		var err error
-		if b, err = bridge.Open(ctx, cfg.Bridge); err != nil {
+		if b, err = bridge.Open(ctx, cfg.Bridge, bridge.Logger(cfg.Logger)); err != nil {
 			if errors.Is(err, bridge.ErrUnreachable) {
 				return nil, &openError{sentinel: with(ErrUnreachable, err.Error(), nil), err: err}
 			}

@@ -48,7 +48,7 @@ type Bridge struct {
 	noProbe bool           // set by Close: no probe starts any more
 }
 
-func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
+func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, error) {
 	o, err := parseURL(u)
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: amqp %s: %w", bridge.ErrUnreachable, o.addr, err)
 	}
-	log := slog.Default().With("bridge", "amqp", "addr", o.addr, "vhost", o.vhost)
+	log = log.With("bridge", "amqp", "addr", o.addr, "vhost", o.vhost)
 	b := &Bridge{
 		opts:  o,
 		log:   log,

@@ -3,6 +3,7 @@ package inproc
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/url"
 	"slices"
@@ -16,7 +17,7 @@ import (
 )
 
 func init() {
-	bridge.Register("gochannel", func(_ context.Context, u *url.URL) (bridge.Bridge, error) {
+	bridge.Register("gochannel", func(_ context.Context, u *url.URL, _ *slog.Logger) (bridge.Bridge, error) {
 		if q := u.Query(); len(q) > 0 {
 			return nil, fmt.Errorf("%w: unknown parameter %q (gochannel:// takes none)", bridge.ErrBadURL, slices.Sorted(maps.Keys(q))[0])
 		}

@@ -172,7 +172,7 @@ func serverURL(u *url.URL) (server, shown string, err error) {
 }
 
 // open is the bridge.Opener registered for "nats".
-func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
+func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, error) {
 	opts, err := parseOptions(u)
 	if err != nil {
 		return nil, err
@@ -181,7 +181,7 @@ func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := slog.Default().With("bridge", "nats", "server", shown)
+	log = log.With("bridge", "nats", "server", shown)
 	b := &natsBridge{
 		opts:      opts,
 		shown:     shown,

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,5 +20,5 @@ func OpenTraced(ctx context.Context, raw string, tr pgx.QueryTracer) (*Bridge, e
 		return nil, err
 	}
 	c.pool.ConnConfig.Tracer = tr
-	return newBridge(ctx, c)
+	return newBridge(ctx, c, slog.Default())
 }

@@ -148,12 +148,12 @@ func redactPgx(err error) string {
 	return err.Error()
 }
 
-func open(ctx context.Context, u *url.URL) (bridge.Bridge, error) {
+func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, error) {
 	c, err := parseURL(u)
 	if err != nil {
 		return nil, err
 	}
-	return newBridge(ctx, c)
+	return newBridge(ctx, c, log)
 }
 
 // Bridge is a PostgreSQL connection implementing bridge.Bridge. Open it with
@@ -193,7 +193,7 @@ type groupRef struct {
 	members int          // guarded by Bridge.mu
 }
 
-func newBridge(ctx context.Context, c config) (*Bridge, error) {
+func newBridge(ctx context.Context, c config, log *slog.Logger) (*Bridge, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, c.pool)
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres at %s: %w", bridge.ErrBadURL, c.addr, err)
@@ -219,7 +219,7 @@ func newBridge(ctx context.Context, c config) (*Bridge, error) {
 		cfg:     c,
 		q:       newQueries(quoteIdent(c.schema)),
 		pool:    pool,
-		log:     slog.Default().With("bridge", "postgres", "schema", c.schema),
+		log:     log.With("bridge", "postgres", "schema", c.schema),
 		channel: c.schema,
 		groups:  map[groupKey]*groupRef{},
 		subs:    map[string]map[*subscription]struct{}{},

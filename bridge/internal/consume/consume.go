@@ -1,0 +1,432 @@
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// Delivery is one message a Source fetched.
+type Delivery struct {
+	// Msg is the decoded message. The runtime sets its context and, when
+	// Count > 0, bridge.DeliveryKey.
+	Msg *message.Message
+	// Count is how many times the message has been delivered to the group,
+	// this delivery included; 0 when the backend cannot tell.
+	Count int
+	// Ref is the source's own handle on the message, for settling it.
+	Ref any
+}
+
+// Source is a backend's half of one Subscribe call. The runtime calls
+// Fetch from one goroutine, Ack from another, Nack and Release from any;
+// Close once, after every other call has returned.
+type Source interface {
+	// Fetch asks the broker for up to n messages (n ≥ 1) and calls deliver
+	// for each one as it arrives, from Fetch's goroutine, at most n times;
+	// it returns when the request is over: n messages came, or the
+	// source's own wait passed (a long poll of about a second at most, so
+	// that a stop is noticed), or ctx ended. A message that arrives after
+	// ctx ended is still passed to deliver, which releases it. An error is
+	// logged and Fetch is called again after a backoff (100 ms doubling to
+	// 2 s); reconnecting and declaring again are the source's business,
+	// inside Fetch.
+	Fetch(ctx context.Context, n int, deliver func(Delivery)) error
+	// Ack acknowledges messages whose handlers acked them, in one request
+	// where the backend allows. An error is logged: an unacknowledged
+	// message is delivered again, never lost.
+	Ack(ctx context.Context, ds []Delivery) error
+	// Nack hands one message back to the group, to be delivered again
+	// after delay.
+	Nack(ctx context.Context, d Delivery, delay time.Duration) error
+	// Release hands back at once messages no handler received (fetched
+	// while stopping); it should not count as a delivery where the
+	// backend can tell.
+	Release(ctx context.Context, ds []Delivery) error
+	// Close ends the subscription on the broker's side.
+	Close() error
+}
+
+// Heartbeater is implemented by a source whose broker delivers a message
+// again when it is held longer than a deadline (NATS's ack_wait): the
+// runtime calls Heartbeat every Config.HeartbeatEvery while a handler
+// holds the message.
+type Heartbeater interface {
+	Heartbeat(d Delivery)
+}
+
+// Config configures a Subscriber.
+type Config struct {
+	// Spec is the subscription; Concurrency bounds the messages in flight
+	// per Subscribe call.
+	Spec bridge.Spec
+	// Backend names the backend in logs and errors ("nats").
+	Backend string
+	// Logger receives the runtime's logs. Default slog.Default().
+	Logger *slog.Logger
+	// CloseWait bounds how long Close waits for the verdicts of messages
+	// handlers hold; 0 waits as long as they take (the caller bounds it).
+	// Messages still held then are neither acked nor nacked: the broker
+	// delivers them again after its own deadline.
+	CloseWait time.Duration
+	// HeartbeatEvery is how often a held message's Heartbeat is called
+	// (only for sources that implement Heartbeater). Default: never.
+	HeartbeatEvery time.Duration
+	// MaxAckBatch bounds the deliveries of one Ack call. Default 256.
+	MaxAckBatch int
+}
+
+// DefaultMaxAckBatch is Config.MaxAckBatch's default.
+const DefaultMaxAckBatch = 256
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	errs := []error{c.Spec.Validate()}
+	if c.Backend == "" {
+		errs = append(errs, errors.New("consume: empty Backend"))
+	}
+	if c.CloseWait < 0 {
+		errs = append(errs, fmt.Errorf("consume: CloseWait %s is negative", c.CloseWait))
+	}
+	if c.HeartbeatEvery < 0 {
+		errs = append(errs, fmt.Errorf("consume: HeartbeatEvery %s is negative", c.HeartbeatEvery))
+	}
+	if c.MaxAckBatch < 0 {
+		errs = append(errs, fmt.Errorf("consume: MaxAckBatch %d is negative", c.MaxAckBatch))
+	}
+	return errors.Join(errs...)
+}
+
+// Subscriber is a message.Subscriber for one bridge.Spec, running a
+// Source per Subscribe call. Closing it does not close the bridge.
+type Subscriber struct {
+	cfg  Config
+	log  *slog.Logger
+	open func(ctx context.Context) (Source, error)
+
+	mu          sync.Mutex
+	closed      bool
+	stopping    chan struct{} // closed by Close or Abandon: fetch nothing more
+	abandon     chan struct{} // closed: stop waiting for verdicts
+	abandonOnce sync.Once
+	closeOnce   sync.Once
+	closeErr    error
+	wg          sync.WaitGroup // every goroutine of every Subscribe call
+}
+
+// New returns a Subscriber for cfg. open is called by each Subscribe with
+// its context: it declares what the subscription needs on the broker (a
+// refusal fails Subscribe) and returns the Source.
+func New(cfg Config, open func(ctx context.Context) (Source, error)) (*Subscriber, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxAckBatch == 0 {
+		cfg.MaxAckBatch = DefaultMaxAckBatch
+	}
+	return &Subscriber{
+		cfg: cfg, open: open,
+		log:      cfg.Logger.With("topic", cfg.Spec.Topic, "group", cfg.Spec.Group),
+		stopping: make(chan struct{}), abandon: make(chan struct{}),
+	}, nil
+}
+
+// Subscribe opens a Source and delivers its messages on the returned
+// channel, which closes when the subscriber closes or ctx ends, once every
+// message handed out has been settled (or abandoned, see Close).
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if topic != s.cfg.Spec.Topic {
+		return nil, fmt.Errorf("%s: subscriber for topic %q asked to subscribe to %q", s.cfg.Backend, s.cfg.Spec.Topic, topic)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("%s: subscriber for %q: %w", s.cfg.Backend, topic, bridge.ErrClosed)
+	}
+	src, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{
+		s: s, src: src, ctx: ctx,
+		out:  make(chan *message.Message),
+		idle: make(chan struct{}, s.cfg.Spec.Concurrency),
+		acks: make(chan Delivery, s.cfg.Spec.Concurrency),
+	}
+	r.stopCtx, r.stop = context.WithCancel(context.Background())
+	// The settling context ends only when the subscriber abandons its
+	// messages: acks and nacks of a stopping subscription still go out.
+	r.settleCtx, r.endSettle = context.WithCancel(context.Background())
+	for range s.cfg.Spec.Concurrency {
+		r.idle <- struct{}{}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		r.main()
+	}()
+	return r.out, nil
+}
+
+// Close stops fetching, releases what no handler received, waits for the
+// verdicts of the messages handlers hold (at most Config.CloseWait when
+// set), acknowledges the acked ones and closes the sources. Messages still
+// held after CloseWait are left to the broker's own redelivery, and Close
+// returns an error saying so. Close is idempotent; a later Subscribe fails
+// with bridge.ErrClosed.
+func (s *Subscriber) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.stopping)
+		s.mu.Unlock()
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		var timeout <-chan time.Time
+		if s.cfg.CloseWait > 0 {
+			t := time.NewTimer(s.cfg.CloseWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-done:
+		case <-timeout:
+			s.Abandon()
+			<-done
+			s.closeErr = fmt.Errorf("%s: subscriber %s/%s closed with messages still held by handlers after %s; the broker delivers them again",
+				s.cfg.Backend, s.cfg.Spec.Topic, s.cfg.Spec.Group, s.cfg.CloseWait)
+			s.log.Warn(s.cfg.Backend + ": subscriber closed with messages still held by handlers; the broker delivers them again")
+		}
+	})
+	return s.closeErr
+}
+
+// Abandon stops fetching and stops waiting for verdicts at once, for a
+// bridge that is closing: messages handlers still hold are left to the
+// broker's redelivery. It returns at once; Close waits for the goroutines.
+func (s *Subscriber) Abandon() {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stopping)
+	}
+	s.mu.Unlock()
+	s.abandonOnce.Do(func() { close(s.abandon) })
+}
+
+// run is one Subscribe call.
+type run struct {
+	s   *Subscriber
+	src Source
+	ctx context.Context // Subscribe's, set on every message
+
+	out       chan *message.Message
+	idle      chan struct{} // one token per free slot
+	acks      chan Delivery // acked by a handler, not yet acknowledged
+	stopCtx   context.Context
+	stop      context.CancelFunc
+	settleCtx context.Context
+	endSettle context.CancelFunc
+	handlers  sync.WaitGroup
+}
+
+func (r *run) main() {
+	s := r.s
+	go func() { // the stop signal
+		select {
+		case <-r.ctx.Done():
+		case <-s.stopping:
+		case <-r.stopCtx.Done():
+		}
+		r.stop()
+	}()
+	go func() {
+		select {
+		case <-s.abandon:
+		case <-r.settleCtx.Done():
+		}
+		r.endSettle()
+	}()
+	ackerDone := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		r.acker()
+	}()
+	r.fetchLoop()
+	r.handlers.Wait()
+	close(r.acks)
+	<-ackerDone
+	if err := r.src.Close(); err != nil {
+		s.log.Debug(s.cfg.Backend+": closing the subscription", "err", err)
+	}
+	r.stop()
+	r.endSettle()
+	close(r.out)
+}
+
+// fetchLoop fetches as many messages as there are free slots, and starts
+// one handler goroutine per message, until the run stops.
+func (r *run) fetchLoop() {
+	s := r.s
+	backoff, failing := time.Duration(0), false
+	for {
+		select {
+		case <-r.idle:
+		case <-r.stopCtx.Done():
+			return
+		}
+		n := 1
+	take:
+		for n < s.cfg.Spec.Concurrency {
+			select {
+			case <-r.idle:
+				n++
+			default:
+				break take
+			}
+		}
+		got := 0
+		err := r.src.Fetch(r.stopCtx, n, func(d Delivery) {
+			if got == n || r.stopCtx.Err() != nil { // more than asked for, or stopping
+				r.release([]Delivery{d})
+				return
+			}
+			got++
+			r.handlers.Add(1)
+			go r.handle(d)
+		})
+		for range n - got {
+			r.idle <- struct{}{}
+		}
+		if r.stopCtx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if failing {
+				s.log.Info(s.cfg.Backend + ": fetching messages works again")
+			}
+			backoff, failing = 0, false
+			continue
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 2*time.Second)
+		if !failing {
+			s.log.Warn(s.cfg.Backend+": fetching messages failed; retrying", "err", err, "in", backoff)
+			failing = true
+		} else {
+			s.log.Debug(s.cfg.Backend+": fetching messages failed again", "err", err, "in", backoff)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-r.stopCtx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+func (r *run) release(ds []Delivery) {
+	if len(ds) == 0 {
+		return
+	}
+	if err := r.src.Release(r.settleCtx, ds); err != nil {
+		r.s.log.Debug(r.s.cfg.Backend+": releasing messages failed; the broker delivers them again", "n", len(ds), "err", err)
+	}
+}
+
+// handle hands d to the handlers and settles it with their verdict. The
+// slot is free again once the verdict is in.
+func (r *run) handle(d Delivery) {
+	s := r.s
+	defer r.handlers.Done()
+	m := d.Msg
+	m.SetContext(r.ctx)
+	if d.Count > 0 {
+		m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(d.Count))
+	}
+	select {
+	case r.out <- m:
+	case <-r.stopCtx.Done():
+		r.release([]Delivery{d}) // never handed out: back now
+		return
+	}
+	var beat <-chan time.Time
+	hb, _ := r.src.(Heartbeater)
+	if hb != nil && s.cfg.HeartbeatEvery > 0 {
+		t := time.NewTicker(s.cfg.HeartbeatEvery)
+		defer t.Stop()
+		beat = t.C
+	}
+	for {
+		select {
+		case <-m.Acked():
+			r.acked(d)
+			return
+		case <-m.Nacked():
+			r.nacked(d)
+			return
+		case <-beat:
+			hb.Heartbeat(d)
+		case <-s.abandon:
+			select { // a verdict that raced with abandon still counts
+			case <-m.Acked():
+				r.acked(d)
+			case <-m.Nacked():
+				r.nacked(d)
+			default:
+			}
+			return
+		}
+	}
+}
+
+func (r *run) acked(d Delivery) {
+	r.acks <- d // room for every slot: never blocks for long
+	r.idle <- struct{}{}
+}
+
+func (r *run) nacked(d Delivery) {
+	if err := r.src.Nack(r.settleCtx, d, bridge.NackDelay(d.Msg.Metadata)); err != nil {
+		r.s.log.Warn(r.s.cfg.Backend+": nack failed; the broker delivers the message again after its own deadline", "uuid", d.Msg.UUID, "err", err)
+	}
+	r.idle <- struct{}{}
+}
+
+// acker acknowledges acked deliveries in batches: every ack that arrived
+// while the previous batch was being acknowledged goes in the next one.
+func (r *run) acker() {
+	s := r.s
+	batch := make([]Delivery, 0, min(s.cfg.Spec.Concurrency, s.cfg.MaxAckBatch))
+	for d := range r.acks {
+		batch = append(batch[:0], d)
+	more:
+		for len(batch) < s.cfg.MaxAckBatch {
+			select {
+			case d, ok := <-r.acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, d)
+			default:
+				break more
+			}
+		}
+		if err := r.src.Ack(r.settleCtx, batch); err != nil {
+			s.log.Warn(s.cfg.Backend+": ack failed; the broker delivers the messages again", "n", len(batch), "err", err)
+		}
+		clear(batch) // drop the references to the messages
+	}
+}
+
+var _ message.Subscriber = (*Subscriber)(nil)
