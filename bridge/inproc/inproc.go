@@ -4,24 +4,23 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/url"
-	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/internal/consume"
+	"github.com/switchboard-go/switchboard/bridge/internal/params"
 )
 
 func init() {
-	bridge.Register("gochannel", func(_ context.Context, u *url.URL, _ *slog.Logger) (bridge.Bridge, error) {
-		if q := u.Query(); len(q) > 0 {
-			return nil, fmt.Errorf("%w: unknown parameter %q (gochannel:// takes none)", bridge.ErrBadURL, slices.Sorted(maps.Keys(q))[0])
+	bridge.Register("gochannel", func(_ context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, error) {
+		if err := params.New("gochannel", u).Err(); err != nil { // it takes none
+			return nil, err
 		}
-		return shared(u.Host), nil
+		return shared(u.Host, log), nil
 	})
 }
 
@@ -36,13 +35,15 @@ type sharedBus struct {
 }
 
 // shared returns a handle on the process-wide bus named name, creating the
-// bus if needed. The bus closes when its last handle is closed.
-func shared(name string) bridge.Bridge {
+// bus if needed (logging to log). The bus closes when its last handle is
+// closed.
+func shared(name string, log *slog.Logger) bridge.Bridge {
 	busesMu.Lock()
 	defer busesMu.Unlock()
 	sb := buses[name]
 	if sb == nil {
 		sb = &sharedBus{Bus: New()}
+		sb.log = log.With("bridge", "gochannel")
 		buses[name] = sb
 	}
 	sb.refs++
@@ -76,11 +77,13 @@ type Bus struct {
 	topics map[string]map[string]*group // topic → group name → group
 	closed bool
 	done   chan struct{}
+	subs   map[*consume.Subscriber]struct{} // abandoned when the bus closes
+	log    *slog.Logger
 }
 
 // New returns a private bus.
 func New() *Bus {
-	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{})}
+	return &Bus{topics: map[string]map[string]*group{}, done: make(chan struct{}), subs: map[*consume.Subscriber]struct{}{}, log: slog.Default()}
 }
 
 // Name implements bridge.Bridge.
@@ -108,6 +111,9 @@ func (b *Bus) Close() error {
 	if !b.closed {
 		b.closed = true
 		close(b.done)
+		for s := range b.subs {
+			s.Abandon()
+		}
 	}
 	return nil
 }
@@ -151,12 +157,48 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 
 func (publisher) Close() error { return nil }
 
-// Subscriber implements bridge.Bridge.
+// Subscriber implements bridge.Bridge. Its subscriber runs on the shared
+// consumer runtime (bridge/internal/consume) with no bound of its own on
+// Close: a handler owns its message until it settles it, and no other
+// member of the group gets the message meanwhile (the engine bounds the
+// wait with its DrainTimeout; closing the bus ends it at once).
 func (b *Bus) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscriber, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	return &subscriber{b: b, spec: spec, closing: make(chan struct{})}, nil
+	var sub *consume.Subscriber
+	sub, err := consume.New(consume.Config{Spec: spec, Backend: "inproc", Logger: b.log}, func(context.Context) (consume.Source, error) {
+		g, err := b.join(spec)
+		if err != nil {
+			return nil, err
+		}
+		return &source{b: b, spec: spec, g: g}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, bridge.ErrClosed
+	}
+	b.subs[sub] = struct{}{}
+	return &subscriber{Subscriber: sub, b: b}, nil
+}
+
+// subscriber forgets itself on the bus when it closes.
+type subscriber struct {
+	*consume.Subscriber
+	b *Bus
+}
+
+// Close implements message.Subscriber (see consume.Subscriber.Close).
+func (s *subscriber) Close() error {
+	err := s.Subscriber.Close()
+	s.b.mu.Lock()
+	delete(s.b.subs, s.Subscriber)
+	s.b.mu.Unlock()
+	return err
 }
 
 // queued is a message waiting in one group's queue.
@@ -188,19 +230,19 @@ func (g *group) signal() {
 	}
 }
 
-func (g *group) pop() (queued, bool) {
+// pop takes up to n messages off the queue.
+func (g *group) pop(n int) []queued {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.queue) == 0 {
-		return queued{}, false
-	}
-	m := g.queue[0]
-	g.queue[0] = queued{}
-	g.queue = g.queue[1:]
+	n = min(n, len(g.queue))
+	out := make([]queued, n)
+	copy(out, g.queue)
+	clear(g.queue[:n])
+	g.queue = g.queue[n:]
 	if len(g.queue) > 0 {
-		g.signal() // let another worker take the next one
+		g.signal() // let another member take the next ones
 	}
-	return m, true
+	return out
 }
 
 func (b *Bus) join(spec bridge.Spec) (*group, error) {
@@ -237,136 +279,68 @@ func (b *Bus) leave(spec bridge.Spec, g *group) {
 	}
 }
 
-type subscriber struct {
-	b         *Bus
-	spec      bridge.Spec
-	closeOnce sync.Once
-	closing   chan struct{} // closed when Close begins
-	wg        sync.WaitGroup
-
-	mu     sync.Mutex
-	closed bool
+// source is one Subscribe call's member of a group: the consume.Source of
+// the in-process bus. A delivery's Ref is its queued entry.
+type source struct {
+	b    *Bus
+	spec bridge.Spec
+	g    *group
 }
 
-// Subscribe starts spec.Concurrency workers that each hold at most one message
-// in flight. The channel closes when the subscriber is closed, ctx is done or
-// the bus closes, once every in-flight message has been acked or nacked (or
-// dropped with the bus: see Bus.Close).
-func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	if topic != s.spec.Topic {
-		return nil, fmt.Errorf("inproc: subscriber for topic %q asked to subscribe to %q", s.spec.Topic, topic)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, fmt.Errorf("inproc: subscriber for %q: %w", topic, bridge.ErrClosed)
-	}
-	g, err := s.b.join(s.spec)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan *message.Message)
-	stop := make(chan struct{})
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-s.closing:
-		case <-s.b.done:
-		}
-		close(stop)
-	}()
-	var workers sync.WaitGroup
-	for range s.spec.Concurrency {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			s.work(ctx, g, out, stop)
-		}()
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		workers.Wait()
-		s.b.leave(s.spec, g)
-		close(out)
-	}()
-	return out, nil
-}
-
-func (s *subscriber) work(ctx context.Context, g *group, out chan<- *message.Message, stop <-chan struct{}) {
+// Fetch takes up to n queued messages, waiting for the first one until ctx
+// ends or the bus closes.
+func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
 	for {
-		// Stopping wins over a message waiting: the select below would
-		// pick between them at random, so a drain would keep taking work.
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		m, ok := g.pop()
-		if !ok {
-			select {
-			case <-g.wake:
-				continue
-			case <-stop:
-				return
+		if ms := s.g.pop(n); len(ms) > 0 {
+			for _, m := range ms {
+				m.deliveries++
+				deliver(consume.Delivery{Msg: m.msg.Copy(), Count: m.deliveries, Ref: m})
 			}
+			return nil
 		}
-		delivery := m.msg.Copy()
-		delivery.SetContext(ctx)
-		delivery.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(m.deliveries+1))
 		select {
-		case out <- delivery:
-			m.deliveries++
-		case <-stop:
-			g.push(m) // not delivered: leave it for another member
-			return
-		}
-		// Wait for the verdict even when stopping: the handler owns the
-		// message until it settles it, however long that takes; only the
-		// bus closing ends the wait.
-		select {
-		case <-delivery.Acked():
-		case <-delivery.Nacked():
-			s.redeliver(g, m, bridge.NackDelay(delivery.Metadata))
-		case <-s.b.done: // its queue is dropped too
-			return
+		case <-s.g.wake:
+		case <-ctx.Done():
+			return nil
+		case <-s.b.done:
+			return bridge.ErrClosed
 		}
 	}
 }
 
-func (s *subscriber) redeliver(g *group, m queued, d time.Duration) {
-	if d <= 0 {
-		g.push(m)
-		return
+// Ack has nothing to do: a delivered message has left the queue.
+func (s *source) Ack(context.Context, []consume.Delivery) error { return nil }
+
+// Nack queues the message again for the group after delay.
+func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration) error {
+	m := d.Ref.(queued)
+	if delay <= 0 {
+		s.g.push(m)
+		return nil
 	}
-	time.AfterFunc(d, func() { g.push(m) })
+	time.AfterFunc(delay, func() { s.g.push(m) })
+	return nil
 }
 
-// Close stops delivering new messages and waits until every message this
-// subscriber handed out has been acked or nacked, with no time limit of its
-// own: a handler owns its message until it settles it, and no other member
-// of the group gets the message meanwhile. The caller bounds the wait (the
-// engine cancels its handlers past its DrainTimeout, and its Stop gives up
-// when its context ends); closing the bus ends it at once. Every goroutine
-// of the subscriber has ended when Close returns. Close is idempotent (a
-// second call returns when the first has) and returns nil; a later
-// Subscribe fails with bridge.ErrClosed.
-func (s *subscriber) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.closing)
-		s.wg.Wait()
-	})
+// Release queues messages no handler received again, uncounted.
+func (s *source) Release(_ context.Context, ds []consume.Delivery) error {
+	for _, d := range ds {
+		m := d.Ref.(queued)
+		m.deliveries--
+		s.g.push(m)
+	}
+	return nil
+}
+
+// Close leaves the group.
+func (s *source) Close() error {
+	s.b.leave(s.spec, s.g)
 	return nil
 }
 
 // compile-time checks
 var (
-	_ bridge.Bridge      = (*Bus)(nil)
-	_ message.Subscriber = (*subscriber)(nil)
-	_ message.Publisher  = publisher{}
+	_ bridge.Bridge     = (*Bus)(nil)
+	_ consume.Source    = (*source)(nil)
+	_ message.Publisher = publisher{}
 )

@@ -42,7 +42,7 @@ func TestBadURL(t *testing.T) {
 			t.Errorf("Open(%q) succeeded", u)
 			continue
 		}
-		if !errors.Is(err, bridge.ErrBadURL) || !strings.Contains(err.Error(), `"`+name+`"`) {
+		if !errors.Is(err, bridge.ErrBadURL) || !strings.Contains(err.Error(), "unknown parameter "+name) {
 			t.Errorf("Open(%q): %v, want ErrBadURL naming %s", u, err, name)
 		}
 	}

@@ -187,10 +187,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // with bridge.ErrClosed.
 func (s *Subscriber) Close() error {
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		close(s.stopping)
-		s.mu.Unlock()
+		s.markClosed()
 		done := make(chan struct{})
 		go func() { s.wg.Wait(); close(done) }()
 		var timeout <-chan time.Time
@@ -216,13 +213,18 @@ func (s *Subscriber) Close() error {
 // bridge that is closing: messages handlers still hold are left to the
 // broker's redelivery. It returns at once; Close waits for the goroutines.
 func (s *Subscriber) Abandon() {
+	s.markClosed()
+	s.abandonOnce.Do(func() { close(s.abandon) })
+}
+
+// markClosed refuses later Subscribe calls and stops fetching.
+func (s *Subscriber) markClosed() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.closed {
 		s.closed = true
 		close(s.stopping)
 	}
-	s.mu.Unlock()
-	s.abandonOnce.Do(func() { close(s.abandon) })
 }
 
 // run is one Subscribe call.
