@@ -34,7 +34,7 @@ type Harness struct {
 	Wait time.Duration
 	// DeadConsumerDelay is how long a message held by a consumer whose
 	// process died takes to be delivered again: the ack wait or ack
-	// deadline URL sets (NATS ack_wait, PostgreSQL ack_deadline). Zero:
+	// deadline the URL sets (NATS ack_wait, PostgreSQL ack_deadline). Zero:
 	// at once, as when the broker requeues on the closed connection
 	// (RabbitMQ). KilledConsumerLosesNothing waits WaitLimit plus this.
 	DeadConsumerDelay time.Duration
