@@ -70,10 +70,14 @@ func openURL(t *testing.T, rawURL string) bridge.Bridge {
 
 func TestConformance(t *testing.T) {
 	cleanStaleStreams(t)
-	url := withParams(t, "")
+	// ack_wait shorter than the default 30 s, so that KilledConsumerLosesNothing
+	// sees a dead consumer's messages again within the suite's waits; a
+	// handler still running keeps its message (progress every ack_wait/2).
+	const ackWait = 10 * time.Second
 	h := bridgetest.Harness{
-		URL:    url,
-		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.NATS) },
+		URL:               withParams(t, "ack_wait="+ackWait.String()),
+		Outage:            func(t *testing.T) func() { return testenv.Outage(t, testenv.NATS) },
+		DeadConsumerDelay: ackWait,
 	}
 	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
 	backendtest.Run(t, h)
