@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/internal/consume"
 )
 
 // ErrAccessRefused is wrapped (together with bridge.ErrUnreachable) by Open
@@ -206,7 +208,11 @@ func (b *Bridge) Close() error {
 	b.mu.Unlock()
 
 	for _, s := range subs {
-		s.close(0)
+		s.abandon()
+	}
+	// Acks that arrived go out before the connection closes.
+	for _, s := range subs {
+		s.sources.Wait()
 	}
 	// Closing the publishing connection ends the publishes still waiting
 	// for a confirm.
@@ -222,8 +228,129 @@ func (b *Bridge) Close() error {
 	return errors.Join(errs...)
 }
 
+// Subscriber implements bridge.Bridge. Each Subscribe call consumes the
+// group's queue on one channel of the consuming connection (see source),
+// driven by the shared consumer runtime.
+func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscriber, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	queue, retry, err := queueNames(spec)
+	if err != nil {
+		return nil, err
+	}
+	o := b.opts
+	s := &subscriber{
+		b: b, spec: spec, stop: make(chan struct{}),
+		top: topology{exchange: o.exchange, topic: spec.Topic, kind: spec.Kind, queue: queue, retry: retry, expires: o.queueExpires},
+	}
+	// close_timeout=0 means "do not wait"; the runtime's CloseWait 0 would
+	// mean "no bound".
+	s.rt, err = consume.New(consume.Config{Spec: spec, Backend: "amqp", Logger: b.log, CloseWait: max(o.closeTimeout, time.Nanosecond)}, s.openSource)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, bridge.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	return s, nil
+}
+
+// subscriber is one bridge.Spec's subscriber: the runtime, with a source
+// per Subscribe call.
+type subscriber struct {
+	b        *Bridge
+	spec     bridge.Spec
+	top      topology
+	rt       *consume.Subscriber
+	stop     chan struct{}  // closed when Close or the bridge's Close begins: sources cancel their consumers
+	sources  sync.WaitGroup // sources not closed yet
+	keptOnce sync.Once      // the warning about a retry queue kept as it is
+
+	mu    sync.Mutex
+	state subState
+}
+
+type subState int
+
+const (
+	subOpen subState = iota
+	subClosing
+	subAbandoned
+)
+
+// Subscribe implements message.Subscriber. Each message must be acked or
+// nacked; the channel closes when the subscriber closes or ctx ends.
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.rt.Subscribe(ctx, topic)
+}
+
+// Close implements message.Subscriber: it cancels the consumers at once
+// (what they prefetched goes back to the queue), waits up to close_timeout
+// for the verdicts of the messages handlers hold, then closes the
+// channels. It does not close the bridge or its publisher.
+func (s *subscriber) Close() error {
+	s.mu.Lock()
+	st := s.state
+	if st == subOpen {
+		s.state = subClosing
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	defer s.forget()
+	if st == subAbandoned {
+		// consume.Subscriber.Close after Abandon closes a closed channel:
+		// wait for the sources instead.
+		s.sources.Wait()
+		return nil
+	}
+	return s.rt.Close()
+}
+
+// abandon is the bridge's Close: stop waiting for verdicts; the bridge
+// then waits for the sources to close. A Close already running is left
+// alone, bounded by close_timeout: consume.Subscriber.Abandon could come
+// before that Close took its lock, and Close after Abandon panics (it
+// closes a closed channel).
+func (s *subscriber) abandon() {
+	s.mu.Lock()
+	st := s.state
+	if st == subOpen {
+		s.state = subAbandoned
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	if st == subOpen {
+		s.rt.Abandon()
+	}
+}
+
+func (s *subscriber) forget() {
+	s.b.mu.Lock()
+	delete(s.b.subs, s)
+	s.b.mu.Unlock()
+}
+
+// declare declares the subscription's topology on a (see topology.declare),
+// warning once per subscriber when it keeps a retry queue whose arguments
+// differ.
+func (s *subscriber) declare(a *amqp091.Connection, ch *amqp091.Channel) error {
+	kept, err := s.top.declare(a, ch)
+	if kept != nil {
+		s.keptOnce.Do(func() {
+			s.b.log.Warn("amqp: retry queue exists with other arguments (likely another message TTL): used as it is, so a nack without a delay of its own waits its TTL, not bridge.DefaultNackDelay; to migrate, delete the queue once it is empty (no message parked in it), and the next Subscribe declares it anew",
+				"queue", s.top.retry, "broker", kept.Error(), "default_nack_delay", bridge.DefaultNackDelay)
+		})
+	}
+	return err
+}
+
 // compile-time checks
 var (
-	_ bridge.Bridge     = (*Bridge)(nil)
-	_ message.Publisher = publisher{}
+	_ bridge.Bridge      = (*Bridge)(nil)
+	_ message.Publisher  = publisher{}
+	_ message.Subscriber = (*subscriber)(nil)
 )
