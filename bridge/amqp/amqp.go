@@ -210,9 +210,10 @@ func (b *Bridge) Close() error {
 	for _, s := range subs {
 		s.abandon()
 	}
-	// Acks that arrived go out before the connection closes.
+	// Close waits for the subscriptions' goroutines: acks already given go
+	// out before the connection closes.
 	for _, s := range subs {
-		s.sources.Wait()
+		_ = s.Close()
 	}
 	// Closing the publishing connection ends the publishes still waiting
 	// for a confirm.
@@ -266,21 +267,10 @@ type subscriber struct {
 	spec     bridge.Spec
 	top      topology
 	rt       *consume.Subscriber
-	stop     chan struct{}  // closed when Close or the bridge's Close begins: sources cancel their consumers
-	sources  sync.WaitGroup // sources not closed yet
-	keptOnce sync.Once      // the warning about a retry queue kept as it is
-
-	mu    sync.Mutex
-	state subState
+	stop     chan struct{} // closed when Close or the bridge's Close begins: sources cancel their consumers
+	stopOnce sync.Once
+	keptOnce sync.Once // the warning about a retry queue kept as it is
 }
-
-type subState int
-
-const (
-	subOpen subState = iota
-	subClosing
-	subAbandoned
-)
 
 // Subscribe implements message.Subscriber. Each message must be acked or
 // nacked; the channel closes when the subscriber closes or ctx ends.
@@ -293,39 +283,19 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // for the verdicts of the messages handlers hold, then closes the
 // channels. It does not close the bridge or its publisher.
 func (s *subscriber) Close() error {
-	s.mu.Lock()
-	st := s.state
-	if st == subOpen {
-		s.state = subClosing
-		close(s.stop)
-	}
-	s.mu.Unlock()
+	// The runtime tells a source to stop only through Fetch's context, and
+	// only while Fetch runs (not while every slot is busy): the sources
+	// watch s.stop so that the prefetched messages go back at once.
+	s.stopOnce.Do(func() { close(s.stop) })
 	defer s.forget()
-	if st == subAbandoned {
-		// consume.Subscriber.Close after Abandon closes a closed channel:
-		// wait for the sources instead.
-		s.sources.Wait()
-		return nil
-	}
 	return s.rt.Close()
 }
 
-// abandon is the bridge's Close: stop waiting for verdicts; the bridge
-// then waits for the sources to close. A Close already running is left
-// alone, bounded by close_timeout: consume.Subscriber.Abandon could come
-// before that Close took its lock, and Close after Abandon panics (it
-// closes a closed channel).
+// abandon is the bridge's Close: stop waiting for verdicts (the broker
+// requeues what handlers hold when the channels close).
 func (s *subscriber) abandon() {
-	s.mu.Lock()
-	st := s.state
-	if st == subOpen {
-		s.state = subAbandoned
-		close(s.stop)
-	}
-	s.mu.Unlock()
-	if st == subOpen {
-		s.rt.Abandon()
-	}
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.rt.Abandon()
 }
 
 func (s *subscriber) forget() {

@@ -156,10 +156,10 @@
 // message is delivered again: at-least-once), and Close returns an error
 // saying so.
 // Closing a subscriber never closes the bridge or its publisher.
-// Bridge.Close stops subscribers without waiting for their handlers' verdicts
-// (acks already given are sent), then closes both connections; a
-// Subscriber.Close already running is waited for (at most close_timeout). It
-// is idempotent. Publisher().Close is a no-op.
+// Bridge.Close stops subscribers without waiting for their handlers'
+// verdicts, cutting short a Subscriber.Close that is waiting (acks already
+// given are sent; the broker requeues what handlers hold), then closes both
+// connections; it is idempotent. Publisher().Close is a no-op.
 //
 // # Connections, outages, health
 //

@@ -70,7 +70,6 @@ func (s *subscriber) openSource(ctx context.Context) (consume.Source, error) {
 		return nil, err
 	}
 	src := &source{s: s, cur: c, closed: make(chan struct{}), done: make(chan struct{})}
-	s.sources.Add(1)
 	go func() {
 		defer close(src.done)
 		select {
@@ -318,7 +317,6 @@ func (src *source) Release(_ context.Context, ds []consume.Delivery) error {
 // it prefetched) and closes the channel, so the broker requeues at once
 // whatever the channel still holds (messages abandoned by the runtime).
 func (src *source) Close() error {
-	defer src.s.sources.Done()
 	close(src.closed)
 	<-src.done
 	src.stop()
