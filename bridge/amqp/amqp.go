@@ -242,7 +242,7 @@ func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscr
 	}
 	o := b.opts
 	s := &subscriber{
-		b: b, spec: spec, stop: make(chan struct{}),
+		b: b, spec: spec,
 		top: topology{exchange: o.exchange, topic: spec.Topic, kind: spec.Kind, queue: queue, retry: retry, expires: o.queueExpires},
 	}
 	// close_timeout=0 means "do not wait"; the runtime's CloseWait 0 would
@@ -267,8 +267,6 @@ type subscriber struct {
 	spec     bridge.Spec
 	top      topology
 	rt       *consume.Subscriber
-	stop     chan struct{} // closed when Close or the bridge's Close begins: sources cancel their consumers
-	stopOnce sync.Once
 	keptOnce sync.Once // the warning about a retry queue kept as it is
 }
 
@@ -283,10 +281,6 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // for the verdicts of the messages handlers hold, then closes the
 // channels. It does not close the bridge or its publisher.
 func (s *subscriber) Close() error {
-	// The runtime tells a source to stop only through Fetch's context, and
-	// only while Fetch runs (not while every slot is busy): the sources
-	// watch s.stop so that the prefetched messages go back at once.
-	s.stopOnce.Do(func() { close(s.stop) })
 	defer s.forget()
 	return s.rt.Close()
 }
@@ -294,7 +288,6 @@ func (s *subscriber) Close() error {
 // abandon is the bridge's Close: stop waiting for verdicts (the broker
 // requeues what handlers hold when the channels close).
 func (s *subscriber) abandon() {
-	s.stopOnce.Do(func() { close(s.stop) })
 	s.rt.Abandon()
 }
 

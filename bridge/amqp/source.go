@@ -53,8 +53,8 @@ type delivery struct {
 }
 
 // openSource declares the topology and starts consuming; a refusal fails
-// Subscribe. The consumer is cancelled as soon as ctx ends or the
-// subscriber stops, not when the last handler's verdict is in: what it
+// Subscribe. The consumer is cancelled as soon as ctx ends (the
+// subscription stops), not when the last handler's verdict is in: what it
 // prefetched goes back to the queue at once.
 func (s *subscriber) openSource(ctx context.Context) (consume.Source, error) {
 	a, _ := s.b.sub.current()
@@ -73,8 +73,7 @@ func (s *subscriber) openSource(ctx context.Context) (consume.Source, error) {
 	go func() {
 		defer close(src.done)
 		select {
-		case <-ctx.Done():
-		case <-s.stop:
+		case <-ctx.Done(): // the subscription stops
 		case <-src.closed:
 			return
 		}

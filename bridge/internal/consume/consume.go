@@ -122,9 +122,12 @@ type Subscriber struct {
 	wg          sync.WaitGroup // every goroutine of every Subscribe call
 }
 
-// New returns a Subscriber for cfg. open is called by each Subscribe with
-// its context: it declares what the subscription needs on the broker (a
-// refusal fails Subscribe) and returns the Source.
+// New returns a Subscriber for cfg. open is called by each Subscribe: it
+// declares what the subscription needs on the broker (a refusal fails
+// Subscribe) and returns the Source. Its context ends when that
+// subscription stops (Close, Abandon, or Subscribe's context ending): a
+// source that prefetches can watch it to give back at once what it holds
+// for no handler, even while every slot is busy and Fetch is not running.
 func New(cfg Config, open func(ctx context.Context) (Source, error)) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -154,17 +157,27 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if s.closed {
 		return nil, fmt.Errorf("%s: subscriber for %q: %w", s.cfg.Backend, topic, bridge.ErrClosed)
 	}
-	src, err := s.open(ctx)
-	if err != nil {
-		return nil, err
-	}
 	r := &run{
-		s: s, src: src, ctx: ctx,
+		s: s, ctx: ctx,
 		out:  make(chan *message.Message),
 		idle: make(chan struct{}, s.cfg.Spec.Concurrency),
 		acks: make(chan Delivery, s.cfg.Spec.Concurrency),
 	}
 	r.stopCtx, r.stop = context.WithCancel(context.Background())
+	go func() { // the stop signal
+		select {
+		case <-ctx.Done():
+		case <-s.stopping:
+		case <-r.stopCtx.Done():
+		}
+		r.stop()
+	}()
+	src, err := s.open(r.stopCtx)
+	if err != nil {
+		r.stop()
+		return nil, err
+	}
+	r.src = src
 	// The settling context ends only when the subscriber abandons its
 	// messages: acks and nacks of a stopping subscription still go out.
 	r.settleCtx, r.endSettle = context.WithCancel(context.Background())
@@ -245,14 +258,6 @@ type run struct {
 
 func (r *run) main() {
 	s := r.s
-	go func() { // the stop signal
-		select {
-		case <-r.ctx.Done():
-		case <-s.stopping:
-		case <-r.stopCtx.Done():
-		}
-		r.stop()
-	}()
 	go func() {
 		select {
 		case <-s.abandon:

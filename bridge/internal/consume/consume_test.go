@@ -407,3 +407,38 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// The context open gets ends when the subscription stops, even while every
+// slot is busy and Fetch is not running: a prefetching source gives back
+// what it holds at once, not after the last verdict.
+func TestOpenContextEndsWhenStopping(t *testing.T) {
+	t.Parallel()
+	q := newQueue("a")
+	var openCtx context.Context
+	s, err := consume.New(consume.Config{Spec: spec(1), Backend: "test"}, func(ctx context.Context) (consume.Source, error) {
+		openCtx = ctx
+		return q, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Subscribe(t.Context(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := receive(t, out) // the only slot is busy
+	if openCtx.Err() != nil {
+		t.Fatal("open's context ended before the stop")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-openCtx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("open's context did not end when Close began")
+	}
+	a.Ack()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
