@@ -50,9 +50,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		rssWindow  = fs.Duration("rss-window", 0, "how long the RSS figure's child runs the c64 load (default 3s, quick 1s)")
 	)
 	fs.BoolVar(&o.Quick, "quick", false, "fewer, shorter figures (a smoke check)")
-	fs.BoolVar(&o.Variants.RawAMQPConfirm, "raw-amqp-confirm", false, "variant: raw Watermill publishes to RabbitMQ with publisher confirms, as Switchboard does")
-	fs.BoolVar(&o.Variants.RawNATSNoAutoProvision, "raw-nats-no-autoprovision", false, "variant: raw Watermill's NATS streams are provisioned up front, publishing without AutoProvision")
-	fs.StringVar(&o.Side, "side", "both", "both, sb (Switchboard only) or raw (Watermill only)")
+	fs.StringVar(&o.Side, "side", "both", "both, sb (Switchboard only) or raw (Watermill only, with its tuned variants); the client-only ceilings run only with both")
 	fs.DurationVar(&o.Timing.Warmup, "warmup", 0, "warm-up per figure (default 1s, quick 200ms)")
 	fs.DurationVar(&o.Timing.Window, "window", 0, "measured time per figure (default 3s, quick 500ms)")
 	if err := fs.Parse(args); err != nil {
