@@ -5,10 +5,14 @@
 //	<figure> <switchboard> <raw-watermill> <ratio> <unit>
 //
 // The ratio is > 1 when Switchboard is better (rates: switchboard/raw;
-// latencies, allocations, RSS: raw/switchboard). Lines starting with '#' are
+// latencies, allocations, RSS: raw/switchboard). A figure with a client-only
+// ceiling ends with each side's fraction of it, "<switchboard>/<raw>"; a
+// figure named <figure>@<variant> compares the same Switchboard value with
+// raw Watermill tuned away from its defaults; a ceiling itself is
+// "<backend>/ceiling-<name> <value> <unit>". Lines starting with '#' are
 // comments: the machine first, then notes. See BENCHMARKS.md.
 //
-//	go run ./internal/bench                          # full run, a few minutes
+//	go run ./internal/bench                          # full run, about ten minutes
 //	go run ./internal/bench -quick                   # smoke check, under a minute
 //	go run ./internal/bench -backends gochannel,nats -workloads cmd-1hop-c64 -side sb -cpuprofile sb.prof
 //
