@@ -58,6 +58,10 @@ const (
 	OutboxMinSamples = 12
 	// OutboxWriters commit back to back in the outbox-burst figure.
 	OutboxWriters = 8
+	// OutboxBurstMinRows is the least number of rows the outbox-burst
+	// figure measures in full mode: a relay that polls every second
+	// delivers nothing in a short round.
+	OutboxBurstMinRows = 500
 	// CeilingBatch is the most messages the client-only ceilings put in
 	// one INSERT, claim or DELETE (PostgreSQL).
 	CeilingBatch = 100
@@ -321,6 +325,9 @@ func outboxBurstTrial(e env) (*trial, error) {
 	}
 	return &trial{
 		round: func(ctx context.Context, t Timing) (sample, error) {
+			if !e.opts.Quick {
+				t.MinSamples = max(t.MinSamples, ceilDiv(OutboxBurstMinRows, e.opts.Rounds))
+			}
 			b := &burst{newFanout(1, InFlight), newCommitLatencies(time.Now().Add(t.Warmup))}
 			cur.Store(b)
 			n, el, err := b.f.run(ctx, t, OutboxWriters, 1, single(func(ctx context.Context, seq int64) error {

@@ -42,6 +42,20 @@ const (
 	PostgresCeilingIdle = 2 * time.Millisecond
 )
 
+// cleanup is what a rig must undo, in the order it was set up: close undoes
+// it last first and joins the errors.
+type cleanup []func() error
+
+func (c *cleanup) push(fs ...func() error) { *c = append(*c, fs...) }
+
+func (c *cleanup) close() error {
+	var errs []error
+	for i := len(*c) - 1; i >= 0; i-- {
+		errs = append(errs, (*c)[i]())
+	}
+	return errors.Join(errs...)
+}
+
 // firstErr keeps the first error reported from a client's callback.
 type firstErr struct {
 	once sync.Once
@@ -92,18 +106,10 @@ func natsCeilingE2E(url, prefix string) func(env) (*trial, error) {
 		if err != nil {
 			return nil, err
 		}
-		var closers []func() error
-		closers = append(closers, func() error { nc.Close(); return nil })
-		closeAll := func() error {
-			var errs []error
-			for i := len(closers) - 1; i >= 0; i-- {
-				errs = append(errs, closers[i]())
-			}
-			return errors.Join(errs...)
-		}
+		closers := cleanup{func() error { nc.Close(); return nil }}
 		defer func() {
 			if err != nil {
-				err = errors.Join(err, closeAll())
+				err = errors.Join(err, closers.close())
 			}
 		}()
 		js, err := jetstream.New(nc,
@@ -117,7 +123,7 @@ func natsCeilingE2E(url, prefix string) func(env) (*trial, error) {
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error {
+		closers.push(func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			return js.DeleteStream(ctx, name)
@@ -142,7 +148,7 @@ func natsCeilingE2E(url, prefix string) func(env) (*trial, error) {
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error {
+		closers.push(func() error {
 			cc.Stop()
 			select { // publishes still unacknowledged, if the round was cut short
 			case <-js.PublishAsyncComplete():
@@ -163,7 +169,7 @@ func natsCeilingE2E(url, prefix string) func(env) (*trial, error) {
 			}
 			return cerr.get()
 		}
-		return e2eCeiling(f, 1, publish, &cerr, closeAll), nil
+		return e2eCeiling(f, 1, publish, &cerr, closers.close), nil
 	}
 }
 
@@ -224,29 +230,22 @@ func natsCeilingReqRep(url string) func(env) (*trial, error) {
 func amqpCeilingE2E(url, prefix string) func(env) (*trial, error) {
 	return func(e env) (_ *trial, err error) {
 		var cerr firstErr
-		var closers []func() error
-		closeAll := func() error {
-			var errs []error
-			for i := len(closers) - 1; i >= 0; i-- {
-				errs = append(errs, closers[i]())
-			}
-			return errors.Join(errs...)
-		}
+		var closers cleanup
 		defer func() {
 			if err != nil {
-				err = errors.Join(err, closeAll())
+				err = errors.Join(err, closers.close())
 			}
 		}()
 		pubConn, err := amqp091.Dial(url)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, pubConn.Close)
+		closers.push(pubConn.Close)
 		subConn, err := amqp091.Dial(url)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, subConn.Close)
+		closers.push(subConn.Close)
 		pubCh, err := pubConn.Channel()
 		if err != nil {
 			return nil, err
@@ -255,7 +254,7 @@ func amqpCeilingE2E(url, prefix string) func(env) (*trial, error) {
 		if _, err := pubCh.QueueDeclare(q, true, false, false, false, nil); err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error {
+		closers.push(func() error {
 			_, err := pubCh.QueueDelete(q, false, false, false)
 			return err
 		})
@@ -278,7 +277,7 @@ func amqpCeilingE2E(url, prefix string) func(env) (*trial, error) {
 				}
 			}
 		}()
-		closers = append(closers, func() error { close(confirms); <-confirmerDone; return nil })
+		closers.push(func() error { close(confirms); <-confirmerDone; return nil })
 		subCh, err := subConn.Channel()
 		if err != nil {
 			return nil, err
@@ -319,7 +318,7 @@ func amqpCeilingE2E(url, prefix string) func(env) (*trial, error) {
 				}
 			}
 		}()
-		closers = append(closers, func() error {
+		closers.push(func() error {
 			err := subCh.Cancel("c", false)
 			<-consumerDone
 			return err
@@ -344,7 +343,7 @@ func amqpCeilingE2E(url, prefix string) func(env) (*trial, error) {
 			}
 			return cerr.get()
 		}
-		return e2eCeiling(f, 1, publish, &cerr, closeAll), nil
+		return e2eCeiling(f, 1, publish, &cerr, closers.close), nil
 	}
 }
 
@@ -363,17 +362,10 @@ func pgCeilingE2E(url, prefix string, admin *pgxpool.Pool) func(env) (*trial, er
 		if _, err := admin.Exec(e.ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
 			return nil, err
 		}
-		closers := []func() error{func() error { return dropSchema(context.Background(), admin, schema) }}
-		closeAll := func() error {
-			var errs []error
-			for i := len(closers) - 1; i >= 0; i-- {
-				errs = append(errs, closers[i]())
-			}
-			return errors.Join(errs...)
-		}
+		closers := cleanup{func() error { return dropSchema(context.Background(), admin, schema) }}
 		defer func() {
 			if err != nil {
-				err = errors.Join(err, closeAll())
+				err = errors.Join(err, closers.close())
 			}
 		}()
 		q := pgx.Identifier{schema, "queue"}.Sanitize()
@@ -384,7 +376,7 @@ func pgCeilingE2E(url, prefix string, admin *pgxpool.Pool) func(env) (*trial, er
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error { pool.Close(); return nil })
+		closers.push(func() error { pool.Close(); return nil })
 		claim := "UPDATE " + q + " SET claimed_at = now() WHERE id IN (SELECT id FROM " + q +
 			" WHERE claimed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, payload"
 		ack := "DELETE FROM " + q + " WHERE id = ANY($1)"
@@ -422,7 +414,7 @@ func pgCeilingE2E(url, prefix string, admin *pgxpool.Pool) func(env) (*trial, er
 				}
 			}
 		}()
-		closers = append(closers, func() error { cancel(); <-consumerDone; return nil })
+		closers.push(func() error { cancel(); <-consumerDone; return nil })
 		insert := "INSERT INTO " + q + " (payload) SELECT unnest($1::bytea[])"
 		publish := func(ctx context.Context, seqs []int64) error {
 			batch := make([][]byte, len(seqs))
@@ -438,6 +430,6 @@ func pgCeilingE2E(url, prefix string, admin *pgxpool.Pool) func(env) (*trial, er
 			}
 			return cerr.get()
 		}
-		return e2eCeiling(f, CeilingBatch, publish, &cerr, closeAll), nil
+		return e2eCeiling(f, CeilingBatch, publish, &cerr, closers.close), nil
 	}
 }

@@ -127,29 +127,22 @@ func ordersTable(ctx context.Context, exec func(context.Context, string) error, 
 // settings.
 func sbOutbox(ctx context.Context, pgURL, bridgeURL, ns string, deliver func(string)) (_ *outboxRig, err error) {
 	schema := "sbo_" + ns
-	var closers []func() error
-	closeAll := func() error {
-		var errs []error
-		for i := len(closers) - 1; i >= 0; i-- {
-			errs = append(errs, closers[i]())
-		}
-		return errors.Join(errs...)
-	}
+	var closers cleanup
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, closeAll())
+			err = errors.Join(err, closers.close())
 		}
 	}()
 	unlock, err := lockServer(ctx, Postgres)
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() error { unlock(); return nil })
+	closers.push(func() error { unlock(); return nil })
 	db, err := sql.Open("pgx", pgURL)
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, db.Close, func() error {
+	closers.push(db.Close, func() error {
 		_, err := db.Exec("DROP SCHEMA IF EXISTS " + pgx.Identifier{schema}.Sanitize() + " CASCADE")
 		return err
 	})
@@ -169,7 +162,7 @@ func sbOutbox(ctx context.Context, pgURL, bridgeURL, ns string, deliver func(str
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() error { pool.Close(); return nil })
+	closers.push(func() error { pool.Close(); return nil })
 	ev := engine.NewEvent[Item](ns + ".placed")
 	svc := engine.NewService(ns+"-a", "1")
 	engine.Subscribe(svc, ev, func(_ context.Context, it Item) error { deliver(it.ID); return nil })
@@ -183,13 +176,13 @@ func sbOutbox(ctx context.Context, pgURL, bridgeURL, ns string, deliver func(str
 	if err := e.Start(ctx); err != nil {
 		return nil, err
 	}
-	closers = append(closers, stopper(e))
+	closers.push(stopper(e))
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	relayDone := make(chan error, 1)
 	go func() {
 		relayDone <- outbox.Relay{DatabaseURL: pgURL, Schema: schema, Target: e.Bridge(), Logger: quiet}.Run(rctx)
 	}()
-	closers = append(closers, func() error { cancel(); return <-relayDone })
+	closers.push(func() error { cancel(); return <-relayDone })
 	return &outboxRig{
 		commit: func(ctx context.Context, seq int64) (time.Time, error) {
 			in := newItem(seq)
@@ -206,7 +199,7 @@ func sbOutbox(ctx context.Context, pgURL, bridgeURL, ns string, deliver func(str
 			err = tx.Commit(ctx)
 			return time.Now(), err
 		},
-		close: closeAll,
+		close: closers.close,
 	}, nil
 }
 
@@ -222,35 +215,28 @@ func rawOutbox(pgURL, prefix string) func(context.Context, string, *transport, f
 		return nil
 	}
 	return func(ctx context.Context, ns string, target *transport, deliver func(string)) (_ *outboxRig, err error) {
-		closers := []func() error{target.close}
-		closeAll := func() error {
-			var errs []error
-			for i := len(closers) - 1; i >= 0; i-- {
-				errs = append(errs, closers[i]())
-			}
-			return errors.Join(errs...)
-		}
+		closers := cleanup{target.close}
 		defer func() {
 			if err != nil {
-				err = errors.Join(err, closeAll())
+				err = errors.Join(err, closers.close())
 			}
 		}()
 		unlock, err := lockServer(ctx, Postgres)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error { unlock(); return nil })
+		closers.push(func() error { unlock(); return nil })
 		admin, err := pgxpool.New(ctx, pgURL)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error { admin.Close(); return nil })
+		closers.push(func() error { admin.Close(); return nil })
 		// Not prefix+ns: the PostgreSQL target's transport has that one.
 		schema := prefix + ns + "_ob"
 		if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error { return dropSchema(context.Background(), admin, schema) })
+		closers.push(func() error { return dropSchema(context.Background(), admin, schema) })
 		orders, err := ordersTable(ctx, func(ctx context.Context, q string) error { _, err := admin.Exec(ctx, q); return err }, schema)
 		if err != nil {
 			return nil, err
@@ -265,7 +251,7 @@ func rawOutbox(pgURL, prefix string) func(context.Context, string, *transport, f
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() error { pool.Close(); return nil })
+		closers.push(func() error { pool.Close(); return nil })
 		sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
 			SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
 			OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
@@ -286,7 +272,7 @@ func rawOutbox(pgURL, prefix string) func(context.Context, string, *transport, f
 		}
 		go func() { _ = fwd.Run(context.WithoutCancel(ctx)) }()
 		<-fwd.Running()
-		closers = append(closers, fwd.Close) // closes sub
+		closers.push(fwd.Close) // closes sub
 		router, err := newRouter()
 		if err != nil {
 			return nil, err
@@ -297,7 +283,7 @@ func rawOutbox(pgURL, prefix string) func(context.Context, string, *transport, f
 		if err := run(ctx, router); err != nil {
 			return nil, err
 		}
-		closers = append(closers, router.Close)
+		closers.push(router.Close)
 		return &outboxRig{
 			commit: func(ctx context.Context, seq int64) (time.Time, error) {
 				ev := ItemEvent(newItem(seq))
@@ -326,7 +312,7 @@ func rawOutbox(pgURL, prefix string) func(context.Context, string, *transport, f
 				err = tx.Commit(ctx)
 				return time.Now(), err
 			},
-			close: closeAll,
+			close: closers.close,
 		}, nil
 	}
 }
