@@ -477,7 +477,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	fmt.Fprintf(w, "# c64: %d callers; events: 2 subscribing services, %d publishers, at most %d events in flight; publish: %d publishers, groups created, consumers stopped\n",
 		HighConcurrency, Publishers, InFlight, Publishers)
 	fmt.Fprintf(w, "# event-1pub: 1 publisher, 1 subscribing service; outbox-c1: commit to handler, relay to an in-process bus, one transaction at a time after a random pause in [0, %s); outbox-burst: %d writers committing back to back (a business row and the event per transaction, at most %d rows in flight), relay to the backend\n", OutboxPause, OutboxWriters, InFlight)
-	fmt.Fprintf(w, "# <figure>@<variant>: the same Switchboard figure against raw Watermill tuned away from its documented defaults (BENCHMARKS.md: tuned variants)\n")
+	fmt.Fprintf(w, "# <figure>@<variant>: the same Switchboard figure against raw Watermill tuned away from its documented defaults (BENCHMARKS.md: Tuned variants and ceilings)\n")
 	fmt.Fprintf(w, "# <backend>/ceiling-*: the broker's Go client alone, no Watermill, no Switchboard (one value); a figure line's last column is each side's fraction of its ceiling (switchboard/raw)\n")
 	fmt.Fprintf(w, "# ratio > 1 means Switchboard is better: rates switchboard/raw, latency, allocations and RSS raw/switchboard\n")
 	fmt.Fprintf(w, "# %-32s %12s %12s %8s %-8s %s\n", "figure", "switchboard", "raw-watermill", "ratio", "unit", "of-ceiling")
