@@ -193,21 +193,14 @@ func (b *Bridge) Close() error {
 			}
 		}
 		members := slices.Collect(maps.Keys(b.members))
-		var sources []*source
-		for _, m := range b.sources {
-			sources = slices.AppendSeq(sources, maps.Keys(m))
-		}
 		b.mu.Unlock()
 
-		// Every source gives up the messages its handlers hold (see
-		// source.abandon), so each runtime's Close below returns once the
-		// statements already under way are done. This is not
-		// consume.Subscriber.Abandon: a Close of the same subscriber after
-		// it (the engine closes its router after the bridge) panics, the
-		// runtime closing its stopping channel twice.
+		// No subscriber waits for its handlers now: the rows they hold
+		// are not released (the handlers may still be running) and come
+		// back after the ack deadline; acks given before are still written.
 		b.cancel()
-		for _, s := range sources {
-			s.abandon()
+		for _, s := range members {
+			s.Abandon()
 		}
 		for _, s := range members {
 			_ = s.Subscriber.Close()
@@ -346,8 +339,8 @@ func (b *Bridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subs
 	}
 	sub, err := consume.New(consume.Config{
 		Spec: spec, Backend: "postgres", Logger: b.log,
-		// Every held message is given up when its lease ends (see
-		// source.expire), so this only backs that up.
+		// Every held message is given up when its lease ends (its
+		// Delivery.Deadline), so this only backs that up.
 		CloseWait: b.cfg.ackDeadline,
 	}, func(context.Context) (consume.Source, error) { return b.newSource(ref, spec) })
 	if err != nil {

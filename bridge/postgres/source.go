@@ -4,10 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
-	"maps"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -30,10 +27,6 @@ type source struct {
 	// Fetch's own state (the runtime calls Fetch from one goroutine).
 	timer *time.Timer // the group's next visible row, or the poll interval
 	eager bool        // claim without waiting: the last claim filled its n, or failed
-
-	mu        sync.Mutex
-	held      map[*lease]struct{} // delivered and not yet settled; guards their timers
-	abandoned bool                // the bridge is closing: give up every delivery
 }
 
 // lease is one claimed row, the Ref of its consume.Delivery.
@@ -41,9 +34,7 @@ type lease struct {
 	id       int64
 	attempts int32 // as the claim left them: the lease token
 	msg      *message.Message
-	expires  time.Time   // local time by which the lease has surely ended
-	timer    *time.Timer // gives the delivery up when the lease ends; guarded by source.mu
-	gone     atomic.Bool // given up: a Nack of it writes nothing
+	expires  time.Time // local time by which the lease has surely ended: the delivery's Deadline
 }
 
 func (b *Bridge) newSource(ref *groupRef, spec bridge.Spec) (*source, error) {
@@ -53,7 +44,6 @@ func (b *Bridge) newSource(ref *groupRef, spec bridge.Spec) (*source, error) {
 		wake:  make(chan struct{}, 1),
 		timer: time.NewTimer(b.cfg.pollInterval),
 		eager: true,
-		held:  map[*lease]struct{}{},
 	}
 	if !b.addSource(s) {
 		s.timer.Stop()
@@ -102,16 +92,9 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 		s.timer.Reset(max(min(next, s.b.cfg.pollInterval), 5*time.Millisecond))
 	}
 	for _, l := range ls {
-		s.mu.Lock()
-		if s.abandoned { // claimed just before the bridge closed
-			l.gone.Store(true)
-			l.msg.Nack()
-		} else {
-			s.held[l] = struct{}{}
-			l.timer = time.AfterFunc(time.Until(l.expires), func() { s.expire(l) })
-		}
-		s.mu.Unlock()
-		deliver(consume.Delivery{Msg: l.msg, Count: int(l.attempts), Ref: l})
+		// Past the lease the runtime frees the slot without a verdict: the
+		// row is visible again and goes to whoever claims it next.
+		deliver(consume.Delivery{Msg: l.msg, Count: int(l.attempts), Ref: l, Deadline: l.expires})
 	}
 	return nil
 }
@@ -170,50 +153,6 @@ func (s *source) claim(n int) ([]*lease, time.Duration, error) {
 	return out, next, nil
 }
 
-// settled forgets l: its verdict is in, or it is given up.
-func (s *source) settled(l *lease) {
-	s.mu.Lock()
-	if l.timer != nil { // nil: given up before it was held
-		l.timer.Stop()
-	}
-	delete(s.held, l)
-	s.mu.Unlock()
-}
-
-// expire gives l up when its lease ends: the row is visible again and goes
-// to whichever member claims it next. The runtime waits for a verdict
-// before it frees the slot and offers no deadline of its own, so the
-// delivery is nacked here, on the runtime's side only (a Nack of a given-up
-// lease writes nothing); the handler's own late Ack or Nack then changes
-// nothing.
-func (s *source) expire(l *lease) {
-	s.settled(l)
-	l.gone.Store(true)
-	if l.msg.Nack() {
-		s.log.Warn("message not acked within the ack deadline; it will be delivered again",
-			"uuid", l.msg.UUID, "ack_deadline", s.b.cfg.ackDeadline)
-		s.signal()
-	}
-}
-
-// abandon gives up every held delivery when the bridge closes (as expire
-// does when a lease ends): the handlers may still be running, so the rows
-// are not released; they come back after the ack deadline.
-func (s *source) abandon() {
-	s.mu.Lock()
-	s.abandoned = true
-	held := slices.Collect(maps.Keys(s.held))
-	for _, l := range held {
-		l.timer.Stop()
-	}
-	clear(s.held)
-	s.mu.Unlock()
-	for _, l := range held {
-		l.gone.Store(true)
-		l.msg.Nack()
-	}
-}
-
 // tokens returns the ids and lease tokens of ls, as the settling
 // statements take them (never nil: a NULL array would match nothing).
 func tokens(ls []*lease) (ids []int64, attempts []int32) {
@@ -230,7 +169,6 @@ func (s *source) Ack(ctx context.Context, ds []consume.Delivery) error {
 	ls := make([]*lease, len(ds))
 	for i, d := range ds {
 		ls[i] = d.Ref.(*lease)
-		s.settled(ls[i])
 	}
 	return s.settle(ctx, ls, func(ctx context.Context, ls []*lease) error {
 		ids, attempts := tokens(ls)
@@ -244,10 +182,6 @@ func (s *source) Ack(ctx context.Context, ds []consume.Delivery) error {
 // through their next-visible timer.
 func (s *source) Nack(ctx context.Context, d consume.Delivery, delay time.Duration) error {
 	l := d.Ref.(*lease)
-	s.settled(l)
-	if l.gone.Load() {
-		return nil
-	}
 	err := s.settle(ctx, []*lease{l}, func(ctx context.Context, ls []*lease) error {
 		_, err := s.b.pool.Exec(ctx, s.b.q.nack, l.id, l.attempts, delay.Microseconds())
 		return err
@@ -295,7 +229,6 @@ func (s *source) Release(ctx context.Context, ds []consume.Delivery) error {
 	ls := make([]*lease, len(ds))
 	for i, d := range ds {
 		ls[i] = d.Ref.(*lease)
-		s.settled(ls[i])
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -306,16 +239,10 @@ func (s *source) Release(ctx context.Context, ds []consume.Delivery) error {
 	return err
 }
 
-// Close stops the source's timers; rows it still holds (abandoned, see
-// Subscriber.Close) come back after their lease.
+// Close stops the source's timer; rows it still holds (abandoned, see
+// consume.Subscriber.Close) come back after their lease.
 func (s *source) Close() error {
 	s.b.removeSource(s)
 	s.timer.Stop()
-	s.mu.Lock()
-	for l := range s.held {
-		l.timer.Stop()
-	}
-	clear(s.held)
-	s.mu.Unlock()
 	return nil
 }

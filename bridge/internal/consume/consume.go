@@ -24,6 +24,11 @@ type Delivery struct {
 	Count int
 	// Ref is the source's own handle on the message, for settling it.
 	Ref any
+	// Deadline, when set, is when the broker gives the message to another
+	// member unless it is settled (a lease). Past it the runtime frees the
+	// slot without settling the message, and a late verdict changes
+	// nothing; a message no handler took by then is not handed out.
+	Deadline time.Time
 }
 
 // Source is a backend's half of one Subscribe call. The runtime calls
@@ -41,7 +46,9 @@ type Source interface {
 	// inside Fetch.
 	Fetch(ctx context.Context, n int, deliver func(Delivery)) error
 	// Ack acknowledges messages whose handlers acked them, in one request
-	// where the backend allows. An error is logged: an unacknowledged
+	// where the backend allows. Ack, Nack and Release get a context that
+	// does not end when the subscription stops or is abandoned (verdicts
+	// given before still go out): the source bounds each request itself. An error is logged: an unacknowledged
 	// message is delivered again, never lost.
 	Ack(ctx context.Context, ds []Delivery) error
 	// Nack hands one message back to the group, to be delivered again
@@ -178,8 +185,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, err
 	}
 	r.src = src
-	// The settling context ends only when the subscriber abandons its
-	// messages: acks and nacks of a stopping subscription still go out.
+	// The settling context ends when the run has ended, not at a stop or
+	// an abandon: the verdicts given before them still go out (each
+	// source bounds its own requests).
 	r.settleCtx, r.endSettle = context.WithCancel(context.Background())
 	for range s.cfg.Spec.Concurrency {
 		r.idle <- struct{}{}
@@ -258,13 +266,6 @@ type run struct {
 
 func (r *run) main() {
 	s := r.s
-	go func() {
-		select {
-		case <-s.abandon:
-		case <-r.settleCtx.Done():
-		}
-		r.endSettle()
-	}()
 	ackerDone := make(chan struct{})
 	go func() {
 		defer close(ackerDone)
@@ -362,10 +363,19 @@ func (r *run) handle(d Delivery) {
 	if d.Count > 0 {
 		m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(d.Count))
 	}
+	var expired <-chan time.Time
+	if !d.Deadline.IsZero() {
+		t := time.NewTimer(time.Until(d.Deadline))
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case r.out <- m:
 	case <-r.stopCtx.Done():
 		r.release([]Delivery{d}) // never handed out: back now
+		return
+	case <-expired: // already visible again, maybe with another member
+		r.idle <- struct{}{}
 		return
 	}
 	var beat <-chan time.Time
@@ -385,6 +395,10 @@ func (r *run) handle(d Delivery) {
 			return
 		case <-beat:
 			hb.Heartbeat(d)
+		case <-expired:
+			s.log.Warn(s.cfg.Backend+": message not settled by its deadline; the broker delivers it again", "uuid", m.UUID)
+			r.idle <- struct{}{}
+			return
 		case <-s.abandon:
 			select { // a verdict that raced with abandon still counts
 			case <-m.Acked():

@@ -442,3 +442,48 @@ func TestOpenContextEndsWhenStopping(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Past its Deadline a held message frees its slot unsettled, and a late
+// verdict changes nothing.
+func TestDeadlineFreesTheSlot(t *testing.T) {
+	t.Parallel()
+	q := &deadlineQueue{queue: newQueue("a", "b"), deadline: time.Now().Add(150 * time.Millisecond)}
+	s, err := consume.New(consume.Config{Spec: spec(1), Backend: "test", Logger: slog.New(slog.DiscardHandler)}, func(context.Context) (consume.Source, error) { return q, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.Subscribe(t.Context(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := receive(t, out) // held past its deadline: the only slot frees itself
+	b := receive(t, out)
+	a.Ack()
+	b.Ack()
+	eventually(t, "b acked", func() bool {
+		var n int
+		q.snapshot(func(q *queue) { n = len(q.acks) })
+		return n == 1
+	})
+	time.Sleep(50 * time.Millisecond)
+	q.snapshot(func(q *queue) {
+		if len(q.acks) != 1 || len(q.acks[0]) != 1 || q.acks[0][0] != b.UUID {
+			t.Errorf("acks %v, want only %s (%s's deadline had passed)", q.acks, b.UUID, a.UUID)
+		}
+	})
+}
+
+// deadlineQueue gives the first message it delivers a deadline.
+type deadlineQueue struct {
+	*queue
+	deadline time.Time
+	once     sync.Once
+}
+
+func (q *deadlineQueue) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
+	return q.queue.Fetch(ctx, n, func(d consume.Delivery) {
+		q.once.Do(func() { d.Deadline = q.deadline })
+		deliver(d)
+	})
+}
