@@ -89,6 +89,13 @@ type Config struct {
 	HeartbeatEvery time.Duration
 	// MaxAckBatch bounds the deliveries of one Ack call. Default 256.
 	MaxAckBatch int
+	// Prefetch is how many messages beyond Spec.Concurrency a
+	// subscription fetches ahead, so that the next one is ready when a
+	// handler finishes instead of a round trip later; they wait in order
+	// and are handed out as slots free up. The broker counts them as
+	// delivered: their deadlines run (no heartbeat before they are handed
+	// out), and a member that dies holds them until then. Default 0.
+	Prefetch int
 }
 
 // DefaultMaxAckBatch is Config.MaxAckBatch's default.
@@ -108,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAckBatch < 0 {
 		errs = append(errs, fmt.Errorf("consume: MaxAckBatch %d is negative", c.MaxAckBatch))
+	}
+	if c.Prefetch < 0 {
+		errs = append(errs, fmt.Errorf("consume: Prefetch %d is negative", c.Prefetch))
 	}
 	return errors.Join(errs...)
 }
@@ -164,11 +174,14 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if s.closed {
 		return nil, fmt.Errorf("%s: subscriber for %q: %w", s.cfg.Backend, topic, bridge.ErrClosed)
 	}
+	capacity := s.cfg.Spec.Concurrency + s.cfg.Prefetch
 	r := &run{
 		s: s, ctx: ctx,
-		out:  make(chan *message.Message),
-		idle: make(chan struct{}, s.cfg.Spec.Concurrency),
-		acks: make(chan Delivery, s.cfg.Spec.Concurrency),
+		out:     make(chan *message.Message),
+		idle:    make(chan struct{}, capacity),
+		running: make(chan struct{}, s.cfg.Spec.Concurrency),
+		ready:   make(chan Delivery, capacity),
+		acks:    make(chan Delivery, capacity),
 	}
 	r.stopCtx, r.stop = context.WithCancel(context.Background())
 	go func() { // the stop signal
@@ -189,8 +202,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	// an abandon: the verdicts given before them still go out (each
 	// source bounds its own requests).
 	r.settleCtx, r.endSettle = context.WithCancel(context.Background())
-	for range s.cfg.Spec.Concurrency {
+	for range capacity {
 		r.idle <- struct{}{}
+	}
+	for range s.cfg.Spec.Concurrency {
+		r.running <- struct{}{}
 	}
 	s.wg.Add(1)
 	go func() {
@@ -255,7 +271,9 @@ type run struct {
 	ctx context.Context // Subscribe's, set on every message
 
 	out       chan *message.Message
-	idle      chan struct{} // one token per free slot
+	idle      chan struct{} // one token per message the run may fetch: Concurrency + Prefetch
+	running   chan struct{} // one token per message the handlers may hold: Concurrency
+	ready     chan Delivery // fetched, in order, waiting for a running token
 	acks      chan Delivery // acked by a handler, not yet acknowledged
 	stopCtx   context.Context
 	stop      context.CancelFunc
@@ -271,7 +289,14 @@ func (r *run) main() {
 		defer close(ackerDone)
 		r.acker()
 	}()
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		r.dispatch()
+	}()
 	r.fetchLoop()
+	close(r.ready)
+	<-dispatched
 	r.handlers.Wait()
 	close(r.acks)
 	<-ackerDone
@@ -283,8 +308,8 @@ func (r *run) main() {
 	close(r.out)
 }
 
-// fetchLoop fetches as many messages as there are free slots, and starts
-// one handler goroutine per message, until the run stops.
+// fetchLoop fetches as many messages as there are free slots and queues
+// them, in order, for dispatch, until the run stops.
 func (r *run) fetchLoop() {
 	s := r.s
 	backoff, failing := time.Duration(0), false
@@ -296,7 +321,7 @@ func (r *run) fetchLoop() {
 		}
 		n := 1
 	take:
-		for n < s.cfg.Spec.Concurrency {
+		for n < cap(r.idle) {
 			select {
 			case <-r.idle:
 				n++
@@ -312,7 +337,7 @@ func (r *run) fetchLoop() {
 			}
 			got++
 			r.handlers.Add(1)
-			go r.handle(d)
+			r.ready <- d // room for every slot: never blocks
 		})
 		for range n - got {
 			r.idle <- struct{}{}
@@ -341,6 +366,24 @@ func (r *run) fetchLoop() {
 			t.Stop()
 			return
 		}
+	}
+}
+
+// dispatch starts one handler goroutine per queued message, in order, as
+// running tokens free up; once the run stops it releases the rest.
+func (r *run) dispatch() {
+	for d := range r.ready {
+		select {
+		case <-r.running:
+			if r.stopCtx.Err() == nil { // a stop wins over a free token
+				go r.handle(d)
+				continue
+			}
+			r.running <- struct{}{}
+		case <-r.stopCtx.Done():
+		}
+		r.release([]Delivery{d})
+		r.handlers.Done()
 	}
 }
 
@@ -375,7 +418,7 @@ func (r *run) handle(d Delivery) {
 		r.release([]Delivery{d}) // never handed out: back now
 		return
 	case <-expired: // already visible again, maybe with another member
-		r.idle <- struct{}{}
+		r.free()
 		return
 	}
 	var beat <-chan time.Time
@@ -397,7 +440,7 @@ func (r *run) handle(d Delivery) {
 			hb.Heartbeat(d)
 		case <-expired:
 			s.log.Warn(s.cfg.Backend+": message not settled by its deadline; the broker delivers it again", "uuid", m.UUID)
-			r.idle <- struct{}{}
+			r.free()
 			return
 		case <-s.abandon:
 			select { // a verdict that raced with abandon still counts
@@ -412,16 +455,22 @@ func (r *run) handle(d Delivery) {
 	}
 }
 
+// free gives back a finished message's tokens.
+func (r *run) free() {
+	r.running <- struct{}{}
+	r.idle <- struct{}{}
+}
+
 func (r *run) acked(d Delivery) {
 	r.acks <- d // room for every slot: never blocks for long
-	r.idle <- struct{}{}
+	r.free()
 }
 
 func (r *run) nacked(d Delivery) {
 	if err := r.src.Nack(r.settleCtx, d, bridge.NackDelay(d.Msg.Metadata)); err != nil {
 		r.s.log.Warn(r.s.cfg.Backend+": nack failed; the broker delivers the message again after its own deadline", "uuid", d.Msg.UUID, "err", err)
 	}
-	r.idle <- struct{}{}
+	r.free()
 }
 
 // acker acknowledges acked deliveries in batches: every ack that arrived

@@ -487,3 +487,42 @@ func (q *deadlineQueue) Fetch(ctx context.Context, n int, deliver func(consume.D
 		deliver(d)
 	})
 }
+
+// With Prefetch, a Concurrency-1 subscription fetches ahead but hands out
+// one message at a time, in order; what it fetched ahead is released when
+// it closes.
+func TestPrefetchKeepsOrderAndReleasesOnClose(t *testing.T) {
+	t.Parallel()
+	q := newQueue("a", "b", "c", "d", "e", "f")
+	s, out := subscribe(t, consume.Config{Spec: spec(1), Prefetch: 2}, q)
+	for _, want := range []string{"a", "b", "c"} {
+		m := receive(t, out)
+		if m.UUID != want {
+			t.Fatalf("got %s, want %s: order lost", m.UUID, want)
+		}
+		nothingWithin(t, out, 30*time.Millisecond) // one at a time
+		m.Ack()
+	}
+	q.snapshot(func(q *queue) {
+		if q.fetchNs[0] != 3 {
+			t.Errorf("first fetch asked for %d, want 3 (Concurrency 1 + Prefetch 2)", q.fetchNs[0])
+		}
+	})
+	held := receive(t, out) // d; e and f are fetched ahead
+	eventually(t, "e and f fetched ahead", func() bool {
+		var left int
+		q.snapshot(func(q *queue) { left = len(q.msgs) })
+		return left == 0
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	eventually(t, "e and f released at the stop, before d's verdict", func() bool {
+		var n int
+		q.snapshot(func(q *queue) { n = len(q.released) })
+		return n == 2
+	})
+	held.Ack()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
