@@ -7,7 +7,7 @@
 //
 // # URL
 //
-// The URL is a standard libpq/pgx connection URL. This package reads three
+// The URL is a standard libpq/pgx connection URL. This package reads four
 // query parameters of its own and removes them before the URL reaches pgx:
 //
 //	schema         PostgreSQL schema for the bridge's tables     default "switchboard"
@@ -15,6 +15,9 @@
 //	               also the name of the NOTIFY channel)
 //	poll_interval  fallback poll, see "Wake-ups"                 default 2s  (10ms to 24h)
 //	ack_deadline   lease of a delivered, unacked message         default 30s (100ms to 24h)
+//	prefetch       rows a subscription holds per unit of its     default 2   (1 to 1000)
+//	               Concurrency: Concurrency × prefetch, those
+//	               beyond Concurrency claimed ahead (1: none)
 //
 // Two parameters are refused with bridge.ErrBadURL naming them:
 // connect_timeout (libpq's: opening is bounded by the context given to
@@ -129,12 +132,14 @@
 // Subscribers run on the consumer runtime every backend shares
 // (bridge/internal/consume: concurrency, verdicts, batching of acks, bounded
 // close); this package supplies the statements. A subscription claims as
-// many rows as it has idle slots (Spec.Concurrency minus the messages its
-// handlers hold) in one statement: FOR UPDATE SKIP LOCKED LIMIT n on the
+// many rows as it has free slots (Spec.Concurrency × prefetch minus the
+// messages it holds) in one statement: FOR UPDATE SKIP LOCKED LIMIT n on the
 // group's visible rows (visible_at <= now(), oldest first), setting
 // visible_at = now() + ack_deadline (the lease) and attempts + 1, RETURNING
-// the rows. Every claimed row goes to a handler at once, so no lease runs
-// while a message waits in a buffer. The same statement returns when the
+// the rows. The rows beyond Spec.Concurrency wait, in order, for a
+// handler to finish (their lease runs meanwhile; one that ends before a
+// handler takes the row is dropped, as the row is visible again), so the
+// next message is ready without a round trip. The same statement returns when the
 // group's next row becomes visible (for the timer, see "Wake-ups"). No
 // transaction stays open while a handler runs. Members and handlers never
 // wait on each other's locks, and the Concurrency test's N unacked messages

@@ -26,6 +26,11 @@ const (
 	// DefaultAckDeadline is how long a delivered message may stay unacked
 	// before it is delivered again (?ack_deadline=).
 	DefaultAckDeadline = 30 * time.Second
+	// DefaultPrefetch is how many rows a subscription claims per unit of
+	// its Concurrency (?prefetch=): Concurrency × prefetch, the ones
+	// beyond Concurrency claimed ahead so that the next message is ready
+	// when a handler finishes (as the AMQP backend's prefetch).
+	DefaultPrefetch = 2
 	// DialTimeout bounds every connection attempt the bridge makes: at
 	// Open (which the context given to bridge.Open bounds as well), as the
 	// pool grows, and when the LISTEN connection is re-made. libpq's
@@ -38,7 +43,7 @@ const maxInterval = 24 * time.Hour
 
 // ourParams are the URL query parameters this package consumes; every other
 // parameter is left in the URL handed to pgx, except refusedParams.
-var ourParams = []string{"schema", "poll_interval", "ack_deadline"}
+var ourParams = []string{"schema", "poll_interval", "ack_deadline", "prefetch"}
 
 // refusedParams are parameters a bridge URL must not carry, with why: pgx
 // would take connect_timeout and the server would be sent nack_delay, but
@@ -53,6 +58,7 @@ type config struct {
 	schema       string
 	pollInterval time.Duration
 	ackDeadline  time.Duration
+	prefetch     int
 	pool         *pgxpool.Config
 	addr         string // redacted URL, for errors and logs
 }
@@ -70,6 +76,7 @@ func parseURL(u *url.URL) (config, error) {
 		}),
 		pollInterval: r.Duration("poll_interval", DefaultPollInterval, 10*time.Millisecond, maxInterval),
 		ackDeadline:  r.Duration("ack_deadline", DefaultAckDeadline, 100*time.Millisecond, maxInterval),
+		prefetch:     r.Int("prefetch", DefaultPrefetch, 1, 1000),
 	}
 	for _, name := range slices.Sorted(maps.Keys(refusedParams)) {
 		r.String(name, "", func(string) string { return "is not taken: " + refusedParams[name] })
