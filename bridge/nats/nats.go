@@ -242,6 +242,11 @@ func (b *natsBridge) Close() error {
 		if err := b.conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
 			b.log.Debug("nats: flush before close", "err", err)
 		}
+		// nats.go runs the disconnect handler of its own Close on its
+		// callback goroutine, after Close returns: that would be this
+		// package's code still running once the bridge is closed, and it
+		// has nothing to report about our own close.
+		b.conn.SetDisconnectErrHandler(nil)
 		b.conn.Close()
 	})
 	return nil
