@@ -65,9 +65,9 @@ func (p *pullSnoop) counts() (requests, asked int) {
 }
 
 // A subscription with Concurrency N asks for a backlog in batches, one pull
-// request for as many messages as it has idle workers, not one request per
+// request for as many messages as it has idle slots, not one request per
 // message; and while it is idle it keeps a single pull request waiting, not
-// one per worker.
+// one per slot.
 func TestPullsInBatches(t *testing.T) {
 	const n = 32
 	b := openURL(t, withParams(t, ""))
@@ -97,7 +97,7 @@ func TestPullsInBatches(t *testing.T) {
 		t.Errorf("%d messages of a backlog took %d pull requests (asking for %d), want at most %d", n, requests, asked, n/8)
 	}
 	if asked > n {
-		t.Errorf("pull requests asked for %d messages with %d workers", asked, n)
+		t.Errorf("pull requests asked for %d messages with %d slots", asked, n)
 	}
 	for _, m := range held {
 		m.Ack()
