@@ -247,7 +247,11 @@ func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscr
 	}
 	// close_timeout=0 means "do not wait"; the runtime's CloseWait 0 would
 	// mean "no bound".
-	s.rt, err = consume.New(consume.Config{Spec: spec, Backend: "amqp", Logger: b.log, CloseWait: max(o.closeTimeout, time.Nanosecond)}, s.openSource)
+	s.rt, err = consume.New(consume.Config{
+		Spec: spec, Backend: "amqp", Logger: b.log,
+		CloseWait: max(o.closeTimeout, time.Nanosecond),
+		Prefetch:  o.prefetch, // the runtime takes what the channel's prefetch holds
+	}, s.openSource)
 	if err != nil {
 		return nil, err
 	}

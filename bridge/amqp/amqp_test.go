@@ -79,7 +79,7 @@ func TestBadURL(t *testing.T) {
 	cases := map[string]string{
 		base + "?colour=blue":                        "unknown parameter colour",
 		base + "?nack_delay=2s":                      "unknown parameter nack_delay", // removed: bridge.DefaultNackDelay
-		base + "?prefetch=0":                         "prefetch",
+		base + "?prefetch=-1":                        "prefetch",
 		base + "?prefetch=1&prefetch=2":              "prefetch",
 		base + "?publish_channels=":                  "publish_channels",
 		base + "?exchange=amq.direct":                "exchange",
@@ -102,7 +102,7 @@ func TestBadURL(t *testing.T) {
 		}
 	}
 	// Every problem is reported at once.
-	raw := base + "?prefetch=0&colour=blue&exchange=amq.x&heartbeat=soon"
+	raw := base + "?prefetch=-1&colour=blue&exchange=amq.x&heartbeat=soon"
 	err := openErr(t, raw, time.Second)
 	for _, want := range []string{"prefetch", "colour", "exchange", "heartbeat"} {
 		if !errors.Is(err, bridge.ErrBadURL) || !strings.Contains(err.Error(), want) {

@@ -15,9 +15,9 @@
 // the known ones), repeated, empty or out-of-range parameters:
 //
 //	exchange=switchboard   the exchange every topic goes through
-//	prefetch=2             unacked messages per unit of a subscription's
-//	                       Concurrency: its channel's prefetch count is
-//	                       Concurrency × prefetch (at most 65535)
+//	prefetch=16            unacked messages a subscription holds beyond
+//	                       its Concurrency (0 to 10000): its channel's
+//	                       prefetch count is Concurrency + prefetch
 //	publish_channels=8     channels of the publisher's pool
 //	publish_window=512     messages awaiting their confirm on one channel
 //	                       of the pool at once
@@ -92,14 +92,14 @@
 // (bridge/internal/consume: concurrency, verdicts, ack batching, bounded
 // close); this package supplies its source. A subscription consumes the
 // group's queue on one channel with one consumer, whose prefetch count
-// (basic.qos) is Spec.Concurrency × prefetch (default 2): up to
-// Concurrency messages are with the handlers, and up to as many more wait
-// on the client, so a handler that finishes finds its next message there
-// instead of waiting a round trip to the broker. The price: with competing
-// members, up to Concurrency×prefetch messages wait in one member's buffer
-// while another may be idle (prefetch=1 avoids that, at a round trip per
-// message). The broker holds at most Concurrency×prefetch unacked
-// messages per subscription.
+// (basic.qos) is Spec.Concurrency + prefetch (default 16): up to
+// Concurrency messages are with the handlers, and up to prefetch more wait
+// on the client, handed out in order as handlers finish, so a handler that
+// finishes finds its next message there instead of waiting a round trip to
+// the broker. The price: with competing members, up to prefetch messages
+// wait in one member's buffer while another may be idle (prefetch=0 avoids
+// that, at a round trip per message). The broker holds at most
+// Concurrency + prefetch unacked messages per subscription.
 //
 // Acks are batched by the runtime (acks that arrive while one batch is
 // being sent go in the next). A multiple ack settles every lower delivery

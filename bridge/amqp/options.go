@@ -23,10 +23,12 @@ import (
 const (
 	// DefaultExchange is the exchange every topic is routed through.
 	DefaultExchange = "switchboard"
-	// DefaultPrefetch is how many unacked messages the broker sends a
-	// subscription per unit of its Concurrency: its channel's prefetch
-	// count is Concurrency × prefetch.
-	DefaultPrefetch = 2
+	// DefaultPrefetch is how many messages a subscription holds beyond its
+	// Concurrency (?prefetch=): fetched ahead and handed to the handlers in
+	// order as they finish, so the next message is ready without a round
+	// trip. The same parameter, with the same meaning and default, on the
+	// NATS, RabbitMQ and PostgreSQL backends.
+	DefaultPrefetch = 16
 	// DefaultPublishChannels is the size of the publisher's channel pool.
 	DefaultPublishChannels = 8
 	// DefaultPublishWindow is how many messages may await their publisher
@@ -115,7 +117,7 @@ func parseURL(u *url.URL) (options, error) {
 			}
 			return ""
 		}),
-		prefetch:        r.Int("prefetch", DefaultPrefetch, 1, 65535),
+		prefetch:        r.Int("prefetch", DefaultPrefetch, 0, 10000),
 		publishChannels: r.Int("publish_channels", DefaultPublishChannels, 1, 1024),
 		publishWindow:   r.Int("publish_window", DefaultPublishWindow, 1, 65535),
 		heartbeat:       r.Duration("heartbeat", DefaultHeartbeat, time.Second, 10*time.Minute),

@@ -20,7 +20,7 @@ import (
 const longPoll = time.Second
 
 // source is one Subscribe call's consume.Source: one channel with one
-// consumer on the group's queue, whose prefetch count is Concurrency ×
+// consumer on the group's queue, whose prefetch count is Concurrency +
 // prefetch. When the channel or the connection is lost, Fetch opens another
 // one on the current consuming connection (declaring the topology again);
 // deliveries of the lost channel can no longer be settled, and the broker
@@ -89,7 +89,7 @@ func (s *subscriber) consume(a *amqp091.Connection) (*consumer, error) {
 		return nil, fmt.Errorf("open channel: %w", err)
 	}
 	c := &consumer{ch: ch, tag: "switchboard-" + watermill.NewShortUUID(), held: map[uint64]struct{}{}}
-	err = ch.Qos(min(s.spec.Concurrency*s.b.opts.prefetch, 65535), 0, false)
+	err = ch.Qos(min(s.spec.Concurrency+s.b.opts.prefetch, 65535), 0, false)
 	if err == nil {
 		err = s.declare(a, ch)
 	}

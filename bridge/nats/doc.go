@@ -21,6 +21,13 @@
 //	max_age=0            age limit of those streams; 0 keeps messages forever
 //	                     (at most 876000h, 100 years).
 //	replicas=1           replicas of those streams (1 to 5, for clusters).
+//	prefetch=16          messages a subscription holds beyond its
+//	                     Concurrency: pulled ahead and handed out in order
+//	                     as handlers finish, so the next one is ready
+//	                     without a round trip (0 to 10000; 0: none). Their
+//	                     progress is reported while they wait, as for the
+//	                     ones with a handler; a member that dies holds them
+//	                     until ack_wait.
 //	reply_prefix=reply.  topics the publisher never creates a stream for (see
 //	                     "Replies"), besides "reply." (the engine's reply
 //	                     topics), which it never creates one for either:

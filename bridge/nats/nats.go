@@ -458,6 +458,7 @@ func (b *natsBridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.
 		Logger:         b.log,
 		CloseWait:      b.opts.ackWait,
 		HeartbeatEvery: b.opts.ackWait / 2,
+		Prefetch:       b.opts.prefetch,
 	}, func(context.Context) (consume.Source, error) { return source{s}, nil })
 	if err != nil {
 		return nil, err

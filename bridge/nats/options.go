@@ -25,13 +25,20 @@ const (
 	// (the engine's reply topics start with it; see the package
 	// documentation).
 	DefaultReplyPrefix = "reply."
+	// DefaultPrefetch is how many messages a subscription holds beyond its
+	// Concurrency (?prefetch=): fetched ahead and handed to the handlers in
+	// order as they finish, so the next message is ready without a round
+	// trip. The same parameter, with the same meaning and default, on the
+	// NATS, RabbitMQ and PostgreSQL backends.
+	DefaultPrefetch = 16
 )
 
-// Bounds of the duration parameters.
+// Bounds of the parameters.
 const (
-	minAckWait = 100 * time.Millisecond // progress is reported every ack_wait/2
-	maxAckWait = 24 * time.Hour
-	maxMaxAge  = 100 * 365 * 24 * time.Hour
+	maxPrefetch = 10000
+	minAckWait  = 100 * time.Millisecond // progress is reported every ack_wait/2
+	maxAckWait  = 24 * time.Hour
+	maxMaxAge   = 100 * 365 * 24 * time.Hour
 )
 
 // options are the parsed URL parameters.
@@ -42,6 +49,7 @@ type options struct {
 	retention    jetstream.RetentionPolicy
 	maxAge       time.Duration
 	replicas     int
+	prefetch     int
 }
 
 // parseOptions reads u's query; every problem is reported, wrapped with
@@ -54,6 +62,7 @@ func parseOptions(u *url.URL) (options, error) {
 		replyPrefix:  r.String("reply_prefix", DefaultReplyPrefix, replyPrefixProblem),
 		maxAge:       r.Duration("max_age", 0, 0, maxMaxAge),
 		replicas:     r.Int("replicas", 1, 1, 5),
+		prefetch:     r.Int("prefetch", DefaultPrefetch, 0, maxPrefetch),
 		retention:    jetstream.LimitsPolicy,
 	}
 	if r.String("retention", "limits", func(v string) string {

@@ -15,9 +15,9 @@
 //	               also the name of the NOTIFY channel)
 //	poll_interval  fallback poll, see "Wake-ups"                 default 2s  (10ms to 24h)
 //	ack_deadline   lease of a delivered, unacked message         default 30s (100ms to 24h)
-//	prefetch       rows a subscription holds per unit of its     default 2   (1 to 1000)
-//	               Concurrency: Concurrency × prefetch, those
-//	               beyond Concurrency claimed ahead (1: none)
+//	prefetch       rows a subscription holds beyond its          default 16  (0 to 10000)
+//	               Concurrency, claimed ahead and handed out in
+//	               order as handlers finish (0: none)
 //
 // Two parameters are refused with bridge.ErrBadURL naming them:
 // connect_timeout (libpq's: opening is bounded by the context given to
@@ -132,7 +132,7 @@
 // Subscribers run on the consumer runtime every backend shares
 // (bridge/internal/consume: concurrency, verdicts, batching of acks, bounded
 // close); this package supplies the statements. A subscription claims as
-// many rows as it has free slots (Spec.Concurrency × prefetch minus the
+// many rows as it has free slots (Spec.Concurrency + prefetch minus the
 // messages it holds) in one statement: FOR UPDATE SKIP LOCKED LIMIT n on the
 // group's visible rows (visible_at <= now(), oldest first), setting
 // visible_at = now() + ack_deadline (the lease) and attempts + 1, RETURNING

@@ -26,11 +26,12 @@ const (
 	// DefaultAckDeadline is how long a delivered message may stay unacked
 	// before it is delivered again (?ack_deadline=).
 	DefaultAckDeadline = 30 * time.Second
-	// DefaultPrefetch is how many rows a subscription claims per unit of
-	// its Concurrency (?prefetch=): Concurrency × prefetch, the ones
-	// beyond Concurrency claimed ahead so that the next message is ready
-	// when a handler finishes (as the AMQP backend's prefetch).
-	DefaultPrefetch = 2
+	// DefaultPrefetch is how many messages a subscription holds beyond its
+	// Concurrency (?prefetch=): fetched ahead and handed to the handlers in
+	// order as they finish, so the next message is ready without a round
+	// trip. The same parameter, with the same meaning and default, on the
+	// NATS, RabbitMQ and PostgreSQL backends.
+	DefaultPrefetch = 16
 	// DialTimeout bounds every connection attempt the bridge makes: at
 	// Open (which the context given to bridge.Open bounds as well), as the
 	// pool grows, and when the LISTEN connection is re-made. libpq's
@@ -76,7 +77,7 @@ func parseURL(u *url.URL) (config, error) {
 		}),
 		pollInterval: r.Duration("poll_interval", DefaultPollInterval, 10*time.Millisecond, maxInterval),
 		ackDeadline:  r.Duration("ack_deadline", DefaultAckDeadline, 100*time.Millisecond, maxInterval),
-		prefetch:     r.Int("prefetch", DefaultPrefetch, 1, 1000),
+		prefetch:     r.Int("prefetch", DefaultPrefetch, 0, 10000),
 	}
 	for _, name := range slices.Sorted(maps.Keys(refusedParams)) {
 		r.String(name, "", func(string) string { return "is not taken: " + refusedParams[name] })

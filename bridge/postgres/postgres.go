@@ -342,7 +342,7 @@ func (b *Bridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subs
 		// Every held message is given up when its lease ends (its
 		// Delivery.Deadline), so this only backs that up.
 		CloseWait: b.cfg.ackDeadline,
-		Prefetch:  spec.Concurrency * (b.cfg.prefetch - 1),
+		Prefetch:  b.cfg.prefetch,
 	}, func(context.Context) (consume.Source, error) { return b.newSource(ref, spec) })
 	if err != nil {
 		return nil, err

@@ -370,19 +370,59 @@ func (r *run) fetchLoop() {
 }
 
 // dispatch starts one handler goroutine per queued message, in order, as
-// running tokens free up; once the run stops it releases the rest.
+// running tokens free up, and heartbeats the messages that wait (for
+// sources that implement Heartbeater); once the run stops it releases the
+// rest.
 func (r *run) dispatch() {
-	for d := range r.ready {
+	var beat <-chan time.Time
+	hb, _ := r.src.(Heartbeater)
+	if hb != nil && r.s.cfg.HeartbeatEvery > 0 {
+		t := time.NewTicker(r.s.cfg.HeartbeatEvery)
+		defer t.Stop()
+		beat = t.C
+	}
+	var pending []Delivery // fetched ahead, in order
+	ready := r.ready
+	for ready != nil || len(pending) > 0 {
+		if r.stopCtx.Err() != nil { // a stop wins over a free token
+			r.drop(pending)
+			for d := range r.ready { // until fetchLoop returns
+				r.drop([]Delivery{d})
+			}
+			return
+		}
+		var running chan struct{}
+		if len(pending) > 0 {
+			running = r.running
+		}
 		select {
-		case <-r.running:
-			if r.stopCtx.Err() == nil { // a stop wins over a free token
-				go r.handle(d)
+		case d, ok := <-ready:
+			if !ok {
+				ready = nil
 				continue
 			}
-			r.running <- struct{}{}
+			pending = append(pending, d)
+		case <-running:
+			d := pending[0]
+			pending[0] = Delivery{}
+			pending = pending[1:]
+			go r.handle(d)
+		case <-beat:
+			for _, d := range pending {
+				hb.Heartbeat(d)
+			}
 		case <-r.stopCtx.Done():
 		}
-		r.release([]Delivery{d})
+	}
+}
+
+// drop releases messages no handler received.
+func (r *run) drop(ds []Delivery) {
+	if len(ds) == 0 {
+		return
+	}
+	r.release(ds)
+	for range ds {
 		r.handlers.Done()
 	}
 }
@@ -405,6 +445,10 @@ func (r *run) handle(d Delivery) {
 	m.SetContext(r.ctx)
 	if d.Count > 0 {
 		m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(d.Count))
+	}
+	if r.stopCtx.Err() != nil { // stopping wins over a handler waiting
+		r.release([]Delivery{d})
+		return
 	}
 	var expired <-chan time.Time
 	if !d.Deadline.IsZero() {

@@ -526,3 +526,19 @@ func TestPrefetchKeepsOrderAndReleasesOnClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Messages fetched ahead get heartbeats while they wait for a handler.
+func TestHeartbeatsWhileWaiting(t *testing.T) {
+	t.Parallel()
+	q := newQueue("a", "b", "c")
+	_, out := subscribe(t, consume.Config{Spec: spec(1), Prefetch: 2, HeartbeatEvery: 20 * time.Millisecond}, q)
+	a := receive(t, out)
+	eventually(t, "b and c, waiting, get heartbeats", func() bool {
+		var nb, nc int
+		q.snapshot(func(q *queue) { nb, nc = q.beats["b"], q.beats["c"] })
+		return nb >= 2 && nc >= 2
+	})
+	a.Ack()
+	receive(t, out).Ack()
+	receive(t, out).Ack()
+}
