@@ -87,3 +87,117 @@ func TestNoSubscriber(t *testing.T) {
 		t.Errorf("took %s", d)
 	}
 }
+
+// A member with a stable client_id resumes its session after a restart:
+// the message its handler held when the process went away comes back,
+// counted as a second delivery (the broker flags it DUP), and so does the
+// one published while no member ran, as a first delivery.
+func TestSessionSurvivesConsumerRestart(t *testing.T) {
+	base := testenv.URL(t, testenv.MQTT)
+	url := base + "?client_id=" + bridgetest.Unique("inst")
+	spec := bridge.Spec{Topic: bridgetest.Unique("restart"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
+
+	b1, err := bridge.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b1.Capabilities().Durable {
+		t.Error("Durable is false with a client_id")
+	}
+	ch, _ := bridgetest.Subscribe(t, b1, spec)
+	bridgetest.Publish(t, b1, spec.Topic, "held")
+	held := bridgetest.Receive(t, ch, 10*time.Second) // never settled
+	_ = b1.Close()                                    // the process goes away
+
+	b0, err := bridge.Open(t.Context(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b0.Close()
+	if b0.Capabilities().Durable {
+		t.Error("Durable is true without a client_id")
+	}
+	bridgetest.Publish(t, b0, spec.Topic, "meanwhile") // queued in the session
+
+	b2, err := bridge.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	ch2, _ := bridgetest.Subscribe(t, b2, spec)
+	got := map[string]string{}
+	for range 2 {
+		m := bridgetest.Receive(t, ch2, 10*time.Second)
+		got[string(m.Payload)] = m.Metadata.Get(bridge.DeliveryKey)
+		if string(m.Payload) == "held" && m.UUID != held.UUID {
+			t.Errorf("held message came back as %s, was %s", m.UUID, held.UUID)
+		}
+		m.Ack()
+	}
+	if got["held"] != "2" || got["meanwhile"] != "1" {
+		t.Errorf("got payload → delivery %v, want held → 2, meanwhile → 1", got)
+	}
+}
+
+// An event nacked by one group comes back to that group only: the copy
+// goes to the group's redelivery topic, not to the topic every group reads.
+func TestNackGoesToItsGroupOnly(t *testing.T) {
+	b, err := bridge.Open(t.Context(), testenv.URL(t, testenv.MQTT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	topic := bridgetest.Unique("evt")
+	chA, _ := bridgetest.Subscribe(t, b, bridge.Spec{Topic: topic, Group: "a.v1", Kind: bridge.Event, Concurrency: 1})
+	chB, _ := bridgetest.Subscribe(t, b, bridge.Spec{Topic: topic, Group: "b.v1", Kind: bridge.Event, Concurrency: 1})
+	bridgetest.Publish(t, b, topic, "e")
+	bridgetest.Receive(t, chB, 10*time.Second).Ack()
+	m := bridgetest.Receive(t, chA, 10*time.Second)
+	m.Metadata.Set(bridge.NackDelayKey, "10ms")
+	m.Nack()
+	again := bridgetest.Receive(t, chA, 10*time.Second)
+	again.Ack()
+	if again.UUID != m.UUID || again.Metadata.Get(bridge.DeliveryKey) != "2" {
+		t.Errorf("redelivered %s with delivery %q, want %s with 2", again.UUID, again.Metadata.Get(bridge.DeliveryKey), m.UUID)
+	}
+	bridgetest.ExpectNothing(t, chB, 300*time.Millisecond)
+}
+
+// PUBACKs go out in the order the messages came: a message acked while an
+// earlier one is still held is not acknowledged to the broker yet, so when
+// the process goes away both come back.
+func TestAcksInReceiveOrder(t *testing.T) {
+	base := testenv.URL(t, testenv.MQTT)
+	url := base + "?client_id=" + bridgetest.Unique("inst")
+	spec := bridge.Spec{Topic: bridgetest.Unique("order"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 2}
+	b1, err := bridge.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _ := bridgetest.Subscribe(t, b1, spec)
+	bridgetest.Publish(t, b1, spec.Topic, "first", "second")
+	first := bridgetest.Receive(t, ch, 10*time.Second)
+	second := bridgetest.Receive(t, ch, 10*time.Second)
+	if string(first.Payload) != "first" {
+		first, second = second, first
+	}
+	second.Ack()
+	time.Sleep(200 * time.Millisecond) // a PUBACK sent out of order would reach the broker now
+	_ = b1.Close()
+
+	b2, err := bridge.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	ch2, _ := bridgetest.Subscribe(t, b2, spec)
+	got := map[string]bool{}
+	for range 2 {
+		m := bridgetest.Receive(t, ch2, 10*time.Second)
+		got[string(m.Payload)] = true
+		m.Ack()
+	}
+	if !got["first"] || !got["second"] {
+		t.Errorf("after the restart got %v, want first and second again", got)
+	}
+}
