@@ -16,7 +16,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/eclipse/paho.golang/paho/session"
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/internal/consume"
@@ -70,7 +69,7 @@ type mqttBridge struct {
 	sources     map[*source]struct{}
 	reconnected time.Time // when the publisher's connection last came back
 	closed      bool
-	closeOnce sync.Once
+	closeOnce   sync.Once
 }
 
 // open is the bridge.Opener registered for "mqtt" and "mqtts".
@@ -99,13 +98,17 @@ func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, err
 	// The publisher's session is not kept: a publish awaits its PUBACK, and
 	// one the connection loses fails (the caller publishes again).
 	first := true
-	b.pub, err = b.connect(ctx, "sb-pub-"+watermill.NewShortUUID(), true, 0, 0, nil, nil, func(*autopaho.ConnectionManager, *paho.Connack) {
-		b.mu.Lock()
-		if !first {
-			b.reconnected = time.Now()
-		}
-		first = false
-		b.mu.Unlock()
+	b.pub, err = b.connect(ctx, autopaho.ClientConfig{
+		CleanStartOnInitialConnection: true,
+		OnConnectionUp: func(*autopaho.ConnectionManager, *paho.Connack) {
+			b.mu.Lock()
+			if !first {
+				b.reconnected = time.Now()
+			}
+			first = false
+			b.mu.Unlock()
+		},
+		ClientConfig: paho.ClientConfig{ClientID: "sb-pub-" + watermill.NewShortUUID()},
 	})
 	if err != nil {
 		return nil, err
@@ -113,43 +116,22 @@ func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, err
 	return b, nil
 }
 
-// connect opens an autopaho connection and waits, within ctx, for it to
-// be up. receiveMax 0 keeps paho's default, a nil sess paho's own session
-// state; onUp runs on every connection.
-func (b *mqttBridge) connect(ctx context.Context, clientID string, clean bool, expiry uint32, receiveMax uint16, sess session.SessionManager,
-	onMsg func(paho.PublishReceived) (bool, error), onUp func(*autopaho.ConnectionManager, *paho.Connack),
-) (*autopaho.ConnectionManager, error) {
+// connect completes cfg with what every connection of the bridge shares
+// (server, credentials, keep-alive, timeouts, reconnect backoff), starts
+// it and waits, within ctx, for its first connection.
+func (b *mqttBridge) connect(ctx context.Context, cfg autopaho.ClientConfig) (*autopaho.ConnectionManager, error) {
 	var lastErr error
 	var errMu sync.Mutex
-	cfg := autopaho.ClientConfig{
-		ServerUrls:                    []*url.URL{b.server},
-		KeepAlive:                     uint16(b.opts.keepAlive / time.Second),
-		CleanStartOnInitialConnection: clean,
-		SessionExpiryInterval:         expiry,
-		ConnectTimeout:                DialTimeout,
-		ReconnectBackoff:              func(n int) time.Duration { return min(100*time.Millisecond<<min(n, 5), 2*time.Second) },
-		ConnectUsername:               b.user,
-		ConnectPassword:               b.pass,
-		OnConnectionUp:                onUp,
-		OnConnectError: func(err error) {
-			errMu.Lock()
-			lastErr = err
-			errMu.Unlock()
-			b.log.Debug("mqtt: connecting failed", "client", clientID, "err", err)
-		},
-		ClientConfig: paho.ClientConfig{ClientID: clientID, Session: sess},
-	}
-	if onMsg != nil {
-		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){onMsg}
-	}
-	if receiveMax > 0 {
-		cfg.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
-			if cp.Properties == nil {
-				cp.Properties = &paho.ConnectProperties{}
-			}
-			cp.Properties.ReceiveMaximum = &receiveMax
-			return cp, nil
-		}
+	cfg.ServerUrls = []*url.URL{b.server}
+	cfg.KeepAlive = uint16(b.opts.keepAlive / time.Second)
+	cfg.ConnectTimeout = DialTimeout
+	cfg.ReconnectBackoff = func(n int) time.Duration { return min(100*time.Millisecond<<min(n, 5), 2*time.Second) }
+	cfg.ConnectUsername, cfg.ConnectPassword = b.user, b.pass
+	cfg.OnConnectError = func(err error) {
+		errMu.Lock()
+		lastErr = err
+		errMu.Unlock()
+		b.log.Debug("mqtt: connecting failed", "client", cfg.ClientID, "err", err)
 	}
 	return b.dial(ctx, cfg, func() error { errMu.Lock(); defer errMu.Unlock(); return lastErr })
 }

@@ -2,6 +2,7 @@ package mqtt_test
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +17,12 @@ import (
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
+// The suite runs with durable members (a client_id for the test process,
+// as each instance of a service would have): see "Sessions" in the package
+// documentation for what members without one lose when they close.
 func TestConformance(t *testing.T) {
 	h := bridgetest.Harness{
-		URL:    testenv.URL(t, testenv.MQTT),
+		URL:    testenv.URL(t, testenv.MQTT) + "?client_id=" + bridgetest.Unique("conformance"),
 		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.MQTT) },
 	}
 	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
@@ -200,4 +204,66 @@ func TestAcksInReceiveOrder(t *testing.T) {
 	if !got["first"] || !got["second"] {
 		t.Errorf("after the restart got %v, want first and second again", got)
 	}
+}
+
+// A member without a client_id leaves nothing behind when it closes: its
+// session ends, so the broker never hands a later message to it (Mosquitto
+// deals a shared subscription's messages to disconnected sessions too),
+// and what it held goes to the other members. When the last one has
+// closed, nobody subscribes any more.
+func TestEphemeralMemberLeavesNothingBehind(t *testing.T) {
+	url := testenv.URL(t, testenv.MQTT)
+	spec := bridge.Spec{Topic: bridgetest.Unique("eph"), Group: "svc.v1", Kind: bridge.Command, Concurrency: 1}
+	b1, b2 := connect(t, url), connect(t, url)
+	ch1, sub1 := bridgetest.Subscribe(t, b1, spec)
+	ch2, sub2 := bridgetest.Subscribe(t, b2, spec)
+	bridgetest.Publish(t, b1, spec.Topic, "m0", "m1")
+	var held *message.Message // the one member 1 got; member 2 gets the other
+	select {
+	case held = <-ch1:
+	case m := <-ch2:
+		m.Ack()
+		held = bridgetest.Receive(t, ch1, 10*time.Second)
+	}
+	go func() { time.Sleep(100 * time.Millisecond); held.Nack() }()
+	if err := sub1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for len(got) < 11 { // the nacked one, and every later one: none stranded with member 1
+		if len(got) == 1 {
+			bridgetest.Publish(t, b2, spec.Topic, numbered(10)...)
+		}
+		m := bridgetest.Receive(t, ch2, 10*time.Second)
+		got[string(m.Payload)] = true
+		m.Ack()
+	}
+	if !got[string(held.Payload)] {
+		t.Errorf("member 2 got %v, not the message member 1 nacked while closing", got)
+	}
+	if err := sub2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := b1.Publisher().Publish(spec.Topic, message.NewMessage(watermill.NewUUID(), []byte("late")))
+	if !errors.Is(err, bridge.ErrNoSubscriber) {
+		t.Errorf("publish after the last member closed: %v, want ErrNoSubscriber", err)
+	}
+}
+
+func connect(t *testing.T, url string) bridge.Bridge {
+	t.Helper()
+	b, err := bridge.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func numbered(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "n" + strconv.Itoa(i)
+	}
+	return out
 }

@@ -11,10 +11,15 @@ import (
 
 // Defaults of the URL parameters (see the package documentation).
 const (
-	// DefaultSessionExpiry is how long the broker keeps a Command or Event
-	// member's session (its subscriptions, unacknowledged and queued
-	// messages) after its connection ends.
+	// DefaultSessionExpiry is how long the broker keeps a durable member's
+	// session (its subscriptions, unacknowledged and queued messages) after
+	// its connection ends: with a client_id (see "Sessions").
 	DefaultSessionExpiry = time.Hour
+	// DefaultEphemeralSessionExpiry is the same without a client_id: how
+	// long a lost connection may take to come back without losing its
+	// session, and how long a crashed process's sessions hold their share
+	// of their groups' messages before the broker drops them.
+	DefaultEphemeralSessionExpiry = time.Minute
 	// DefaultKeepAlive is the MQTT keep-alive: a silently dead connection
 	// is noticed within about 1.5 times it.
 	DefaultKeepAlive = 10 * time.Second
@@ -45,10 +50,14 @@ func parseOptions(u *url.URL) (options, error) {
 			}
 			return ""
 		}),
-		sessionExpiry: r.Duration("session_expiry", DefaultSessionExpiry, time.Second, 0xFFFFFFFE*time.Second),
-		keepAlive:     r.Duration("keep_alive", DefaultKeepAlive, time.Second, 0xFFFF*time.Second),
+		keepAlive: r.Duration("keep_alive", DefaultKeepAlive, time.Second, 0xFFFF*time.Second),
 	}
 	o.stableID = o.clientID != ""
+	def := DefaultEphemeralSessionExpiry
+	if o.stableID {
+		def = DefaultSessionExpiry
+	}
+	o.sessionExpiry = r.Duration("session_expiry", def, time.Second, 0xFFFFFFFE*time.Second)
 	if !o.stableID {
 		o.clientID = processID
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sync"
 	"time"
 
@@ -97,22 +98,26 @@ type source struct {
 	b       *mqttBridge
 	spec    bridge.Spec
 	id      string // client ID
-	keep    bool   // the session outlives the connection
+	keep    bool   // the session outlives Close (a durable member)
 	filters []string
 	retry   string // the group's redelivery topic
 	cm      *autopaho.ConnectionManager
 	sess    *ackSession
 	in      chan *received
 	done    chan struct{} // closed by Close
+	flush   chan struct{} // closed by Close once nacks may be handed back
+	leaving sync.Once     // an ephemeral member unsubscribes once
 	stop    context.CancelFunc
 	ctx     context.Context // ends at Close
 	nacks   sync.WaitGroup  // hand-backs
 	resubs  sync.WaitGroup  // subscriptions after a reconnect
 
-	mu         sync.Mutex
-	up         bool        // a connection is up
-	subscribed bool        // and its subscriptions are made
-	order      []*received // received on it, in order, not yet PUBACKed
+	mu          sync.Mutex
+	up          bool        // a connection is up
+	subscribed  bool        // and its subscriptions are made
+	order       []*received // received on it, in order, not yet PUBACKed
+	conn        int         // connections so far
+	staleBefore int         // what came on an earlier connection is sent again
 }
 
 func (s *source) isReady() bool {
@@ -123,9 +128,9 @@ func (s *source) isReady() bool {
 
 // received is one PUBLISH the broker sent.
 type received struct {
-	pb      *paho.Publish
-	tracked bool // in order: a PUBACK is due
-	acked   bool
+	pb    *paho.Publish
+	conn  int // the connection it came on
+	acked bool
 }
 
 // ackSession is paho's session state with acknowledgements under the
@@ -147,11 +152,19 @@ func (a *ackSession) Ack(*packets.Publish) error { return nil }
 
 // ConAckReceived starts a connection: what is received from now on is
 // acknowledged on it.
+// When the broker kept the session, it sends again every message it sent
+// before and did not get a PUBACK for: those still waiting in the source
+// are dropped rather than handled twice.
 func (a *ackSession) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.Connack) error {
 	err := a.State.ConAckReceived(w, cp, ca)
-	a.src.mu.Lock()
-	a.src.up, a.src.subscribed, a.src.order = err == nil, false, nil
-	a.src.mu.Unlock()
+	s := a.src
+	s.mu.Lock()
+	s.up, s.subscribed, s.order = err == nil, false, nil
+	s.conn++
+	if ca.SessionPresent {
+		s.staleBefore = s.conn
+	}
+	s.mu.Unlock()
 	return err
 }
 
@@ -169,34 +182,55 @@ func (a *ackSession) ConnectionLost(dp *packets.Disconnect) error {
 // again on every later connection, session present or not: Mosquitto does
 // not keep shared subscriptions across its restart (see "Broker restarts").
 func (b *mqttBridge) openSource(ctx context.Context, spec bridge.Spec, mt string) (*source, error) {
-	s := &source{b: b, spec: spec, done: make(chan struct{}), retry: retryTopic(spec.Group, mt)}
+	s := &source{b: b, spec: spec, done: make(chan struct{}), flush: make(chan struct{}), retry: retryTopic(spec.Group, mt)}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.sess = &ackSession{State: state.NewInMemory(), src: s}
-	rm := uint16(min(spec.Concurrency, 0xFFFF))
-	s.in = make(chan *received, 2*int(rm)+16) // a reconnect may resend what is still queued here
-	var expiry uint32
+	s.keep = b.opts.stableID && spec.Kind != bridge.Reply
+	if s.keep {
+		s.id = claim(b.opts.clientID + "-" + shortHash(spec.Kind.String(), spec.Topic, spec.Group))
+	} else {
+		s.id = b.opts.clientID + "-" + watermill.NewShortUUID()
+	}
 	if spec.Kind == bridge.Reply {
-		s.id = b.opts.clientID + "-reply-" + watermill.NewShortUUID()
 		s.filters = []string{mt, s.retry}
 	} else {
-		s.keep, expiry = true, uint32(b.opts.sessionExpiry/time.Second)
-		s.id = claim(b.opts.clientID + "-" + shortHash(spec.Kind.String(), spec.Topic, spec.Group))
 		s.filters = []string{"$share/" + spec.Group + "/" + mt, "$share/" + spec.Group + "/" + s.retry}
 	}
-	first := true // the first connection subscribes below
-	onUp := func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-		if first {
-			first = false
-			return
-		}
-		s.resubs.Go(func() { // onUp must not block
-			if err := s.subscribe(s.ctx, cm); err != nil && s.ctx.Err() == nil {
-				b.log.Error("mqtt: subscribing again after a reconnect failed; reconnecting", "topic", spec.Topic, "group", spec.Group, "err", err)
-				// The next connection subscribes again.
+	rm := uint16(min(spec.Concurrency, 0xFFFF))
+	s.in = make(chan *received, 2*int(rm)+16) // a reconnect may resend what is still queued here
+	first := true                             // the first connection subscribes below
+	cfg := autopaho.ClientConfig{
+		CleanStartOnInitialConnection: !s.keep,
+		SessionExpiryInterval:         uint32(b.opts.sessionExpiry / time.Second),
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			if first {
+				first = false
+				return
 			}
-		})
+			s.resubs.Go(func() { // OnConnectionUp must not block
+				if err := s.subscribe(s.ctx, cm); err != nil && s.ctx.Err() == nil {
+					b.log.Error("mqtt: subscribing again after a reconnect failed", "topic", spec.Topic, "group", spec.Group, "err", err)
+				}
+			})
+		},
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.ReceiveMaximum = &rm
+			return cp, nil
+		},
+		DisconnectPacketBuilder: func() *paho.Disconnect {
+			d := &paho.Disconnect{}
+			if !s.keep { // an ephemeral member's session ends with it
+				zero := uint32(0)
+				d.Properties = &paho.DisconnectProperties{SessionExpiryInterval: &zero}
+			}
+			return d
+		},
+		ClientConfig: paho.ClientConfig{ClientID: s.id, Session: s.sess, OnPublishReceived: []func(paho.PublishReceived) (bool, error){s.received}},
 	}
-	cm, err := b.connect(ctx, s.id, !s.keep, expiry, rm, s.sess, s.received, onUp)
+	cm, err := b.connect(ctx, cfg)
 	if err != nil {
 		s.release()
 		return nil, err
@@ -239,16 +273,15 @@ func (s *source) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) 
 
 // received is paho's callback, in the order the PUBLISHes arrive.
 func (s *source) received(p paho.PublishReceived) (bool, error) {
-	r := &received{pb: p.Packet}
 	s.mu.Lock()
+	r := &received{pb: p.Packet, conn: s.conn}
 	if p.Packet.QoS > 0 && s.up {
-		r.tracked = true
 		s.order = append(s.order, r)
 	}
 	s.mu.Unlock()
 	select {
 	case s.in <- r:
-	case <-s.done: // closing: left unacknowledged in the session
+	case <-s.flush: // closed: what still comes stays unacknowledged in the session
 	}
 	return true, nil
 }
@@ -258,23 +291,35 @@ func (s *source) received(p paho.PublishReceived) (bool, error) {
 func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
 	t := time.NewTimer(fetchWait)
 	defer t.Stop()
-	select {
-	case r := <-s.in:
-		deliver(delivery(r))
-	case <-ctx.Done():
-		return nil
-	case <-t.C:
-		return nil
-	}
-	for range n - 1 {
-		select {
-		case r := <-s.in:
+	for got := 0; got < n; {
+		var r *received
+		if got == 0 {
+			select {
+			case r = <-s.in:
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				return nil
+			}
+		} else {
+			select {
+			case r = <-s.in:
+			default:
+				return nil
+			}
+		}
+		if !s.stale(r) {
 			deliver(delivery(r))
-		default:
-			return nil
+			got++
 		}
 	}
 	return nil
+}
+
+func (s *source) stale(r *received) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return r.conn < s.staleBefore
 }
 
 func delivery(r *received) consume.Delivery {
@@ -318,7 +363,7 @@ func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-s.done: // closing: hand it back now
+		case <-s.flush: // closing: hand it back now
 		}
 		s.handBack(d, d.Count)
 	})
@@ -326,8 +371,11 @@ func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration
 }
 
 // Release implements consume.Source: a copy of each message goes back to
-// the group at once, not counted as a delivery.
+// the group at once, not counted as a delivery. The runtime releases only
+// while stopping: an ephemeral member leaves its group first, so that the
+// copies go to the other members.
 func (s *source) Release(_ context.Context, ds []consume.Delivery) error {
+	s.leave()
 	for _, d := range ds {
 		s.handBack(d, d.Count-1)
 	}
@@ -350,6 +398,10 @@ func (s *source) handBack(d consume.Delivery, delivered int) {
 			s.settle(r)
 			return
 		}
+		if errors.Is(err, bridge.ErrNoSubscriber) { // an ephemeral member that was its group's last
+			s.b.log.Warn("mqtt: no other member of the group is subscribed; a message handed back when closing is dropped", "uuid", d.Msg.UUID, "topic", s.spec.Topic, "group", s.spec.Group)
+			return
+		}
 		if errors.Is(err, bridge.ErrRefused) || errors.Is(err, bridge.ErrTooLarge) {
 			s.b.log.Error("mqtt: a message cannot be handed back; it stays unacknowledged", "uuid", d.Msg.UUID, "err", err)
 			return
@@ -363,25 +415,67 @@ func (s *source) handBack(d consume.Delivery, delivered int) {
 	}
 }
 
-// Close implements consume.Source: pending nacks are handed back now, then
-// the connection ends. A Command or Event member's session stays, with
-// what it was sent and did not acknowledge; a Reply member's ends.
+// Close implements consume.Source. A durable member hands back its
+// pending nacks and disconnects: its session keeps what it was sent and
+// did not acknowledge. An ephemeral one leaves its group first, hands back
+// its pending nacks and whatever it was sent and never fetched, then ends
+// its session.
 func (s *source) Close() error {
 	s.b.mu.Lock()
 	delete(s.b.sources, s)
 	s.b.mu.Unlock()
 	close(s.done)
 	s.stop()
+	if !s.keep && s.cm != nil {
+		s.leave()
+		s.handBackUnfetched()
+	}
+	close(s.flush)
 	s.nacks.Wait()
 	var err error
 	if s.cm != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), DialTimeout)
 		defer cancel()
-		err = s.cm.Disconnect(ctx) // no onUp runs after it returns
+		err = s.cm.Disconnect(ctx) // no OnConnectionUp runs after it returns
 	}
 	s.resubs.Wait()
 	s.release()
 	return err
+}
+
+// leave unsubscribes an ephemeral member, once: the broker sends it
+// nothing more, and what it hands back goes to the group's other members.
+func (s *source) leave() {
+	if s.keep {
+		return
+	}
+	s.leaving.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), PublishTimeout)
+		defer cancel()
+		if _, err := s.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: s.filters}); err != nil {
+			s.b.log.Debug("mqtt: unsubscribing a closing member", "topic", s.spec.Topic, "group", s.spec.Group, "err", err)
+		}
+	})
+}
+
+// unfetchedQuiet is how long handBackUnfetched waits for one more message:
+// paho hands over the PUBLISHes that came before the UNSUBACK from another
+// goroutine, possibly after Unsubscribe has returned.
+const unfetchedQuiet = 50 * time.Millisecond
+
+// handBackUnfetched hands back what the broker sent and no Fetch took.
+func (s *source) handBackUnfetched() {
+	for {
+		select {
+		case r := <-s.in:
+			if !s.stale(r) {
+				d := delivery(r)
+				s.handBack(d, d.Count-1)
+			}
+		case <-time.After(unfetchedQuiet):
+			return
+		}
+	}
 }
 
 func (s *source) release() {
