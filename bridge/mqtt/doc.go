@@ -12,12 +12,14 @@
 // the system's root certificates). Unknown or malformed parameters fail
 // with bridge.ErrBadURL, every problem reported. Parameters and defaults:
 //
-//	client_id=<random>   this instance's stable name, at most 64 characters
-//	                     without '/', '+', '#' (see "Sessions"): set it to a
-//	                     name each instance keeps across restarts (a pod
-//	                     name in a StatefulSet) for durable consumers.
-//	session_expiry=1h    how long the broker keeps a member's session once
-//	                     its connection ends (at least 1s).
+//	client_id=           this instance's name, 1 to 64 characters without
+//	                     '/', '+', '#': a name each instance keeps across
+//	                     restarts (a pod name in a StatefulSet) makes its
+//	                     members durable (see "Sessions"). Default: none,
+//	                     ephemeral members named at random.
+//	session_expiry=1h    how long the broker keeps a member's session after
+//	                     its connection is lost (at least 1s); 1m without a
+//	                     client_id.
 //	keep_alive=10s       MQTT keep-alive (at least 1s): a silently dead
 //	                     connection is noticed within 1.5 times it.
 //
@@ -68,9 +70,8 @@
 //	Command, Event  shared subscriptions "$share/<group>/<topic>": members
 //	                of a group compete (the broker hands each message to
 //	                one of them in turn), every group gets each message.
-//	                Sessions persist (see "Sessions").
-//	Reply           a plain subscription of the instance, on a session that
-//	                ends with its connection: not durable.
+//	Reply           plain subscriptions of the instance; its session ends
+//	                when it closes: not durable.
 //
 // The connection's receive maximum is Spec.Concurrency: the broker sends at
 // most that many unacknowledged messages, which wait in the client until
@@ -82,7 +83,8 @@
 // this package sends each PUBACK as soon as the ones before it are due. A
 // PUBACK is never sent on a later connection than its message came on: the
 // broker sends an unacknowledged message again after a reconnect (flagged
-// DUP).
+// DUP), and the messages of the lost connection still waiting in the
+// client are dropped then rather than handled twice.
 //
 // # Redelivery
 //
@@ -104,23 +106,35 @@
 //
 // # Sessions
 //
-// A Command or Event member connects as "<client_id>-<hash of kind, topic
-// and group>-<n>", n the lowest number no open member of this process
-// uses, with CleanStart false and a session expiry of session_expiry. The
-// broker keeps its session (subscriptions, unacknowledged and queued
-// messages) when the connection ends, closed or lost, and hands it back to
-// the next member that connects under that name: a member opened after
-// another closed, in the same process or in a restarted instance with the
-// same client_id, takes over what the first held and was sent meanwhile.
+// A member's session (its subscriptions, the messages it was sent and did
+// not acknowledge, those queued for it) outlives a lost connection by
+// session_expiry, so a reconnect, or a broker restart, loses nothing.
+// Mosquitto deals a shared subscription's messages in turn to every
+// session that has it, connected or not: a session left behind by a member
+// that will not come back holds its share of the group's messages until it
+// expires, and the broker then drops them. So what a member does when it
+// closes depends on whether it has a stable name:
 //
-// Mosquitto hands a shared subscription's messages in turn to every session
-// that has it, connected or not. So a member that stops for good (an
-// instance scaled down, or a process without a client_id that restarts,
-// since the default client_id is random per process) leaves its share of
-// the group's messages in its session until someone connects under its
-// name, or until session_expiry, when the broker drops them: declare a
-// stable client_id per instance for durable consumers. Capabilities.Durable
-// is true only when the URL gives client_id.
+//	durable (client_id given; Capabilities.Durable): a Command or Event
+//	member connects as "<client_id>-<hash of kind, topic and group>-<n>", n
+//	the lowest number no open member of this process uses, with CleanStart
+//	false. Its session is kept when it closes (session_expiry, 1h), and the
+//	next member that connects under that name takes it over, with what it
+//	held and what was queued for it meanwhile: a member opened later in the
+//	same process, or the instance restarted with the same client_id. An
+//	instance removed for good leaves its share to expire: scale down by
+//	stopping consumers of a name only when it will come back, or accept
+//	that loss.
+//	ephemeral (no client_id): members are named at random. A closing member
+//	leaves its group first (unsubscribes), hands what it holds back to the
+//	group's other members (nacked messages at once, messages it was sent
+//	and had not handed to a handler), then ends its session. When it was
+//	its group's last member, the group ceases to exist on the broker: what
+//	it handed back is dropped (logged), and messages published until a
+//	member subscribes again are refused (a command fails with
+//	engine.ErrNoHandler, an event is dropped). A process that crashes
+//	leaves its sessions, and their share of its groups' messages, for
+//	session_expiry (1m), then the broker drops them.
 //
 // # Broker restarts
 //
@@ -139,11 +153,12 @@
 //
 // Subscriber.Close (the consumer runtime's) stops fetching, hands back what
 // no handler took, waits for the handlers' verdicts and sends their
-// PUBACKs, hands back pending nacks, then disconnects; what the member was
-// sent and never fetched stays unacknowledged in its session. Bridge.Close
+// PUBACKs, hands back pending nacks, then disconnects (see "Sessions" for
+// the rest). Bridge.Close
 // stops its subscribers at once (messages handlers still hold stay
-// unacknowledged in their sessions) and then the publisher; it is
-// idempotent, and Publisher().Close is a no-op.
+// unacknowledged: a durable member's session keeps them, an ephemeral
+// member's ends) and then the publisher; it is idempotent, and
+// Publisher().Close is a no-op.
 //
 // # Capabilities
 //
