@@ -104,13 +104,12 @@ type source struct {
 	cm      *autopaho.ConnectionManager
 	sess    *ackSession
 	in      chan *received
-	done    chan struct{} // closed by Close
-	flush   chan struct{} // closed by Close once nacks may be handed back
-	leaving sync.Once     // an ephemeral member unsubscribes once
+	ctx     context.Context // ends when Close begins
 	stop    context.CancelFunc
-	ctx     context.Context // ends at Close
-	nacks   sync.WaitGroup  // hand-backs
-	resubs  sync.WaitGroup  // subscriptions after a reconnect
+	flush   chan struct{}  // closed by Close once nacks may be handed back
+	leaving sync.Once      // an ephemeral member unsubscribes once
+	nacks   sync.WaitGroup // hand-backs
+	resubs  sync.WaitGroup // subscriptions after a reconnect
 
 	mu          sync.Mutex
 	up          bool        // a connection is up
@@ -182,7 +181,7 @@ func (a *ackSession) ConnectionLost(dp *packets.Disconnect) error {
 // again on every later connection, session present or not: Mosquitto does
 // not keep shared subscriptions across its restart (see "Broker restarts").
 func (b *mqttBridge) openSource(ctx context.Context, spec bridge.Spec, mt string) (*source, error) {
-	s := &source{b: b, spec: spec, done: make(chan struct{}), flush: make(chan struct{}), retry: retryTopic(spec.Group, mt)}
+	s := &source{b: b, spec: spec, flush: make(chan struct{}), retry: retryTopic(spec.Group, mt)}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.sess = &ackSession{State: state.NewInMemory(), src: s}
 	s.keep = b.opts.stableID && spec.Kind != bridge.Reply
@@ -407,7 +406,7 @@ func (s *source) handBack(d consume.Delivery, delivered int) {
 			return
 		}
 		select {
-		case <-s.done:
+		case <-s.ctx.Done():
 			s.b.log.Warn("mqtt: handing a message back failed while closing; the broker delivers it again when the session resumes", "uuid", d.Msg.UUID, "err", err)
 			return
 		case <-time.After(retryEvery):
@@ -424,7 +423,6 @@ func (s *source) Close() error {
 	s.b.mu.Lock()
 	delete(s.b.sources, s)
 	s.b.mu.Unlock()
-	close(s.done)
 	s.stop()
 	if !s.keep && s.cm != nil {
 		s.leave()
