@@ -118,39 +118,43 @@ func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, err
 
 // connect completes cfg with what every connection of the bridge shares
 // (server, credentials, keep-alive, timeouts, reconnect backoff), starts
-// it and waits, within ctx, for its first connection.
+// it and waits, within ctx, for its first connection. A broker that
+// answers with a refusal (bad credentials, a client id it rejects) fails
+// it at once: autopaho would try again until ctx ends.
 func (b *mqttBridge) connect(ctx context.Context, cfg autopaho.ClientConfig) (*autopaho.ConnectionManager, error) {
+	var mu sync.Mutex
 	var lastErr error
-	var errMu sync.Mutex
+	first, refused := context.WithCancel(ctx)
+	defer refused()
 	cfg.ServerUrls = []*url.URL{b.server}
 	cfg.KeepAlive = uint16(b.opts.keepAlive / time.Second)
 	cfg.ConnectTimeout = DialTimeout
 	cfg.ReconnectBackoff = func(n int) time.Duration { return min(100*time.Millisecond<<min(n, 5), 2*time.Second) }
 	cfg.ConnectUsername, cfg.ConnectPassword = b.user, b.pass
 	cfg.OnConnectError = func(err error) {
-		errMu.Lock()
+		mu.Lock()
 		lastErr = err
-		errMu.Unlock()
+		mu.Unlock()
+		if ce := (*autopaho.ConnackError)(nil); errors.As(err, &ce) {
+			refused()
+		}
 		b.log.Debug("mqtt: connecting failed", "client", cfg.ClientID, "err", err)
 	}
-	return b.dial(ctx, cfg, func() error { errMu.Lock(); defer errMu.Unlock(); return lastErr })
-}
-
-// dial starts cfg's connection manager and waits for its first connection.
-func (b *mqttBridge) dial(ctx context.Context, cfg autopaho.ClientConfig, lastErr func() error) (*autopaho.ConnectionManager, error) {
 	cm, err := autopaho.NewConnection(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
-	if err := cm.AwaitConnection(ctx); err != nil {
+	if err := cm.AwaitConnection(first); err != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), DialTimeout)
 		defer cancel()
 		_ = cm.Disconnect(dctx)
-		var ce *autopaho.ConnackError
-		if cause := lastErr(); errors.As(cause, &ce) {
-			return nil, fmt.Errorf("mqtt at %s: the broker refused the connection: %w", b.shown, cause)
-		} else if cause != nil {
-			err = cause
+		mu.Lock()
+		defer mu.Unlock()
+		if ce := (*autopaho.ConnackError)(nil); errors.As(lastErr, &ce) {
+			return nil, fmt.Errorf("mqtt at %s: the broker refused the connection: %w", b.shown, lastErr)
+		}
+		if lastErr != nil {
+			err = lastErr
 		}
 		return nil, fmt.Errorf("%w: mqtt at %s: %w", bridge.ErrUnreachable, b.shown, err)
 	}

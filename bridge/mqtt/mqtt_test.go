@@ -1,6 +1,7 @@
 package mqtt_test
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -266,4 +267,23 @@ func numbered(n int) []string {
 		out[i] = "n" + strconv.Itoa(i)
 	}
 	return out
+}
+
+// Nothing listens: Open fails with ErrUnreachable when its context ends,
+// without showing the password.
+func TestUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	b, err := bridge.Open(ctx, "mqtt://user:s3cret@127.0.0.1:1")
+	if err == nil {
+		_ = b.Close()
+		t.Fatal("Open succeeded")
+	}
+	if !errors.Is(err, bridge.ErrUnreachable) || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("Open: %v; want ErrUnreachable without the password", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Open took %s", d)
+	}
 }
