@@ -47,7 +47,11 @@
 // the broker has acknowledged each (PUBACK), within PublishTimeout; several
 // are pipelined (at most 256, and the broker's receive maximum, awaiting
 // their PUBACK), and the first failure is returned once every one sent is
-// answered, so an error may follow messages that were stored. Metadata
+// answered, so an error may follow messages that were stored. Every
+// publish of a bridge goes on its one publisher connection, and Mosquitto
+// takes at most max_inflight_messages (20 by default, its receive maximum)
+// unacknowledged QoS 1 publishes per connection: more wait in the client,
+// which bounds a bridge's publish rate to 20 per round trip. Metadata
 // travels as MQTT v5 user properties (UTF-8 without NUL, else
 // bridge.ErrRefused), the message UUID in the user property
 // "_watermill_message_uuid". A message from another producer without one
