@@ -117,7 +117,7 @@ func (b *Bridge) Name() string { return "amqp" }
 // bridge.DeliveryKey and a Nack honours bridge.NackDelayKey (see the package
 // documentation).
 func (b *Bridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
+	return bridge.Capabilities{Durable: true, GroupOutlivesMembers: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
 }
 
 // Health implements bridge.Bridge: both connections are up, and a round

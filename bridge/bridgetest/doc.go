@@ -29,7 +29,9 @@
 //     (Capabilities.CountsDeliveries).
 //   - Concurrency: Spec.Concurrency messages are in flight at once.
 //   - CloseWithUnackedLosesNothing: Close waits for the message in flight;
-//     nacked meanwhile, it goes to the next subscriber.
+//     nacked meanwhile, it goes to the next subscriber (subscribed after
+//     the Close where the backend declares GroupOutlivesMembers, before it
+//     otherwise).
 //   - CloseEndsTheSubscription: when Close returns, the subscription's
 //     channel is closed.
 //   - CloseLeavesNoGoroutine: when the bridge's Close returns, no

@@ -169,9 +169,11 @@
 // # Capabilities
 //
 // CrossProcess, DetectsMissingHandler, CountsDeliveries and NackDelay are
-// true; Durable is true when client_id is given. MaxMessageBytes is 0: the
-// broker's own limit (message_size_limit) applies, and a message it refuses
-// as too large (PUBACK reason 0x95) fails with bridge.ErrTooLarge. Delivery is at least once:
-// a reconnect or a copy may duplicate a message, and redeliveries do not
-// keep order.
+// true; Durable and GroupOutlivesMembers are true when client_id is given
+// (without it, the conformance suite starts a group's next member before
+// the last one closes, as a rolling restart must). MaxMessageBytes is 0:
+// the broker's own limit (message_size_limit) applies, and a message it
+// refuses as too large (PUBACK reason 0x95) fails with bridge.ErrTooLarge.
+// Delivery is at least once: a reconnect or a copy may duplicate a
+// message, and redeliveries do not keep order.
 package mqtt

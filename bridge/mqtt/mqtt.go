@@ -167,7 +167,7 @@ func (b *mqttBridge) Name() string { return "mqtt" }
 // Capabilities implements bridge.Bridge (see "Capabilities" in the
 // package documentation).
 func (b *mqttBridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: b.opts.stableID, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
+	return bridge.Capabilities{Durable: b.opts.stableID, GroupOutlivesMembers: b.opts.stableID, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
 }
 
 // Health implements bridge.Bridge: every subscription must be connected

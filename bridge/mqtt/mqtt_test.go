@@ -30,6 +30,18 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, h)
 }
 
+// TestConformanceEphemeral runs the suite on the URL as most users write it,
+// without client_id: members named at random, not Durable, and a group
+// exists only while it has members (GroupOutlivesMembers false).
+func TestConformanceEphemeral(t *testing.T) {
+	h := bridgetest.Harness{
+		URL:    testenv.URL(t, testenv.MQTT),
+		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.MQTT) },
+	}
+	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
+	backendtest.Run(t, h)
+}
+
 func TestBadURL(t *testing.T) {
 	base := testenv.URL(t, testenv.MQTT)
 	for _, tc := range []struct{ url, mention string }{

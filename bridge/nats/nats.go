@@ -190,7 +190,7 @@ const headerFraming = 1024
 // Capabilities implements bridge.Bridge. MaxMessageBytes is the server's
 // max_payload, which counts headers, less headerFraming.
 func (b *natsBridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: false, CrossProcess: true, CountsDeliveries: true, NackDelay: true,
+	return bridge.Capabilities{Durable: true, GroupOutlivesMembers: true, DetectsMissingHandler: false, CrossProcess: true, CountsDeliveries: true, NackDelay: true,
 		MaxMessageBytes: max(int(b.conn.MaxPayload())-headerFraming, 1)}
 }
 

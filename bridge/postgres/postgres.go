@@ -150,7 +150,7 @@ func (b *Bridge) Name() string { return "postgres" }
 
 // Capabilities implements bridge.Bridge.
 func (b *Bridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
+	return bridge.Capabilities{Durable: true, GroupOutlivesMembers: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
 }
 
 // Pool returns the bridge's connection pool, for callers that publish inside
