@@ -1,39 +1,20 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A bridge the engine opens from Config.Bridge logs to Config.Logger, not
 // to slog.Default(): the NATS backend's "stream created" line goes to the
 // engine's logger only.
 func TestBridgeLogsToTheEnginesLogger(t *testing.T) {
-	var mine, global lockedBuffer
+	var mine, global testenv.LogBuffer
 	old := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&global, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	defer slog.SetDefault(old)

@@ -1,8 +1,6 @@
 package mqtt
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -62,16 +60,4 @@ func validLevel(s string) bool {
 // that a nacked event comes back to the nacking group only.
 func retryTopic(group, mqttTopic string) string {
 	return reservedRoot + "/retry/" + group + "/" + mqttTopic
-}
-
-// shortHash is 8 hex digits of the SHA-256 of the parts, NUL-separated.
-func shortHash(parts ...string) string {
-	h := sha256.New()
-	for i, p := range parts {
-		if i > 0 {
-			h.Write([]byte{0})
-		}
-		h.Write([]byte(p))
-	}
-	return hex.EncodeToString(h.Sum(nil)[:4])
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/internal/consume"
+	"github.com/switchboard-go/switchboard/bridge/internal/naming"
 )
 
 const (
@@ -190,7 +191,7 @@ func (b *mqttBridge) openSource(ctx context.Context, spec bridge.Spec, mt string
 	s.sess = &ackSession{State: state.NewInMemory(), src: s}
 	s.keep = b.opts.stableID && spec.Kind != bridge.Reply
 	if s.keep {
-		s.id = claim(b.opts.clientID + "-" + shortHash(spec.Kind.String(), spec.Topic, spec.Group))
+		s.id = claim(b.opts.clientID + "-" + naming.ShortHash(spec.Kind.String(), spec.Topic, spec.Group))
 	} else {
 		s.id = b.opts.clientID + "-" + watermill.NewShortUUID()
 	}

@@ -1,12 +1,12 @@
 package nats
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
 	"unicode"
+
+	"github.com/switchboard-go/switchboard/bridge/internal/naming"
 )
 
 // maxNamePart bounds the readable part of a stream or consumer name; the
@@ -32,25 +32,12 @@ func sanitize(s string) string {
 	return b.String()
 }
 
-// shortHash is 8 hex digits of the SHA-256 of the parts, separated by NUL
-// so that ("a", "bc") and ("ab", "c") differ.
-func shortHash(parts ...string) string {
-	h := sha256.New()
-	for i, p := range parts {
-		if i > 0 {
-			h.Write([]byte{0})
-		}
-		h.Write([]byte(p))
-	}
-	return hex.EncodeToString(h.Sum(nil)[:4])
-}
-
 // streamName is the name of the stream this backend creates for topic:
 // prefix + sanitized topic + "_" + hash of the topic. It is deterministic,
 // so every process computes the same name, and the hash keeps topics that
 // sanitize alike ("a.b" and "a_b") apart.
 func streamName(prefix, topic string) string {
-	return prefix + sanitize(topic) + "_" + shortHash(topic)
+	return prefix + sanitize(topic) + "_" + naming.ShortHash(topic)
 }
 
 // consumerName is the durable name of group's consumer on topic: sanitized
@@ -58,7 +45,7 @@ func streamName(prefix, topic string) string {
 // because a stream found by subject may hold several topics (an operator's
 // wildcard stream), and one group consuming two of them needs two consumers.
 func consumerName(topic, group string) string {
-	return sanitize(group) + "_" + shortHash(topic, group)
+	return sanitize(group) + "_" + naming.ShortHash(topic, group)
 }
 
 // validSubject reports why topic cannot be used as a literal NATS subject:
