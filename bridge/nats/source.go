@@ -268,10 +268,12 @@ func settleEach(ds []consume.Delivery, settle func(jetstream.Msg) error) error {
 // Heartbeat tells JetStream the message is in progress, so a handler slower
 // than ack_wait is not raced by a redelivery: ack_wait bounds how long a
 // message stays with a dead process, not how long a handler may take.
-func (src source) Heartbeat(d consume.Delivery) {
+// The delivery has no Deadline (the heartbeats keep it with this member).
+func (src source) Heartbeat(d consume.Delivery) time.Time {
 	if err := d.Ref.(jetstream.Msg).InProgress(); err != nil {
 		src.s.b.log.Debug("nats: progress report failed", "topic", src.s.spec.Topic, "err", err)
 	}
+	return time.Time{}
 }
 
 // Close flushes the connection: the acks and naks of this call are on
@@ -312,5 +314,6 @@ func decode(jm jetstream.Msg) *message.Message {
 
 var (
 	_ consume.Source      = source{}
+	_ consume.Heartbeater = source{}
 	_ consume.Heartbeater = source{}
 )

@@ -339,10 +339,13 @@ func (b *Bridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subs
 	}
 	sub, err := consume.New(consume.Config{
 		Spec: spec, Backend: "postgres", Logger: b.log,
-		// Every held message is given up when its lease ends (its
-		// Delivery.Deadline), so this only backs that up.
-		CloseWait: b.cfg.ackDeadline,
-		Prefetch:  b.cfg.prefetch,
+		// Leases are renewed while a message waits for a handler or a
+		// handler holds it (source.Heartbeat), so ack_deadline bounds how
+		// long a message stays with a member that died, and how long Close
+		// waits for the handlers.
+		CloseWait:      b.cfg.ackDeadline,
+		HeartbeatEvery: b.cfg.ackDeadline / 3,
+		Prefetch:       b.cfg.prefetch,
 	}, func(context.Context) (consume.Source, error) { return b.newSource(ref, spec) })
 	if err != nil {
 		return nil, err

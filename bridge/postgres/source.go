@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -34,8 +35,10 @@ type lease struct {
 	id       int64
 	attempts int32 // as the claim left them: the lease token
 	msg      *message.Message
-	expires  time.Time // local time by which the lease has surely ended: the delivery's Deadline
+	expires  atomic.Int64 // UnixNano by which the lease has surely ended: the delivery's Deadline; moved by Heartbeat
 }
+
+func (l *lease) deadline() time.Time { return time.Unix(0, l.expires.Load()) }
 
 func (b *Bridge) newSource(ref *groupRef, spec bridge.Spec) (*source, error) {
 	s := &source{
@@ -94,7 +97,7 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 	for _, l := range ls {
 		// Past the lease the runtime frees the slot without a verdict: the
 		// row is visible again and goes to whoever claims it next.
-		deliver(consume.Delivery{Msg: l.msg, Count: int(l.attempts), Ref: l, Deadline: l.expires})
+		deliver(consume.Delivery{Msg: l.msg, Count: int(l.attempts), Ref: l, Deadline: l.deadline()})
 	}
 	return nil
 }
@@ -142,7 +145,9 @@ func (s *source) claim(n int) ([]*lease, time.Duration, error) {
 			s.log.Error("skipping unreadable message row", "err", err)
 			continue
 		}
-		out = append(out, &lease{id: *id, attempts: *attempts, msg: m, expires: expires})
+		l := &lease{id: *id, attempts: *attempts, msg: m}
+		l.expires.Store(expires.UnixNano())
+		out = append(out, l)
 	}
 	if err := rows.Err(); err != nil {
 		// The statement failed, so its transaction rolled back and nothing
@@ -204,7 +209,7 @@ func (s *source) settle(ctx context.Context, ls []*lease, exec func(context.Cont
 			return nil
 		}
 		now := time.Now()
-		ls = slices.DeleteFunc(slices.Clone(ls), func(l *lease) bool { return now.After(l.expires) })
+		ls = slices.DeleteFunc(slices.Clone(ls), func(l *lease) bool { return now.After(l.deadline()) })
 		if len(ls) == 0 || !transient(err) {
 			return err
 		}
@@ -221,6 +226,24 @@ func (s *source) settle(ctx context.Context, ls []*lease, exec func(context.Cont
 		}
 		delay = min(2*delay, 2*time.Second)
 	}
+}
+
+// Heartbeat renews the lease of a row that waits for a handler or that a
+// handler holds, so that neither a slow handler nor rows claimed ahead
+// (prefetch) lose it, and returns the new deadline; the zero time when the
+// lease was lost (ended and claimed again) or the statement failed.
+func (s *source) Heartbeat(d consume.Delivery) time.Time {
+	l := d.Ref.(*lease)
+	ctx, cancel := context.WithTimeout(s.b.ctx, opTimeout)
+	defer cancel()
+	expires := time.Now().Add(s.b.cfg.ackDeadline) // measured before the statement, as at claim
+	tag, err := s.b.pool.Exec(ctx, s.b.q.extend, l.id, l.attempts, s.b.cfg.ackDeadline.Microseconds())
+	if err != nil || tag.RowsAffected() != 1 {
+		s.log.Debug("renewing a lease failed", "uuid", l.msg.UUID, "err", err)
+		return time.Time{}
+	}
+	l.expires.Store(expires.UnixNano())
+	return expires
 }
 
 // Release puts back rows that were claimed but never handed to a handler,
@@ -246,3 +269,8 @@ func (s *source) Close() error {
 	s.timer.Stop()
 	return nil
 }
+
+var (
+	_ consume.Source      = (*source)(nil)
+	_ consume.Heartbeater = (*source)(nil)
+)

@@ -63,11 +63,14 @@ type Source interface {
 }
 
 // Heartbeater is implemented by a source whose broker delivers a message
-// again when it is held longer than a deadline (NATS's ack_wait): the
-// runtime calls Heartbeat every Config.HeartbeatEvery while a handler
-// holds the message.
+// again when it is held longer than a deadline (NATS's ack_wait, a
+// PostgreSQL lease): the runtime calls Heartbeat every
+// Config.HeartbeatEvery while the message waits for a handler or a handler
+// holds it. Heartbeat returns the message's new Deadline, or the zero time
+// to keep the one it had (a source that sets none, or a heartbeat that
+// failed).
 type Heartbeater interface {
-	Heartbeat(d Delivery)
+	Heartbeat(d Delivery) (deadline time.Time)
 }
 
 // Config configures a Subscriber.
@@ -93,8 +96,9 @@ type Config struct {
 	// subscription fetches ahead, so that the next one is ready when a
 	// handler finishes instead of a round trip later; they wait in order
 	// and are handed out as slots free up. The broker counts them as
-	// delivered: their deadlines run (no heartbeat before they are handed
-	// out), and a member that dies holds them until then. Default 0.
+	// delivered: they get heartbeats while they wait, one whose Deadline
+	// passes first is dropped (not handed out, not settled), and a member
+	// that dies holds them until the broker's deadline. Default 0.
 	Prefetch int
 }
 
@@ -169,11 +173,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if topic != s.cfg.Spec.Topic {
 		return nil, fmt.Errorf("%s: subscriber for topic %q asked to subscribe to %q", s.cfg.Backend, s.cfg.Spec.Topic, topic)
 	}
+	// The lock is not held while open runs (it may wait for a broker):
+	// Close and Abandon end that wait through the stop signal below.
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("%s: subscriber for %q: %w", s.cfg.Backend, topic, bridge.ErrClosed)
 	}
+	s.wg.Add(1) // Close waits for this run, from its open on
+	s.mu.Unlock()
 	capacity := s.cfg.Spec.Concurrency + s.cfg.Prefetch
 	r := &run{
 		s: s, ctx: ctx,
@@ -195,6 +203,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	src, err := s.open(r.stopCtx)
 	if err != nil {
 		r.stop()
+		s.wg.Done()
 		return nil, err
 	}
 	r.src = src
@@ -208,8 +217,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	for range s.cfg.Spec.Concurrency {
 		r.running <- struct{}{}
 	}
-	s.wg.Add(1)
-	go func() {
+	go func() { // a run stopped while opening ends at once: nothing is fetched
 		defer s.wg.Done()
 		r.main()
 	}()
@@ -391,6 +399,7 @@ func (r *run) dispatch() {
 			}
 			return
 		}
+		pending = r.dropExpired(pending)
 		var running chan struct{}
 		if len(pending) > 0 {
 			running = r.running
@@ -408,12 +417,33 @@ func (r *run) dispatch() {
 			pending = pending[1:]
 			go r.handle(d)
 		case <-beat:
-			for _, d := range pending {
-				hb.Heartbeat(d)
+			for i := range pending {
+				if dl := hb.Heartbeat(pending[i]); !dl.IsZero() {
+					pending[i].Deadline = dl
+				}
 			}
 		case <-r.stopCtx.Done():
 		}
 	}
+}
+
+// dropExpired removes from pending the messages whose Deadline has
+// passed: the broker gives them to another member, so they are neither
+// handed out nor settled, and their slots free up.
+func (r *run) dropExpired(pending []Delivery) []Delivery {
+	now := time.Now()
+	kept := pending[:0]
+	for _, d := range pending {
+		if !d.Deadline.IsZero() && !now.Before(d.Deadline) {
+			r.s.log.Warn(r.s.cfg.Backend+": message fetched ahead not handed out before its deadline; the broker delivers it again", "uuid", d.Msg.UUID)
+			r.idle <- struct{}{}
+			r.handlers.Done()
+			continue
+		}
+		kept = append(kept, d)
+	}
+	clear(pending[len(kept):])
+	return kept
 }
 
 // drop releases messages no handler received.
@@ -451,10 +481,15 @@ func (r *run) handle(d Delivery) {
 		return
 	}
 	var expired <-chan time.Time
+	var lease *time.Timer
 	if !d.Deadline.IsZero() {
-		t := time.NewTimer(time.Until(d.Deadline))
-		defer t.Stop()
-		expired = t.C
+		if !time.Now().Before(d.Deadline) { // already visible again: not handed out
+			r.free()
+			return
+		}
+		lease = time.NewTimer(time.Until(d.Deadline))
+		defer lease.Stop()
+		expired = lease.C
 	}
 	select {
 	case r.out <- m:
@@ -481,7 +516,10 @@ func (r *run) handle(d Delivery) {
 			r.nacked(d)
 			return
 		case <-beat:
-			hb.Heartbeat(d)
+			if dl := hb.Heartbeat(d); !dl.IsZero() && lease != nil {
+				d.Deadline = dl
+				lease.Reset(time.Until(dl))
+			}
 		case <-expired:
 			s.log.Warn(s.cfg.Backend+": message not settled by its deadline; the broker delivers it again", "uuid", m.UUID)
 			r.free()
