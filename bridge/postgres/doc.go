@@ -14,7 +14,8 @@
 //	               ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes; always quoted in SQL;
 //	               also the name of the NOTIFY channel)
 //	poll_interval  fallback poll, see "Wake-ups"                 default 2s  (10ms to 24h)
-//	ack_deadline   lease of a delivered, unacked message         default 30s (100ms to 24h)
+//	ack_deadline   lease of a delivered, unacked message, renewed default 30s (100ms to 24h)
+//	               every ack_deadline/3 while its member lives
 //	prefetch       rows a subscription holds beyond its          default 16  (0 to 10000)
 //	               Concurrency, claimed ahead and handed out in
 //	               order as handlers finish (0: none)
@@ -137,9 +138,12 @@
 // group's visible rows (visible_at <= now(), oldest first), setting
 // visible_at = now() + ack_deadline (the lease) and attempts + 1, RETURNING
 // the rows. The rows beyond Spec.Concurrency wait, in order, for a
-// handler to finish (their lease runs meanwhile; one that ends before a
-// handler takes the row is dropped, as the row is visible again), so the
-// next message is ready without a round trip. The same statement returns when the
+// handler to finish, so the next message is ready without a round trip.
+// While a row waits or a handler holds it, its member renews the lease
+// every ack_deadline/3 (one UPDATE per row, checking its lease token), so
+// the lease ends only when the member is gone: ack_deadline bounds how
+// long a message stays with a member that died, not how long a handler
+// may run. The same statement returns when the
 // group's next row becomes visible (for the timer, see "Wake-ups"). No
 // transaction stays open while a handler runs. Members and handlers never
 // wait on each other's locks, and the Concurrency test's N unacked messages
@@ -154,15 +158,14 @@
 //   - Nack sets visible_at = now() + the delay the message asks for
 //     (bridge.NackDelayKey) or bridge.DefaultNackDelay. Other rows of the
 //     group keep flowing meanwhile; the message comes back after the delay.
-//   - No verdict within ack_deadline: the row is visible again and goes to
-//     whichever member claims it next (a crashed consumer loses nothing).
-//     The subscription gives that delivery up, so its slot is free again;
-//     the handler's late Ack or Nack is ignored (the message reads as
-//     nacked). A handler that runs longer than ack_deadline therefore sees
-//     its message delivered again.
+//   - A lease that ends anyway (the member lost its database connection
+//     for longer than ack_deadline, say): the row is visible again and
+//     goes to whichever member claims it next (a crashed consumer loses
+//     nothing). The subscription gives that delivery up, so its slot is
+//     free again, and the handler's late Ack or Nack changes nothing.
 //   - Rows claimed but not yet handed out when a subscription stops are
-//     released at once (visible_at = now(), the claim not counted in
-//     attempts), in one statement.
+//     released at once, in one statement, back in their place (visible_at
+//     = their publication time, the claim not counted in attempts).
 //
 // Ack and Nack writes are retried with backoff while they fail for a
 // transient reason (see "Closing and outages"), until they succeed, the
