@@ -19,7 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-go/switchboard/bridge"
-	_ "github.com/switchboard-go/switchboard/bridge/inproc" // the default backend
+	"github.com/switchboard-go/switchboard/bridge/inproc" // the default backend, and its direct hand-off
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine/internal/dispatch"
 	"github.com/switchboard-go/switchboard/internal/envelope"
@@ -299,6 +299,7 @@ type Engine struct {
 	log         *slog.Logger
 	codec       payloadCodec
 	b           bridge.Bridge
+	direct      inproc.Direct // b, when it hands messages over directly
 	ownsB       bool
 	calls       *dispatch.Calls
 	mu          sync.Mutex
@@ -349,7 +350,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("switchboard: bridge %s: %w", b.Name(), err)
 	}
 	hardCtx, hardStop := context.WithCancel(context.Background())
+	direct, _ := b.(inproc.Direct)
 	return &Engine{
+		direct:   direct,
 		cfg:      cfg,
 		log:      cfg.Logger.With("engine", cfg.InstanceID),
 		codec:    payloadCodec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},

@@ -81,6 +81,17 @@ func (e *Engine) publish(topic string, msg *message.Message, finish func(error))
 	return err
 }
 
+// hand sends a message somebody waits on, an awaited command or a reply:
+// on the in-process bus, straight to a handler or the waiting caller
+// (inproc.Direct), else published. Once it returned nil, msg is the
+// bridge's: the caller must not touch it.
+func (e *Engine) hand(topic string, msg *message.Message) error {
+	if e.direct != nil {
+		return e.direct.Call(topic, msg)
+	}
+	return e.b.Publisher().Publish(topic, msg)
+}
+
 // call publishes a command and waits for its reply payload, through the
 // command's caller-side circuit breaker, with caller-side retries when the
 // command is idempotent.
@@ -182,7 +193,9 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 
 	reply, forget := e.calls.Expect(msg.UUID)
 	defer forget()
-	if err := e.publish(topic, msg, finish); err != nil {
+	err := e.hand(topic, msg)
+	finish(err)
+	if err != nil {
 		return nil, publishFailure(topic, err)
 	}
 	timer := time.NewTimer(time.Until(deadline))
