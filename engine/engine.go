@@ -317,8 +317,9 @@ type Engine struct {
 	hardStop    context.CancelFunc
 	hardCtx     context.Context
 	tracer      trace.Tracer
-	breakers    sync.Map // topic → *gobreaker.CircuitBreaker (caller side)
-	handlers    gate     // handler calls: closed by Stop
+	tracerKind  tracerKind // see tracingOff
+	breakers    sync.Map   // topic → *gobreaker.CircuitBreaker (caller side)
+	handlers    gate       // handler calls: closed by Stop
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -352,19 +353,20 @@ func New(cfg Config) (*Engine, error) {
 	hardCtx, hardStop := context.WithCancel(context.Background())
 	direct, _ := b.(inproc.Direct)
 	return &Engine{
-		direct:   direct,
-		cfg:      cfg,
-		log:      cfg.Logger.With("engine", cfg.InstanceID),
-		codec:    payloadCodec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
-		b:        b,
-		ownsB:    owns,
-		calls:    dispatch.NewCalls(),
-		ready:    make(chan struct{}),
-		stopped:  make(chan struct{}),
-		cleaned:  make(chan struct{}),
-		hardCtx:  hardCtx,
-		hardStop: hardStop,
-		tracer:   cfg.TracerProvider.Tracer(middleware.TracerName),
+		direct:     direct,
+		cfg:        cfg,
+		log:        cfg.Logger.With("engine", cfg.InstanceID),
+		codec:      payloadCodec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
+		b:          b,
+		ownsB:      owns,
+		calls:      dispatch.NewCalls(),
+		ready:      make(chan struct{}),
+		stopped:    make(chan struct{}),
+		cleaned:    make(chan struct{}),
+		hardCtx:    hardCtx,
+		hardStop:   hardStop,
+		tracer:     cfg.TracerProvider.Tracer(middleware.TracerName),
+		tracerKind: kindOfTracer(cfg.TracerProvider),
 	}, nil
 }
 

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/sony/gobreaker"
@@ -29,7 +29,7 @@ var errOutput = errors.New("switchboard: handler output")
 // outgoing builds a message caused by the one handled in ctx (or starting a
 // conversation); see stamp. finish ends its producer span.
 func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error)) {
-	msg := message.NewMessage(watermill.NewUUID(), payload)
+	msg := message.NewMessage(envelope.NewID(), payload)
 	msg.SetContext(ctx)
 	return msg, e.stamp(ctx, msg, topic, kind, deadline)
 }
@@ -48,8 +48,8 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 	meta := envelope.Child(parent, msg.UUID, deadline)
 	envelope.Write(msg, meta)
 	msg.Metadata.Set(envelope.KeyKind, kind)
-	if kind == envelope.KindReply {
-		return func(error) {}
+	if kind == envelope.KindReply || e.tracingOff() {
+		return noSpan
 	}
 	if !trace.SpanContextFromContext(ctx).IsValid() && parent.Traceparent != "" {
 		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: parent.Traceparent, envelope.KeyTracestate: parent.Tracestate})
@@ -73,6 +73,9 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 		span.End()
 	}
 }
+
+// noSpan is stamp's finish when it started no span.
+func noSpan(error) {}
 
 // publish sends msg to topic, ending its span.
 func (e *Engine) publish(topic string, msg *message.Message, finish func(error)) error {
@@ -191,15 +194,16 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 		return nil, err
 	}
 
-	reply, forget := e.calls.Expect(msg.UUID)
-	defer forget()
+	id := msg.UUID // msg is the bridge's once handed over
+	reply := e.calls.Expect(id)
+	defer e.calls.Forget(id, reply)
 	err := e.hand(topic, msg)
 	finish(err)
 	if err != nil {
 		return nil, publishFailure(topic, err)
 	}
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
+	timer := startTimer(time.Until(deadline))
+	defer stopTimer(timer)
 	select {
 	case r := <-reply:
 		if r.Metadata.Get(envelope.KeyError) == "1" {
@@ -216,6 +220,23 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	case <-e.stopped:
 		return nil, with(ErrShuttingDown, "engine stopped while waiting for "+topic, nil)
 	}
+}
+
+// timers recycles callOnce's timers. Since Go 1.23 a stopped timer
+// delivers nothing stale, so one can be reset and reused safely.
+var timers sync.Pool
+
+func startTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+func stopTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
 }
 
 func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Error {
@@ -330,13 +351,13 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if meta.CorrelationID == "" { // from a producer that is not Switchboard
 			meta.CorrelationID = msg.UUID
 		}
-		mlog := log.With("message_id", msg.UUID, "correlation_id", meta.CorrelationID)
+		mlog := msgLogger{log, msg.UUID, meta.CorrelationID}
 		replyTo := msg.Metadata.Get(envelope.KeyReplyTo) // before the chain: middleware may edit metadata
 		// Only a command with a valid reply topic is awaited (replyToCheck
 		// refuses the others in the chain).
 		awaited := r.kind == bridge.Command && validReplyTo(replyTo)
 		if awaited && !meta.Deadline.IsZero() && time.Now().After(meta.Deadline) {
-			mlog.Warn("command arrived after its caller's deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
+			mlog.get().Warn("command arrived after its caller's deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
 			return nil
 		}
 		if !awaited {
@@ -347,8 +368,9 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		}
 		rt := route
 		rt.Awaited = awaited
-		ctx, cancel := e.handlerContext(msg.Context(), meta, rt)
+		ctx, cancel, stop := e.handlerContext(msg.Context(), meta, rt)
 		defer cancel()
+		defer stop()
 		msg.SetContext(ctx)
 
 		produced, err := e.runChain(chain, msg, mlog)
@@ -384,7 +406,7 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 		retry = *r.retry
 	}
 	mws := []message.HandlerMiddleware{
-		middleware.Tracing(e.cfg.TracerProvider),
+		e.traced(middleware.Tracing(e.cfg.TracerProvider)),
 		unlessAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
 		metadataLimits,
 	}
@@ -421,16 +443,27 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 // handlerContext derives a handler's context: not cancelled by the
 // subscription (see package router), carrying the engine, the message's Meta
 // and Route, ending at meta's deadline (the caller clears it on messages
-// nobody awaits) or when a drain runs out of time.
-func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
-	ctx := envelope.WithRoute(envelope.WithMeta(WithEngine(context.WithoutCancel(parent), e), meta), route)
-	var cancelDeadline context.CancelFunc = func() {}
-	if !meta.Deadline.IsZero() {
-		ctx, cancelDeadline = context.WithDeadline(ctx, meta.Deadline)
+// nobody awaits) or when a drain runs out of time (until stop is called).
+func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (ctx context.Context, cancel context.CancelFunc, stop func() bool) {
+	ctx = envelope.Handling(parent, meta, route, engineKey{}, e)
+	if meta.Deadline.IsZero() {
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
+		ctx, cancel = context.WithDeadline(ctx, meta.Deadline)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(e.hardCtx, cancel)
-	return ctx, func() { stop(); cancel(); cancelDeadline() }
+	return ctx, cancel, context.AfterFunc(e.hardCtx, cancel)
+}
+
+// msgLogger is a handler's logger for one message, made only when
+// something is logged: slog's With copies its attributes on every call, and
+// most messages log nothing.
+type msgLogger struct {
+	base            *slog.Logger
+	id, correlation string
+}
+
+func (l msgLogger) get() *slog.Logger {
+	return l.base.With("message_id", l.id, "correlation_id", l.correlation)
 }
 
 // runChain runs the chain, turning a panic that escaped every middleware
@@ -439,10 +472,10 @@ func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelop
 // giving up on it early would let the backend redeliver a message still
 // being handled. A handler that outlives its context is the one that keeps
 // it waiting; Stop logs them.
-func (e *Engine) runChain(chain message.HandlerFunc, msg *message.Message, log *slog.Logger) (msgs []*message.Message, err error) {
+func (e *Engine) runChain(chain message.HandlerFunc, msg *message.Message, log msgLogger) (msgs []*message.Message, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			log.Error("handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			log.get().Error("handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			msgs, err = nil, &middleware.PanicError{Value: v}
 		}
 	}()
@@ -451,7 +484,7 @@ func (e *Engine) runChain(chain message.HandlerFunc, msg *message.Message, log *
 
 // wireError turns a handler's error into what the caller receives.
 // Unexpected errors are logged here and reach the caller without details.
-func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *Error {
+func (e *Engine) wireError(err error, msg *message.Message, log msgLogger) *Error {
 	var we *Error
 	if errors.As(err, &we) {
 		return we
@@ -459,7 +492,7 @@ func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *E
 	if errors.Is(err, context.Canceled) && e.hardCtx.Err() != nil {
 		// Stop cut the handler short: the service is going away, it did
 		// not fail, and another instance may take the call.
-		log.Warn("handler cut short by the engine stopping", "err", err)
+		log.get().Warn("handler cut short by the engine stopping", "err", err)
 		return with(ErrShuttingDown, "the service stopped before the handler finished", nil)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -467,7 +500,7 @@ func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *E
 	}
 	var p *middleware.PanicError
 	if !errors.As(err, &p) { // a panic was logged with its stack already
-		log.Error("handler failed", "err", err)
+		log.get().Error("handler failed", "err", err)
 	}
 	return with(ErrInternal, "internal error", map[string]any{"message_id": msg.UUID})
 }
