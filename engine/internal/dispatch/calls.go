@@ -17,7 +17,7 @@ import (
 type Calls struct {
 	mu      sync.Mutex
 	pending map[string]chan *message.Message // each recycled by Forget
-	idle    chan struct{} // made by WaitIdle, closed when pending empties
+	idle    chan struct{}                    // made by WaitIdle, closed when pending empties
 	// unsolicited counts the replies nobody waited for.
 	unsolicited atomic.Uint64
 }
