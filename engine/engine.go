@@ -302,6 +302,7 @@ type Engine struct {
 	direct      inproc.Direct // b, when it hands messages over directly
 	ownsB       bool
 	calls       *dispatch.Calls
+	replyTopic  string // router.ReplyTopic(cfg.InstanceID)
 	mu          sync.Mutex
 	state       State
 	services    []*Service
@@ -360,6 +361,7 @@ func New(cfg Config) (*Engine, error) {
 		b:          b,
 		ownsB:      owns,
 		calls:      dispatch.NewCalls(),
+		replyTopic: router.ReplyTopic(cfg.InstanceID),
 		ready:      make(chan struct{}),
 		stopped:    make(chan struct{}),
 		cleaned:    make(chan struct{}),

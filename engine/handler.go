@@ -20,7 +20,6 @@ import (
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/middleware"
-	"github.com/switchboard-go/switchboard/router"
 )
 
 // errOutput marks a result that could not be encoded.
@@ -188,7 +187,7 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 		deadline = p.Deadline
 	}
 	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
-	msg.Metadata.Set(envelope.KeyReplyTo, router.ReplyTopic(e.cfg.InstanceID))
+	msg.Metadata.Set(envelope.KeyReplyTo, e.replyTopic)
 	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
 		finish(err) // the receiver would refuse it: say so before sending
 		return nil, err
