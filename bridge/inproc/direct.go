@@ -3,6 +3,7 @@ package inproc
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -100,16 +101,41 @@ func (m *Member) Stop() {
 	})
 }
 
+// Next takes the message waiting longest in the group's queue, if any,
+// for a member that has room for one more: a delivery like a subscriber's
+// (a copy, with its bridge.DeliveryKey count and the member's context),
+// which the member then owns as one it took. It returns nil when the queue
+// is empty or the member stopped.
+func (m *Member) Next() *message.Message {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stopped {
+		return nil
+	}
+	qs := m.g.pop(1)
+	if len(qs) == 0 {
+		return nil
+	}
+	msg := qs[0].msg.Copy()
+	msg.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(qs[0].deliveries+1))
+	msg.SetContext(m.ctx)
+	return msg
+}
+
 // Requeue hands back a message the member took and nacked: it waits in the
 // group's queue for bridge.NackDelay of its metadata, and its next delivery
-// counts as the second. It goes back as the member left it, less the
-// bus's own keys (bridge.DeliveryKey, bridge.NackDelayKey): the one
-// message the bus had was the one it handed over.
+// counts one more. It goes back as the member left it, less the bus's own
+// keys (bridge.DeliveryKey, bridge.NackDelayKey): the one message the bus
+// had was the one it handed over.
 func (m *Member) Requeue(msg *message.Message) {
 	delay := bridge.NackDelay(msg.Metadata)
+	deliveries, err := strconv.Atoi(msg.Metadata[bridge.DeliveryKey])
+	if err != nil || deliveries < 1 {
+		deliveries = 1
+	}
 	delete(msg.Metadata, bridge.NackDelayKey)
 	delete(msg.Metadata, bridge.DeliveryKey)
-	q := queued{msg: msg, deliveries: 1}
+	q := queued{msg: msg, deliveries: deliveries}
 	if delay <= 0 {
 		m.g.push(q)
 		return

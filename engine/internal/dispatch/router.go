@@ -96,7 +96,10 @@ const workerIdle = 10 * time.Second
 // started per message grew its stack through the middleware chain every
 // time (runtime.newstack was 14 % of the CPU at 64 callers). At most one
 // worker per slot runs a message; the rest wait, and end after workerIdle
-// or when the router closes.
+// or when the router closes. A worker that finished a message first takes
+// what waits in the group's queue (next): with more callers than slots,
+// most calls find no free slot and wait there, and the subscriber's road
+// (the consumer runtime, Watermill's router) cost twice the CPU.
 func (d direct) take(m *inproc.Member, msg *message.Message) bool {
 	select {
 	case d.slots <- struct{}{}:
@@ -116,6 +119,9 @@ func (d direct) worker(m *inproc.Member, msg *message.Message) {
 	defer t.Stop()
 	for {
 		d.run(m, msg)
+		if msg = d.next(m); msg != nil {
+			continue
+		}
 		t.Reset(workerIdle)
 		select {
 		case msg = <-d.idle:
@@ -125,6 +131,23 @@ func (d direct) worker(m *inproc.Member, msg *message.Message) {
 			return
 		}
 	}
+}
+
+// next takes a free slot and the message waiting longest in the group's
+// queue (where Call leaves what finds no free slot), or neither. The slot
+// the worker held is free before it asks again, so a message the
+// subscriber fetched and that waits for a slot gets it first.
+func (d direct) next(m *inproc.Member) *message.Message {
+	select {
+	case d.slots <- struct{}{}:
+	default:
+		return nil
+	}
+	if msg := m.Next(); msg != nil {
+		return msg
+	}
+	<-d.slots
+	return nil
 }
 
 // run runs msg, holding its slot, and settles it as Watermill's router
