@@ -367,9 +367,8 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		}
 		rt := route
 		rt.Awaited = awaited
-		ctx, cancel, stop := e.handlerContext(msg.Context(), meta, rt)
+		ctx, cancel := e.handlerContext(msg.Context(), meta, rt)
 		defer cancel()
-		defer stop()
 		msg.SetContext(ctx)
 
 		produced, err := e.runChain(chain, msg, mlog)
@@ -442,15 +441,13 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 // handlerContext derives a handler's context: not cancelled by the
 // subscription (see package router), carrying the engine, the message's Meta
 // and Route, ending at meta's deadline (the caller clears it on messages
-// nobody awaits) or when a drain runs out of time (until stop is called).
-func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (ctx context.Context, cancel context.CancelFunc, stop func() bool) {
-	ctx = envelope.Handling(parent, meta, route, engineKey{}, e)
+// nobody awaits) or when a drain runs out of time (e.hardCtx).
+func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
+	ctx := envelope.Handling(parent, e.hardCtx, meta, route, engineKey{}, e)
 	if meta.Deadline.IsZero() {
-		ctx, cancel = context.WithCancel(ctx)
-	} else {
-		ctx, cancel = context.WithDeadline(ctx, meta.Deadline)
+		return context.WithCancel(ctx)
 	}
-	return ctx, cancel, context.AfterFunc(e.hardCtx, cancel)
+	return context.WithDeadline(ctx, meta.Deadline)
 }
 
 // msgLogger is a handler's logger for one message, made only when

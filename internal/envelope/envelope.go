@@ -61,27 +61,33 @@ func MetaFrom(ctx context.Context) (Meta, bool) {
 	return Meta{}, false
 }
 
-// Handling returns the context a handler starts from: parent's values but
-// not its deadline or cancellation (like context.WithoutCancel), carrying
-// m (MetaFrom), r (RouteFrom) and val under key, in one allocation instead
-// of the six that WithoutCancel and three WithValue take; the engine makes
-// one for every message it handles. Derive the handler's own deadline and
-// cancellation from it: it never ends by itself.
-func Handling(parent context.Context, m Meta, r Route, key, val any) context.Context {
-	return &handling{parent: parent, meta: m, route: r, key: key, val: val}
+// Handling returns the context a handler starts from, in one allocation
+// (the engine makes one for every message it handles): the values of
+// values, m (MetaFrom), r (RouteFrom) and val under key, and the
+// cancellation of cancel, which must carry no values (the engine's hard
+// stop), without values' deadline or cancellation, as
+// context.WithoutCancel would. A context derived from it with
+// context.WithCancel or WithDeadline is registered with cancel's, so the
+// handler's context needs no AfterFunc on cancel per message.
+func Handling(values, cancel context.Context, m Meta, r Route, key, val any) context.Context {
+	return &handling{values: values, cancel: cancel, meta: m, route: r, key: key, val: val}
 }
 
 type handling struct {
-	parent   context.Context
-	meta     Meta
-	route    Route
-	key, val any
+	values, cancel context.Context
+	meta           Meta
+	route          Route
+	key, val       any
 }
 
 func (h *handling) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (h *handling) Done() <-chan struct{}       { return nil }
-func (h *handling) Err() error                  { return nil }
+func (h *handling) Done() <-chan struct{}       { return h.cancel.Done() }
+func (h *handling) Err() error                  { return h.cancel.Err() }
 
+// Value looks in cancel before values: cancel has no values but the
+// context package's own key, under which it finds cancel's cancellable
+// context to register derived contexts with (values' lookup of that key
+// would end in a context.WithoutCancel, and allocate there).
 func (h *handling) Value(key any) any {
 	switch key {
 	case metaKey{}:
@@ -91,7 +97,10 @@ func (h *handling) Value(key any) any {
 	case h.key:
 		return h.val
 	}
-	return h.parent.Value(key)
+	if v := h.cancel.Value(key); v != nil {
+		return v
+	}
+	return h.values.Value(key)
 }
 
 func (h *handling) String() string { return "switchboard handler context" }
