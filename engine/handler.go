@@ -386,7 +386,9 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil {
 			reply = e.errorReply(ctx, e.wireError(err, msg, mlog))
 		}
-		reply.SetContext(context.WithoutCancel(ctx))
+		if e.direct == nil { // a broker's publisher may read it; a direct hand-off sets its own
+			reply.SetContext(context.WithoutCancel(ctx))
+		}
 		return e.sendReply(ctx, replyTo, reply, msg, mlog)
 	}
 }
