@@ -50,10 +50,12 @@ services:
 
 .PHONY: bench bench-quick
 
-## bench: Switchboard side by side with hand-written Watermill, every backend
-## that is reachable, one process run (a few minutes; the servers of
-## `make test`). Figures: <figure> <switchboard> <raw-watermill> <ratio> <unit>,
-## ratio > 1 when Switchboard is better. See BENCHMARKS.md.
+## bench: Switchboard side by side with hand-written Watermill (its docs'
+## defaults, and tuned variants as <figure>@<variant>) and with the broker
+## clients alone (<backend>/ceiling-*), every backend that is reachable, one
+## process run (about 10 minutes; the servers of `make test`). Figures:
+## <figure> <switchboard> <raw-watermill> <ratio> <unit> [<sb>/<raw> of the
+## ceiling], ratio > 1 when Switchboard is better. See BENCHMARKS.md.
 bench:
 	$(GO) test -run '^$$' -bench BenchmarkInvoke -benchmem -count 1 ./engine/
 	$(GO) run ./internal/bench

@@ -123,6 +123,12 @@ type Capabilities struct {
 	DetectsMissingHandler bool
 	// CrossProcess: engines in different OS processes can talk through it.
 	CrossProcess bool
+	// GroupOutlivesMembers: a group keeps its messages while it has no
+	// member, so what is published to it meanwhile, and what its last
+	// member hands back as it closes, waits for the next member. Without
+	// it a group exists only while it has members: a member closing hands
+	// back to the others, and with none left its messages are dropped.
+	GroupOutlivesMembers bool
 	// CountsDeliveries: delivered messages carry DeliveryKey.
 	CountsDeliveries bool
 	// NackDelay: a Nack honours NackDelayKey.

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 #
 # scripts/services.sh - start and check the real servers Switchboard's tests
-# use: PostgreSQL, RabbitMQ and NATS (with JetStream).
+# use: PostgreSQL, RabbitMQ, NATS (with JetStream) and Mosquitto (MQTT).
 #
 # Usage:
-#   scripts/services.sh start [postgres|rabbitmq|nats|all]...   (default: all)
-#   scripts/services.sh check [postgres|rabbitmq|nats|all]...   (default: all)
-#   ("amqp" is accepted for rabbitmq, "pg"/"postgresql" for postgres.)
+#   scripts/services.sh start [postgres|rabbitmq|nats|mosquitto|all]...   (default: all)
+#   scripts/services.sh check [postgres|rabbitmq|nats|mosquitto|all]...   (default: all)
+#   ("amqp" is accepted for rabbitmq, "pg"/"postgresql" for postgres, "mqtt" for mosquitto.)
 #
 # Server addresses - the same variables, defaults and meaning as in
 # internal/testenv (an empty variable means the default):
 #   SWITCHBOARD_TEST_POSTGRES  postgres://postgres@127.0.0.1:5432/switchboard_test?sslmode=disable
 #   SWITCHBOARD_TEST_AMQP      amqp://guest:guest@127.0.0.1:5672/
 #   SWITCHBOARD_TEST_NATS      nats://127.0.0.1:4222
+#   SWITCHBOARD_TEST_MQTT      mqtt://127.0.0.1:1883
 # Tuning:
 #   SWITCHBOARD_SERVICES_TIMEOUT  seconds to wait for each server to come up (default 60)
 #   SWITCHBOARD_SERVICES_LOCK_TIMEOUT  seconds to wait for a test's outage to end (default 120)
@@ -24,17 +25,17 @@
 # start: for each server that does not accept TCP connections and whose
 #   address is its local default (127.0.0.1 or localhost, default port), it
 #   installs the Debian package if the server is missing (only as root on
-#   Debian: postgresql, rabbitmq-server, nats-server), starts it without
+#   Debian: postgresql, rabbitmq-server, nats-server, mosquitto), starts it without
 #   systemd and waits until it accepts connections. A server at any other
 #   address is only checked. Then, for servers on this host, it makes sure the
 #   tests can use them: the database exists (created with createdb), the AMQP
-#   user from the URL (guest) can log in and open its vhost, and NATS runs with
-#   JetStream. It exits 1 if any server is not usable. When everything is
+#   user from the URL (guest) can log in and open its vhost, NATS runs with
+#   JetStream, and Mosquitto answers an MQTT v5 CONNECT. It exits 1 if any server is not usable. When everything is
 #   already running it only checks, which takes well under a second.
 #
 # Outages: internal/testenv takes the server away for restart tests while
 # holding an exclusive flock on $TMPDIR/switchboard-test-<name>.lock (name:
-# postgres, amqp, nats). Before starting (or declaring unreachable) a server,
+# postgres, amqp, nats, mqtt). Before starting (or declaring unreachable) a server,
 # this script takes a shared lock on that file, so it waits for an outage to
 # end instead of racing the test that restores the server. The lock fds are
 # closed for every server process this script starts.
@@ -45,23 +46,29 @@ PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 export LC_ALL=C
 
 readonly SELF=scripts/services.sh
-readonly ALL_SERVICES=(postgres rabbitmq nats)
+readonly ALL_SERVICES=(postgres rabbitmq nats mosquitto)
 readonly WAIT=${SWITCHBOARD_SERVICES_TIMEOUT:-60}
 readonly LOCK_WAIT=${SWITCHBOARD_SERVICES_LOCK_TIMEOUT:-120}
 readonly LOCK_DIR=${TMPDIR:-/tmp}
 readonly NATS_START=(start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server
 	-- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log)
+# Debian's configuration file: persistence on (/var/lib/mosquitto); without a
+# listener in it, Mosquitto 2 listens on localhost:1883 only and accepts
+# anonymous clients, as the tests connect.
+readonly MOSQUITTO_CONF=/etc/mosquitto/mosquitto.conf
+readonly MOSQUITTO_START=(mosquitto -d -c "$MOSQUITTO_CONF")
 
-declare -rA ENV_VAR=([postgres]=SWITCHBOARD_TEST_POSTGRES [rabbitmq]=SWITCHBOARD_TEST_AMQP [nats]=SWITCHBOARD_TEST_NATS)
+declare -rA ENV_VAR=([postgres]=SWITCHBOARD_TEST_POSTGRES [rabbitmq]=SWITCHBOARD_TEST_AMQP [nats]=SWITCHBOARD_TEST_NATS [mosquitto]=SWITCHBOARD_TEST_MQTT)
 declare -rA DEFAULT_URL=(
 	[postgres]='postgres://postgres@127.0.0.1:5432/switchboard_test?sslmode=disable'
 	[rabbitmq]='amqp://guest:guest@127.0.0.1:5672/'
 	[nats]='nats://127.0.0.1:4222'
+	[mosquitto]='mqtt://127.0.0.1:1883'
 )
-declare -rA DEFAULT_PORT=([postgres]=5432 [rabbitmq]=5672 [nats]=4222)
-declare -rA PACKAGE=([postgres]=postgresql [rabbitmq]=rabbitmq-server [nats]=nats-server)
-declare -rA LOCK_NAME=([postgres]=postgres [rabbitmq]=amqp [nats]=nats) # internal/testenv's names
-declare -rA LOCK_FD=([postgres]=7 [rabbitmq]=8 [nats]=9)                # 6: serializes "start"
+declare -rA DEFAULT_PORT=([postgres]=5432 [rabbitmq]=5672 [nats]=4222 [mosquitto]=1883)
+declare -rA PACKAGE=([postgres]=postgresql [rabbitmq]=rabbitmq-server [nats]=nats-server [mosquitto]=mosquitto)
+declare -rA LOCK_NAME=([postgres]=postgres [rabbitmq]=amqp [nats]=nats [mosquitto]=mqtt) # internal/testenv's names
+declare -rA LOCK_FD=([postgres]=7 [rabbitmq]=8 [nats]=9 [mosquitto]=5)                 # 6: serializes "start"
 declare -A LOCKED=() INSTALLED=()
 APT_UPDATED=
 
@@ -92,7 +99,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 detach() {
 	local log rc=0
 	log=$(mktemp "$LOCK_DIR/switchboard-services.XXXXXX")
-	"$@" </dev/null >"$log" 2>&1 6<&- 7<&- 8<&- 9<&- || rc=$?
+	"$@" </dev/null >"$log" 2>&1 5<&- 6<&- 7<&- 8<&- 9<&- || rc=$?
 	sed 's/^/    | /' "$log" >&2
 	rm -f "$log"
 	return "$rc"
@@ -207,6 +214,7 @@ start_command() { # SERVICE: the command that starts it on this machine
 		;;
 	rabbitmq) printf 'rabbitmq-server -detached' ;;
 	nats) printf '%s' "${NATS_START[*]}" ;;
+	mosquitto) printf '%s' "${MOSQUITTO_START[*]}" ;;
 	esac
 }
 
@@ -215,6 +223,7 @@ installed() {
 	postgres) have pg_ctlcluster && have psql && [[ -n $(pg_version) ]] ;;
 	rabbitmq) have rabbitmq-server && have rabbitmqctl ;;
 	nats) [[ -x /usr/sbin/nats-server ]] && have start-stop-daemon ;;
+	mosquitto) have mosquitto ;;
 	esac
 }
 
@@ -300,14 +309,14 @@ install_packages() { # PACKAGE...
 	: >"$log"
 	if [[ -z $APT_UPDATED ]]; then
 		say "apt-get update (log: $log)"
-		if ! apt-get update -q </dev/null >>"$log" 2>&1 6<&- 7<&- 8<&- 9<&-; then
+		if ! apt-get update -q </dev/null >>"$log" 2>&1 5<&- 6<&- 7<&- 8<&- 9<&-; then
 			tail -n 20 "$log" >&2
 			return 1
 		fi
 		APT_UPDATED=1
 	fi
 	say "apt-get install -y $* (log: $log)"
-	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null >>"$log" 2>&1 6<&- 7<&- 8<&- 9<&-; then
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null >>"$log" 2>&1 5<&- 6<&- 7<&- 8<&- 9<&-; then
 		tail -n 30 "$log" >&2
 		return 1
 	fi
@@ -389,6 +398,22 @@ start_nats() {
 	if ! wait_until "$WAIT" reachable "$S_HOST" "$S_PORT"; then
 		fail nats "not accepting connections at $S_ADDR ${WAIT}s after starting it"
 		more "see /var/log/nats-server.log"
+		return 1
+	fi
+}
+
+start_mosquitto() {
+	# Debian's file writes its pid to /run/mosquitto, which a fresh /run lacks.
+	mkdir -p /run/mosquitto /var/lib/mosquitto
+	chown mosquitto: /run/mosquitto /var/lib/mosquitto 2>/dev/null || true
+	say "mosquitto: ${MOSQUITTO_START[*]}"
+	if ! detach "${MOSQUITTO_START[@]}"; then
+		fail mosquitto "mosquitto could not start (see /var/log/mosquitto/mosquitto.log)"
+		return 1
+	fi
+	if ! wait_until "$WAIT" reachable "$S_HOST" "$S_PORT"; then
+		fail mosquitto "not accepting connections at $S_ADDR ${WAIT}s after starting it"
+		more "see /var/log/mosquitto/mosquitto.log"
 		return 1
 	fi
 }
@@ -563,6 +588,24 @@ verify_nats() {
 	fi
 }
 
+verify_mosquitto() {
+	local out
+	if ! have mosquitto_pub; then
+		ok mosquitto "$S_ADDR (reachable; mosquitto_pub is not installed: MQTT v5 login not checked)"
+		return 0
+	fi
+	# A QoS 1 publish to a topic nobody reads: an MQTT v5 CONNECT, a PUBLISH
+	# and its PUBACK, as the bridge's health check does.
+	if out=$(timeout 10 mosquitto_pub -V mqttv5 -h "$S_HOST" -p "$S_PORT" ${S_USER:+-u "$S_USER"} ${S_PASS:+-P "$S_PASS"} \
+		-q 1 -t _sb/health -n 2>&1); then
+		ok mosquitto "$S_ADDR (MQTT v5 publish acknowledged)"
+		return 0
+	fi
+	fail mosquitto "at $(where): ${out:-timed out}"
+	[[ $S_LOCAL != 1 ]] || more "the tests connect anonymously: allow_anonymous true for the listener in $MOSQUITTO_CONF"
+	return 1
+}
+
 cmd_start() {
 	local svc rc=0
 	local -a todo=() missing=() pkgs=()
@@ -627,7 +670,8 @@ main() {
 		postgres | postgresql | pg) svcs+=(postgres) ;;
 		rabbitmq | amqp) svcs+=(rabbitmq) ;;
 		nats) svcs+=(nats) ;;
-		*) die "unknown server '$arg' (postgres, rabbitmq, nats or all)" ;;
+		mosquitto | mqtt) svcs+=(mosquitto) ;;
+		*) die "unknown server '$arg' (postgres, rabbitmq, nats, mosquitto or all)" ;;
 		esac
 	done
 	# Keep the usual order, without duplicates.

@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/internal/consume"
 )
 
 // ErrAccessRefused is wrapped (together with bridge.ErrUnreachable) by Open
@@ -115,7 +117,7 @@ func (b *Bridge) Name() string { return "amqp" }
 // bridge.DeliveryKey and a Nack honours bridge.NackDelayKey (see the package
 // documentation).
 func (b *Bridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
+	return bridge.Capabilities{Durable: true, GroupOutlivesMembers: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
 }
 
 // Health implements bridge.Bridge: both connections are up, and a round
@@ -206,7 +208,12 @@ func (b *Bridge) Close() error {
 	b.mu.Unlock()
 
 	for _, s := range subs {
-		s.close(0)
+		s.abandon()
+	}
+	// Close waits for the subscriptions' goroutines: acks already given go
+	// out before the connection closes.
+	for _, s := range subs {
+		_ = s.Close()
 	}
 	// Closing the publishing connection ends the publishes still waiting
 	// for a confirm.
@@ -222,8 +229,95 @@ func (b *Bridge) Close() error {
 	return errors.Join(errs...)
 }
 
+// Subscriber implements bridge.Bridge. Each Subscribe call consumes the
+// group's queue on one channel of the consuming connection (see source),
+// driven by the shared consumer runtime.
+func (b *Bridge) Subscriber(_ context.Context, spec bridge.Spec) (message.Subscriber, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	queue, retry, err := queueNames(spec)
+	if err != nil {
+		return nil, err
+	}
+	o := b.opts
+	s := &subscriber{
+		b: b, spec: spec,
+		top: topology{exchange: o.exchange, topic: spec.Topic, kind: spec.Kind, queue: queue, retry: retry, expires: o.queueExpires},
+	}
+	// close_timeout=0 means "do not wait"; the runtime's CloseWait 0 would
+	// mean "no bound".
+	s.rt, err = consume.New(consume.Config{
+		Spec: spec, Backend: "amqp", Logger: b.log,
+		CloseWait: max(o.closeTimeout, time.Nanosecond),
+		Prefetch:  o.prefetch, // the runtime takes what the channel's prefetch holds
+	}, s.openSource)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, bridge.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	return s, nil
+}
+
+// subscriber is one bridge.Spec's subscriber: the runtime, with a source
+// per Subscribe call.
+type subscriber struct {
+	b        *Bridge
+	spec     bridge.Spec
+	top      topology
+	rt       *consume.Subscriber
+	keptOnce sync.Once // the warning about a retry queue kept as it is
+}
+
+// Subscribe implements message.Subscriber. Each message must be acked or
+// nacked; the channel closes when the subscriber closes or ctx ends.
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.rt.Subscribe(ctx, topic)
+}
+
+// Close implements message.Subscriber: it cancels the consumers at once
+// (what they prefetched goes back to the queue), waits up to close_timeout
+// for the verdicts of the messages handlers hold, then closes the
+// channels. It does not close the bridge or its publisher.
+func (s *subscriber) Close() error {
+	defer s.forget()
+	return s.rt.Close()
+}
+
+// abandon is the bridge's Close: stop waiting for verdicts (the broker
+// requeues what handlers hold when the channels close).
+func (s *subscriber) abandon() {
+	s.rt.Abandon()
+}
+
+func (s *subscriber) forget() {
+	s.b.mu.Lock()
+	delete(s.b.subs, s)
+	s.b.mu.Unlock()
+}
+
+// declare declares the subscription's topology on a (see topology.declare),
+// warning once per subscriber when it keeps a retry queue whose arguments
+// differ.
+func (s *subscriber) declare(a *amqp091.Connection, ch *amqp091.Channel) error {
+	kept, err := s.top.declare(a, ch)
+	if kept != nil {
+		s.keptOnce.Do(func() {
+			s.b.log.Warn("amqp: retry queue exists with other arguments (likely another message TTL): used as it is, so a nack without a delay of its own waits its TTL, not bridge.DefaultNackDelay; to migrate, delete the queue once it is empty (no message parked in it), and the next Subscribe declares it anew",
+				"queue", s.top.retry, "broker", kept.Error(), "default_nack_delay", bridge.DefaultNackDelay)
+		})
+	}
+	return err
+}
+
 // compile-time checks
 var (
-	_ bridge.Bridge     = (*Bridge)(nil)
-	_ message.Publisher = publisher{}
+	_ bridge.Bridge      = (*Bridge)(nil)
+	_ message.Publisher  = publisher{}
+	_ message.Subscriber = (*subscriber)(nil)
 )

@@ -77,15 +77,15 @@ func TestBadURL(t *testing.T) {
 	u.RawQuery = ""
 	base = u.String()
 	cases := map[string]string{
-		base + "?colour=blue":                        `"colour"`,
-		base + "?nack_delay=2s":                      `"nack_delay"`, // removed: bridge.DefaultNackDelay
-		base + "?prefetch=0":                         "prefetch",
+		base + "?colour=blue":                        "unknown parameter colour",
+		base + "?nack_delay=2s":                      "unknown parameter nack_delay", // removed: bridge.DefaultNackDelay
+		base + "?prefetch=-1":                        "prefetch",
 		base + "?prefetch=1&prefetch=2":              "prefetch",
 		base + "?publish_channels=":                  "publish_channels",
 		base + "?exchange=amq.direct":                "exchange",
 		base + "?exchange=has%20space":               "exchange",
 		base + "?queue_expires=-1s":                  "queue_expires",
-		base + "?connect_timeout=1s":                 `"connect_timeout"`, // removed: Open's context
+		base + "?connect_timeout=1s":                 "unknown parameter connect_timeout", // removed: Open's context
 		base + "?tls_ca=/etc/ssl/ca.pem":             "amqps",
 		base + "#frag":                               "fragment",
 		"amqp://guest:guest@127.0.0.1:notaport/":     "",
@@ -99,6 +99,14 @@ func TestBadURL(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Open(%q) = %v, want it to name %s", raw, err, want)
+		}
+	}
+	// Every problem is reported at once.
+	raw := base + "?prefetch=-1&colour=blue&exchange=amq.x&heartbeat=soon"
+	err := openErr(t, raw, time.Second)
+	for _, want := range []string{"prefetch", "colour", "exchange", "heartbeat"} {
+		if !errors.Is(err, bridge.ErrBadURL) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q) = %v, want ErrBadURL naming %s", raw, err, want)
 		}
 	}
 }

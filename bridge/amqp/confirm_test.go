@@ -199,13 +199,13 @@ func TestConfirmsArePipelined(t *testing.T) {
 
 // TestPrefetchIsSizedToConcurrency: a subscription consumes on one
 // channel (one consumer on the queue, not one per worker) whose prefetch is
-// Concurrency × prefetch (default 2), read from the broker: with handlers
+// Concurrency + prefetch (default 16), read from the broker: with handlers
 // holding their messages, the queue keeps the rest ready. The handlers get Concurrency messages, no more; when the
 // subscriber closes, what was prefetched for them goes back to the queue at
 // once, while the handlers still hold theirs.
 func TestPrefetchIsSizedToConcurrency(t *testing.T) {
 	const concurrency, total = 3, 30
-	const want = concurrency * 2
+	const want = concurrency + DefaultPrefetch
 	u, err := url.Parse(testenv.URL(t, testenv.AMQP))
 	if err != nil {
 		t.Fatal(err)

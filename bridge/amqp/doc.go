@@ -10,19 +10,21 @@
 // The standard AMQP URI, amqp://user:pass@host:port/vhost (user and
 // password default to guest, the port to 5672 or 5671 for amqps, the vhost
 // to "/"; write "/" as %2f). The query carries this package's parameters
-// only; they are removed before the URI reaches the client, and an unknown
-// or repeated one fails Open with bridge.ErrBadURL:
+// only; they are removed before the URI reaches the client. Open fails
+// with bridge.ErrBadURL naming every problem at once: unknown (listed with
+// the known ones), repeated, empty or out-of-range parameters:
 //
 //	exchange=switchboard   the exchange every topic goes through
-//	prefetch=2             unacked messages per unit of a subscription's
-//	                       Concurrency: its channel's prefetch count is
-//	                       Concurrency × prefetch (at most 65535)
+//	prefetch=16            unacked messages a subscription holds beyond
+//	                       its Concurrency (0 to 10000): its channel's
+//	                       prefetch count is Concurrency + prefetch
 //	publish_channels=8     channels of the publisher's pool
 //	publish_window=512     messages awaiting their confirm on one channel
 //	                       of the pool at once
 //	heartbeat=10s          AMQP heartbeat asked of the broker
 //	reconnect_max=5s       longest wait between two reconnect attempts
 //	close_timeout=30s      how long Subscriber.Close waits for handlers
+//	                       (0: not at all)
 //	queue_expires=         x-expires of durable queues; unset (never) by
 //	                       default. For tests and throw-away environments:
 //	                       the queues of unique topics then vanish after
@@ -86,26 +88,26 @@
 //
 // # Delivery, concurrency, Nack
 //
-// A subscription consumes the group's queue on one channel with one
-// consumer, whose prefetch count (basic.qos) is Spec.Concurrency × prefetch
-// (default 2), and runs Spec.Concurrency workers sharing its deliveries,
-// each holding at most one message delivered to the handler until it is
-// acked or nacked: N workers are N messages in flight, and up to N more
-// wait on the client, so a handler that finishes finds its next message
-// there instead of waiting a round trip to the broker. The price: with
-// competing members, up to N messages wait in one member's buffer while
-// another may be idle (prefetch=1 avoids that, at a round trip per
-// message). The broker holds at most Concurrency×prefetch unacked messages
-// per subscription.
+// Subscribers run on the consumer runtime every backend shares
+// (bridge/internal/consume: concurrency, verdicts, ack batching, bounded
+// close); this package supplies its source. A subscription consumes the
+// group's queue on one channel with one consumer, whose prefetch count
+// (basic.qos) is Spec.Concurrency + prefetch (default 16): up to
+// Concurrency messages are with the handlers, and up to prefetch more wait
+// on the client, handed out in order as handlers finish, so a handler that
+// finishes finds its next message there instead of waiting a round trip to
+// the broker. The price: with competing members, up to prefetch messages
+// wait in one member's buffer while another may be idle (prefetch=0 avoids
+// that, at a round trip per message). The broker holds at most
+// Concurrency + prefetch unacked messages per subscription.
 //
-// Acks are sent one per message (basic.ack without multiple). Verdicts come
-// out of order from concurrent handlers, and a multiple ack settles every
-// lower delivery tag of the channel, including messages still being handled
-// or nacked: it is only safe for a run of contiguous tags that are all
-// acked, which would mean holding acks back until the run is complete,
-// delaying the prefetch slot the ack frees, for the saving of a few bytes
-// of frame per message; with Concurrency 1 (events' default) there is never
-// a run to coalesce. Not worth it.
+// Acks are batched by the runtime (acks that arrive while one batch is
+// being sent go in the next). A multiple ack settles every lower delivery
+// tag of the channel, including messages still being handled or nacked, so
+// a batch goes out as one multiple ack only when it is exactly the run of
+// the channel's unsettled tags up to its highest; otherwise one ack per
+// message. Verdicts come out of order from concurrent handlers: acks are
+// never held back to complete a run.
 //
 // Nack never requeues (a requeue comes back at once: a failing handler
 // would spin). Each group queue has a retry queue, "<group>@<topic>@retry",
@@ -142,27 +144,35 @@
 // 1, then one more per Nack — counted from the broker's x-death header and
 // from the count a copy to a delay queue carries — plus one when the broker
 // flags the delivery as redelivered (requeued after a lost channel or
-// consumer; several such requeues in a row count once: RabbitMQ's classic
-// queues keep no count).
+// consumer, or handed back unhandled by a closing subscriber: RabbitMQ
+// cannot requeue without the flag; several such requeues in a row count
+// once: RabbitMQ's classic queues keep no count).
 //
 // Subscriber.Close stops taking messages and cancels the consumer: the
 // messages prefetched for it go back to the queue at once (requeued, so
 // flagged redelivered). It waits up to close_timeout for the handlers'
 // verdicts, then closes the channel: the broker requeues at once whatever
 // it still holds (not acked in time; such a late Ack is lost and the
-// message is delivered again: at-least-once).
+// message is delivered again: at-least-once), and Close returns an error
+// saying so.
 // Closing a subscriber never closes the bridge or its publisher.
-// Bridge.Close closes subscribers without waiting, then both connections; it
-// is idempotent. Publisher().Close is a no-op.
+// Bridge.Close stops subscribers without waiting for their handlers'
+// verdicts, cutting short a Subscriber.Close that is waiting (acks already
+// given are sent; the broker requeues what handlers hold), then closes both
+// connections; it is idempotent. Publisher().Close is a no-op.
 //
 // # Connections, outages, health
 //
 // The bridge keeps two connections, as RabbitMQ recommends: one publishes
 // (a publisher blocked by a resource alarm must not block the consumers'
 // acks), one consumes. Each is watched by a goroutine that reconnects with
-// exponential backoff (100 ms ×1.5, jitter, at most reconnect_max); workers
-// then declare their topology again and resume, so exclusive reply queues
-// come back too. While the publishing connection is down Publish fails at
+// exponential backoff (100 ms ×1.5, jitter, at most reconnect_max). A
+// subscription whose channel or consumer is lost opens another on the
+// current consuming connection, declaring its topology again (so exclusive
+// reply queues come back too), without waiting for the verdicts of the
+// messages its handlers hold: those were requeued by the broker, and their
+// acks fail (logged). A failure to re-open is retried with the runtime's
+// backoff (100 ms doubling to 2 s). While the publishing connection is down Publish fails at
 // once with bridge.ErrUnreachable (nothing is buffered: the caller's retry
 // policy decides).
 //

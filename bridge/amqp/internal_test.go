@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"sync"
@@ -266,5 +267,116 @@ func TestConnectionDropsUnderLoad(t *testing.T) {
 	}
 	if err := b.Health(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCoalesceOnlyTheRunOfHeldTags(t *testing.T) {
+	c := &consumer{held: map[uint64]struct{}{}}
+	for tag := uint64(1); tag <= 6; tag++ {
+		c.held[tag] = struct{}{}
+	}
+	for _, tc := range []struct {
+		tags []uint64
+		want bool
+	}{
+		{[]uint64{1, 2, 3}, true},
+		{[]uint64{3, 1, 2}, true}, // verdicts out of order
+		{[]uint64{2, 3}, false},   // 1 is still held: a multiple ack would settle it
+		{[]uint64{1, 3}, false},
+		{[]uint64{1}, false}, // one tag: a plain ack
+		{[]uint64{1, 2, 3, 4, 5, 6}, true},
+	} {
+		if got := c.coalesce(tc.tags); got != tc.want {
+			t.Errorf("coalesce(%v) with 1..6 held = %v, want %v", tc.tags, got, tc.want)
+		}
+	}
+	c.settled(1, 2)
+	if !c.coalesce([]uint64{4, 3}) || c.coalesce([]uint64{4, 5}) {
+		t.Error("after 1 and 2 settled, {3,4} is the run and {4,5} is not")
+	}
+}
+
+// Handlers holding Concurrency messages settle them in a shuffled order,
+// nacking some: acks go out in batches, some as multiple acks, and none may
+// settle a nacked message or one still held. Every nacked message comes
+// back once, nothing else does.
+func TestMultipleAckSettlesOnlyItsRun(t *testing.T) {
+	const concurrency, total = 8, 80
+	u, err := url.Parse(testenv.URL(t, testenv.AMQP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("queue_expires", "10m")
+	u.RawQuery = q.Encode()
+	b, err := bridge.Open(t.Context(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	spec := bridge.Spec{Topic: "multi_" + watermill.NewShortUUID(), Group: "svc.v1", Kind: bridge.Command, Concurrency: concurrency}
+	sub, err := b.Subscriber(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	msgs, err := sub.Subscribe(t.Context(), spec.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]*message.Message, total)
+	for i := range batch {
+		batch[i] = message.NewMessage(watermill.NewUUID(), []byte{byte(i)})
+	}
+	if err := b.Publisher().Publish(spec.Topic, batch...); err != nil {
+		t.Fatal(err)
+	}
+	deliveries := map[byte]int{}
+	acked := 0
+	deadline := time.After(30 * time.Second)
+	for acked < total {
+		var held []*message.Message
+		wait := 10 * time.Second
+	collect:
+		for len(held) < concurrency {
+			select {
+			case m := <-msgs:
+				held = append(held, m)
+				wait = 200 * time.Millisecond
+			case <-time.After(wait):
+				break collect
+			case <-deadline:
+				t.Fatalf("%d of %d messages acked", acked, total)
+			}
+		}
+		if len(held) == 0 {
+			t.Fatalf("%d of %d messages acked, nothing more delivered", acked, total)
+		}
+		rand.Shuffle(len(held), func(i, j int) { held[i], held[j] = held[j], held[i] })
+		for _, m := range held {
+			i := m.Payload[0]
+			deliveries[i]++
+			if i%5 == 0 && deliveries[i] == 1 {
+				m.Metadata.Set(bridge.NackDelayKey, "10ms")
+				m.Nack()
+				continue
+			}
+			m.Ack()
+			acked++
+		}
+	}
+	select {
+	case m := <-msgs:
+		t.Fatalf("message %d delivered again after every message was acked", m.Payload[0])
+	case <-time.After(500 * time.Millisecond):
+	}
+	for i := range byte(total) {
+		want := 1
+		if i%5 == 0 {
+			want = 2
+		}
+		if deliveries[i] != want {
+			t.Errorf("message %d delivered %d times, want %d", i, deliveries[i], want)
+		}
 	}
 }

@@ -3,12 +3,12 @@ package amqp
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -16,16 +16,19 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/internal/params"
 )
 
 // Defaults of the URL parameters (see the package documentation).
 const (
 	// DefaultExchange is the exchange every topic is routed through.
 	DefaultExchange = "switchboard"
-	// DefaultPrefetch is how many unacked messages the broker sends a
-	// subscription per unit of its Concurrency: its channel's prefetch
-	// count is Concurrency × prefetch.
-	DefaultPrefetch = 2
+	// DefaultPrefetch is how many messages a subscription holds beyond its
+	// Concurrency (?prefetch=): fetched ahead and handed to the handlers in
+	// order as they finish, so the next message is ready without a round
+	// trip. The same parameter, with the same meaning and default, on the
+	// NATS, RabbitMQ and PostgreSQL backends.
+	DefaultPrefetch = 16
 	// DefaultPublishChannels is the size of the publisher's channel pool.
 	DefaultPublishChannels = 8
 	// DefaultPublishWindow is how many messages may await their publisher
@@ -81,131 +84,55 @@ type options struct {
 // portable character set of the AMQP 0-9-1 specification.
 var exchangeRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,127}$`)
 
-func durationParam(dst func(*options) *time.Duration, minimum, maximum time.Duration) func(*options, string) error {
-	return func(o *options, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("%q is not a duration such as 500ms or 2s", v)
-		}
-		if d < minimum || d > maximum {
-			return fmt.Errorf("%s is out of range [%s, %s]", d, minimum, maximum)
-		}
-		*dst(o) = d
-		return nil
-	}
-}
-
-func intParam(dst func(*options) *int, minimum, maximum int) func(*options, string) error {
-	return func(o *options, v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("%q is not an integer", v)
-		}
-		if n < minimum || n > maximum {
-			return fmt.Errorf("%d is out of range [%d, %d]", n, minimum, maximum)
-		}
-		*dst(o) = n
-		return nil
-	}
-}
-
-// tlsFiles collects the tls_* parameters until the URL is fully read.
+// tlsFiles are the tls_* parameters.
 type tlsFiles struct{ ca, cert, key, serverName string }
 
-// params maps each URL parameter to its parser; tls_* are collected by
-// parseURL itself and have no parser.
-var params = map[string]func(o *options, v string) error{
-	"exchange": func(o *options, v string) error {
-		if !exchangeRE.MatchString(v) || strings.HasPrefix(v, "amq.") {
-			return fmt.Errorf("%q is not a usable exchange name (letters, digits, '-', '_', '.', ':'; not amq.*)", v)
-		}
-		o.exchange = v
-		return nil
-	},
-	"prefetch":         intParam(func(o *options) *int { return &o.prefetch }, 1, 65535),
-	"publish_channels": intParam(func(o *options) *int { return &o.publishChannels }, 1, 1024),
-	"publish_window":   intParam(func(o *options) *int { return &o.publishWindow }, 1, 65535),
-	"heartbeat":        durationParam(func(o *options) *time.Duration { return &o.heartbeat }, time.Second, 10*time.Minute),
-	"reconnect_max":    durationParam(func(o *options) *time.Duration { return &o.reconnectMax }, 10*time.Millisecond, 10*time.Minute),
-	"queue_expires":    durationParam(func(o *options) *time.Duration { return &o.queueExpires }, time.Second, maxTTL),
-	"close_timeout":    durationParam(func(o *options) *time.Duration { return &o.closeTimeout }, 0, time.Hour),
-	"name": func(o *options, v string) error {
-		o.name = v
-		return nil
-	},
-	// tls_* are handled in parseURL; listed here so they count as known.
-	"tls_ca":          nil,
-	"tls_cert":        nil,
-	"tls_key":         nil,
-	"tls_server_name": nil,
-}
-
-func knownParams() string {
-	names := make([]string, 0, len(params))
-	for k := range params {
-		names = append(names, k)
+func nonEmpty(v string) string {
+	if v == "" {
+		return "is empty"
 	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return ""
 }
 
 // parseURL validates u and splits it into our options and the URI handed to
-// the AMQP client. Every error wraps bridge.ErrBadURL.
+// the AMQP client. Every problem is reported; each wraps bridge.ErrBadURL.
 func parseURL(u *url.URL) (options, error) {
-	o := options{
-		exchange:        DefaultExchange,
-		prefetch:        DefaultPrefetch,
-		publishChannels: DefaultPublishChannels,
-		publishWindow:   DefaultPublishWindow,
-		heartbeat:       DefaultHeartbeat,
-		reconnectMax:    DefaultReconnectMax,
-		closeTimeout:    DefaultCloseTimeout,
-		name:            DefaultConnectionName,
-	}
-	bad := func(format string, args ...any) (options, error) {
-		return options{}, fmt.Errorf("%w: amqp: "+format, append([]any{bridge.ErrBadURL}, args...)...)
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: amqp: "+format, append([]any{bridge.ErrBadURL}, args...)...)
 	}
 	if u.Scheme != "amqp" && u.Scheme != "amqps" {
-		return bad("scheme %q (want amqp or amqps)", u.Scheme)
+		return options{}, bad("scheme %q (want amqp or amqps)", u.Scheme)
 	}
 	if u.Opaque != "" {
-		return bad("%q is not of the form amqp://user:pass@host:port/vhost", bridge.Redact(u.String()))
+		return options{}, bad("%q is not of the form amqp://user:pass@host:port/vhost", bridge.Redact(u.String()))
 	}
 	if u.Fragment != "" {
-		return bad("unexpected fragment #%s", u.Fragment)
+		return options{}, bad("unexpected fragment #%s", u.Fragment)
 	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return bad("query: %v", err)
-	}
-	var tf tlsFiles
-	for k, vs := range q {
-		p, ok := params[k]
-		if !ok {
-			return bad("unknown parameter %q (known: %s)", k, knownParams())
-		}
-		if len(vs) != 1 {
-			return bad("parameter %q given %d times", k, len(vs))
-		}
-		v := vs[0]
-		if v == "" {
-			return bad("parameter %q is empty", k)
-		}
-		switch k {
-		case "tls_ca":
-			tf.ca = v
-		case "tls_cert":
-			tf.cert = v
-		case "tls_key":
-			tf.key = v
-		case "tls_server_name":
-			tf.serverName = v
-		default:
-			if err := p(&o, v); err != nil {
-				return bad("%s: %v", k, err)
+	r := params.New(u.Scheme, u)
+	o := options{
+		exchange: r.String("exchange", DefaultExchange, func(v string) string {
+			if !exchangeRE.MatchString(v) || strings.HasPrefix(v, "amq.") {
+				return "is not a usable exchange name (letters, digits, '-', '_', '.', ':'; not amq.*)"
 			}
-		}
+			return ""
+		}),
+		prefetch:        r.Int("prefetch", DefaultPrefetch, 0, 10000),
+		publishChannels: r.Int("publish_channels", DefaultPublishChannels, 1, 1024),
+		publishWindow:   r.Int("publish_window", DefaultPublishWindow, 1, 65535),
+		heartbeat:       r.Duration("heartbeat", DefaultHeartbeat, time.Second, 10*time.Minute),
+		reconnectMax:    r.Duration("reconnect_max", DefaultReconnectMax, 10*time.Millisecond, 10*time.Minute),
+		queueExpires:    r.Duration("queue_expires", 0, time.Second, maxTTL),
+		closeTimeout:    r.Duration("close_timeout", DefaultCloseTimeout, 0, time.Hour),
+		name:            r.String("name", DefaultConnectionName, nonEmpty),
 	}
+	tf := tlsFiles{
+		ca:         r.String("tls_ca", "", nonEmpty),
+		cert:       r.String("tls_cert", "", nonEmpty),
+		key:        r.String("tls_key", "", nonEmpty),
+		serverName: r.String("tls_server_name", "", nonEmpty),
+	}
+	errs := []error{r.Err()}
 
 	// What the client sees: no query, no fragment.
 	clean := *u
@@ -216,23 +143,23 @@ func parseURL(u *url.URL) (options, error) {
 	o.uri = clean.String()
 	parsed, err := amqp091.ParseURI(o.uri)
 	if err != nil {
-		return bad("%q: %v", bridge.Redact(o.uri), err)
+		errs = append(errs, bad("%q: %v", bridge.Redact(o.uri), err))
+		return options{}, errors.Join(errs...)
 	}
 	o.addr = net.JoinHostPort(parsed.Host, strconv.Itoa(parsed.Port))
 	o.vhost = parsed.Vhost
 	o.user = parsed.Username
 
-	if tf != (tlsFiles{}) {
-		if u.Scheme != "amqps" {
-			return bad("tls_* parameters need the amqps scheme")
+	switch {
+	case u.Scheme == "amqps":
+		if o.tls, err = tf.config(parsed.Host); err != nil {
+			errs = append(errs, bad("%v", err))
 		}
+	case tf != (tlsFiles{}):
+		errs = append(errs, bad("tls_* parameters need the amqps scheme"))
 	}
-	if u.Scheme == "amqps" {
-		cfg, err := tf.config(parsed.Host)
-		if err != nil {
-			return bad("%v", err)
-		}
-		o.tls = cfg
+	if err := errors.Join(errs...); err != nil {
+		return options{}, err
 	}
 	return o, nil
 }

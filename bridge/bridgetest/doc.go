@@ -29,12 +29,22 @@
 //     (Capabilities.CountsDeliveries).
 //   - Concurrency: Spec.Concurrency messages are in flight at once.
 //   - CloseWithUnackedLosesNothing: Close waits for the message in flight;
-//     nacked meanwhile, it goes to the next subscriber.
+//     nacked meanwhile, it goes to the next subscriber (subscribed after
+//     the Close where the backend declares GroupOutlivesMembers, before it
+//     otherwise).
 //   - CloseEndsTheSubscription: when Close returns, the subscription's
 //     channel is closed.
 //   - CloseLeavesNoGoroutine: when the bridge's Close returns, no
 //     goroutine runs the backend's code (subscriptions, health probes,
 //     connection watchers).
+//   - KilledConsumerLosesNothing (checks only on a Durable, CrossProcess
+//     backend; the others log why not): a consumer process SIGKILLed while
+//     it holds a full batch (Spec.Concurrency messages, none settled) loses
+//     none: a member of its group in the test's process gets each again
+//     within WaitLimit plus Harness.DeadConsumerDelay, counted as a
+//     redelivery (Capabilities.CountsDeliveries), and what is published
+//     after. The consumer is the test binary itself, re-executed to run
+//     only this case; Harness.URL opens the backend there.
 //   - OutageMidStream (only with Harness.Outage): Health reports the
 //     outage and recovers, and messages flow again.
 //

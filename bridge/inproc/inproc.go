@@ -92,7 +92,7 @@ func (b *Bus) Name() string { return "gochannel" }
 
 // Capabilities implements bridge.Bridge.
 func (b *Bus) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: false, DetectsMissingHandler: true, CrossProcess: false, CountsDeliveries: true, NackDelay: true}
+	return bridge.Capabilities{Durable: false, GroupOutlivesMembers: true, DetectsMissingHandler: true, CrossProcess: false, CountsDeliveries: true, NackDelay: true}
 }
 
 // Health implements bridge.Bridge: the bus is healthy until closed.

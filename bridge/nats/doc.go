@@ -7,17 +7,27 @@
 // # URL
 //
 // nats://[user:pass@]host[:port][?params]. A user without a password is sent
-// as a token. Unknown or malformed parameters fail with bridge.ErrBadURL
-// naming the parameter. Parameters and defaults:
+// as a token. Unknown, repeated or malformed parameters fail with
+// bridge.ErrBadURL, every problem of the URL in one error, each naming its
+// parameter (unknown ones with the list of known ones). Parameters and
+// defaults:
 //
 //	ack_wait=30s         server AckWait of every consumer: how long a message
 //	                     may stay with a dead process before it is delivered
-//	                     again (at least 100ms). See "Acks" below.
+//	                     again (100ms to 24h). See "Acks" below.
 //	stream_prefix=SB_    prefix of the streams this backend creates.
 //	retention=limits     retention of the streams it creates for commands and
 //	                     events: "limits" or "interest" (see "Streams").
-//	max_age=0            age limit of those streams; 0 keeps messages forever.
+//	max_age=0            age limit of those streams; 0 keeps messages forever
+//	                     (at most 876000h, 100 years).
 //	replicas=1           replicas of those streams (1 to 5, for clusters).
+//	prefetch=16          messages a subscription holds beyond its
+//	                     Concurrency: pulled ahead and handed out in order
+//	                     as handlers finish, so the next one is ready
+//	                     without a round trip (0 to 10000; 0: none). Their
+//	                     progress is reported while they wait, as for the
+//	                     ones with a handler; a member that dies holds them
+//	                     until ack_wait.
 //	reply_prefix=reply.  topics the publisher never creates a stream for (see
 //	                     "Replies"), besides "reply." (the engine's reply
 //	                     topics), which it never creates one for either:
@@ -40,7 +50,9 @@
 // noticed. Nothing is buffered while disconnected: a publish then fails at
 // once (wrapping bridge.ErrUnreachable) instead of hanging, and no stale pull
 // request reaches the server after a reconnect. Health checks that the
-// connection is up and that JetStream answers an account-info request.
+// connection is up and that JetStream answers an account-info request. The
+// backend logs to the logger given to bridge.Open (bridge.Logger; the
+// engine passes its Config.Logger).
 //
 // # Streams
 //
@@ -123,12 +135,15 @@
 //
 // # Pulling in batches
 //
-// Each Subscribe runs one puller and Spec.Concurrency workers. The puller
-// waits until at least one worker is idle, then sends one pull request
-// (Fetch) for as many messages as there are idle workers at that moment, and
-// hands each message to an idle worker the moment it arrives; the request
-// ends when it has its messages or after 500ms, and the puller asks again
-// for the workers idle then. So a backlog is fetched in batches (a
+// Subscribers run on the consumer runtime every backend shares
+// (bridge/internal/consume); this package supplies its source: one pull
+// request per fetch, acks, naks and progress reports. Each Subscribe has
+// Spec.Concurrency slots. The runtime waits until at least one slot is
+// idle, then the source sends one pull request (Fetch) for as many messages
+// as there are idle slots at that moment, and hands each message to a
+// handler the moment it arrives; the request ends when it has its messages
+// or after 500ms, and the runtime asks again for the slots idle then. So a
+// backlog is fetched in batches (a
 // subscription with Concurrency 32 and 32 messages waiting asks once), at
 // most Concurrency messages per subscription are delivered and unsettled at
 // any time, none waits in a client buffer while its ack_wait clock runs, and
@@ -140,26 +155,32 @@
 // A pull request is never cut short: the server may already have assigned it
 // a message, which would stay with a subscriber that stopped listening until
 // ack_wait. So Subscriber.Close waits for the request to end (at most 500ms)
-// and gives back at once what it brought after the stop; an idle
-// subscription closes within 500ms.
+// and gives back at once (a nak, which JetStream counts as a delivery) what
+// it brought after the stop; an idle subscription closes within 500ms.
+//
+// A pull that fails (the server restarting, JetStream not ready yet) is
+// logged once as a warning and once more when pulling works again, and
+// retried after a pause of 100ms doubling to 2s. A pull that finds its
+// consumer or stream gone re-creates them at once.
 //
 // # Acks
 //
 // A handler's Ack is sent to the server as a plain JetStream ack, not
-// confirmed (no AckSync): it leaves on the connection ahead of the puller's
-// next request, and the worker is free at once. Nothing is lost by that: the
-// ack is only sent after the handler's verdict, and an ack that never
-// reaches the server (the connection drops first) leaves the message
+// confirmed (no AckSync), and its slot is free at once. Nothing is lost by
+// that: the ack is only sent after the handler's verdict, and an ack that
+// never reaches the server (the connection drops first) leaves the message
 // unacknowledged, so JetStream delivers it again after ack_wait — a
 // duplicate, which at-least-once delivery allows, exactly as when a
 // confirmed ack's confirmation is lost. Subscriber.Close flushes the
 // connection (at most 1s) before it returns, so the acks of a closed
 // subscriber have reached the server and no member that goes on is handed
-// them again. Acks are not batched (AckAll): handlers finish out of order.
+// them again. The acks that come while others are being sent go out
+// together, but each is its own message on the wire: no AckAll, since
+// handlers finish out of order.
 //
 // Nack asks for a redelivery after the message's own delay
 // (bridge.NackDelayKey) or bridge.DefaultNackDelay. While a handler runs, the
-// worker reports progress every ack_wait/2, so a slow handler is not raced by
+// subscriber reports progress every ack_wait/2, so a slow handler is not raced by
 // a duplicate: ack_wait bounds how long a message stays with a dead process
 // or connection, not how long a handler may take (the engine's deadlines do
 // that). A message that is never settled is delivered again ack_wait after

@@ -13,6 +13,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		// The outage tests restart nats-server from this process; the
 		// goroutine reaping it lives as long as the server, by design.
-		goleak.IgnoreAnyFunction("github.com/switchboard-go/switchboard/internal/testenv.stopNATS.func1.1"),
+		goleak.IgnoreAnyFunction("github.com/switchboard-go/switchboard/internal/testenv.stopServer.func1.1"),
 	)
 }

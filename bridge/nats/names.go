@@ -80,33 +80,3 @@ func validSubject(topic string) error {
 	}
 	return nil
 }
-
-// validNamePrefix reports whether p only uses characters allowed in stream
-// names (see sanitize).
-func validNamePrefix(p string) bool {
-	return sanitize(p) == p && len(p) <= maxNamePart
-}
-
-// validReplyPrefix reports why p cannot be the reply_prefix parameter: it
-// must be non-empty (an empty one would let a reply create a durable
-// stream), at most maxNamePart bytes, and a valid start of a subject:
-// dot-separated tokens of letters, digits, '-' and '_', where only the
-// last may be empty ("reply." or "reply").
-func validReplyPrefix(p string) error {
-	if p == "" {
-		return errors.New("empty: replies would create durable streams")
-	}
-	if len(p) > maxNamePart {
-		return fmt.Errorf("longer than %d bytes", maxNamePart)
-	}
-	toks := strings.Split(p, ".")
-	for i, tok := range toks {
-		if tok == "" && i < len(toks)-1 {
-			return errors.New("empty dot-separated token")
-		}
-		if sanitize(tok) != tok {
-			return errors.New("only letters, digits, '-', '_' and '.' are allowed")
-		}
-	}
-	return nil
-}

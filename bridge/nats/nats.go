@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,21 +15,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/internal/consume"
 )
 
-// Defaults of the URL parameters (see the package documentation), and the
-// timings that are not parameters.
+// Timings that are not URL parameters.
 const (
-	// DefaultAckWait is the server's AckWait: how long a delivered message
-	// may stay unacknowledged before JetStream delivers it again.
-	DefaultAckWait = 30 * time.Second
-	// DefaultStreamPrefix starts the name of every stream this backend creates.
-	DefaultStreamPrefix = "SB_"
-	// DefaultReplyPrefix marks reply topics: the publisher never creates a
-	// stream for a topic that starts with it, whatever reply_prefix says
-	// (the engine's reply topics start with it; see the package
-	// documentation).
-	DefaultReplyPrefix = "reply."
 	// DialTimeout bounds one connection attempt, handshake included: the
 	// first (which the context given to bridge.Open bounds as well) and
 	// every reconnection.
@@ -50,7 +38,6 @@ const (
 	fetchWait      = 500 * time.Millisecond // lifetime of one pull request; bounds a subscriber's Close
 	requestTimeout = 5 * time.Second        // one request to the server: consumer info, health, stream deletion
 	adminTimeout   = 10 * time.Second       // stream/consumer calls without a caller deadline
-	minAckWait     = 100 * time.Millisecond // progress is reported every ack_wait/2
 	// publishWindow bounds the publishes one Publish call has awaiting
 	// their PubAck; maxAsyncPending bounds them over the connection.
 	publishWindow   = 256
@@ -61,124 +48,11 @@ func init() {
 	bridge.Register("nats", open)
 }
 
-// options are the parsed URL parameters.
-type options struct {
-	ackWait      time.Duration
-	streamPrefix string
-	replyPrefix  string
-	retention    jetstream.RetentionPolicy
-	maxAge       time.Duration
-	replicas     int
-}
-
-var knownParams = []string{"ack_wait", "max_age", "replicas", "reply_prefix", "retention", "stream_prefix"}
-
-// parseOptions validates u's query. Every problem wraps bridge.ErrBadURL.
-func parseOptions(u *url.URL) (options, error) {
-	o := options{
-		ackWait:      DefaultAckWait,
-		streamPrefix: DefaultStreamPrefix,
-		replyPrefix:  DefaultReplyPrefix,
-		retention:    jetstream.LimitsPolicy,
-		replicas:     1,
-	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return o, fmt.Errorf("%w: query: %w", bridge.ErrBadURL, err)
-	}
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{bridge.ErrBadURL}, args...)...))
-	}
-	duration := func(k, v string, min time.Duration) time.Duration {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < min {
-			if min > 0 {
-				bad("%s=%q is not a positive duration", k, v)
-			} else {
-				bad("%s=%q is not a non-negative duration", k, v)
-			}
-		}
-		return d
-	}
-	for _, k := range keys {
-		vs := q[k]
-		if len(vs) != 1 {
-			bad("parameter %q given %d times", k, len(vs))
-			continue
-		}
-		v := vs[0]
-		switch k {
-		case "ack_wait":
-			o.ackWait = duration(k, v, minAckWait)
-		case "max_age":
-			o.maxAge = duration(k, v, 0)
-		case "stream_prefix":
-			if !validNamePrefix(v) {
-				bad("stream_prefix=%q: only letters, digits, '-' and '_' (at most %d)", v, maxNamePart)
-			}
-			o.streamPrefix = v
-		case "reply_prefix":
-			if err := validReplyPrefix(v); err != nil {
-				bad("reply_prefix=%q: %v", v, err)
-			}
-			o.replyPrefix = v
-		case "retention":
-			switch v {
-			case "limits":
-				o.retention = jetstream.LimitsPolicy
-			case "interest":
-				o.retention = jetstream.InterestPolicy
-			default:
-				bad("retention=%q: want limits or interest", v)
-			}
-		case "replicas":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 5 {
-				bad("replicas=%q: want 1 to 5", v)
-			}
-			o.replicas = n
-		default:
-			bad("unknown parameter %q (known: %s)", k, strings.Join(knownParams, ", "))
-		}
-	}
-	return o, errors.Join(errs...)
-}
-
-// serverURL returns the URL handed to nats.go (scheme, credentials, host;
-// no query) and its redacted form for messages.
-func serverURL(u *url.URL) (server, shown string, err error) {
-	if u.Opaque != "" || u.Host == "" {
-		return "", "", fmt.Errorf("%w: want nats://host:port[?params], got %q", bridge.ErrBadURL, bridge.Redact(u.String()))
-	}
-	if u.Path != "" && u.Path != "/" {
-		return "", "", fmt.Errorf("%w: unexpected path %q (want nats://host:port[?params])", bridge.ErrBadURL, u.Path)
-	}
-	if u.Fragment != "" {
-		return "", "", fmt.Errorf("%w: unexpected fragment %q", bridge.ErrBadURL, u.Fragment)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return "", "", fmt.Errorf("%w: bad port %q", bridge.ErrBadURL, p)
-		}
-	}
-	s := url.URL{Scheme: "nats", User: u.User, Host: u.Host}
-	return s.String(), bridge.Redact(s.String()), nil
-}
-
 // open is the bridge.Opener registered for "nats".
 func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, error) {
-	opts, err := parseOptions(u)
-	if err != nil {
-		return nil, err
-	}
-	server, shown, err := serverURL(u)
-	if err != nil {
+	opts, oerr := parseOptions(u)
+	server, shown, serr := serverURL(u)
+	if err := errors.Join(serr, oerr); err != nil {
 		return nil, err
 	}
 	log = log.With("bridge", "nats", "server", shown)
@@ -316,7 +190,7 @@ const headerFraming = 1024
 // Capabilities implements bridge.Bridge. MaxMessageBytes is the server's
 // max_payload, which counts headers, less headerFraming.
 func (b *natsBridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: false, CrossProcess: true, CountsDeliveries: true, NackDelay: true,
+	return bridge.Capabilities{Durable: true, GroupOutlivesMembers: true, DetectsMissingHandler: false, CrossProcess: true, CountsDeliveries: true, NackDelay: true,
 		MaxMessageBytes: max(int(b.conn.MaxPayload())-headerFraming, 1)}
 }
 
@@ -368,6 +242,11 @@ func (b *natsBridge) Close() error {
 		if err := b.conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
 			b.log.Debug("nats: flush before close", "err", err)
 		}
+		// nats.go runs the disconnect handler of its own Close on its
+		// callback goroutine, after Close returns: that would be this
+		// package's code still running once the bridge is closed, and it
+		// has nothing to report about our own close.
+		b.conn.SetDisconnectErrHandler(nil)
 		b.conn.Close()
 	})
 	return nil
@@ -555,158 +434,6 @@ func tokenChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
-// publisherStream returns the stream that stores topic, from the cache or
-// from the server, creating it unless topic is a reply topic.
-func (b *natsBridge) publisherStream(topic string) (string, error) {
-	b.mu.Lock()
-	name, ok := b.streams[topic]
-	b.mu.Unlock()
-	if ok {
-		return name, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
-	defer cancel()
-	if b.isReplyTopic(topic) {
-		name, err := b.js.StreamNameBySubject(ctx, topic)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return "", fmt.Errorf("%w %q: no reply stream (its owner is gone)", bridge.ErrNoSubscriber, topic)
-		}
-		if err != nil {
-			return "", b.adminErr("look up the stream of "+strconv.Quote(topic), err)
-		}
-		b.cacheStream(topic, name)
-		return name, nil
-	}
-	name, err := b.ensureStream(ctx, topic, false)
-	if err != nil {
-		return "", err
-	}
-	b.cacheStream(topic, name)
-	return name, nil
-}
-
-// isReplyTopic reports whether the publisher must not create a stream for
-// topic: it starts with reply_prefix, or with DefaultReplyPrefix, which
-// starts every reply topic the engine uses (a request's reply_to, from the
-// wire), whatever reply_prefix says.
-func (b *natsBridge) isReplyTopic(topic string) bool {
-	return strings.HasPrefix(topic, DefaultReplyPrefix) || strings.HasPrefix(topic, b.opts.replyPrefix)
-}
-
-// maxCachedStreams bounds the publisher's topic → stream cache: topics
-// come from the wire (a request's reply_to) and from instances that come
-// and go, so the cache must not grow with them.
-const maxCachedStreams = 1024
-
-func (b *natsBridge) cacheStream(topic, name string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.streams[topic]; !ok && len(b.streams) >= maxCachedStreams {
-		for t := range b.streams { // evict one, whichever: a miss costs one lookup
-			delete(b.streams, t)
-			break
-		}
-	}
-	b.streams[topic] = name
-}
-
-func (b *natsBridge) forgetStream(topic string) {
-	b.mu.Lock()
-	delete(b.streams, topic)
-	b.mu.Unlock()
-}
-
-// adminErr wraps an error of a JetStream management call, marking it
-// ErrUnreachable when the connection is down.
-func (b *natsBridge) adminErr(what string, err error) error {
-	if !b.conn.IsConnected() || errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
-		return fmt.Errorf("%w: nats at %s: %s: %w", bridge.ErrUnreachable, b.shown, what, err)
-	}
-	return fmt.Errorf("nats: %s: %w", what, err)
-}
-
-// ensureStream returns the stream that stores topic. An existing stream
-// whose subjects cover topic is used as it is (so operators may provision
-// streams themselves); otherwise the backend's own stream is created. Reply
-// streams live in memory and are removed once consumed.
-func (b *natsBridge) ensureStream(ctx context.Context, topic string, reply bool) (string, error) {
-	found, err := b.js.StreamNameBySubject(ctx, topic)
-	if err == nil {
-		return found, nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return "", b.adminErr("look up the stream of "+strconv.Quote(topic), err)
-	}
-	cfg := jetstream.StreamConfig{
-		Name:        streamName(b.opts.streamPrefix, topic),
-		Description: "switchboard topic " + topic,
-		Subjects:    []string{topic},
-		Retention:   b.opts.retention,
-		Storage:     jetstream.FileStorage,
-		Replicas:    b.opts.replicas,
-		MaxAge:      b.opts.maxAge,
-		Discard:     jetstream.DiscardOld,
-	}
-	if reply {
-		cfg.Description = "switchboard reply topic " + topic
-		cfg.Retention = jetstream.WorkQueuePolicy
-		cfg.Storage = jetstream.MemoryStorage
-		cfg.Replicas = 1
-		cfg.MaxAge = ReplyMaxAge
-	}
-	if _, err := b.js.CreateStream(ctx, cfg); err != nil {
-		// Another process may have won the race, with other settings.
-		if found, lerr := b.js.StreamNameBySubject(ctx, topic); lerr == nil {
-			return found, nil
-		}
-		return "", b.adminErr("create stream "+cfg.Name+" for "+strconv.Quote(topic), err)
-	}
-	b.log.Debug("nats: stream created", "stream", cfg.Name, "topic", topic, "reply", reply)
-	return cfg.Name, nil
-}
-
-// consumerConfig is the durable pull consumer of spec's group.
-func (b *natsBridge) consumerConfig(spec bridge.Spec) jetstream.ConsumerConfig {
-	cfg := jetstream.ConsumerConfig{
-		Durable:       consumerName(spec.Topic, spec.Group),
-		Description:   fmt.Sprintf("switchboard %s group %s on %s", spec.Kind, spec.Group, spec.Topic),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       b.opts.ackWait,
-		MaxDeliver:    -1, // never drop: dead-lettering is the engine's job
-		FilterSubject: spec.Topic,
-	}
-	switch spec.Kind {
-	case bridge.Event:
-		// A group gets the events published after it first subscribed, as
-		// with a queue bound to an exchange; the durable then keeps its place.
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
-	case bridge.Reply:
-		cfg.MemoryStorage = true
-	}
-	return cfg
-}
-
-// provision makes sure spec's stream and consumer exist and returns the
-// consumer and its stream.
-func (b *natsBridge) provision(ctx context.Context, spec bridge.Spec) (jetstream.Consumer, string, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, adminTimeout)
-		defer cancel()
-	}
-	stream, err := b.ensureStream(ctx, spec.Topic, spec.Kind == bridge.Reply)
-	if err != nil {
-		return nil, "", err
-	}
-	cfg := b.consumerConfig(spec)
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
-	if err != nil {
-		return nil, "", b.adminErr(fmt.Sprintf("create consumer %s (%s group %q) on stream %s", cfg.Durable, spec.Kind, spec.Group, stream), err)
-	}
-	return cons, stream, nil
-}
-
 // Subscriber implements bridge.Bridge. The stream and the group's durable
 // consumer are created here, so a Command or Event group exists (and keeps
 // its messages) from this call on.
@@ -724,7 +451,18 @@ func (b *natsBridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.
 	if err != nil {
 		return nil, err
 	}
-	s := newSubscriber(b, spec, cons, stream)
+	s := &subscriber{b: b, spec: spec, stream: stream, cons: cons, verified: time.Now(), closing: make(chan struct{})}
+	s.Subscriber, err = consume.New(consume.Config{
+		Spec:           spec,
+		Backend:        "nats",
+		Logger:         b.log,
+		CloseWait:      b.opts.ackWait,
+		HeartbeatEvery: b.opts.ackWait / 2,
+		Prefetch:       b.opts.prefetch,
+	}, func(context.Context) (consume.Source, error) { return source{s}, nil })
+	if err != nil {
+		return nil, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -735,35 +473,6 @@ func (b *natsBridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.
 		b.replyRefs[stream]++
 	}
 	return s, nil
-}
-
-// release forgets s; when s was the last reply subscriber of a reply stream
-// this backend named, the stream is deleted.
-func (b *natsBridge) release(s *subscriber) {
-	b.mu.Lock()
-	if _, ok := b.subs[s]; !ok {
-		b.mu.Unlock()
-		return
-	}
-	delete(b.subs, s)
-	del := false
-	if s.spec.Kind == bridge.Reply {
-		b.replyRefs[s.stream]--
-		if b.replyRefs[s.stream] <= 0 {
-			delete(b.replyRefs, s.stream)
-			delete(b.streams, s.spec.Topic)
-			del = s.stream == streamName(b.opts.streamPrefix, s.spec.Topic)
-		}
-	}
-	b.mu.Unlock()
-	if !del {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	if err := b.js.DeleteStream(ctx, s.stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		b.log.Warn("nats: deleting reply stream", "stream", s.stream, "err", err)
-	}
 }
 
 // compile-time checks

@@ -70,10 +70,14 @@ func openURL(t *testing.T, rawURL string) bridge.Bridge {
 
 func TestConformance(t *testing.T) {
 	cleanStaleStreams(t)
-	url := withParams(t, "")
+	// ack_wait shorter than the default 30 s, so that KilledConsumerLosesNothing
+	// sees a dead consumer's messages again within the suite's waits; a
+	// handler still running keeps its message (progress every ack_wait/2).
+	const ackWait = 10 * time.Second
 	h := bridgetest.Harness{
-		URL:    url,
-		Outage: func(t *testing.T) func() { return testenv.Outage(t, testenv.NATS) },
+		URL:               withParams(t, "ack_wait="+ackWait.String()),
+		Outage:            func(t *testing.T) func() { return testenv.Outage(t, testenv.NATS) },
+		DeadConsumerDelay: ackWait,
 	}
 	t.Run("Bridge", func(t *testing.T) { bridgetest.Run(t, h) })
 	backendtest.Run(t, h)
@@ -351,15 +355,17 @@ func TestStreamSettings(t *testing.T) {
 func TestBadURL(t *testing.T) {
 	base := testenv.URL(t, testenv.NATS)
 	for _, tc := range []struct{ url, mention string }{
-		{base + "?colour=blue", `"colour"`},
+		{base + "?colour=blue", "unknown parameter colour"},
 		{base + "?ack_wait=soon", "ack_wait"},
 		{base + "?ack_wait=0s", "ack_wait"},
-		{base + "?nack_delay=1s", `"nack_delay"`},           // removed: bridge.DefaultNackDelay
-		{base + "?connect_timeout=1s", `"connect_timeout"`}, // removed: Open's context
+		{base + "?nack_delay=1s", "unknown parameter nack_delay"},           // removed: bridge.DefaultNackDelay
+		{base + "?connect_timeout=1s", "unknown parameter connect_timeout"}, // removed: Open's context
 		{base + "?retention=workqueue", "retention"},
 		{base + "?replicas=0", "replicas"},
 		{base + "?stream_prefix=a.b", "stream_prefix"},
 		{base + "?ack_wait=1s&ack_wait=2s", "ack_wait"},
+		{base + "?ack_wait=25h", "ack_wait"},
+		{base + "?max_age=-1s", "max_age"},
 		{"nats:///", "host"},
 		{"nats://127.0.0.1:4222/some/path", "path"},
 		{"nats://127.0.0.1:99999", "port"},
@@ -376,6 +382,17 @@ func TestBadURL(t *testing.T) {
 		}
 		if time.Since(start) > time.Second {
 			t.Errorf("Open(%q) took %s to reject", tc.url, time.Since(start))
+		}
+	}
+
+	// Every problem at once, the host's and the parameters'.
+	_, err := bridge.Open(t.Context(), "nats://127.0.0.1:4222/some/path?ack_wait=soon&replicas=9&retention=workqueue&colour=blue")
+	if !errors.Is(err, bridge.ErrBadURL) {
+		t.Fatalf("got %v, want ErrBadURL", err)
+	}
+	for _, want := range []string{"path", "ack_wait", "replicas", "retention", "colour"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s: %v", want, err)
 		}
 	}
 }
@@ -480,7 +497,7 @@ func silentServer(t *testing.T) string {
 	return port
 }
 
-// A handler slower than ack_wait keeps its message: the worker reports
+// A handler slower than ack_wait keeps its message: the subscriber reports
 // progress, so no other member gets a duplicate while it runs.
 func TestSlowHandlerIsNotRedelivered(t *testing.T) {
 	url := withParams(t, "ack_wait=1s")
@@ -524,7 +541,7 @@ func TestSubscriptionsSurviveServerRestart(t *testing.T) {
 	bridgetest.Publish(t, pub, cmd.Topic, "queued-before-outage")
 
 	restore := testenv.Outage(t, testenv.NATS)
-	time.Sleep(500 * time.Millisecond) // let the workers notice
+	time.Sleep(500 * time.Millisecond) // let the subscriptions notice
 	restore()
 
 	deadline := time.Now().Add(30 * time.Second)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
+	"github.com/switchboard-go/switchboard/bridge/nats"
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
@@ -65,9 +66,9 @@ func (p *pullSnoop) counts() (requests, asked int) {
 }
 
 // A subscription with Concurrency N asks for a backlog in batches, one pull
-// request for as many messages as it has idle workers, not one request per
+// request for as many messages as it has idle slots, not one request per
 // message; and while it is idle it keeps a single pull request waiting, not
-// one per worker.
+// one per slot.
 func TestPullsInBatches(t *testing.T) {
 	const n = 32
 	b := openURL(t, withParams(t, ""))
@@ -96,8 +97,8 @@ func TestPullsInBatches(t *testing.T) {
 	if requests > n/8 {
 		t.Errorf("%d messages of a backlog took %d pull requests (asking for %d), want at most %d", n, requests, asked, n/8)
 	}
-	if asked > n {
-		t.Errorf("pull requests asked for %d messages with %d workers", asked, n)
+	if asked > n+nats.DefaultPrefetch {
+		t.Errorf("pull requests asked for %d messages with %d slots (Concurrency %d + prefetch %d)", asked, n+nats.DefaultPrefetch, n, nats.DefaultPrefetch)
 	}
 	for _, m := range held {
 		m.Ack()

@@ -7,14 +7,17 @@
 //
 // # URL
 //
-// The URL is a standard libpq/pgx connection URL. This package reads three
+// The URL is a standard libpq/pgx connection URL. This package reads four
 // query parameters of its own and removes them before the URL reaches pgx:
 //
 //	schema         PostgreSQL schema for the bridge's tables     default "switchboard"
 //	               ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes; always quoted in SQL;
 //	               also the name of the NOTIFY channel)
-//	poll_interval  fallback poll, see "Wake-ups"                 default 2s  (≥ 10ms)
-//	ack_deadline   lease of a delivered, unacked message         default 30s (≥ 100ms)
+//	poll_interval  fallback poll, see "Wake-ups"                 default 2s  (10ms to 24h)
+//	ack_deadline   lease of a delivered, unacked message         default 30s (100ms to 24h)
+//	prefetch       rows a subscription holds beyond its          default 16  (0 to 10000)
+//	               Concurrency, claimed ahead and handed out in
+//	               order as handlers finish (0: none)
 //
 // Two parameters are refused with bridge.ErrBadURL naming them:
 // connect_timeout (libpq's: opening is bounded by the context given to
@@ -24,7 +27,8 @@
 // bridge.DefaultNackDelay).
 //
 // Invalid values fail Open with an error wrapping bridge.ErrBadURL that
-// names the parameter. Every other parameter belongs to pgx: libpq keywords
+// names every parameter in error at once (a value is not quoted when the
+// name suggests a secret). Every other parameter belongs to pgx: libpq keywords
 // (sslmode, application_name, …), pgxpool's pool_* settings
 // (pool_max_conns defaults to the greater of 4 and runtime.NumCPU()), and anything
 // else, which pgx sends to the server as a run-time parameter (search_path,
@@ -125,39 +129,44 @@
 //
 // # Claims, acks, nacks and the ack deadline
 //
-// A subscription claims as many rows as it has idle workers (Spec.Concurrency
-// minus its in-flight count) in one statement: FOR UPDATE SKIP LOCKED LIMIT n
-// on the group's visible rows (visible_at <= now(), oldest first), setting
+// Subscribers run on the consumer runtime every backend shares
+// (bridge/internal/consume: concurrency, verdicts, batching of acks, bounded
+// close); this package supplies the statements. A subscription claims as
+// many rows as it has free slots (Spec.Concurrency + prefetch minus the
+// messages it holds) in one statement: FOR UPDATE SKIP LOCKED LIMIT n on the
+// group's visible rows (visible_at <= now(), oldest first), setting
 // visible_at = now() + ack_deadline (the lease) and attempts + 1, RETURNING
-// the rows. Every claimed row goes to a worker at once, so no lease runs
-// while a message waits in a buffer. The same statement returns when the
+// the rows. The rows beyond Spec.Concurrency wait, in order, for a
+// handler to finish (their lease runs meanwhile; one that ends before a
+// handler takes the row is dropped, as the row is visible again), so the
+// next message is ready without a round trip. The same statement returns when the
 // group's next row becomes visible (for the timer, see "Wake-ups"). No
-// transaction stays open while a handler runs. Members and workers never
+// transaction stays open while a handler runs. Members and handlers never
 // wait on each other's locks, and the Concurrency test's N unacked messages
-// are simply N leased rows.
+// are simply N leased rows. A row's attempts as its claim left them are the
+// lease's token: every statement that settles a row checks it, so a row
+// whose lease ended and that another member claimed again is left alone.
 //
-//   - Ack deletes the row. The deletes ride on the subscription's next
-//     claim: when deliveries finish, one statement deletes every row they
-//     acked and claims as many new rows as workers became idle (so a
-//     one-at-a-time event subscription spends one statement per message,
-//     not two). When no claim is due (the group had nothing left), one
-//     DELETE … WHERE id = ANY(…) removes every pending ack; a stopping
-//     subscription deletes its pending acks before it ends.
+//   - Ack deletes the row. The acks that arrive while one DELETE … USING
+//     unnest(ids, attempts) runs go together in the next, so a busy
+//     subscription spends far fewer statements than messages on acks, and a
+//     one-at-a-time subscription two per message (a claim and a delete).
 //   - Nack sets visible_at = now() + the delay the message asks for
-//     (bridge.NackDelayKey) or bridge.DefaultNackDelay, only if the lease
-//     is still this delivery's (attempts unchanged). Other rows of the
+//     (bridge.NackDelayKey) or bridge.DefaultNackDelay. Other rows of the
 //     group keep flowing meanwhile; the message comes back after the delay.
 //   - No verdict within ack_deadline: the row is visible again and goes to
 //     whichever member claims it next (a crashed consumer loses nothing).
-//     The subscription stops waiting for that delivery, so its slot is free
-//     again; a late Ack or Nack of it is ignored. A handler that runs longer
-//     than ack_deadline therefore sees its message delivered again.
-//   - A message claimed but not yet handed out when a subscription stops is
-//     released at once (visible_at = now()).
+//     The subscription gives that delivery up, so its slot is free again;
+//     the handler's late Ack or Nack is ignored (the message reads as
+//     nacked). A handler that runs longer than ack_deadline therefore sees
+//     its message delivered again.
+//   - Rows claimed but not yet handed out when a subscription stops are
+//     released at once (visible_at = now(), the claim not counted in
+//     attempts), in one statement.
 //
-// Ack and Nack writes are retried with backoff until they succeed, the lease
-// has ended anyway, or the bridge closes (a failed claim keeps the acks it
-// carried for the next statement). Delivery is at least once.
+// Ack and Nack writes are retried with backoff while they fail for a
+// transient reason (see "Closing and outages"), until they succeed, the
+// lease has ended anyway, or the bridge closes. Delivery is at least once.
 // Messages of a group come out roughly in publish order; a nack or an expired
 // lease reorders them, and Concurrency > 1 processes them in parallel.
 //
@@ -182,16 +191,19 @@
 //
 // # Closing and outages
 //
-// Subscriber.Close stops claiming, waits for the verdict on every message
-// it handed out (bounded by the ack deadline) and leaves the group; it never
-// closes the bridge's pool or publisher. Publisher().Close is a no-op.
+// Subscriber.Close stops claiming, releases what no handler took, waits for
+// the verdict on every message it handed out (bounded by the ack deadline,
+// when each lease ends anyway), stores the acks and leaves the group; it
+// never closes the bridge's pool or publisher. Publisher().Close is a no-op.
 // Bridge.Close ends every subscription (messages still held by handlers are
-// abandoned and come back after the ack deadline), deletes its reply groups
-// and closes the listener and the pool; it is idempotent.
+// abandoned and come back after the ack deadline; acks given before are
+// still stored), deletes its reply groups and closes the listener and the
+// pool; it is idempotent.
 //
 // Health runs SELECT 1 through the pool, bounded by its context: it fails
 // while the database refuses connections and recovers with it. During an
-// outage, claims, acks and the listener retry with backoff (capped at 2 s);
+// outage, claims, acks, nacks and the listener retry with backoff (capped
+// at 2 s; a failed claim is logged once, and its recovery);
 // Publish fails (callers retry) and is bounded by its message's context and
 // 15 s.
 //

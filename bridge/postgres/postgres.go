@@ -21,24 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/switchboard-go/switchboard/bridge"
-)
-
-// Defaults for the URL parameters this package reads (see the package doc),
-// and DialTimeout, which is not a parameter.
-const (
-	// DefaultSchema holds the bridge's tables unless ?schema= says otherwise.
-	DefaultSchema = "switchboard"
-	// DefaultPollInterval is the fallback poll, for wake-ups missed while the
-	// LISTEN connection was down (?poll_interval=).
-	DefaultPollInterval = 2 * time.Second
-	// DefaultAckDeadline is how long a delivered message may stay unacked
-	// before it is delivered again (?ack_deadline=).
-	DefaultAckDeadline = 30 * time.Second
-	// DialTimeout bounds every connection attempt the bridge makes: at
-	// Open (which the context given to bridge.Open bounds as well), as the
-	// pool grows, and when the LISTEN connection is re-made. libpq's
-	// connect_timeout parameter is refused in the URL.
-	DialTimeout = 5 * time.Second
+	"github.com/switchboard-go/switchboard/bridge/internal/consume"
 )
 
 const (
@@ -58,94 +41,6 @@ const (
 func init() {
 	bridge.Register("postgres", open)
 	bridge.Register("postgresql", open)
-}
-
-// ourParams are the URL query parameters this package consumes; every other
-// parameter is left in the URL handed to pgx, except refusedParams.
-var ourParams = []string{"schema", "poll_interval", "ack_deadline"}
-
-// refusedParams are parameters a bridge URL must not carry, with why: pgx
-// would take connect_timeout and the server would be sent nack_delay, but
-// each is set in one place elsewhere.
-var refusedParams = map[string]string{
-	"connect_timeout": "opening is bounded by the context given to bridge.Open, every later connection by DialTimeout",
-	"nack_delay":      "a nack waits the delay it asks for (bridge.NackDelayKey) or bridge.DefaultNackDelay",
-}
-
-// config is a parsed bridge URL.
-type config struct {
-	schema       string
-	pollInterval time.Duration
-	ackDeadline  time.Duration
-	pool         *pgxpool.Config
-	addr         string // redacted URL, for errors and logs
-}
-
-// parseURL splits u into our parameters and pgx's configuration.
-func parseURL(u *url.URL) (config, error) {
-	c := config{
-		schema:       DefaultSchema,
-		pollInterval: DefaultPollInterval,
-		ackDeadline:  DefaultAckDeadline,
-	}
-	q := u.Query()
-	for _, p := range slices.Sorted(maps.Keys(refusedParams)) {
-		if q.Has(p) {
-			return c, fmt.Errorf("%w: parameter %q is not taken: %s", bridge.ErrBadURL, p, refusedParams[p])
-		}
-	}
-	if v := q.Get("schema"); q.Has("schema") {
-		if !validSchema(v) {
-			return c, fmt.Errorf("%w: schema=%q is not a plain identifier of at most 63 bytes ([A-Za-z_][A-Za-z0-9_]*)", bridge.ErrBadURL, v)
-		}
-		c.schema = v
-	}
-	durations := []struct {
-		name string
-		dst  *time.Duration
-		min  time.Duration
-	}{
-		{"poll_interval", &c.pollInterval, 10 * time.Millisecond},
-		{"ack_deadline", &c.ackDeadline, 100 * time.Millisecond},
-	}
-	for _, d := range durations {
-		if !q.Has(d.name) {
-			continue
-		}
-		v := q.Get(d.name)
-		x, err := time.ParseDuration(v)
-		if err != nil || x < d.min {
-			return c, fmt.Errorf("%w: %s=%q is not a duration of at least %s", bridge.ErrBadURL, d.name, v, d.min)
-		}
-		*d.dst = x
-	}
-	for _, p := range ourParams {
-		q.Del(p)
-	}
-	pgURL := *u
-	pgURL.RawQuery = q.Encode()
-	c.addr = bridge.Redact(pgURL.String())
-	pc, err := pgxpool.ParseConfig(pgURL.String())
-	if err != nil {
-		// pgx's message may quote the URL; say only which part is wrong.
-		return c, fmt.Errorf("%w: %s: %s", bridge.ErrBadURL, c.addr, redactPgx(err))
-	}
-	pc.ConnConfig.ConnectTimeout = DialTimeout
-	c.pool = pc
-	return c, nil
-}
-
-// redactPgx returns pgx's parse error without the connection string, which
-// may hold a password.
-func redactPgx(err error) string {
-	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
-		if pe.Unwrap() != nil {
-			return pe.Unwrap().Error()
-		}
-		return "invalid connection string"
-	}
-	return err.Error()
 }
 
 func open(ctx context.Context, u *url.URL, log *slog.Logger) (bridge.Bridge, error) {
@@ -168,13 +63,13 @@ type Bridge struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
-	regMu  sync.Mutex // serialises group registration (Subscriber) and leave
-	mu     sync.Mutex
-	closed bool
-	groups map[groupKey]*groupRef
-	subs   map[string]map[*subscription]struct{} // topic → running subscriptions
-	subsWG sync.WaitGroup                        // subscription goroutines
-	bgWG   sync.WaitGroup                        // listener and maintenance
+	regMu   sync.Mutex // serialises group registration (Subscriber) and leave
+	mu      sync.Mutex
+	closed  bool
+	groups  map[groupKey]*groupRef
+	members map[*subscriber]struct{}        // open subscribers, closed by Close
+	sources map[string]map[*source]struct{} // topic → running subscriptions, for wake-ups
+	bgWG    sync.WaitGroup                  // listener and maintenance
 
 	commit    committer
 	pubMu     sync.RWMutex // held shared by Publish, exclusively by Close
@@ -222,7 +117,8 @@ func newBridge(ctx context.Context, c config, log *slog.Logger) (*Bridge, error)
 		log:     log.With("bridge", "postgres", "schema", c.schema),
 		channel: c.schema,
 		groups:  map[groupKey]*groupRef{},
-		subs:    map[string]map[*subscription]struct{}{},
+		members: map[*subscriber]struct{}{},
+		sources: map[string]map[*source]struct{}{},
 	}
 	b.commit.b = b
 	// The first LISTEN connection is made here, so that a bridge that opens
@@ -254,7 +150,7 @@ func (b *Bridge) Name() string { return "postgres" }
 
 // Capabilities implements bridge.Bridge.
 func (b *Bridge) Capabilities() bridge.Capabilities {
-	return bridge.Capabilities{Durable: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
+	return bridge.Capabilities{Durable: true, GroupOutlivesMembers: true, DetectsMissingHandler: true, CrossProcess: true, CountsDeliveries: true, NackDelay: true}
 }
 
 // Pool returns the bridge's connection pool, for callers that publish inside
@@ -296,10 +192,19 @@ func (b *Bridge) Close() error {
 				replies = append(replies, g.id.Load())
 			}
 		}
+		members := slices.Collect(maps.Keys(b.members))
 		b.mu.Unlock()
 
+		// No subscriber waits for its handlers now: the rows they hold
+		// are not released (the handlers may still be running) and come
+		// back after the ack deadline; acks given before are still written.
 		b.cancel()
-		b.subsWG.Wait()
+		for _, s := range members {
+			s.Abandon()
+		}
+		for _, s := range members {
+			_ = s.Subscriber.Close()
+		}
 
 		// Taking pubMu exclusively waits for every running Publish (each
 		// ended by b.ctx at the latest), and pubClosed stops new ones, so
@@ -432,9 +337,40 @@ func (b *Bridge) Subscriber(ctx context.Context, spec bridge.Spec) (message.Subs
 		ref = &groupRef{key: key, kind: spec.Kind}
 		b.groups[key] = ref
 	}
+	sub, err := consume.New(consume.Config{
+		Spec: spec, Backend: "postgres", Logger: b.log,
+		// Every held message is given up when its lease ends (its
+		// Delivery.Deadline), so this only backs that up.
+		CloseWait: b.cfg.ackDeadline,
+		Prefetch:  b.cfg.prefetch,
+	}, func(context.Context) (consume.Source, error) { return b.newSource(ref, spec) })
+	if err != nil {
+		return nil, err
+	}
 	ref.id.Store(id)
 	ref.members++
-	return &subscriber{b: b, spec: spec, ref: ref, closing: make(chan struct{})}, nil
+	s := &subscriber{Subscriber: sub, b: b, ref: ref}
+	b.members[s] = struct{}{}
+	return s, nil
+}
+
+// subscriber is one member of a consumer group: the shared consumer runtime
+// (bridge/internal/consume), which leaves the group when it closes.
+type subscriber struct {
+	*consume.Subscriber
+	b         *Bridge
+	ref       *groupRef
+	leaveOnce sync.Once
+}
+
+// Close stops claiming, waits for the verdict on every message handed out
+// (at most the ack deadline: see consume.Subscriber.Close) and leaves the
+// group; the last member of a reply group deletes it. The bridge and its
+// publisher stay open.
+func (s *subscriber) Close() error {
+	err := s.Subscriber.Close()
+	s.leaveOnce.Do(func() { s.b.leave(s) })
+	return err
 }
 
 // registerGroup inserts (or refreshes) the group row and returns its id.
@@ -453,11 +389,14 @@ func (b *Bridge) registerGroup(ctx context.Context, key groupKey, kind bridge.Ki
 	return id, nil
 }
 
-// leave drops one member of ref; the last member of a reply group deletes it.
-func (b *Bridge) leave(ref *groupRef) {
+// leave drops member s of its group; the last member of a reply group
+// deletes it.
+func (b *Bridge) leave(s *subscriber) {
+	ref := s.ref
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
 	b.mu.Lock()
+	delete(b.members, s)
 	ref.members--
 	last := ref.members == 0
 	if last && b.groups[ref.key] == ref {
@@ -478,29 +417,29 @@ func (b *Bridge) deleteReplyGroup(id int64) {
 	}
 }
 
-// addSub registers a running subscription for wake-ups; false once closed.
-func (b *Bridge) addSub(s *subscription) bool {
+// addSource registers a running subscription for wake-ups; false once
+// closed.
+func (b *Bridge) addSource(s *source) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return false
 	}
-	m := b.subs[s.topic]
+	m := b.sources[s.topic]
 	if m == nil {
-		m = map[*subscription]struct{}{}
-		b.subs[s.topic] = m
+		m = map[*source]struct{}{}
+		b.sources[s.topic] = m
 	}
 	m[s] = struct{}{}
-	b.subsWG.Add(1)
 	return true
 }
 
-func (b *Bridge) removeSub(s *subscription) {
+func (b *Bridge) removeSource(s *source) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.subs[s.topic], s)
-	if len(b.subs[s.topic]) == 0 {
-		delete(b.subs, s.topic)
+	delete(b.sources[s.topic], s)
+	if len(b.sources[s.topic]) == 0 {
+		delete(b.sources, s.topic)
 	}
 }
 
@@ -508,7 +447,7 @@ func (b *Bridge) removeSub(s *subscription) {
 func (b *Bridge) wakeTopic(topic string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for s := range b.subs[topic] {
+	for s := range b.sources[topic] {
 		s.signal()
 	}
 }
@@ -518,7 +457,7 @@ func (b *Bridge) wakeTopic(topic string) {
 func (b *Bridge) wakeAll() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, m := range b.subs {
+	for _, m := range b.sources {
 		for s := range m {
 			s.signal()
 		}

@@ -153,8 +153,7 @@ func newQueries(qs string) queries {
 			       pg_notify($5, t.topic)::text
 			FROM t`),
 
-		// $1 group id, $2 limit, $3 lease (ack deadline) in microseconds,
-		// $4 ids of acked rows to delete in the same statement (never NULL).
+		// $1 group id, $2 limit, $3 lease (ack deadline) in microseconds.
 		// SKIP LOCKED lets every member and every worker claim concurrently
 		// without waiting on each other; the lease is the row's visible_at, so
 		// no transaction stays open while a handler runs. MATERIALIZED keeps
@@ -163,12 +162,9 @@ func newQueries(qs string) queries {
 		// the seconds until the group's next row becomes claimable (a nacked
 		// message, a lease running out, including those just taken; NULL:
 		// none). It is on every row, and on a row of NULLs when nothing was
-		// claimed. The acked rows are leased (visible_at in the future), so
-		// the claim cannot take them even though it does not see the DELETE.
+		// claimed.
 		claim: r.Replace(`
-			WITH d AS (
-				DELETE FROM {s}.bridge_queue WHERE id = ANY($4::bigint[])
-			), c AS MATERIALIZED (
+			WITH c AS MATERIALIZED (
 				SELECT id FROM {s}.bridge_queue
 				WHERE group_id = $1 AND visible_at <= now()
 				ORDER BY visible_at, id
@@ -182,15 +178,19 @@ func newQueries(qs string) queries {
 			), nv AS (
 				SELECT extract(epoch FROM least(
 					(SELECT min(visible_at) FROM {s}.bridge_queue
-					 WHERE group_id = $1 AND id NOT IN (SELECT id FROM c) AND id <> ALL($4::bigint[])),
+					 WHERE group_id = $1 AND id NOT IN (SELECT id FROM c)),
 					(SELECT min(visible_at) FROM u)) - clock_timestamp())::float8 AS secs
 			)
 			SELECT u.id, u.uuid, u.payload, u.metadata, u.attempts, nv.secs
 			FROM nv LEFT JOIN u ON true`),
 
-		// $1 ids of acked rows: one statement for every ack pending when
-		// no claim is due to carry them.
-		ack: r.Replace(`DELETE FROM {s}.bridge_queue WHERE id = ANY($1::bigint[])`),
+		// $1 ids of acked rows, $2 their attempts seen at claim (the lease
+		// tokens): a row whose lease ended and that was claimed again
+		// belongs to its new holder and stays.
+		ack: r.Replace(`
+			DELETE FROM {s}.bridge_queue q
+			USING unnest($1::bigint[], $2::integer[]) AS a(id, attempts)
+			WHERE q.id = a.id AND q.attempts = a.attempts`),
 
 		// $1 id, $2 attempts seen at claim (the lease token), $3 delay in µs.
 		nack: r.Replace(`
@@ -198,10 +198,12 @@ func newQueries(qs string) queries {
 			SET visible_at = now() + $3::bigint * interval '1 microsecond'
 			WHERE id = $1 AND attempts = $2`),
 
-		// A claimed row that was never handed to a handler goes back as it was.
+		// Claimed rows that were never handed to a handler go back as they
+		// were. $1 ids, $2 attempts seen at claim.
 		release: r.Replace(`
-			UPDATE {s}.bridge_queue SET visible_at = now(), attempts = attempts - 1
-			WHERE id = $1 AND attempts = $2`),
+			UPDATE {s}.bridge_queue q SET visible_at = now(), attempts = q.attempts - 1
+			FROM unnest($1::bigint[], $2::integer[]) AS a(id, attempts)
+			WHERE q.id = a.id AND q.attempts = a.attempts`),
 	}
 }
 

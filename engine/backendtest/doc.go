@@ -21,7 +21,9 @@
 //   - ReplyGoesToTheRightCaller: three callers each get their own replies.
 //   - RedeliveryAfterHandlerError: a failed event is delivered again.
 //   - GracefulShutdownLosesNothing: an instance stopped mid-stream drains,
-//     and a new one handles the rest; every call answered, once.
+//     and a new one handles the rest (started after the stop where the
+//     backend declares GroupOutlivesMembers, before it otherwise, as in a
+//     rolling restart); every call answered, once.
 //   - StopAnswersCallsItsHandlersFinish: handlers that complete during the
 //     drain have their replies delivered.
 //   - StopAnswersCallsCompletedPastTheDeadline: so do those that complete

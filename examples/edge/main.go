@@ -1,13 +1,15 @@
 // Command edge runs the example user and email services in one small
 // process against a local NATS server — a leaf node of the central cluster
 // in production, so the services keep working while the uplink is down and
-// the broker forwards messages when it is back. The service code is the
-// same as in every other deployment model.
+// the broker forwards messages when it is back — or a local MQTT broker
+// (Mosquitto, bridged to the central one). The service code is the same as
+// in every other deployment model.
 //
 //	SWITCHBOARD_BRIDGE=nats://127.0.0.1:4222 PORT=8081 go run ./examples/edge
+//	SWITCHBOARD_BRIDGE=mqtt://127.0.0.1:1883 PORT=8081 go run ./examples/edge
 //	curl localhost:8081/readyz
 //
-// Small on purpose: it links the NATS backend only (not bridge/all), runs
+// Small on purpose: it links the NATS and MQTT backends only (not bridge/all), runs
 // no gateway, and handles at most 4 messages per command at once. It
 // serves /healthz and /readyz on $PORT (default 8080): /readyz fails while
 // the local broker is unreachable. SWITCHBOARD_BRIDGE defaults to
@@ -26,7 +28,8 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/switchboard-go/switchboard/bridge/nats" // the only backend linked in
+	_ "github.com/switchboard-go/switchboard/bridge/mqtt" // the two backends linked in
+	_ "github.com/switchboard-go/switchboard/bridge/nats"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/examples/services/email"
 	"github.com/switchboard-go/switchboard/examples/services/user"

@@ -14,11 +14,26 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 )
 
-// backend is one backend's two sides and what to clean up after them.
+// backend is one backend's sides, its client-only ceilings, and what to
+// clean up after them.
 type backend struct {
 	name    string
 	sb, raw side
-	cleanup func(context.Context) error
+	// tuned are raw Watermill set up away from its documented defaults,
+	// for throughput (see each raw_*.go file); measured on the workloads
+	// marked tuned.
+	tuned []variant
+	// clients open the client-only ceiling workloads, by workload name.
+	clients map[string]func(env) (*trial, error)
+	// ceilings holds the ceiling figures measured so far, by workload name.
+	ceilings map[string]float64
+	cleanup  func(context.Context) error
+}
+
+// variant is raw Watermill tuned one way.
+type variant struct {
+	name string // the figure suffix after "@"
+	side side
 }
 
 func nop(context.Context) error { return nil }
@@ -27,12 +42,20 @@ func nop(context.Context) error { return nil }
 // side creates is named after runID and removed by cleanup (Switchboard's
 // AMQP queues expire a minute after the run instead: their names are the
 // bridge's to choose).
-func openBackend(ctx context.Context, name, runID string, v Variants) (*backend, error) {
+func openBackend(ctx context.Context, name, runID string) (*backend, error) {
 	url, err := serverURL(name)
 	if err != nil {
 		return nil, err
 	}
-	b := &backend{name: name, cleanup: nop}
+	b := &backend{name: name, cleanup: nop, clients: map[string]func(env) (*trial, error){}, ceilings: map[string]float64{}}
+	// The outbox figures of the brokers need PostgreSQL too; without it,
+	// they are skipped.
+	var pgURL string
+	if name != GoChannel {
+		if u, err := serverURL(Postgres); err == nil {
+			pgURL = u
+		}
+	}
 	switch name {
 	case GoChannel:
 		b.sb = sbSide{url: url}
@@ -53,8 +76,11 @@ func openBackend(ctx context.Context, name, runID string, v Variants) (*backend,
 			return nil, err
 		}
 		rawPrefix := "wmb_"
-		b.sb = sbSide{url: sbURL, durable: true}
-		b.raw = rawSide{open: natsTransport(url, rawPrefix, mgr, !v.RawNATSNoAutoProvision)}
+		b.sb = sbSide{url: sbURL, durable: true, pgURL: pgURL}
+		b.raw = rawSide{open: natsTransport(url, rawPrefix, mgr, false), outboxRig: rawOutbox(pgURL, rawPrefix)}
+		b.tuned = []variant{{"tuned", rawSide{open: natsTransport(url, rawPrefix, mgr, true)}}}
+		b.clients[ceilingE2E] = natsCeilingE2E(url, rawPrefix)
+		b.clients[ceilingReqRep] = natsCeilingReqRep(url)
 		b.cleanup = func(ctx context.Context) error {
 			defer nc.Close()
 			return deleteStreams(ctx, mgr, sbPrefix, rawPrefix+nsPrefix(runID))
@@ -65,9 +91,14 @@ func openBackend(ctx context.Context, name, runID string, v Variants) (*backend,
 			return nil, err
 		}
 		if slices.Contains(bridge.Schemes(), "amqp") {
-			b.sb = sbSide{url: sbURL, durable: true}
+			b.sb = sbSide{url: sbURL, durable: true, pgURL: pgURL}
 		}
-		b.raw = rawSide{open: amqpTransport(url, "wmb_", v.RawAMQPConfirm)}
+		b.raw = rawSide{open: amqpTransport(url, "wmb_", amqpDefaults), outboxRig: rawOutbox(pgURL, "wmb_")}
+		b.tuned = []variant{
+			{"tuned", rawSide{open: amqpTransport(url, "wmb_", amqpTuned)}},
+			{"tuned-confirm", rawSide{open: amqpTransport(url, "wmb_", amqpTunedConfirm)}},
+		}
+		b.clients[ceilingE2E] = amqpCeilingE2E(url, "wmb_")
 	case Postgres:
 		sbSchema := "sbb_" + runID
 		sbURL, err := withParams(url, "schema", sbSchema)
@@ -79,7 +110,9 @@ func openBackend(ctx context.Context, name, runID string, v Variants) (*backend,
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
 		b.sb = sbSide{url: sbURL, durable: true, pgURL: url}
-		b.raw = rawSide{open: postgresTransport(url, "wmb_", admin), outboxRig: rawOutbox(url, "wmb_", admin)}
+		b.raw = rawSide{open: postgresTransport(url, "wmb_", admin, false), outboxRig: rawOutbox(url, "wmb_")}
+		b.tuned = []variant{{"tuned", rawSide{open: postgresTransport(url, "wmb_", admin, true)}}}
+		b.clients[ceilingE2E] = pgCeilingE2E(url, "wmb_", admin)
 		b.cleanup = func(ctx context.Context) error {
 			defer admin.Close()
 			_, err := admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{sbSchema}.Sanitize()+" CASCADE")
@@ -91,17 +124,16 @@ func openBackend(ctx context.Context, name, runID string, v Variants) (*backend,
 	return b, nil
 }
 
-// Variants change the raw Watermill side away from its documented defaults,
-// to see what a default costs (see BENCHMARKS.md). The default run uses
-// none.
-type Variants struct {
-	// RawAMQPConfirm publishes with publisher confirms
-	// (Publish.ConfirmDelivery), the guarantee Switchboard's AMQP
-	// publisher gives.
-	RawAMQPConfirm bool
-	// RawNATSNoAutoProvision provisions raw Watermill's streams up front
-	// and publishes without AutoProvision (no stream lookup per publish).
-	RawNATSNoAutoProvision bool
+// ceilingTrial opens the backend's client-only ceiling name; errSkip where
+// it has none.
+func ceilingTrial(name string) func(env) (*trial, error) {
+	return func(e env) (*trial, error) {
+		open := e.backend.clients[name]
+		if open == nil {
+			return nil, errSkip
+		}
+		return open(e)
+	}
 }
 
 // nsPrefix is the start of every namespace of run runID.

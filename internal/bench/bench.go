@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,8 +39,6 @@ type Options struct {
 	RSSWindow time.Duration
 	// Progress receives a line per workload as it starts (nil: none).
 	Progress io.Writer
-	// Variants of the raw side (default: none, its documented defaults).
-	Variants Variants
 }
 
 // Concurrency of the workloads.
@@ -57,6 +56,15 @@ const (
 	// OutboxMinSamples is the least number of transactions the outbox
 	// figure measures in full mode.
 	OutboxMinSamples = 12
+	// OutboxWriters commit back to back in the outbox-burst figure.
+	OutboxWriters = 8
+	// OutboxBurstMinRows is the least number of rows the outbox-burst
+	// figure measures in full mode: a relay that polls every second
+	// delivers nothing in a short round.
+	OutboxBurstMinRows = 500
+	// CeilingBatch is the most messages the client-only ceilings put in
+	// one INSERT, claim or DELETE (PostgreSQL).
+	CeilingBatch = 100
 )
 
 // Defaults returns o with the mode's defaults in its zero fields.
@@ -111,9 +119,9 @@ type metric struct {
 type env struct {
 	ctx     context.Context
 	side    side
-	sideID  string // "sb" or "raw"
+	sideID  string // "sb", "raw", a tuned variant's name or "client"
 	ns      string
-	backend string
+	backend *backend
 	opts    Options
 }
 
@@ -142,6 +150,7 @@ const (
 	latencyKind kind = iota // p50 and p99 of the pooled latencies, ms
 	rateKind                // operations per second over all windows
 	valueKind               // one round, values as measured
+	burstKind               // latencyKind's p50 and p99, then rateKind's rate
 )
 
 // workload is one measured scenario; each produces one or more figures.
@@ -150,19 +159,39 @@ type workload struct {
 	quick  bool   // part of quick mode
 	only   string // the only backend it runs on ("": every backend)
 	kind   kind
-	unit   string   // rateKind
+	unit   string   // rateKind, burstKind
 	values []string // valueKind: name/unit pairs
-	open   func(env) (*trial, error)
+	// client: a client-only ceiling (no Switchboard, no Watermill),
+	// measured once; its open gets no side.
+	client bool
+	// tuned: raw Watermill's tuned variants of the backend are measured
+	// too, each on a figure line of its own (<figure>@<variant>).
+	tuned bool
+	// ceiling names the client workload whose figure this one is a
+	// fraction of ("": none).
+	ceiling string
+	open    func(env) (*trial, error)
 }
 
+// Ceiling workloads: they run first on each backend, so that the figures
+// after them can show their fraction.
+const (
+	ceilingE2E    = "ceiling-e2e"
+	ceilingReqRep = "ceiling-reqrep-c64"
+)
+
 var workloads = []workload{
+	{name: ceilingE2E, client: true, kind: rateKind, unit: "msg/s", open: ceilingTrial(ceilingE2E)},
+	{name: ceilingReqRep, client: true, only: NATS, kind: rateKind, unit: "calls/s", open: ceilingTrial(ceilingReqRep)},
 	{name: "cmd-1hop-c1", quick: true, kind: latencyKind, open: latencyTrial(1)},
-	{name: "cmd-1hop-c64", quick: true, kind: rateKind, unit: "calls/s", open: rateTrial(1)},
+	{name: "cmd-1hop-c64", quick: true, kind: rateKind, unit: "calls/s", ceiling: ceilingReqRep, open: rateTrial(1)},
 	{name: "cmd-2hop-c1", kind: latencyKind, open: latencyTrial(2)},
 	{name: "cmd-2hop-c64", kind: rateKind, unit: "calls/s", open: rateTrial(2)},
-	{name: "event-fanout", quick: true, kind: rateKind, unit: "events/s", open: fanoutTrial},
-	{name: "publish", kind: rateKind, unit: "msg/s", open: publishTrial},
+	{name: "event-fanout", quick: true, kind: rateKind, unit: "events/s", tuned: true, ceiling: ceilingE2E, open: fanoutTrial(2, Publishers)},
+	{name: "event-1pub", quick: true, kind: rateKind, unit: "msg/s", tuned: true, ceiling: ceilingE2E, open: fanoutTrial(1, 1)},
+	{name: "publish", kind: rateKind, unit: "msg/s", tuned: true, open: publishTrial},
 	{name: "outbox-c1", quick: true, only: Postgres, kind: latencyKind, open: outboxTrial},
+	{name: "outbox-burst", kind: burstKind, unit: "rows/s", open: outboxBurstTrial},
 	{name: "cmd-1hop-mem", quick: true, only: GoChannel, kind: valueKind, values: []string{"allocs", "allocs/op", "bytes", "B/op"}, open: allocTrial},
 	{name: "cmd-2hop-c64-rss", quick: true, only: GoChannel, kind: valueKind, values: []string{"", "MiB"}, open: rssTrial},
 }
@@ -179,6 +208,10 @@ func WorkloadNames() []string {
 // metrics turns one side's samples into its figures.
 func (w workload) metrics(ss []sample) []metric {
 	switch w.kind {
+	case burstKind:
+		lw, rw := w, w
+		lw.kind, rw.kind = latencyKind, rateKind
+		return append(lw.metrics(ss), rw.metrics(ss)...)
 	case latencyKind:
 		var lat []time.Duration
 		for _, s := range ss {
@@ -230,7 +263,8 @@ func latencyTrial(hops int) func(env) (*trial, error) {
 }
 
 func outboxTrial(e env) (*trial, error) {
-	r, err := e.side.outbox(e.ctx, e.ns)
+	w := make(waiter, 1)
+	r, err := e.side.outbox(e.ctx, e.ns, true, w.deliver)
 	if err != nil {
 		return nil, err
 	}
@@ -239,21 +273,71 @@ func outboxTrial(e env) (*trial, error) {
 	// that polls then waits half its interval on average; one that is
 	// woken by the commit does not wait. Back-to-back commits would instead
 	// meet watermill-sql's subscriber in its immediate re-query after a
-	// delivery, a rhythm no real load has.
-	op := r.timedOp()
-	paused := func(ctx context.Context, seq int64) (time.Duration, error) {
+	// delivery, a rhythm no real load has (outbox-burst measures that load).
+	op := func(ctx context.Context, seq int64) (time.Duration, error) {
 		if !sleep(ctx, time.Duration(mrand.Int64N(int64(OutboxPause)))) {
 			return 0, ctx.Err()
 		}
-		return op(ctx, seq)
+		id := newItem(seq).ID
+		t0, err := r.commit(ctx, seq)
+		if err != nil {
+			return 0, err
+		}
+		err = w.wait(ctx, id)
+		return time.Since(t0), err
 	}
 	return &trial{
 		round: func(ctx context.Context, t Timing) (sample, error) {
 			if !e.opts.Quick {
 				t.MinSamples = max(t.MinSamples, ceilDiv(OutboxMinSamples, e.opts.Rounds))
 			}
-			lat, err := latencies(ctx, t, paused)
+			lat, err := latencies(ctx, t, op)
 			return sample{lat: lat}, err
+		},
+		close: r.close,
+	}, nil
+}
+
+// outboxBurstTrial: OutboxWriters commit back to back, at most InFlight
+// rows committed but not yet handled; the relay forwards to the backend's
+// broker. Each round yields the commit-to-handler latency of every row
+// committed after the warm-up and the rows handled per second in the
+// window.
+func outboxBurstTrial(e env) (*trial, error) {
+	if e.backend.name == GoChannel {
+		return nil, errSkip
+	}
+	// A round's rows: the relay may still deliver rows of the previous
+	// round while the next starts, which deliver then ignores.
+	type burst struct {
+		f   *fanout
+		rec *commitLatencies
+	}
+	var cur atomic.Pointer[burst]
+	r, err := e.side.outbox(e.ctx, e.ns, false, func(id string) {
+		if b := cur.Load(); b != nil {
+			b.rec.delivered(id)
+			b.f.deliver(0, id)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &trial{
+		round: func(ctx context.Context, t Timing) (sample, error) {
+			if !e.opts.Quick {
+				t.MinSamples = max(t.MinSamples, ceilDiv(OutboxBurstMinRows, e.opts.Rounds))
+			}
+			b := &burst{newFanout(1, InFlight), newCommitLatencies(time.Now().Add(t.Warmup))}
+			cur.Store(b)
+			n, el, err := b.f.run(ctx, t, OutboxWriters, 1, single(func(ctx context.Context, seq int64) error {
+				t0, err := r.commit(ctx, seq)
+				if err == nil {
+					b.rec.committed(newItem(seq).ID, t0)
+				}
+				return err
+			}))
+			return sample{lat: b.rec.sorted(), ops: n, el: el}, err
 		},
 		close: r.close,
 	}, nil
@@ -275,19 +359,23 @@ func rateTrial(hops int) func(env) (*trial, error) {
 	}
 }
 
-func fanoutTrial(e env) (*trial, error) {
-	f := newFanout(2, InFlight)
-	r, err := e.side.events(e.ctx, e.ns, f.deliver)
-	if err != nil {
-		return nil, err
+// fanoutTrial: publishers publish an event that groups subscribing
+// services handle; it counts once all of them did.
+func fanoutTrial(groups, publishers int) func(env) (*trial, error) {
+	return func(e env) (*trial, error) {
+		f := newFanout(groups, InFlight)
+		r, err := e.side.events(e.ctx, e.ns, groups, f.deliver)
+		if err != nil {
+			return nil, err
+		}
+		return &trial{
+			round: func(ctx context.Context, t Timing) (sample, error) {
+				n, el, err := f.run(ctx, t, publishers, 1, single(r.op))
+				return sample{ops: n, el: el}, err
+			},
+			close: r.close,
+		}, nil
 	}
-	return &trial{
-		round: func(ctx context.Context, t Timing) (sample, error) {
-			n, el, err := f.run(ctx, t, Publishers, r.op)
-			return sample{ops: n, el: el}, err
-		},
-		close: r.close,
-	}, nil
 }
 
 func publishTrial(e env) (*trial, error) {
@@ -388,12 +476,11 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		t.Window, t.MinSamples, t.MaxWindow, o.Rounds, t.Warmup, OpTimeout, PayloadSize)
 	fmt.Fprintf(w, "# c64: %d callers; events: 2 subscribing services, %d publishers, at most %d events in flight; publish: %d publishers, groups created, consumers stopped\n",
 		HighConcurrency, Publishers, InFlight, Publishers)
-	fmt.Fprintf(w, "# outbox: commit to handler, relay to an in-process bus, one transaction at a time after a random pause in [0, %s)\n", OutboxPause)
-	if o.Variants != (Variants{}) {
-		fmt.Fprintf(w, "# raw Watermill variants (not its defaults): %+v\n", o.Variants)
-	}
+	fmt.Fprintf(w, "# event-1pub: 1 publisher, 1 subscribing service; outbox-c1: commit to handler, relay to an in-process bus, one transaction at a time after a random pause in [0, %s); outbox-burst: %d writers committing back to back (a business row and the event per transaction, at most %d rows in flight), relay to the backend\n", OutboxPause, OutboxWriters, InFlight)
+	fmt.Fprintf(w, "# <figure>@<variant>: the same Switchboard figure against raw Watermill tuned away from its documented defaults (BENCHMARKS.md: Tuned variants and ceilings)\n")
+	fmt.Fprintf(w, "# <backend>/ceiling-*: the broker's Go client alone, no Watermill, no Switchboard (one value); a figure line's last column is each side's fraction of its ceiling (switchboard/raw)\n")
 	fmt.Fprintf(w, "# ratio > 1 means Switchboard is better: rates switchboard/raw, latency, allocations and RSS raw/switchboard\n")
-	fmt.Fprintf(w, "# %-32s %12s %12s %8s %s\n", "figure", "switchboard", "raw-watermill", "ratio", "unit")
+	fmt.Fprintf(w, "# %-32s %12s %12s %8s %-8s %s\n", "figure", "switchboard", "raw-watermill", "ratio", "unit", "of-ceiling")
 
 	var failed []string
 	seq := 0
@@ -410,23 +497,40 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	return nil
 }
 
-// figure opens the workload on both sides, measures them in alternating
-// rounds (sb, raw, then raw, sb, …) so that a noisy neighbour hits both
-// alike, closes them and writes the figures.
+// figure opens the workload on every side (Switchboard, raw Watermill and,
+// for tuned workloads, its tuned variants; or the client alone for a
+// ceiling), measures them in alternating rounds (sb, raw, variants, then in
+// reverse order, …) so that a noisy neighbour hits all alike, closes them
+// and writes the figures.
 func figure(ctx context.Context, o Options, b *backend, wl workload, ns string, w io.Writer) error {
-	ids := []string{"sb", "raw"}
-	sides := map[string]side{"sb": b.sb, "raw": b.raw}
+	var ids []string
+	sides := map[string]side{}
+	switch {
+	case wl.client:
+		if o.Side == "both" {
+			ids = []string{"client"}
+		}
+	default:
+		if o.Side != "raw" {
+			ids, sides["sb"] = append(ids, "sb"), b.sb
+		}
+		if o.Side != "sb" {
+			ids, sides["raw"] = append(ids, "raw"), b.raw
+			if wl.tuned {
+				for _, v := range b.tuned {
+					ids, sides[v.name] = append(ids, v.name), v.side
+				}
+			}
+		}
+	}
 	trials := map[string]*trial{}
 	var errs []error
 	for _, id := range ids {
-		if o.Side != "both" && o.Side != id {
-			continue
-		}
-		if sides[id] == nil {
+		if !wl.client && sides[id] == nil {
 			errs = append(errs, fmt.Errorf("%s: TODO: backend not available in this build", id))
 			continue
 		}
-		tr, err := wl.open(env{ctx: ctx, side: sides[id], sideID: id, ns: ns + id, backend: b.name, opts: o})
+		tr, err := wl.open(env{ctx: ctx, side: sides[id], sideID: id, ns: ns + strings.ReplaceAll(id, "-", ""), backend: b, opts: o})
 		switch {
 		case errors.Is(err, errSkip):
 		case err != nil:
@@ -443,7 +547,8 @@ func figure(ctx context.Context, o Options, b *backend, wl workload, ns string, 
 	for r := range rounds {
 		order := ids
 		if r%2 == 1 {
-			order = []string{"raw", "sb"}
+			order = slices.Clone(ids)
+			slices.Reverse(order)
 		}
 		t := roundTiming(o.Timing, r, rounds)
 		for _, id := range order {
@@ -475,7 +580,23 @@ func figure(ctx context.Context, o Options, b *backend, wl workload, ns string, 
 			res[id] = wl.metrics(samples[id])
 		}
 	}
-	writeFigures(w, b.name+"/"+wl.name, res["sb"], res["raw"])
+	name := b.name + "/" + wl.name
+	if wl.client {
+		if m := res["client"]; m != nil {
+			b.ceilings[wl.name] = m[0].value
+			writeCeiling(w, name, m[0])
+		}
+		return errors.Join(errs...)
+	}
+	ceiling := b.ceilings[wl.ceiling]
+	writeFigures(w, name, res["sb"], res["raw"], ceiling)
+	if wl.tuned {
+		for _, v := range b.tuned {
+			if res[v.name] != nil {
+				writeFigures(w, name+"@"+v.name, res["sb"], res[v.name], ceiling)
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -488,7 +609,7 @@ func runBackend(ctx context.Context, o Options, name, runID string, seq *int, w 
 		return nil, err
 	}
 	defer unlock()
-	b, err := openBackend(ctx, name, runID, o.Variants)
+	b, err := openBackend(ctx, name, runID)
 	if err != nil {
 		fmt.Fprintf(w, "# %s: skipped: %v\n", name, err)
 		return nil, nil
@@ -526,8 +647,10 @@ func (o Options) selected(w workload) bool {
 
 // writeFigures prints one line per metric: figure, Switchboard's value, raw
 // Watermill's, the ratio and the unit; "-" for a side that did not run.
-// Figures based on few operations get a comment saying how many.
-func writeFigures(w io.Writer, figure string, sb, raw []metric) {
+// When ceiling is not 0, rate lines end with each side's fraction of it,
+// "<switchboard>/<raw>". Figures based on few operations get a comment
+// saying how many.
+func writeFigures(w io.Writer, figure string, sb, raw []metric, ceiling float64) {
 	ref := sb
 	if ref == nil {
 		ref = raw
@@ -538,16 +661,21 @@ func writeFigures(w io.Writer, figure string, sb, raw []metric) {
 			name += "-" + m.name
 		}
 		sv, rv, r := "-", "-", "-"
+		sf, rf := "-", "-"
 		if sb != nil {
-			sv = format(sb[i].value)
+			sv, sf = format(sb[i].value), format(sb[i].value/ceiling)
 		}
 		if raw != nil {
-			rv = format(raw[i].value)
+			rv, rf = format(raw[i].value), format(raw[i].value/ceiling)
 		}
 		if sb != nil && raw != nil {
 			r = format2(ratio(sb[i].value, raw[i].value, m.unit))
 		}
-		fmt.Fprintf(w, "%-34s %12s %12s %8s %s\n", name, sv, rv, r, m.unit)
+		line := fmt.Sprintf("%-34s %12s %12s %8s %s", name, sv, rv, r, m.unit)
+		if ceiling > 0 && !lowerIsBetter(m.unit) {
+			line = fmt.Sprintf("%-34s %12s %12s %8s %-8s %s/%s", name, sv, rv, r, m.unit, sf, rf)
+		}
+		fmt.Fprintln(w, line)
 	}
 	for _, s := range []struct {
 		id string
@@ -561,6 +689,14 @@ func writeFigures(w io.Writer, figure string, sb, raw []metric) {
 		} else if m.n > 0 && m.n < 100 {
 			fmt.Fprintf(w, "#   %s: %s based on %d operations\n", figure, s.id, m.n)
 		}
+	}
+}
+
+// writeCeiling prints a client-only figure: its name, value and unit.
+func writeCeiling(w io.Writer, figure string, m metric) {
+	fmt.Fprintf(w, "%-34s %12s %s\n", figure, format(m.value), m.unit)
+	if m.timeouts > 0 {
+		fmt.Fprintf(w, "#   %s: %d operation(s) timed out (after %s)\n", figure, m.timeouts, OpTimeout)
 	}
 }
 

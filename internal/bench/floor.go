@@ -78,10 +78,12 @@ func (d directSide) commands(_ context.Context, _ string, hops int) (*rig, error
 	}, nil
 }
 
-func (directSide) events(context.Context, string, func(int, string)) (*rig, error) {
+func (directSide) events(context.Context, string, int, func(int, string)) (*rig, error) {
 	return nil, errSkip
 }
 
 func (directSide) publisher(context.Context, string) (*rig, error) { return nil, errSkip }
 
-func (directSide) outbox(context.Context, string) (*rig, error) { return nil, errSkip }
+func (directSide) outbox(context.Context, string, bool, func(string)) (*outboxRig, error) {
+	return nil, errSkip
+}

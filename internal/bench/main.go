@@ -5,10 +5,14 @@
 //	<figure> <switchboard> <raw-watermill> <ratio> <unit>
 //
 // The ratio is > 1 when Switchboard is better (rates: switchboard/raw;
-// latencies, allocations, RSS: raw/switchboard). Lines starting with '#' are
+// latencies, allocations, RSS: raw/switchboard). A figure with a client-only
+// ceiling ends with each side's fraction of it, "<switchboard>/<raw>"; a
+// figure named <figure>@<variant> compares the same Switchboard value with
+// raw Watermill tuned away from its defaults; a ceiling itself is
+// "<backend>/ceiling-<name> <value> <unit>". Lines starting with '#' are
 // comments: the machine first, then notes. See BENCHMARKS.md.
 //
-//	go run ./internal/bench                          # full run, a few minutes
+//	go run ./internal/bench                          # full run, about ten minutes
 //	go run ./internal/bench -quick                   # smoke check, under a minute
 //	go run ./internal/bench -backends gochannel,nats -workloads cmd-1hop-c64 -side sb -cpuprofile sb.prof
 //
@@ -50,9 +54,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		rssWindow  = fs.Duration("rss-window", 0, "how long the RSS figure's child runs the c64 load (default 3s, quick 1s)")
 	)
 	fs.BoolVar(&o.Quick, "quick", false, "fewer, shorter figures (a smoke check)")
-	fs.BoolVar(&o.Variants.RawAMQPConfirm, "raw-amqp-confirm", false, "variant: raw Watermill publishes to RabbitMQ with publisher confirms, as Switchboard does")
-	fs.BoolVar(&o.Variants.RawNATSNoAutoProvision, "raw-nats-no-autoprovision", false, "variant: raw Watermill's NATS streams are provisioned up front, publishing without AutoProvision")
-	fs.StringVar(&o.Side, "side", "both", "both, sb (Switchboard only) or raw (Watermill only)")
+	fs.StringVar(&o.Side, "side", "both", "both, sb (Switchboard only) or raw (Watermill only, with its tuned variants); the client-only ceilings run only with both")
 	fs.DurationVar(&o.Timing.Warmup, "warmup", 0, "warm-up per figure (default 1s, quick 200ms)")
 	fs.DurationVar(&o.Timing.Window, "window", 0, "measured time per figure (default 3s, quick 500ms)")
 	if err := fs.Parse(args); err != nil {

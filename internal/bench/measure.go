@@ -194,10 +194,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// fanout tracks events through two consumers: an event is complete when
-// both consumers have handled it (duplicates are ignored). At most window
-// events are outstanding, so the publishers never run ahead of the
-// consumers by more than that.
+// fanout tracks events through its consumers (one per subscribing
+// group): an event is complete when every consumer has handled it
+// (duplicates are ignored). At most window events are outstanding, so the
+// publishers never run ahead of the consumers by more than that.
 type fanout struct {
 	consumers int
 	slots     chan struct{}
@@ -232,11 +232,21 @@ func (f *fanout) deliver(consumer int, id string) {
 	}
 }
 
-// run publishes from publishers goroutines, each event taking a slot, and
-// returns the events completed during the window and its length. Afterwards it
-// stops publishing and waits (at most MaxWindow) until the events in flight
-// are handled.
-func (f *fanout) run(ctx context.Context, t Timing, publishers int, publish call) (int64, time.Duration, error) {
+// batchCall publishes the events of seqs (one call, one batch).
+type batchCall func(ctx context.Context, seqs []int64) error
+
+// single turns a call publishing one event into a batchCall of batches of
+// one.
+func single(op call) batchCall {
+	return func(ctx context.Context, seqs []int64) error { return op(ctx, seqs[0]) }
+}
+
+// run publishes from publishers goroutines, each event taking a slot; a
+// batch takes the slots free at the moment, at least one and at most
+// maxBatch. It returns the events completed during the window and its
+// length. Afterwards it stops publishing and waits (at most MaxWindow) until
+// the events in flight are handled.
+func (f *fanout) run(ctx context.Context, t Timing, publishers, maxBatch int, publish batchCall) (int64, time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopCtx, stop := context.WithCancel(ctx)
@@ -249,17 +259,29 @@ func (f *fanout) run(ctx context.Context, t Timing, publishers int, publish call
 	)
 	for range publishers {
 		wg.Go(func() {
+			seqs := make([]int64, 0, maxBatch)
 			for {
 				select {
 				case f.slots <- struct{}{}:
 				case <-stopCtx.Done():
 					return
 				}
-				s := seq.Add(1)
+				seqs = append(seqs[:0], seq.Add(1))
+			more:
+				for len(seqs) < maxBatch {
+					select {
+					case f.slots <- struct{}{}:
+						seqs = append(seqs, seq.Add(1))
+					default:
+						break more
+					}
+				}
 				f.mu.Lock()
-				f.pending[newItem(s).ID] = 0
+				for _, s := range seqs {
+					f.pending[newItem(s).ID] = 0
+				}
 				f.mu.Unlock()
-				if err := publish(ctx, s); err != nil {
+				if err := publish(ctx, seqs); err != nil {
 					if !errStop(ctx, err) {
 						errOnce.Do(func() { first = err })
 						cancel()

@@ -36,8 +36,9 @@ type transport struct {
 // example), JSON marshaling, and requestreply over the command bus.
 type rawSide struct {
 	open func(ctx context.Context, ns string) (*transport, error)
-	// outboxRig builds the outbox workload (PostgreSQL only).
-	outboxRig func(ctx context.Context, ns string, w waiter) (*rig, error)
+	// outboxRig builds the outbox workloads relaying to target (nil
+	// without PostgreSQL).
+	outboxRig func(ctx context.Context, ns string, target *transport, deliver func(id string)) (*outboxRig, error)
 }
 
 var wlog = watermill.NopLogger{}
@@ -182,9 +183,9 @@ func (r rawSide) eventBus(tr *transport) (*cqrs.EventBus, error) {
 	})
 }
 
-// consumers adds the two subscribing services' handlers, one consumer group
-// each (the handler name), to router.
-func (r rawSide) consumers(router *message.Router, tr *transport, deliver func(int, string)) error {
+// consumers adds the handlers of groups subscribing services (at most
+// two), one consumer group each (the handler name), to router.
+func (r rawSide) consumers(router *message.Router, tr *transport, groups int, deliver func(int, string)) error {
 	proc, err := cqrs.NewEventProcessorWithConfig(router, cqrs.EventProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.EventProcessorGenerateSubscribeTopicParams) (string, error) {
 			return tr.topic(p.EventName), nil
@@ -199,7 +200,7 @@ func (r rawSide) consumers(router *message.Router, tr *transport, deliver func(i
 		return err
 	}
 	var handlers []cqrs.EventHandler
-	for i, name := range []string{"svc_a", "svc_b"} {
+	for i, name := range []string{"svc_a", "svc_b"}[:groups] {
 		handlers = append(handlers, cqrs.NewEventHandler(name, func(_ context.Context, e *ItemEvent) error {
 			deliver(i, e.ID)
 			return nil
@@ -208,7 +209,7 @@ func (r rawSide) consumers(router *message.Router, tr *transport, deliver func(i
 	return proc.AddHandlers(handlers...)
 }
 
-func (r rawSide) events(ctx context.Context, ns string, deliver func(int, string)) (_ *rig, err error) {
+func (r rawSide) events(ctx context.Context, ns string, groups int, deliver func(int, string)) (_ *rig, err error) {
 	tr, err := r.open(ctx, ns)
 	if err != nil {
 		return nil, err
@@ -226,7 +227,7 @@ func (r rawSide) events(ctx context.Context, ns string, deliver func(int, string
 	if err != nil {
 		return nil, err
 	}
-	if err := r.consumers(rn.router, tr, deliver); err != nil {
+	if err := r.consumers(rn.router, tr, groups, deliver); err != nil {
 		return nil, err
 	}
 	if err := run(ctx, rn.router); err != nil {
@@ -259,7 +260,7 @@ func (r rawSide) publisher(ctx context.Context, ns string) (_ *rig, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := r.consumers(router, tr, func(int, string) {}); err != nil {
+		if err := r.consumers(router, tr, 2, func(int, string) {}); err != nil {
 			return nil, err
 		}
 		if err := run(ctx, router); err != nil {
@@ -282,9 +283,17 @@ func (r rawSide) publisher(ctx context.Context, ns string) (_ *rig, err error) {
 	}, nil
 }
 
-func (r rawSide) outbox(ctx context.Context, ns string) (*rig, error) {
+func (r rawSide) outbox(ctx context.Context, ns string, local bool, deliver func(string)) (*outboxRig, error) {
 	if r.outboxRig == nil {
 		return nil, errSkip
 	}
-	return r.outboxRig(ctx, ns, make(waiter, 1))
+	open := r.open
+	if local {
+		open = gochannelTransport
+	}
+	tr, err := open(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	return r.outboxRig(ctx, ns, tr, deliver)
 }

@@ -18,12 +18,16 @@ import (
 // default — notably Publish.ChannelPoolSize 0, which opens and closes a
 // channel per publish, and no publisher confirms.
 //
+// The tuned variants (not the documented setup) give the publishers a pool
+// of channels and the subscribers a prefetch of 100, with or without
+// publisher confirms (amqpTuning).
+//
 // Replies: a queue per request (NewNonDurableQueueConfig with AutoDelete,
 // so RabbitMQ removes it when the request stops listening, and x-expires
 // for the ones it does not), declared by
 // the per-request Subscribe before the command is sent; the reply is
 // published to it through the default exchange by the commands publisher.
-func amqpTransport(uri, prefix string, confirm bool) func(context.Context, string) (*transport, error) {
+func amqpTransport(uri, prefix string, tn amqpTuning) func(context.Context, string) (*transport, error) {
 	return func(_ context.Context, ns string) (_ *transport, err error) {
 		base := prefix + ns
 		var closers []func() error
@@ -40,8 +44,7 @@ func amqpTransport(uri, prefix string, confirm bool) func(context.Context, strin
 				err = errors.Join(err, closeAll())
 			}
 		}()
-		cmdCfg, evtCfg := wamqp.NewDurableQueueConfig(uri), wamqp.NewDurablePubSubConfig(uri, nil)
-		cmdCfg.Publish.ConfirmDelivery, evtCfg.Publish.ConfirmDelivery = confirm, confirm
+		cmdCfg, evtCfg := tn.apply(wamqp.NewDurableQueueConfig(uri)), tn.apply(wamqp.NewDurablePubSubConfig(uri, nil))
 		cmdPub, err := wamqp.NewPublisher(cmdCfg, wlog)
 		if err != nil {
 			return nil, err
@@ -52,7 +55,7 @@ func amqpTransport(uri, prefix string, confirm bool) func(context.Context, strin
 			return nil, err
 		}
 		closers = append(closers, evtPub.Close)
-		cmdSub, err := wamqp.NewSubscriber(wamqp.NewDurableQueueConfig(uri), wlog)
+		cmdSub, err := wamqp.NewSubscriber(cmdCfg, wlog)
 		if err != nil {
 			return nil, err
 		}
@@ -75,7 +78,7 @@ func amqpTransport(uri, prefix string, confirm bool) func(context.Context, strin
 			cmdPub: cmdPub, evtPub: evtPub, replyPub: cmdPub,
 			cmdSub: func(string) (message.Subscriber, error) { return cmdSub, nil },
 			evtSub: func(g string) (message.Subscriber, error) {
-				return wamqp.NewSubscriber(wamqp.NewDurablePubSubConfig(uri, wamqp.GenerateQueueNameTopicNameWithSuffix(g)), wlog)
+				return wamqp.NewSubscriber(tn.apply(wamqp.NewDurablePubSubConfig(uri, wamqp.GenerateQueueNameTopicNameWithSuffix(g))), wlog)
 			},
 			replySub:   replySub,
 			topic:      func(name string) string { return base + "." + name },
@@ -84,6 +87,34 @@ func amqpTransport(uri, prefix string, confirm bool) func(context.Context, strin
 			close:      closeAll,
 		}, nil
 	}
+}
+
+// amqpTuning is how a raw Watermill AMQP setup departs from the defaults.
+type amqpTuning struct {
+	// channelPool is Publish.ChannelPoolSize: 0 opens and closes a channel
+	// per publish.
+	channelPool int
+	// prefetch is Consume.Qos.PrefetchCount of the subscribers (the
+	// default configs set 1).
+	prefetch int
+	// confirm is Publish.ConfirmDelivery: wait for the broker's confirm of
+	// every message, as Switchboard's publisher does.
+	confirm bool
+}
+
+var (
+	amqpDefaults = amqpTuning{prefetch: 1}
+	// amqpTuned: a channel per publisher of the figure (Publishers), and
+	// 100 messages on the wire per consumer.
+	amqpTuned        = amqpTuning{channelPool: Publishers, prefetch: 100}
+	amqpTunedConfirm = amqpTuning{channelPool: Publishers, prefetch: 100, confirm: true}
+)
+
+func (tn amqpTuning) apply(c wamqp.Config) wamqp.Config {
+	c.Publish.ChannelPoolSize = tn.channelPool
+	c.Publish.ConfirmDelivery = tn.confirm
+	c.Consume.Qos.PrefetchCount = tn.prefetch
+	return c
 }
 
 // amqpCleanup deletes, best effort, what raw Watermill declared for the

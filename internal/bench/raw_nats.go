@@ -24,9 +24,12 @@ import (
 // subject (an ephemeral consumer filtered on it), and the reply publisher
 // does not auto-provision.
 //
-// With autoProvision false (a variant, not the documented setup), the
-// streams of every topic are created here and nothing auto-provisions.
-func natsTransport(url, prefix string, mgr jetstream.JetStream, autoProvision bool) func(context.Context, string) (*transport, error) {
+// Tuned (the "tuned" variant, not the documented setup): the streams of
+// every topic are created here and nothing auto-provisions (no stream
+// lookup per publish), and subscribers ack with AckAsync (Ack instead of
+// AckSync: no round trip per message before the next is handled).
+func natsTransport(url, prefix string, mgr jetstream.JetStream, tuned bool) func(context.Context, string) (*transport, error) {
+	autoProvision := !tuned
 	return func(ctx context.Context, ns string) (_ *transport, err error) {
 		base := prefix + ns
 		topic := func(name string) string { return base + "_" + name }
@@ -75,7 +78,7 @@ func natsTransport(url, prefix string, mgr jetstream.JetStream, autoProvision bo
 			return wnats.NewSubscriber(wnats.SubscriberConfig{
 				URL:              url,
 				QueueGroupPrefix: g,
-				JetStream:        wnats.JetStreamConfig{AutoProvision: autoProvision, SubscribeOptions: subOpts},
+				JetStream:        wnats.JetStreamConfig{AutoProvision: autoProvision, AckAsync: tuned, SubscribeOptions: subOpts},
 			}, wlog)
 		}
 		return &transport{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -18,6 +19,14 @@ import (
 // its own transaction; Switchboard keeps its own default.
 const RawPostgresConns = 32
 
+// The tuned variant's subscriber settings: watermill-sql's batch knob
+// (default 100) and the shortest poll interval that does not turn an idle
+// subscriber into a busy loop on the database (default 1 s).
+const (
+	PostgresTunedBatch = 500
+	PostgresTunedPoll  = 10 * time.Millisecond
+)
+
 // postgresTransport is watermill-sql v4 as its documentation shows it:
 // DefaultPostgreSQLSchema (a table per topic) with
 // DefaultPostgreSQLOffsetsAdapter, a consumer group per handler, pgx through
@@ -30,9 +39,17 @@ const RawPostgresConns = 32
 // (under watermill-sql's schema-initialisation advisory lock) and then
 // polls; the reply publisher does not initialise (the subscriber did).
 //
+// Tuned (the "tuned" variant, not the documented setup): subscribers read
+// batches of PostgresTunedBatch rows (SubscribeBatchSize) and poll every
+// PostgresTunedPoll when there is nothing to read.
+//
 // Every figure gets its own PostgreSQL schema (the pool's search_path),
 // dropped when the figure ends.
-func postgresTransport(url, prefix string, admin *pgxpool.Pool) func(context.Context, string) (*transport, error) {
+func postgresTransport(url, prefix string, admin *pgxpool.Pool, tuned bool) func(context.Context, string) (*transport, error) {
+	subSchema, poll := wsql.DefaultPostgreSQLSchema{}, time.Duration(0)
+	if tuned {
+		subSchema.SubscribeBatchSize, poll = PostgresTunedBatch, PostgresTunedPoll
+	}
 	return func(ctx context.Context, ns string) (_ *transport, err error) {
 		schema := prefix + ns
 		if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
@@ -64,9 +81,10 @@ func postgresTransport(url, prefix string, admin *pgxpool.Pool) func(context.Con
 		group := func(g string) (message.Subscriber, error) {
 			return wsql.NewSubscriber(db, wsql.SubscriberConfig{
 				ConsumerGroup:    g,
-				SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
+				SchemaAdapter:    subSchema,
 				OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
 				InitializeSchema: true,
+				PollInterval:     poll,
 			}, wlog)
 		}
 		replySub, err := group("")

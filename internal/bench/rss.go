@@ -45,7 +45,7 @@ func childRSS(ctx context.Context, sideID string, d time.Duration) (float64, int
 // rssChild is the child's main: the workload alone, then the completed
 // calls and the peak RSS in KiB on stdout.
 func rssChild(ctx context.Context, sideID string, d time.Duration) error {
-	b, err := openBackend(ctx, GoChannel, "rss", Variants{})
+	b, err := openBackend(ctx, GoChannel, "rss")
 	if err != nil {
 		return err
 	}

@@ -19,8 +19,8 @@ type sbSide struct {
 	// durable: the backend keeps messages for a group whose consumers are
 	// away, so publisher creates the groups first.
 	durable bool
-	// pgURL is the plain PostgreSQL URL, for the outbox workload (empty on
-	// other backends).
+	// pgURL is the plain PostgreSQL URL, for the outbox workloads (empty
+	// on the in-process backend and when PostgreSQL is unreachable).
 	pgURL string
 }
 
@@ -78,10 +78,10 @@ func (s sbSide) commands(ctx context.Context, ns string, hops int) (*rig, error)
 	}, nil
 }
 
-// subscribers returns the two subscribing services of ev.
-func subscribers(ns string, ev *engine.Event[Item], deliver func(int, string)) []*engine.Service {
+// subscribers returns groups subscribing services of ev (at most two).
+func subscribers(ns string, ev *engine.Event[Item], groups int, deliver func(int, string)) []*engine.Service {
 	var out []*engine.Service
-	for i, name := range []string{"a", "b"} {
+	for i, name := range []string{"a", "b"}[:groups] {
 		svc := engine.NewService(ns+"-"+name, "1")
 		engine.Subscribe(svc, ev, func(_ context.Context, it Item) error {
 			deliver(i, it.ID)
@@ -92,9 +92,9 @@ func subscribers(ns string, ev *engine.Event[Item], deliver func(int, string)) [
 	return out
 }
 
-func (s sbSide) events(ctx context.Context, ns string, deliver func(int, string)) (*rig, error) {
+func (s sbSide) events(ctx context.Context, ns string, groups int, deliver func(int, string)) (*rig, error) {
 	ev := engine.NewEvent[Item](ns + ".item")
-	e, err := s.start(ctx, subscribers(ns, ev, deliver)...)
+	e, err := s.start(ctx, subscribers(ns, ev, groups, deliver)...)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +107,7 @@ func (s sbSide) events(ctx context.Context, ns string, deliver func(int, string)
 func (s sbSide) publisher(ctx context.Context, ns string) (*rig, error) {
 	ev := engine.NewEvent[Item](ns + ".item")
 	if s.durable {
-		e, err := s.start(ctx, subscribers(ns, ev, func(int, string) {})...)
+		e, err := s.start(ctx, subscribers(ns, ev, 2, func(int, string) {})...)
 		if err != nil {
 			return nil, err
 		}
@@ -125,9 +125,13 @@ func (s sbSide) publisher(ctx context.Context, ns string) (*rig, error) {
 	}, nil
 }
 
-func (s sbSide) outbox(ctx context.Context, ns string) (*rig, error) {
+func (s sbSide) outbox(ctx context.Context, ns string, local bool, deliver func(string)) (*outboxRig, error) {
 	if s.pgURL == "" {
 		return nil, errSkip
 	}
-	return sbOutbox(ctx, s.pgURL, ns)
+	url := s.url
+	if local {
+		url = "gochannel://" + ns
+	}
+	return sbOutbox(ctx, s.pgURL, url, ns, deliver)
 }

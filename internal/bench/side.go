@@ -15,18 +15,28 @@ type side interface {
 	// handler calls echo (the seed's user → email call); the rig's op is one
 	// round trip to the first of them.
 	commands(ctx context.Context, ns string, hops int) (*rig, error)
-	// events starts two subscribing services, each reporting every event it
-	// handles to deliver (consumer 0 or 1); the rig's op publishes one event.
-	events(ctx context.Context, ns string, deliver func(consumer int, id string)) (*rig, error)
+	// events starts groups subscribing services (1 or 2), each reporting
+	// every event it handles to deliver (consumer 0 or 1); the rig's op
+	// publishes one event.
+	events(ctx context.Context, ns string, groups int, deliver func(consumer int, id string)) (*rig, error)
 	// publisher creates the event's two subscribing groups (where the
 	// backend stores messages for a group whose consumers are away), stops
 	// their consumers, and returns a rig whose op publishes one event.
 	publisher(ctx context.Context, ns string) (*rig, error)
 	// outbox starts a service subscribing to an event, written to the
-	// outbox in a transaction and forwarded by the relay; the rig's timed
-	// op is one transaction, its figure the time from commit to handler.
-	// Only on PostgreSQL; elsewhere it returns errSkip.
-	outbox(ctx context.Context, ns string) (*rig, error)
+	// outbox in a transaction and forwarded by the relay to an in-process
+	// bus (local) or to the backend, the service reporting every event it
+	// handles to deliver. Without PostgreSQL (or on the in-process backend
+	// when not local) it returns errSkip.
+	outbox(ctx context.Context, ns string, local bool, deliver func(id string)) (*outboxRig, error)
+}
+
+// outboxRig is a running outbox topology.
+type outboxRig struct {
+	// commit writes one business row and the event of newItem(seq) in one
+	// transaction and commits; it returns when Commit returned.
+	commit func(ctx context.Context, seq int64) (committed time.Time, err error)
+	close  func() error
 }
 
 // rig is a running topology.

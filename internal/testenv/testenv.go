@@ -35,6 +35,7 @@ const (
 	NATS     = "nats"
 	AMQP     = "amqp"
 	Postgres = "postgres"
+	MQTT     = "mqtt"
 )
 
 type server struct {
@@ -45,6 +46,7 @@ var servers = map[string]server{
 	NATS:     {"SWITCHBOARD_TEST_NATS", "nats://127.0.0.1:4222", "scripts/services.sh start nats"},
 	AMQP:     {"SWITCHBOARD_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/", "scripts/services.sh start rabbitmq"},
 	Postgres: {"SWITCHBOARD_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/switchboard_test?sslmode=disable", "scripts/services.sh start postgres"},
+	MQTT:     {"SWITCHBOARD_TEST_MQTT", "mqtt://127.0.0.1:1883", "scripts/services.sh start mosquitto"},
 }
 
 var (
@@ -70,7 +72,7 @@ func URL(t testing.TB, name string) string {
 	}
 	host := u.Host
 	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), map[string]string{NATS: "4222", AMQP: "5672", Postgres: "5432"}[name])
+		host = net.JoinHostPort(u.Hostname(), map[string]string{NATS: "4222", AMQP: "5672", Postgres: "5432", MQTT: "1883"}[name])
 	}
 	lock(t, name, syscall.LOCK_SH) // first: waits while another process's outage runs
 	if err := Reachable(host, 3*time.Second); err != nil {
@@ -107,8 +109,9 @@ func lock(t testing.TB, name string, how int) {
 }
 
 // Outage takes the server away and returns a function that brings it back;
-// the test must call it (Cleanup also does, once). NATS is stopped and
-// restarted with its own command line; RabbitMQ's broker application is
+// the test must call it (Cleanup also does, once). NATS and Mosquitto are
+// stopped and restarted with their own command line (Mosquitto saves its
+// persistence file when stopped and reloads it); RabbitMQ's broker application is
 // stopped and started (rabbitmqctl stop_app/start_app); PostgreSQL refuses new
 // connections to the test database and every existing one is terminated
 // with pg_terminate_backend.
@@ -120,7 +123,9 @@ func Outage(t testing.TB, name string) (restore func()) {
 	var back func() error
 	switch name {
 	case NATS:
-		back = stopNATS(t)
+		back = stopServer(t, "nats-server", "127.0.0.1:4222")
+	case MQTT:
+		back = stopServer(t, "mosquitto", "127.0.0.1:1883")
 	case AMQP:
 		run(t, "rabbitmqctl", "stop_app")
 		back = func() error { return runErr("rabbitmqctl", "start_app") }
@@ -156,19 +161,19 @@ func runErr(name string, args ...string) error {
 	return nil
 }
 
-// stopNATS kills the running nats-server and returns a function that starts
-// it again with the same command line.
-func stopNATS(t testing.TB) func() error {
+// stopServer stops the running exe (SIGTERM) and returns a function that
+// starts it again with the same command line and waits for hostport.
+func stopServer(t testing.TB, exe, hostport string) func() error {
 	t.Helper()
-	pid, cmdline := findProcess(t, "nats-server")
+	pid, cmdline := findProcess(t, exe)
 	p, _ := os.FindProcess(pid)
 	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("testenv: stopping nats-server (pid %d): %v", pid, err)
+		t.Fatalf("testenv: stopping %s (pid %d): %v", exe, pid, err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for syscall.Kill(pid, 0) == nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: nats-server (pid %d) still running 30 s after SIGTERM", pid)
+			t.Fatalf("testenv: %s (pid %d) still running 30 s after SIGTERM", exe, pid)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -179,7 +184,7 @@ func stopNATS(t testing.TB) func() error {
 			return err
 		}
 		go func() { _ = cmd.Wait() }()
-		return waitPort("127.0.0.1:4222", 30*time.Second)
+		return waitPort(hostport, 30*time.Second)
 	}
 }
 

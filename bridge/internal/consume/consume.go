@@ -24,6 +24,11 @@ type Delivery struct {
 	Count int
 	// Ref is the source's own handle on the message, for settling it.
 	Ref any
+	// Deadline, when set, is when the broker gives the message to another
+	// member unless it is settled (a lease). Past it the runtime frees the
+	// slot without settling the message, and a late verdict changes
+	// nothing; a message no handler took by then is not handed out.
+	Deadline time.Time
 }
 
 // Source is a backend's half of one Subscribe call. The runtime calls
@@ -41,7 +46,9 @@ type Source interface {
 	// inside Fetch.
 	Fetch(ctx context.Context, n int, deliver func(Delivery)) error
 	// Ack acknowledges messages whose handlers acked them, in one request
-	// where the backend allows. An error is logged: an unacknowledged
+	// where the backend allows. Ack, Nack and Release get a context that
+	// does not end when the subscription stops or is abandoned (verdicts
+	// given before still go out): the source bounds each request itself. An error is logged: an unacknowledged
 	// message is delivered again, never lost.
 	Ack(ctx context.Context, ds []Delivery) error
 	// Nack hands one message back to the group, to be delivered again
@@ -82,6 +89,13 @@ type Config struct {
 	HeartbeatEvery time.Duration
 	// MaxAckBatch bounds the deliveries of one Ack call. Default 256.
 	MaxAckBatch int
+	// Prefetch is how many messages beyond Spec.Concurrency a
+	// subscription fetches ahead, so that the next one is ready when a
+	// handler finishes instead of a round trip later; they wait in order
+	// and are handed out as slots free up. The broker counts them as
+	// delivered: their deadlines run (no heartbeat before they are handed
+	// out), and a member that dies holds them until then. Default 0.
+	Prefetch int
 }
 
 // DefaultMaxAckBatch is Config.MaxAckBatch's default.
@@ -101,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAckBatch < 0 {
 		errs = append(errs, fmt.Errorf("consume: MaxAckBatch %d is negative", c.MaxAckBatch))
+	}
+	if c.Prefetch < 0 {
+		errs = append(errs, fmt.Errorf("consume: Prefetch %d is negative", c.Prefetch))
 	}
 	return errors.Join(errs...)
 }
@@ -122,9 +139,12 @@ type Subscriber struct {
 	wg          sync.WaitGroup // every goroutine of every Subscribe call
 }
 
-// New returns a Subscriber for cfg. open is called by each Subscribe with
-// its context: it declares what the subscription needs on the broker (a
-// refusal fails Subscribe) and returns the Source.
+// New returns a Subscriber for cfg. open is called by each Subscribe: it
+// declares what the subscription needs on the broker (a refusal fails
+// Subscribe) and returns the Source. Its context ends when that
+// subscription stops (Close, Abandon, or Subscribe's context ending): a
+// source that prefetches can watch it to give back at once what it holds
+// for no handler, even while every slot is busy and Fetch is not running.
 func New(cfg Config, open func(ctx context.Context) (Source, error)) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -154,22 +174,39 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if s.closed {
 		return nil, fmt.Errorf("%s: subscriber for %q: %w", s.cfg.Backend, topic, bridge.ErrClosed)
 	}
-	src, err := s.open(ctx)
-	if err != nil {
-		return nil, err
-	}
+	capacity := s.cfg.Spec.Concurrency + s.cfg.Prefetch
 	r := &run{
-		s: s, src: src, ctx: ctx,
-		out:  make(chan *message.Message),
-		idle: make(chan struct{}, s.cfg.Spec.Concurrency),
-		acks: make(chan Delivery, s.cfg.Spec.Concurrency),
+		s: s, ctx: ctx,
+		out:     make(chan *message.Message),
+		idle:    make(chan struct{}, capacity),
+		running: make(chan struct{}, s.cfg.Spec.Concurrency),
+		ready:   make(chan Delivery, capacity),
+		acks:    make(chan Delivery, capacity),
 	}
 	r.stopCtx, r.stop = context.WithCancel(context.Background())
-	// The settling context ends only when the subscriber abandons its
-	// messages: acks and nacks of a stopping subscription still go out.
+	go func() { // the stop signal
+		select {
+		case <-ctx.Done():
+		case <-s.stopping:
+		case <-r.stopCtx.Done():
+		}
+		r.stop()
+	}()
+	src, err := s.open(r.stopCtx)
+	if err != nil {
+		r.stop()
+		return nil, err
+	}
+	r.src = src
+	// The settling context ends when the run has ended, not at a stop or
+	// an abandon: the verdicts given before them still go out (each
+	// source bounds its own requests).
 	r.settleCtx, r.endSettle = context.WithCancel(context.Background())
-	for range s.cfg.Spec.Concurrency {
+	for range capacity {
 		r.idle <- struct{}{}
+	}
+	for range s.cfg.Spec.Concurrency {
+		r.running <- struct{}{}
 	}
 	s.wg.Add(1)
 	go func() {
@@ -234,7 +271,9 @@ type run struct {
 	ctx context.Context // Subscribe's, set on every message
 
 	out       chan *message.Message
-	idle      chan struct{} // one token per free slot
+	idle      chan struct{} // one token per message the run may fetch: Concurrency + Prefetch
+	running   chan struct{} // one token per message the handlers may hold: Concurrency
+	ready     chan Delivery // fetched, in order, waiting for a running token
 	acks      chan Delivery // acked by a handler, not yet acknowledged
 	stopCtx   context.Context
 	stop      context.CancelFunc
@@ -245,27 +284,19 @@ type run struct {
 
 func (r *run) main() {
 	s := r.s
-	go func() { // the stop signal
-		select {
-		case <-r.ctx.Done():
-		case <-s.stopping:
-		case <-r.stopCtx.Done():
-		}
-		r.stop()
-	}()
-	go func() {
-		select {
-		case <-s.abandon:
-		case <-r.settleCtx.Done():
-		}
-		r.endSettle()
-	}()
 	ackerDone := make(chan struct{})
 	go func() {
 		defer close(ackerDone)
 		r.acker()
 	}()
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		r.dispatch()
+	}()
 	r.fetchLoop()
+	close(r.ready)
+	<-dispatched
 	r.handlers.Wait()
 	close(r.acks)
 	<-ackerDone
@@ -277,8 +308,8 @@ func (r *run) main() {
 	close(r.out)
 }
 
-// fetchLoop fetches as many messages as there are free slots, and starts
-// one handler goroutine per message, until the run stops.
+// fetchLoop fetches as many messages as there are free slots and queues
+// them, in order, for dispatch, until the run stops.
 func (r *run) fetchLoop() {
 	s := r.s
 	backoff, failing := time.Duration(0), false
@@ -290,7 +321,7 @@ func (r *run) fetchLoop() {
 		}
 		n := 1
 	take:
-		for n < s.cfg.Spec.Concurrency {
+		for n < cap(r.idle) {
 			select {
 			case <-r.idle:
 				n++
@@ -306,7 +337,7 @@ func (r *run) fetchLoop() {
 			}
 			got++
 			r.handlers.Add(1)
-			go r.handle(d)
+			r.ready <- d // room for every slot: never blocks
 		})
 		for range n - got {
 			r.idle <- struct{}{}
@@ -338,6 +369,64 @@ func (r *run) fetchLoop() {
 	}
 }
 
+// dispatch starts one handler goroutine per queued message, in order, as
+// running tokens free up, and heartbeats the messages that wait (for
+// sources that implement Heartbeater); once the run stops it releases the
+// rest.
+func (r *run) dispatch() {
+	var beat <-chan time.Time
+	hb, _ := r.src.(Heartbeater)
+	if hb != nil && r.s.cfg.HeartbeatEvery > 0 {
+		t := time.NewTicker(r.s.cfg.HeartbeatEvery)
+		defer t.Stop()
+		beat = t.C
+	}
+	var pending []Delivery // fetched ahead, in order
+	ready := r.ready
+	for ready != nil || len(pending) > 0 {
+		if r.stopCtx.Err() != nil { // a stop wins over a free token
+			r.drop(pending)
+			for d := range r.ready { // until fetchLoop returns
+				r.drop([]Delivery{d})
+			}
+			return
+		}
+		var running chan struct{}
+		if len(pending) > 0 {
+			running = r.running
+		}
+		select {
+		case d, ok := <-ready:
+			if !ok {
+				ready = nil
+				continue
+			}
+			pending = append(pending, d)
+		case <-running:
+			d := pending[0]
+			pending[0] = Delivery{}
+			pending = pending[1:]
+			go r.handle(d)
+		case <-beat:
+			for _, d := range pending {
+				hb.Heartbeat(d)
+			}
+		case <-r.stopCtx.Done():
+		}
+	}
+}
+
+// drop releases messages no handler received.
+func (r *run) drop(ds []Delivery) {
+	if len(ds) == 0 {
+		return
+	}
+	r.release(ds)
+	for range ds {
+		r.handlers.Done()
+	}
+}
+
 func (r *run) release(ds []Delivery) {
 	if len(ds) == 0 {
 		return
@@ -357,10 +446,23 @@ func (r *run) handle(d Delivery) {
 	if d.Count > 0 {
 		m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(d.Count))
 	}
+	if r.stopCtx.Err() != nil { // stopping wins over a handler waiting
+		r.release([]Delivery{d})
+		return
+	}
+	var expired <-chan time.Time
+	if !d.Deadline.IsZero() {
+		t := time.NewTimer(time.Until(d.Deadline))
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case r.out <- m:
 	case <-r.stopCtx.Done():
 		r.release([]Delivery{d}) // never handed out: back now
+		return
+	case <-expired: // already visible again, maybe with another member
+		r.free()
 		return
 	}
 	var beat <-chan time.Time
@@ -380,6 +482,10 @@ func (r *run) handle(d Delivery) {
 			return
 		case <-beat:
 			hb.Heartbeat(d)
+		case <-expired:
+			s.log.Warn(s.cfg.Backend+": message not settled by its deadline; the broker delivers it again", "uuid", m.UUID)
+			r.free()
+			return
 		case <-s.abandon:
 			select { // a verdict that raced with abandon still counts
 			case <-m.Acked():
@@ -393,16 +499,22 @@ func (r *run) handle(d Delivery) {
 	}
 }
 
+// free gives back a finished message's tokens.
+func (r *run) free() {
+	r.running <- struct{}{}
+	r.idle <- struct{}{}
+}
+
 func (r *run) acked(d Delivery) {
 	r.acks <- d // room for every slot: never blocks for long
-	r.idle <- struct{}{}
+	r.free()
 }
 
 func (r *run) nacked(d Delivery) {
 	if err := r.src.Nack(r.settleCtx, d, bridge.NackDelay(d.Msg.Metadata)); err != nil {
 		r.s.log.Warn(r.s.cfg.Backend+": nack failed; the broker delivers the message again after its own deadline", "uuid", d.Msg.UUID, "err", err)
 	}
-	r.idle <- struct{}{}
+	r.free()
 }
 
 // acker acknowledges acked deliveries in batches: every ack that arrived

@@ -407,3 +407,138 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// The context open gets ends when the subscription stops, even while every
+// slot is busy and Fetch is not running: a prefetching source gives back
+// what it holds at once, not after the last verdict.
+func TestOpenContextEndsWhenStopping(t *testing.T) {
+	t.Parallel()
+	q := newQueue("a")
+	var openCtx context.Context
+	s, err := consume.New(consume.Config{Spec: spec(1), Backend: "test"}, func(ctx context.Context) (consume.Source, error) {
+		openCtx = ctx
+		return q, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Subscribe(t.Context(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := receive(t, out) // the only slot is busy
+	if openCtx.Err() != nil {
+		t.Fatal("open's context ended before the stop")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-openCtx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("open's context did not end when Close began")
+	}
+	a.Ack()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Past its Deadline a held message frees its slot unsettled, and a late
+// verdict changes nothing.
+func TestDeadlineFreesTheSlot(t *testing.T) {
+	t.Parallel()
+	q := &deadlineQueue{queue: newQueue("a", "b"), deadline: time.Now().Add(150 * time.Millisecond)}
+	s, err := consume.New(consume.Config{Spec: spec(1), Backend: "test", Logger: slog.New(slog.DiscardHandler)}, func(context.Context) (consume.Source, error) { return q, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.Subscribe(t.Context(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := receive(t, out) // held past its deadline: the only slot frees itself
+	b := receive(t, out)
+	a.Ack()
+	b.Ack()
+	eventually(t, "b acked", func() bool {
+		var n int
+		q.snapshot(func(q *queue) { n = len(q.acks) })
+		return n == 1
+	})
+	time.Sleep(50 * time.Millisecond)
+	q.snapshot(func(q *queue) {
+		if len(q.acks) != 1 || len(q.acks[0]) != 1 || q.acks[0][0] != b.UUID {
+			t.Errorf("acks %v, want only %s (%s's deadline had passed)", q.acks, b.UUID, a.UUID)
+		}
+	})
+}
+
+// deadlineQueue gives the first message it delivers a deadline.
+type deadlineQueue struct {
+	*queue
+	deadline time.Time
+	once     sync.Once
+}
+
+func (q *deadlineQueue) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
+	return q.queue.Fetch(ctx, n, func(d consume.Delivery) {
+		q.once.Do(func() { d.Deadline = q.deadline })
+		deliver(d)
+	})
+}
+
+// With Prefetch, a Concurrency-1 subscription fetches ahead but hands out
+// one message at a time, in order; what it fetched ahead is released when
+// it closes.
+func TestPrefetchKeepsOrderAndReleasesOnClose(t *testing.T) {
+	t.Parallel()
+	q := newQueue("a", "b", "c", "d", "e", "f")
+	s, out := subscribe(t, consume.Config{Spec: spec(1), Prefetch: 2}, q)
+	for _, want := range []string{"a", "b", "c"} {
+		m := receive(t, out)
+		if m.UUID != want {
+			t.Fatalf("got %s, want %s: order lost", m.UUID, want)
+		}
+		nothingWithin(t, out, 30*time.Millisecond) // one at a time
+		m.Ack()
+	}
+	q.snapshot(func(q *queue) {
+		if q.fetchNs[0] != 3 {
+			t.Errorf("first fetch asked for %d, want 3 (Concurrency 1 + Prefetch 2)", q.fetchNs[0])
+		}
+	})
+	held := receive(t, out) // d; e and f are fetched ahead
+	eventually(t, "e and f fetched ahead", func() bool {
+		var left int
+		q.snapshot(func(q *queue) { left = len(q.msgs) })
+		return left == 0
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	eventually(t, "e and f released at the stop, before d's verdict", func() bool {
+		var n int
+		q.snapshot(func(q *queue) { n = len(q.released) })
+		return n == 2
+	})
+	held.Ack()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Messages fetched ahead get heartbeats while they wait for a handler.
+func TestHeartbeatsWhileWaiting(t *testing.T) {
+	t.Parallel()
+	q := newQueue("a", "b", "c")
+	_, out := subscribe(t, consume.Config{Spec: spec(1), Prefetch: 2, HeartbeatEvery: 20 * time.Millisecond}, q)
+	a := receive(t, out)
+	eventually(t, "b and c, waiting, get heartbeats", func() bool {
+		var nb, nc int
+		q.snapshot(func(q *queue) { nb, nc = q.beats["b"], q.beats["c"] })
+		return nb >= 2 && nc >= 2
+	})
+	a.Ack()
+	receive(t, out).Ack()
+	receive(t, out).Ack()
+}

@@ -4,9 +4,11 @@
 // and a Subscriber built with New does the rest the same way on every
 // backend:
 //
-//   - concurrency: at most Spec.Concurrency messages in flight per
-//     Subscribe call, fetched in one request for as many as there are idle
-//     slots, so a backlog moves in batches;
+//   - concurrency: at most Spec.Concurrency messages with the handlers
+//     per Subscribe call, fetched in one request for as many as there are
+//     free slots, so a backlog moves in batches; with Config.Prefetch, up
+//     to that many more fetched ahead and handed out in order as slots
+//     free up;
 //   - the handler's verdict: Ack → acknowledged in batches (acks that
 //     arrive while one batch is being acknowledged go together in the
 //     next); Nack → redelivered to the group after bridge.NackDelay;
