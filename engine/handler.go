@@ -76,17 +76,17 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 // noSpan is stamp's finish when it started no span.
 func noSpan(error) {}
 
-// publish sends msg to topic, ending its span.
+// publish sends msg to topic (see hand), ending its span.
 func (e *Engine) publish(topic string, msg *message.Message, finish func(error)) error {
-	err := e.b.Publisher().Publish(topic, msg)
+	err := e.hand(topic, msg)
 	finish(err)
 	return err
 }
 
-// hand sends a message somebody waits on, an awaited command or a reply:
-// on the in-process bus, straight to a handler or the waiting caller
-// (inproc.Direct), else published. Once it returned nil, msg is the
-// bridge's: the caller must not touch it.
+// hand sends a message the engine built and gives up: on the in-process
+// bus without a copy, and an awaited command or a reply straight to a
+// handler or the waiting caller (inproc.Direct); else published. Once it
+// returned nil, msg is the bridge's: the caller must not touch it.
 func (e *Engine) hand(topic string, msg *message.Message) error {
 	if e.direct != nil {
 		return e.direct.Call(topic, msg)

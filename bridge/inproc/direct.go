@@ -12,11 +12,12 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 )
 
-// Direct is the in-process bus's hand-off without a queue, which the engine
-// uses for the messages a caller waits on: an awaited command and its
-// reply. A Bus (from New, or bridge.Open with a gochannel:// URL)
+// Direct is the in-process bus's hand-off, which the engine uses for the
+// messages it builds and gives up: none is copied, and a command (awaited
+// or sent) and a reply skip the queue when a member of their group has
+// room. A Bus (from New, or bridge.Open with a gochannel:// URL)
 // implements it; a bridge that wraps one does not, and then every message
-// goes through the queues.
+// is published and goes through the queues.
 //
 // On a broker, a call crosses four queues' worth of goroutines (the
 // command's subscription, the router, the reply subscription, the reply
@@ -28,13 +29,13 @@ import (
 // what it holds (its take refuses when it has no free slot, and the message
 // then waits in the queue like a published one).
 type Direct interface {
-	// Call publishes msg to topic like Publish, for a message somebody
-	// waits on. When topic has a single group with served members, msg is
-	// offered to them in turn (starting with the next one after the last
-	// member offered a message) until one takes it; if none does, it waits
-	// in the group's queue. With several groups, or none served, Call is
-	// Publish. Unlike Publish, Call hands over msg itself, not a copy: the
-	// caller must not use it once Call returned nil.
+	// Call publishes msg to topic like Publish, but hands msg itself over
+	// instead of a copy: the caller must not use it once Call returned nil.
+	// When topic has a single group with served members, msg is offered to
+	// them in turn (starting with the next one after the last member
+	// offered a message) until one takes it; if none does, it waits in the
+	// group's queue. With several groups, or none served, it waits in every
+	// group's queue, as a published message does.
 	Call(topic string, msg *message.Message) error
 	// Serve adds a member to spec's group that Call offers messages to.
 	// take is called in Call's goroutine with the member and the message,
@@ -162,6 +163,10 @@ func (b *Bus) Call(topic string, msg *message.Message) error {
 		return bridge.ErrClosed
 	}
 	groups := b.topics[topic]
+	if len(groups) == 0 {
+		b.mu.Unlock()
+		return bridge.ErrNoSubscriber
+	}
 	var g *group
 	var served []*Member
 	if len(groups) == 1 {
@@ -169,10 +174,16 @@ func (b *Bus) Call(topic string, msg *message.Message) error {
 			g, served = only, only.served
 		}
 	}
-	b.mu.Unlock()
 	if len(served) == 0 {
-		return b.Publisher().Publish(topic, msg)
+		// msg is the snapshot every group's deliveries are copied from,
+		// as Publish's copy would be.
+		for _, g := range groups {
+			g.push(queued{msg: msg})
+		}
+		b.mu.Unlock()
+		return nil
 	}
+	b.mu.Unlock()
 	msg.Metadata.Set(bridge.DeliveryKey, "1")
 	start := int(g.next.Add(1))
 	for i := range served {

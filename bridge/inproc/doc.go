@@ -32,8 +32,8 @@
 // Every delivery is a copy of the published message, as it would be after a
 // trip through a broker, so a handler cannot mutate its caller's message.
 //
-// A message somebody waits on (an awaited command, its reply) can skip the
-// queue: the bus implements Direct, whose Call offers the message to a
+// A message the engine sends (a command, its reply) can skip the queue:
+// the bus implements Direct, whose Call offers the message to a
 // member of its group served with Serve, in the caller's goroutine, and the
 // member takes it if it has room (the engine serves every command handler
 // and every reply subscription this way). The message is then the caller's
