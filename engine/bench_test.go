@@ -43,3 +43,39 @@ func BenchmarkInvoke(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEmit measures an in-process event fan-out: one event emitted
+// and handled by two subscribing services, one event at a time.
+func BenchmarkEmit(b *testing.B) {
+	handled := make(chan struct{}, 2)
+	var services []*engine.Service
+	for _, name := range []string{"suba", "subb"} {
+		s := engine.NewService(name, "1")
+		engine.Subscribe(s, Echoed, func(context.Context, EchoOut) error {
+			handled <- struct{}{}
+			return nil
+		})
+		services = append(services, s)
+	}
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Register(services...); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer e.Stop(context.Background())
+	ctx := engine.WithEngine(context.Background(), e)
+	ev := EchoOut{Text: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Echoed.Emit(ctx, ev); err != nil {
+			b.Fatal(err)
+		}
+		<-handled
+		<-handled
+	}
+}

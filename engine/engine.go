@@ -19,7 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-go/switchboard/bridge"
-	_ "github.com/switchboard-go/switchboard/bridge/inproc" // the default backend
+	"github.com/switchboard-go/switchboard/bridge/inproc" // the default backend, and its direct hand-off
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/engine/internal/dispatch"
 	"github.com/switchboard-go/switchboard/internal/envelope"
@@ -299,8 +299,10 @@ type Engine struct {
 	log         *slog.Logger
 	codec       payloadCodec
 	b           bridge.Bridge
+	direct      inproc.Direct // b, when it hands messages over directly
 	ownsB       bool
 	calls       *dispatch.Calls
+	replyTopic  string // router.ReplyTopic(cfg.InstanceID)
 	mu          sync.Mutex
 	state       State
 	services    []*Service
@@ -316,8 +318,9 @@ type Engine struct {
 	hardStop    context.CancelFunc
 	hardCtx     context.Context
 	tracer      trace.Tracer
-	breakers    sync.Map // topic → *gobreaker.CircuitBreaker (caller side)
-	handlers    gate     // handler calls: closed by Stop
+	tracerKind  tracerKind // see tracingOff
+	breakers    sync.Map   // topic → *gobreaker.CircuitBreaker (caller side)
+	handlers    gate       // handler calls: closed by Stop
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -349,19 +352,23 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("switchboard: bridge %s: %w", b.Name(), err)
 	}
 	hardCtx, hardStop := context.WithCancel(context.Background())
+	direct, _ := b.(inproc.Direct)
 	return &Engine{
-		cfg:      cfg,
-		log:      cfg.Logger.With("engine", cfg.InstanceID),
-		codec:    payloadCodec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
-		b:        b,
-		ownsB:    owns,
-		calls:    dispatch.NewCalls(),
-		ready:    make(chan struct{}),
-		stopped:  make(chan struct{}),
-		cleaned:  make(chan struct{}),
-		hardCtx:  hardCtx,
-		hardStop: hardStop,
-		tracer:   cfg.TracerProvider.Tracer(middleware.TracerName),
+		direct:     direct,
+		cfg:        cfg,
+		log:        cfg.Logger.With("engine", cfg.InstanceID),
+		codec:      payloadCodec{maxBytes: maxPayload, allowUnknownFields: cfg.AllowUnknownFields},
+		b:          b,
+		ownsB:      owns,
+		calls:      dispatch.NewCalls(),
+		replyTopic: router.ReplyTopic(cfg.InstanceID),
+		ready:      make(chan struct{}),
+		stopped:    make(chan struct{}),
+		cleaned:    make(chan struct{}),
+		hardCtx:    hardCtx,
+		hardStop:   hardStop,
+		tracer:     cfg.TracerProvider.Tracer(middleware.TracerName),
+		tracerKind: kindOfTracer(cfg.TracerProvider),
 	}, nil
 }
 

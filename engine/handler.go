@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/sony/gobreaker"
@@ -20,7 +20,6 @@ import (
 	"github.com/switchboard-go/switchboard/deadletter"
 	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/middleware"
-	"github.com/switchboard-go/switchboard/router"
 )
 
 // errOutput marks a result that could not be encoded.
@@ -29,7 +28,7 @@ var errOutput = errors.New("switchboard: handler output")
 // outgoing builds a message caused by the one handled in ctx (or starting a
 // conversation); see stamp. finish ends its producer span.
 func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error)) {
-	msg := message.NewMessage(watermill.NewUUID(), payload)
+	msg := message.NewMessage(envelope.NewID(), payload)
 	msg.SetContext(ctx)
 	return msg, e.stamp(ctx, msg, topic, kind, deadline)
 }
@@ -48,8 +47,8 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 	meta := envelope.Child(parent, msg.UUID, deadline)
 	envelope.Write(msg, meta)
 	msg.Metadata.Set(envelope.KeyKind, kind)
-	if kind == envelope.KindReply {
-		return func(error) {}
+	if kind == envelope.KindReply || e.tracingOff() {
+		return noSpan
 	}
 	if !trace.SpanContextFromContext(ctx).IsValid() && parent.Traceparent != "" {
 		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: parent.Traceparent, envelope.KeyTracestate: parent.Tracestate})
@@ -74,11 +73,25 @@ func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind st
 	}
 }
 
-// publish sends msg to topic, ending its span.
+// noSpan is stamp's finish when it started no span.
+func noSpan(error) {}
+
+// publish sends msg to topic (see hand), ending its span.
 func (e *Engine) publish(topic string, msg *message.Message, finish func(error)) error {
-	err := e.b.Publisher().Publish(topic, msg)
+	err := e.hand(topic, msg)
 	finish(err)
 	return err
+}
+
+// hand sends a message the engine built and gives up: on the in-process
+// bus without a copy, and an awaited command or a reply straight to a
+// handler or the waiting caller (inproc.Direct); else published. Once it
+// returned nil, msg is the bridge's: the caller must not touch it.
+func (e *Engine) hand(topic string, msg *message.Message) error {
+	if e.direct != nil {
+		return e.direct.Call(topic, msg)
+	}
+	return e.b.Publisher().Publish(topic, msg)
 }
 
 // call publishes a command and waits for its reply payload, through the
@@ -174,19 +187,22 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 		deadline = p.Deadline
 	}
 	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
-	msg.Metadata.Set(envelope.KeyReplyTo, router.ReplyTopic(e.cfg.InstanceID))
+	msg.Metadata.Set(envelope.KeyReplyTo, e.replyTopic)
 	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
 		finish(err) // the receiver would refuse it: say so before sending
 		return nil, err
 	}
 
-	reply, forget := e.calls.Expect(msg.UUID)
-	defer forget()
-	if err := e.publish(topic, msg, finish); err != nil {
+	id := msg.UUID // msg is the bridge's once handed over
+	reply := e.calls.Expect(id)
+	defer e.calls.Forget(id, reply)
+	err := e.hand(topic, msg)
+	finish(err)
+	if err != nil {
 		return nil, publishFailure(topic, err)
 	}
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
+	timer := startTimer(time.Until(deadline))
+	defer stopTimer(timer)
 	select {
 	case r := <-reply:
 		if r.Metadata.Get(envelope.KeyError) == "1" {
@@ -203,6 +219,23 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	case <-e.stopped:
 		return nil, with(ErrShuttingDown, "engine stopped while waiting for "+topic, nil)
 	}
+}
+
+// timers recycles callOnce's timers. Since Go 1.23 a stopped timer
+// delivers nothing stale, so one can be reset and reused safely.
+var timers sync.Pool
+
+func startTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+func stopTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
 }
 
 func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Error {
@@ -317,13 +350,13 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if meta.CorrelationID == "" { // from a producer that is not Switchboard
 			meta.CorrelationID = msg.UUID
 		}
-		mlog := log.With("message_id", msg.UUID, "correlation_id", meta.CorrelationID)
+		mlog := msgLogger{log, msg.UUID, meta.CorrelationID}
 		replyTo := msg.Metadata.Get(envelope.KeyReplyTo) // before the chain: middleware may edit metadata
 		// Only a command with a valid reply topic is awaited (replyToCheck
 		// refuses the others in the chain).
 		awaited := r.kind == bridge.Command && validReplyTo(replyTo)
 		if awaited && !meta.Deadline.IsZero() && time.Now().After(meta.Deadline) {
-			mlog.Warn("command arrived after its caller's deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
+			mlog.get().Warn("command arrived after its caller's deadline; nobody waits for it, not handled", "deadline", meta.Deadline)
 			return nil
 		}
 		if !awaited {
@@ -353,7 +386,9 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if err != nil {
 			reply = e.errorReply(ctx, e.wireError(err, msg, mlog))
 		}
-		reply.SetContext(context.WithoutCancel(ctx))
+		if e.direct == nil { // a broker's publisher may read it; a direct hand-off sets its own
+			reply.SetContext(context.WithoutCancel(ctx))
+		}
 		return e.sendReply(ctx, replyTo, reply, msg, mlog)
 	}
 }
@@ -371,7 +406,7 @@ func (e *Engine) reliability(r *registration, route envelope.Route, log *slog.Lo
 		retry = *r.retry
 	}
 	mws := []message.HandlerMiddleware{
-		middleware.Tracing(e.cfg.TracerProvider),
+		e.traced(middleware.Tracing(e.cfg.TracerProvider)),
 		unlessAwaited(middleware.DeadLetter{Store: rel.DeadLetters, MaxDeliveries: rel.MaxDeliveries, Redelivery: rel.Redelivery, Logger: log}.Middleware()),
 		metadataLimits,
 	}
@@ -408,16 +443,25 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 // handlerContext derives a handler's context: not cancelled by the
 // subscription (see package router), carrying the engine, the message's Meta
 // and Route, ending at meta's deadline (the caller clears it on messages
-// nobody awaits) or when a drain runs out of time.
+// nobody awaits) or when a drain runs out of time (e.hardCtx).
 func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
-	ctx := envelope.WithRoute(envelope.WithMeta(WithEngine(context.WithoutCancel(parent), e), meta), route)
-	var cancelDeadline context.CancelFunc = func() {}
-	if !meta.Deadline.IsZero() {
-		ctx, cancelDeadline = context.WithDeadline(ctx, meta.Deadline)
+	ctx := envelope.Handling(parent, e.hardCtx, meta, route, engineKey{}, e)
+	if meta.Deadline.IsZero() {
+		return context.WithCancel(ctx)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(e.hardCtx, cancel)
-	return ctx, func() { stop(); cancel(); cancelDeadline() }
+	return context.WithDeadline(ctx, meta.Deadline)
+}
+
+// msgLogger is a handler's logger for one message, made only when
+// something is logged: slog's With copies its attributes on every call, and
+// most messages log nothing.
+type msgLogger struct {
+	base            *slog.Logger
+	id, correlation string
+}
+
+func (l msgLogger) get() *slog.Logger {
+	return l.base.With("message_id", l.id, "correlation_id", l.correlation)
 }
 
 // runChain runs the chain, turning a panic that escaped every middleware
@@ -426,10 +470,10 @@ func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelop
 // giving up on it early would let the backend redeliver a message still
 // being handled. A handler that outlives its context is the one that keeps
 // it waiting; Stop logs them.
-func (e *Engine) runChain(chain message.HandlerFunc, msg *message.Message, log *slog.Logger) (msgs []*message.Message, err error) {
+func (e *Engine) runChain(chain message.HandlerFunc, msg *message.Message, log msgLogger) (msgs []*message.Message, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			log.Error("handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			log.get().Error("handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			msgs, err = nil, &middleware.PanicError{Value: v}
 		}
 	}()
@@ -438,7 +482,7 @@ func (e *Engine) runChain(chain message.HandlerFunc, msg *message.Message, log *
 
 // wireError turns a handler's error into what the caller receives.
 // Unexpected errors are logged here and reach the caller without details.
-func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *Error {
+func (e *Engine) wireError(err error, msg *message.Message, log msgLogger) *Error {
 	var we *Error
 	if errors.As(err, &we) {
 		return we
@@ -446,7 +490,7 @@ func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *E
 	if errors.Is(err, context.Canceled) && e.hardCtx.Err() != nil {
 		// Stop cut the handler short: the service is going away, it did
 		// not fail, and another instance may take the call.
-		log.Warn("handler cut short by the engine stopping", "err", err)
+		log.get().Warn("handler cut short by the engine stopping", "err", err)
 		return with(ErrShuttingDown, "the service stopped before the handler finished", nil)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -454,7 +498,7 @@ func (e *Engine) wireError(err error, msg *message.Message, log *slog.Logger) *E
 	}
 	var p *middleware.PanicError
 	if !errors.As(err, &p) { // a panic was logged with its stack already
-		log.Error("handler failed", "err", err)
+		log.get().Error("handler failed", "err", err)
 	}
 	return with(ErrInternal, "internal error", map[string]any{"message_id": msg.UUID})
 }

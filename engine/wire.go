@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -71,11 +70,13 @@ func (e *Engine) errorReply(ctx context.Context, we *Error) *message.Message {
 //     the reply was an error too large for the backend), and cmd is acked
 //     even if that answer cannot be published either (the caller then
 //     times out). The command never runs again for it.
-func (e *Engine) sendReply(ctx context.Context, replyTo string, reply, cmd *message.Message, log *slog.Logger) error {
-	err := e.b.Publisher().Publish(replyTo, reply)
-	switch {
-	case err == nil:
+func (e *Engine) sendReply(ctx context.Context, replyTo string, reply, cmd *message.Message, l msgLogger) error {
+	err := e.hand(replyTo, reply)
+	if err == nil {
 		return nil
+	}
+	log := l.get()
+	switch {
 	case errors.Is(err, bridge.ErrNoSubscriber):
 		log.Warn("caller is gone; reply dropped", "reply_to", replyTo)
 		return nil
@@ -99,7 +100,7 @@ func (e *Engine) sendReply(ctx context.Context, replyTo string, reply, cmd *mess
 	}
 	alt := e.errorReply(ctx, with(ErrInternal, problem, map[string]any{"message_id": cmd.UUID}))
 	alt.SetContext(reply.Context())
-	if err := e.b.Publisher().Publish(replyTo, alt); err != nil && !errors.Is(err, bridge.ErrNoSubscriber) {
+	if err := e.hand(replyTo, alt); err != nil && !errors.Is(err, bridge.ErrNoSubscriber) {
 		log.Error("error reply cannot be published either; the caller will time out", "reply_to", replyTo, "err", err)
 	}
 	return nil

@@ -32,6 +32,21 @@
 // Every delivery is a copy of the published message, as it would be after a
 // trip through a broker, so a handler cannot mutate its caller's message.
 //
+// A message the engine sends (a command, its reply) can skip the queue:
+// the bus implements Direct, whose Call offers the message to a
+// member of its group served with Serve, in the caller's goroutine, and the
+// member takes it if it has room (the engine serves every command handler
+// and every reply subscription this way). The message is then the caller's
+// own, handed over, not a copy (the caller gives it up), and it is a
+// delivery like any other: it carries bridge.DeliveryKey, one member gets
+// it, a nack puts it in the group's queue for redelivery
+// (Member.Requeue). What finds no member with room waits in the queue,
+// where the group's subscribers, and the served members when they have
+// room again (Member.Next), take it. A call then crosses no queue, no
+// consumer runtime and no Watermill router, and the same engine code runs
+// on it as on a broker (engine's TestInProcessMatchesABroker compares the
+// two).
+//
 // Messages wait in a group's queue while the group has no member, so an
 // engine restarted inside the same process picks up where the last one
 // stopped; they are lost when the process exits (Capabilities.Durable is

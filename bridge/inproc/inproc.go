@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -214,6 +215,8 @@ type group struct {
 	queue   []queued
 	wake    chan struct{} // 1-buffered: "the queue may be non-empty"
 	members int
+	served  []*Member     // members Call hands messages to (direct.go); replaced, never modified, under Bus.mu
+	next    atomic.Uint32 // where Call starts offering
 }
 
 func (g *group) push(m queued) {

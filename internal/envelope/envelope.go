@@ -2,8 +2,6 @@ package envelope
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
@@ -51,14 +49,61 @@ type metaKey struct{}
 
 // WithMeta returns ctx carrying m.
 func WithMeta(ctx context.Context, m Meta) context.Context {
-	return context.WithValue(ctx, metaKey{}, m)
+	return context.WithValue(ctx, metaKey{}, &m)
 }
 
 // MetaFrom returns the Meta in ctx and whether there was one.
 func MetaFrom(ctx context.Context) (Meta, bool) {
-	m, ok := ctx.Value(metaKey{}).(Meta)
-	return m, ok
+	// A pointer in the context: boxing a Meta would allocate on every read.
+	if m, ok := ctx.Value(metaKey{}).(*Meta); ok {
+		return *m, true
+	}
+	return Meta{}, false
 }
+
+// Handling returns the context a handler starts from, in one allocation
+// (the engine makes one for every message it handles): the values of
+// values, m (MetaFrom), r (RouteFrom) and val under key, and the
+// cancellation of cancel, which must carry no values (the engine's hard
+// stop), without values' deadline or cancellation, as
+// context.WithoutCancel would. A context derived from it with
+// context.WithCancel or WithDeadline is registered with cancel's, so the
+// handler's context needs no AfterFunc on cancel per message.
+func Handling(values, cancel context.Context, m Meta, r Route, key, val any) context.Context {
+	return &handling{values: values, cancel: cancel, meta: m, route: r, key: key, val: val}
+}
+
+type handling struct {
+	values, cancel context.Context
+	meta           Meta
+	route          Route
+	key, val       any
+}
+
+func (h *handling) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (h *handling) Done() <-chan struct{}       { return h.cancel.Done() }
+func (h *handling) Err() error                  { return h.cancel.Err() }
+
+// Value looks in cancel before values: cancel has no values but the
+// context package's own key, under which it finds cancel's cancellable
+// context to register derived contexts with (values' lookup of that key
+// would end in a context.WithoutCancel, and allocate there).
+func (h *handling) Value(key any) any {
+	switch key {
+	case metaKey{}:
+		return &h.meta
+	case routeKey{}:
+		return &h.route
+	case h.key:
+		return h.val
+	}
+	if v := h.cancel.Value(key); v != nil {
+		return v
+	}
+	return h.values.Value(key)
+}
+
+func (h *handling) String() string { return "switchboard handler context" }
 
 // Read extracts Meta from a message's metadata. A malformed deadline,
 // traceparent or tracestate is ignored (treated as absent), and so is a
@@ -143,15 +188,6 @@ func TraceID(traceparent string) string {
 		return ""
 	}
 	return traceparent[3:35]
-}
-
-// ChildTraceparent returns a traceparent in the same trace as parent with a
-// new span id, or the start of a new sampled trace when parent is invalid.
-func ChildTraceparent(parent string) string {
-	if ValidTraceparent(parent) {
-		return parent[:36] + randomHex(8) + parent[52:]
-	}
-	return "00-" + randomHex(16) + "-" + randomHex(8) + "-01"
 }
 
 // ValidTraceparent reports whether s is a version-00 W3C traceparent:
@@ -296,12 +332,6 @@ func CheckMetadata(md message.Metadata) *Error {
 	return nil
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // Route says where a message being handled was going: the service and
 // handler it reached, the consumer group and the topic. The engine puts it
 // in every handler's context; middleware that records messages (such as the
@@ -322,11 +352,13 @@ type routeKey struct{}
 
 // WithRoute returns ctx carrying r.
 func WithRoute(ctx context.Context, r Route) context.Context {
-	return context.WithValue(ctx, routeKey{}, r)
+	return context.WithValue(ctx, routeKey{}, &r)
 }
 
 // RouteFrom returns the Route in ctx.
 func RouteFrom(ctx context.Context) (Route, bool) {
-	r, ok := ctx.Value(routeKey{}).(Route)
-	return r, ok
+	if r, ok := ctx.Value(routeKey{}).(*Route); ok {
+		return *r, true
+	}
+	return Route{}, false
 }

@@ -1,6 +1,7 @@
 package envelope_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -96,5 +97,42 @@ func TestErrorMatchingAndWire(t *testing.T) {
 	}
 	if s := e.Error(); !strings.Contains(s, "503 Service Unavailable (circuit_open): m") {
 		t.Errorf("Error() = %q", s)
+	}
+}
+
+type valueKey struct{}
+
+// Handling carries values' values but not its cancellation, its own Meta,
+// Route and value, and cancel's cancellation: a context derived from it
+// ends with cancel at once (registered with it, not watched by a
+// goroutine).
+func TestHandling(t *testing.T) {
+	values, endValues := context.WithCancel(context.WithValue(context.Background(), valueKey{}, "from the message"))
+	endValues()
+	hard, stop := context.WithCancel(context.Background())
+	m := envelope.Meta{CorrelationID: "c"}
+	r := envelope.Route{Service: "s.v1", Awaited: true}
+	ctx := envelope.Handling(values, hard, m, r, valueKey{}, "own")
+	if ctx.Err() != nil {
+		t.Fatal("cancelled with the message's context")
+	}
+	if got, _ := envelope.MetaFrom(ctx); got != m {
+		t.Errorf("MetaFrom = %+v", got)
+	}
+	if got, _ := envelope.RouteFrom(ctx); got != r {
+		t.Errorf("RouteFrom = %+v", got)
+	}
+	if ctx.Value(valueKey{}) != "own" {
+		t.Errorf("own value = %v", ctx.Value(valueKey{}))
+	}
+	child, cancel := context.WithDeadline(ctx, time.Now().Add(time.Hour))
+	defer cancel()
+	stop()
+	if !errors.Is(child.Err(), context.Canceled) {
+		t.Errorf("derived context after cancel's end: %v, want Canceled at once", child.Err())
+	}
+	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), context.Background(), m, r, struct{}{}, nil)
+	if other.Value(valueKey{}) != "msg" {
+		t.Errorf("the message context's value = %v", other.Value(valueKey{}))
 	}
 }

@@ -16,8 +16,8 @@ import (
 // may have several calls in flight.
 type Calls struct {
 	mu      sync.Mutex
-	pending map[string]chan *message.Message
-	idle    chan struct{} // made by WaitIdle, closed when pending empties
+	pending map[string]chan *message.Message // each recycled by Forget
+	idle    chan struct{}                    // made by WaitIdle, closed when pending empties
 	// unsolicited counts the replies nobody waited for.
 	unsolicited atomic.Uint64
 }
@@ -28,18 +28,32 @@ func NewCalls() *Calls {
 }
 
 // Expect registers a call before its request is published. The returned
-// channel receives the reply at most once; forget must be called when the
-// caller stops waiting, whether or not a reply came.
-func (c *Calls) Expect(requestID string) (reply <-chan *message.Message, forget func()) {
-	ch := make(chan *message.Message, 1)
+// channel receives the reply at most once, and is only for receiving; Forget
+// must be called when the caller stops waiting, whether or not a reply
+// came, and the channel not used after it (it is recycled).
+func (c *Calls) Expect(requestID string) (reply chan *message.Message) {
+	ch := replyChans.Get().(chan *message.Message)
 	c.mu.Lock()
 	c.pending[requestID] = ch
 	c.mu.Unlock()
-	return ch, func() {
-		c.mu.Lock()
+	return ch
+}
+
+// Forget ends the call Expect registered; reply is what Expect returned.
+func (c *Calls) Forget(requestID string, reply chan *message.Message) {
+	c.mu.Lock()
+	if _, ok := c.pending[requestID]; ok {
 		c.remove(requestID)
-		c.mu.Unlock()
 	}
+	c.mu.Unlock()
+	// Deliver sends only with c.mu held and the call in the table: nothing
+	// is sent on reply any more. Empty it (a reply the caller did not take,
+	// having timed out meanwhile) and recycle it.
+	select {
+	case <-reply:
+	default:
+	}
+	replyChans.Put(reply)
 }
 
 // remove forgets a call; c.mu is held.
@@ -50,6 +64,9 @@ func (c *Calls) remove(requestID string) {
 		c.idle = nil
 	}
 }
+
+// replyChans recycles reply channels: a call makes one.
+var replyChans = sync.Pool{New: func() any { return make(chan *message.Message, 1) }}
 
 // WaitIdle waits until no call is waiting, or ctx ends; it reports whether
 // the table emptied. Calls registered meanwhile count too.
@@ -80,11 +97,10 @@ func (c *Calls) Deliver(reply *message.Message) bool {
 	ch, ok := c.pending[id]
 	if ok {
 		c.remove(id)
+		ch <- reply // buffered, empty, sent once: never blocks; under c.mu for Forget
 	}
 	c.mu.Unlock()
-	if ok {
-		ch <- reply // buffered, and removed from the table: never blocks
-	} else {
+	if !ok {
 		c.unsolicited.Add(1)
 	}
 	return ok

@@ -11,9 +11,8 @@ import (
 
 func TestCallsDeliversOnceByRequestID(t *testing.T) {
 	calls := dispatch.NewCalls()
-	reply, forget := calls.Expect("req-1")
-	_, forget2 := calls.Expect("req-2")
-	defer forget2()
+	reply := calls.Expect("req-1")
+	defer calls.Forget("req-2", calls.Expect("req-2"))
 	r := message.NewMessage("rep", nil)
 	r.Metadata.Set(envelope.KeyCausationID, "req-1")
 	if !calls.Deliver(r) {
@@ -25,7 +24,7 @@ func TestCallsDeliversOnceByRequestID(t *testing.T) {
 	if calls.Deliver(r) {
 		t.Error("a second reply to the same call was delivered")
 	}
-	forget()
+	calls.Forget("req-1", reply)
 	if calls.Len() != 1 {
 		t.Errorf("%d pending, want 1", calls.Len())
 	}

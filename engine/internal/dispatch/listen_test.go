@@ -29,8 +29,8 @@ func TestUnsolicitedRepliesAreCountedNotWarned(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	reply, forget := calls.Expect("req-waiting")
-	defer forget()
+	reply := calls.Expect("req-waiting")
+	defer calls.Forget("req-waiting", reply)
 	const late = 50
 	for i := range late + 1 {
 		m := message.NewMessage(watermill.NewUUID(), nil)

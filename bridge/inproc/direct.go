@@ -1,0 +1,199 @@
+package inproc
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+)
+
+// Direct is the in-process bus's hand-off, which the engine uses for the
+// messages it builds and gives up: none is copied, and a command (awaited
+// or sent) and a reply skip the queue when a member of their group has
+// room. A Bus (from New, or bridge.Open with a gochannel:// URL)
+// implements it; a bridge that wraps one does not, and then every message
+// is published and goes through the queues.
+//
+// On a broker, a call crosses four queues' worth of goroutines (the
+// command's subscription, the router, the reply subscription, the reply
+// listener); in one process the handler can take the message from the
+// caller directly, and the reply can reach the waiting caller the same way.
+// What stays the same: a message handed over is a delivery to the group (it
+// carries bridge.DeliveryKey "1", and a nack puts it in the group's queue
+// for redelivery), one member of the group gets it, and a member bounds
+// what it holds (its take refuses when it has no free slot, and the message
+// then waits in the queue like a published one).
+type Direct interface {
+	// Call publishes msg to topic like Publish, but hands msg itself over
+	// instead of a copy: the caller must not use it once Call returned nil.
+	// When topic has a single group with served members, msg is offered to
+	// them in turn (starting with the next one after the last member
+	// offered a message) until one takes it; if none does, it waits in the
+	// group's queue. With several groups, or none served, it waits in every
+	// group's queue, as a published message does.
+	Call(topic string, msg *message.Message) error
+	// Serve adds a member to spec's group that Call offers messages to.
+	// take is called in Call's goroutine with the member and the message,
+	// whose context is ctx; it must not block: it returns false when the
+	// member cannot take the message now, or true once it took it, and
+	// then owns it until it acks it or hands it back with Member.Requeue.
+	// A served member counts as a member of the group (the group exists
+	// while it is served).
+	Serve(ctx context.Context, spec bridge.Spec, take func(*Member, *message.Message) bool) (*Member, error)
+}
+
+// Member is a member of a group served by Call (see Direct.Serve).
+type Member struct {
+	b    *Bus
+	spec bridge.Spec
+	g    *group
+	ctx  context.Context
+	take func(*Member, *message.Message) bool
+
+	mu      sync.RWMutex // held for reading while take runs
+	stopped bool
+	once    sync.Once
+}
+
+// Serve implements Direct.
+func (b *Bus) Serve(ctx context.Context, spec bridge.Spec, take func(*Member, *message.Message) bool) (*Member, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if take == nil {
+		return nil, fmt.Errorf("inproc: serving %s/%s: nil take", spec.Topic, spec.Group)
+	}
+	g, err := b.join(spec)
+	if err != nil {
+		return nil, err
+	}
+	m := &Member{b: b, spec: spec, g: g, ctx: ctx, take: take}
+	b.mu.Lock()
+	// Copy on write: Call reads the slice without the lock.
+	g.served = append(g.served[:len(g.served):len(g.served)], m)
+	b.mu.Unlock()
+	return m, nil
+}
+
+// Stop removes the member from its group. Once Stop has returned, Call
+// offers it nothing more; messages it took are still its own to settle.
+// Stop is idempotent.
+func (m *Member) Stop() {
+	m.once.Do(func() {
+		m.mu.Lock()
+		m.stopped = true
+		m.mu.Unlock()
+		b := m.b
+		b.mu.Lock()
+		served := make([]*Member, 0, len(m.g.served))
+		for _, o := range m.g.served {
+			if o != m {
+				served = append(served, o)
+			}
+		}
+		m.g.served = served
+		b.mu.Unlock()
+		b.leave(m.spec, m.g)
+	})
+}
+
+// Next takes the message waiting longest in the group's queue, if any,
+// for a member that has room for one more: a delivery like a subscriber's
+// (a copy, with its bridge.DeliveryKey count and the member's context),
+// which the member then owns as one it took. It returns nil when the queue
+// is empty or the member stopped.
+func (m *Member) Next() *message.Message {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stopped {
+		return nil
+	}
+	qs := m.g.pop(1)
+	if len(qs) == 0 {
+		return nil
+	}
+	msg := qs[0].msg.Copy()
+	msg.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(qs[0].deliveries+1))
+	msg.SetContext(m.ctx)
+	return msg
+}
+
+// Requeue hands back a message the member took and nacked: it waits in the
+// group's queue for bridge.NackDelay of its metadata, and its next delivery
+// counts one more. It goes back as the member left it, less the bus's own
+// keys (bridge.DeliveryKey, bridge.NackDelayKey): the one message the bus
+// had was the one it handed over.
+func (m *Member) Requeue(msg *message.Message) {
+	delay := bridge.NackDelay(msg.Metadata)
+	deliveries, err := strconv.Atoi(msg.Metadata[bridge.DeliveryKey])
+	if err != nil || deliveries < 1 {
+		deliveries = 1
+	}
+	delete(msg.Metadata, bridge.NackDelayKey)
+	delete(msg.Metadata, bridge.DeliveryKey)
+	q := queued{msg: msg, deliveries: deliveries}
+	if delay <= 0 {
+		m.g.push(q)
+		return
+	}
+	time.AfterFunc(delay, func() { m.g.push(q) })
+}
+
+// offer offers msg to m; false when m is stopped or refuses it.
+func (m *Member) offer(msg *message.Message) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stopped {
+		return false
+	}
+	msg.SetContext(m.ctx)
+	return m.take(m, msg)
+}
+
+// Call implements Direct.
+func (b *Bus) Call(topic string, msg *message.Message) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return bridge.ErrClosed
+	}
+	groups := b.topics[topic]
+	if len(groups) == 0 {
+		b.mu.Unlock()
+		return bridge.ErrNoSubscriber
+	}
+	var g *group
+	var served []*Member
+	if len(groups) == 1 {
+		for _, only := range groups {
+			g, served = only, only.served
+		}
+	}
+	if len(served) == 0 {
+		// msg is the snapshot every group's deliveries are copied from,
+		// as Publish's copy would be.
+		for _, g := range groups {
+			g.push(queued{msg: msg})
+		}
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	msg.Metadata.Set(bridge.DeliveryKey, "1")
+	start := int(g.next.Add(1))
+	for i := range served {
+		if served[(start+i)%len(served)].offer(msg) {
+			return nil
+		}
+	}
+	delete(msg.Metadata, bridge.DeliveryKey)
+	g.push(queued{msg: msg})
+	return nil
+}
+
+var _ Direct = (*Bus)(nil)

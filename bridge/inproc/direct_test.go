@@ -1,0 +1,123 @@
+package inproc_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+)
+
+type ctxKey struct{}
+
+// Call hands a message to a served member with room for it, in the
+// caller's goroutine, as a first delivery with the member's context; a
+// member without room leaves it to the group's queue, where a subscriber
+// or the member's Next gets it; Requeue hands it back counted.
+func TestCallServeNextRequeue(t *testing.T) {
+	bus := inproc.New()
+	t.Cleanup(func() { _ = bus.Close() })
+	room := true
+	var took []*message.Message
+	ctx := context.WithValue(context.Background(), ctxKey{}, "member")
+	m, err := bus.Serve(ctx, commands, func(_ *inproc.Member, msg *message.Message) bool {
+		if room {
+			took = append(took, msg)
+		}
+		return room
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := message.NewMessage("one", []byte("1"))
+	if err := bus.Call(commands.Topic, sent); err != nil {
+		t.Fatal(err)
+	}
+	if len(took) != 1 || took[0] != sent {
+		t.Fatalf("took %v, want the message itself", took)
+	}
+	if got := sent.Metadata.Get(bridge.DeliveryKey); got != "1" {
+		t.Errorf("delivery %q, want 1", got)
+	}
+	if sent.Context().Value(ctxKey{}) != "member" {
+		t.Error("the message does not carry the member's context")
+	}
+
+	room = false // no room: the queue keeps it for the member's Next
+	if err := bus.Call(commands.Topic, message.NewMessage("two", []byte("2"))); err != nil {
+		t.Fatal(err)
+	}
+	next := m.Next()
+	if next == nil || next.UUID != "two" || next.Metadata.Get(bridge.DeliveryKey) != "1" || next.Context().Value(ctxKey{}) != "member" {
+		t.Fatalf("Next = %v, want message two as a first delivery", next)
+	}
+	if again := m.Next(); again != nil {
+		t.Errorf("Next on an empty queue = %v", again)
+	}
+
+	next.Metadata.Set(bridge.NackDelayKey, "10ms")
+	m.Requeue(next)
+	time.Sleep(50 * time.Millisecond)
+	back := m.Next()
+	if back == nil || back.UUID != "two" || back.Metadata.Get(bridge.DeliveryKey) != "2" {
+		t.Fatalf("after Requeue, Next = %v, want message two as a second delivery", back)
+	}
+	if _, ok := back.Metadata[bridge.NackDelayKey]; ok {
+		t.Error("the requeued message kept its nack delay")
+	}
+
+	// Stopped, the member is offered nothing and takes nothing; a
+	// subscriber of the group gets what Call sends.
+	m.Stop()
+	room = true
+	ch, _ := bridgetest.Subscribe(t, bus, commands)
+	if err := bus.Call(commands.Topic, message.NewMessage("three", []byte("3"))); err != nil {
+		t.Fatal(err)
+	}
+	got := bridgetest.Receive(t, ch, 5*time.Second)
+	got.Ack()
+	if got.UUID != "three" || len(took) != 1 {
+		t.Errorf("after Stop: subscriber got %s, member took %d, want three and 1", got.UUID, len(took))
+	}
+	if m.Next() != nil {
+		t.Error("a stopped member's Next took a message")
+	}
+}
+
+// With several groups on the topic, Call publishes: each group gets a
+// copy, none is handed over. No group is ErrNoSubscriber, a closed bus
+// ErrClosed.
+func TestCallIsPublishOtherwise(t *testing.T) {
+	bus := inproc.New()
+	events := bridge.Spec{Topic: "ev", Group: "a", Kind: bridge.Event, Concurrency: 1}
+	var offered int
+	_, err := bus.Serve(context.Background(), events, func(*inproc.Member, *message.Message) bool { offered++; return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := events
+	other.Group = "b"
+	ch, sub := bridgetest.Subscribe(t, bus, other)
+	sent := message.NewMessage("e", []byte("{}"))
+	if err := bus.Call(events.Topic, sent); err != nil {
+		t.Fatal(err)
+	}
+	got := bridgetest.Receive(t, ch, 5*time.Second)
+	got.Ack()
+	if offered != 0 || got == sent {
+		t.Errorf("offered %d times, delivered the caller's message itself: %v", offered, got == sent)
+	}
+	if err := bus.Call("nobody", message.NewMessage("x", nil)); !errors.Is(err, bridge.ErrNoSubscriber) {
+		t.Errorf("Call to a topic with no group: %v", err)
+	}
+	_ = sub.Close()
+	_ = bus.Close()
+	if err := bus.Call(events.Topic, message.NewMessage("y", nil)); !errors.Is(err, bridge.ErrClosed) {
+		t.Errorf("Call on a closed bus: %v", err)
+	}
+}
