@@ -226,6 +226,15 @@ func (g *group) push(m queued) {
 	g.signal()
 }
 
+// pushFront puts messages back at the head of the queue, in their order:
+// they were taken before everything still queued.
+func (g *group) pushFront(ms []queued) {
+	g.mu.Lock()
+	g.queue = append(ms, g.queue...)
+	g.mu.Unlock()
+	g.signal()
+}
+
 func (g *group) signal() {
 	select {
 	case g.wake <- struct{}{}:
@@ -305,8 +314,8 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 		case <-s.g.wake:
 		case <-ctx.Done():
 			return nil
-		case <-s.b.done:
-			return bridge.ErrClosed
+		case <-s.b.done: // the bus abandons this subscription now
+			return nil
 		}
 	}
 }
@@ -327,11 +336,12 @@ func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration
 
 // Release queues messages no handler received again, uncounted.
 func (s *source) Release(_ context.Context, ds []consume.Delivery) error {
-	for _, d := range ds {
-		m := d.Ref.(queued)
-		m.deliveries--
-		s.g.push(m)
+	ms := make([]queued, len(ds))
+	for i, d := range ds {
+		ms[i] = d.Ref.(queued)
+		ms[i].deliveries--
 	}
+	s.g.pushFront(ms) // back in their place, ahead of later messages
 	return nil
 }
 

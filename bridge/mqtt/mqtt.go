@@ -221,9 +221,11 @@ func (b *mqttBridge) Close() error {
 		subs := make([]*consume.Subscriber, 0, len(b.subs))
 		for s := range b.subs {
 			subs = append(subs, s)
-			s.Abandon()
 		}
 		b.mu.Unlock()
+		for _, s := range subs { // not under b.mu: Abandon ends opens in progress
+			s.Abandon()
+		}
 		for _, s := range subs {
 			_ = s.Close()
 		}

@@ -396,6 +396,14 @@ func (s *source) Release(_ context.Context, ds []consume.Delivery) error {
 func (s *source) handBack(d consume.Delivery, delivered int) {
 	r := d.Ref.(*received)
 	for {
+		s.mu.Lock()
+		live := slices.Contains(s.held, r)
+		s.mu.Unlock()
+		if !live {
+			// The connection it came on is gone: the broker sends the
+			// original again (DUP), so a copy would be a duplicate.
+			return
+		}
 		pb, err := encode(s.retry, d.Msg, delivered)
 		if err == nil {
 			err = s.b.publish(s.spec.Topic, pb)

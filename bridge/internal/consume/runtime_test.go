@@ -9,13 +9,11 @@ import (
 	"github.com/switchboard-go/switchboard/bridge/internal/consume"
 )
 
-// Review: New's doc says open's context "ends when that subscription stops
-// (Close, Abandon, ...)", and Abandon "returns at once". Subscribe holds
-// s.mu while open runs, and markClosed needs s.mu to close s.stopping, so
-// neither Close nor Abandon can end an open that waits for its context
-// (MQTT's connect waits for the broker until it does; the engine subscribes
-// with context.WithoutCancel).
-func TestReviewCloseEndsAnOpenInProgress(t *testing.T) {
+// Close and Abandon end a Subscribe whose open is still waiting (for a
+// broker that does not answer; the engine subscribes with a context that
+// never ends): open's context ends with the stop, and neither waits for
+// the open to give up first.
+func TestCloseEndsAnOpenInProgress(t *testing.T) {
 	opening := make(chan struct{})
 	s, err := consume.New(consume.Config{Spec: spec(1), Backend: "test", Logger: slog.New(slog.DiscardHandler)},
 		func(ctx context.Context) (consume.Source, error) {
@@ -62,14 +60,9 @@ func (q deadlineQueue) Fetch(ctx context.Context, n int, deliver func(consume.De
 	})
 }
 
-// Review: Delivery.Deadline says "a message no handler took by then is not
-// handed out". A prefetched message whose lease ran out while it waited is
-// still given to handle, whose select between `r.out <- m` and an already
-// fired timer picks at random: with a reader waiting, about half the time
-// the expired message goes to a handler (and its slot is then freed at
-// once, so the handler runs beside the next message and its verdict is
-// dropped).
-func TestReviewExpiredPrefetchedMessageIsNotHandedOut(t *testing.T) {
+// A message fetched ahead whose Deadline passed while it waited is not
+// handed to a handler: the broker has made it visible to other members.
+func TestExpiredPrefetchedMessageIsNotHandedOut(t *testing.T) {
 	handedOut := 0
 	for range 20 {
 		q := newQueue("a", "b")
@@ -98,22 +91,4 @@ func TestReviewExpiredPrefetchedMessageIsNotHandedOut(t *testing.T) {
 	if handedOut > 0 {
 		t.Errorf("a message whose deadline had passed before a slot freed was handed out %d times in 20 runs, want 0", handedOut)
 	}
-}
-
-// Review: Config.Prefetch says "no heartbeat before they are handed out",
-// but dispatch heartbeats the messages that wait (commit 68edec3 says so
-// too): the doc comment lies. This test documents the behaviour.
-func TestReviewPrefetchedMessagesAreHeartbeated(t *testing.T) {
-	q := newQueue("a", "b")
-	_, out := subscribe(t, consume.Config{Spec: spec(1), Prefetch: 1, HeartbeatEvery: 10 * time.Millisecond}, q)
-	a := receive(t, out)
-	time.Sleep(100 * time.Millisecond)
-	var beatsB int
-	q.snapshot(func(q *queue) { beatsB = q.beats["b"] })
-	a.Ack()
-	receive(t, out).Ack()
-	if beatsB == 0 {
-		t.Fatal("b was not heartbeated while waiting")
-	}
-	t.Logf("b, prefetched, heartbeated %d times before it was handed out (Config.Prefetch's doc says it is not)", beatsB)
 }

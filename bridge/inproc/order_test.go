@@ -11,12 +11,10 @@ import (
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 )
 
-// Review: a Concurrency-1 subscription (an engine event subscription by
-// default, "in order per subscription") that stops while it holds a message
-// no handler took releases it to the back of the group's queue
-// (source.Release pushes), so the next member gets it after every later
-// message.
-func TestReviewReleaseKeepsOrder(t *testing.T) {
+// A member that stops while holding a message no handler took gives it back
+// at the head of the group's queue: a Concurrency-1 subscription (an event
+// subscription by default, in order) keeps its order across members.
+func TestReleaseKeepsOrder(t *testing.T) {
 	bus := inproc.New()
 	defer bus.Close()
 	spec := bridge.Spec{Topic: "t", Group: "g", Kind: bridge.Event, Concurrency: 1}

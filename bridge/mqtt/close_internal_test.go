@@ -11,14 +11,12 @@ import (
 	"github.com/switchboard-go/switchboard/internal/testenv"
 )
 
-// Review: a member connects inside Subscribe (openSource), waiting for the
-// broker until Subscribe's context ends, and the engine subscribes with
-// context.WithoutCancel. Meanwhile the runtime holds its mutex, so
-// Abandon and Close cannot end the wait: Bridge.Close, which calls Abandon
-// with b.mu held, hangs, and with it everything that takes b.mu (Publish,
-// Subscriber, Health). Here the broker "goes away" for the subscribers only
-// (their server address is made unreachable after Open).
-func TestReviewCloseWhileSubscribingToAnUnreachableBroker(t *testing.T) {
+// Bridge.Close returns while a Subscribe is still connecting to a broker
+// that does not answer (the engine subscribes with a context that never
+// ends), and does not hold the bridge's lock meanwhile, which Publish,
+// Subscriber and Health need. Here the broker "goes away" for the
+// subscribers only (their server address is made unreachable after Open).
+func TestCloseWhileSubscribingToAnUnreachableBroker(t *testing.T) {
 	u, err := url.Parse(testenv.URL(t, testenv.MQTT))
 	if err != nil {
 		t.Fatal(err)

@@ -13,14 +13,13 @@ import (
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 )
 
-// Review: with prefetch (default 16) a Concurrency-1 subscription claims 17
-// rows at once, each leased for ack_deadline, and nothing renews the lease
-// of a row that waits for its turn (postgres has no Heartbeater). A row
-// whose lease runs out while it waits is dropped by the runtime (Deadline),
-// claimed again with attempts+1, and handed out later, out of order, with a
-// delivery count that grew though no handler ever failed it: the engine's
-// dead-letter budget (MaxDeliveries 5) is spent by waiting alone.
-func TestReviewPrefetchedLeasesRunOut(t *testing.T) {
+// With prefetch (default 16) a Concurrency-1 subscription claims 17 rows
+// at once; the leases of the rows that wait for their turn are renewed, so
+// a handler slower than ack_deadline/17 still gets them in order, each
+// delivered once (without renewal they expired, came back out of order and
+// counted deliveries no handler failed: the dead-letter budget spent by
+// waiting alone).
+func TestPrefetchedLeasesRunOut(t *testing.T) {
 	raw := schemaURL(t, "ack_deadline", "500ms")
 	b := openBridge(t, raw)
 	spec := bridge.Spec{Topic: bridgetest.Unique("prefetch"), Group: "svc.v1", Kind: bridge.Event, Concurrency: 1}
@@ -50,11 +49,10 @@ func TestReviewPrefetchedLeasesRunOut(t *testing.T) {
 	}
 }
 
-// Review: Release sets visible_at = now(), and claims go ORDER BY
-// visible_at, id: rows a closing member claimed ahead (prefetch) go back
-// behind every row published meanwhile, so a Concurrency-1 subscription
-// ("in order per subscription") sees them out of order after a restart.
-func TestReviewReleasedRowsKeepTheirPlace(t *testing.T) {
+// Rows a closing member claimed ahead (prefetch) go back in their place
+// (their publication time), not behind every row published meanwhile, so a
+// Concurrency-1 subscription keeps its order across members.
+func TestReleasedRowsKeepTheirPlace(t *testing.T) {
 	raw := schemaURL(t, "prefetch", "1")
 	b := openBridge(t, raw)
 	spec := bridge.Spec{Topic: bridgetest.Unique("release"), Group: "svc.v1", Kind: bridge.Event, Concurrency: 1}
