@@ -32,6 +32,8 @@ type sighting struct {
 	Meta     map[string]string // MetaFrom in the handler
 	Route    engine.Route      // RouteFrom in the handler
 	Produced []map[string]string
+	// Watermill's router context values, as a middleware reads them
+	Router [3]string // HandlerNameFromCtx, SubscriberNameFromCtx, SubscribeTopicFromCtx
 }
 
 // parityRun is everything the same service code showed on one backend.
@@ -71,11 +73,14 @@ func runParity(t *testing.T, bus bridge.Bridge, front, back string) parityRun {
 			rt, _ := engine.RouteFrom(msg.Context())
 			key := norm.name(rt.Handler)
 			md := norm.metadata(msg.Metadata)
+			ctx := msg.Context()
+			router := [3]string{norm.name(message.HandlerNameFromCtx(ctx)), message.SubscriberNameFromCtx(ctx), norm.name(message.SubscribeTopicFromCtx(ctx))}
 			out, err := h(msg)
 			mu.Lock()
 			defer mu.Unlock()
 			s := run.Sightings[key]
 			s.Metadata = md
+			s.Router = router
 			for _, p := range out {
 				s.Produced = append(s.Produced, norm.metadata(p.Metadata))
 			}

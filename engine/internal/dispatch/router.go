@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,7 +62,7 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 	}
 	if _, ok := r.b.(inproc.Direct); ok && spec.Kind == bridge.Command {
 		slots := make(chan struct{}, spec.Concurrency)
-		r.direct = append(r.direct, direct{spec: spec, h: h, slots: slots, ctx: context.WithoutCancel(ctx),
+		r.direct = append(r.direct, direct{spec: spec, name: name, h: h, slots: slots, ctx: context.WithoutCancel(ctx),
 			idle: make(chan *message.Message), quit: r.quit})
 		inner := h
 		h = func(msg *message.Message) error {
@@ -78,6 +79,7 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 // direct is a command handler served by the bridge's Call.
 type direct struct {
 	spec  bridge.Spec
+	name  string // the handler's name in Watermill's router
 	h     message.NoPublishHandlerFunc
 	slots chan struct{} // shared with the queued path (see Handle)
 	ctx   context.Context
@@ -155,6 +157,7 @@ func (d direct) next(m *inproc.Member) *message.Message {
 // otherwise.
 func (d direct) run(m *inproc.Member, msg *message.Message) {
 	defer func() { <-d.slots }()
+	msg.SetContext(&routerValues{Context: msg.Context(), handler: d.name, topic: d.spec.Topic})
 	if err := d.h(msg); err != nil {
 		msg.Nack()
 	} else {
@@ -403,4 +406,55 @@ func (g gated) Trace(msg string, f watermill.LogFields) {
 
 func (g gated) With(f watermill.LogFields) watermill.LoggerAdapter {
 	return gated{g.LoggerAdapter.With(f), g.log}
+}
+
+// routerValues gives a message on the direct road the context values
+// Watermill's router gives the ones it hands to a handler
+// (message.HandlerNameFromCtx, SubscriberNameFromCtx,
+// SubscribeTopicFromCtx), so a user's middleware sees the same in process
+// as on a broker. Watermill's keys are of an unexported type: spyKey reads
+// each one off its getter.
+type routerValues struct {
+	context.Context
+	handler, topic string
+}
+
+var (
+	handlerNameKey    = spyKey(message.HandlerNameFromCtx)
+	subscriberNameKey = spyKey(message.SubscriberNameFromCtx)
+	subscribeTopicKey = spyKey(message.SubscribeTopicFromCtx)
+	// subscriberName is what Watermill's router names the subscribers
+	// Handle gives it (its internal.StructName: the type, no pointer mark).
+	subscriberName = strings.TrimLeft(fmt.Sprintf("%T", uncancelled{}), "*")
+)
+
+// Value implements context.Context.
+func (c *routerValues) Value(key any) any {
+	switch key {
+	case handlerNameKey:
+		return c.handler
+	case subscriberNameKey:
+		return subscriberName
+	case subscribeTopicKey:
+		return c.topic
+	}
+	return c.Context.Value(key)
+}
+
+// keySpy records the key its Value is asked for.
+type keySpy struct {
+	context.Context
+	key any
+}
+
+func (k *keySpy) Value(key any) any {
+	k.key = key
+	return nil
+}
+
+// spyKey returns the context key get reads.
+func spyKey(get func(context.Context) string) any {
+	spy := &keySpy{Context: context.Background()}
+	get(spy)
+	return spy.key
 }
