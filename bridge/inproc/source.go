@@ -1,0 +1,69 @@
+package inproc
+
+import (
+	"context"
+	"time"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/internal/consume"
+)
+
+// source is one Subscribe call's member of a group: the consume.Source of
+// the in-process bus. A delivery's Ref is its queued entry.
+type source struct {
+	b    *Bus
+	spec bridge.Spec
+	g    *group
+}
+
+// Fetch takes up to n queued messages, waiting for the first one until ctx
+// ends or the bus closes.
+func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
+	for {
+		if ms := s.g.pop(n); len(ms) > 0 {
+			for _, m := range ms {
+				m.deliveries++
+				deliver(consume.Delivery{Msg: m.msg.Copy(), Count: m.deliveries, Ref: m})
+			}
+			return nil
+		}
+		select {
+		case <-s.g.wake:
+		case <-ctx.Done():
+			return nil
+		case <-s.b.done: // the bus abandons this subscription now
+			return nil
+		}
+	}
+}
+
+// Ack has nothing to do: a delivered message has left the queue.
+func (s *source) Ack(context.Context, []consume.Delivery) error { return nil }
+
+// Nack queues the message again for the group after delay.
+func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration) error {
+	m := d.Ref.(queued)
+	if delay <= 0 {
+		s.g.push(m)
+		return nil
+	}
+	time.AfterFunc(delay, func() { s.g.push(m) })
+	return nil
+}
+
+// Release queues messages no handler received again, uncounted.
+func (s *source) Release(_ context.Context, ds []consume.Delivery) error {
+	ms := make([]queued, len(ds))
+	for i, d := range ds {
+		ms[i] = d.Ref.(queued)
+		ms[i].deliveries--
+	}
+	s.g.pushFront(ms) // back in their place, ahead of later messages
+	return nil
+}
+
+// Close leaves the group.
+func (s *source) Close() error {
+	s.b.leave(s.spec, s.g)
+	return nil
+}
