@@ -312,29 +312,42 @@ func (a SchemaAdapter) UnmarshalMessage(params wmsql.UnmarshalMessageParams) (wm
 		return wmsql.Row{}, fmt.Errorf("postgres: scanning message row: %w", err)
 	}
 	r.UUID = []byte(uuid)
-	msg, err := decodeMessage(uuid, r.Payload, r.Metadata)
-	if err != nil {
-		return wmsql.Row{}, err
-	}
-	r.Msg = msg
+	r.Msg = decodeMessage(uuid, r.Payload, r.Metadata)
 	r.ExtraData = map[string]any{"attempts": attempts}
 	return r, nil
 }
 
-// decodeMessage builds a message from a queue row's columns.
-func decodeMessage(uuid string, payload, metadata []byte) (*message.Message, error) {
+// UnreadableMetadataKey holds, on a delivered message, the metadata column
+// of a row whose metadata is not a JSON object (a row another producer
+// wrote), as its JSON text.
+const UnreadableMetadataKey = "_unreadable_metadata"
+
+// decodeMessage builds a message from a queue row's columns. Metadata is
+// a JSON object; a value that is not a string (a row written by another
+// producer) is kept as its JSON text (null as ""), and metadata that is
+// not an object under UnreadableMetadataKey, rather than failing the row:
+// a row that cannot be decoded would be leased again every ack_deadline,
+// for ever, and its message never reach a handler or a dead-letter store.
+func decodeMessage(uuid string, payload, metadata []byte) *message.Message {
 	md := message.Metadata{}
 	if len(metadata) > 0 {
-		if err := json.Unmarshal(metadata, &md); err != nil {
-			return nil, fmt.Errorf("postgres: metadata of message %s: %w", uuid, err)
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(metadata, &raw); err != nil {
+			raw = nil
+			md[UnreadableMetadataKey] = string(metadata)
 		}
-	}
-	if md == nil { // JSON null
-		md = message.Metadata{}
+		for k, v := range raw {
+			var str string
+			if json.Unmarshal(v, &str) == nil {
+				md[k] = str
+			} else {
+				md[k] = string(v)
+			}
+		}
 	}
 	m := message.NewMessage(uuid, payload)
 	m.Metadata = md
-	return m, nil
+	return m
 }
 
 // SchemaInitializingQueries implements wmsql.SchemaAdapter with the script

@@ -140,11 +140,7 @@ func (s *source) claim(n int) ([]*lease, time.Duration, error) {
 		if id == nil {
 			continue // nothing claimed: the row only carries secs
 		}
-		m, err := decodeMessage(*uuid, payload, meta)
-		if err != nil {
-			s.log.Error("skipping unreadable message row", "err", err)
-			continue
-		}
+		m := decodeMessage(*uuid, payload, meta)
 		l := &lease{id: *id, attempts: *attempts, msg: m}
 		l.expires.Store(expires.UnixNano())
 		out = append(out, l)
