@@ -6,7 +6,6 @@ import "testing"
 // kept as their JSON text (null as "") instead of failing the row, which would be
 // leased again every ack_deadline for ever; JSON null is no metadata.
 func TestDecodeKeepsNonStringMetadata(t *testing.T) {
-	t.Parallel()
 	m := decodeMessage("u1", []byte("p"), []byte(`{"a":"x","n":1,"o":{"k":true},"z":null}`))
 	for k, want := range map[string]string{"a": "x", "n": "1", "o": `{"k":true}`, "z": ""} {
 		if got := m.Metadata.Get(k); got != want {
