@@ -59,7 +59,7 @@ func (c payloadCodec) decodeInput(b []byte, v any, allowUnknown bool) error {
 // decodeOutput decodes a handler's result. It is lenient about unknown
 // fields: a service may add fields before its callers know them.
 func (c payloadCodec) decodeOutput(b []byte, v any) error {
-	if err := json.Unmarshal(b, v); err != nil {
+	if err := codec.Unmarshal(b, v); err != nil {
 		return &Error{Code: 502, Reason: "bad_reply", Message: "cannot decode the result: " + err.Error()}
 	}
 	return nil

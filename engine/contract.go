@@ -87,15 +87,19 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 	if err != nil {
 		return out, fmt.Errorf("invoke %s: %w", c.topic, err)
 	}
-	o := callOptions{timeout: e.cfg.CallTimeout}
-	for _, opt := range opts {
-		opt(&o)
+	timeout := e.cfg.CallTimeout
+	if len(opts) > 0 { // o escapes to the options: allocated only when there are some
+		o := callOptions{timeout: timeout}
+		for _, opt := range opts {
+			opt(&o)
+		}
+		timeout = o.timeout
 	}
 	payload, err := e.codec.encodeInput(&in)
 	if err != nil {
 		return out, err
 	}
-	reply, err := e.call(ctx, c.topic, payload, o.timeout, c.idempotent)
+	reply, err := e.call(ctx, c.topic, payload, timeout, c.idempotent)
 	if err != nil {
 		return out, err
 	}

@@ -33,13 +33,14 @@ func DecodeStrict(payload []byte, v any) error {
 // match fields as encoding/json matches them. A failure is a 400
 // *envelope.Error (nil on success).
 func Decode(b []byte, v any, strict bool) *envelope.Error {
-	// Most payloads are valid: json.Unmarshal decodes them without the
-	// Decoder's reader, buffer and copy of b (three allocations and twice
-	// the payload's size). A payload it accepts has no trailing data, and
+	// Most payloads are valid: decodeRecycled decodes them as json.Unmarshal
+	// would, without a new Decoder's reader, buffer and copy of b (three
+	// allocations and twice the payload's size) nor json.Unmarshal's own
+	// decoder state. A payload it accepts has no trailing data, and
 	// checkKeys refuses every key the Decoder would call unknown, so it is
 	// accepted below too. Any failure is decoded again the Decoder's way, so
 	// that which error a payload with several problems gets stays the same.
-	if json.Unmarshal(b, v) == nil && (!strict || checkKeys(b, reflect.TypeOf(v)) == nil) {
+	if decodeRecycled(b, v) && (!strict || checkKeys(b, reflect.TypeOf(v)) == nil) {
 		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))

@@ -62,7 +62,10 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 	}
 	if _, ok := r.b.(inproc.Direct); ok && spec.Kind == bridge.Command {
 		slots := make(chan struct{}, spec.Concurrency)
-		r.direct = append(r.direct, direct{spec: spec, name: name, h: h, slots: slots, ctx: context.WithoutCancel(ctx),
+		// The member hands every message over with this context: made once
+		// here rather than once per message in run.
+		values := &routerValues{Context: context.WithoutCancel(ctx), handler: name, topic: spec.Topic}
+		r.direct = append(r.direct, direct{spec: spec, h: h, slots: slots, ctx: values,
 			idle: make(chan *message.Message), quit: r.quit})
 		inner := h
 		h = func(msg *message.Message) error {
@@ -79,10 +82,9 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 // direct is a command handler served by the bridge's Call.
 type direct struct {
 	spec  bridge.Spec
-	name  string // the handler's name in Watermill's router
 	h     message.NoPublishHandlerFunc
-	slots chan struct{} // shared with the queued path (see Handle)
-	ctx   context.Context
+	slots chan struct{}         // shared with the queued path (see Handle)
+	ctx   context.Context       // the member's: Watermill's router values (routerValues)
 	idle  chan *message.Message // to a worker waiting for its next message
 	quit  chan struct{}         // the router's: closed once nothing is served
 }
@@ -157,7 +159,6 @@ func (d direct) next(m *inproc.Member) *message.Message {
 // otherwise.
 func (d direct) run(m *inproc.Member, msg *message.Message) {
 	defer func() { <-d.slots }()
-	msg.SetContext(&routerValues{Context: msg.Context(), handler: d.name, topic: d.spec.Topic})
 	if err := d.h(msg); err != nil {
 		msg.Nack()
 	} else {
