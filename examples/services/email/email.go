@@ -41,8 +41,22 @@ func New(out *Outbox) *engine.Service {
 		n := out.send(ctx, in.Email, "Welcome, "+in.Name)
 		return emailapi.SendWelcomeOut{MessageID: fmt.Sprintf("mail-%d", n)}, nil
 	})
-	engine.Handle(svc, emailapi.ListSent, func(ctx context.Context, _ emailapi.ListSentIn) (emailapi.ListSentOut, error) {
-		return emailapi.ListSentOut{Sent: out.Sent()}, nil
+	engine.Handle(svc, emailapi.ListSent, func(ctx context.Context, in emailapi.ListSentIn) (emailapi.ListSentOut, error) {
+		all := out.Sent()
+		if len(in.To) == 0 {
+			return emailapi.ListSentOut{Sent: all}, nil
+		}
+		to := make(map[string]bool, len(in.To))
+		for _, a := range in.To {
+			to[a] = true
+		}
+		sent := []emailapi.Sent{}
+		for _, s := range all {
+			if to[s.To] {
+				sent = append(sent, s)
+			}
+		}
+		return emailapi.ListSentOut{Sent: sent}, nil
 	})
 	engine.Subscribe(svc, userapi.UserCreated, func(ctx context.Context, u userapi.User) error {
 		out.send(ctx, u.Email, "Getting started")

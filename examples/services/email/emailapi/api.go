@@ -26,8 +26,12 @@ type SendWelcomeOut struct {
 	MessageID string `json:"messageId"`
 }
 
-// ListSentIn asks for the e-mails sent so far.
-type ListSentIn struct{}
+// ListSentIn asks for the e-mails sent so far: to the addresses in To, or
+// all of them when To is empty (a reply is bounded in size: ask for a few
+// hundred addresses at a time when there are thousands).
+type ListSentIn struct {
+	To []string `json:"to,omitempty"`
+}
 
 // ListSentOut lists sent e-mails, oldest first.
 type ListSentOut struct {
