@@ -2,6 +2,7 @@ package envelope
 
 import (
 	crand "crypto/rand"
+	"encoding/hex"
 	"math/rand/v2"
 	"sync"
 )
@@ -26,14 +27,6 @@ func random(b []byte) {
 	generators.Put(g)
 }
 
-const hexDigits = "0123456789abcdef"
-
-func putHex(dst, src []byte) {
-	for i, c := range src {
-		dst[2*i], dst[2*i+1] = hexDigits[c>>4], hexDigits[c&0x0f]
-	}
-}
-
 // NewID returns a new random message id: a version 4 UUID in its usual
 // text form (36 characters, lower-case), like Watermill's NewUUID.
 func NewID() string {
@@ -42,15 +35,15 @@ func NewID() string {
 	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
 	var s [36]byte
-	putHex(s[0:8], u[0:4])
+	hex.Encode(s[0:8], u[0:4])
 	s[8] = '-'
-	putHex(s[9:13], u[4:6])
+	hex.Encode(s[9:13], u[4:6])
 	s[13] = '-'
-	putHex(s[14:18], u[6:8])
+	hex.Encode(s[14:18], u[6:8])
 	s[18] = '-'
-	putHex(s[19:23], u[8:10])
+	hex.Encode(s[19:23], u[8:10])
 	s[23] = '-'
-	putHex(s[24:36], u[10:16])
+	hex.Encode(s[24:36], u[10:16])
 	return string(s[:])
 }
 
@@ -64,11 +57,11 @@ func ChildTraceparent(parent string) string {
 		copy(s[:], "00-00000000000000000000000000000000-0000000000000000-01")
 		var id [16]byte
 		nonZero(id[:])
-		putHex(s[3:35], id[:])
+		hex.Encode(s[3:35], id[:])
 	}
 	var span [8]byte
 	nonZero(span[:])
-	putHex(s[36:52], span[:])
+	hex.Encode(s[36:52], span[:])
 	return string(s[:])
 }
 
