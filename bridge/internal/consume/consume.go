@@ -207,6 +207,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, err
 	}
 	r.src = src
+	if hb, ok := src.(Heartbeater); ok && s.cfg.HeartbeatEvery > 0 {
+		r.hb = hb
+	}
 	// The settling context ends when the run has ended, not at a stop or
 	// an abandon: the verdicts given before them still go out (each
 	// source bounds its own requests).
@@ -276,6 +279,7 @@ func (s *Subscriber) markClosed() {
 type run struct {
 	s   *Subscriber
 	src Source
+	hb  Heartbeater     // src, when it implements Heartbeater and HeartbeatEvery is set
 	ctx context.Context // Subscribe's, set on every message
 
 	out       chan *message.Message
@@ -383,8 +387,7 @@ func (r *run) fetchLoop() {
 // rest.
 func (r *run) dispatch() {
 	var beat <-chan time.Time
-	hb, _ := r.src.(Heartbeater)
-	if hb != nil && r.s.cfg.HeartbeatEvery > 0 {
+	if r.hb != nil {
 		t := time.NewTicker(r.s.cfg.HeartbeatEvery)
 		defer t.Stop()
 		beat = t.C
@@ -418,7 +421,7 @@ func (r *run) dispatch() {
 			go r.handle(d)
 		case <-beat:
 			for i := range pending {
-				if dl := hb.Heartbeat(pending[i]); !dl.IsZero() {
+				if dl := r.hb.Heartbeat(pending[i]); !dl.IsZero() {
 					pending[i].Deadline = dl
 				}
 			}
@@ -501,8 +504,7 @@ func (r *run) handle(d Delivery) {
 		return
 	}
 	var beat <-chan time.Time
-	hb, _ := r.src.(Heartbeater)
-	if hb != nil && s.cfg.HeartbeatEvery > 0 {
+	if r.hb != nil {
 		t := time.NewTicker(s.cfg.HeartbeatEvery)
 		defer t.Stop()
 		beat = t.C
@@ -516,7 +518,7 @@ func (r *run) handle(d Delivery) {
 			r.nacked(d)
 			return
 		case <-beat:
-			if dl := hb.Heartbeat(d); !dl.IsZero() && lease != nil {
+			if dl := r.hb.Heartbeat(d); !dl.IsZero() && lease != nil {
 				d.Deadline = dl
 				lease.Reset(time.Until(dl))
 			}
