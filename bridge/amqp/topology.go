@@ -216,14 +216,16 @@ const headerDeliveries = "x-switchboard-deliveries"
 func deliveryCount(d amqp091.Delivery) int64 {
 	var n int64 = 1
 	if v, ok := d.Headers[headerDeliveries].(string); ok {
-		if before, err := strconv.ParseInt(v, 10, 64); err == nil && before > 0 {
+		// The header is wire input: bounded, so that a forged one cannot
+		// overflow the count.
+		if before, err := strconv.ParseInt(v, 10, 64); err == nil && before > 0 && before < 1<<30 {
 			n += before
 		}
 	}
 	deaths, _ := d.Headers["x-death"].([]any)
 	for _, x := range deaths {
 		if t, ok := x.(amqp091.Table); ok && t["reason"] == "rejected" {
-			if c, ok := t["count"].(int64); ok {
+			if c, ok := t["count"].(int64); ok && c > 0 && c < 1<<30 {
 				n += c
 			}
 		}
@@ -231,7 +233,7 @@ func deliveryCount(d amqp091.Delivery) int64 {
 	if d.Redelivered {
 		n++
 	}
-	return n
+	return min(n, 1<<30)
 }
 
 // brokerHeader reports headers that describe one delivery, not the message:

@@ -478,6 +478,8 @@ func (r *run) handle(d Delivery) {
 	m.SetContext(r.ctx)
 	if d.Count > 0 {
 		m.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(d.Count))
+	} else { // unknown: never a count a publisher wrote into the message
+		delete(m.Metadata, bridge.DeliveryKey)
 	}
 	if r.stopCtx.Err() != nil { // stopping wins over a handler waiting
 		r.release([]Delivery{d})

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/internal/consume"
 )
 
@@ -90,5 +91,39 @@ func TestExpiredPrefetchedMessageIsNotHandedOut(t *testing.T) {
 	}
 	if handedOut > 0 {
 		t.Errorf("a message whose deadline had passed before a slot freed was handed out %d times in 20 runs, want 0", handedOut)
+	}
+}
+
+// countlessQueue delivers with no delivery count (Count 0) and a
+// DeliveryKey a publisher forged into the message.
+type countlessQueue struct{ *queue }
+
+func (q countlessQueue) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
+	return q.queue.Fetch(ctx, n, func(d consume.Delivery) {
+		d.Count = 0
+		d.Msg.Metadata.Set(bridge.DeliveryKey, "1")
+		deliver(d)
+	})
+}
+
+// A delivery count the backend cannot tell is absent, never one the
+// publisher wrote: a forged "1" on every delivery would keep a failing
+// message below the engine's MaxDeliveries for ever.
+func TestForgedDeliveryCountIsRemoved(t *testing.T) {
+	q := countlessQueue{newQueue("a")}
+	s, err := consume.New(consume.Config{Spec: spec(1), Backend: "test", Logger: slog.New(slog.DiscardHandler)},
+		func(context.Context) (consume.Source, error) { return q, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.Subscribe(t.Context(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := receive(t, out)
+	m.Ack()
+	if v, ok := m.Metadata[bridge.DeliveryKey]; ok {
+		t.Fatalf("DeliveryKey = %q on a delivery without a count, want none", v)
 	}
 }
