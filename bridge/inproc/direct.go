@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -136,12 +135,7 @@ func (m *Member) Requeue(msg *message.Message) {
 	}
 	delete(msg.Metadata, bridge.NackDelayKey)
 	delete(msg.Metadata, bridge.DeliveryKey)
-	q := queued{msg: msg, deliveries: deliveries}
-	if delay <= 0 {
-		m.g.push(q)
-		return
-	}
-	time.AfterFunc(delay, func() { m.g.push(q) })
+	m.g.requeue(queued{msg: msg, deliveries: deliveries}, delay)
 }
 
 // offer offers msg to m; false when m is stopped or refuses it.
@@ -185,9 +179,9 @@ func (b *Bus) Call(topic string, msg *message.Message) error {
 	}
 	b.mu.Unlock()
 	msg.Metadata.Set(bridge.DeliveryKey, "1")
-	start := int(g.next.Add(1))
-	for i := range served {
-		if served[(start+i)%len(served)].offer(msg) {
+	start := g.next.Add(1) % uint32(len(served)) // unsigned: no overflow to a negative index
+	for i := range uint32(len(served)) {
+		if served[(start+i)%uint32(len(served))].offer(msg) {
 			return nil
 		}
 	}

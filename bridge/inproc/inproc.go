@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -223,6 +224,15 @@ func (g *group) push(m queued) {
 	g.queue = append(g.queue, m)
 	g.mu.Unlock()
 	g.signal()
+}
+
+// requeue queues m again after delay (at once when delay ≤ 0).
+func (g *group) requeue(m queued, delay time.Duration) {
+	if delay <= 0 {
+		g.push(m)
+		return
+	}
+	time.AfterFunc(delay, func() { g.push(m) })
 }
 
 // pushFront puts messages back at the head of the queue, in their order:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/internal/consume"
 )
@@ -23,7 +25,9 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 		if ms := s.g.pop(n); len(ms) > 0 {
 			for _, m := range ms {
 				m.deliveries++
-				deliver(consume.Delivery{Msg: m.msg.Copy(), Count: m.deliveries, Ref: m})
+				// Ref is the snapshot, a pointer (boxing a queued would
+				// allocate on every delivery); Count is its deliveries.
+				deliver(consume.Delivery{Msg: m.msg.Copy(), Count: m.deliveries, Ref: m.msg})
 			}
 			return nil
 		}
@@ -42,12 +46,7 @@ func (s *source) Ack(context.Context, []consume.Delivery) error { return nil }
 
 // Nack queues the message again for the group after delay.
 func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration) error {
-	m := d.Ref.(queued)
-	if delay <= 0 {
-		s.g.push(m)
-		return nil
-	}
-	time.AfterFunc(delay, func() { s.g.push(m) })
+	s.g.requeue(queued{msg: d.Ref.(*message.Message), deliveries: d.Count}, delay)
 	return nil
 }
 
@@ -55,8 +54,7 @@ func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration
 func (s *source) Release(_ context.Context, ds []consume.Delivery) error {
 	ms := make([]queued, len(ds))
 	for i, d := range ds {
-		ms[i] = d.Ref.(queued)
-		ms[i].deliveries--
+		ms[i] = queued{msg: d.Ref.(*message.Message), deliveries: d.Count - 1}
 	}
 	s.g.pushFront(ms) // back in their place, ahead of later messages
 	return nil
