@@ -481,6 +481,9 @@ func (r *run) handle(d Delivery) {
 	} else { // unknown: never a count a publisher wrote into the message
 		delete(m.Metadata, bridge.DeliveryKey)
 	}
+	// The nack delay is the consumer's to set: one a publisher wrote ("0s")
+	// would make every nack of a plain handler redeliver at once.
+	delete(m.Metadata, bridge.NackDelayKey)
 	if r.stopCtx.Err() != nil { // stopping wins over a handler waiting
 		r.release([]Delivery{d})
 		return

@@ -127,3 +127,41 @@ func TestForgedDeliveryCountIsRemoved(t *testing.T) {
 		t.Fatalf("DeliveryKey = %q on a delivery without a count, want none", v)
 	}
 }
+
+// forgedDelayQueue delivers messages whose publisher wrote a nack delay.
+type forgedDelayQueue struct{ *queue }
+
+func (q forgedDelayQueue) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
+	return q.queue.Fetch(ctx, n, func(d consume.Delivery) {
+		d.Msg.Metadata.Set(bridge.NackDelayKey, "0s")
+		deliver(d)
+	})
+}
+
+// A nack delay written by the publisher is not honoured: a handler that
+// nacks without a delay of its own waits bridge.DefaultNackDelay, not the
+// forged "0s" that would redeliver a failing message in a hot loop.
+func TestForgedNackDelayIsRemoved(t *testing.T) {
+	q := forgedDelayQueue{newQueue("a")}
+	s, err := consume.New(consume.Config{Spec: spec(1), Backend: "test", Logger: slog.New(slog.DiscardHandler)},
+		func(context.Context) (consume.Source, error) { return q, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, err := s.Subscribe(t.Context(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive(t, out).Nack()
+	eventually(t, "the nack", func() bool {
+		var n int
+		q.snapshot(func(q *queue) { n = len(q.nacks) })
+		return n == 1
+	})
+	q.snapshot(func(q *queue) {
+		if q.nacks["a"] != bridge.DefaultNackDelay {
+			t.Errorf("nack delay %s, want %s (the forged 0s ignored)", q.nacks["a"], bridge.DefaultNackDelay)
+		}
+	})
+}
