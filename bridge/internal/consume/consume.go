@@ -396,10 +396,10 @@ func (r *run) dispatch() {
 	ready := r.ready
 	for ready != nil || len(pending) > 0 {
 		if r.stopCtx.Err() != nil { // a stop wins over a free token
-			r.drop(pending)
 			for d := range r.ready { // until fetchLoop returns
-				r.drop([]Delivery{d})
+				pending = append(pending, d)
 			}
+			r.drop(pending) // one Release, in order: a backend puts them back in their place
 			return
 		}
 		pending = r.dropExpired(pending)
