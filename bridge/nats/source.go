@@ -268,12 +268,15 @@ func settleEach(ds []consume.Delivery, settle func(jetstream.Msg) error) error {
 // Heartbeat tells JetStream the message is in progress, so a handler slower
 // than ack_wait is not raced by a redelivery: ack_wait bounds how long a
 // message stays with a dead process, not how long a handler may take.
-// The delivery has no Deadline (the heartbeats keep it with this member).
-func (src source) Heartbeat(d consume.Delivery) time.Time {
-	if err := d.Ref.(jetstream.Msg).InProgress(); err != nil {
-		src.s.b.log.Debug("nats: progress report failed", "topic", src.s.spec.Topic, "err", err)
+// Deliveries have no Deadline (the heartbeats keep them with this member).
+// A report is a publish on the connection, not a round trip.
+func (src source) Heartbeat(ds []consume.Delivery) []time.Time {
+	for _, d := range ds {
+		if err := d.Ref.(jetstream.Msg).InProgress(); err != nil {
+			src.s.b.log.Debug("nats: progress report failed", "topic", src.s.spec.Topic, "err", err)
+		}
 	}
-	return time.Time{}
+	return make([]time.Time, len(ds))
 }
 
 // Close flushes the connection: the acks and naks of this call are on
@@ -314,6 +317,5 @@ func decode(jm jetstream.Msg) *message.Message {
 
 var (
 	_ consume.Source      = source{}
-	_ consume.Heartbeater = source{}
 	_ consume.Heartbeater = source{}
 )

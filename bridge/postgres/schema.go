@@ -199,16 +199,19 @@ func newQueries(qs string) queries {
 			SET visible_at = now() + $3::bigint * interval '1 microsecond'
 			WHERE id = $1 AND attempts = $2`),
 
-		// Claimed rows that were never handed to a handler go back as they
-		// were. $1 ids, $2 attempts seen at claim.
-		// $1 id, $2 attempts seen at claim (the lease token), $3 lease in
-		// microseconds: a heartbeat renews the lease of a held row.
+		// $1 ids, $2 attempts seen at claim (the lease tokens), $3 lease in
+		// microseconds: a heartbeat renews the leases of the rows a member
+		// holds, in one statement, and returns the ids it renewed.
 		extend: r.Replace(`
-			UPDATE {s}.bridge_queue SET visible_at = now() + $3::bigint * interval '1 microsecond'
-			WHERE id = $1 AND attempts = $2`),
+			UPDATE {s}.bridge_queue q SET visible_at = now() + $3::bigint * interval '1 microsecond'
+			FROM unnest($1::bigint[], $2::integer[]) AS a(id, attempts)
+			WHERE q.id = a.id AND q.attempts = a.attempts
+			RETURNING q.id`),
 
-		// A released row takes back its place in the group's order (its
-		// publication time), not the back of the queue.
+		// Claimed rows that were never handed to a handler go back as they
+		// were, $1 ids, $2 attempts seen at claim; each takes back its place
+		// in the group's order (its publication time), not the back of the
+		// queue.
 		release: r.Replace(`
 			UPDATE {s}.bridge_queue q SET visible_at = LEAST(q.published_at, now()), attempts = q.attempts - 1
 			FROM unnest($1::bigint[], $2::integer[]) AS a(id, attempts)

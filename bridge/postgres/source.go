@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/internal/consume"
@@ -224,22 +225,42 @@ func (s *source) settle(ctx context.Context, ls []*lease, exec func(context.Cont
 	}
 }
 
-// Heartbeat renews the lease of a row that waits for a handler or that a
-// handler holds, so that neither a slow handler nor rows claimed ahead
-// (prefetch) lose it, and returns the new deadline; the zero time when the
-// lease was lost (ended and claimed again) or the statement failed.
-func (s *source) Heartbeat(d consume.Delivery) time.Time {
-	l := d.Ref.(*lease)
+// Heartbeat renews, in one statement, the leases of rows that wait for a
+// handler or that handlers hold, so that neither a slow handler nor rows
+// claimed ahead (prefetch) lose them, and returns their new deadlines; the
+// zero time for a lease that was lost (ended and claimed again), and for
+// all when the statement failed.
+func (s *source) Heartbeat(ds []consume.Delivery) []time.Time {
+	out := make([]time.Time, len(ds))
+	ls := make([]*lease, len(ds))
+	for i, d := range ds {
+		ls[i] = d.Ref.(*lease)
+	}
+	ids, attempts := tokens(ls)
 	ctx, cancel := context.WithTimeout(s.b.ctx, opTimeout)
 	defer cancel()
 	expires := time.Now().Add(s.b.cfg.ackDeadline) // measured before the statement, as at claim
-	tag, err := s.b.pool.Exec(ctx, s.b.q.extend, l.id, l.attempts, s.b.cfg.ackDeadline.Microseconds())
-	if err != nil || tag.RowsAffected() != 1 {
-		s.log.Debug("renewing a lease failed", "uuid", l.msg.UUID, "err", err)
-		return time.Time{}
+	rows, err := s.b.pool.Query(ctx, s.b.q.extend, ids, attempts, s.b.cfg.ackDeadline.Microseconds())
+	if err != nil {
+		s.log.Debug("renewing leases failed", "n", len(ds), "err", err)
+		return out
 	}
-	l.expires.Store(expires.UnixNano())
-	return expires
+	ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		s.log.Debug("renewing leases failed", "n", len(ds), "err", err)
+		return out
+	}
+	renewed := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		renewed[id] = true
+	}
+	for i, l := range ls {
+		if renewed[l.id] {
+			l.expires.Store(expires.UnixNano())
+			out[i] = expires
+		}
+	}
+	return out
 }
 
 // Release puts back rows that were claimed but never handed to a handler,

@@ -65,12 +65,12 @@ type Source interface {
 // Heartbeater is implemented by a source whose broker delivers a message
 // again when it is held longer than a deadline (NATS's ack_wait, a
 // PostgreSQL lease): the runtime calls Heartbeat every
-// Config.HeartbeatEvery while the message waits for a handler or a handler
-// holds it. Heartbeat returns the message's new Deadline, or the zero time
-// to keep the one it had (a source that sets none, or a heartbeat that
-// failed).
+// Config.HeartbeatEvery while messages wait for a handler (all of them in
+// one call) or a handler holds one. Heartbeat returns each message's new
+// Deadline, in the order of ds, or the zero time to keep the one it had (a
+// source that sets none, or a heartbeat that failed).
 type Heartbeater interface {
-	Heartbeat(d Delivery) (deadline time.Time)
+	Heartbeat(ds []Delivery) (deadlines []time.Time)
 }
 
 // Config configures a Subscriber.
@@ -420,8 +420,13 @@ func (r *run) dispatch() {
 			pending = pending[1:]
 			go r.handle(d)
 		case <-beat:
-			for i := range pending {
-				if dl := r.hb.Heartbeat(pending[i]); !dl.IsZero() {
+			if len(pending) == 0 {
+				break
+			}
+			// One call for all that wait: a backend renews them in one
+			// request, not one round trip each while nothing is handed out.
+			for i, dl := range r.hb.Heartbeat(pending) {
+				if i < len(pending) && !dl.IsZero() {
 					pending[i].Deadline = dl
 				}
 			}
@@ -523,9 +528,9 @@ func (r *run) handle(d Delivery) {
 			r.nacked(d)
 			return
 		case <-beat:
-			if dl := r.hb.Heartbeat(d); !dl.IsZero() && lease != nil {
-				d.Deadline = dl
-				lease.Reset(time.Until(dl))
+			if dls := r.hb.Heartbeat([]Delivery{d}); len(dls) == 1 && !dls[0].IsZero() && lease != nil {
+				d.Deadline = dls[0]
+				lease.Reset(time.Until(dls[0]))
 			}
 		case <-expired:
 			s.log.Warn(s.cfg.Backend+": message not settled by its deadline; the broker delivers it again", "uuid", m.UUID)

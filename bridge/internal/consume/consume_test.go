@@ -109,11 +109,13 @@ func (q *queue) Release(_ context.Context, ds []consume.Delivery) error {
 	return nil
 }
 
-func (q *queue) Heartbeat(d consume.Delivery) time.Time {
+func (q *queue) Heartbeat(ds []consume.Delivery) []time.Time {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.beats[d.Ref.(string)]++
-	return time.Time{}
+	for _, d := range ds {
+		q.beats[d.Ref.(string)]++
+	}
+	return make([]time.Time, len(ds))
 }
 
 func (q *queue) Close() error {
