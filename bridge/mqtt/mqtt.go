@@ -344,8 +344,12 @@ func containsNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 // decode turns a received PUBLISH into a message and its delivery count:
 // the deliveries its copies had, plus this one, plus one when the broker
-// flags it as sent before (DUP, after a reconnect).
-func decode(pb *paho.Publish) (*message.Message, int) {
+// flags it as sent before (DUP, after a reconnect). The copies' count is
+// read only from a copy (fromRetry: the group's redelivery topic, where
+// this backend publishes them): on a topic any producer publishes to, a
+// forged count would send a message to the poison path on its first
+// delivery; there the property is dropped.
+func decode(pb *paho.Publish, fromRetry bool) (*message.Message, int) {
 	md := message.Metadata{}
 	id, delivered := "", 0
 	if pb.Properties != nil {
@@ -354,7 +358,7 @@ func decode(pb *paho.Publish) (*message.Message, int) {
 			case uuidProp:
 				id = p.Value
 			case deliveredProp:
-				if n, err := strconv.Atoi(p.Value); err == nil && n > 0 && n < 1<<30 {
+				if n, err := strconv.Atoi(p.Value); fromRetry && err == nil && n > 0 && n < 1<<30 {
 					delivered = n
 				}
 			default:

@@ -313,7 +313,7 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 			}
 		}
 		if !s.stale(r) {
-			deliver(delivery(r))
+			deliver(s.delivery(r))
 			got++
 		}
 	}
@@ -326,8 +326,8 @@ func (s *source) stale(r *received) bool {
 	return r.conn < s.staleBefore
 }
 
-func delivery(r *received) consume.Delivery {
-	m, n := decode(r.pb)
+func (s *source) delivery(r *received) consume.Delivery {
+	m, n := decode(r.pb, r.pb.Topic == s.retry)
 	return consume.Delivery{Msg: m, Count: n, Ref: r}
 }
 
@@ -482,7 +482,7 @@ func (s *source) handBackUnfetched() {
 		select {
 		case r := <-s.in:
 			if !s.stale(r) {
-				d := delivery(r)
+				d := s.delivery(r)
 				s.handBack(d, d.Count-1)
 			}
 		case <-time.After(unfetchedQuiet):
