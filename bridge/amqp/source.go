@@ -168,15 +168,11 @@ func (src *source) Fetch(ctx context.Context, n int, deliver func(consume.Delive
 		if !ok { // the channel closed, or the broker cancelled the consumer
 			return src.reopen(ctx)
 		}
-		msg, err := marshaler{}.Unmarshal(d)
-		if err != nil { // not with this marshaler: park it in the retry queue
-			_ = d.Reject(false)
-			continue
-		}
+		msg, count := marshaler{}.decode(d) // never fails: nothing to park
 		c.mu.Lock()
 		c.held[d.DeliveryTag] = struct{}{}
 		c.mu.Unlock()
-		deliver(consume.Delivery{Msg: msg, Count: int(deliveryCount(d)), Ref: &delivery{d: d, c: c}})
+		deliver(consume.Delivery{Msg: msg, Count: int(count), Ref: &delivery{d: d, c: c}})
 	}
 	return nil
 }

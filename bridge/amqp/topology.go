@@ -273,35 +273,39 @@ func (m marshaler) Marshal(msg *message.Message) (amqp091.Publishing, error) {
 	return p, nil
 }
 
-// Unmarshal implements wamqp.Marshaler.
+// Unmarshal implements wamqp.Marshaler (see decode); it never fails.
 func (m marshaler) Unmarshal(d amqp091.Delivery) (*message.Message, error) {
-	headers := make(amqp091.Table, len(d.Headers)+1)
+	msg, count := m.decode(d)
+	msg.Metadata.Set(bridge.DeliveryKey, strconv.FormatInt(count, 10))
+	return msg, nil
+}
+
+// decode builds the message of a delivery, and says how many times it has
+// been delivered (deliveryCount), in one pass over the headers and with no
+// copy of them (the default Unmarshal needs one, and panics on a message
+// with no headers at all).
+func (marshaler) decode(d amqp091.Delivery) (*message.Message, int64) {
+	id := d.MessageId
+	md := make(message.Metadata, len(d.Headers))
 	for k, v := range d.Headers {
-		switch s, ok := v.(string); {
+		s, ok := v.(string)
+		if !ok {
+			s = fmt.Sprint(v)
+		}
+		switch {
+		case k == wamqp.DefaultMessageUUIDHeaderKey:
+			id = s
 		case brokerHeader(k):
-		case ok:
-			headers[k] = s
 		default:
-			headers[k] = fmt.Sprint(v)
+			md[k] = s
 		}
 	}
-	// The default Unmarshal sizes its metadata map len(headers)-1, which
-	// panics on a message with no headers at all (one not published through
-	// Watermill): make sure the UUID header is there.
-	if _, ok := headers[wamqp.DefaultMessageUUIDHeaderKey]; !ok {
-		headers[wamqp.DefaultMessageUUIDHeaderKey] = d.MessageId
-	}
-	count := deliveryCount(d)
-	d.Headers = headers
-	msg, err := m.DefaultMarshaler.Unmarshal(d)
-	if err != nil {
-		return nil, err
-	}
-	msg.Metadata.Set(bridge.DeliveryKey, strconv.FormatInt(count, 10))
 	if d.Redelivered {
-		msg.Metadata.Set(wamqp.MetadataRedeliveredKey, "true")
+		md[wamqp.MetadataRedeliveredKey] = "true"
 	}
-	return msg, nil
+	msg := message.NewMessage(id, d.Body)
+	msg.Metadata = md
+	return msg, deliveryCount(d)
 }
 
 // delayedCopy is what goes to a delay queue for a delivery nacked with its
