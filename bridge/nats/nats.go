@@ -356,14 +356,20 @@ func (b *natsBridge) publishAsync(nms []*natsgo.Msg) (noStreamMsgs []*natsgo.Msg
 		f  jetstream.PubAckFuture
 	}
 	var window []sent // awaiting their PubAck, oldest first
+	// A safety net only (WithPublishAsyncTimeout answers first): one timer
+	// for the call, restarted at each answer, not one per message.
+	const stallLimit = publishTimeout + time.Second
+	stall := time.NewTimer(stallLimit)
+	defer stall.Stop()
 	wait := func(s sent) {
 		var err error
 		select {
 		case <-s.f.Ok():
 		case err = <-s.f.Err():
-		case <-time.After(publishTimeout + time.Second): // WithPublishAsyncTimeout answers first
+		case <-stall.C:
 			err = jetstream.ErrAsyncPublishTimeout
 		}
+		stall.Reset(stallLimit)
 		switch {
 		case err == nil:
 		case noStream(err):
