@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"slices"
 	"sync"
 	"time"
 
@@ -114,11 +113,11 @@ type source struct {
 	resubs  sync.WaitGroup // subscriptions after a reconnect
 
 	mu          sync.Mutex
-	up          bool        // a connection is up
-	subscribed  bool        // and its subscriptions are made
-	held        []*received // received on it, not yet PUBACKed
-	conn        int         // connections so far
-	staleBefore int         // what came on an earlier connection is sent again
+	up          bool                   // a connection is up
+	subscribed  bool                   // and its subscriptions are made
+	held        map[*received]struct{} // received on it, not yet PUBACKed
+	conn        int                    // connections so far
+	staleBefore int                    // what came on an earlier connection is sent again
 }
 
 func (s *source) isReady() bool {
@@ -163,7 +162,8 @@ func (a *ackSession) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packet
 	err := a.State.ConAckReceived(w, cp, ca)
 	s := a.src
 	s.mu.Lock()
-	s.up, s.subscribed, s.held = err == nil, false, nil
+	s.up, s.subscribed = err == nil, false
+	clear(s.held)
 	s.conn++
 	if ca.SessionPresent {
 		s.staleBefore = s.conn
@@ -176,7 +176,8 @@ func (a *ackSession) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packet
 // next one (packet ids are reused; the broker sends them again, flagged DUP).
 func (a *ackSession) ConnectionLost(dp *packets.Disconnect) error {
 	a.src.mu.Lock()
-	a.src.up, a.src.subscribed, a.src.held = false, false, nil
+	a.src.up, a.src.subscribed = false, false
+	clear(a.src.held)
 	a.src.mu.Unlock()
 	return a.State.ConnectionLost(dp)
 }
@@ -186,7 +187,7 @@ func (a *ackSession) ConnectionLost(dp *packets.Disconnect) error {
 // again on every later connection, session present or not: Mosquitto does
 // not keep shared subscriptions across its restart (see "Broker restarts").
 func (b *mqttBridge) openSource(ctx context.Context, spec bridge.Spec, mt string) (*source, error) {
-	s := &source{b: b, spec: spec, flush: make(chan struct{}), retry: retryTopic(spec.Group, mt)}
+	s := &source{b: b, spec: spec, flush: make(chan struct{}), retry: retryTopic(spec.Group, mt), held: map[*received]struct{}{}}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.sess = &ackSession{State: state.NewInMemory(), src: s}
 	s.keep = b.opts.stableID && spec.Kind != bridge.Reply
@@ -280,7 +281,7 @@ func (s *source) received(p paho.PublishReceived) (bool, error) {
 	s.mu.Lock()
 	r := &received{pb: p.Packet, conn: s.conn}
 	if p.Packet.QoS > 0 && s.up {
-		s.held = append(s.held, r)
+		s.held[r] = struct{}{}
 	}
 	s.mu.Unlock()
 	select {
@@ -349,14 +350,13 @@ func (s *source) settle(rs ...*received) {
 		// Only a message of the current connection, not yet acknowledged:
 		// one of a lost connection comes again (its packet id may be
 		// another message's now).
-		i := slices.Index(s.held, r)
-		if i < 0 {
+		if _, ok := s.held[r]; !ok {
 			continue
 		}
 		if err := s.sess.State.Ack(r.pb.Packet()); err != nil {
 			return // the connection is going: the broker sends the rest again
 		}
-		s.held = slices.Delete(s.held, i, i+1)
+		delete(s.held, r)
 	}
 }
 
@@ -397,7 +397,7 @@ func (s *source) handBack(d consume.Delivery, delivered int) {
 	r := d.Ref.(*received)
 	for {
 		s.mu.Lock()
-		live := slices.Contains(s.held, r)
+		_, live := s.held[r]
 		s.mu.Unlock()
 		if !live {
 			// The connection it came on is gone: the broker sends the
