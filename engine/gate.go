@@ -56,8 +56,9 @@ func (g *gate) close() <-chan struct{} {
 	return g.idle
 }
 
+// closeIdle closes idle, which close made before it set closedBit: the
+// only way here.
 func (g *gate) closeIdle() {
-	g.once.Do(func() { g.idle = make(chan struct{}) })
 	g.done.Do(func() { close(g.idle) })
 }
 

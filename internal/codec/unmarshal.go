@@ -16,6 +16,9 @@ import (
 // falls back to json.Unmarshal, on a zeroed v, whenever that Decoder does
 // not succeed exactly as json.Unmarshal would.
 func Unmarshal(b []byte, v any) error {
+	if len(b) > maxRecycled {
+		return json.Unmarshal(b, v) // once: its error is the answer
+	}
 	if decodeRecycled(b, v) {
 		return nil
 	}
