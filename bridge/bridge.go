@@ -311,6 +311,19 @@ func parseProblem(err error) string {
 // password from "?password=".
 var secretParams = []string{"pass", "pwd", "secret", "token", "key", "cred"}
 
+// SecretParam reports whether a URL query parameter's name suggests a
+// secret (password, sslpassword, pwd, token, key…): Redact hides its value,
+// and so must every message that would quote it.
+func SecretParam(name string) bool {
+	lname := strings.ToLower(name)
+	for _, s := range secretParams {
+		if strings.Contains(lname, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // misplacedProblem explains why Open refuses a URL misplacedUserinfo finds.
 const misplacedProblem = "a fragment, or an '@' after the host: percent-encode '@', '/', '?' and '#' in the user and password (%40, %2F, %3F, %23)"
 
@@ -350,11 +363,8 @@ func Redact(rawURL string) string {
 		} else {
 			hidden := false
 			for k := range q {
-				lk := strings.ToLower(k)
-				for _, s := range secretParams {
-					if strings.Contains(lk, s) {
-						q[k], hidden = []string{"xxxxx"}, true
-					}
+				if SecretParam(k) {
+					q[k], hidden = []string{"xxxxx"}, true
 				}
 			}
 			if hidden {

@@ -56,10 +56,9 @@ func (r *Reader) fail(name, format string, args ...any) {
 	r.errs = append(r.errs, fmt.Errorf("parameter %s: "+format, append([]any{name}, args...)...))
 }
 
-// shown quotes v for a message, unless name suggests a secret (the names
-// bridge.Redact hides: password, token, key…).
+// shown quotes v for a message, unless name suggests a secret.
 func shown(name, v string) string {
-	if strings.Contains(bridge.Redact("x://h/?"+url.QueryEscape(name)+"=v"), "xxxxx") {
+	if bridge.SecretParam(name) {
 		return "(value hidden)"
 	}
 	return strconv.Quote(v)
