@@ -30,8 +30,9 @@ type Router struct {
 	closed  bool
 	drain   time.Duration
 	runErr  chan error
-	runDone chan struct{} // closed when Run has returned
-	quit    chan struct{} // closed by Close once no member is served: direct workers end
+	runDone chan struct{}      // closed when Run has returned
+	stopRun context.CancelFunc // cancels Run's context (see Close)
+	quit    chan struct{}      // closed by Close once no member is served: direct workers end
 }
 
 // New returns a router on b. drain bounds how long Close waits for in-flight
@@ -186,10 +187,13 @@ func (r *Router) Start(ctx context.Context) error {
 		return errors.New("router: closed before it started")
 	}
 	r.started = true
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	r.stopRun = stopRun
 	r.mu.Unlock()
 	go func() {
 		defer close(r.runDone)
-		r.runErr <- r.wm.Run(context.WithoutCancel(ctx))
+		defer stopRun()
+		r.runErr <- r.wm.Run(runCtx)
 	}()
 	select {
 	case <-r.wm.Running():
@@ -237,7 +241,7 @@ func (r *Router) serve() error {
 // concurrent call returns nil at once (the engine calls Close once).
 func (r *Router) Close() error {
 	r.mu.Lock()
-	started, closed := r.started, r.closed
+	started, closed, stopRun := r.started, r.closed, r.stopRun
 	r.closed = true
 	members := r.members
 	r.mu.Unlock()
@@ -270,6 +274,13 @@ func (r *Router) Close() error {
 	// subscriptions (never cancelled, see uncancelled) would then never end.
 	// Close them ourselves; subscriber Close is idempotent, and a second
 	// call returns when the first has.
+	//
+	// Watermill logs "All handlers stopped, closing router" at error level
+	// when its handlers all end before its Close has begun, unless Run's
+	// context has ended: the subscribers closed here may end them first,
+	// so end Run's context before. (Our subscriptions ignore it, see
+	// uncancelled; Watermill's handlers then leave the subscribers to us.)
+	stopRun()
 	closing := make(chan error, 1)
 	go func() { closing <- r.closeSubscribers() }()
 	var errs []error
