@@ -82,6 +82,16 @@ var (
 	ErrTimeout = &Error{Code: http.StatusGatewayTimeout, Reason: "timeout", Message: "timed out"}
 )
 
+// ErrScheduleNotFound: no scheduled message has that id (unknown,
+// cancelled, or already handed to the bridge), from Schedules().Cancel and
+// Reschedule (404, reason "schedule_not_found").
+var ErrScheduleNotFound = &Error{Code: http.StatusNotFound, Reason: "schedule_not_found", Message: "no such scheduled message"}
+
+// ErrNoScheduler is returned by Schedule, and by Register for a recurring
+// schedule, on an engine with no Scheduler (Config.Scheduler) on a broker:
+// only the in-process bus has a default, in memory.
+var ErrNoScheduler = errors.New("switchboard: no scheduler: set Config.Scheduler (outbox.Scheduler keeps scheduled messages in PostgreSQL)")
+
 // ErrNoEngine is returned by Invoke, Send and Emit when ctx carries no
 // engine: call them from a handler, or with a context from WithEngine.
 var ErrNoEngine = errors.New("switchboard: context carries no engine (call from a handler, or use engine.WithEngine)")

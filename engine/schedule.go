@@ -48,8 +48,11 @@ type Scheduler interface {
 type Recurrence struct {
 	// Name identifies the schedule across engines and restarts.
 	Name string
-	// Spec is a cron expression of five fields, optionally prefixed by
-	// "CRON_TZ=<IANA zone> " (default UTC).
+	// Spec is a cron expression: five fields (minute hour day-of-month
+	// month day-of-week), or six with seconds first, or a descriptor such
+	// as "@daily"; optionally prefixed by "CRON_TZ=<IANA zone> " (default
+	// UTC). internal/cronspec parses it, for the engine and every
+	// Scheduler alike.
 	Spec string
 	// Topic is where each tick's message goes.
 	Topic string
