@@ -10,6 +10,8 @@
 //	0006_outbox_inbox.sql     outbox retry and parking columns, outbox_notify(),
 //	                          outbox_leader; inbox keyed by (message_id,
 //	                          group_name, topic), reply column (stored replies)    (outbox)
+//	0007_schedule.sql         outbox deliver_at (scheduled messages) and its
+//	                          indexes, outbox_recurring                            (outbox)
 //
 // Migration 5 changes the key dead_letters upserts on: once it is applied,
 // a process of an older release cannot store a dead letter (PostgreSQL

@@ -4,12 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/migrations"
@@ -63,30 +66,64 @@ func NewPublisher(exec wmsql.ContextExecutor, schema string) (*Publisher, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{exec: exec, insert: `INSERT INTO ` + qs + `.outbox (topic, uuid, payload, metadata) VALUES `}, nil
+	return &Publisher{exec: exec, insert: `INSERT INTO ` + qs + `.outbox (topic, uuid, payload, metadata, deliver_at) VALUES `}, nil
+}
+
+// scheduledForKey is the metadata key holding a scheduled message's due
+// time, RFC 3339 with nanoseconds, UTC (the engine's "scheduled_for").
+const scheduledForKey = "scheduled_for"
+
+// ErrAlreadyScheduled is returned when a message is scheduled with the id
+// of a scheduled message that still waits.
+var ErrAlreadyScheduled = errors.New("outbox: a scheduled message with this id already waits")
+
+// dueTime returns m's due time from its "scheduled_for", or nil (at once)
+// when it has none.
+func dueTime(m *message.Message) (*time.Time, error) {
+	v := m.Metadata.Get(scheduledForKey)
+	if v == "" {
+		return nil, nil
+	}
+	at, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: message %s: metadata %q: %w", m.UUID, scheduledForKey, err)
+	}
+	return &at, nil
 }
 
 // Publish inserts one row per message, in order, in one statement. The
 // first message's context is the statement's (it carries the caller's).
+// A message whose metadata holds "scheduled_for" (RFC 3339) is forwarded
+// once that time has come: written in the caller's transaction, it is
+// scheduled if and only if the transaction commits. A malformed
+// "scheduled_for" is an error, and so is the id of a scheduled message
+// that still waits (ErrAlreadyScheduled).
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	var b strings.Builder
 	b.WriteString(p.insert)
-	args := make([]any, 0, 4*len(msgs))
+	args := make([]any, 0, 5*len(msgs))
 	for i, m := range msgs {
 		md, err := json.Marshal(m.Metadata)
 		if err != nil {
 			return fmt.Errorf("outbox: metadata of %s: %w", m.UUID, err)
 		}
+		at, err := dueTime(m)
+		if err != nil {
+			return err
+		}
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "($%d, $%d, $%d, $%d)", 4*i+1, 4*i+2, 4*i+3, 4*i+4)
-		args = append(args, topic, m.UUID, m.Payload, md)
+		fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d)", 5*i+1, 5*i+2, 5*i+3, 5*i+4, 5*i+5)
+		args = append(args, topic, m.UUID, m.Payload, md, at)
 	}
 	if _, err := p.exec.ExecContext(msgs[0].Context(), b.String(), args...); err != nil {
+		if duplicateSchedule(err) {
+			err = fmt.Errorf("%w: %w", ErrAlreadyScheduled, err)
+		}
 		return fmt.Errorf("outbox: writing %d message(s) to %s: %w", len(msgs), topic, err)
 	}
 	return nil
@@ -94,3 +131,10 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 
 // Close implements message.Publisher; it does nothing.
 func (p *Publisher) Close() error { return nil }
+
+// duplicateSchedule reports whether err is the refusal of a second waiting
+// scheduled message with one id (index outbox_scheduled_uuid).
+func duplicateSchedule(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "outbox_scheduled_uuid"
+}

@@ -99,6 +99,19 @@ func (r Relay) driverURL() string {
 
 // Validate reports every problem in r.
 func (r Relay) Validate() error {
+	errs := r.problems()
+	if r.Target == nil {
+		errs = append(errs, errors.New("target bridge is nil"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("outbox relay: %w", err)
+	}
+	return nil
+}
+
+// problems lists every problem in r but its Target (which a Scheduler
+// receives only in Run).
+func (r Relay) problems() []error {
 	var errs []error
 	if r.DatabaseURL == "" {
 		errs = append(errs, errors.New("DatabaseURL is empty"))
@@ -109,9 +122,6 @@ func (r Relay) Validate() error {
 	}
 	if _, err := quote(r.Schema); err != nil {
 		errs = append(errs, err)
-	}
-	if r.Target == nil {
-		errs = append(errs, errors.New("target bridge is nil"))
 	}
 	if r.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("BatchSize is negative (%d)", r.BatchSize))
@@ -128,10 +138,7 @@ func (r Relay) Validate() error {
 	if r.LeaseTTL > 0 && r.LeaseTTL < 300*time.Millisecond {
 		errs = append(errs, fmt.Errorf("LeaseTTL %s is below 300ms", r.LeaseTTL))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("outbox relay: %w", err)
-	}
-	return nil
+	return errs
 }
 
 func (r *Relay) setDefaults() {
@@ -304,6 +311,13 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 				return errors.New("lost the leader lease to another relay")
 			}
 		}
+		if err := r.recur(ctx, conn, q.recurring); err != nil {
+			return err
+		}
+		next, err := r.nextDue(ctx, conn, q)
+		if err != nil {
+			return err
+		}
 		n, err := r.forward(ctx, conn, q, l)
 		if err != nil {
 			return err
@@ -319,14 +333,19 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 				r.Logger.Debug("outbox relay: deleted forwarded rows", "rows", tag.RowsAffected())
 			}
 		}
-		if n == r.BatchSize {
-			// More may wait. A round that read a full batch made progress
-			// whatever it forwarded (rows it parked or set to retry are not
-			// read again), or slept if the target was down.
+		if n >= r.BatchSize {
+			// More may wait. A round that read a full batch (of immediate
+			// or of due rows) made progress whatever it forwarded (rows it
+			// parked or set to retry are not read again), or slept if the
+			// target was down.
 			continue
 		}
-		// Wake for a notification, the sweep, or the next renewal.
+		// Wake for a notification (a row written, a schedule moved), the
+		// sweep, the next renewal, or the next scheduled row or tick.
 		wait := min(r.PollInterval, time.Until(l.sent.Add(l.ttl/3)))
+		if !next.IsZero() {
+			wait = min(wait, time.Until(next))
+		}
 		if wait <= 0 {
 			continue
 		}
@@ -342,6 +361,22 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 	}
 }
 
+// nextDue returns when the next scheduled row or recurring tick is due, on
+// this machine's clock (the server's clock decides; only the interval is
+// carried over), or the zero time if none is.
+func (r Relay) nextDue(ctx context.Context, conn *pgx.Conn, q relayQueries) (time.Time, error) {
+	sctx, cancel := r.stmt(ctx)
+	defer cancel()
+	var secs *float64
+	if err := conn.QueryRow(sctx, q.next).Scan(&secs); err != nil {
+		return time.Time{}, fmt.Errorf("reading the next due time: %w", err)
+	}
+	if secs == nil {
+		return time.Time{}, nil
+	}
+	return time.Now().Add(time.Duration(*secs * float64(time.Second))), nil
+}
+
 // notifyChannel is the NOTIFY channel of schema's outbox; the trigger of
 // migration 6 computes the same name.
 func notifyChannel(schema string) string {
@@ -349,18 +384,40 @@ func notifyChannel(schema string) string {
 	return "outbox_" + hex.EncodeToString(sum[:])
 }
 
-type relayQueries struct{ pending, done, retry, park, clean, lease, release string }
+type relayQueries struct {
+	pending, next, done, retry, park, clean, lease, release string
+	recurring                                               recurQueries
+}
 
 func queries(qs string, deleteAtOnce bool) relayQueries {
-	q := relayQueries{
-		// Rows not forwarded, not parked, and with no row of their topic
-		// (themselves included) waiting for a retry.
-		pending: `SELECT id, topic, uuid, payload, metadata FROM ` + qs + `.outbox o
-			WHERE forwarded_at IS NULL AND parked_at IS NULL
-			AND NOT EXISTS (SELECT FROM ` + qs + `.outbox w
+	heldBack := `SELECT FROM ` + qs + `.outbox w
 				WHERE w.topic = o.topic AND w.id <= o.id
-				AND w.forwarded_at IS NULL AND w.parked_at IS NULL AND w.retry_at > now())
-			ORDER BY id LIMIT $1`,
+				AND w.forwarded_at IS NULL AND w.parked_at IS NULL AND w.retry_at > now()`
+	q := relayQueries{
+		recurring: recurringQueries(qs),
+		// Rows not forwarded, not parked, and with no row of their topic
+		// (themselves included) waiting for a retry: the immediate ones in
+		// id order (index outbox_immediate), then the scheduled ones that
+		// are due in due order (outbox_due). A scheduled row that is not
+		// due is not read and holds back nothing.
+		pending: `(SELECT id, topic, uuid, payload, metadata FROM ` + qs + `.outbox o
+			WHERE forwarded_at IS NULL AND parked_at IS NULL AND deliver_at IS NULL
+			AND NOT EXISTS (` + heldBack + `)
+			ORDER BY id LIMIT $1)
+			UNION ALL
+			(SELECT id, topic, uuid, payload, metadata FROM ` + qs + `.outbox o
+			WHERE forwarded_at IS NULL AND parked_at IS NULL AND deliver_at IS NOT NULL AND deliver_at <= now()
+			AND NOT EXISTS (` + heldBack + `)
+			ORDER BY deliver_at, id LIMIT $1)`,
+		// Seconds from now (the server's clock) to the next scheduled row
+		// or recurring tick to come, NULL if none: the relay sleeps no
+		// longer. Read before the due rows, so that a row due in between
+		// is read by them (and the relay merely wakes for nothing).
+		next: `SELECT extract(epoch FROM least(
+				(SELECT min(deliver_at) FROM ` + qs + `.outbox
+					WHERE forwarded_at IS NULL AND parked_at IS NULL AND deliver_at IS NOT NULL AND deliver_at > now()),
+				(SELECT min(next_at) FROM ` + qs + `.outbox_recurring WHERE next_at IS NOT NULL))
+			- clock_timestamp())::float8`,
 		done: `UPDATE ` + qs + `.outbox SET forwarded_at = now() WHERE id = ANY($1)`,
 		// $2 and $3 are the first and the longest wait, in seconds; the
 		// exponent is capped so that power() cannot overflow.

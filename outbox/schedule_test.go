@@ -1,0 +1,389 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/inproc"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/outbox"
+)
+
+// arrival is one delivery of a scheduled message.
+type arrival struct {
+	at, due time.Time
+}
+
+// arrivals records the deliveries on a topic, by message id.
+type arrivals struct {
+	mu sync.Mutex
+	by map[string][]arrival
+}
+
+func receive(t *testing.T, b bridge.Bridge, topic string) *arrivals {
+	t.Helper()
+	sub, err := b.Subscriber(t.Context(), bridge.Spec{Topic: topic, Group: "g", Kind: bridge.Event, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sub.Subscribe(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	a := &arrivals{by: map[string][]arrival{}}
+	go func() {
+		for m := range ch {
+			now := time.Now()
+			due, _ := time.Parse(time.RFC3339Nano, m.Metadata.Get("scheduled_for"))
+			a.mu.Lock()
+			a.by[m.UUID] = append(a.by[m.UUID], arrival{at: now, due: due})
+			a.mu.Unlock()
+			m.Ack()
+		}
+	}()
+	return a
+}
+
+func (a *arrivals) count() (ids, total int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, x := range a.by {
+		total += len(x)
+	}
+	return len(a.by), total
+}
+
+func (a *arrivals) get(id string) []arrival {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.by[id])
+}
+
+// runScheduler runs s on b until the test ends or the returned stop is
+// called (which waits for Run to return).
+func runScheduler(t *testing.T, s *outbox.Scheduler, b bridge.Bridge) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, b) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	t.Cleanup(func() { _ = s.Close() })
+	return stop
+}
+
+func newScheduler(url, schema string) *outbox.Scheduler {
+	return &outbox.Scheduler{DatabaseURL: url, Schema: schema, Logger: discard(), LeaderPoll: 100 * time.Millisecond, LeaseTTL: 3 * time.Second}
+}
+
+func scheduledMsg(id string, at time.Time) *message.Message {
+	m := message.NewMessage(id, []byte(`{}`))
+	m.Metadata.Set("kind", "event")
+	m.Metadata.Set("scheduled_for", at.UTC().Format(time.RFC3339Nano))
+	return m
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	slices.Sort(d)
+	return d[min(len(d)-1, int(p*float64(len(d))))]
+}
+
+// TestScheduledLateness publishes 1,000 messages due over 2 s through the
+// outbox Publisher (the "scheduled_for" key) and checks that each arrives
+// once, none early, and late by little.
+func TestScheduledLateness(t *testing.T) {
+	url, db, schema := setup(t)
+	b := inproc.New()
+	got := receive(t, b, "sched.late")
+	runScheduler(t, newScheduler(url, schema), b)
+
+	p, err := outbox.NewPublisher(wmsql.BeginnerFromStdSQL(db), schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	start := time.Now().Add(500 * time.Millisecond)
+	msgs := make([]*message.Message, n)
+	for i := range msgs {
+		msgs[i] = scheduledMsg(fmt.Sprintf("late-%d", i), start.Add(time.Duration(i)*2*time.Second/n))
+	}
+	if err := p.Publish("sched.late", msgs...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "every message", func() bool { ids, _ := got.count(); return ids == n })
+	time.Sleep(200 * time.Millisecond) // a duplicate would come now
+	var late []time.Duration
+	for _, m := range msgs {
+		a := got.get(m.UUID)
+		if len(a) != 1 {
+			t.Fatalf("%s delivered %d times", m.UUID, len(a))
+		}
+		if d := a[0].at.Sub(a[0].due); d < -time.Millisecond {
+			t.Errorf("%s delivered %s early", m.UUID, -d)
+		} else {
+			late = append(late, d)
+		}
+	}
+	p50, p99 := percentile(late, 0.50), percentile(late, 0.99)
+	t.Logf("lateness of %d messages due over 2 s: p50 %s, p99 %s, max %s", n, p50, p99, late[len(late)-1])
+	if p99 > 100*time.Millisecond {
+		t.Errorf("p99 lateness %s > 100ms", p99)
+	}
+}
+
+func TestPublishMalformedScheduledFor(t *testing.T) {
+	_, db, schema := setup(t)
+	p, err := outbox.NewPublisher(wmsql.BeginnerFromStdSQL(db), schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := message.NewMessage("bad", []byte(`{}`))
+	m.Metadata.Set("scheduled_for", "tomorrow")
+	if err := p.Publish("t", m); err == nil {
+		t.Fatal("a malformed scheduled_for was accepted")
+	}
+	if n := rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox`); n != 0 {
+		t.Errorf("%d rows written", n)
+	}
+}
+
+// TestScheduleCancel cancels half of 1,000 scheduled messages: exactly the
+// other half arrives.
+func TestScheduleCancel(t *testing.T) {
+	url, _, schema := setup(t)
+	b := inproc.New()
+	got := receive(t, b, "sched.cancel")
+	s := newScheduler(url, schema)
+	runScheduler(t, s, b)
+
+	const n = 1000
+	start := time.Now().Add(2 * time.Second)
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				ids[i] = fmt.Sprintf("c-%d", i)
+				if err := s.Schedule(t.Context(), "sched.cancel", scheduledMsg(ids[i], time.Time{}), start.Add(time.Duration(i)*time.Second/n)); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("scheduled %d messages in %s", n, time.Since(start.Add(-2*time.Second)))
+	if err := s.Schedule(t.Context(), "sched.cancel", scheduledMsg("dup", time.Time{}), start.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Schedule(t.Context(), "sched.cancel", scheduledMsg("dup", time.Time{}), start); !errors.Is(err, outbox.ErrAlreadyScheduled) {
+		t.Fatalf("second Schedule of one id: %v, want ErrAlreadyScheduled", err)
+	}
+	if err := s.Cancel(t.Context(), "dup"); err != nil {
+		t.Fatal(err)
+	}
+	cancelled := map[string]bool{}
+	for _, i := range rand.Perm(n)[:n/2] {
+		if err := s.Cancel(t.Context(), ids[i]); err != nil {
+			t.Fatal(err)
+		}
+		cancelled[ids[i]] = true
+	}
+	if time.Now().After(start) {
+		t.Fatalf("scheduling and cancelling took too long (%s past the first due time)", time.Since(start))
+	}
+	waitFor(t, 10*time.Second, "the other half", func() bool { k, _ := got.count(); return k >= n/2 })
+	time.Sleep(300 * time.Millisecond)
+	if k, total := got.count(); k != n/2 || total != n/2 {
+		t.Fatalf("%d ids, %d deliveries; want %d", k, total, n/2)
+	}
+	for _, id := range ids {
+		if a := got.get(id); cancelled[id] != (len(a) == 0) {
+			t.Errorf("%s: cancelled %v, delivered %d times", id, cancelled[id], len(a))
+		}
+	}
+	for _, id := range []string{ids[0], "unknown"} {
+		if cancelled[id] {
+			continue
+		}
+		if err := s.Cancel(t.Context(), id); !errors.Is(err, engine.ErrScheduleNotFound) {
+			t.Errorf("Cancel(%s): %v, want ErrScheduleNotFound", id, err)
+		}
+		if err := s.Reschedule(t.Context(), id, time.Now()); !errors.Is(err, engine.ErrScheduleNotFound) {
+			t.Errorf("Reschedule(%s): %v, want ErrScheduleNotFound", id, err)
+		}
+	}
+}
+
+func TestReschedule(t *testing.T) {
+	url, _, schema := setup(t)
+	b := inproc.New()
+	got := receive(t, b, "sched.move")
+	s := newScheduler(url, schema)
+	runScheduler(t, s, b)
+	now := time.Now()
+	// The relay sleeps until the earliest due time, 1 h away: moving a
+	// message earlier must wake it.
+	if err := s.Schedule(t.Context(), "sched.move", scheduledMsg("earlier", time.Time{}), now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Schedule(t.Context(), "sched.move", scheduledMsg("later", time.Time{}), now.Add(400*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reschedule(t.Context(), "later", now.Add(1500*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	moved := time.Now().Add(200 * time.Millisecond)
+	if err := s.Reschedule(t.Context(), "earlier", moved); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "both", func() bool { k, _ := got.count(); return k == 2 })
+	e, l := got.get("earlier")[0], got.get("later")[0]
+	if !e.due.Equal(moved) || e.at.Before(moved) || e.at.Sub(moved) > 100*time.Millisecond {
+		t.Errorf("earlier: due %s, arrived %s after %s", e.due, e.at.Sub(moved), moved)
+	}
+	if want := now.Add(1500 * time.Millisecond); !l.due.Equal(want) || l.at.Before(want) {
+		t.Errorf("later: due %s, arrived at %s, want at %s", l.due, l.at, want)
+	}
+}
+
+func TestScheduleInThePast(t *testing.T) {
+	url, _, schema := setup(t)
+	b := inproc.New()
+	got := receive(t, b, "sched.past")
+	s := newScheduler(url, schema)
+	runScheduler(t, s, b)
+	time.Sleep(200 * time.Millisecond) // leading, waiting
+	sent := time.Now()
+	if err := s.Schedule(t.Context(), "sched.past", scheduledMsg("past", time.Time{}), sent.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the message", func() bool { k, _ := got.count(); return k == 1 })
+	if d := got.get("past")[0].at.Sub(sent); d > 200*time.Millisecond {
+		t.Errorf("a message due an hour ago arrived %s after it was scheduled", d)
+	}
+}
+
+// TestRecurringOnceAcrossRelays runs three Schedulers on one schema with a
+// schedule ticking every second; the leader stops half-way. Every tick
+// arrives exactly once, with no gap.
+func TestRecurringOnceAcrossRelays(t *testing.T) {
+	url, db, schema := setup(t)
+	b := inproc.New()
+	got := receive(t, b, "sched.tick")
+	r := engine.Recurrence{Name: "tick", Spec: "*/1 * * * * *", Topic: "sched.tick",
+		Msg: scheduledMsg("template", time.Time{}), CatchUp: engine.CatchUpAll}
+	delete(r.Msg.Metadata, "scheduled_for")
+	var stops []func()
+	for i := range 3 {
+		s := newScheduler(url, schema)
+		if err := s.Recur(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+		stops = append(stops, runScheduler(t, s, b))
+		if i == 0 {
+			waitFor(t, 5*time.Second, "a leader", func() bool {
+				return rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox_leader WHERE expires_at > now()`) == 1
+			})
+		}
+	}
+	first := time.Now()
+	time.Sleep(3 * time.Second)
+	stops[0]() // the leader
+	time.Sleep(3 * time.Second)
+	last := time.Now()
+	time.Sleep(300 * time.Millisecond)
+
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	var ticks []time.Time
+	for id, a := range got.by {
+		if len(a) != 1 {
+			t.Errorf("tick %s delivered %d times", a[0].due, len(a))
+		}
+		if want := outbox.TickID("tick", a[0].due); id != want {
+			t.Errorf("tick %s has id %s, want %s", a[0].due, id, want)
+		}
+		ticks = append(ticks, a[0].due)
+	}
+	slices.SortFunc(ticks, time.Time.Compare)
+	for want := first.Truncate(time.Second).Add(time.Second); !want.After(last.Add(-time.Second)); want = want.Add(time.Second) {
+		if !slices.ContainsFunc(ticks, want.Equal) {
+			t.Errorf("tick %s missing (ticks %v)", want.Format(time.TimeOnly), ticks)
+		}
+	}
+	t.Logf("%d ticks from %s to %s", len(ticks), first.Format(time.StampMilli), last.Format(time.StampMilli))
+}
+
+// TestRecurringCatchUp: a schedule whose next tick is 10 ticks in the past
+// writes one message (CatchUpOnce), none (CatchUpSkip) or ten (CatchUpAll).
+func TestRecurringCatchUp(t *testing.T) {
+	for _, c := range []struct {
+		policy engine.CatchUp
+		want   int
+	}{{engine.CatchUpOnce, 1}, {engine.CatchUpSkip, 0}, {engine.CatchUpAll, 10}} {
+		t.Run(fmt.Sprint(c.policy), func(t *testing.T) {
+			url, db, schema := setup(t)
+			b := inproc.New()
+			got := receive(t, b, "sched.hourly")
+			s := newScheduler(url, schema)
+			msg := message.NewMessage("template", []byte(`{}`))
+			msg.Metadata.Set("kind", "event")
+			if err := s.Recur(t.Context(), engine.Recurrence{Name: "hourly", Spec: "@every 1h", Topic: "sched.hourly", Msg: msg, CatchUp: c.policy}); err != nil {
+				t.Fatal(err)
+			}
+			// Ticks at -9.5 h, -8.5 h, ... -0.5 h: ten missed.
+			if _, err := db.ExecContext(t.Context(), `UPDATE "`+schema+`".outbox_recurring SET next_at = now() - interval '9.5 hours'`); err != nil {
+				t.Fatal(err)
+			}
+			runScheduler(t, s, b)
+			waitFor(t, 5*time.Second, "the schedule to catch up", func() bool {
+				return rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox_recurring WHERE next_at > now()`) == 1 &&
+					rows(t, db, `SELECT count(*) FROM "`+schema+`".outbox WHERE forwarded_at IS NULL`) == 0
+			})
+			time.Sleep(100 * time.Millisecond)
+			if k, total := got.count(); k != c.want || total != c.want {
+				t.Errorf("%d ids, %d messages; want %d", k, total, c.want)
+			}
+			// Declaring the same schedule again changes nothing.
+			var before time.Time
+			if err := db.QueryRow(`SELECT next_at FROM "` + schema + `".outbox_recurring`).Scan(&before); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Recur(t.Context(), engine.Recurrence{Name: "hourly", Spec: "@every 1h", Topic: "sched.hourly", Msg: msg, CatchUp: c.policy}); err != nil {
+				t.Fatal(err)
+			}
+			var after time.Time
+			if err := db.QueryRow(`SELECT next_at FROM "` + schema + `".outbox_recurring`).Scan(&after); err != nil {
+				t.Fatal(err)
+			}
+			if !after.Equal(before) {
+				t.Errorf("re-declaring moved next_at from %s to %s", before, after)
+			}
+		})
+	}
+}
