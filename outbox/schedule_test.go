@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,8 +18,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/bridgetest"
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/testenv"
 	"github.com/switchboard-go/switchboard/outbox"
 )
 
@@ -386,4 +392,86 @@ func TestRecurringCatchUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The environment of TestSchedulerHelperProcess.
+const (
+	helperSchemaEnv = "SWITCHBOARD_SCHED_HELPER_SCHEMA"
+	helperURLEnv    = "SWITCHBOARD_SCHED_HELPER_URL"
+)
+
+// TestSchedulerHelperProcess is not a test: TestScheduledSurviveSIGKILL
+// runs the test binary with it selected and the environment set. It runs a
+// Scheduler forwarding to NATS until it is killed.
+func TestSchedulerHelperProcess(t *testing.T) {
+	schema := os.Getenv(helperSchemaEnv)
+	if schema == "" {
+		return // run as part of the normal suite: nothing to do
+	}
+	b := openServer(t, testenv.NATS)
+	s := newScheduler(os.Getenv(helperURLEnv), schema)
+	s.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := s.Run(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestScheduledSurviveSIGKILL kills the process forwarding 2,000 messages
+// due over 4 s twice, starting a new one each time: every message arrives,
+// at least once.
+func TestScheduledSurviveSIGKILL(t *testing.T) {
+	url, db, schema := setup(t)
+	target := openServer(t, testenv.NATS)
+	topic := "event." + bridgetest.Unique("schedkill")
+	got := receive(t, target, topic)
+	p, err := outbox.NewPublisher(wmsql.BeginnerFromStdSQL(db), schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	start := time.Now().Add(500 * time.Millisecond)
+	msgs := make([]*message.Message, n)
+	for i := range msgs {
+		msgs[i] = scheduledMsg(fmt.Sprintf("k-%d", i), start.Add(time.Duration(i)*4*time.Second/n))
+	}
+	if err := p.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	spawn := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSchedulerHelperProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), helperSchemaEnv+"="+schema, helperURLEnv+"="+url)
+		cmd.Stderr = testWriter{t}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	cmd := spawn()
+	for _, at := range []time.Duration{1500 * time.Millisecond, 3 * time.Second} {
+		time.Sleep(time.Until(start.Add(at)))
+		k, _ := got.count()
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		t.Logf("killed the forwarder at +%s with %d messages delivered", at, k)
+		cmd = spawn()
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	waitFor(t, 30*time.Second, "every message", func() bool { k, _ := got.count(); return k == n })
+	time.Sleep(500 * time.Millisecond)
+	k, total := got.count()
+	var late []time.Duration
+	for _, m := range msgs {
+		if a := got.get(m.UUID); len(a) == 0 {
+			t.Errorf("%s lost", m.UUID)
+		} else {
+			late = append(late, a[0].at.Sub(a[0].due))
+		}
+	}
+	t.Logf("%d messages, %d delivered, %d deliveries: %d duplicates; lateness p50 %s, p99 %s, max %s",
+		n, k, total, total-k, percentile(late, 0.5), percentile(late, 0.99), late[len(late)-1])
 }
