@@ -39,8 +39,10 @@ Commands:
   outbox failed     list the outbox rows the broker refused (parked, or waiting for a retry)
   outbox retry ID   forward refused outbox rows again at once (--all: every one)
   outbox discard ID delete refused outbox rows for good (their messages are never delivered)
+  schedule list     list the scheduled messages still waiting, the first due first
+  schedule cancel ID cancel waiting scheduled messages by message id
 
-Flags of migrate, dlq, relay and outbox:
+Flags of migrate, dlq, relay, outbox and schedule:
   --db URL                PostgreSQL URL (default $SWITCHBOARD_DB)
   --schema NAME           schema of the library's tables (default "switchboard")
 Flags of dlq replay, health and relay:
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runRelay(ctx, args[1:], stdout, stderr)
 	case "outbox":
 		err = runOutbox(ctx, args[1:], stdout)
+	case "schedule":
+		err = runSchedule(ctx, args[1:], stdout)
 	default:
 		fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", args[0], usage)
 		return 2

@@ -1,6 +1,7 @@
 // Command switchboard is the operator's CLI: it applies the library's
 // database migrations, lists, inspects, replays and purges dead letters,
-// runs the transactional outbox's relay and inspects its backlog, and
+// runs the transactional outbox's relay and inspects its backlog, lists
+// and cancels scheduled messages, and
 // checks a bridge's health. Run `switchboard -h` for the commands,
 // `switchboard <command> -h` for one command's flags, and
 // `switchboard <command> <action> -h` (migrate up, dlq list, outbox stats…)
