@@ -83,7 +83,43 @@
 // commit or roll back together. PurgeInbox removes rows older than the
 // redelivery window.
 //
-// Tables come from package migrations (versions 3, 4 and 6).
+// # Scheduled messages
+//
+// A scheduled message is an outbox row with a due time (deliver_at): one
+// table, one timer and one leader serve it and the immediate rows. A
+// message whose metadata holds "scheduled_for" (RFC 3339, as the engine
+// sets it) is written with that due time, so Emit or Send on a WithTx
+// context schedules it in the caller's transaction; Scheduler, an
+// engine.Scheduler, writes it on its own connection pool and cancels
+// (Cancel, `switchboard schedule cancel`) or moves (Reschedule) it while it
+// waits. ListScheduled and `switchboard schedule list` show what waits.
+//
+// The leading relay forwards the due rows, the first due first, after the
+// immediate ones; a row not due yet is never read and holds back nothing.
+// It sleeps until the next due time (on the database's clock), a commit
+// notification, or PollInterval, whichever comes first, so a message is
+// forwarded within milliseconds of its due time, never before it. A
+// scheduled row the target refuses is retried or parked as any other.
+//
+// A recurring schedule (Scheduler.Recur, table outbox_recurring) is
+// declared by name, idempotently: every engine declares it at start and
+// nothing changes unless its spec, topic, message or catch-up policy does.
+// The leading relay writes each due tick as a scheduled row, with an id
+// derived from the name and the tick (TickID), and advances the schedule's
+// next tick in the same transaction, so each tick is written once whichever
+// relay leads. Ticks that passed while no relay ran (more than MissedAfter
+// late) follow the schedule's catch-up policy: engine.CatchUpOnce (the
+// default) writes one message, for the first missed tick, for all of them;
+// engine.CatchUpSkip writes none; engine.CatchUpAll writes one per missed
+// tick, at most 1,000 per schedule and round (the rest in the next rounds).
+//
+// What survives what: everything scheduled or declared is in PostgreSQL
+// and survives any process, relay or engine restart. A relay killed
+// between publishing a batch and marking it forwards that batch again
+// (at-least-once, as for immediate rows); no message is lost. A message
+// cancelled while the relay is publishing it may still be delivered.
+//
+// Tables come from package migrations (versions 3, 4, 6 and 7).
 //
 // # Upgrading to migration 6
 //
