@@ -653,10 +653,11 @@ func errorText(perr error) string {
 // Stats describes the outbox's backlog.
 type Stats struct {
 	// Backlog is the number of rows waiting to be forwarded (Retrying
-	// included, Parked not).
+	// included, Parked not, scheduled rows once due).
 	Backlog int64
-	// OldestAge is the age of the oldest row of the backlog (zero when the
-	// backlog is empty).
+	// OldestAge is how long the oldest row of the backlog has waited since
+	// it was written or, for a scheduled row, since it was due (zero when
+	// the backlog is empty).
 	OldestAge time.Duration
 	// Retrying is the number of rows of the backlog the target refused and
 	// that wait for their next attempt; each holds back the later rows of
@@ -665,6 +666,9 @@ type Stats struct {
 	// Parked is the number of rows the target refused for good, set aside
 	// until retried by hand (Retry).
 	Parked int64
+	// Scheduled is the number of scheduled rows not due yet (not in the
+	// backlog).
+	Scheduled int64
 }
 
 // ReadStats reads the backlog of schema's outbox.
@@ -676,11 +680,13 @@ func ReadStats(ctx context.Context, db *sql.DB, schema string) (Stats, error) {
 	var s Stats
 	var age sql.NullFloat64
 	err = db.QueryRowContext(ctx, `SELECT
-			count(*) FILTER (WHERE parked_at IS NULL),
-			extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)),
-			count(*) FILTER (WHERE parked_at IS NULL AND retry_at IS NOT NULL),
-			count(*) FILTER (WHERE parked_at IS NOT NULL)
-		FROM `+qs+`.outbox WHERE forwarded_at IS NULL`).Scan(&s.Backlog, &age, &s.Retrying, &s.Parked)
+			count(*) FILTER (WHERE parked_at IS NULL AND due),
+			extract(epoch FROM now() - min(greatest(created_at, deliver_at)) FILTER (WHERE parked_at IS NULL AND due)),
+			count(*) FILTER (WHERE parked_at IS NULL AND due AND retry_at IS NOT NULL),
+			count(*) FILTER (WHERE parked_at IS NOT NULL),
+			count(*) FILTER (WHERE parked_at IS NULL AND NOT due)
+		FROM (SELECT *, coalesce(deliver_at <= now(), true) AS due FROM `+qs+`.outbox WHERE forwarded_at IS NULL) o`).
+		Scan(&s.Backlog, &age, &s.Retrying, &s.Parked, &s.Scheduled)
 	if err != nil {
 		return Stats{}, fmt.Errorf("outbox: reading stats: %w", err)
 	}

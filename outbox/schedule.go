@@ -72,22 +72,22 @@ func (s *Scheduler) Validate() error {
 
 // open returns the pool, opened on first use, and the quoted schema.
 func (s *Scheduler) open() (*sql.DB, string, error) {
-	if err := s.Validate(); err != nil {
-		return nil, "", err
-	}
-	qs, _ := quote(s.Schema)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, "", ErrSchedulerClosed
 	}
 	if s.db == nil {
+		if err := s.Validate(); err != nil {
+			return nil, "", err
+		}
 		db, err := sql.Open("pgx", s.relay(nil).driverURL())
 		if err != nil {
 			return nil, "", fmt.Errorf("outbox scheduler: %w", err)
 		}
 		s.db = db
 	}
+	qs, _ := quote(s.Schema)
 	return s.db, qs, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -182,7 +183,7 @@ func TestScheduleCancel(t *testing.T) {
 	runScheduler(t, s, b)
 
 	const n = 1000
-	start := time.Now().Add(2 * time.Second)
+	start := time.Now().Add(3 * time.Second) // due over 3 to 4 s: time to schedule and cancel
 	ids := make([]string, n)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -201,7 +202,7 @@ func TestScheduleCancel(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Logf("scheduled %d messages in %s", n, time.Since(start.Add(-2*time.Second)))
+	t.Logf("scheduled %d messages in %s", n, time.Since(start.Add(-3*time.Second)))
 	if err := s.Schedule(t.Context(), "sched.cancel", scheduledMsg("dup", time.Time{}), start.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -212,11 +213,24 @@ func TestScheduleCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancelled := map[string]bool{}
-	for _, i := range rand.Perm(n)[:n/2] {
-		if err := s.Cancel(t.Context(), ids[i]); err != nil {
-			t.Fatal(err)
-		}
+	perm := rand.Perm(n)[:n/2]
+	for _, i := range perm {
 		cancelled[ids[i]] = true
+	}
+	errs = make(chan error, n)
+	for w := range 8 {
+		wg.Go(func() {
+			for j := w; j < len(perm); j += 8 {
+				if err := s.Cancel(t.Context(), ids[perm[j]]); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 	if time.Now().After(start) {
 		t.Fatalf("scheduling and cancelling took too long (%s past the first due time)", time.Since(start))
@@ -295,8 +309,9 @@ func TestScheduleInThePast(t *testing.T) {
 }
 
 // TestRecurringOnceAcrossRelays runs three Schedulers on one schema with a
-// schedule ticking every second; the leader stops half-way. Every tick
-// arrives exactly once, with no gap.
+// schedule ticking every second; the leader stops after 3 s, the next
+// one's connection is cut after 6 s. Every tick arrives exactly once, with
+// no gap.
 func TestRecurringOnceAcrossRelays(t *testing.T) {
 	url, db, schema := setup(t)
 	b := inproc.New()
@@ -320,6 +335,12 @@ func TestRecurringOnceAcrossRelays(t *testing.T) {
 	first := time.Now()
 	time.Sleep(3 * time.Second)
 	stops[0]() // the leader
+	time.Sleep(3 * time.Second)
+	// The new leader's connection ends abruptly: it reconnects, and it or
+	// the last standby leads on.
+	if n := rows(t, db, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "`+schema+`".outbox_leader) x`); n != 1 {
+		t.Fatalf("%d leaders terminated", n)
+	}
 	time.Sleep(3 * time.Second)
 	last := time.Now()
 	time.Sleep(300 * time.Millisecond)
@@ -474,4 +495,22 @@ func TestScheduledSurviveSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d messages, %d delivered, %d deliveries: %d duplicates; lateness p50 %s, p99 %s, max %s",
 		n, k, total, total-k, percentile(late, 0.5), percentile(late, 0.99), late[len(late)-1])
+}
+
+func TestSchedulerValidate(t *testing.T) {
+	err := (&outbox.Scheduler{Schema: "bad name", BatchSize: -1, LeaseTTL: time.Millisecond}).Validate()
+	if err == nil {
+		t.Fatal("an invalid Scheduler passed Validate")
+	}
+	for _, want := range []string{"DatabaseURL", "schema", "BatchSize", "LeaseTTL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not mention %s", err, want)
+		}
+	}
+	if err := (&outbox.Scheduler{DatabaseURL: "postgres://localhost/db"}).Validate(); err != nil {
+		t.Errorf("a valid Scheduler: %v", err)
+	}
+	if err := (&outbox.Scheduler{}).Cancel(t.Context(), "x"); err == nil {
+		t.Error("Cancel on an invalid Scheduler succeeded")
+	}
 }

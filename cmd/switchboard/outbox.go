@@ -85,7 +85,7 @@ func outboxStats(ctx context.Context, args []string, stdout io.Writer) error {
 		asJSON bool
 	)
 	d.register(c.fs)
-	c.fs.BoolVar(&asJSON, "json", false, `print {"backlog", "oldest_age_seconds", "retrying", "parked"} as JSON`)
+	c.fs.BoolVar(&asJSON, "json", false, `print {"backlog", "oldest_age_seconds", "retrying", "parked", "scheduled"} as JSON`)
 	if err := c.parseNoArgs(args); err != nil {
 		return err
 	}
@@ -99,12 +99,12 @@ func outboxStats(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if asJSON {
-		_, err = fmt.Fprintf(stdout, "{\"backlog\":%d,\"oldest_age_seconds\":%.3f,\"retrying\":%d,\"parked\":%d}\n",
-			s.Backlog, s.OldestAge.Seconds(), s.Retrying, s.Parked)
+		_, err = fmt.Fprintf(stdout, "{\"backlog\":%d,\"oldest_age_seconds\":%.3f,\"retrying\":%d,\"parked\":%d,\"scheduled\":%d}\n",
+			s.Backlog, s.OldestAge.Seconds(), s.Retrying, s.Parked, s.Scheduled)
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "backlog:  %d rows\noldest:   %s\nretrying: %d rows (refused, waiting for their next attempt)\nparked:   %d rows (refused for good: 'switchboard outbox failed', then 'outbox retry')\n",
-		s.Backlog, s.OldestAge.Round(time.Millisecond), s.Retrying, s.Parked)
+	_, err = fmt.Fprintf(stdout, "backlog:  %d rows\noldest:   %s\nretrying: %d rows (refused, waiting for their next attempt)\nparked:   %d rows (refused for good: 'switchboard outbox failed', then 'outbox retry')\nscheduled: %d rows (not due yet: 'switchboard schedule list')\n",
+		s.Backlog, s.OldestAge.Round(time.Millisecond), s.Retrying, s.Parked, s.Scheduled)
 	return err
 }
 

@@ -40,6 +40,10 @@ func TestScheduleListAndCancel(t *testing.T) {
 		list[0].MessageID != "s-1" || list[0].Topic != "event.soon" || list[0].DeliverAt == "" {
 		t.Fatalf("list --json: exit %d, %q", code, out)
 	}
+	// A message due in an hour is not a backlog.
+	if code, out, _ := cli(t, append([]string{"outbox", "stats", "--json"}, e.dbArgs()...)...); code != 0 || !strings.Contains(out, `"backlog":1,`) || !strings.Contains(out, `"scheduled":2}`) {
+		t.Errorf("outbox stats --json: exit %d, %q", code, out)
+	}
 	// Only waiting scheduled messages are cancelled: not the immediate
 	// row, not the forwarded one, not an unknown id.
 	if code, out, errOut := schedule("cancel", "s-1", "i-1", "s-0", "nope"); code != 0 || !strings.HasPrefix(out, "1 scheduled message(s) cancelled") {
