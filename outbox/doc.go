@@ -131,4 +131,12 @@
 // to one not yet upgraded runs again. Stop the consumers of earlier
 // releases that use the Inbox before starting upgraded ones, as for the
 // relays, rather than upgrading them one at a time.
+//
+// # Upgrading to migration 7
+//
+// A relay of this release needs migration 7 (deliver_at, outbox_recurring)
+// and ends its session, logging why, until it is applied. A relay of an
+// earlier release keeps forwarding immediate rows after it, but knows
+// nothing of due times: it would forward a scheduled message at once. Stop
+// the relays of earlier releases before anything is scheduled.
 package outbox
