@@ -492,8 +492,9 @@ func permanent(err error) bool {
 	return errors.Is(err, bridge.ErrTooLarge) || errors.Is(err, bridge.ErrRefused)
 }
 
-// forward publishes one batch in id order and marks what it published; it
-// returns how many rows it read (a full batch: more may wait). The rows of
+// forward publishes one batch (the immediate rows in id order, then the
+// due scheduled rows in due order) and marks what it published; it returns
+// how many rows it read (a full batch: more may wait). The rows of
 // one topic go in order: a row that must be retried holds back the
 // later rows of its topic, in this batch (skipped) and in later ones (the
 // pending query); other topics go on. A parked row holds back nothing.

@@ -514,3 +514,27 @@ func TestSchedulerValidate(t *testing.T) {
 		t.Error("Cancel on an invalid Scheduler succeeded")
 	}
 }
+
+// TestRecurringCatchUpAllIsBounded: 1,500 missed ticks of a schedule
+// ticking every second are written over several rounds (1,000 at most per
+// round), each once.
+func TestRecurringCatchUpAllIsBounded(t *testing.T) {
+	url, db, schema := setup(t)
+	b := inproc.New()
+	got := receive(t, b, "sched.secondly")
+	s := newScheduler(url, schema)
+	msg := message.NewMessage("template", []byte(`{}`))
+	msg.Metadata.Set("kind", "event")
+	if err := s.Recur(t.Context(), engine.Recurrence{Name: "secondly", Spec: "@every 1s", Topic: "sched.secondly", Msg: msg, CatchUp: engine.CatchUpAll}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(t.Context(), `UPDATE "`+schema+`".outbox_recurring SET next_at = now() - interval '1500.5 seconds'`); err != nil {
+		t.Fatal(err)
+	}
+	runScheduler(t, s, b)
+	waitFor(t, 20*time.Second, "1,500 ticks", func() bool { k, _ := got.count(); return k >= 1500 })
+	time.Sleep(200 * time.Millisecond)
+	if k, total := got.count(); k != total || k < 1500 || k > 1503 {
+		t.Errorf("%d ids, %d messages; want each of about 1,500 once", k, total)
+	}
+}
