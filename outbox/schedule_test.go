@@ -495,6 +495,11 @@ func TestScheduledSurviveSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d messages, %d delivered, %d deliveries: %d duplicates; lateness p50 %s, p99 %s, max %s",
 		n, k, total, total-k, percentile(late, 0.5), percentile(late, 0.99), late[len(late)-1])
+	// Only a batch in flight at a kill (immediate and due rows: twice
+	// BatchSize at most) may be forwarded again.
+	if dup := total - k; dup > 2*2*outbox.DefaultBatchSize {
+		t.Errorf("%d duplicates: more than the batches in flight at two kills", dup)
+	}
 }
 
 func TestSchedulerValidate(t *testing.T) {
