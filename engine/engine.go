@@ -87,7 +87,8 @@ type Config struct {
 	// Event.Schedule and Every until they are due; the engine runs it from
 	// Start to Stop. Default: on a bridge that does not cross processes
 	// (the in-process bus), one in memory, lost with the process, of at
-	// most 1,000,000 pending messages; on a broker, none (scheduling fails
+	// most 1,000,000 pending messages (about 1 KiB each, plus its
+	// payload); on a broker, none (scheduling fails
 	// with ErrNoScheduler). outbox.Scheduler keeps them in PostgreSQL, with
 	// any bridge.
 	Scheduler Scheduler

@@ -131,9 +131,10 @@ func TestScheduleCancelHalf(t *testing.T) {
 	ctx := engine.WithEngine(t.Context(), e)
 	begin := time.Now().Add(200 * time.Millisecond) // time to cancel before the first is due
 	ids := make([]string, n)
+	due := make([]time.Time, n)
 	for i := range n {
-		at := begin.Add(time.Duration(rand.IntN(1000)) * time.Millisecond)
-		id, err := ev.Schedule(ctx, at, EchoIn{Count: i})
+		due[i] = begin.Add(time.Duration(rand.IntN(1000)) * time.Millisecond)
+		id, err := ev.Schedule(ctx, due[i], EchoIn{Count: i})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,6 +155,7 @@ func TestScheduleCancelHalf(t *testing.T) {
 	}
 	deadline := time.After(time.Until(begin) + 1500*time.Millisecond)
 	seen := map[int]bool{}
+	var maxLate time.Duration
 	for done := false; !done; {
 		select {
 		case r := <-got:
@@ -161,6 +163,11 @@ func TestScheduleCancelHalf(t *testing.T) {
 				t.Errorf("delivered %d: cancelled or twice", r.in.Count)
 			}
 			seen[r.in.Count] = true
+			late := r.at.Sub(due[r.in.Count])
+			if late < 0 {
+				t.Errorf("delivered %d %s early", r.in.Count, -late)
+			}
+			maxLate = max(maxLate, late)
 		case <-deadline:
 			done = true
 		}
@@ -168,6 +175,7 @@ func TestScheduleCancelHalf(t *testing.T) {
 	if len(seen) != n/2 {
 		t.Errorf("delivered %d, want %d", len(seen), n/2)
 	}
+	t.Logf("latest delivery: %s after its time", maxLate)
 	if err := e.Schedules().Cancel(ctx, ids[0]); !errors.Is(err, engine.ErrScheduleNotFound) {
 		t.Errorf("Cancel of a delivered or cancelled message: %v, want ErrScheduleNotFound", err)
 	}

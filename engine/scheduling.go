@@ -174,8 +174,8 @@ type recurrence struct {
 // Engine.Register. Start declares the schedules to the Scheduler under the
 // name "<service>.v<version>/<name>", so that services never collide and
 // every instance of one service declares the same schedule, which fires
-// once per tick across them (with a durable Scheduler; the in-memory one
-// fires in each process).
+// once per tick across them (with a durable Scheduler shared by them; the
+// in-memory one belongs to one engine, and fires in each).
 func Every[T any](s *Service, name, spec string, to Target[T], payload T, opts ...EveryOption) {
 	r := &recurrence{name: name, spec: spec}
 	if err := router.ValidName("schedule", name); err != nil {
