@@ -631,7 +631,10 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 // callers waiting here (the reply subscription stays open up to a second
 // after the last one returned). Then the reply subscription and the bridge
 // (if the engine opened it) are closed; calls still waiting fail with
-// ErrShuttingDown. ctx bounds the whole stop: when it ends first, Stop
+// ErrShuttingDown. When Stop begins, the Scheduler's Run is cancelled:
+// nothing scheduled is published any more (a durable store keeps it for
+// the next engine; the in-memory scheduler loses it), and the drain waits
+// for Run to return. ctx bounds the whole stop: when it ends first, Stop
 // returns its error at once and the cleanup goes on in the background. Run
 // gives it 2 × Config.DrainTimeout (see there); a program calling Stop
 // itself gives it as long for the same bound.
