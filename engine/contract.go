@@ -126,6 +126,27 @@ func (c *Command[In, Out]) Send(ctx context.Context, in In) error {
 	return e.send(ctx, c.topic, envelope.KindCommand, payload)
 }
 
+// Schedule sends in to the command's service at at, fire-and-forget (see
+// Send), and returns the schedule id (the message's id), for
+// Engine.Schedules. The input is encoded and checked now, like Send's; the
+// message carries the metadata it would carry if sent now, plus its due
+// time (Meta.ScheduledFor). See Engine.Schedules for the rules on at and
+// the errors.
+func (c *Command[In, Out]) Schedule(ctx context.Context, at time.Time, in In) (string, error) {
+	e, err := engineFrom(ctx)
+	if err != nil {
+		return "", fmt.Errorf("schedule %s: %w", c.topic, err)
+	}
+	payload, err := e.codec.encodeInput(&in)
+	if err != nil {
+		return "", err
+	}
+	return e.schedule(ctx, c.topic, envelope.KindCommand, payload, at)
+}
+
+// target makes a command a Target of Every.
+func (c *Command[In, Out]) target(In) (topic, kind string) { return c.topic, envelope.KindCommand }
+
 // Event is a typed event contract: services Subscribe to it, anyone Emits
 // it. Declare it once, as a package-level variable.
 type Event[T any] struct {
@@ -158,3 +179,21 @@ func (ev *Event[T]) Emit(ctx context.Context, payload T) error {
 	}
 	return e.send(ctx, ev.topic, envelope.KindEvent, body)
 }
+
+// Schedule emits payload at at and returns the schedule id (the message's
+// id), for Engine.Schedules. The payload is encoded and checked now, like
+// Emit's. See Engine.Schedules for the rules on at and the errors.
+func (ev *Event[T]) Schedule(ctx context.Context, at time.Time, payload T) (string, error) {
+	e, err := engineFrom(ctx)
+	if err != nil {
+		return "", fmt.Errorf("schedule %s: %w", ev.name, err)
+	}
+	body, err := e.codec.encodeInput(&payload)
+	if err != nil {
+		return "", err
+	}
+	return e.schedule(ctx, ev.topic, envelope.KindEvent, body, at)
+}
+
+// target makes an event a Target of Every.
+func (ev *Event[T]) target(T) (topic, kind string) { return ev.topic, envelope.KindEvent }

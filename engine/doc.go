@@ -93,6 +93,18 @@
 // listing and replaying). A command whose caller waits is neither retried
 // nor dead-lettered: the caller receives the error.
 //
+// # Delayed and scheduled messages
+//
+// Command.Schedule and Event.Schedule send a message later, at a given
+// time, and return its id, which Engine.Schedules cancels or moves; the
+// message is checked at the call and carries the caller's metadata like one
+// sent now, plus its due time (Meta.ScheduledFor). Every declares, with a
+// service, a message sent on each tick of a cron spec. Config.Scheduler
+// keeps them until due: by default in memory on the in-process bus (lost
+// with the process), none on a broker (ErrNoScheduler); outbox.Scheduler
+// keeps them in PostgreSQL, with any bridge, across restarts. See
+// Schedules for the rules on times, and Every for names.
+//
 // # Vocabulary
 //
 // One word per concept, in this package and every other: a Config is a

@@ -83,6 +83,15 @@ type Config struct {
 	// message. Default: OpenTelemetry's global provider (a no-op until the
 	// program sets one); traceparent propagates either way.
 	TracerProvider trace.TracerProvider
+	// Scheduler keeps the messages scheduled with Command.Schedule,
+	// Event.Schedule and Every until they are due; the engine runs it from
+	// Start to Stop. Default: on a bridge that does not cross processes
+	// (the in-process bus), one in memory, lost with the process, of at
+	// most 1,000,000 pending messages (about 1 KiB each, plus its
+	// payload); on a broker, none (scheduling fails
+	// with ErrNoScheduler). outbox.Scheduler keeps them in PostgreSQL, with
+	// any bridge.
+	Scheduler Scheduler
 }
 
 // The policy types of Reliability and RetryPolicy, named here so that an
@@ -321,6 +330,11 @@ type Engine struct {
 	tracerKind  tracerKind // see tracingOff
 	breakers    sync.Map   // topic → *gobreaker.CircuitBreaker (caller side)
 	handlers    gate       // handler calls: closed by Stop
+	sched       Scheduler  // nil: none (a broker without Config.Scheduler)
+	recurs      []declaredRecurrence
+	schedCtx    context.Context // Scheduler.Run's: cancelled when Stop begins
+	schedCancel context.CancelFunc
+	schedDone   chan struct{} // closed when Run returned; nil until started
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -353,7 +367,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	hardCtx, hardStop := context.WithCancel(context.Background())
 	direct, _ := b.(inproc.Direct)
-	return &Engine{
+	e := &Engine{
 		direct:     direct,
 		cfg:        cfg,
 		log:        cfg.Logger.With("engine", cfg.InstanceID),
@@ -369,7 +383,13 @@ func New(cfg Config) (*Engine, error) {
 		hardStop:   hardStop,
 		tracer:     cfg.TracerProvider.Tracer(middleware.TracerName),
 		tracerKind: kindOfTracer(cfg.TracerProvider),
-	}, nil
+		sched:      cfg.Scheduler,
+	}
+	if e.sched == nil && !b.Capabilities().CrossProcess {
+		e.sched = newMemScheduler(maxMemScheduled, e.log)
+	}
+	e.schedCtx, e.schedCancel = context.WithCancel(context.Background())
+	return e, nil
 }
 
 // openError is New's error when the bridge cannot be reached: it reads as
@@ -433,8 +453,14 @@ func (e *Engine) Register(services ...*Service) error {
 			errs = append(errs, err)
 			continue
 		}
+		recurs, err := e.recurrences(s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		have[s.id] = true
 		e.services = append(e.services, s)
+		e.recurs = append(e.recurs, recurs...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("switchboard: %w", err)
@@ -591,7 +617,7 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 	if err := rt.Start(ctx); err != nil {
 		return fmt.Errorf("switchboard: %w", err)
 	}
-	return nil
+	return e.startScheduler(ctx)
 }
 
 // Stop drains and stops the engine: no handler starts any more (messages
@@ -605,7 +631,10 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 // callers waiting here (the reply subscription stays open up to a second
 // after the last one returned). Then the reply subscription and the bridge
 // (if the engine opened it) are closed; calls still waiting fail with
-// ErrShuttingDown. ctx bounds the whole stop: when it ends first, Stop
+// ErrShuttingDown. When Stop begins, the Scheduler's Run is cancelled:
+// nothing scheduled is published any more (a durable store keeps it for
+// the next engine; the in-memory scheduler loses it), and the drain waits
+// for Run to return. ctx bounds the whole stop: when it ends first, Stop
 // returns its error at once and the cleanup goes on in the background. Run
 // gives it 2 × Config.DrainTimeout (see there); a program calling Stop
 // itself gives it as long for the same bound.
@@ -645,9 +674,10 @@ func (e *Engine) markStopped(err error) {
 // then waits for the cleanup bounded by its own context (a concurrent call
 // is not held by another caller's context).
 func (e *Engine) beginStop() {
+	e.schedCancel() // nothing more is published from the schedule: it waits for the next engine
 	e.mu.Lock()
 	e.state = StateDraining
-	rt, stopRep := e.rt, e.stopRep
+	rt, stopRep, schedDone := e.rt, e.stopRep, e.schedDone
 	e.mu.Unlock()
 	idle := e.handlers.close()
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
@@ -669,6 +699,13 @@ func (e *Engine) beginStop() {
 			}
 		}
 		<-idle
+		if schedDone != nil {
+			select {
+			case <-schedDone:
+			case <-drainCtx.Done():
+				e.log.Warn("drain timeout: the scheduler has not returned")
+			}
+		}
 		// Replies of the handlers that finished during the drain may still
 		// be on their way to callers waiting here: wait for them until the
 		// drain deadline, and at least replyGrace after the last handler

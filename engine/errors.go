@@ -87,9 +87,10 @@ var (
 // Reschedule (404, reason "schedule_not_found").
 var ErrScheduleNotFound = &Error{Code: http.StatusNotFound, Reason: "schedule_not_found", Message: "no such scheduled message"}
 
-// ErrNoScheduler is returned by Schedule, and by Register for a recurring
-// schedule, on an engine with no Scheduler (Config.Scheduler) on a broker:
-// only the in-process bus has a default, in memory.
+// ErrNoScheduler is returned by Schedule, Schedules' Cancel and
+// Reschedule, and by Register for a recurring schedule (Every), on an
+// engine with no Scheduler (Config.Scheduler) on a broker: only the
+// in-process bus has a default, in memory.
 var ErrNoScheduler = errors.New("switchboard: no scheduler: set Config.Scheduler (outbox.Scheduler keeps scheduled messages in PostgreSQL)")
 
 // ErrNoEngine is returned by Invoke, Send and Emit when ctx carries no

@@ -30,6 +30,12 @@ import (
 //   - TenantID string: whose data it concerns ("tenant_id").
 //   - Deadline time.Time: after it nobody waits for the result; zero for
 //     none ("deadline", RFC 3339 with nanoseconds).
+//   - ScheduledFor time.Time: when a scheduled message (Command.Schedule,
+//     Event.Schedule, Every) was due, in UTC, so that its handler can tell
+//     how late it runs (time.Since); zero for a message sent at once, and
+//     for a malformed value ("scheduled_for", RFC 3339 with nanoseconds).
+//     The engine acts on nothing in it, and never copies it to the
+//     messages a handler causes.
 //
 // PrincipalID and TenantID are claims, not proofs: see the package
 // documentation, "What flows with every message".

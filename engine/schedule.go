@@ -58,7 +58,9 @@ type Recurrence struct {
 	Topic string
 	// Msg is the message each tick publishes a copy of, with a fresh id
 	// derived from Name and the tick's time, and "scheduled_for" set to
-	// the tick.
+	// the tick. The engine gives it its payload and "kind" only: each tick
+	// starts a conversation of its own (its handler's correlation id is the
+	// tick message's id).
 	Msg *message.Message
 	// CatchUp is what happens to the ticks missed while no engine ran.
 	CatchUp CatchUp

@@ -19,6 +19,7 @@ type Service struct {
 	id            string
 	middleware    []message.HandlerMiddleware
 	regs          []*registration
+	recurs        []*recurrence // Every
 	errs          []error
 }
 
@@ -205,6 +206,14 @@ func (s *Service) check() error {
 			errs = append(errs, errors.New(what))
 		}
 		seen[key] = true
+	}
+	names := map[string]bool{}
+	for _, r := range s.recurs {
+		errs = append(errs, r.errs...)
+		if names[r.name] {
+			errs = append(errs, fmt.Errorf("recurring schedule %s declared twice", r.name))
+		}
+		names[r.name] = true
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("service %s: %w", s, err)

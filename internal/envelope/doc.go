@@ -21,6 +21,10 @@
 //	                only a reply topic ("reply.<instance>") is accepted
 //	kind            command, event or reply
 //	error           "1" on a reply that carries an Error instead of a result
+//	scheduled_for   RFC 3339 (nanoseconds, UTC) instant a scheduled message
+//	                was due; set by the engine when it schedules one, read
+//	                as Meta.ScheduledFor, never copied to the messages it
+//	                causes; a malformed value reads as absent
 //
 // The message id is Watermill's message UUID.
 //

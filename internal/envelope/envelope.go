@@ -22,6 +22,7 @@ const (
 	KeyReplyTo       = "reply_to"
 	KeyKind          = "kind"
 	KeyError         = "error"
+	KeyScheduledFor  = "scheduled_for"
 )
 
 // Values of KeyKind.
@@ -43,6 +44,10 @@ type Meta struct {
 	PrincipalID   string    // who the conversation acts for
 	TenantID      string    // whose data it concerns
 	Deadline      time.Time // zero: none
+	// ScheduledFor is when a scheduled message was due (zero for one sent
+	// at once). Read parses it, Write writes it, Child clears it: it
+	// describes one message, never the messages it causes.
+	ScheduledFor time.Time
 }
 
 type metaKey struct{}
@@ -131,13 +136,31 @@ func Read(msg *message.Message) Meta {
 			m.Tracestate = ts // vendor state of no valid trace means nothing
 		}
 	}
-	if d := md.Get(KeyDeadline); d != "" {
-		if t, err := time.Parse(time.RFC3339Nano, d); err == nil {
-			m.Deadline = t
-		}
-	}
+	m.Deadline = ParseTime(md.Get(KeyDeadline))
+	m.ScheduledFor = ParseTime(md.Get(KeyScheduledFor))
 	return m
 }
+
+// maxTimeBytes is the longest time value parsed: RFC 3339 with nanoseconds
+// and a zone offset is 35 bytes.
+const maxTimeBytes = 64
+
+// ParseTime parses a metadata time (RFC 3339, nanoseconds allowed) as UTC;
+// an empty, malformed or overlong value is the zero time.
+func ParseTime(s string) time.Time {
+	if s == "" || len(s) > maxTimeBytes {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// FormatTime formats t as metadata times are written: RFC 3339 with
+// nanoseconds, in UTC.
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 // Child returns the Meta of a new message with id caused by parent: same
 // correlation, principal, tenant and trace; parent's id as causation; a new
@@ -160,6 +183,7 @@ func Child(parent Meta, id string, deadline time.Time) Meta {
 	if !deadline.IsZero() && (m.Deadline.IsZero() || deadline.Before(m.Deadline)) {
 		m.Deadline = deadline
 	}
+	m.ScheduledFor = time.Time{}
 	return m
 }
 
@@ -178,7 +202,10 @@ func Write(msg *message.Message, m Meta) {
 	set(KeyPrincipalID, m.PrincipalID)
 	set(KeyTenantID, m.TenantID)
 	if !m.Deadline.IsZero() {
-		msg.Metadata.Set(KeyDeadline, m.Deadline.UTC().Format(time.RFC3339Nano))
+		msg.Metadata.Set(KeyDeadline, FormatTime(m.Deadline))
+	}
+	if !m.ScheduledFor.IsZero() {
+		msg.Metadata.Set(KeyScheduledFor, FormatTime(m.ScheduledFor))
 	}
 }
 

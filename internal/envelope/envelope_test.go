@@ -136,3 +136,34 @@ func TestHandling(t *testing.T) {
 		t.Errorf("the message context's value = %v", other.Value(valueKey{}))
 	}
 }
+
+// scheduled_for reads as Meta.ScheduledFor in UTC; a malformed or overlong
+// value reads as absent, never an error; Child does not pass it on.
+func TestScheduledFor(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600))
+	for value, want := range map[string]time.Time{
+		envelope.FormatTime(at):               at,
+		"2030-05-06T07:08:09.123456789+01:00": at,
+		"":                                    {},
+		"tomorrow":                            {},
+		"2030-13-06T07:08:09Z":                {},
+		strings.Repeat("9", 5000):             {},
+		"2030-05-06T07:08:09Z" + strings.Repeat(" ", 60): {},
+	} {
+		msg := message.NewMessage("id", nil)
+		msg.Metadata.Set(envelope.KeyScheduledFor, value)
+		m := envelope.Read(msg)
+		if !m.ScheduledFor.Equal(want) || !m.ScheduledFor.IsZero() && m.ScheduledFor.Location() != time.UTC {
+			t.Errorf("scheduled_for %.40q read as %v, want %v in UTC", value, m.ScheduledFor, want)
+		}
+		if c := envelope.Child(m, "child", time.Time{}); !c.ScheduledFor.IsZero() {
+			t.Errorf("Child kept ScheduledFor %v", c.ScheduledFor)
+		}
+	}
+	out := message.NewMessage("id", nil)
+	envelope.Write(out, envelope.Meta{ScheduledFor: at})
+	if got := out.Metadata.Get(envelope.KeyScheduledFor); got != "2030-05-06T06:08:09.123456789Z" {
+		t.Errorf("Write: scheduled_for %q, want RFC 3339 nano in UTC", got)
+	}
+}
