@@ -252,7 +252,9 @@ func distribution(d []time.Duration) string {
 	if len(d) == 0 {
 		return "none"
 	}
-	p := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))].Round(100 * time.Microsecond) }
+	p := func(q float64) time.Duration {
+		return d[min(len(d)-1, int(q*float64(len(d))))].Round(100 * time.Microsecond)
+	}
 	return fmt.Sprintf("min %s p50 %s p90 %s p99 %s max %s", p(0), p(0.5), p(0.9), p(0.99), d[len(d)-1].Round(time.Millisecond))
 }
 
