@@ -269,3 +269,71 @@ func (r *relayProcess) pid() int {
 	}
 	return r.cmd.Process.Pid
 }
+
+// On the in-process bus with outbox.Scheduler, what is scheduled survives
+// the application: the engine that scheduled stops before anything is due
+// (as a process restarting would), a new one delivers every event once.
+func TestScheduledSurvivesARestartInProcess(t *testing.T) {
+	dbURL, _, schema := setup(t)
+	name := "r" + strings.ToLower(watermill.NewShortUUID()[:8])
+	due := engine.NewEvent[Order](name + ".due")
+	newApp := func(deliver func(Order, engine.Meta)) *engine.Engine {
+		t.Helper()
+		svc := engine.NewService(name, "1")
+		engine.Subscribe(svc, due, func(ctx context.Context, o Order) error { deliver(o, engine.MetaFrom(ctx)); return nil })
+		e, err := engine.New(engine.Config{Logger: discard(), Scheduler: &outbox.Scheduler{DatabaseURL: dbURL, Schema: schema, Logger: discard()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Register(svc); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.Stop(context.Background()) })
+		return e
+	}
+	var early atomic.Int64
+	first := newApp(func(Order, engine.Meta) { early.Add(1) })
+	at := time.Now().Add(2 * time.Second)
+	const n = 100
+	ids := map[string]bool{}
+	for i := range n {
+		id, err := due.Schedule(engine.WithEngine(t.Context(), first), at, Order{ID: i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+	}
+	if err := first.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if early.Load() != 0 {
+		t.Fatalf("%d events delivered before they were due", early.Load())
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[int]int{}
+	)
+	newApp(func(o Order, m engine.Meta) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[o.ID]++
+		if !ids[m.MessageID] {
+			t.Errorf("event %d arrived with id %s, not the schedule id Schedule returned", o.ID, m.MessageID)
+		}
+		if time.Now().Before(at) {
+			t.Errorf("event %d arrived before it was due", o.ID)
+		}
+	})
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d events", n), func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == n })
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("event %d delivered %d times", id, c)
+		}
+	}
+}
