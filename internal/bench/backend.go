@@ -110,7 +110,7 @@ func openBackend(ctx context.Context, name, runID string) (*backend, error) {
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
 		b.sb = sbSide{url: sbURL, durable: true, pgURL: url}
-		b.raw = rawSide{open: postgresTransport(url, "wmb_", admin, false), outboxRig: rawOutbox(url, "wmb_")}
+		b.raw = rawSide{open: postgresTransport(url, "wmb_", admin, false), outboxRig: rawOutbox(url, "wmb_"), scheduleRig: rawSchedule(url, "wmb_")}
 		b.tuned = []variant{{"tuned", rawSide{open: postgresTransport(url, "wmb_", admin, true)}}}
 		b.clients[ceilingE2E] = pgCeilingE2E(url, "wmb_", admin)
 		b.cleanup = func(ctx context.Context) error {

@@ -192,6 +192,8 @@ var workloads = []workload{
 	{name: "publish", kind: rateKind, unit: "msg/s", tuned: true, open: publishTrial},
 	{name: "outbox-c1", quick: true, only: Postgres, kind: latencyKind, open: outboxTrial},
 	{name: "outbox-burst", kind: burstKind, unit: "rows/s", open: outboxBurstTrial},
+	{name: "schedule-c1", quick: true, only: Postgres, kind: latencyKind, open: scheduleTrial},
+	{name: "schedule-burst", only: Postgres, kind: burstKind, unit: "msg/s", open: scheduleBurstTrial},
 	{name: "cmd-1hop-mem", quick: true, only: GoChannel, kind: valueKind, values: []string{"allocs", "allocs/op", "bytes", "B/op"}, open: allocTrial},
 	{name: "cmd-2hop-c64-rss", quick: true, only: GoChannel, kind: valueKind, values: []string{"", "MiB"}, open: rssTrial},
 }

@@ -87,3 +87,7 @@ func (directSide) publisher(context.Context, string) (*rig, error) { return nil,
 func (directSide) outbox(context.Context, string, bool, func(string)) (*outboxRig, error) {
 	return nil, errSkip
 }
+
+func (directSide) scheduled(context.Context, string, func(string)) (*scheduleRig, error) {
+	return nil, errSkip
+}

@@ -39,6 +39,8 @@ type rawSide struct {
 	// outboxRig builds the outbox workloads relaying to target (nil
 	// without PostgreSQL).
 	outboxRig func(ctx context.Context, ns string, target *transport, deliver func(id string)) (*outboxRig, error)
+	// scheduleRig builds the schedule workloads (nil without PostgreSQL).
+	scheduleRig func(ctx context.Context, ns string, deliver func(id string)) (*scheduleRig, error)
 }
 
 var wlog = watermill.NopLogger{}

@@ -29,6 +29,10 @@ type side interface {
 	// handles to deliver. Without PostgreSQL (or on the in-process backend
 	// when not local) it returns errSkip.
 	outbox(ctx context.Context, ns string, local bool, deliver func(id string)) (*outboxRig, error)
+	// scheduled starts a service subscribing to an event that is scheduled
+	// in PostgreSQL, reporting every event it handles to deliver. Without
+	// PostgreSQL it returns errSkip.
+	scheduled(ctx context.Context, ns string, deliver func(id string)) (*scheduleRig, error)
 }
 
 // outboxRig is a running outbox topology.

@@ -1,0 +1,339 @@
+package outbox_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/testenv"
+	"github.com/switchboard-go/switchboard/middleware"
+	"github.com/switchboard-go/switchboard/outbox"
+)
+
+// TestScheduledConformance is the schedule store's proof on every broker:
+// 10,000 events are scheduled in PostgreSQL (Event.Schedule inside
+// transactions, outbox.WithTx), due over 10 s; two scheduler processes
+// (`switchboard relay`, which forwards scheduled rows when due) hand them
+// to the broker while the one that leads is SIGKILLed twice and restarted,
+// and the broker itself is restarted once. A consumer with the inbox
+// records each event's effect, its due time (Meta.ScheduledFor) and when
+// it ran. Every event must have exactly one effect, none before it was
+// due; the lateness distribution is logged, and its p99 over the events
+// due outside the fault windows must be at most 100 ms.
+func TestScheduledConformance(t *testing.T) {
+	for _, broker := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres, testenv.MQTT} {
+		t.Run(broker, func(t *testing.T) { scheduledRun(t, broker, 10_000, 10*time.Second) })
+	}
+}
+
+// Fault windows: a killed leader is replaced within a LeaderPoll (1 s) of
+// its session's end; a restarted broker takes its clients a few seconds to
+// reconnect to.
+const (
+	killWindow   = 2 * time.Second
+	outageLength = time.Second
+	outageWindow = outageLength + 3*time.Second
+)
+
+func scheduledRun(t *testing.T, broker string, n int, spread time.Duration) {
+	dbURL, db, schema := setup(t)
+	q := func(table string) string { return `"` + schema + `".` + table }
+	if _, err := db.Exec(`CREATE TABLE ` + q("effects") + ` (id int NOT NULL, due timestamptz NOT NULL, ran timestamptz NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	name := "s" + strings.ToLower(watermill.NewShortUUID()[:8])
+	target := testenv.URL(t, broker)
+	consumerURL := target
+	switch broker {
+	case testenv.Postgres:
+		target = withParam(target, "schema", schema)
+		consumerURL = target
+	case testenv.MQTT:
+		consumerURL = withParam(target, "client_id", name) // a durable session: the broker keeps what arrives while it reconnects
+	}
+	b, err := bridge.Open(t.Context(), consumerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+
+	due := engine.NewEvent[Order](name + ".due")
+	var calls atomic.Int64
+	svc := engine.NewService(name, "1")
+	count := func(h message.HandlerFunc) message.HandlerFunc {
+		return func(m *message.Message) ([]*message.Message, error) { calls.Add(1); return h(m) }
+	}
+	engine.Subscribe(svc, due, func(ctx context.Context, o Order) error {
+		ran := time.Now()
+		tx, _ := outbox.TxFrom(ctx)
+		_, err := tx.ExecContext(ctx, `INSERT INTO `+q("effects")+` VALUES ($1, $2, $3)`, o.ID, engine.MetaFrom(ctx).ScheduledFor, ran)
+		return err
+	}, engine.Concurrency(16), engine.Use(count, outbox.Inbox{DB: db, Schema: schema}.Middleware()))
+	consumer, err := engine.New(engine.Config{SharedBridge: b, Logger: discard(),
+		Reliability: engine.Reliability{Breaker: middleware.BreakerPolicy{Disabled: true}, MaxDeliveries: 100,
+			Redelivery: middleware.Backoff{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := consumer.Register(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := consumer.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = consumer.Stop(context.Background()) })
+
+	// The scheduler processes: started before anything is due.
+	appName := "sbsched_" + schema
+	args := []string{"relay", "--db", withParam(dbURL, "application_name", appName), "--schema", schema,
+		"--bridge", target, "--retention", "0"}
+	relays := []*relayProcess{{t: t, args: args}, {t: t, args: args}}
+	for _, r := range relays {
+		r.start()
+		t.Cleanup(r.kill)
+	}
+
+	// Schedule: event i due at t0 + i·spread/n, written in a random order
+	// by 4 writers, 500 per transaction.
+	producer, err := engine.New(engine.Config{SharedBridge: b, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := producer.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = producer.Stop(context.Background()) })
+	t0 := time.Now().Add(8 * time.Second)
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * spread / time.Duration(n)) }
+	order := rand.Perm(n)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for start := w * 500; start < n; start += 4 * 500 {
+				if err := scheduleBatch(engine.WithEngine(t.Context(), producer), db, schema, due, order[start:min(start+500, n)], at); err != nil {
+					t.Errorf("scheduling: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if late := time.Since(t0); late > 0 {
+		t.Fatalf("scheduling %d events took until %s after the first was due: too slow a machine for this test", n, late)
+	}
+	t.Logf("%s: %d events scheduled, the first due in %s", broker, n, time.Until(t0).Round(time.Millisecond))
+
+	// Faults: the leader SIGKILLed at 1 s and 4 s into the due times (the
+	// other process takes over; the killed one restarts), the broker
+	// restarted at 7 s for 1 s.
+	type window struct{ from, to time.Time }
+	var windows []window
+	killLeader := func() {
+		var leader string
+		if err := db.QueryRow(`SELECT holder FROM ` + q("outbox_leader")).Scan(&leader); err != nil {
+			t.Errorf("reading the leader: %v", err)
+		}
+		windows = append(windows, window{time.Now(), time.Now().Add(killWindow)})
+		// The holder names the relay's host and pid (host/pid/random).
+		killed := false
+		for _, r := range relays {
+			if pid := r.pid(); pid != 0 && strings.Contains(leader, fmt.Sprintf("/%d/", pid)) {
+				r.kill()
+				r.start()
+				killed = true
+			}
+		}
+		if !killed {
+			t.Errorf("no relay process holds the lease %q", leader)
+		}
+	}
+	sleepUntil(t0.Add(spread / 10))
+	killLeader()
+	sleepUntil(t0.Add(4 * spread / 10))
+	killLeader()
+	sleepUntil(t0.Add(7 * spread / 10))
+	outageAt := time.Now()
+	restore := testenv.Outage(t, broker)
+	time.Sleep(outageLength)
+	restore()
+	windows = append(windows, window{outageAt, outageAt.Add(outageWindow)})
+
+	waitFor(t, 3*time.Minute, fmt.Sprintf("%d effects", n), func() bool {
+		return rows(t, db, `SELECT count(DISTINCT id) FROM `+q("effects")) >= n
+	})
+	time.Sleep(time.Second) // a late duplicate would show now
+	total := rows(t, db, `SELECT count(*) FROM `+q("effects"))
+	distinct := rows(t, db, `SELECT count(DISTINCT id) FROM `+q("effects"))
+	if distinct != n {
+		t.Errorf("delivered: %d distinct events, want %d", distinct, n)
+	}
+	if total != distinct {
+		t.Errorf("exactly once: %d effects for %d events", total, distinct)
+	}
+	var (
+		all, outside []time.Duration
+		early        int
+	)
+	rs, err := db.Query(`SELECT id, due, ran FROM ` + q("effects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var (
+			id       int
+			due, ran time.Time
+		)
+		if err := rs.Scan(&id, &due, &ran); err != nil {
+			t.Fatal(err)
+		}
+		if want := at(id); !due.Equal(want.Truncate(time.Microsecond)) && due.Sub(want).Abs() > time.Microsecond {
+			t.Errorf("event %d: Meta.ScheduledFor %s, want %s", id, due, want)
+		}
+		late := ran.Sub(due)
+		if late < -time.Millisecond {
+			early++
+		}
+		all = append(all, late)
+		if !slices.ContainsFunc(windows, func(w window) bool { return !due.Before(w.from) && due.Before(w.to) }) {
+			outside = append(outside, late)
+		}
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if early > 0 {
+		t.Errorf("%d events ran before they were due", early)
+	}
+	slices.Sort(all)
+	slices.Sort(outside)
+	t.Logf("%s: %d events, %d effects, %d handler runs; lateness all: %s; outside the fault windows (%d events): %s",
+		broker, n, total, calls.Load(), distribution(all), len(outside), distribution(outside))
+	if len(outside) < n/10 {
+		t.Fatalf("only %d events due outside the fault windows", len(outside))
+	}
+	if p99 := outside[len(outside)*99/100]; p99 > 100*time.Millisecond {
+		t.Errorf("lateness p99 outside the fault windows = %s, want <= 100ms", p99)
+	}
+}
+
+// scheduleBatch schedules the events ids in one transaction.
+func scheduleBatch(ctx context.Context, db *sql.DB, schema string, ev *engine.Event[Order], ids []int, at func(int) time.Time) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	tctx := outbox.WithTx(ctx, tx, schema)
+	for _, id := range ids {
+		if _, err := ev.Schedule(tctx, at(id), Order{ID: id}); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func distribution(d []time.Duration) string {
+	if len(d) == 0 {
+		return "none"
+	}
+	p := func(q float64) time.Duration {
+		return d[min(len(d)-1, int(q*float64(len(d))))].Round(100 * time.Microsecond)
+	}
+	return fmt.Sprintf("min %s p50 %s p90 %s p99 %s max %s", p(0), p(0.5), p(0.9), p(0.99), d[len(d)-1].Round(time.Millisecond))
+}
+
+func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
+
+// pid is the process's id, 0 when it is not running.
+func (r *relayProcess) pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
+// On the in-process bus with outbox.Scheduler, what is scheduled survives
+// the application: the engine that scheduled stops before anything is due
+// (as a process restarting would), a new one delivers every event once.
+func TestScheduledSurvivesARestartInProcess(t *testing.T) {
+	dbURL, _, schema := setup(t)
+	name := "r" + strings.ToLower(watermill.NewShortUUID()[:8])
+	due := engine.NewEvent[Order](name + ".due")
+	newApp := func(deliver func(Order, engine.Meta)) *engine.Engine {
+		t.Helper()
+		svc := engine.NewService(name, "1")
+		engine.Subscribe(svc, due, func(ctx context.Context, o Order) error { deliver(o, engine.MetaFrom(ctx)); return nil })
+		e, err := engine.New(engine.Config{Logger: discard(), Scheduler: &outbox.Scheduler{DatabaseURL: dbURL, Schema: schema, Logger: discard()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Register(svc); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.Stop(context.Background()) })
+		return e
+	}
+	var early atomic.Int64
+	first := newApp(func(Order, engine.Meta) { early.Add(1) })
+	at := time.Now().Add(2 * time.Second)
+	const n = 100
+	ids := map[string]bool{}
+	for i := range n {
+		id, err := due.Schedule(engine.WithEngine(t.Context(), first), at, Order{ID: i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+	}
+	if err := first.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if early.Load() != 0 {
+		t.Fatalf("%d events delivered before they were due", early.Load())
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[int]int{}
+	)
+	newApp(func(o Order, m engine.Meta) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[o.ID]++
+		if !ids[m.MessageID] {
+			t.Errorf("event %d arrived with id %s, not the schedule id Schedule returned", o.ID, m.MessageID)
+		}
+		if time.Now().Before(at) {
+			t.Errorf("event %d arrived before it was due", o.ID)
+		}
+	})
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d events", n), func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == n })
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("event %d delivered %d times", id, c)
+		}
+	}
+}
