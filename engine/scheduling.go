@@ -47,12 +47,21 @@ func (e *Engine) scheduler(op string) (Scheduler, error) {
 }
 
 // schedule hands the scheduler a message built as send builds one, plus
-// its due time in "scheduled_for", and returns its id.
+// its due time in "scheduled_for", and returns its id. On a context
+// carrying a publisher (WithPublisher: outbox.WithTx) the message goes
+// through that publisher instead, as Send's and Emit's do: the outbox
+// stores it with its due time in the caller's transaction, and whatever
+// forwards that outbox (outbox.Relay, an outbox.Scheduler's Run) publishes
+// it when due; this engine needs no Scheduler then.
 func (e *Engine) schedule(ctx context.Context, topic, kind string, payload []byte, at time.Time) (string, error) {
 	op := "schedule " + topic
-	sched, err := e.scheduler(op)
-	if err != nil {
-		return "", err
+	pub, inTx := ctx.Value(publisherKey{}).(message.Publisher)
+	var sched Scheduler
+	if !inTx {
+		var err error
+		if sched, err = e.scheduler(op); err != nil {
+			return "", err
+		}
 	}
 	if err := checkAt(at); err != nil {
 		return "", err
@@ -64,10 +73,15 @@ func (e *Engine) schedule(ctx context.Context, topic, kind string, payload []byt
 		finish(err)
 		return "", err
 	}
-	// The scheduler may keep msg for long: not with the caller's context.
-	msg.SetContext(context.Background())
 	id := msg.UUID
-	err = sched.Schedule(ctx, topic, msg, at)
+	var err error
+	if inTx {
+		err = pub.Publish(topic, msg) // with the caller's context: its transaction
+	} else {
+		// The scheduler may keep msg for long: not with the caller's context.
+		msg.SetContext(context.Background())
+		err = sched.Schedule(ctx, topic, msg, at)
+	}
 	finish(err)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", op, err)
@@ -85,6 +99,13 @@ func (e *Engine) schedule(ctx context.Context, topic, kind string, payload []byt
 //     with ErrUnavailable.
 //   - An engine with no Scheduler (a broker without Config.Scheduler) fails
 //     with an error wrapping ErrNoScheduler.
+//   - On a context from outbox.WithTx (WithPublisher), Schedule writes the
+//     message in the caller's transaction instead, as Send and Emit do: it
+//     is scheduled if and only if the transaction commits, and whatever
+//     forwards that outbox (outbox.Relay, `switchboard relay`, an
+//     outbox.Scheduler's Run) publishes it when due. No Scheduler is needed
+//     then; Cancel and Reschedule need one (an outbox.Scheduler on the
+//     same schema), or `switchboard schedule cancel`.
 //   - A zero at, or one outside years 1 to 9999 (UTC: RFC 3339, the form of
 //     "scheduled_for", has four-digit years), is ErrInvalidInput; an at in
 //     the past is due at once.

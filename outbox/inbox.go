@@ -20,7 +20,14 @@ import (
 // documentation.
 type Inbox struct {
 	// DB holds the inbox table and the handler's own tables. Required. (A
-	// pgxpool user gets one with stdlib.OpenDBFromPool.)
+	// pgxpool user gets one with stdlib.OpenDBFromPool.) Each message
+	// holds one of its connections while its handler runs: allow at least
+	// as many idle connections as the handlers run at once
+	// (db.SetMaxIdleConns). database/sql keeps 2 by default, closes the
+	// others after each transaction and opens new ones one at a time, so
+	// that the default caps the inbox at a few hundred messages per second
+	// whatever the handlers' concurrency (measured: NATS at 1,000 events/s,
+	// 32 handlers, lateness p50 1–2 s with the default, 7 ms with 40).
 	DB *sql.DB
 	// Schema of the inbox and outbox tables. Default DefaultSchema.
 	Schema string

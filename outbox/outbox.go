@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 	"github.com/switchboard-go/switchboard/migrations"
 )
 
@@ -69,10 +70,6 @@ func NewPublisher(exec wmsql.ContextExecutor, schema string) (*Publisher, error)
 	return &Publisher{exec: exec, insert: `INSERT INTO ` + qs + `.outbox (topic, uuid, payload, metadata, deliver_at) VALUES `}, nil
 }
 
-// scheduledForKey is the metadata key holding a scheduled message's due
-// time, RFC 3339 with nanoseconds, UTC (the engine's "scheduled_for").
-const scheduledForKey = "scheduled_for"
-
 // ErrAlreadyScheduled is returned when a message is scheduled with the id
 // of a scheduled message that still waits.
 var ErrAlreadyScheduled = errors.New("outbox: a scheduled message with this id already waits")
@@ -80,13 +77,13 @@ var ErrAlreadyScheduled = errors.New("outbox: a scheduled message with this id a
 // dueTime returns m's due time from its "scheduled_for", or nil (at once)
 // when it has none.
 func dueTime(m *message.Message) (*time.Time, error) {
-	v := m.Metadata.Get(scheduledForKey)
+	v := m.Metadata.Get(envelope.KeyScheduledFor)
 	if v == "" {
 		return nil, nil
 	}
 	at, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return nil, fmt.Errorf("outbox: message %s: metadata %q: %w", m.UUID, scheduledForKey, err)
+		return nil, fmt.Errorf("outbox: message %s: metadata %q: %w", m.UUID, envelope.KeyScheduledFor, err)
 	}
 	return &at, nil
 }

@@ -303,6 +303,8 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 		return fmt.Errorf("listening: %w", err)
 	}
 	lastClean := time.Time{}
+	var nextRecur time.Time // the next recurring tick, as the last round read it
+	readRecur := true
 	for {
 		if l.renewDue() {
 			if leader, err := r.acquire(ctx, conn, q, l); err != nil {
@@ -311,17 +313,19 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 				return errors.New("lost the leader lease to another relay")
 			}
 		}
-		if err := r.recur(ctx, conn, q.recurring); err != nil {
-			return err
+		// The recurring schedules are read when one is due (as the last
+		// round saw them), in the first round, and after a Recur (its
+		// notification): not in every round, a transaction of its own.
+		if readRecur || !nextRecur.IsZero() && !time.Now().Before(nextRecur) {
+			if err := r.recur(ctx, conn, q.recurring); err != nil {
+				return err
+			}
 		}
-		next, err := r.nextDue(ctx, conn, q)
+		n, next, err := r.forward(ctx, conn, q, l)
 		if err != nil {
 			return err
 		}
-		n, err := r.forward(ctx, conn, q, l)
-		if err != nil {
-			return err
-		}
+		nextRecur, readRecur = next.recur, false
 		if r.Retention > 0 && time.Since(lastClean) > time.Minute {
 			lastClean = time.Now()
 			sctx, cancel := r.stmt(ctx)
@@ -343,39 +347,46 @@ func (r Relay) session(ctx context.Context, q relayQueries, l *lease) error {
 		// Wake for a notification (a row written, a schedule moved), the
 		// sweep, the next renewal, or the next scheduled row or tick.
 		wait := min(r.PollInterval, time.Until(l.sent.Add(l.ttl/3)))
-		if !next.IsZero() {
-			wait = min(wait, time.Until(next))
+		for _, t := range []time.Time{next.row, next.recur} {
+			if !t.IsZero() {
+				wait = min(wait, time.Until(t))
+			}
 		}
 		if wait <= 0 {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)
-		_, err = conn.WaitForNotification(wctx)
+		note, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil && !errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("waiting for a notification: %w", err)
+		case err == nil && note.Payload == recurNotice:
+			readRecur = true
 		}
 	}
 }
 
-// nextDue returns when the next scheduled row or recurring tick is due, on
-// this machine's clock (the server's clock decides; only the interval is
-// carried over), or the zero time if none is.
-func (r Relay) nextDue(ctx context.Context, conn *pgx.Conn, q relayQueries) (time.Time, error) {
-	sctx, cancel := r.stmt(ctx)
-	defer cancel()
-	var secs *float64
-	if err := conn.QueryRow(sctx, q.next).Scan(&secs); err != nil {
-		return time.Time{}, fmt.Errorf("reading the next due time: %w", err)
-	}
+// fromNow turns seconds from now into a time on this machine's clock;
+// nil is the zero time.
+func fromNow(secs *float64) time.Time {
 	if secs == nil {
-		return time.Time{}, nil
+		return time.Time{}
 	}
-	return time.Now().Add(time.Duration(*secs * float64(time.Second))), nil
+	return time.Now().Add(time.Duration(*secs * float64(time.Second)))
 }
+
+// recurNotice is the payload of the notification Scheduler.Recur sends:
+// the relay reads the recurring schedules again (a row written notifies
+// with an empty payload).
+const recurNotice = "recur"
+
+// dueTimes is when the next scheduled row and the next recurring tick are
+// due, on this machine's clock (the server's clock decides; only the
+// interval is carried over); zero: none.
+type dueTimes struct{ row, recur time.Time }
 
 // notifyChannel is the NOTIFY channel of schema's outbox; the trigger of
 // migration 6 computes the same name.
@@ -385,8 +396,8 @@ func notifyChannel(schema string) string {
 }
 
 type relayQueries struct {
-	pending, next, done, retry, park, clean, lease, release string
-	recurring                                               recurQueries
+	pending, done, retry, park, clean, lease, release string
+	recurring                                         recurQueries
 }
 
 func queries(qs string, deleteAtOnce bool) relayQueries {
@@ -399,25 +410,27 @@ func queries(qs string, deleteAtOnce bool) relayQueries {
 		// (themselves included) waiting for a retry: the immediate ones in
 		// id order (index outbox_immediate), then the scheduled ones that
 		// are due in due order (outbox_due). A scheduled row that is not
-		// due is not read and holds back nothing.
-		pending: `(SELECT id, topic, uuid, payload, metadata FROM ` + qs + `.outbox o
+		// due is not read and holds back nothing. A last row, of NULLs but
+		// its last two columns, gives the seconds from now (the server's
+		// clock) to the next scheduled row and to the next recurring tick
+		// (NULL: none), read in the same snapshot, so that a row due after
+		// the rows read is counted there: the relay sleeps no longer.
+		pending: `(SELECT id, topic, uuid, payload, metadata, NULL::float8, NULL::float8 FROM ` + qs + `.outbox o
 			WHERE forwarded_at IS NULL AND parked_at IS NULL AND deliver_at IS NULL
 			AND NOT EXISTS (` + heldBack + `)
 			ORDER BY id LIMIT $1)
 			UNION ALL
-			(SELECT id, topic, uuid, payload, metadata FROM ` + qs + `.outbox o
+			(SELECT id, topic, uuid, payload, metadata, NULL, NULL FROM ` + qs + `.outbox o
 			WHERE forwarded_at IS NULL AND parked_at IS NULL AND deliver_at IS NOT NULL AND deliver_at <= now()
 			AND NOT EXISTS (` + heldBack + `)
-			ORDER BY deliver_at, id LIMIT $1)`,
-		// Seconds from now (the server's clock) to the next scheduled row
-		// or recurring tick to come, NULL if none: the relay sleeps no
-		// longer. Read before the due rows, so that a row due in between
-		// is read by them (and the relay merely wakes for nothing).
-		next: `SELECT extract(epoch FROM least(
-				(SELECT min(deliver_at) FROM ` + qs + `.outbox
-					WHERE forwarded_at IS NULL AND parked_at IS NULL AND deliver_at IS NOT NULL AND deliver_at > now()),
-				(SELECT min(next_at) FROM ` + qs + `.outbox_recurring WHERE next_at IS NOT NULL))
-			- clock_timestamp())::float8`,
+			ORDER BY deliver_at, id LIMIT $1)
+			UNION ALL
+			SELECT NULL, NULL, NULL, NULL, NULL,
+				extract(epoch FROM (SELECT min(deliver_at) FROM ` + qs + `.outbox
+					WHERE forwarded_at IS NULL AND parked_at IS NULL AND deliver_at IS NOT NULL AND deliver_at > now())
+					- clock_timestamp())::float8,
+				extract(epoch FROM (SELECT min(next_at) FROM ` + qs + `.outbox_recurring WHERE next_at IS NOT NULL)
+					- clock_timestamp())::float8`,
 		done: `UPDATE ` + qs + `.outbox SET forwarded_at = now() WHERE id = ANY($1)`,
 		// $2 and $3 are the first and the longest wait, in seconds; the
 		// exponent is capped so that power() cannot overflow.
@@ -494,30 +507,38 @@ func permanent(err error) bool {
 
 // forward publishes one batch (the immediate rows in id order, then the
 // due scheduled rows in due order) and marks what it published; it returns
-// how many rows it read (a full batch: more may wait). The rows of
+// how many rows it read (a full batch: more may wait) and when the next
+// scheduled row and recurring tick are due. The rows of
 // one topic go in order: a row that must be retried holds back the
 // later rows of its topic, in this batch (skipped) and in later ones (the
 // pending query); other topics go on. A parked row holds back nothing.
-func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *lease) (int, error) {
+func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *lease) (int, dueTimes, error) {
 	sctx, cancel := r.stmt(ctx)
 	defer cancel()
 	rows, err := conn.Query(sctx, q.pending, r.BatchSize)
 	if err != nil {
-		return 0, fmt.Errorf("reading the outbox: %w", err)
+		return 0, dueTimes{}, fmt.Errorf("reading the outbox: %w", err)
 	}
-	var batch []row
+	var (
+		batch []row
+		next  dueTimes
+	)
 	for rows.Next() {
 		var (
-			x    row
-			uuid string
-			body []byte
-			md   []byte
+			id                 *int64
+			top, uuid          *string
+			body, md           []byte
+			nextRow, nextRecur *float64
 		)
-		if err := rows.Scan(&x.id, &x.top, &uuid, &body, &md); err != nil {
+		if err := rows.Scan(&id, &top, &uuid, &body, &md, &nextRow, &nextRecur); err != nil {
 			rows.Close()
-			return 0, fmt.Errorf("reading the outbox: %w", err)
+			return 0, dueTimes{}, fmt.Errorf("reading the outbox: %w", err)
 		}
-		x.msg = message.NewMessage(uuid, body)
+		if id == nil { // the next due times
+			next = dueTimes{fromNow(nextRow), fromNow(nextRecur)}
+			continue
+		}
+		x := row{id: *id, top: *top, msg: message.NewMessage(*uuid, body)}
 		if err := json.Unmarshal(md, &x.msg.Metadata); err != nil {
 			r.Logger.Error("outbox relay: unreadable metadata; forwarding without it", "id", x.id, "err", err)
 		}
@@ -525,7 +546,7 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("reading the outbox: %w", err)
+		return 0, dueTimes{}, fmt.Errorf("reading the outbox: %w", err)
 	}
 	// A publish must not outlive the lease: past it a standby may lead.
 	pctx, pcancel := context.WithDeadline(ctx, l.until())
@@ -565,7 +586,7 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 			continue
 		case len(run) == 1:
 			if err := r.fail(ctx, conn, q, run[0], v, err); err != nil {
-				return 0, err
+				return 0, dueTimes{}, err
 			}
 			held[run[0].top] = v == retryLater
 			continue
@@ -588,7 +609,7 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 				break
 			}
 			if err := r.fail(ctx, conn, q, x, v, err); err != nil {
-				return 0, err
+				return 0, dueTimes{}, err
 			}
 			if v == retryLater {
 				held[x.top] = true
@@ -602,16 +623,16 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 		cancel()
 		if err != nil {
 			// Published but not marked: they will be forwarded again.
-			return 0, fmt.Errorf("marking %d forwarded rows: %w", len(sent), err)
+			return 0, dueTimes{}, fmt.Errorf("marking %d forwarded rows: %w", len(sent), err)
 		}
 	}
 	if down != nil {
 		r.Logger.Warn("outbox relay: target unreachable; retrying", "err", down, "in", r.LeaderPoll)
 		if !sleep(ctx, r.LeaderPoll) {
-			return 0, ctx.Err()
+			return 0, dueTimes{}, ctx.Err()
 		}
 	}
-	return len(batch), nil
+	return len(batch), next, nil
 }
 
 // fail records a refused row: parked, or to retry after a backoff.

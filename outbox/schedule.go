@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/cronspec"
+	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
 // Scheduler keeps scheduled messages and recurring schedules in the outbox
@@ -126,7 +127,7 @@ func (s *Scheduler) Schedule(ctx context.Context, topic string, msg *message.Mes
 		return err
 	}
 	m := msg.Copy()
-	m.Metadata.Set(scheduledForKey, at.UTC().Format(time.RFC3339Nano))
+	m.Metadata.Set(envelope.KeyScheduledFor, envelope.FormatTime(at))
 	m.SetContext(ctx)
 	return p.Publish(topic, m)
 }
@@ -163,10 +164,10 @@ func (s *Scheduler) Reschedule(ctx context.Context, id string, at time.Time) err
 	}
 	var n int64
 	err = db.QueryRowContext(ctx, `WITH u AS (UPDATE `+qs+`.outbox
-			SET deliver_at = $2, metadata = jsonb_set(metadata, '{`+scheduledForKey+`}', to_jsonb($3::text))
+			SET deliver_at = $2, metadata = jsonb_set(metadata, '{`+envelope.KeyScheduledFor+`}', to_jsonb($3::text))
 			WHERE uuid = $1 AND forwarded_at IS NULL AND deliver_at IS NOT NULL RETURNING 1)
 		SELECT (SELECT count(*) FROM u), pg_notify($4, '')`,
-		id, at, at.UTC().Format(time.RFC3339Nano), notifyChannel(schema)).Scan(&n, new(any))
+		id, at, envelope.FormatTime(at), notifyChannel(schema)).Scan(&n, new(any))
 	if err != nil {
 		return fmt.Errorf("outbox: rescheduling message %q: %w", id, err)
 	}
@@ -204,7 +205,14 @@ func (s *Scheduler) Recur(ctx context.Context, r engine.Recurrence) error {
 	if t := sched.Next(time.Now()); !t.IsZero() {
 		next = &t
 	}
-	_, err = db.ExecContext(ctx, `INSERT INTO `+qs+`.outbox_recurring AS r
+	schema := s.Schema
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	// The leading relay reads the recurring schedules when one is due, or
+	// when told (recurNotice): a new schedule's first tick may come sooner
+	// than its next look.
+	_, err = db.ExecContext(ctx, `WITH u AS (INSERT INTO `+qs+`.outbox_recurring AS r
 			(name, spec, topic, payload, metadata, catch_up, next_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 		ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, topic = excluded.topic,
@@ -213,8 +221,10 @@ func (s *Scheduler) Recur(ctx context.Context, r engine.Recurrence) error {
 				THEN excluded.next_at ELSE r.next_at END,
 			updated_at = now()
 		WHERE (r.spec, r.topic, r.payload, r.metadata, r.catch_up)
-			IS DISTINCT FROM (excluded.spec, excluded.topic, excluded.payload, excluded.metadata, excluded.catch_up)`,
-		r.Name, r.Spec, r.Topic, r.Msg.Payload, md, int(r.CatchUp), next)
+			IS DISTINCT FROM (excluded.spec, excluded.topic, excluded.payload, excluded.metadata, excluded.catch_up)
+		RETURNING 1)
+		SELECT pg_notify($8, '`+recurNotice+`') FROM u`,
+		r.Name, r.Spec, r.Topic, r.Msg.Payload, md, int(r.CatchUp), next, notifyChannel(schema))
 	if err != nil {
 		return fmt.Errorf("outbox: declaring recurring schedule %q: %w", r.Name, err)
 	}
@@ -299,7 +309,7 @@ func (r Relay) recurOne(ctx context.Context, conn *pgx.Conn, q recurQueries) (bo
 		ids, mds := make([]string, len(ticks)), make([]string, len(ticks))
 		for i, t := range ticks {
 			ids[i] = TickID(name, t)
-			template[scheduledForKey] = t.UTC().Format(time.RFC3339Nano)
+			template[envelope.KeyScheduledFor] = envelope.FormatTime(t)
 			b, _ := json.Marshal(template)
 			mds[i] = string(b)
 		}
@@ -350,7 +360,7 @@ var tickNamespace = uuid.MustParse("6f1d3c52-8a4e-4d2b-9a57-3b0f5f2b7c11")
 // TickID is the id of the message a recurring schedule writes for its tick
 // at t: the same for every relay, so a tick written twice is recognisable.
 func TickID(name string, t time.Time) string {
-	return uuid.NewSHA1(tickNamespace, []byte(name+"\x00"+t.UTC().Format(time.RFC3339Nano))).String()
+	return uuid.NewSHA1(tickNamespace, []byte(name+"\x00"+envelope.FormatTime(t))).String()
 }
 
 // ScheduledRow is a scheduled message waiting in the outbox.

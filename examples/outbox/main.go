@@ -95,6 +95,7 @@ func run(ctx context.Context, dbURL, bridgeURL string) error {
 		return err
 	}
 	defer db.Close()
+	db.SetMaxIdleConns(8) // a connection per inbox handler running, kept (see outbox.Inbox.DB)
 	// 1. Migrate: the library's tables (outbox, inbox, …), then the example's.
 	if _, err := migrations.Up(ctx, db, migrations.Config{Schema: schema}); err != nil {
 		if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "3D000" { // invalid_catalog_name

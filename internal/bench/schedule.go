@@ -145,6 +145,7 @@ func (s sbSide) scheduled(ctx context.Context, ns string, deliver func(string)) 
 		return nil, err
 	}
 	sched := &outbox.Scheduler{DatabaseURL: s.pgURL, Schema: schema, Logger: quiet}
+	closers.push(sched.Close)
 	ev := engine.NewEvent[Item](ns + ".due")
 	svc := engine.NewService(ns+"-a", "1")
 	engine.Subscribe(svc, ev, func(_ context.Context, it Item) error { deliver(it.ID); return nil })
