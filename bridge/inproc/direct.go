@@ -12,9 +12,10 @@ import (
 )
 
 // Direct is the in-process bus's hand-off, which the engine uses for the
-// messages it builds and gives up: none is copied, and a command (awaited
-// or sent) and a reply skip the queue when a member of their group has
-// room. A Bus (from New, or bridge.Open with a gochannel:// URL)
+// messages it builds and gives up: none is copied for its last group, and
+// a command (awaited or sent), a reply and an event skip the queue when a
+// member of their group has room (an event when nothing of its group is
+// ahead of it). A Bus (from New, or bridge.Open with a gochannel:// URL)
 // implements it; a bridge that wraps one does not, and then every message
 // is published and goes through the queues.
 //
@@ -30,11 +31,14 @@ import (
 type Direct interface {
 	// Call publishes msg to topic like Publish, but hands msg itself over
 	// instead of a copy: the caller must not use it once Call returned nil.
-	// When topic has a single group with served members, msg is offered to
-	// them in turn (starting with the next one after the last member
-	// offered a message) until one takes it; if none does, it waits in the
-	// group's queue. With several groups, or none served, it waits in every
-	// group's queue, as a published message does.
+	// Each group of topic gets the message (msg itself or a copy): a group
+	// with served members offers it to them in turn (starting with the
+	// next one after the last member offered a message) until one takes
+	// it; if none does, or the group has none, it waits in the group's
+	// queue, as a published message does. An event group offers a message
+	// only when nothing is ahead of it (nothing queued, nothing fetched by
+	// a subscriber and not settled), so that a subscription taking one
+	// message at a time gets them in order.
 	Call(topic string, msg *message.Message) error
 	// Serve adds a member to spec's group that Call offers messages to.
 	// take is called in Call's goroutine with the member and the message,
@@ -105,19 +109,21 @@ func (m *Member) Stop() {
 // for a member that has room for one more: a delivery like a subscriber's
 // (a copy, with its bridge.DeliveryKey count and the member's context),
 // which the member then owns as one it took. It returns nil when the queue
-// is empty or the member stopped.
+// is empty or the member stopped, and, in an event group, while a message
+// a subscriber fetched is not settled (it may wait for the member's slot:
+// the next one must not overtake it).
 func (m *Member) Next() *message.Message {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.stopped {
 		return nil
 	}
-	qs := m.g.pop(1)
-	if len(qs) == 0 {
+	q, ok := m.g.first()
+	if !ok {
 		return nil
 	}
-	msg := qs[0].msg.Copy()
-	msg.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(qs[0].deliveries+1))
+	msg := q.msg.Copy()
+	msg.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(q.deliveries+1))
 	msg.SetContext(m.ctx)
 	return msg
 }
@@ -149,6 +155,12 @@ func (m *Member) offer(msg *message.Message) bool {
 	return m.take(m, msg)
 }
 
+// target is one group of a topic, as Call found it.
+type target struct {
+	g      *group
+	served []*Member
+}
+
 // Call implements Direct.
 func (b *Bus) Call(topic string, msg *message.Message) error {
 	b.mu.Lock()
@@ -161,33 +173,45 @@ func (b *Bus) Call(topic string, msg *message.Message) error {
 		b.mu.Unlock()
 		return bridge.ErrNoSubscriber
 	}
-	var g *group
-	var served []*Member
-	if len(groups) == 1 {
-		for _, only := range groups {
-			g, served = only, only.served
-		}
-	}
-	if len(served) == 0 {
-		// msg is the snapshot every group's deliveries are copied from,
-		// as Publish's copy would be.
-		for _, g := range groups {
-			g.push(queued{msg: msg})
-		}
-		b.mu.Unlock()
-		return nil
+	var buf [4]target // an event's subscribing services, usually few: no allocation
+	targets := buf[:0]
+	for _, g := range groups {
+		targets = append(targets, target{g, g.served})
 	}
 	b.mu.Unlock()
+	// Each group gets a message of its own, handed over or queued (as the
+	// snapshot its deliveries are copied from); the last gets msg itself.
+	for i, t := range targets {
+		m := msg
+		if i < len(targets)-1 {
+			m = msg.Copy()
+		}
+		if !t.hand(m) {
+			t.g.push(queued{msg: m})
+		}
+	}
+	return nil
+}
+
+// hand offers msg to the target's served members in turn (starting with
+// the next one after the last member offered a message) until one takes
+// it; false when none does, or when msg must wait behind what the group
+// already has: an event group's members take messages one at a time in
+// order (Concurrency 1), so a message is handed over only when nothing
+// waits in the group's queue or was fetched from it and is not settled.
+func (t target) hand(msg *message.Message) bool {
+	if len(t.served) == 0 || (t.g.kind == bridge.Event && t.g.behind()) {
+		return false
+	}
 	msg.Metadata.Set(bridge.DeliveryKey, "1")
-	start := g.next.Add(1) % uint32(len(served)) // unsigned: no overflow to a negative index
-	for i := range uint32(len(served)) {
-		if served[(start+i)%uint32(len(served))].offer(msg) {
-			return nil
+	start := t.g.next.Add(1) % uint32(len(t.served)) // unsigned: no overflow to a negative index
+	for i := range uint32(len(t.served)) {
+		if t.served[(start+i)%uint32(len(t.served))].offer(msg) {
+			return true
 		}
 	}
 	delete(msg.Metadata, bridge.DeliveryKey)
-	g.push(queued{msg: msg})
-	return nil
+	return false
 }
 
 var _ Direct = (*Bus)(nil)

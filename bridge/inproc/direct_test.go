@@ -89,14 +89,18 @@ func TestCallServeNextRequeue(t *testing.T) {
 	}
 }
 
-// With several groups on the topic, Call publishes: each group gets a
-// copy, none is handed over. No group is ErrNoSubscriber, a closed bus
+// With several groups on the topic, Call gives each group a message of
+// its own: handed over to a served member with room, queued for a
+// subscriber otherwise. No group is ErrNoSubscriber, a closed bus
 // ErrClosed.
-func TestCallIsPublishOtherwise(t *testing.T) {
+func TestCallFansOutToEveryGroup(t *testing.T) {
 	bus := inproc.New()
 	events := bridge.Spec{Topic: "ev", Group: "a", Kind: bridge.Event, Concurrency: 1}
-	var offered int
-	_, err := bus.Serve(context.Background(), events, func(*inproc.Member, *message.Message) bool { offered++; return true })
+	var took []*message.Message
+	_, err := bus.Serve(context.Background(), events, func(_ *inproc.Member, m *message.Message) bool {
+		took = append(took, m)
+		return true
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,13 +108,19 @@ func TestCallIsPublishOtherwise(t *testing.T) {
 	other.Group = "b"
 	ch, sub := bridgetest.Subscribe(t, bus, other)
 	sent := message.NewMessage("e", []byte("{}"))
+	sent.Metadata.Set("k", "v")
 	if err := bus.Call(events.Topic, sent); err != nil {
 		t.Fatal(err)
 	}
 	got := bridgetest.Receive(t, ch, 5*time.Second)
 	got.Ack()
-	if offered != 0 || got == sent {
-		t.Errorf("offered %d times, delivered the caller's message itself: %v", offered, got == sent)
+	if len(took) != 1 || took[0] == got {
+		t.Fatalf("member took %d messages; the same as the subscriber's: %v", len(took), len(took) == 1 && took[0] == got)
+	}
+	for _, m := range []*message.Message{took[0], got} {
+		if m.UUID != "e" || string(m.Payload) != "{}" || m.Metadata.Get("k") != "v" || m.Metadata.Get(bridge.DeliveryKey) != "1" {
+			t.Errorf("delivered %s %s %v, want e {} with k=v as a first delivery", m.UUID, m.Payload, m.Metadata)
+		}
 	}
 	if err := bus.Call("nobody", message.NewMessage("x", nil)); !errors.Is(err, bridge.ErrNoSubscriber) {
 		t.Errorf("Call to a topic with no group: %v", err)
@@ -119,5 +129,74 @@ func TestCallIsPublishOtherwise(t *testing.T) {
 	_ = bus.Close()
 	if err := bus.Call(events.Topic, message.NewMessage("y", nil)); !errors.Is(err, bridge.ErrClosed) {
 		t.Errorf("Call on a closed bus: %v", err)
+	}
+}
+
+// An event group takes its messages in order: Call hands one over only
+// when nothing of the group is ahead of it, neither queued nor fetched by
+// a subscriber and not settled, and Next takes nothing while a fetched
+// message is not settled (it may be waiting for the member's slot).
+func TestEventCallKeepsOrder(t *testing.T) {
+	bus := inproc.New()
+	t.Cleanup(func() { _ = bus.Close() })
+	events := bridge.Spec{Topic: "ev", Group: "a", Kind: bridge.Event, Concurrency: 1}
+	room := false
+	var took []string
+	m, err := bus.Serve(context.Background(), events, func(_ *inproc.Member, msg *message.Message) bool {
+		if room {
+			took = append(took, msg.UUID)
+		}
+		return room
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(id string) {
+		t.Helper()
+		if err := bus.Call(events.Topic, message.NewMessage(id, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Queued ahead: "2" waits behind "1".
+	call("1") // no room: queued
+	room = true
+	call("2")
+	if len(took) != 0 {
+		t.Fatalf("took %v while a message was queued ahead", took)
+	}
+	for _, want := range []string{"1", "2"} {
+		if next := m.Next(); next == nil || next.UUID != want {
+			t.Fatalf("Next = %v, want %s", next, want)
+		}
+	}
+
+	// Fetched ahead: "4" waits behind "3", which a subscriber holds.
+	ch, sub := bridgetest.Subscribe(t, bus, events)
+	room = false
+	call("3")
+	held := bridgetest.Receive(t, ch, 5*time.Second)
+	room = true
+	call("4")
+	if len(took) != 0 {
+		t.Fatalf("took %v while a fetched message was not settled", took)
+	}
+	if next := m.Next(); next != nil {
+		t.Fatalf("Next took %s while a fetched message was not settled", next.UUID)
+	}
+	held.Ack()
+	next := bridgetest.Receive(t, ch, 5*time.Second)
+	next.Ack()
+	if held.UUID != "3" || next.UUID != "4" {
+		t.Fatalf("subscriber got %s then %s, want 3 then 4", held.UUID, next.UUID)
+	}
+
+	// Nothing ahead (the subscriber settled everything): handed over.
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	call("5")
+	if len(took) != 1 || took[0] != "5" {
+		t.Fatalf("took %v, want [5]", took)
 	}
 }

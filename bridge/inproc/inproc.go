@@ -215,6 +215,7 @@ type group struct {
 	queue   []queued
 	wake    chan struct{} // 1-buffered: "the queue may be non-empty"
 	members int
+	fetched int           // taken off the queue by subscribers (source.Fetch), not settled yet
 	served  []*Member     // members Call hands messages to (direct.go); replaced, never modified, under Bus.mu
 	next    atomic.Uint32 // where Call starts offering
 }
@@ -251,19 +252,55 @@ func (g *group) signal() {
 	}
 }
 
-// pop takes up to n messages off the queue.
-func (g *group) pop(n int) []queued {
+// fetch takes up to n messages off the queue for a subscriber, which
+// settles each one later (settled).
+func (g *group) fetch(n int) []queued {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	n = min(n, len(g.queue))
 	out := make([]queued, n)
 	copy(out, g.queue)
+	g.drop(n)
+	g.fetched += n
+	return out
+}
+
+// first takes the message at the head of the queue for a served member
+// (Member.Next), if any; in an event group, none while a subscriber holds
+// a message it fetched.
+func (g *group) first() (queued, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.queue) == 0 || (g.kind == bridge.Event && g.fetched > 0) {
+		return queued{}, false
+	}
+	q := g.queue[0]
+	g.drop(1)
+	return q, true
+}
+
+// drop removes the first n messages of the queue; g.mu is held.
+func (g *group) drop(n int) {
 	clear(g.queue[:n])
 	g.queue = g.queue[n:]
 	if len(g.queue) > 0 {
 		g.signal() // let another member take the next ones
 	}
-	return out
+}
+
+// settled counts n fetched messages settled: acked, or back in the queue.
+func (g *group) settled(n int) {
+	g.mu.Lock()
+	g.fetched -= n
+	g.mu.Unlock()
+}
+
+// behind reports whether a new message would come after others: some are
+// queued, or fetched and not settled.
+func (g *group) behind() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.queue) > 0 || g.fetched > 0
 }
 
 func (b *Bus) join(spec bridge.Spec) (*group, error) {

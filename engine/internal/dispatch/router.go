@@ -50,9 +50,11 @@ func New(b bridge.Bridge, drain time.Duration, log *slog.Logger) (*Router, error
 // Handle adds a handler for spec. It must be called before Start.
 //
 // On a bridge that hands messages over directly (inproc.Direct), a command
-// handler is also served there from Start on: an awaited command then runs
-// in a goroutine of its own, started by the caller's Call, instead of
-// crossing the queue, the consumer runtime and Watermill's router. The
+// or event handler is also served there from Start on: a command or event
+// then runs in a worker goroutine, handed over by the caller's Call,
+// instead of crossing the queue, the consumer runtime and Watermill's
+// router (an event only when nothing of its group is ahead of it, see
+// inproc.Direct.Call). The
 // handler's Concurrency bounds both ways together: each message holds one
 // of spec.Concurrency slots while h runs, a direct one taking a free slot
 // or going to the queue, a queued one waiting for a slot.
@@ -61,7 +63,7 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 	if err != nil {
 		return fmt.Errorf("router: subscriber for %s %q: %w", spec.Kind, spec.Topic, err)
 	}
-	if _, ok := r.b.(inproc.Direct); ok && spec.Kind == bridge.Command {
+	if _, ok := r.b.(inproc.Direct); ok && spec.Kind != bridge.Reply {
 		slots := make(chan struct{}, spec.Concurrency)
 		// The member hands every message over with this context: made once
 		// here rather than once per message in run.
@@ -80,7 +82,7 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 	return nil
 }
 
-// direct is a command handler served by the bridge's Call.
+// direct is a command or event handler served by the bridge's Call.
 type direct struct {
 	spec  bridge.Spec
 	h     message.NoPublishHandlerFunc
