@@ -45,8 +45,13 @@ type Direct interface {
 	// whose context is ctx; it must not block: it returns false when the
 	// member cannot take the message now, or true once it took it, and
 	// then owns it until it acks it or hands it back with Member.Requeue.
-	// A served member counts as a member of the group (the group exists
-	// while it is served).
+	// In a command or event group, take is also called with a nil message
+	// (a pull) when messages wait in the group's queue: a member with room
+	// takes it (true) and then calls Member.Next for the message, and asks
+	// again with Member.Pending after giving its room back when Next found
+	// none. While a command or event group has served members, they drain
+	// its queue and its subscribers fetch nothing. A served member counts
+	// as a member of the group (the group exists while it is served).
 	Serve(ctx context.Context, spec bridge.Spec, take func(*Member, *message.Message) bool) (*Member, error)
 }
 
@@ -78,8 +83,10 @@ func (b *Bus) Serve(ctx context.Context, spec bridge.Spec, take func(*Member, *m
 	m := &Member{b: b, spec: spec, g: g, ctx: ctx, take: take}
 	b.mu.Lock()
 	// Copy on write: Call reads the slice without the lock.
-	g.served = append(g.served[:len(g.served):len(g.served)], m)
+	served := append(g.servedNow()[:len(g.servedNow()):len(g.servedNow())], m)
+	g.served.Store(&served)
 	b.mu.Unlock()
+	g.wake() // what waits in the queue is the member's to pull now
 	return m, nil
 }
 
@@ -93,15 +100,16 @@ func (m *Member) Stop() {
 		m.mu.Unlock()
 		b := m.b
 		b.mu.Lock()
-		served := make([]*Member, 0, len(m.g.served))
-		for _, o := range m.g.served {
+		served := make([]*Member, 0, len(m.g.servedNow()))
+		for _, o := range m.g.servedNow() {
 			if o != m {
 				served = append(served, o)
 			}
 		}
-		m.g.served = served
+		m.g.served.Store(&served)
 		b.mu.Unlock()
 		b.leave(m.spec, m.g)
+		m.g.wake() // the subscribers' now, when no member is served`
 	})
 }
 
@@ -144,21 +152,33 @@ func (m *Member) Requeue(msg *message.Message) {
 	m.g.requeue(queued{msg: msg, deliveries: deliveries}, delay)
 }
 
-// offer offers msg to m; false when m is stopped or refuses it.
+// offer offers msg (nil: a pull) to m; false when m is stopped or refuses
+// it.
 func (m *Member) offer(msg *message.Message) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.stopped {
 		return false
 	}
-	msg.SetContext(m.ctx)
+	if msg != nil {
+		msg.SetContext(m.ctx)
+	}
 	return m.take(m, msg)
 }
 
-// target is one group of a topic, as Call found it.
-type target struct {
-	g      *group
-	served []*Member
+// Pending reports whether Next would take a message now; false once the
+// member stopped. A member that found nothing with Next and gave up its
+// room asks again: a message queued meanwhile may have been offered as a
+// pull while it had none.
+func (m *Member) Pending() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stopped {
+		return false
+	}
+	m.g.mu.Lock()
+	defer m.g.mu.Unlock()
+	return m.g.ready()
 }
 
 // Call implements Direct.
@@ -173,44 +193,57 @@ func (b *Bus) Call(topic string, msg *message.Message) error {
 		b.mu.Unlock()
 		return bridge.ErrNoSubscriber
 	}
-	var buf [4]target // an event's subscribing services, usually few: no allocation
+	var buf [4]*group // an event's subscribing services, usually few: no allocation
 	targets := buf[:0]
 	for _, g := range groups {
-		targets = append(targets, target{g, g.served})
+		targets = append(targets, g)
 	}
 	b.mu.Unlock()
 	// Each group gets a message of its own, handed over or queued (as the
 	// snapshot its deliveries are copied from); the last gets msg itself.
-	for i, t := range targets {
+	for i, g := range targets {
 		m := msg
 		if i < len(targets)-1 {
 			m = msg.Copy()
 		}
-		if !t.hand(m) {
-			t.g.push(queued{msg: m})
+		if !g.hand(m) {
+			g.push(queued{msg: m})
 		}
 	}
 	return nil
 }
 
-// hand offers msg to the target's served members in turn (starting with
-// the next one after the last member offered a message) until one takes
-// it; false when none does, or when msg must wait behind what the group
-// already has: an event group's members take messages one at a time in
-// order (Concurrency 1), so a message is handed over only when nothing
-// waits in the group's queue or was fetched from it and is not settled.
-func (t target) hand(msg *message.Message) bool {
-	if len(t.served) == 0 || (t.g.kind == bridge.Event && t.g.behind()) {
+// hand offers msg to the group's served members; false when none takes
+// it, or when msg must wait behind what the group already has: an event
+// group's members take messages one at a time in order (Concurrency 1),
+// so a message is handed over only when nothing waits in the group's
+// queue or was fetched from it and is not settled.
+func (g *group) hand(msg *message.Message) bool {
+	if len(g.servedNow()) == 0 || (g.kind == bridge.Event && g.behind()) {
 		return false
 	}
 	msg.Metadata.Set(bridge.DeliveryKey, "1")
-	start := t.g.next.Add(1) % uint32(len(t.served)) // unsigned: no overflow to a negative index
-	for i := range uint32(len(t.served)) {
-		if t.served[(start+i)%uint32(len(t.served))].offer(msg) {
+	if g.offer(msg) {
+		return true
+	}
+	delete(msg.Metadata, bridge.DeliveryKey)
+	return false
+}
+
+// offer offers msg (nil: a pull) to the served members in turn, starting
+// with the next one after the last member offered a message, until one
+// takes it; false when none does.
+func (g *group) offer(msg *message.Message) bool {
+	served := g.servedNow()
+	if len(served) == 0 {
+		return false
+	}
+	start := g.next.Add(1) % uint32(len(served)) // unsigned: no overflow to a negative index
+	for i := range uint32(len(served)) {
+		if served[(start+i)%uint32(len(served))].offer(msg) {
 			return true
 		}
 	}
-	delete(msg.Metadata, bridge.DeliveryKey)
 	return false
 }
 

@@ -3,6 +3,7 @@ package inproc_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ func TestCallServeNextRequeue(t *testing.T) {
 	var took []*message.Message
 	ctx := context.WithValue(context.Background(), ctxKey{}, "member")
 	m, err := bus.Serve(ctx, commands, func(_ *inproc.Member, msg *message.Message) bool {
+		if msg == nil { // a pull: left to Next below
+			return false
+		}
 		if room {
 			took = append(took, msg)
 		}
@@ -98,6 +102,10 @@ func TestCallFansOutToEveryGroup(t *testing.T) {
 	events := bridge.Spec{Topic: "ev", Group: "a", Kind: bridge.Event, Concurrency: 1}
 	var took []*message.Message
 	_, err := bus.Serve(context.Background(), events, func(_ *inproc.Member, m *message.Message) bool {
+		if m == nil { // a pull: nothing is queued here
+			t.Error("offered a pull")
+			return false
+		}
 		took = append(took, m)
 		return true
 	})
@@ -140,9 +148,25 @@ func TestEventCallKeepsOrder(t *testing.T) {
 	bus := inproc.New()
 	t.Cleanup(func() { _ = bus.Close() })
 	events := bridge.Spec{Topic: "ev", Group: "a", Kind: bridge.Event, Concurrency: 1}
+	call := func(id string) {
+		t.Helper()
+		if err := bus.Call(events.Topic, message.NewMessage(id, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fetched ahead: a subscriber (before any member is served) holds "1".
+	ch, sub := bridgetest.Subscribe(t, bus, events)
+	call("1")
+	held := bridgetest.Receive(t, ch, 5*time.Second)
+
 	room := false
 	var took []string
+	var pulls atomic.Int32 // offered from the goroutine that settles "1"
 	m, err := bus.Serve(context.Background(), events, func(_ *inproc.Member, msg *message.Message) bool {
+		if msg == nil {
+			pulls.Add(1)
+			return false // left to Next below
+		}
 		if room {
 			took = append(took, msg.UUID)
 		}
@@ -151,52 +175,35 @@ func TestEventCallKeepsOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	call := func(id string) {
-		t.Helper()
-		if err := bus.Call(events.Topic, message.NewMessage(id, nil)); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// Queued ahead: "2" waits behind "1".
-	call("1") // no room: queued
 	room = true
 	call("2")
-	if len(took) != 0 {
-		t.Fatalf("took %v while a message was queued ahead", took)
-	}
-	for _, want := range []string{"1", "2"} {
-		if next := m.Next(); next == nil || next.UUID != want {
-			t.Fatalf("Next = %v, want %s", next, want)
-		}
-	}
-
-	// Fetched ahead: "4" waits behind "3", which a subscriber holds.
-	ch, sub := bridgetest.Subscribe(t, bus, events)
-	room = false
-	call("3")
-	held := bridgetest.Receive(t, ch, 5*time.Second)
-	room = true
-	call("4")
 	if len(took) != 0 {
 		t.Fatalf("took %v while a fetched message was not settled", took)
 	}
 	if next := m.Next(); next != nil {
 		t.Fatalf("Next took %s while a fetched message was not settled", next.UUID)
 	}
+	// Queued ahead: "3" waits behind "2".
+	call("3")
+	if len(took) != 0 {
+		t.Fatalf("took %v while a message was queued ahead", took)
+	}
 	held.Ack()
-	next := bridgetest.Receive(t, ch, 5*time.Second)
-	next.Ack()
-	if held.UUID != "3" || next.UUID != "4" {
-		t.Fatalf("subscriber got %s then %s, want 3 then 4", held.UUID, next.UUID)
+	bridgetest.WaitFor(t, 5*time.Second, "the fetched message settled", m.Pending)
+	if pulls.Load() == 0 {
+		t.Error("the member was not offered a pull once the fetched message settled")
 	}
+	for _, want := range []string{"2", "3"} {
+		if next := m.Next(); next == nil || next.UUID != want {
+			t.Fatalf("Next = %v, want %s", next, want)
+		}
+	}
+	bridgetest.ExpectNothing(t, ch, 50*time.Millisecond) // a served group's subscribers fetch nothing
 
-	// Nothing ahead (the subscriber settled everything): handed over.
-	if err := sub.Close(); err != nil {
-		t.Fatal(err)
+	// Nothing ahead: handed over.
+	call("4")
+	if len(took) != 1 || took[0] != "4" {
+		t.Fatalf("took %v, want [4]", took)
 	}
-	call("5")
-	if len(took) != 1 || took[0] != "5" {
-		t.Fatalf("took %v, want [5]", took)
-	}
+	_ = sub.Close()
 }

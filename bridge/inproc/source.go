@@ -32,7 +32,7 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 			return nil
 		}
 		select {
-		case <-s.g.wake:
+		case <-s.g.signals:
 		case <-ctx.Done():
 			return nil
 		case <-s.b.done: // the bus abandons this subscription now
