@@ -158,6 +158,7 @@ func TestEventCallKeepsOrder(t *testing.T) {
 	ch, sub := bridgetest.Subscribe(t, bus, events)
 	call("1")
 	held := bridgetest.Receive(t, ch, 5*time.Second)
+	t.Cleanup(func() { held.Ack() }) // before the subscriber's Close, which waits for it
 
 	room := false
 	var took []string

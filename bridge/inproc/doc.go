@@ -43,9 +43,12 @@
 // message is then the caller's own, handed over (the last group's) or a
 // copy of it, and it is a delivery like any other: it carries bridge.DeliveryKey, one member gets
 // it, a nack puts it in the group's queue for redelivery
-// (Member.Requeue). What finds no member with room waits in the queue,
-// where the group's subscribers, and the served members when they have
-// room again (Member.Next), take it. A call then crosses no queue, no
+// (Member.Requeue). What finds no member with room waits in the queue.
+// While a command or event group has served members, they drain its queue
+// and its subscribers fetch nothing: a message queued (no member had
+// room, a nack's redelivery, a Publish) is offered as a pull to a member
+// with room, and a member takes the queue's head (Member.Next) whenever it
+// has room again; with no member served, the subscribers take it. A call then crosses no queue, no
 // consumer runtime and no Watermill router, and the same engine code runs
 // on it as on a broker (engine's TestInProcessMatchesABroker compares the
 // two).
