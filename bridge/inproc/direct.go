@@ -12,9 +12,10 @@ import (
 )
 
 // Direct is the in-process bus's hand-off, which the engine uses for the
-// messages it builds and gives up: none is copied, and a command (awaited
-// or sent) and a reply skip the queue when a member of their group has
-// room. A Bus (from New, or bridge.Open with a gochannel:// URL)
+// messages it builds and gives up: none is copied for its last group, and
+// a command (awaited or sent), a reply and an event skip the queue when a
+// member of their group has room (an event when nothing of its group is
+// ahead of it). A Bus (from New, or bridge.Open with a gochannel:// URL)
 // implements it; a bridge that wraps one does not, and then every message
 // is published and goes through the queues.
 //
@@ -30,19 +31,27 @@ import (
 type Direct interface {
 	// Call publishes msg to topic like Publish, but hands msg itself over
 	// instead of a copy: the caller must not use it once Call returned nil.
-	// When topic has a single group with served members, msg is offered to
-	// them in turn (starting with the next one after the last member
-	// offered a message) until one takes it; if none does, it waits in the
-	// group's queue. With several groups, or none served, it waits in every
-	// group's queue, as a published message does.
+	// Each group of topic gets the message (msg itself or a copy): a group
+	// with served members offers it to them in turn (starting with the
+	// next one after the last member offered a message) until one takes
+	// it; if none does, or the group has none, it waits in the group's
+	// queue, as a published message does. An event group offers a message
+	// only when nothing is ahead of it (nothing queued, nothing fetched by
+	// a subscriber and not settled), so that a subscription taking one
+	// message at a time gets them in order.
 	Call(topic string, msg *message.Message) error
 	// Serve adds a member to spec's group that Call offers messages to.
 	// take is called in Call's goroutine with the member and the message,
 	// whose context is ctx; it must not block: it returns false when the
 	// member cannot take the message now, or true once it took it, and
 	// then owns it until it acks it or hands it back with Member.Requeue.
-	// A served member counts as a member of the group (the group exists
-	// while it is served).
+	// In a command or event group, take is also called with a nil message
+	// (a pull) when messages wait in the group's queue: a member with room
+	// takes it (true) and then calls Member.Next for the message, and asks
+	// again with Member.Pending after giving its room back when Next found
+	// none. While a command or event group has served members, they drain
+	// its queue and its subscribers fetch nothing. A served member counts
+	// as a member of the group (the group exists while it is served).
 	Serve(ctx context.Context, spec bridge.Spec, take func(*Member, *message.Message) bool) (*Member, error)
 }
 
@@ -74,8 +83,10 @@ func (b *Bus) Serve(ctx context.Context, spec bridge.Spec, take func(*Member, *m
 	m := &Member{b: b, spec: spec, g: g, ctx: ctx, take: take}
 	b.mu.Lock()
 	// Copy on write: Call reads the slice without the lock.
-	g.served = append(g.served[:len(g.served):len(g.served)], m)
+	served := append(g.servedNow()[:len(g.servedNow()):len(g.servedNow())], m)
+	g.served.Store(&served)
 	b.mu.Unlock()
+	g.wake() // what waits in the queue is the member's to pull now
 	return m, nil
 }
 
@@ -89,15 +100,16 @@ func (m *Member) Stop() {
 		m.mu.Unlock()
 		b := m.b
 		b.mu.Lock()
-		served := make([]*Member, 0, len(m.g.served))
-		for _, o := range m.g.served {
+		served := make([]*Member, 0, len(m.g.servedNow()))
+		for _, o := range m.g.servedNow() {
 			if o != m {
 				served = append(served, o)
 			}
 		}
-		m.g.served = served
+		m.g.served.Store(&served)
 		b.mu.Unlock()
 		b.leave(m.spec, m.g)
+		m.g.wake() // the subscribers' now, when no member is served`
 	})
 }
 
@@ -105,19 +117,21 @@ func (m *Member) Stop() {
 // for a member that has room for one more: a delivery like a subscriber's
 // (a copy, with its bridge.DeliveryKey count and the member's context),
 // which the member then owns as one it took. It returns nil when the queue
-// is empty or the member stopped.
+// is empty or the member stopped, and, in an event group, while a message
+// a subscriber fetched is not settled (it may wait for the member's slot:
+// the next one must not overtake it).
 func (m *Member) Next() *message.Message {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.stopped {
 		return nil
 	}
-	qs := m.g.pop(1)
-	if len(qs) == 0 {
+	q, ok := m.g.first()
+	if !ok {
 		return nil
 	}
-	msg := qs[0].msg.Copy()
-	msg.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(qs[0].deliveries+1))
+	msg := q.msg.Copy()
+	msg.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(q.deliveries+1))
 	msg.SetContext(m.ctx)
 	return msg
 }
@@ -138,15 +152,33 @@ func (m *Member) Requeue(msg *message.Message) {
 	m.g.requeue(queued{msg: msg, deliveries: deliveries}, delay)
 }
 
-// offer offers msg to m; false when m is stopped or refuses it.
+// offer offers msg (nil: a pull) to m; false when m is stopped or refuses
+// it.
 func (m *Member) offer(msg *message.Message) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.stopped {
 		return false
 	}
-	msg.SetContext(m.ctx)
+	if msg != nil {
+		msg.SetContext(m.ctx)
+	}
 	return m.take(m, msg)
+}
+
+// Pending reports whether Next would take a message now; false once the
+// member stopped. A member that found nothing with Next and gave up its
+// room asks again: a message queued meanwhile may have been offered as a
+// pull while it had none.
+func (m *Member) Pending() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stopped {
+		return false
+	}
+	m.g.mu.Lock()
+	defer m.g.mu.Unlock()
+	return m.g.ready()
 }
 
 // Call implements Direct.
@@ -161,33 +193,58 @@ func (b *Bus) Call(topic string, msg *message.Message) error {
 		b.mu.Unlock()
 		return bridge.ErrNoSubscriber
 	}
-	var g *group
-	var served []*Member
-	if len(groups) == 1 {
-		for _, only := range groups {
-			g, served = only, only.served
-		}
-	}
-	if len(served) == 0 {
-		// msg is the snapshot every group's deliveries are copied from,
-		// as Publish's copy would be.
-		for _, g := range groups {
-			g.push(queued{msg: msg})
-		}
-		b.mu.Unlock()
-		return nil
+	var buf [4]*group // an event's subscribing services, usually few: no allocation
+	targets := buf[:0]
+	for _, g := range groups {
+		targets = append(targets, g)
 	}
 	b.mu.Unlock()
+	// Each group gets a message of its own, handed over or queued (as the
+	// snapshot its deliveries are copied from); the last gets msg itself.
+	for i, g := range targets {
+		m := msg
+		if i < len(targets)-1 {
+			m = msg.Copy()
+		}
+		if !g.hand(m) {
+			g.push(queued{msg: m})
+		}
+	}
+	return nil
+}
+
+// hand offers msg to the group's served members; false when none takes
+// it, or when msg must wait behind what the group already has: an event
+// group's members take messages one at a time in order (Concurrency 1),
+// so a message is handed over only when nothing waits in the group's
+// queue or was fetched from it and is not settled.
+func (g *group) hand(msg *message.Message) bool {
+	if len(g.servedNow()) == 0 || (g.kind == bridge.Event && g.behind()) {
+		return false
+	}
 	msg.Metadata.Set(bridge.DeliveryKey, "1")
+	if g.offer(msg) {
+		return true
+	}
+	delete(msg.Metadata, bridge.DeliveryKey)
+	return false
+}
+
+// offer offers msg (nil: a pull) to the served members in turn, starting
+// with the next one after the last member offered a message, until one
+// takes it; false when none does.
+func (g *group) offer(msg *message.Message) bool {
+	served := g.servedNow()
+	if len(served) == 0 {
+		return false
+	}
 	start := g.next.Add(1) % uint32(len(served)) // unsigned: no overflow to a negative index
 	for i := range uint32(len(served)) {
 		if served[(start+i)%uint32(len(served))].offer(msg) {
-			return nil
+			return true
 		}
 	}
-	delete(msg.Metadata, bridge.DeliveryKey)
-	g.push(queued{msg: msg})
-	return nil
+	return false
 }
 
 var _ Direct = (*Bus)(nil)

@@ -3,6 +3,7 @@ package inproc_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ func TestCallServeNextRequeue(t *testing.T) {
 	var took []*message.Message
 	ctx := context.WithValue(context.Background(), ctxKey{}, "member")
 	m, err := bus.Serve(ctx, commands, func(_ *inproc.Member, msg *message.Message) bool {
+		if msg == nil { // a pull: left to Next below
+			return false
+		}
 		if room {
 			took = append(took, msg)
 		}
@@ -89,14 +93,22 @@ func TestCallServeNextRequeue(t *testing.T) {
 	}
 }
 
-// With several groups on the topic, Call publishes: each group gets a
-// copy, none is handed over. No group is ErrNoSubscriber, a closed bus
+// With several groups on the topic, Call gives each group a message of
+// its own: handed over to a served member with room, queued for a
+// subscriber otherwise. No group is ErrNoSubscriber, a closed bus
 // ErrClosed.
-func TestCallIsPublishOtherwise(t *testing.T) {
+func TestCallFansOutToEveryGroup(t *testing.T) {
 	bus := inproc.New()
 	events := bridge.Spec{Topic: "ev", Group: "a", Kind: bridge.Event, Concurrency: 1}
-	var offered int
-	_, err := bus.Serve(context.Background(), events, func(*inproc.Member, *message.Message) bool { offered++; return true })
+	var took []*message.Message
+	_, err := bus.Serve(context.Background(), events, func(_ *inproc.Member, m *message.Message) bool {
+		if m == nil { // a pull: nothing is queued here
+			t.Error("offered a pull")
+			return false
+		}
+		took = append(took, m)
+		return true
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,13 +116,19 @@ func TestCallIsPublishOtherwise(t *testing.T) {
 	other.Group = "b"
 	ch, sub := bridgetest.Subscribe(t, bus, other)
 	sent := message.NewMessage("e", []byte("{}"))
+	sent.Metadata.Set("k", "v")
 	if err := bus.Call(events.Topic, sent); err != nil {
 		t.Fatal(err)
 	}
 	got := bridgetest.Receive(t, ch, 5*time.Second)
 	got.Ack()
-	if offered != 0 || got == sent {
-		t.Errorf("offered %d times, delivered the caller's message itself: %v", offered, got == sent)
+	if len(took) != 1 || took[0] == got {
+		t.Fatalf("member took %d messages; the same as the subscriber's: %v", len(took), len(took) == 1 && took[0] == got)
+	}
+	for _, m := range []*message.Message{took[0], got} {
+		if m.UUID != "e" || string(m.Payload) != "{}" || m.Metadata.Get("k") != "v" || m.Metadata.Get(bridge.DeliveryKey) != "1" {
+			t.Errorf("delivered %s %s %v, want e {} with k=v as a first delivery", m.UUID, m.Payload, m.Metadata)
+		}
 	}
 	if err := bus.Call("nobody", message.NewMessage("x", nil)); !errors.Is(err, bridge.ErrNoSubscriber) {
 		t.Errorf("Call to a topic with no group: %v", err)
@@ -120,4 +138,73 @@ func TestCallIsPublishOtherwise(t *testing.T) {
 	if err := bus.Call(events.Topic, message.NewMessage("y", nil)); !errors.Is(err, bridge.ErrClosed) {
 		t.Errorf("Call on a closed bus: %v", err)
 	}
+}
+
+// An event group takes its messages in order: Call hands one over only
+// when nothing of the group is ahead of it, neither queued nor fetched by
+// a subscriber and not settled, and Next takes nothing while a fetched
+// message is not settled (it may be waiting for the member's slot).
+func TestEventCallKeepsOrder(t *testing.T) {
+	bus := inproc.New()
+	t.Cleanup(func() { _ = bus.Close() })
+	events := bridge.Spec{Topic: "ev", Group: "a", Kind: bridge.Event, Concurrency: 1}
+	call := func(id string) {
+		t.Helper()
+		if err := bus.Call(events.Topic, message.NewMessage(id, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Fetched ahead: a subscriber (before any member is served) holds "1".
+	ch, sub := bridgetest.Subscribe(t, bus, events)
+	call("1")
+	held := bridgetest.Receive(t, ch, 5*time.Second)
+	t.Cleanup(func() { held.Ack() }) // before the subscriber's Close, which waits for it
+
+	room := false
+	var took []string
+	var pulls atomic.Int32 // offered from the goroutine that settles "1"
+	m, err := bus.Serve(context.Background(), events, func(_ *inproc.Member, msg *message.Message) bool {
+		if msg == nil {
+			pulls.Add(1)
+			return false // left to Next below
+		}
+		if room {
+			took = append(took, msg.UUID)
+		}
+		return room
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room = true
+	call("2")
+	if len(took) != 0 {
+		t.Fatalf("took %v while a fetched message was not settled", took)
+	}
+	if next := m.Next(); next != nil {
+		t.Fatalf("Next took %s while a fetched message was not settled", next.UUID)
+	}
+	// Queued ahead: "3" waits behind "2".
+	call("3")
+	if len(took) != 0 {
+		t.Fatalf("took %v while a message was queued ahead", took)
+	}
+	held.Ack()
+	bridgetest.WaitFor(t, 5*time.Second, "the fetched message settled", m.Pending)
+	if pulls.Load() == 0 {
+		t.Error("the member was not offered a pull once the fetched message settled")
+	}
+	for _, want := range []string{"2", "3"} {
+		if next := m.Next(); next == nil || next.UUID != want {
+			t.Fatalf("Next = %v, want %s", next, want)
+		}
+	}
+	bridgetest.ExpectNothing(t, ch, 50*time.Millisecond) // a served group's subscribers fetch nothing
+
+	// Nothing ahead: handed over.
+	call("4")
+	if len(took) != 1 || took[0] != "4" {
+		t.Fatalf("took %v, want [4]", took)
+	}
+	_ = sub.Close()
 }

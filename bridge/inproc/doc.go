@@ -32,17 +32,23 @@
 // Every delivery is a copy of the published message, as it would be after a
 // trip through a broker, so a handler cannot mutate its caller's message.
 //
-// A message the engine sends (a command, its reply) can skip the queue:
-// the bus implements Direct, whose Call offers the message to a
-// member of its group served with Serve, in the caller's goroutine, and the
-// member takes it if it has room (the engine serves every command handler
-// and every reply subscription this way). The message is then the caller's
-// own, handed over, not a copy (the caller gives it up), and it is a
-// delivery like any other: it carries bridge.DeliveryKey, one member gets
+// A message the engine sends (a command, its reply, an event) can skip the
+// queue: the bus implements Direct, whose Call offers the message to a
+// member of each of its groups served with Serve, in the caller's
+// goroutine, and the member takes it if it has room (the engine serves
+// every command and event handler and every reply subscription this way).
+// An event group is offered a message only when nothing of the group is
+// ahead of it (queued, or fetched by a subscriber and not settled), so a
+// subscription taking one message at a time keeps the emit order. The
+// message is then the caller's own, handed over (the last group's) or a
+// copy of it, and it is a delivery like any other: it carries bridge.DeliveryKey, one member gets
 // it, a nack puts it in the group's queue for redelivery
-// (Member.Requeue). What finds no member with room waits in the queue,
-// where the group's subscribers, and the served members when they have
-// room again (Member.Next), take it. A call then crosses no queue, no
+// (Member.Requeue). What finds no member with room waits in the queue.
+// While a command or event group has served members, they drain its queue
+// and its subscribers fetch nothing: a message queued (no member had
+// room, a nack's redelivery, a Publish) is offered as a pull to a member
+// with room, and a member takes the queue's head (Member.Next) whenever it
+// has room again; with no member served, the subscribers take it. A call then crosses no queue, no
 // consumer runtime and no Watermill router, and the same engine code runs
 // on it as on a broker (engine's TestInProcessMatchesABroker compares the
 // two).

@@ -135,23 +135,39 @@ type publisher struct{ b *Bus }
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	b := p.b
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return bridge.ErrClosed
 	}
 	groups := b.topics[topic]
 	if len(groups) == 0 {
+		b.mu.Unlock()
 		// Not wrapped with the topic: events to topics nobody consumes are
 		// common and the engine drops this error; callers add the topic.
 		return bridge.ErrNoSubscriber
 	}
-	for _, m := range msgs {
-		// One snapshot, shared read-only by every group: each delivery is
-		// made from it, with the group's own delivery count beside it.
-		snap := m.Copy()
-		for _, g := range groups {
-			g.push(queued{msg: snap})
-		}
+	// One snapshot per message, shared read-only by every group: each
+	// delivery is made from it, with the group's own delivery count
+	// beside it.
+	snaps := make([]queued, len(msgs))
+	for i, m := range msgs {
+		snaps[i] = queued{msg: m.Copy()}
+	}
+	for _, g := range groups {
+		g.mu.Lock()
+		g.queue = append(g.queue, snaps...)
+		g.mu.Unlock()
+	}
+	// Waking a group offers to its served members, which takes their
+	// locks: not under b.mu (Member.Stop takes them in the other order).
+	var buf [4]*group
+	woken := buf[:0]
+	for _, g := range groups {
+		woken = append(woken, g)
+	}
+	b.mu.Unlock()
+	for _, g := range woken {
+		g.wake()
 	}
 	return nil
 }
@@ -213,16 +229,49 @@ type group struct {
 	kind    bridge.Kind
 	mu      sync.Mutex
 	queue   []queued
-	wake    chan struct{} // 1-buffered: "the queue may be non-empty"
+	signals chan struct{} // 1-buffered, to subscribers: "the queue may be non-empty"
 	members int
-	served  []*Member     // members Call hands messages to (direct.go); replaced, never modified, under Bus.mu
-	next    atomic.Uint32 // where Call starts offering
+	fetched int                       // taken off the queue by subscribers (source.Fetch), not settled yet
+	served  atomic.Pointer[[]*Member] // members Call hands messages to (direct.go); replaced, never modified, under Bus.mu
+	next    atomic.Uint32             // where Call starts offering
 }
 
 func (g *group) push(m queued) {
 	g.mu.Lock()
 	g.queue = append(g.queue, m)
 	g.mu.Unlock()
+	g.wake()
+}
+
+// servedNow returns the group's served members (see Direct.Serve).
+func (g *group) servedNow() []*Member {
+	if p := g.served.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// pulled reports whether the group's served members drain its queue
+// (Member.Next), not its subscribers: a command or event group with
+// served members. A reply group's served members take every message Call
+// offers, and its subscribers take the rest.
+func (g *group) pulled() bool {
+	return g.kind != bridge.Reply && len(g.servedNow()) > 0
+}
+
+// wake tells who drains the queue that it may have messages: a pulled
+// group's served members (offered a pull, see Direct.Serve), else the
+// subscribers.
+func (g *group) wake() {
+	if g.pulled() {
+		g.mu.Lock()
+		ready := g.ready()
+		g.mu.Unlock()
+		if ready {
+			g.offer(nil)
+		}
+		return
+	}
 	g.signal()
 }
 
@@ -241,29 +290,77 @@ func (g *group) pushFront(ms []queued) {
 	g.mu.Lock()
 	g.queue = append(ms, g.queue...)
 	g.mu.Unlock()
-	g.signal()
+	g.wake()
 }
 
 func (g *group) signal() {
 	select {
-	case g.wake <- struct{}{}:
+	case g.signals <- struct{}{}:
 	default:
 	}
 }
 
-// pop takes up to n messages off the queue.
-func (g *group) pop(n int) []queued {
+// fetch takes up to n messages off the queue for a subscriber, which
+// settles each one later (settled); none from a pulled group.
+func (g *group) fetch(n int) []queued {
+	if g.pulled() {
+		return nil
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	n = min(n, len(g.queue))
 	out := make([]queued, n)
 	copy(out, g.queue)
+	g.drop(n)
+	g.fetched += n
+	return out
+}
+
+// first takes the message at the head of the queue for a served member
+// (Member.Next), if any; in an event group, none while a subscriber holds
+// a message it fetched.
+func (g *group) first() (queued, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.ready() {
+		return queued{}, false
+	}
+	q := g.queue[0]
+	g.drop(1)
+	return q, true
+}
+
+// ready reports whether first would take a message; g.mu is held.
+func (g *group) ready() bool {
+	return len(g.queue) > 0 && (g.kind != bridge.Event || g.fetched == 0)
+}
+
+// drop removes the first n messages of the queue; g.mu is held.
+func (g *group) drop(n int) {
 	clear(g.queue[:n])
 	g.queue = g.queue[n:]
-	if len(g.queue) > 0 {
-		g.signal() // let another member take the next ones
+	if len(g.queue) > 0 && !g.pulled() {
+		g.signal() // let another subscriber take the next ones
 	}
-	return out
+}
+
+// settled counts n fetched messages settled: acked, or back in the queue.
+func (g *group) settled(n int) {
+	g.mu.Lock()
+	g.fetched -= n
+	ready := g.ready()
+	g.mu.Unlock()
+	if ready { // an event group's members may take the next ones now
+		g.wake()
+	}
+}
+
+// behind reports whether a new message would come after others: some are
+// queued, or fetched and not settled.
+func (g *group) behind() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.queue) > 0 || g.fetched > 0
 }
 
 func (b *Bus) join(spec bridge.Spec) (*group, error) {
@@ -279,7 +376,7 @@ func (b *Bus) join(spec bridge.Spec) (*group, error) {
 	}
 	g := groups[spec.Group]
 	if g == nil {
-		g = &group{kind: spec.Kind, wake: make(chan struct{}, 1)}
+		g = &group{kind: spec.Kind, signals: make(chan struct{}, 1)}
 		groups[spec.Group] = g
 	} else if g.kind != spec.Kind {
 		return nil, fmt.Errorf("inproc: group %q on topic %q is a %s group, cannot join as %s", spec.Group, spec.Topic, g.kind, spec.Kind)

@@ -22,7 +22,7 @@ type source struct {
 // ends or the bus closes.
 func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery)) error {
 	for {
-		if ms := s.g.pop(n); len(ms) > 0 {
+		if ms := s.g.fetch(n); len(ms) > 0 {
 			for _, m := range ms {
 				m.deliveries++
 				// Ref is the snapshot, a pointer (boxing a queued would
@@ -32,7 +32,7 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 			return nil
 		}
 		select {
-		case <-s.g.wake:
+		case <-s.g.signals:
 		case <-ctx.Done():
 			return nil
 		case <-s.b.done: // the bus abandons this subscription now
@@ -41,12 +41,16 @@ func (s *source) Fetch(ctx context.Context, n int, deliver func(consume.Delivery
 	}
 }
 
-// Ack has nothing to do: a delivered message has left the queue.
-func (s *source) Ack(context.Context, []consume.Delivery) error { return nil }
+// Ack counts the messages settled: a delivered message has left the queue.
+func (s *source) Ack(_ context.Context, ds []consume.Delivery) error {
+	s.g.settled(len(ds))
+	return nil
+}
 
 // Nack queues the message again for the group after delay.
 func (s *source) Nack(_ context.Context, d consume.Delivery, delay time.Duration) error {
 	s.g.requeue(queued{msg: d.Ref.(*message.Message), deliveries: d.Count}, delay)
+	s.g.settled(1)
 	return nil
 }
 
@@ -57,6 +61,7 @@ func (s *source) Release(_ context.Context, ds []consume.Delivery) error {
 		ms[i] = queued{msg: d.Ref.(*message.Message), deliveries: d.Count - 1}
 	}
 	s.g.pushFront(ms) // back in their place, ahead of later messages
+	s.g.settled(len(ds))
 	return nil
 }
 

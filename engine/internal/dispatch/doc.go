@@ -24,14 +24,15 @@
 //     nested call still get their reply.
 //   - Close on a router that never ran would block for the whole close
 //     timeout (Watermill #697); Close here only closes what was started.
-//   - On the in-process bus (inproc.Direct), an awaited command and its
-//     reply do not go through Watermill's router at all: the router serves
-//     each command handler to the bus, whose Call hands the command to a
+//   - On the in-process bus (inproc.Direct), a command, an event and a
+//     reply need not go through Watermill's router at all: the router serves
+//     each command and event handler to the bus, whose Call hands the
+//     message (an event only when nothing of its group is ahead of it) to a
 //     parked worker goroutine with a free slot of the handler's
 //     Concurrency (shared with the subscription, so the bound holds for
 //     both roads), and Listen serves the reply subscription, so that a
 //     reply reaches its caller in the replying handler's goroutine. The
-//     handler function and its middleware chain are the same; what the
-//     router would add to the message's context (Watermill's handler and
-//     subscriber names) is absent there.
+//     handler function and its middleware chain are the same, and the
+//     message's context carries the values Watermill's router adds
+//     (routerValues).
 package dispatch

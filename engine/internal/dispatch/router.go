@@ -50,9 +50,11 @@ func New(b bridge.Bridge, drain time.Duration, log *slog.Logger) (*Router, error
 // Handle adds a handler for spec. It must be called before Start.
 //
 // On a bridge that hands messages over directly (inproc.Direct), a command
-// handler is also served there from Start on: an awaited command then runs
-// in a goroutine of its own, started by the caller's Call, instead of
-// crossing the queue, the consumer runtime and Watermill's router. The
+// or event handler is also served there from Start on: a command or event
+// then runs in a worker goroutine, handed over by the caller's Call,
+// instead of crossing the queue, the consumer runtime and Watermill's
+// router (an event only when nothing of its group is ahead of it, see
+// inproc.Direct.Call). The
 // handler's Concurrency bounds both ways together: each message holds one
 // of spec.Concurrency slots while h runs, a direct one taking a free slot
 // or going to the queue, a queued one waiting for a slot.
@@ -61,7 +63,7 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 	if err != nil {
 		return fmt.Errorf("router: subscriber for %s %q: %w", spec.Kind, spec.Topic, err)
 	}
-	if _, ok := r.b.(inproc.Direct); ok && spec.Kind == bridge.Command {
+	if _, ok := r.b.(inproc.Direct); ok && spec.Kind != bridge.Reply {
 		slots := make(chan struct{}, spec.Concurrency)
 		// The member hands every message over with this context: made once
 		// here rather than once per message in run.
@@ -80,7 +82,7 @@ func (r *Router) Handle(ctx context.Context, name string, spec bridge.Spec, h me
 	return nil
 }
 
-// direct is a command handler served by the bridge's Call.
+// direct is a command or event handler served by the bridge's Call.
 type direct struct {
 	spec  bridge.Spec
 	h     message.NoPublishHandlerFunc
@@ -105,6 +107,9 @@ const workerIdle = 10 * time.Second
 // what waits in the group's queue (next): with more callers than slots,
 // most calls find no free slot and wait there, and the subscriber's road
 // (the consumer runtime, Watermill's router) cost twice the CPU.
+//
+// A nil msg is a pull (see inproc.Direct.Serve): the worker takes the
+// message at the head of the group's queue with its slot.
 func (d direct) take(m *inproc.Member, msg *message.Message) bool {
 	select {
 	case d.slots <- struct{}{}:
@@ -123,7 +128,14 @@ func (d direct) worker(m *inproc.Member, msg *message.Message) {
 	t := time.NewTimer(workerIdle)
 	defer t.Stop()
 	for {
-		d.run(m, msg)
+		if msg == nil { // a pull: the slot is held
+			msg = m.Next()
+		}
+		if msg != nil {
+			d.run(m, msg)
+		} else {
+			<-d.slots
+		}
 		if msg = d.next(m); msg != nil {
 			continue
 		}
@@ -142,18 +154,31 @@ func (d direct) worker(m *inproc.Member, msg *message.Message) {
 // queue (where Call leaves what finds no free slot), or neither. The slot
 // the worker held is free before it asks again, so a message the
 // subscriber fetched and that waits for a slot gets it first.
+//
+// A message queued while the worker held the slot and found nothing may
+// have been offered as a pull that found no free slot: with the slot
+// given back, the worker asks again (inproc.Member.Pending), a bounded
+// number of times (each round lost to another taker).
 func (d direct) next(m *inproc.Member) *message.Message {
-	select {
-	case d.slots <- struct{}{}:
-	default:
-		return nil
+	for range nextRounds {
+		select {
+		case d.slots <- struct{}{}:
+		default:
+			return nil // whoever holds the slot asks after its message
+		}
+		if msg := m.Next(); msg != nil {
+			return msg
+		}
+		<-d.slots
+		if !m.Pending() {
+			return nil
+		}
 	}
-	if msg := m.Next(); msg != nil {
-		return msg
-	}
-	<-d.slots
 	return nil
 }
+
+// nextRounds bounds next's rounds.
+const nextRounds = 64
 
 // run runs msg, holding its slot, and settles it as Watermill's router
 // does: acked when h returns nil, nacked (handed back for redelivery)
