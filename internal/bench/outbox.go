@@ -62,6 +62,9 @@ func (w waiter) wait(ctx context.Context, id string) error {
 // recorded first, and keeps the latency of the rows committed from since on.
 type commitLatencies struct {
 	since time.Time
+	// absolute records how far from its start time each row was handled,
+	// early or late (the schedule figures); else how long after, at least 0.
+	absolute bool
 	mu    sync.Mutex
 	seen  map[string]stamp // rows seen once, by id
 	lat   []time.Duration
@@ -97,7 +100,11 @@ func (c *commitLatencies) pair(id string, s stamp) {
 		commit, delivery = other, s
 	}
 	if !commit.t.Before(c.since) {
-		c.lat = append(c.lat, max(0, delivery.t.Sub(commit.t)))
+		d := delivery.t.Sub(commit.t)
+		if c.absolute {
+			d = d.Abs()
+		}
+		c.lat = append(c.lat, max(0, d))
 	}
 }
 

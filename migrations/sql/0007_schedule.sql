@@ -49,3 +49,23 @@ CREATE TABLE IF NOT EXISTS {{schema}}.outbox_recurring (
 -- The relay's next recurring tick, read from one entry.
 CREATE INDEX IF NOT EXISTS outbox_recurring_next ON {{schema}}.outbox_recurring (next_at)
 	WHERE next_at IS NOT NULL;
+
+-- The commit notification only for rows the relay must look at soon: a
+-- row to forward at once, or due within a second. The relay sweeps every
+-- PollInterval (1 s by default) and sleeps no longer than until the next
+-- due row it knows of, so it reads a row due later before it is due
+-- without being woken; and a notification costs every notifying commit a
+-- database-wide lock at commit, which held scheduling to about 1,600
+-- messages/s with eight writers.
+CREATE OR REPLACE FUNCTION {{schema}}.outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF EXISTS (SELECT FROM new_rows WHERE deliver_at IS NULL OR deliver_at < now() + interval '1 second') THEN
+		PERFORM pg_notify('outbox_' || md5(TG_TABLE_SCHEMA), '');
+	END IF;
+	RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS outbox_notify ON {{schema}}.outbox;
+CREATE TRIGGER outbox_notify AFTER INSERT ON {{schema}}.outbox
+	REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.outbox_notify();
