@@ -65,9 +65,9 @@ type commitLatencies struct {
 	// absolute records how far from its start time each row was handled,
 	// early or late (the schedule figures); else how long after, at least 0.
 	absolute bool
-	mu    sync.Mutex
-	seen  map[string]stamp // rows seen once, by id
-	lat   []time.Duration
+	mu       sync.Mutex
+	seen     map[string]stamp // rows seen once, by id
+	lat      []time.Duration
 }
 
 type stamp struct {
