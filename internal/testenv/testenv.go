@@ -28,6 +28,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	"go.uber.org/goleak"
 )
 
 // Server names accepted by URL and Outage.
@@ -183,10 +184,10 @@ func stopServer(t testing.TB, exe, hostport string) func() error {
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		// Not waited for: the server outlives this test binary (init reaps
-		// it), and a goroutine waiting for it would outlive every test (a
-		// leak to goleak).
-		_ = cmd.Process.Release()
+		// Waited for (reaped) by this process, which may stop it again; a
+		// package checking for leaked goroutines ignores this one
+		// (LeakOptions).
+		go func() { _ = cmd.Wait() }()
 		return waitPort(hostport, 30*time.Second)
 	}
 }
@@ -280,4 +281,10 @@ func Schema(t testing.TB, db *sql.DB) string {
 		}
 	})
 	return schema
+}
+
+// LeakOptions are the goleak options of a package that uses Outage: the
+// server it restarted outlives the tests, and a goroutine waits to reap it.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreAnyFunction("github.com/switchboard-go/switchboard/internal/testenv.stopServer.func1.1")}
 }
