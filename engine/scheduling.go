@@ -110,7 +110,10 @@ func (e *Engine) schedule(ctx context.Context, topic, kind string, payload []byt
 //     "scheduled_for", has four-digit years), is ErrInvalidInput; an at in
 //     the past is due at once.
 //   - The in-memory scheduler keeps at most 1,000,000 pending messages;
-//     past that Schedule fails with ErrUnavailable.
+//     past that Schedule fails with ErrUnavailable. It stops when Stop
+//     begins: from then on (during the drain too) its Schedule and
+//     Reschedule fail with ErrUnavailable, since the message would never
+//     be published, and the messages it still holds are logged as lost.
 type Schedules struct{ e *Engine }
 
 // Schedules returns the engine's scheduled messages.
