@@ -188,7 +188,10 @@ type recurrence struct {
 // an event). The spec has five fields (minute hour day-of-month month
 // day-of-week), or six with seconds first, or is a descriptor such as
 // "@daily" or "@every 1h"; "CRON_TZ=Europe/Paris " in front sets its time
-// zone (default UTC). Each tick's message is a conversation of its own
+// zone (default UTC); a spec with fixed hours keeps the wall clock across
+// DST changes (a time the clocks skip fires once, at that wall time in the
+// former offset; a time they repeat fires once). Each tick's message is a
+// conversation of its own
 // (new correlation id and trace), with Meta.ScheduledFor the tick.
 //
 // A malformed name (a letter followed by up to 62 letters, digits, '_' or
