@@ -39,9 +39,12 @@ type Relay struct {
 	// BatchSize is how many rows one round forwards. Default 100.
 	BatchSize int
 	// PollInterval is the sweep for a missed notification. Default 1 s.
-	// A scheduled row due more than a second after it was written sends no
-	// notification (migration 7): the relay reads it at its next sweep, so
-	// above 1 s such a row may be forwarded up to PollInterval − 1 s late.
+	// A scheduled row due more than a second after its transaction began
+	// sends no notification (migration 7 compares with now(), the start of
+	// the transaction): the relay reads it at its next sweep, up to
+	// PollInterval after the commit. So a row written in a transaction
+	// that ran long may be forwarded up to PollInterval late, even with
+	// the default; otherwise up to PollInterval − 1 s late.
 	PollInterval time.Duration
 	// LeaderPoll is how often a standby relay tries to take over, and the
 	// wait before reconnecting after a lost connection or retrying when the
