@@ -568,7 +568,7 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 		return 0, dueTimes{}, err
 	}
 	if tx != nil {
-		defer func() { _ = tx.Rollback(context.Background()) }() // a no-op once committed
+		defer r.rollback(tx) // a no-op once committed
 	}
 	// A publish must not outlive the lease: past it a standby may lead.
 	pctx, pcancel := context.WithDeadline(ctx, l.until())
@@ -691,7 +691,7 @@ func (r Relay) lockScheduled(ctx context.Context, conn *pgx.Conn, q relayQueries
 		locked, err = pgx.CollectRows(rows, pgx.RowTo[int64])
 	}
 	if err != nil {
-		_ = tx.Rollback(context.Background())
+		r.rollback(tx)
 		return nil, nil, fmt.Errorf("locking the due scheduled rows: %w", err)
 	}
 	keep := make(map[int64]bool, len(locked))
@@ -701,6 +701,14 @@ func (r Relay) lockScheduled(ctx context.Context, conn *pgx.Conn, q relayQueries
 	return tx, slices.DeleteFunc(batch, func(x row) bool {
 		return x.msg.Metadata.Get(envelope.KeyScheduledFor) != "" && !keep[x.id]
 	}), nil
+}
+
+// rollback ends tx, bounded like a statement even when the round's
+// context has ended.
+func (r Relay) rollback(tx pgx.Tx) {
+	ctx, cancel := r.stmt(context.Background())
+	defer cancel()
+	_ = tx.Rollback(ctx)
 }
 
 // fail records a refused row: parked, or to retry after a backoff.
