@@ -44,10 +44,11 @@ type memScheduler struct {
 	limit int
 	wake  chan struct{} // capacity 1: the earliest due time changed
 
-	mu     sync.Mutex
-	heap   memHeap
-	byID   map[string]*memEntry // one-off entries
-	recurs map[string]*memEntry // recurring entries, by name
+	mu      sync.Mutex
+	stopped bool // Run returned: nothing more is published
+	heap    memHeap
+	byID    map[string]*memEntry // one-off entries
+	recurs  map[string]*memEntry // recurring entries, by name
 }
 
 // memEntry is one scheduled message (msg set) or one recurring schedule
@@ -80,6 +81,9 @@ func (s *memScheduler) Durable() bool { return false }
 func (s *memScheduler) Schedule(_ context.Context, topic string, msg *message.Message, at time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return errMemStopped()
+	}
 	if _, ok := s.byID[msg.UUID]; ok {
 		return fmt.Errorf("message %s is scheduled already", msg.UUID)
 	}
@@ -112,6 +116,9 @@ func (s *memScheduler) Cancel(_ context.Context, id string) error {
 func (s *memScheduler) Reschedule(_ context.Context, id string, at time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return errMemStopped()
+	}
 	en, ok := s.byID[id]
 	if !ok {
 		return ErrScheduleNotFound
@@ -149,6 +156,7 @@ func (s *memScheduler) Recur(_ context.Context, r Recurrence) error {
 // Run implements Scheduler: it publishes what is due on b, waiting on one
 // timer for the earliest due time.
 func (s *memScheduler) Run(ctx context.Context, b bridge.Bridge) error {
+	defer s.stop()
 	pub := b.Publisher()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -174,6 +182,23 @@ func (s *memScheduler) Run(ctx context.Context, b bridge.Bridge) error {
 		case <-s.wake:
 		case <-timer.C:
 		}
+	}
+}
+
+// errMemStopped refuses a message the in-memory scheduler would never
+// publish: its Run has returned (the engine is stopping).
+func errMemStopped() error {
+	return with(ErrUnavailable, "the in-memory scheduler has stopped (the engine is stopping): the message would never be published", nil)
+}
+
+// stop marks the end of Run: Schedule and Reschedule fail from then on,
+// and the messages still pending, lost with the scheduler, are logged.
+func (s *memScheduler) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	if n := len(s.byID); n > 0 {
+		s.log.Warn("in-memory scheduler stopped: its scheduled messages are lost", "pending", n)
 	}
 }
 

@@ -1,16 +1,20 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/switchboard-go/switchboard/bridge"
+	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/internal/envelope"
 )
 
@@ -140,4 +144,51 @@ func TestMemSchedulerPublishFailure(t *testing.T) {
 	if err := s.Cancel(ctx, cmd.UUID); err != nil {
 		t.Errorf("Cancel of a message waiting to be published again: %v", err)
 	}
+}
+
+// Once Run has returned (Stop began), the in-memory scheduler publishes
+// nothing more: a Schedule then (a handler finishing during the drain) is
+// refused rather than accepted and lost, and Run says how many messages
+// it leaves unpublished.
+func TestMemSchedulerAfterRun(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	s := newMemScheduler(10, slog.New(slog.NewTextHandler(&logs, nil)))
+	b := inproc.New()
+	defer b.Close()
+	if err := s.Schedule(context.Background(), "t", memMsg(envelope.KindEvent), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, b) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "pending=1") {
+		t.Errorf("Run returned leaving 1 message unpublished without logging it; logs: %q", logs.String())
+	}
+	err := s.Schedule(context.Background(), "t", memMsg(envelope.KindEvent), time.Now())
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Schedule after Run returned = %v, want ErrUnavailable (it would never be published)", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use (a log's output).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

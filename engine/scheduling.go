@@ -110,7 +110,10 @@ func (e *Engine) schedule(ctx context.Context, topic, kind string, payload []byt
 //     "scheduled_for", has four-digit years), is ErrInvalidInput; an at in
 //     the past is due at once.
 //   - The in-memory scheduler keeps at most 1,000,000 pending messages;
-//     past that Schedule fails with ErrUnavailable.
+//     past that Schedule fails with ErrUnavailable. It stops when Stop
+//     begins: from then on (during the drain too) its Schedule and
+//     Reschedule fail with ErrUnavailable, since the message would never
+//     be published, and the messages it still holds are logged as lost.
 type Schedules struct{ e *Engine }
 
 // Schedules returns the engine's scheduled messages.
@@ -185,7 +188,10 @@ type recurrence struct {
 // an event). The spec has five fields (minute hour day-of-month month
 // day-of-week), or six with seconds first, or is a descriptor such as
 // "@daily" or "@every 1h"; "CRON_TZ=Europe/Paris " in front sets its time
-// zone (default UTC). Each tick's message is a conversation of its own
+// zone (default UTC); a spec with fixed hours keeps the wall clock across
+// DST changes (a time the clocks skip fires once, at that wall time in the
+// former offset; a time they repeat fires once). Each tick's message is a
+// conversation of its own
 // (new correlation id and trace), with Meta.ScheduledFor the tick.
 //
 // A malformed name (a letter followed by up to 62 letters, digits, '_' or

@@ -117,7 +117,10 @@
 // and survives any process, relay or engine restart. A relay killed
 // between publishing a batch and marking it forwards that batch again
 // (at-least-once, as for immediate rows); no message is lost. A message
-// cancelled while the relay is publishing it may still be delivered.
+// cancelled or rescheduled while the relay is publishing it is locked: the
+// Cancel or Reschedule waits for the publish and then fails with
+// engine.ErrScheduleNotFound (a relay killed meanwhile releases the lock:
+// the call then succeeds, and the message may have been published once).
 //
 // Tables come from package migrations (versions 3, 4, 6 and 7).
 //

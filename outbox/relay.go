@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -38,9 +39,12 @@ type Relay struct {
 	// BatchSize is how many rows one round forwards. Default 100.
 	BatchSize int
 	// PollInterval is the sweep for a missed notification. Default 1 s.
-	// A scheduled row due more than a second after it was written sends no
-	// notification (migration 7): the relay reads it at its next sweep, so
-	// above 1 s such a row may be forwarded up to PollInterval − 1 s late.
+	// A scheduled row due more than a second after its transaction began
+	// sends no notification (migration 7 compares with now(), the start of
+	// the transaction): the relay reads it at its next sweep, up to
+	// PollInterval after the commit. So a row written in a transaction
+	// that ran long may be forwarded up to PollInterval late, even with
+	// the default; otherwise up to PollInterval − 1 s late.
 	PollInterval time.Duration
 	// LeaderPoll is how often a standby relay tries to take over, and the
 	// wait before reconnecting after a lost connection or retrying when the
@@ -399,8 +403,8 @@ func notifyChannel(schema string) string {
 }
 
 type relayQueries struct {
-	pending, done, retry, park, clean, lease, release string
-	recurring                                         recurQueries
+	pending, lock, done, retry, park, clean, lease, release string
+	recurring                                               recurQueries
 }
 
 func queries(qs string, deleteAtOnce bool) relayQueries {
@@ -434,6 +438,9 @@ func queries(qs string, deleteAtOnce bool) relayQueries {
 					- clock_timestamp())::float8,
 				extract(epoch FROM (SELECT min(next_at) FROM ` + qs + `.outbox_recurring WHERE next_at IS NOT NULL)
 					- clock_timestamp())::float8`,
+		// The due scheduled rows read that still wait, locked until marked.
+		lock: `SELECT id FROM ` + qs + `.outbox WHERE id = ANY($1)
+			AND forwarded_at IS NULL AND parked_at IS NULL AND deliver_at <= now() FOR UPDATE`,
 		done: `UPDATE ` + qs + `.outbox SET forwarded_at = now() WHERE id = ANY($1)`,
 		// $2 and $3 are the first and the longest wait, in seconds; the
 		// exponent is capped so that power() cannot overflow.
@@ -551,6 +558,18 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 	if err := rows.Err(); err != nil {
 		return 0, dueTimes{}, fmt.Errorf("reading the outbox: %w", err)
 	}
+	n := len(batch)
+	// The scheduled rows read are locked until they are marked, so that a
+	// Cancel or Reschedule meanwhile waits and then finds them forwarded
+	// (ErrScheduleNotFound) rather than succeeding on a message already on
+	// its way; one cancelled or moved since the read is dropped.
+	tx, batch, err := r.lockScheduled(ctx, conn, q, batch)
+	if err != nil {
+		return 0, dueTimes{}, err
+	}
+	if tx != nil {
+		defer r.rollback(tx) // a no-op once committed
+	}
 	// A publish must not outlive the lease: past it a standby may lead.
 	pctx, pcancel := context.WithDeadline(ctx, l.until())
 	defer pcancel()
@@ -629,13 +648,67 @@ func (r Relay) forward(ctx context.Context, conn *pgx.Conn, q relayQueries, l *l
 			return 0, dueTimes{}, fmt.Errorf("marking %d forwarded rows: %w", len(sent), err)
 		}
 	}
+	if tx != nil {
+		sctx, cancel := r.stmt(ctx)
+		err := tx.Commit(sctx)
+		cancel()
+		if err != nil {
+			return 0, dueTimes{}, fmt.Errorf("marking %d forwarded rows: %w", len(sent), err)
+		}
+	}
 	if down != nil {
 		r.Logger.Warn("outbox relay: target unreachable; retrying", "err", down, "in", r.LeaderPoll)
 		if !sleep(ctx, r.LeaderPoll) {
 			return 0, dueTimes{}, ctx.Err()
 		}
 	}
-	return len(batch), next, nil
+	return n, next, nil
+}
+
+// lockScheduled begins a transaction on conn and locks in it the scheduled
+// rows of batch that still wait and are due, if batch has any; it returns
+// the transaction (nil: none) and batch without the scheduled rows it did
+// not lock. The statements that follow on conn (fail, done) run in it.
+func (r Relay) lockScheduled(ctx context.Context, conn *pgx.Conn, q relayQueries, batch []row) (pgx.Tx, []row, error) {
+	var ids []int64
+	for _, x := range batch {
+		if x.msg.Metadata.Get(envelope.KeyScheduledFor) != "" {
+			ids = append(ids, x.id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, batch, nil
+	}
+	sctx, cancel := r.stmt(ctx)
+	defer cancel()
+	tx, err := conn.Begin(sctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("locking the due scheduled rows: %w", err)
+	}
+	rows, err := tx.Query(sctx, q.lock, ids)
+	var locked []int64
+	if err == nil {
+		locked, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	}
+	if err != nil {
+		r.rollback(tx)
+		return nil, nil, fmt.Errorf("locking the due scheduled rows: %w", err)
+	}
+	keep := make(map[int64]bool, len(locked))
+	for _, id := range locked {
+		keep[id] = true
+	}
+	return tx, slices.DeleteFunc(batch, func(x row) bool {
+		return x.msg.Metadata.Get(envelope.KeyScheduledFor) != "" && !keep[x.id]
+	}), nil
+}
+
+// rollback ends tx, bounded like a statement even when the round's
+// context has ended.
+func (r Relay) rollback(tx pgx.Tx) {
+	ctx, cancel := r.stmt(context.Background())
+	defer cancel()
+	_ = tx.Rollback(ctx)
 }
 
 // fail records a refused row: parked, or to retry after a backoff.

@@ -134,7 +134,8 @@ func (s *Scheduler) Schedule(ctx context.Context, topic string, msg *message.Mes
 
 // Cancel deletes the scheduled message id if it still waits; otherwise it
 // returns an error matching engine.ErrScheduleNotFound. A message the
-// relay is publishing at that moment may still be delivered.
+// relay is publishing at that moment is locked: Cancel waits for the
+// publish, then finds it forwarded (ErrScheduleNotFound).
 func (s *Scheduler) Cancel(ctx context.Context, id string) error {
 	db, _, err := s.open()
 	if err != nil {

@@ -543,3 +543,64 @@ func TestRecurringCatchUpAllIsBounded(t *testing.T) {
 		t.Errorf("%d ids, %d messages; want each of about 1,500 once", k, total)
 	}
 }
+
+// heldBridge is b whose publishes wait until release is closed, after
+// signalling entered (once).
+type heldBridge struct {
+	bridge.Bridge
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *heldBridge) Publisher() message.Publisher { return heldPublisher{h} }
+
+type heldPublisher struct{ h *heldBridge }
+
+func (p heldPublisher) Publish(topic string, msgs ...*message.Message) error {
+	p.h.once.Do(func() { close(p.h.entered) })
+	<-p.h.release
+	return p.h.Bridge.Publisher().Publish(topic, msgs...)
+}
+
+func (p heldPublisher) Close() error { return nil }
+
+// A Reschedule that succeeds while the relay is publishing the message is
+// honoured: the message is not delivered at its former time, before the
+// time it was moved to. (A Reschedule that cannot honour it must fail with
+// ErrScheduleNotFound: the message is already on its way.)
+func TestRescheduleWhilePublishing(t *testing.T) {
+	url, _, schema := setup(t)
+	b := &heldBridge{Bridge: inproc.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	got := receive(t, b.Bridge, "sched.held")
+	s := newScheduler(url, schema)
+	runScheduler(t, s, b)
+	if err := s.Schedule(t.Context(), "sched.held", scheduledMsg("held", time.Time{}), time.Now().Add(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.entered:
+	case <-time.After(5 * time.Second):
+		close(b.release)
+		t.Fatal("the relay did not publish the due message")
+	}
+	moved := time.Now().Add(time.Hour)
+	rerr := make(chan error, 1)
+	go func() { rerr <- s.Reschedule(context.Background(), "held", moved) }()
+	var err error
+	select {
+	case err = <-rerr: // answered while the publish is in flight
+		close(b.release)
+	case <-time.After(500 * time.Millisecond): // waits for the publish: fine
+		close(b.release)
+		err = <-rerr
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err == nil {
+		if a := got.get("held"); len(a) > 0 && a[0].at.Before(moved) {
+			t.Errorf("Reschedule to %s returned nil, yet the message was delivered at %s (its former time)", moved, a[0].at)
+		}
+	} else if !errors.Is(err, engine.ErrScheduleNotFound) {
+		t.Errorf("Reschedule while publishing: %v, want nil or ErrScheduleNotFound", err)
+	}
+}
