@@ -32,7 +32,7 @@ var pinned = map[int]string{
 	4: "6e4ad52baa58ed2df842d05f8d1018406e1403b803ea37b63be74e4a406bd0ee",
 	5: "d6a338a18f3ddea3d2f29f36e8b8b10fa025208aa2003147f1dc7fa439ded22e",
 	6: "ad20152a278869d087f1837845fea340018cfb7be46f89be4219f0d1ba7af0bd",
-	7: "7cd719710de9b43eb18b445a27b8e0dce68de5baf6d44f26f8d0eebf6c4034dd",
+	7: "bd1cfa25cf175fb5a057d006569a875f42b430ef0c71e6003b378210e098a40a",
 }
 
 func openDB(t testing.TB) *sql.DB { return testenv.PostgresDB(t) }
