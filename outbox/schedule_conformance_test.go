@@ -432,3 +432,78 @@ func lateByDue(db *sql.DB, effects string, t0 time.Time) string {
 	}
 	return b.String()
 }
+
+// Tick is the payload of TestEveryOnceAcrossEngines' recurring event.
+type Tick struct {
+	N int `json:"n"`
+}
+
+// A recurring schedule declared with engine.Every by a service that three
+// engines run, each with an outbox.Scheduler on one schema, over NATS:
+// each tick is handled once, and stopping two of the engines (whichever
+// leads) leaves the ticks going, each still once.
+func TestEveryOnceAcrossEngines(t *testing.T) {
+	dbURL, _, schema := setup(t)
+	url := testenv.URL(t, testenv.NATS)
+	name := "e" + strings.ToLower(watermill.NewShortUUID()[:8])
+	tick := engine.NewEvent[Tick](name + ".tick")
+	var (
+		mu   sync.Mutex
+		seen = map[time.Time]int{} // by tick
+	)
+	newEngine := func() *engine.Engine {
+		t.Helper()
+		svc := engine.NewService(name, "1")
+		engine.Every(svc, "every-second", "*/1 * * * * *", tick, Tick{N: 1})
+		engine.Subscribe(svc, tick, func(ctx context.Context, _ Tick) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[engine.MetaFrom(ctx).ScheduledFor]++
+			return nil
+		})
+		sched := &outbox.Scheduler{DatabaseURL: dbURL, Schema: schema, Logger: discard()}
+		t.Cleanup(func() { _ = sched.Close() })
+		e, err := engine.New(engine.Config{Bridge: url, Scheduler: sched, Logger: discard()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Register(svc); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.Stop(context.Background()) })
+		return e
+	}
+	engines := []*engine.Engine{newEngine(), newEngine(), newEngine()}
+	ticks := func() (n int, last time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		for at, c := range seen {
+			if c != 1 {
+				t.Errorf("tick %s handled %d times", at.Format(time.RFC3339Nano), c)
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+		return len(seen), last
+	}
+	time.Sleep(3500 * time.Millisecond)
+	for i := range 2 { // the first two stop; the third goes on
+		if err := engines[i].Stop(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3500 * time.Millisecond)
+	}
+	stopped := time.Now().Add(-3500 * time.Millisecond)
+	n, last := ticks()
+	if n < 6 {
+		t.Errorf("%d ticks in 10.5 s with three, then two, then one engine running; want at least 6", n)
+	}
+	if !last.After(stopped) {
+		t.Errorf("last tick at %s: none after the second engine stopped (%s)", last.Format(time.RFC3339Nano), stopped.Format(time.RFC3339Nano))
+	}
+	t.Logf("%d ticks, each handled once; last at %s", n, last.Format(time.StampMilli))
+}
