@@ -112,9 +112,13 @@ func acctService() *engine.Service {
 	engine.Handle(svc, Slow, func(ctx context.Context, in SlowIn) (Empty, error) {
 		select {
 		case <-time.After(time.Duration(in.Millis) * time.Millisecond):
+			return Empty{}, nil
 		case <-ctx.Done():
+			// As a handler should: out of time is an error. (A success
+			// returned at the deadline raced the caller's own timer: on the
+			// in-process direct road the reply could win.)
+			return Empty{}, ctx.Err()
 		}
-		return Empty{}, nil
 	})
 	return svc
 }
