@@ -203,10 +203,17 @@ func (s *memScheduler) stop() {
 }
 
 // publish publishes a due one-off entry. An event nobody subscribes to is
-// done with; any other failure puts the entry back, due after a backoff.
+// done with; a message the bridge refuses for what it is (too large,
+// refused: every attempt would fail alike) is dropped and logged, as the
+// outbox relay parks such a row; any other failure puts the entry back,
+// due after a backoff.
 func (s *memScheduler) publish(pub message.Publisher, en *memEntry) {
 	err := pub.Publish(en.topic, en.msg)
 	if err == nil || errors.Is(err, bridge.ErrNoSubscriber) && en.msg.Metadata.Get(envelope.KeyKind) == envelope.KindEvent {
+		return
+	}
+	if errors.Is(err, bridge.ErrTooLarge) || errors.Is(err, bridge.ErrRefused) {
+		s.log.Error("scheduled message cannot be published; dropped", "message_id", en.id, "topic", en.topic, "err", err)
 		return
 	}
 	en.attempts++

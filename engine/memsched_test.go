@@ -146,6 +146,31 @@ func TestMemSchedulerPublishFailure(t *testing.T) {
 	}
 }
 
+// A message the bridge refuses for what it is (too large, refused) is
+// not retried: every attempt would fail the same way, for ever. It is
+// dropped and logged at error level, as the outbox relay parks such a row.
+func TestMemSchedulerDropsWhatCanNeverBePublished(t *testing.T) {
+	t.Parallel()
+	for _, perr := range []error{bridge.ErrTooLarge, bridge.ErrRefused} {
+		var logs bytes.Buffer
+		s := newMemScheduler(10, slog.New(slog.NewTextHandler(&logs, nil)))
+		m := memMsg(envelope.KindCommand)
+		if err := s.Schedule(context.Background(), "t", m, time.Now().Add(-time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		due, _ := s.takeDue(time.Now())
+		for _, en := range due {
+			s.publish(failingPublisher{perr}, en)
+		}
+		if _, ok := s.byID[m.UUID]; ok || len(s.heap) != 0 {
+			t.Errorf("%v: the message is kept to be retried", perr)
+		}
+		if !strings.Contains(logs.String(), "level=ERROR") {
+			t.Errorf("%v: dropped without an error log:\n%s", perr, logs.String())
+		}
+	}
+}
+
 // Once Run has returned (Stop began), the in-memory scheduler publishes
 // nothing more: a Schedule then (a handler finishing during the drain) is
 // refused rather than accepted and lost, and Run says how many messages
