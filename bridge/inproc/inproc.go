@@ -149,9 +149,10 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	// One snapshot per message, shared read-only by every group: each
 	// delivery is made from it, with the group's own delivery count
 	// beside it.
-	snaps := make([]queued, len(msgs))
-	for i, m := range msgs {
-		snaps[i] = queued{msg: m.Copy()}
+	var buf [4]queued // most calls publish one message: no allocation for the list
+	snaps := buf[:0]
+	for _, m := range msgs {
+		snaps = append(snaps, queued{msg: m.Copy()})
 	}
 	for _, g := range groups {
 		g.mu.Lock()
@@ -160,8 +161,8 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	// Waking a group offers to its served members, which takes their
 	// locks: not under b.mu (Member.Stop takes them in the other order).
-	var buf [4]*group
-	woken := buf[:0]
+	var gbuf [4]*group
+	woken := gbuf[:0]
 	for _, g := range groups {
 		woken = append(woken, g)
 	}
