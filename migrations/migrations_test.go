@@ -33,6 +33,7 @@ var pinned = map[int]string{
 	5: "d6a338a18f3ddea3d2f29f36e8b8b10fa025208aa2003147f1dc7fa439ded22e",
 	6: "ad20152a278869d087f1837845fea340018cfb7be46f89be4219f0d1ba7af0bd",
 	7: "bd1cfa25cf175fb5a057d006569a875f42b430ef0c71e6003b378210e098a40a",
+	8: "3e2f346b2b0582ba4ad7b4f3163903c8a4b998721392d097d5e050effb52ec72",
 }
 
 func openDB(t testing.TB) *sql.DB { return testenv.PostgresDB(t) }
