@@ -26,11 +26,25 @@ import (
 var errOutput = errors.New("switchboard: handler output")
 
 // outgoing builds a message caused by the one handled in ctx (or starting a
-// conversation); see stamp. finish ends its producer span.
-func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error)) {
-	msg := message.NewMessage(envelope.NewID(), payload)
+// conversation); see stamp. finish ends its producer span. Its id is the one
+// WithMessageID put on ctx, if any (never for a reply, which is answered
+// with the request's), else a fresh one; an invalid one is ErrInvalidInput.
+func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error), error) {
+	id := ""
+	if kind != envelope.KindReply {
+		if given, ok := ctx.Value(envelope.MessageIDKey{}).(string); ok {
+			if err := checkMessageID(given); err != nil {
+				return nil, nil, err
+			}
+			id = given
+		}
+	}
+	if id == "" {
+		id = envelope.NewID()
+	}
+	msg := message.NewMessage(id, payload)
 	msg.SetContext(ctx)
-	return msg, e.stamp(ctx, msg, topic, kind, deadline)
+	return msg, e.stamp(ctx, msg, topic, kind, deadline), nil
 }
 
 // stamp writes msg's metadata as caused by the message handled in ctx: its
@@ -192,7 +206,10 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	if p, ok := envelope.MetaFrom(ctx); ok && !p.Deadline.IsZero() && p.Deadline.Before(deadline) {
 		deadline = p.Deadline
 	}
-	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
+	msg, finish, err := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
+	if err != nil {
+		return nil, err
+	}
 	msg.Metadata.Set(envelope.KeyReplyTo, e.replyTopic)
 	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
 		finish(err) // the receiver would refuse it: say so before sending
@@ -200,9 +217,14 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	}
 
 	id := msg.UUID // msg is the bridge's once handed over
-	reply := e.calls.Expect(id)
+	reply, ok := e.calls.Expect(id)
+	if !ok {
+		finish(ErrInvalidInput)
+		return nil, with(ErrInvalidInput, "a call with message id "+id+" already waits for its reply on this engine",
+			map[string]any{"topic": topic, "message_id": id})
+	}
 	defer e.calls.Forget(id, reply)
-	err := e.hand(topic, msg)
+	err = e.hand(topic, msg)
 	finish(err)
 	if err != nil {
 		return nil, publishFailure(topic, err)
@@ -253,7 +275,10 @@ func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Erro
 // A missing subscriber is not an error for an event; for a command it is
 // ErrNoHandler.
 func (e *Engine) send(ctx context.Context, topic, kind string, payload []byte) error {
-	msg, finish := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	msg, finish, err := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	if err != nil {
+		return err
+	}
 	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
 		finish(err)
 		return err
@@ -327,7 +352,7 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if !awaited {
 			return nil, nil
 		}
-		reply, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
+		reply, _, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
 		return []*message.Message{reply}, nil
 	}
 	chain := message.HandlerFunc(inner)

@@ -78,6 +78,10 @@ func Handling(values, cancel context.Context, m Meta, r Route, key, val any) con
 	return &handling{values: values, cancel: cancel, meta: m, route: r, key: key, val: val}
 }
 
+// MessageIDKey is the context key of engine.WithMessageID: the id the
+// messages sent with that context take.
+type MessageIDKey struct{}
+
 type handling struct {
 	values, cancel context.Context
 	meta           Meta
@@ -101,6 +105,11 @@ func (h *handling) Value(key any) any {
 		return &h.route
 	case h.key:
 		return h.val
+	case MessageIDKey{}:
+		// A handler's messages never inherit a chosen id from what it
+		// was started from: each gets its own unless the handler chooses.
+		// (Answered here, a miss also does not walk down to values' end.)
+		return nil
 	}
 	if v := h.cancel.Value(key); v != nil {
 		return v
