@@ -363,3 +363,126 @@ func TestAwait(t *testing.T) {
 		t.Errorf("code %d", we.Code)
 	}
 }
+
+// An engine that stops lets the step being executed finish and record,
+// then gives the run back: another engine continues it at once, not after
+// the lease (a minute here).
+func TestStopGivesTheRunBack(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var one, two atomic.Int64
+	newWF := func(block bool) *workflow.Workflow[ChargeIn, Done] {
+		return workflow.New("orders", "1", "handover", func(wf workflow.Context, in ChargeIn) (Done, error) {
+			if _, err := workflow.Step(wf, "one", func(context.Context) (int, error) {
+				if block {
+					close(entered)
+					<-release
+				}
+				return int(one.Add(1)), nil
+			}); err != nil {
+				return Done{}, err
+			}
+			_, err := workflow.Step(wf, "two", func(context.Context) (int, error) { return int(two.Add(1)), nil })
+			return Done{}, err
+		})
+	}
+	store := e.store()
+	store.LeaseTTL = time.Minute
+	first := engine.NewService("orders", "1")
+	wfA := newWF(true)
+	if err := workflow.Register(first, store, wfA); err != nil {
+		t.Fatal(err)
+	}
+	engA, stopA := startEngine(t, bus, first)
+	if _, err := wfA.Start(engine.WithEngine(t.Context(), engA), ChargeIn{}, workflow.RunID("h1")); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		stopA()
+	}()
+	eventually(t, 5*time.Second, "engine A draining", func() bool { return engA.State() != engine.StateRunning })
+	close(release)
+	<-stopped
+	if got := e.steps(t, "h1"); !slices.Equal(got, []string{"step one"}) {
+		t.Fatalf("steps after the stop: %q, want the one in progress recorded", got)
+	}
+	second := engine.NewService("orders", "1")
+	if err := workflow.Register(second, store, newWF(false)); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	startEngine(t, bus, second)
+	eventually(t, 10*time.Second, "the run completed by engine B", func() bool { return e.run(t, "h1").status == "completed" })
+	t.Logf("continued %s after engine B started", time.Since(begin))
+	if one.Load() != 1 || two.Load() != 1 {
+		t.Errorf("step one ran %d times, two %d times", one.Load(), two.Load())
+	}
+}
+
+// A panic in the workflow function fails the run (500, nothing of the
+// panic in the error) and compensates it.
+func TestPanicFailsAndCompensates(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	wf := workflow.New("orders", "1", "panicky", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		pay, err := workflow.Invoke(wf, Charge, in)
+		if err != nil {
+			return Done{}, err
+		}
+		workflow.OnFailure(wf, Refund, RefundIn{PaymentID: pay.PaymentID})
+		panic("secret internals")
+	})
+	orders := engine.NewService("orders", "1")
+	if err := workflow.Register(orders, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, append(e.participants(nil), orders)...)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 30*time.Second)
+	defer cancel()
+	_, err := wf.Invoke(ctx, ChargeIn{Order: "p1"}, workflow.RunID("p1"))
+	if !errors.Is(err, engine.ErrInternal) || strings.Contains(err.Error(), "secret") {
+		t.Errorf("Invoke: %v, want a 500 without the panic's value", err)
+	}
+	if n := e.effects(t, "refund", "p-p1"); n != 1 {
+		t.Errorf("refund ran %d times", n)
+	}
+	if r := e.run(t, "p1"); r.status != "failed" {
+		t.Errorf("run %+v", r)
+	}
+}
+
+// Stored events older than SignalRetention are purged by the runner.
+func TestOldSignalsArePurged(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	if _, err := e.db.Exec(`INSERT INTO "` + e.schema + `".workflow_signals (event, key, message_id, payload, received_at)
+		VALUES ('order.shipped', 'old', 'm1', '{}', now() - interval '2 hours'), ('order.shipped', 'new', 'm2', '{}', now())`); err != nil {
+		t.Fatal(err)
+	}
+	wf := workflow.New("orders", "1", "purger", func(wf workflow.Context, in ChargeIn) (Done, error) { return Done{}, nil })
+	store := e.store()
+	store.SignalRetention = time.Hour
+	orders := engine.NewService("orders", "1")
+	if err := workflow.Register(orders, store, wf); err != nil {
+		t.Fatal(err)
+	}
+	startEngine(t, bus, orders)
+	eventually(t, 10*time.Second, "the old signal purged", func() bool {
+		var keys []string
+		rows, err := e.db.Query(`SELECT key FROM "` + e.schema + `".workflow_signals`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k string
+			_ = rows.Scan(&k)
+			keys = append(keys, k)
+		}
+		return slices.Equal(keys, []string{"new"})
+	})
+}
