@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,25 +26,41 @@ import (
 // a restarted child starts them again) and runs until it is killed.
 const childEnv = "WF_CRASH_CHILD"
 
-// crashWorkflow has four steps: charge, reserve, a local step, fail (which
-// succeeds here).
+// crashWorkflow has four steps: charge, reserve, a local step, fail (see
+// crashFault); refund and release compensate.
 func crashWorkflow() *workflow.Workflow[ChargeIn, Done] {
 	return workflow.New("orders", "1", "crash", func(wf workflow.Context, in ChargeIn) (Done, error) {
-		if _, err := workflow.Invoke(wf, Charge, in); err != nil {
+		pay, err := workflow.Invoke(wf, Charge, in)
+		if err != nil {
 			return Done{}, err
 		}
+		workflow.OnFailure(wf, Refund, RefundIn{PaymentID: pay.PaymentID})
 		if _, err := workflow.Invoke(wf, Reserve, in); err != nil {
 			return Done{}, err
 		}
+		workflow.OnFailure(wf, Release, in)
 		if _, err := workflow.Step(wf, "pack", func(ctx context.Context) (int, error) {
 			time.Sleep(5 * time.Millisecond) // some work, so that a kill lands mid-run
 			return 1, nil
 		}); err != nil {
 			return Done{}, err
 		}
-		_, err := workflow.Invoke(wf, Fail, in)
+		_, err = workflow.Invoke(wf, Fail, in)
 		return Done{}, err
 	})
+}
+
+// crashFault is the fault injector of stock.fail: 10 % of the calls fail
+// transiently (503, retried), and every order whose number is 7 modulo 50
+// (2 %) fails permanently (422: the run is compensated).
+func crashFault(in ChargeIn) error {
+	if n, _ := strconv.Atoi(in.Order); n%50 == 7 {
+		return &engine.Error{Code: http.StatusUnprocessableEntity, Message: "refused"}
+	}
+	if rand.IntN(10) == 0 {
+		return &engine.Error{Code: http.StatusServiceUnavailable, Message: "flaky"}
+	}
+	return nil
 }
 
 // crashChild is the child's main.
@@ -60,7 +78,7 @@ func crashChild() int {
 	db.SetMaxIdleConns(40)
 	e := env{db: db, schema: os.Getenv("WF_SCHEMA")}
 	var bus bridge.Bridge = inproc.New()
-	services := e.participants(nil)
+	services := e.participants(crashFault)
 	if url := os.Getenv("WF_BUS"); url != "" {
 		if bus, err = bridge.Open(ctx, url); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -100,10 +118,13 @@ func crashChild() int {
 	return 0
 }
 
-// Worker processes are SIGKILLed mid-run, twice, and restarted: every run
-// completes, and each participant's effect happened once (counted in the
-// participant's own table, behind outbox.Inbox), on the in-process bus
-// (the participants die with the worker) and on NATS (they live on).
+// Worker processes are SIGKILLed mid-run, twice, and restarted, while a
+// fault injector fails 10 % of a step's calls transiently and 2 % of the
+// runs permanently: every run ends completed or failed and compensated,
+// and each participant's effect happened once (counted in the
+// participant's own table, behind outbox.Inbox) — each compensation once
+// for each failed run, none for the others — on the in-process bus (the
+// participants die with the worker) and on NATS (they live on).
 func TestCrashResumesEachEffectOnce(t *testing.T) {
 	for _, tr := range []struct{ name, bus string }{{"inproc", ""}, {"nats", testenv.URL(t, testenv.NATS)}} {
 		t.Run(tr.name, func(t *testing.T) {
@@ -111,7 +132,7 @@ func TestCrashResumesEachEffectOnce(t *testing.T) {
 			const runs = 100
 			if tr.bus != "" {
 				b := openBus(t, tr.bus)
-				startEngine(t, b, e.participants(nil)...)
+				startEngine(t, b, e.participants(crashFault)...)
 			}
 			start := func() *exec.Cmd {
 				cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -144,13 +165,25 @@ func TestCrashResumesEachEffectOnce(t *testing.T) {
 				_ = last.Process.Signal(syscall.SIGTERM)
 				_ = last.Wait()
 			})
-			eventually(t, 60*time.Second, "every run completed", func() bool { return e.statuses(t, "completed") == runs })
+			eventually(t, 60*time.Second, "every run ended", func() bool { return e.statuses(t, "completed")+e.statuses(t, "failed") == runs })
+			const failing = runs / 50
+			if n := e.statuses(t, "failed"); n != failing {
+				t.Errorf("%d runs failed, want %d", n, failing)
+			}
 			var dup int
 			if err := e.db.QueryRow(`SELECT count(*) FROM (SELECT kind, key FROM "` + e.schema + `".effects GROUP BY kind, key HAVING count(*) > 1) d`).Scan(&dup); err != nil {
 				t.Fatal(err)
 			}
-			if n := effects(); n != 3*runs || dup != 0 {
-				t.Errorf("%d effects (%d twice or more), want %d, each once", n, dup, 3*runs)
+			// charge and reserve for every run, fail for the completed ones,
+			// refund and release for the failed ones.
+			if n, want := effects(), 3*runs-failing+2*failing; n != want || dup != 0 {
+				t.Errorf("%d effects (%d twice or more), want %d, each once", n, dup, want)
+			}
+			for i := 7; i < runs; i += 50 {
+				o := strconv.Itoa(i)
+				if e.effects(t, "refund", "p-"+o) != 1 || e.effects(t, "release", o) != 1 || e.effects(t, "fail", o) != 0 {
+					t.Errorf("order %s: not compensated once", o)
+				}
 			}
 			var resumed int
 			if err := e.db.QueryRow(`SELECT count(*) FROM "` + e.schema + `".workflow_runs WHERE claims > 1`).Scan(&resumed); err != nil {
