@@ -372,6 +372,7 @@ func (x *execution) attempt(local bool, work func(ctx context.Context) error) (i
 		timer := time.NewTimer(wait)
 		select {
 		case <-x.ctx.Done():
+		case <-x.r.halt:
 		case <-timer.C:
 		}
 		timer.Stop()

@@ -30,9 +30,11 @@ type runner struct {
 	kick  chan struct{} // a slot freed or a run was started here: claim now
 	slots chan struct{} // one per run being executed
 	wg    sync.WaitGroup
-	// stopping is set when the engine begins to stop: runs being executed
-	// halt at their next step boundary and give their lease back.
+	// stopping is set, and halt closed, when the engine begins to stop:
+	// runs being executed halt at their next step boundary (or retry
+	// wait) and give their lease back.
 	stopping atomic.Bool
+	halt     chan struct{}
 	// drain bounds how long a run may go on after stopping was set.
 	drain time.Duration
 }
@@ -43,6 +45,7 @@ func newRunner(st settings, defs map[string]*definition) *runner {
 		defs:  defs,
 		kick:  make(chan struct{}, 1),
 		slots: make(chan struct{}, st.concurrency),
+		halt:  make(chan struct{}),
 		drain: st.leaseTTL / 3,
 	}
 	for id := range defs {
@@ -122,6 +125,7 @@ func (r *runner) run(ctx context.Context) error {
 	// The engine stops: runs being executed end their current step, up to
 	// the drain timeout, then give their lease back.
 	r.stopping.Store(true)
+	close(r.halt)
 	stopTimer := time.AfterFunc(r.drain, cancelExec)
 	r.wg.Wait()
 	stopTimer.Stop()

@@ -106,6 +106,10 @@ func subscriptionName(event string) string {
 	return name
 }
 
+// maxNameLen is the longest workflow name: "wf-<name>-start" is a command
+// name, at most 63 characters.
+const maxNameLen = 63 - len("wf-") - len("-start")
+
 // New declares workflow name of service at version, running fn. Names are
 // checked as a command's are (the workflow's internal commands
 // "wf-<name>-start" and "wf-<name>-wait" must be valid command names, so
@@ -115,6 +119,9 @@ func subscriptionName(event string) string {
 func New[In, Out any](service, version, name string, fn func(wf Context, in In) (Out, error), opts ...Option) *Workflow[In, Out] {
 	if err := router.ValidName("workflow", name); err != nil {
 		panic("switchboard: workflow.New: " + err.Error())
+	}
+	if len(name) > maxNameLen {
+		panic(fmt.Sprintf("switchboard: workflow.New: name %q has %d characters, at most %d (its commands are wf-<name>-start and wf-<name>-wait)", name, len(name), maxNameLen))
 	}
 	if fn == nil {
 		panic("switchboard: workflow.New: nil function")
@@ -177,18 +184,14 @@ func New[In, Out any](service, version, name string, fn func(wf Context, in In) 
 	return w
 }
 
-// validate runs v's Validate method, if it has one (on the value or its
-// pointer), and makes a 400 of a plain error.
+// validate runs v's Validate method, if it has one, and makes a 400 of a
+// plain error.
 func validate[T any](v *T) error {
-	var err error
-	switch x := any(v).(type) {
-	case interface{ Validate() error }:
-		err = x.Validate()
-	default:
-		if y, ok := any(*v).(interface{ Validate() error }); ok {
-			err = y.Validate()
-		}
+	x, ok := any(v).(interface{ Validate() error })
+	if !ok {
+		return nil
 	}
+	err := x.Validate()
 	if err == nil {
 		return nil
 	}
