@@ -115,3 +115,54 @@ func TestStaleRunnerRecordsNothing(t *testing.T) {
 		t.Errorf("%d runs claimed twice, want the %d taken over", takenOver, workflow.DefaultConcurrency)
 	}
 }
+
+// A runner whose lease renewal is refused (another runner took the run:
+// here its fence is bumped, as a claim does) cancels the run's context at
+// once, so that a step waiting on it returns, and records nothing; the run
+// is executed again once the lease expired.
+func TestLostRenewalCancelsTheRun(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	entered, cancelled := make(chan struct{}), make(chan struct{})
+	var executions atomic.Int64
+	wf := workflow.New("orders", "1", "renewed", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		_, err := workflow.Step(wf, "wait", func(ctx context.Context) (int64, error) {
+			n := executions.Add(1)
+			if n > 1 {
+				return n, nil
+			}
+			close(entered)
+			<-ctx.Done()
+			close(cancelled)
+			return n, ctx.Err()
+		})
+		return Done{}, err
+	})
+	store := e.store()
+	store.LeaseTTL = 600 * time.Millisecond // renewed every 200 ms
+	orders := engine.NewService("orders", "1")
+	if err := workflow.Register(orders, store, wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, orders)
+	if _, err := wf.Start(engine.WithEngine(t.Context(), eng), ChargeIn{}, workflow.RunID("l1")); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	if _, err := e.db.Exec(`UPDATE "` + e.schema + `".workflow_runs SET fence = fence + 1 WHERE id = 'l1'`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the step's context was not cancelled after the lease was lost")
+	}
+	eventually(t, 10*time.Second, "the run completed by its next execution", func() bool { return e.run(t, "l1").status == "completed" })
+	var result string
+	if err := e.db.QueryRow(`SELECT convert_from(result, 'UTF8') FROM "` + e.schema + `".workflow_steps WHERE run_id = 'l1' AND seq = 1`).Scan(&result); err != nil {
+		t.Fatal(err)
+	}
+	if result != "2" {
+		t.Errorf("step recorded with %s, want the second execution's 2", result)
+	}
+}
