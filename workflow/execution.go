@@ -141,11 +141,11 @@ func (r *runner) execute(parent context.Context, c *claimed) {
 	close(stopRenew)
 	<-renewed
 	switch x.halt {
-	case haltStopping, haltFailed:
-		if x.haltErr != nil {
-			x.log.Warn("workflow: run given back", "err", x.haltErr)
-		}
-		r.release(c.id, c.fence)
+	case haltStopping:
+		r.release(c.id, c.fence, 0)
+	case haltFailed:
+		x.log.Warn("workflow: run given back", "err", x.haltErr)
+		r.release(c.id, c.fence, r.st.pollInterval)
 	case haltLeaseLost:
 		x.log.Warn("workflow: lease lost: another runner has the run; this one stopped without recording more")
 	}

@@ -62,7 +62,7 @@ func newQueries(s string) queries {
 		// renew leaves alone a run given back (a suspended one).
 		renew: `UPDATE ` + runs + ` SET lease_until = now() + $3 * interval '1 microsecond'
 			WHERE id = $1 AND fence = $2 AND status = 'running' AND lease_until IS NOT NULL`,
-		release: `UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL, wake_at = now(), updated_at = now()
+		release: `UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL, wake_at = now() + $3 * interval '1 microsecond', updated_at = now()
 			WHERE id = $1 AND fence = $2 AND status = 'running'`,
 		finish: `UPDATE ` + runs + ` SET status = $3, output = $4, error = $5, owner = NULL, lease_until = NULL,
 				wake_at = NULL, awaiting_event = NULL, awaiting_key = NULL, updated_at = now(), finished_at = now()

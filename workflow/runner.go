@@ -312,15 +312,16 @@ func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, 
 // releaseAll gives back runs claimed but not executed.
 func (r *runner) releaseAll(cs []*claimed) {
 	for _, c := range cs {
-		r.release(c.id, c.fence)
+		r.release(c.id, c.fence, r.st.pollInterval)
 	}
 }
 
-// release gives a run back at once: another runner may take it.
-func (r *runner) release(id string, fence int64) {
+// release gives a run back, runnable after delay: at once when the engine
+// stops, after PollInterval when the database failed (not in a loop).
+func (r *runner) release(id string, fence int64, delay time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := r.st.db.ExecContext(ctx, r.st.q.release, id, fence); err != nil {
+	if _, err := r.st.db.ExecContext(ctx, r.st.q.release, id, fence, delay.Microseconds()); err != nil {
 		r.st.log.Warn("workflow: releasing a run (its lease will expire instead)", "run_id", id, "err", err)
 	}
 }
