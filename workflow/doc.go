@@ -98,7 +98,8 @@
 //     recorded as sent (its error's details say "sent": true). If it cannot
 //     even be sent, the run is stopped (reason "compensation_failed").
 //   - A Sleep fires once, after its due time: within milliseconds of it when
-//     a runner is up (measured: p99 70 ms across a restart).
+//     a runner is up (measured across a restart, 50 runs: p99 under 10 ms;
+//     70 ms under the race detector).
 //
 // # Failure and retries
 //

@@ -486,3 +486,96 @@ func TestOldSignalsArePurged(t *testing.T) {
 		return slices.Equal(keys, []string{"new"})
 	})
 }
+
+// A compensation that keeps failing is sent fire-and-forget with the same
+// message id (the participant's engine retries and dead-letters it) and
+// recorded as sent; the other compensations still run, and the run ends
+// failed.
+func TestFailingCompensationIsSent(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	var releases atomic.Int64
+	wf := workflow.New("orders", "1", "badundo", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		pay, err := workflow.Invoke(wf, Charge, in)
+		if err != nil {
+			return Done{}, err
+		}
+		workflow.OnFailure(wf, Refund, RefundIn{PaymentID: pay.PaymentID})
+		workflow.OnFailure(wf, Fail, in) // the compensation that fails
+		return Done{}, engine.NewError(http.StatusUnprocessableEntity, "give up")
+	})
+	orders := engine.NewService("orders", "1")
+	if err := workflow.Register(orders, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	fail := func(ChargeIn) error {
+		releases.Add(1)
+		return engine.NewError(http.StatusConflict, "cannot undo")
+	}
+	eng, _ := startEngine(t, bus, append(e.participants(fail), orders)...)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 30*time.Second)
+	defer cancel()
+	if _, err := wf.Invoke(ctx, ChargeIn{Order: "u1"}, workflow.RunID("u1")); err == nil || !strings.Contains(err.Error(), "give up") {
+		t.Fatalf("Invoke: %v, want the workflow's error", err)
+	}
+	want := []string{"invoke payments.v1.charge", "compensate stock.v1.fail", "compensate payments.v1.refund"}
+	if got := e.steps(t, "u1"); !slices.Equal(got, want) {
+		t.Errorf("steps %q, want %q", got, want)
+	}
+	var stepErr string
+	if err := e.db.QueryRow(`SELECT error::text FROM "` + e.schema + `".workflow_steps WHERE run_id = 'u1' AND seq = 2`).Scan(&stepErr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stepErr, `"sent": true`) || !strings.Contains(stepErr, "cannot undo") {
+		t.Errorf("the failed compensation is recorded as %s", stepErr)
+	}
+	// Invoked once (a 409 is not retried), then sent: handled again.
+	eventually(t, 10*time.Second, "the sent compensation handled", func() bool { return releases.Load() >= 2 })
+	if n := e.effects(t, "refund", "p-u1"); n != 1 {
+		t.Errorf("refund ran %d times", n)
+	}
+	if r := e.run(t, "u1"); r.status != "failed" {
+		t.Errorf("run %+v", r)
+	}
+}
+
+// A run whose code now ends before its recorded history does is stopped
+// too, the message saying where.
+func TestNondeterminismCodeEndsEarly(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	v1 := workflow.New("orders", "1", "shrinking", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		for _, s := range []string{"a", "b"} {
+			if _, err := workflow.Step(wf, s, func(context.Context) (int, error) { return 1, nil }); err != nil {
+				return Done{}, err
+			}
+		}
+		return Done{}, workflow.Sleep(wf, time.Hour)
+	})
+	first := engine.NewService("orders", "1")
+	if err := workflow.Register(first, e.store(), v1); err != nil {
+		t.Fatal(err)
+	}
+	engA, stopA := startEngine(t, bus, first)
+	if _, err := v1.Start(engine.WithEngine(t.Context(), engA), ChargeIn{}, workflow.RunID("s1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the run asleep", func() bool { return e.count(t, "sleep") == 1 })
+	stopA()
+	v2 := workflow.New("orders", "1", "shrinking", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		_, err := workflow.Step(wf, "a", func(context.Context) (int, error) { return 1, nil })
+		return Done{}, err
+	})
+	second := engine.NewService("orders", "1")
+	if err := workflow.Register(second, e.store(), v2); err != nil {
+		t.Fatal(err)
+	}
+	startEngine(t, bus, second)
+	if _, err := e.db.Exec(`UPDATE "` + e.schema + `".workflow_runs SET wake_at = now() WHERE id = 's1'`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the run stopped", func() bool { return e.run(t, "s1").status == "stopped" })
+	if r := e.run(t, "s1"); !strings.Contains(r.errJSON, "step 2") || !strings.Contains(r.errJSON, "the end of the workflow") || !strings.Contains(r.errJSON, "nondeterministic") {
+		t.Errorf("run error %s", r.errJSON)
+	}
+}
