@@ -165,10 +165,17 @@
 // waits that long for the runner) and are given back, wake_at now, so that
 // another instance continues them at once.
 //
+// A run started on an instance with a free slot is inserted already
+// claimed by it and executed at once (no notification, claim or history
+// read); otherwise it waits for a runner's claim.
+//
 // Database work per step: one round trip (the checkpoint, an autocommit
-// statement). Per run, besides its steps: the start's insert, a claim (one
-// statement, shared by up to Concurrency runs), the history read (one
-// query per claim), the end. Awaits cost a few more (see above).
+// statement), plus a lease renewal every LeaseTTL/3 of a long step. Per run,
+// besides its steps: the start's insert and the end; a run that is
+// claimed (it waited for a slot, slept, awaited, or was resumed) adds a
+// claim and a history read, each one statement for up to Concurrency
+// runs. Awaits cost a few more (see above). Measured (BenchmarkRuns, three
+// local steps): 5.3 round trips per run.
 //
 // # Decisions
 //

@@ -4,7 +4,7 @@ package workflow
 // writes on behalf of a run checks the run's fencing token ($2) in the same
 // statement: a runner that lost the run changes nothing.
 type queries struct {
-	insertRun, runWorkflow, waitRun                     string
+	insertRun, insertClaimed, runWorkflow, waitRun      string
 	claim, history                                      string
 	checkpoint, suspend, resolve                        string
 	renew, release, finish, stop                        string
@@ -20,6 +20,11 @@ func newQueries(s string) queries {
 	return queries{
 		insertRun: `INSERT INTO ` + runs + ` (id, workflow, input, metadata, wake_at) VALUES ($1, $2, $3, $4, now())
 			ON CONFLICT (id) DO NOTHING`,
+		// insertClaimed inserts a run claimed by owner $5, with a lease of
+		// $6 µs, and returns the database's clock.
+		insertClaimed: `INSERT INTO ` + runs + ` (id, workflow, input, metadata, wake_at, owner, lease_until, fence, claims)
+			VALUES ($1, $2, $3, $4, now(), $5, now() + $6 * interval '1 microsecond', 1, 1)
+			ON CONFLICT (id) DO NOTHING RETURNING now()`,
 		runWorkflow: `SELECT workflow FROM ` + runs + ` WHERE id = $1`,
 		waitRun:     `SELECT workflow, status, output, error FROM ` + runs + ` WHERE id = $1`,
 		// claim takes up to $2 runnable runs of the workflows $1 for owner

@@ -35,6 +35,9 @@ type runner struct {
 	// wait) and give their lease back.
 	stopping atomic.Bool
 	halt     chan struct{}
+	// mu guards execCtx and the start of executions against the stop.
+	mu      sync.Mutex
+	execCtx context.Context // the executions' context; nil until run starts
 	// drain bounds how long a run may go on after stopping was set.
 	drain time.Duration
 }
@@ -69,6 +72,9 @@ func (r *runner) run(ctx context.Context) error {
 	log := r.st.log.With("runner", r.owner)
 	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelExec()
+	r.mu.Lock()
+	r.execCtx = execCtx
+	r.mu.Unlock()
 	notes := make(chan struct{}, 1)
 	listening := make(chan struct{})
 	go func() {
@@ -89,13 +95,9 @@ func (r *runner) run(ctx context.Context) error {
 				log.Error("workflow: claiming runs", "err", err)
 			}
 			for _, x := range claimed {
-				r.slots <- struct{}{}
+				r.slots <- struct{}{} // may wait for a slot a start took meanwhile
 				r.wg.Add(1)
-				go func() {
-					defer r.wg.Done()
-					defer func() { <-r.slots; r.wake() }()
-					r.execute(execCtx, x)
-				}()
+				r.launch(x)
 			}
 			if next != nil && *next < delay {
 				delay = max(*next, 0)
@@ -124,13 +126,25 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	// The engine stops: runs being executed end their current step, up to
 	// the drain timeout, then give their lease back.
+	r.mu.Lock()
 	r.stopping.Store(true)
 	close(r.halt)
+	r.mu.Unlock()
 	stopTimer := time.AfterFunc(r.drain, cancelExec)
 	r.wg.Wait()
 	stopTimer.Stop()
 	<-listening
 	return nil
+}
+
+// launch executes x on a goroutine of its own; the caller took a slot and
+// added it to r.wg.
+func (r *runner) launch(x *claimed) {
+	go func() {
+		defer r.wg.Done()
+		defer func() { <-r.slots; r.wake() }()
+		r.execute(r.execCtx, x)
+	}()
 }
 
 // notifyChannel is the channel of migration 8's trigger for schema.
@@ -348,6 +362,9 @@ func (r *runner) start(ctx context.Context, d *definition, in startIn) (string, 
 	if err != nil {
 		return "", err
 	}
+	if ok, err := r.startHere(ctx, d, in, meta); ok || err != nil {
+		return in.RunID, err
+	}
 	res, err := r.st.db.ExecContext(ctx, r.st.q.insertRun, in.RunID, d.id, []byte(in.Input), string(meta))
 	if err != nil {
 		return "", fmt.Errorf("workflow %s: storing run %s: %w", d.id, in.RunID, err)
@@ -364,6 +381,38 @@ func (r *runner) start(ctx context.Context, d *definition, in startIn) (string, 
 		return "", &engine.Error{Code: http.StatusConflict, Reason: "run_id_taken", Message: fmt.Sprintf("run %s is a run of workflow %s, not %s", in.RunID, wf, d.id)}
 	}
 	return in.RunID, nil // the same run: idempotent
+}
+
+// startHere inserts the run already claimed by this runner and executes it,
+// when a slot is free: no notification, claim or history read. It returns
+// false, having done nothing, when no slot is free, the runner is not
+// running, or the run exists.
+func (r *runner) startHere(ctx context.Context, d *definition, in startIn, meta []byte) (bool, error) {
+	r.mu.Lock()
+	if r.execCtx == nil || r.stopping.Load() {
+		r.mu.Unlock()
+		return false, nil
+	}
+	select {
+	case r.slots <- struct{}{}:
+	default:
+		r.mu.Unlock()
+		return false, nil
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	var dbNow time.Time
+	err := r.st.db.QueryRowContext(ctx, r.st.q.insertClaimed, in.RunID, d.id, []byte(in.Input), string(meta), r.owner, r.st.leaseTTL.Microseconds()).Scan(&dbNow)
+	if err != nil {
+		<-r.slots
+		r.wg.Done()
+		if errors.Is(err, sql.ErrNoRows) { // it exists
+			return false, nil
+		}
+		return false, fmt.Errorf("workflow %s: storing run %s: %w", d.id, in.RunID, err)
+	}
+	r.launch(&claimed{id: in.RunID, workflow: d.id, input: in.Input, metadata: meta, fence: 1, dbNow: dbNow, localNow: time.Now()})
+	return true, nil
 }
 
 // waitMax is how long the wait command waits for a run to end.
