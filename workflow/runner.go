@@ -401,8 +401,11 @@ func (r *runner) startHere(ctx context.Context, d *definition, in startIn, meta 
 	}
 	r.wg.Add(1)
 	r.mu.Unlock()
+	// Not cut by the caller: a run inserted with no execution would wait
+	// for its lease to expire. (A database failure after the commit still
+	// may: the run then starts after LeaseTTL.)
 	var dbNow time.Time
-	err := r.st.db.QueryRowContext(ctx, r.st.q.insertClaimed, in.RunID, d.id, []byte(in.Input), string(meta), r.owner, r.st.leaseTTL.Microseconds()).Scan(&dbNow)
+	err := r.st.db.QueryRowContext(context.WithoutCancel(ctx), r.st.q.insertClaimed, in.RunID, d.id, []byte(in.Input), string(meta), r.owner, r.st.leaseTTL.Microseconds()).Scan(&dbNow)
 	if err != nil {
 		<-r.slots
 		r.wg.Done()
