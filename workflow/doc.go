@@ -127,6 +127,15 @@
 // returns ErrCancelled, as does every later one; the compensations run and
 // the run ends "cancelled".
 //
+// # Tracing
+//
+// The work of each step executed (not replayed) has an OpenTelemetry span,
+// "workflow <kind> <name>", with the workflow, the run id, the step's seq,
+// kind, name and attempts; it is a child of the trace of the call that
+// started the run (its traceparent is kept with the run) and the parent of
+// the messages the step sends. The spans come from OpenTelemetry's global
+// provider, the engine's default.
+//
 // # Sleep and Await
 //
 // A Sleep of more than a second records its step with its due time and

@@ -14,11 +14,22 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/internal/envelope"
+	"github.com/switchboard-go/switchboard/middleware"
 )
+
+// tracer is the tracer of steps' spans: OpenTelemetry's global provider's,
+// read at each step (the engine's default provider too).
+func tracer() trace.Tracer { return otel.GetTracerProvider().Tracer(middleware.TracerName) }
 
 // Step kinds, as recorded.
 const (
@@ -111,6 +122,9 @@ func (r *runner) execute(parent context.Context, c *claimed) {
 	var m runMeta
 	_ = json.Unmarshal(c.metadata, &m) // written by start; a bad one loses only tracing
 	ctx := engine.WithMeta(parent, engine.Meta{CorrelationID: m.CorrelationID, Traceparent: m.Traceparent, Tracestate: m.Tracestate, PrincipalID: m.PrincipalID, TenantID: m.TenantID})
+	if m.Traceparent != "" { // the steps' spans join the trace of the Start
+		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: m.Traceparent, envelope.KeyTracestate: m.Tracestate})
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	x := &execution{
@@ -348,13 +362,30 @@ func (x *execution) replay(rec *stepRecord, out any) error {
 	return nil
 }
 
-// attempt runs a new step's work with the retry policy (StepRetry). It
-// returns the attempts made and the last error; it halts the execution
-// when the run's context ends or the engine stops between attempts.
-func (x *execution) attempt(local bool, work func(ctx context.Context) error) (int, error) {
+// attempt runs the work of new step seq with the retry policy
+// (StepRetry), in a span of its own (child of the run's trace, parent of
+// the messages it sends). It returns the attempts made and the last error;
+// it halts the execution when the run's context ends or the engine stops
+// between attempts.
+func (x *execution) attempt(seq int, kind, name string, local bool, work func(ctx context.Context) error) (attempts int, err error) {
+	ctx, span := tracer().Start(x.ctx, "workflow "+kind+" "+name, trace.WithAttributes(
+		attribute.String("workflow.name", x.def.id),
+		attribute.String("workflow.run_id", x.c.id),
+		attribute.Int("workflow.step.seq", seq),
+		attribute.String("workflow.step.kind", kind),
+		attribute.String("workflow.step.name", name),
+	))
+	defer func() { // also when the execution halts here
+		span.SetAttributes(attribute.Int("workflow.step.attempts", attempts))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	b := x.r.st.retry.NewBackOff()
-	for attempts := 1; ; attempts++ {
-		err := work(x.ctx)
+	for attempts = 1; ; attempts++ {
+		err = work(ctx)
 		if err == nil {
 			return attempts, nil
 		}
@@ -461,7 +492,7 @@ func (x *execution) compensate() {
 		}
 		started := x.now()
 		id := messageID(x.c.id, seq)
-		attempts, err := x.attempt(false, func(ctx context.Context) error {
+		attempts, err := x.attempt(seq, kindCompensate, comp.name, false, func(ctx context.Context) error {
 			return comp.invoke(engine.WithMessageID(ctx, id))
 		})
 		if err == nil {

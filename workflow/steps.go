@@ -77,7 +77,7 @@ func Invoke[In, Out any](wf Context, c *engine.Command[In, Out], in In) (Out, er
 	}
 	started := x.now()
 	id := messageID(x.c.id, seq)
-	attempts, err := x.attempt(false, func(ctx context.Context) error {
+	attempts, err := x.attempt(seq, kindInvoke, name, false, func(ctx context.Context) error {
 		var err error
 		out, err = c.Invoke(engine.WithMessageID(ctx, id), in)
 		return err
@@ -102,7 +102,7 @@ func Emit[T any](wf Context, ev *engine.Event[T], payload T) error {
 	}
 	started := x.now()
 	id := messageID(x.c.id, seq)
-	attempts, err := x.attempt(false, func(ctx context.Context) error {
+	attempts, err := x.attempt(seq, kindEmit, name, false, func(ctx context.Context) error {
 		return ev.Emit(engine.WithMessageID(ctx, id), payload)
 	})
 	return x.settle(seq, kindEmit, name, started, attempts, nil, err)
@@ -129,7 +129,7 @@ func Step[T any](wf Context, name string, fn func(ctx context.Context) (T, error
 		return out, err
 	}
 	started := x.now()
-	attempts, err := x.attempt(true, func(ctx context.Context) error {
+	attempts, err := x.attempt(seq, kindStep, name, true, func(ctx context.Context) error {
 		var err error
 		out, err = fn(ctx)
 		return err
