@@ -355,16 +355,11 @@ func quoteSchema(schema string) (string, error) {
 	return `"` + schema + `"`, nil
 }
 
-// checkAdminID refuses an id no run can have (RunID's bounds: 1 to 200
-// bytes of printable ASCII) as not found, without a query.
+// checkAdminID refuses an id no run can have (RunID's bound: 1 to 200
+// bytes) as not found, without a query.
 func checkAdminID(id string) error {
 	if id == "" || len(id) > maxRunIDLen {
 		return fmt.Errorf("workflow: run id of %d bytes (want 1 to %d): %w", len(id), maxRunIDLen, ErrRunNotFound)
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x20 || id[i] > 0x7e {
-			return fmt.Errorf("workflow: run id %q is not printable ASCII: %w", id, ErrRunNotFound)
-		}
 	}
 	return nil
 }
