@@ -23,8 +23,8 @@ import (
 // MaxListed bounds Filter.Limit, and the steps Show returns.
 const MaxListed = 1000
 
-// maxRunIDLen is the longest run id (RunID's bound).
-const maxRunIDLen = 200
+// adminMaxID is the longest run id (RunID's bound).
+const adminMaxID = 200
 
 // ErrRunNotFound: no run has that id (404, reason "run_not_found"), from
 // Show, Cancel and Retry.
@@ -108,7 +108,7 @@ type Filter struct {
 // first, without their input, output and steps (Show has them). An invalid
 // schema, status or limit is an error.
 func List(ctx context.Context, db *sql.DB, schema string, f Filter) ([]Run, error) {
-	qs, err := quoteSchema(schema)
+	qs, err := adminQuote(schema)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func List(ctx context.Context, db *sql.DB, schema string, f Filter) ([]Run, erro
 	default:
 		return nil, fmt.Errorf("workflow: unknown status %q (want running, completed, failed, cancelled or stopped)", f.Status)
 	}
-	if len(f.Workflow) > 4*maxRunIDLen { // longer than any workflow's name
+	if len(f.Workflow) > 1000 { // longer than any workflow's name
 		return nil, fmt.Errorf("workflow: filter's workflow name is %d bytes long", len(f.Workflow))
 	}
 	switch {
@@ -126,7 +126,7 @@ func List(ctx context.Context, db *sql.DB, schema string, f Filter) ([]Run, erro
 	case f.Limit < 0 || f.Limit > MaxListed:
 		return nil, fmt.Errorf("workflow: limit %d out of range (1 to %d)", f.Limit, MaxListed)
 	}
-	q := `SELECT ` + runColumns + ` FROM ` + qs + `.workflow_runs WHERE true`
+	q := `SELECT ` + adminRunColumns + ` FROM ` + qs + `.workflow_runs WHERE true`
 	args := []any{f.Limit}
 	if f.Workflow != "" {
 		args = append(args, f.Workflow)
@@ -143,7 +143,7 @@ func List(ctx context.Context, db *sql.DB, schema string, f Filter) ([]Run, erro
 	defer rows.Close()
 	var out []Run
 	for rows.Next() {
-		r, err := scanRun(rows)
+		r, err := scanAdminRun(rows)
 		if err != nil {
 			return nil, fmt.Errorf("workflow: listing runs: %w", err)
 		}
@@ -155,11 +155,11 @@ func List(ctx context.Context, db *sql.DB, schema string, f Filter) ([]Run, erro
 	return out, nil
 }
 
-// runColumns are the columns scanRun reads.
-const runColumns = `id, workflow, status, error, created_at, updated_at, finished_at, claims,
+// adminRunColumns are the columns scanAdminRun reads.
+const adminRunColumns = `id, workflow, status, error, created_at, updated_at, finished_at, claims,
 	coalesce(owner, ''), wake_at, cancel_requested, coalesce(awaiting_event, ''), coalesce(awaiting_key, '')`
 
-func scanRun(s interface{ Scan(...any) error }, extra ...any) (Run, error) {
+func scanAdminRun(s interface{ Scan(...any) error }, extra ...any) (Run, error) {
 	var (
 		r        Run
 		errJSON  []byte
@@ -171,9 +171,9 @@ func scanRun(s interface{ Scan(...any) error }, extra ...any) (Run, error) {
 	if err := s.Scan(dest...); err != nil {
 		return Run{}, err
 	}
-	r.Error = storedError(errJSON)
-	r.FinishedAt = nullTime(finished)
-	r.WakeAt = nullTime(wake)
+	r.Error = adminStoredError(errJSON)
+	r.FinishedAt = adminTime(finished)
+	r.WakeAt = adminTime(wake)
 	return r, nil
 }
 
@@ -181,7 +181,7 @@ func scanRun(s interface{ Scan(...any) error }, extra ...any) (Run, error) {
 // and steps (the last MaxListed), read in one snapshot; ErrRunNotFound if
 // there is none.
 func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
-	qs, err := quoteSchema(schema)
+	qs, err := adminQuote(schema)
 	if err != nil {
 		return Run{}, err
 	}
@@ -194,14 +194,14 @@ func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
 	}
 	defer func() { _ = tx.Rollback() }() // read only: nothing to commit
 	var input, output []byte
-	r, err := scanRun(tx.QueryRowContext(ctx, `SELECT `+runColumns+`, input, output FROM `+qs+`.workflow_runs WHERE id = $1`, id), &input, &output)
+	r, err := scanAdminRun(tx.QueryRowContext(ctx, `SELECT `+adminRunColumns+`, input, output FROM `+qs+`.workflow_runs WHERE id = $1`, id), &input, &output)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Run{}, fmt.Errorf("workflow: run %q: %w", id, ErrRunNotFound)
 	}
 	if err != nil {
 		return Run{}, fmt.Errorf("workflow: showing run %q: %w", id, err)
 	}
-	r.Input, r.Output = storedJSON(input), storedJSON(output)
+	r.Input, r.Output = adminStoredJSON(input), adminStoredJSON(output)
 	rows, err := tx.QueryContext(ctx, `SELECT seq, kind, name, result, error, attempts, due_at, started_at, finished_at
 		FROM `+qs+`.workflow_steps WHERE run_id = $1 ORDER BY seq DESC LIMIT $2`, id, MaxListed)
 	if err != nil {
@@ -217,7 +217,7 @@ func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
 		if err := rows.Scan(&s.Seq, &s.Kind, &s.Name, &result, &errJSON, &s.Attempts, &due, &s.StartedAt, &s.FinishedAt); err != nil {
 			return Run{}, fmt.Errorf("workflow: showing run %q: %w", id, err)
 		}
-		s.Result, s.Error, s.DueAt = storedJSON(result), storedError(errJSON), nullTime(due)
+		s.Result, s.Error, s.DueAt = adminStoredJSON(result), adminStoredError(errJSON), adminTime(due)
 		r.Steps = append(r.Steps, s)
 	}
 	if err := rows.Err(); err != nil {
@@ -237,7 +237,7 @@ func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
 // Cancelling a run already asked to cancel does nothing more. A run that
 // has ended: ErrRunFinished; none: ErrRunNotFound.
 func Cancel(ctx context.Context, db *sql.DB, schema, id string) error {
-	qs, err := quoteSchema(schema)
+	qs, err := adminQuote(schema)
 	if err != nil {
 		return err
 	}
@@ -285,7 +285,7 @@ func Cancel(ctx context.Context, db *sql.DB, schema, id string) error {
 // completed and cancelled runs: start a new run). A running run: an error
 // matching engine.ErrConflict; none: ErrRunNotFound.
 func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
-	qs, err := quoteSchema(schema)
+	qs, err := adminQuote(schema)
 	if err != nil {
 		return err
 	}
@@ -342,9 +342,9 @@ func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
 	return nil
 }
 
-// quoteSchema validates schema as package outbox does and returns it
+// adminQuote validates schema as package outbox does and returns it
 // quoted; "" means the default schema.
-func quoteSchema(schema string) (string, error) {
+func adminQuote(schema string) (string, error) {
 	cfg := migrations.Config{Schema: schema}
 	if err := cfg.Validate(); err != nil {
 		return "", err
@@ -358,16 +358,16 @@ func quoteSchema(schema string) (string, error) {
 // checkAdminID refuses an id no run can have (RunID's bound: 1 to 200
 // bytes) as not found, without a query.
 func checkAdminID(id string) error {
-	if id == "" || len(id) > maxRunIDLen {
-		return fmt.Errorf("workflow: run id of %d bytes (want 1 to %d): %w", len(id), maxRunIDLen, ErrRunNotFound)
+	if id == "" || len(id) > adminMaxID {
+		return fmt.Errorf("workflow: run id of %d bytes (want 1 to %d): %w", len(id), adminMaxID, ErrRunNotFound)
 	}
 	return nil
 }
 
-// storedJSON returns b as JSON: nil for none, b when it is JSON, else a
+// adminStoredJSON returns b as JSON: nil for none, b when it is JSON, else a
 // JSON string of it (invalid UTF-8 replaced), so that a Run always
 // marshals.
-func storedJSON(b []byte) json.RawMessage {
+func adminStoredJSON(b []byte) json.RawMessage {
 	if b == nil {
 		return nil
 	}
@@ -378,16 +378,16 @@ func storedJSON(b []byte) json.RawMessage {
 	return s
 }
 
-// storedError decodes an error column (engine.Error JSON); nil for none,
+// adminStoredError decodes an error column (engine.Error JSON); nil for none,
 // a 502 "bad_reply" error for JSON that is not one.
-func storedError(b []byte) *engine.Error {
+func adminStoredError(b []byte) *engine.Error {
 	if b == nil {
 		return nil
 	}
 	return envelope.UnmarshalError(b)
 }
 
-func nullTime(t sql.NullTime) *time.Time {
+func adminTime(t sql.NullTime) *time.Time {
 	if !t.Valid {
 		return nil
 	}

@@ -184,7 +184,7 @@ func TestAdminList(t *testing.T) {
 		{e.schema, workflow.Filter{Limit: workflow.MaxListed + 1}, "limit 1001 out of range"},
 		{e.schema, workflow.Filter{Limit: -1}, "limit -1 out of range"},
 		{e.schema, workflow.Filter{Status: "paused"}, `unknown status "paused"`},
-		{e.schema, workflow.Filter{Workflow: strings.Repeat("w", 801)}, "801 bytes"},
+		{e.schema, workflow.Filter{Workflow: strings.Repeat("w", 1001)}, "1001 bytes"},
 		{`x"; DROP TABLE y; --`, workflow.Filter{}, "invalid schema name"},
 	} {
 		if _, err := workflow.List(e.ctx, e.db, c.schema, c.f); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -261,7 +261,7 @@ func TestAdminShow(t *testing.T) {
 	}
 }
 
-// adminListen listens to the runners' wake-up channel of e's schema.
+// listen listens to the runners' wake-up channel of e's schema.
 func (e adminEnv) listen() *pgx.Conn {
 	e.t.Helper()
 	conn, err := pgx.Connect(e.ctx, testenv.URL(e.t, testenv.Postgres))
@@ -276,8 +276,8 @@ func (e adminEnv) listen() *pgx.Conn {
 	return conn
 }
 
-// woken waits (up to 5 s) for a notification that wakes the runners.
-func woken(t *testing.T, conn *pgx.Conn) bool {
+// adminWoken waits (up to 5 s) for a notification that wakes the runners.
+func adminWoken(t *testing.T, conn *pgx.Conn) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -315,7 +315,7 @@ func TestAdminCancel(t *testing.T) {
 	if r := e.row("sleeping"); r.status != "running" || !r.cancel || r.wakeIn.Float64 > 0 || r.fence != 2 {
 		t.Errorf("sleeping after Cancel: %+v", r)
 	}
-	if !woken(t, conn) {
+	if !adminWoken(t, conn) {
 		t.Error("cancelling a sleeping run did not notify the runners")
 	}
 
@@ -328,7 +328,7 @@ func TestAdminCancel(t *testing.T) {
 	if r.status != "running" || !r.cancel || r.wakeIn.Float64 > 0 || r.owner.Valid || r.fence != 6 || r.leased || r.errJSON.Valid {
 		t.Errorf("stopped after Cancel: %+v", r)
 	}
-	if !woken(t, conn) {
+	if !adminWoken(t, conn) {
 		t.Error("cancelling a stopped run did not notify the runners")
 	}
 
@@ -449,7 +449,7 @@ func TestAdminRetry(t *testing.T) {
 			r.fence != c.fence || fmt.Sprint(r.steps) != c.steps {
 			t.Errorf("%s after Retry: %+v; want steps %s, fence %d", c.id, r, c.steps, c.fence)
 		}
-		if !woken(t, conn) {
+		if !adminWoken(t, conn) {
 			t.Errorf("Retry(%s) did not notify the runners", c.id)
 		}
 	}
