@@ -119,8 +119,7 @@ func TestSleepSurvivesRestartAndFiresOnTime(t *testing.T) {
 	}
 }
 
-// A cancelled run (what `switchboard workflow cancel` does: cancel_requested
-// and wake now) stops at its next step boundary, here while it sleeps,
+// A cancelled run (workflow.Cancel, `switchboard workflow cancel`) stops at its next step boundary, here while it sleeps,
 // runs its compensations once, and ends cancelled; Invoke returns
 // ErrCancelled.
 func TestCancelCompensates(t *testing.T) {
@@ -151,7 +150,7 @@ func TestCancelCompensates(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the run asleep", func() bool { return e.count(t, "sleep") == 1 })
-	if _, err := e.db.Exec(`UPDATE "` + e.schema + `".workflow_runs SET cancel_requested = true, wake_at = now() WHERE id = 'c1'`); err != nil {
+	if err := workflow.Cancel(ctx, e.db, e.schema, "c1"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := wf.Invoke(ctx, ChargeIn{Order: "c1"}, workflow.RunID("c1"))
@@ -577,5 +576,53 @@ func TestNondeterminismCodeEndsEarly(t *testing.T) {
 	eventually(t, 10*time.Second, "the run stopped", func() bool { return e.run(t, "s1").status == "stopped" })
 	if r := e.run(t, "s1"); !strings.Contains(r.errJSON, "step 2") || !strings.Contains(r.errJSON, "the end of the workflow") || !strings.Contains(r.errJSON, "nondeterministic") {
 		t.Errorf("run error %s", r.errJSON)
+	}
+}
+
+// A failed run retried (workflow.Retry, `switchboard workflow retry`)
+// resumes where it failed: its failed step runs again, the steps before it
+// are not executed again, and the run completes; Show has its steps.
+func TestRetryResumesAFailedRun(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	var first, flaky atomic.Int64
+	wf := workflow.New("orders", "1", "retried", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		if _, err := workflow.Step(wf, "first", func(context.Context) (int64, error) { return first.Add(1), nil }); err != nil {
+			return Done{}, err
+		}
+		_, err := workflow.Step(wf, "flaky", func(context.Context) (int64, error) {
+			if n := flaky.Add(1); n == 1 {
+				return 0, workflow.Permanent(errors.New("broken today"))
+			}
+			return 2, nil
+		})
+		return Done{}, err
+	})
+	orders := engine.NewService("orders", "1")
+	if err := workflow.Register(orders, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, orders)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 30*time.Second)
+	defer cancel()
+	_, err := wf.Invoke(ctx, ChargeIn{}, workflow.RunID("rt1"))
+	if err == nil || !strings.Contains(err.Error(), "broken today") {
+		t.Fatalf("Invoke: %v, want the step's error", err)
+	}
+	if err := workflow.Retry(ctx, e.db, e.schema, "rt1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wf.Invoke(ctx, ChargeIn{}, workflow.RunID("rt1")); err != nil {
+		t.Fatalf("after the retry: %v", err)
+	}
+	if first.Load() != 1 || flaky.Load() != 2 {
+		t.Errorf("first ran %d times, flaky %d times; want 1 and 2", first.Load(), flaky.Load())
+	}
+	r, err := workflow.Show(ctx, e.db, e.schema, "rt1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != "completed" || len(r.Steps) != 2 || r.Steps[1].Error != nil || r.Claims != 2 {
+		t.Errorf("run %+v", r)
 	}
 }
