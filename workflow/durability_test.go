@@ -626,3 +626,25 @@ func TestRetryResumesAFailedRun(t *testing.T) {
 		t.Errorf("run %+v", r)
 	}
 }
+
+// An Await on an event the workflow does not declare with Correlate fails
+// the run, the error naming the event.
+func TestAwaitUndeclaredEventFails(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	wf := workflow.New("orders", "1", "undeclared", func(wf workflow.Context, in ChargeIn) (Shipped, error) {
+		return workflow.Await(wf, ShippedEv, in.Order, time.Hour)
+	})
+	orders := engine.NewService("orders", "1")
+	if err := workflow.Register(orders, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, orders)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 30*time.Second)
+	defer cancel()
+	_, err := wf.Invoke(ctx, ChargeIn{Order: "x"})
+	var we *engine.Error
+	if !errors.As(err, &we) || we.Reason != "not_correlated" || !strings.Contains(we.Message, "order.shipped") {
+		t.Errorf("Invoke: %v, want not_correlated naming order.shipped", err)
+	}
+}
