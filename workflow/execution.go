@@ -205,6 +205,10 @@ func (x *execution) interrupted() {
 
 // body runs the workflow function, then what its outcome requires.
 func (x *execution) body() {
+	if x.c.gap != 0 {
+		x.stopRun(&engine.Error{Code: http.StatusConflict, Reason: "history_gap",
+			Message: fmt.Sprintf("workflow %s, run %s: step %d is missing from the history, steps after it are recorded", x.def.id, x.c.id, x.c.gap)})
+	}
 	out, err := x.call()
 	if err == nil && !x.cancelled {
 		if x.next <= len(x.c.history) {

@@ -30,6 +30,7 @@ type (
 	}
 	RefundIn struct {
 		PaymentID string `json:"payment_id"`
+		Reason    string `json:"reason,omitempty"`
 	}
 	Done    struct{}
 	Shipped struct {

@@ -197,6 +197,7 @@ type claimed struct {
 	cancelRequested bool
 	dbNow, localNow time.Time
 	history         []stepRecord
+	gap             int // the first seq missing before a recorded one (an operator's deletion)
 }
 
 // stepRecord is a recorded step.
@@ -288,9 +289,12 @@ func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, 
 		}
 		s.pending = s.kind == kindAwait && s.result == nil && s.err == nil
 		c := byID[runID]
-		if c == nil || s.seq != len(c.history)+1 {
-			r.releaseAll(out)
-			return nil, next, fmt.Errorf("workflow: run %s: the history has a gap at step %d", runID, s.seq)
+		if c.gap != 0 {
+			continue
+		}
+		if s.seq != len(c.history)+1 {
+			c.gap = len(c.history) + 1 // executed as a stop: see execute
+			continue
 		}
 		c.history = append(c.history, s)
 	}

@@ -81,13 +81,13 @@ func (s *Store) Validate() error {
 		}
 	}
 	if s.LeaseTTL > 0 && s.LeaseTTL < 300*time.Millisecond {
-		errs = append(errs, fmt.Errorf("LeaseTTL %s is under 300 ms: its renewals could not keep up", s.LeaseTTL))
+		errs = append(errs, fmt.Errorf("a LeaseTTL of %s is under 300 ms: its renewals could not keep up", s.LeaseTTL))
 	}
 	if s.Concurrency < 0 {
-		errs = append(errs, fmt.Errorf("Concurrency is negative (%d)", s.Concurrency))
+		errs = append(errs, fmt.Errorf("%s is negative (%d)", "Concurrency", s.Concurrency))
 	}
 	if err := s.StepRetry.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("StepRetry: %w", err))
+		errs = append(errs, fmt.Errorf("%s: %w", "StepRetry", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("workflow: invalid store: %w", err)
