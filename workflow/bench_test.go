@@ -58,7 +58,7 @@ func BenchmarkStep(b *testing.B) {
 			bus := inprocBus(b)
 			lat := make([]time.Duration, 0, b.N)
 			var queries int64
-			wf := workflow.New("orders", "1", "steps", func(wf workflow.Context, n int) (Done, error) {
+			wf := workflow.New("wforders", "1", "steps", func(wf workflow.Context, n int) (Done, error) {
 				queries = qc.n.Load()
 				for i := range n {
 					t0 := time.Now()
@@ -78,7 +78,7 @@ func BenchmarkStep(b *testing.B) {
 			})
 			svc := engine.NewService("bench", "1")
 			engine.Handle(svc, noop, func(context.Context, Done) (Done, error) { return Done{}, nil })
-			orders := engine.NewService("orders", "1")
+			orders := engine.NewService("wforders", "1")
 			if err := workflow.Register(orders, e.store(), wf); err != nil {
 				b.Fatal(err)
 			}
@@ -109,7 +109,7 @@ func BenchmarkRuns(b *testing.B) {
 	var completed atomic.Int64
 	done := make(chan struct{})
 	total := int64(b.N)
-	wf := workflow.New("orders", "1", "three", func(wf workflow.Context, in int) (int, error) {
+	wf := workflow.New("wforders", "1", "three", func(wf workflow.Context, in int) (int, error) {
 		for i := range 3 {
 			if _, err := workflow.Step(wf, fmt.Sprint("s", i), func(context.Context) (int, error) { return i, nil }); err != nil {
 				return 0, err
@@ -117,7 +117,7 @@ func BenchmarkRuns(b *testing.B) {
 		}
 		return in, nil
 	})
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		b.Fatal(err)
 	}

@@ -29,7 +29,7 @@ const childEnv = "WF_CRASH_CHILD"
 // crashWorkflow has four steps: charge, reserve, a local step, fail (see
 // crashFault); refund and release compensate.
 func crashWorkflow() *workflow.Workflow[ChargeIn, Done] {
-	return workflow.New("orders", "1", "crash", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	return workflow.New("wforders", "1", "crash", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		pay, err := workflow.Invoke(wf, Charge, in)
 		if err != nil {
 			return Done{}, err
@@ -89,7 +89,7 @@ func crashChild() int {
 	store := e.store()
 	store.LeaseTTL = time.Second
 	wf := crashWorkflow()
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, store, wf); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -47,7 +47,7 @@ func TestSleepSurvivesRestartAndFiresOnTime(t *testing.T) {
 	var mu sync.Mutex
 	fired := map[string]time.Time{}
 	newWF := func() *workflow.Workflow[ChargeIn, Done] {
-		return workflow.New("orders", "1", "nap", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		return workflow.New("wforders", "1", "nap", func(wf workflow.Context, in ChargeIn) (Done, error) {
 			if _, err := workflow.Step(wf, "before", func(context.Context) (int, error) { return int(before.Add(1)), nil }); err != nil {
 				return Done{}, err
 			}
@@ -63,7 +63,7 @@ func TestSleepSurvivesRestartAndFiresOnTime(t *testing.T) {
 			return Done{}, err
 		})
 	}
-	first := engine.NewService("orders", "1")
+	first := engine.NewService("wforders", "1")
 	wfA := newWF()
 	if err := workflow.Register(first, e.store(), wfA); err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func TestSleepSurvivesRestartAndFiresOnTime(t *testing.T) {
 	eventually(t, 10*time.Second, "every run asleep", func() bool { return e.count(t, "sleep") == runs })
 	stopA()
 
-	second := engine.NewService("orders", "1")
+	second := engine.NewService("wforders", "1")
 	if err := workflow.Register(second, e.store(), newWF()); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestCancelCompensates(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
 	var after atomic.Int64
-	wf := workflow.New("orders", "1", "cancellable", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	wf := workflow.New("wforders", "1", "cancellable", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		pay, err := workflow.Invoke(wf, Charge, in)
 		if err != nil {
 			return Done{}, err
@@ -139,7 +139,7 @@ func TestCancelCompensates(t *testing.T) {
 		_, err = workflow.Invoke(wf, Reserve, in)
 		return Done{}, err
 	})
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestCancelCompensates(t *testing.T) {
 	if !errors.Is(err, workflow.ErrCancelled) {
 		t.Fatalf("Invoke: %v, want ErrCancelled", err)
 	}
-	want := []string{"invoke payments.v1.charge", "sleep sleep", "compensate payments.v1.refund"}
+	want := []string{"invoke wfpayments.v1.charge", "sleep sleep", "compensate wfpayments.v1.refund"}
 	if got := e.steps(t, "c1"); !slices.Equal(got, want) {
 		t.Errorf("steps %q, want %q", got, want)
 	}
@@ -179,13 +179,13 @@ func TestNondeterminismStopsTheRunNamingTheStep(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
 	var ran atomic.Int64
-	v1 := workflow.New("orders", "1", "changing", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	v1 := workflow.New("wforders", "1", "changing", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		if _, err := workflow.Step(wf, "weigh", func(context.Context) (int, error) { return 1, nil }); err != nil {
 			return Done{}, err
 		}
 		return Done{}, workflow.Sleep(wf, time.Hour)
 	})
-	first := engine.NewService("orders", "1")
+	first := engine.NewService("wforders", "1")
 	if err := workflow.Register(first, e.store(), v1); err != nil {
 		t.Fatal(err)
 	}
@@ -196,11 +196,11 @@ func TestNondeterminismStopsTheRunNamingTheStep(t *testing.T) {
 	eventually(t, 10*time.Second, "the run asleep", func() bool { return e.count(t, "sleep") == 1 })
 	stopA()
 
-	v2 := workflow.New("orders", "1", "changing", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	v2 := workflow.New("wforders", "1", "changing", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		_, err := workflow.Step(wf, "measure", func(context.Context) (int, error) { ran.Add(1); return 2, nil })
 		return Done{}, err
 	})
-	second := engine.NewService("orders", "1")
+	second := engine.NewService("wforders", "1")
 	if err := workflow.Register(second, e.store(), v2); err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +235,8 @@ func TestStartIsIdempotent(t *testing.T) {
 	bus := inprocBus(t)
 	var local atomic.Int64
 	wf := place("place", &local)
-	other := workflow.New("orders", "1", "other", func(wf workflow.Context, in ChargeIn) (Done, error) { return Done{}, nil })
-	orders := engine.NewService("orders", "1")
+	other := workflow.New("wforders", "1", "other", func(wf workflow.Context, in ChargeIn) (Done, error) { return Done{}, nil })
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf, other); err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestStartIsIdempotent(t *testing.T) {
 // Register reports a missing or invalid store, a workflow of another
 // service, a workflow given twice, at once.
 func TestRegisterErrors(t *testing.T) {
-	wf := workflow.New("orders", "1", "reg", func(wf workflow.Context, in ChargeIn) (Done, error) { return Done{}, nil })
+	wf := workflow.New("wforders", "1", "reg", func(wf workflow.Context, in ChargeIn) (Done, error) { return Done{}, nil })
 	e := newEnv(t)
 	for _, c := range []struct {
 		name  string
@@ -279,10 +279,10 @@ func TestRegisterErrors(t *testing.T) {
 		wfs   []workflow.Registrable
 		want  []string
 	}{
-		{"no store", engine.NewService("orders", "1"), nil, []workflow.Registrable{wf}, []string{"no store"}},
-		{"invalid store", engine.NewService("orders", "1"), &workflow.Store{Schema: "bad schema", Concurrency: -1}, []workflow.Registrable{wf}, []string{"DB is nil", "bad schema", "Concurrency"}},
-		{"wrong service", engine.NewService("orders", "2"), e.store(), []workflow.Registrable{wf}, []string{"does not belong to service orders.v2"}},
-		{"twice", engine.NewService("orders", "1"), e.store(), []workflow.Registrable{wf, wf}, []string{"given twice"}},
+		{"no store", engine.NewService("wforders", "1"), nil, []workflow.Registrable{wf}, []string{"no store"}},
+		{"invalid store", engine.NewService("wforders", "1"), &workflow.Store{Schema: "bad schema", Concurrency: -1}, []workflow.Registrable{wf}, []string{"DB is nil", "bad schema", "Concurrency"}},
+		{"wrong service", engine.NewService("wforders", "2"), e.store(), []workflow.Registrable{wf}, []string{"does not belong to service wforders.v2"}},
+		{"twice", engine.NewService("wforders", "1"), e.store(), []workflow.Registrable{wf, wf}, []string{"given twice"}},
 		{"nil service", nil, e.store(), []workflow.Registrable{wf}, []string{"nil service"}},
 	} {
 		err := workflow.Register(c.svc, c.store, c.wfs...)
@@ -304,14 +304,14 @@ func TestRegisterErrors(t *testing.T) {
 func TestAwait(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
-	wf := workflow.New("orders", "1", "ship", func(wf workflow.Context, in ChargeIn) (Shipped, error) {
+	wf := workflow.New("wforders", "1", "ship", func(wf workflow.Context, in ChargeIn) (Shipped, error) {
 		timeout := time.Hour
 		if in.Amount > 0 {
 			timeout = time.Duration(in.Amount) * time.Millisecond
 		}
 		return workflow.Await(wf, ShippedEv, in.Order, timeout)
 	}, workflow.Correlate(ShippedEv, func(s Shipped) string { return s.Order }))
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +372,7 @@ func TestStopGivesTheRunBack(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	var one, two atomic.Int64
 	newWF := func(block bool) *workflow.Workflow[ChargeIn, Done] {
-		return workflow.New("orders", "1", "handover", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		return workflow.New("wforders", "1", "handover", func(wf workflow.Context, in ChargeIn) (Done, error) {
 			if _, err := workflow.Step(wf, "one", func(context.Context) (int, error) {
 				if block {
 					close(entered)
@@ -388,7 +388,7 @@ func TestStopGivesTheRunBack(t *testing.T) {
 	}
 	store := e.store()
 	store.LeaseTTL = time.Minute
-	first := engine.NewService("orders", "1")
+	first := engine.NewService("wforders", "1")
 	wfA := newWF(true)
 	if err := workflow.Register(first, store, wfA); err != nil {
 		t.Fatal(err)
@@ -409,7 +409,7 @@ func TestStopGivesTheRunBack(t *testing.T) {
 	if got := e.steps(t, "h1"); !slices.Equal(got, []string{"step one"}) {
 		t.Fatalf("steps after the stop: %q, want the one in progress recorded", got)
 	}
-	second := engine.NewService("orders", "1")
+	second := engine.NewService("wforders", "1")
 	if err := workflow.Register(second, store, newWF(false)); err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func TestStopGivesTheRunBack(t *testing.T) {
 func TestPanicFailsAndCompensates(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
-	wf := workflow.New("orders", "1", "panicky", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	wf := workflow.New("wforders", "1", "panicky", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		pay, err := workflow.Invoke(wf, Charge, in)
 		if err != nil {
 			return Done{}, err
@@ -435,7 +435,7 @@ func TestPanicFailsAndCompensates(t *testing.T) {
 		workflow.OnFailure(wf, Refund, RefundIn{PaymentID: pay.PaymentID})
 		panic("secret internals")
 	})
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -462,10 +462,10 @@ func TestOldSignalsArePurged(t *testing.T) {
 		VALUES ('order.shipped', 'old', 'm1', '{}', now() - interval '2 hours'), ('order.shipped', 'new', 'm2', '{}', now())`); err != nil {
 		t.Fatal(err)
 	}
-	wf := workflow.New("orders", "1", "purger", func(wf workflow.Context, in ChargeIn) (Done, error) { return Done{}, nil })
+	wf := workflow.New("wforders", "1", "purger", func(wf workflow.Context, in ChargeIn) (Done, error) { return Done{}, nil })
 	store := e.store()
 	store.SignalRetention = time.Hour
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, store, wf); err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +494,7 @@ func TestFailingCompensationIsSent(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
 	var releases atomic.Int64
-	wf := workflow.New("orders", "1", "badundo", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	wf := workflow.New("wforders", "1", "badundo", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		pay, err := workflow.Invoke(wf, Charge, in)
 		if err != nil {
 			return Done{}, err
@@ -503,7 +503,7 @@ func TestFailingCompensationIsSent(t *testing.T) {
 		workflow.OnFailure(wf, Fail, in) // the compensation that fails
 		return Done{}, engine.NewError(http.StatusUnprocessableEntity, "give up")
 	})
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +517,7 @@ func TestFailingCompensationIsSent(t *testing.T) {
 	if _, err := wf.Invoke(ctx, ChargeIn{Order: "u1"}, workflow.RunID("u1")); err == nil || !strings.Contains(err.Error(), "give up") {
 		t.Fatalf("Invoke: %v, want the workflow's error", err)
 	}
-	want := []string{"invoke payments.v1.charge", "compensate stock.v1.fail", "compensate payments.v1.refund"}
+	want := []string{"invoke wfpayments.v1.charge", "compensate wfstock.v1.fail", "compensate wfpayments.v1.refund"}
 	if got := e.steps(t, "u1"); !slices.Equal(got, want) {
 		t.Errorf("steps %q, want %q", got, want)
 	}
@@ -543,7 +543,7 @@ func TestFailingCompensationIsSent(t *testing.T) {
 func TestNondeterminismCodeEndsEarly(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
-	v1 := workflow.New("orders", "1", "shrinking", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	v1 := workflow.New("wforders", "1", "shrinking", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		for _, s := range []string{"a", "b"} {
 			if _, err := workflow.Step(wf, s, func(context.Context) (int, error) { return 1, nil }); err != nil {
 				return Done{}, err
@@ -551,7 +551,7 @@ func TestNondeterminismCodeEndsEarly(t *testing.T) {
 		}
 		return Done{}, workflow.Sleep(wf, time.Hour)
 	})
-	first := engine.NewService("orders", "1")
+	first := engine.NewService("wforders", "1")
 	if err := workflow.Register(first, e.store(), v1); err != nil {
 		t.Fatal(err)
 	}
@@ -561,11 +561,11 @@ func TestNondeterminismCodeEndsEarly(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "the run asleep", func() bool { return e.count(t, "sleep") == 1 })
 	stopA()
-	v2 := workflow.New("orders", "1", "shrinking", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	v2 := workflow.New("wforders", "1", "shrinking", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		_, err := workflow.Step(wf, "a", func(context.Context) (int, error) { return 1, nil })
 		return Done{}, err
 	})
-	second := engine.NewService("orders", "1")
+	second := engine.NewService("wforders", "1")
 	if err := workflow.Register(second, e.store(), v2); err != nil {
 		t.Fatal(err)
 	}
@@ -586,7 +586,7 @@ func TestRetryResumesAFailedRun(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
 	var first, flaky atomic.Int64
-	wf := workflow.New("orders", "1", "retried", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	wf := workflow.New("wforders", "1", "retried", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		if _, err := workflow.Step(wf, "first", func(context.Context) (int64, error) { return first.Add(1), nil }); err != nil {
 			return Done{}, err
 		}
@@ -598,7 +598,7 @@ func TestRetryResumesAFailedRun(t *testing.T) {
 		})
 		return Done{}, err
 	})
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -632,10 +632,10 @@ func TestRetryResumesAFailedRun(t *testing.T) {
 func TestAwaitUndeclaredEventFails(t *testing.T) {
 	e := newEnv(t)
 	bus := inprocBus(t)
-	wf := workflow.New("orders", "1", "undeclared", func(wf workflow.Context, in ChargeIn) (Shipped, error) {
+	wf := workflow.New("wforders", "1", "undeclared", func(wf workflow.Context, in ChargeIn) (Shipped, error) {
 		return workflow.Await(wf, ShippedEv, in.Order, time.Hour)
 	})
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -644,7 +644,7 @@ func TestAwaitUndeclaredEventFails(t *testing.T) {
 	defer cancel()
 	_, err := wf.Invoke(ctx, ChargeIn{Order: "x"})
 	var we *engine.Error
-	if !errors.As(err, &we) || we.Reason != "not_correlated" || !strings.Contains(we.Message, "order.shipped") {
-		t.Errorf("Invoke: %v, want not_correlated naming order.shipped", err)
+	if !errors.As(err, &we) || we.Reason != "not_correlated" || !strings.Contains(we.Message, "wftest.shipped") {
+		t.Errorf("Invoke: %v, want not_correlated naming wftest.shipped", err)
 	}
 }

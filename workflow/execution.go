@@ -419,7 +419,9 @@ func permanent(err error, local bool) bool {
 	}
 	var we *engine.Error
 	if errors.As(err, &we) {
-		return we.Permanent() || errors.Is(we, engine.ErrNoHandler)
+		// ErrNoHandler (503) is retried too: a participant absent during a
+		// deploy or a restart comes back.
+		return we.Permanent()
 	}
 	return !local // a call that failed before the wire (encoding): the same again
 }

@@ -27,7 +27,7 @@ func TestStaleRunnerRecordsNothing(t *testing.T) {
 	gate := make(chan struct{})
 	var aInWork, aOutOfWork, aThree, bThree atomic.Int64
 	newWF := func(label string) *workflow.Workflow[ChargeIn, Done] {
-		return workflow.New("orders", "1", "fenced", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		return workflow.New("wforders", "1", "fenced", func(wf workflow.Context, in ChargeIn) (Done, error) {
 			for _, step := range []string{"one", "work", "three"} {
 				_, err := workflow.Step(wf, step, func(context.Context) (string, error) {
 					switch {
@@ -53,7 +53,7 @@ func TestStaleRunnerRecordsNothing(t *testing.T) {
 	storeA.LeaseTTL = time.Minute // no renewal during the test: the pause is A's
 	var logA testenv.LogBuffer
 	storeA.Logger = slog.New(slog.NewTextHandler(&logA, nil))
-	svcA := engine.NewService("orders", "1")
+	svcA := engine.NewService("wforders", "1")
 	wfA := newWF("A")
 	if err := workflow.Register(svcA, storeA, wfA); err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestStaleRunnerRecordsNothing(t *testing.T) {
 	if n, _ := res.RowsAffected(); n != workflow.DefaultConcurrency {
 		t.Fatalf("%d leased runs, want %d", n, workflow.DefaultConcurrency)
 	}
-	svcB := engine.NewService("orders", "1")
+	svcB := engine.NewService("wforders", "1")
 	if err := workflow.Register(svcB, e.store(), newWF("B")); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestLostRenewalCancelsTheRun(t *testing.T) {
 	bus := inprocBus(t)
 	entered, cancelled := make(chan struct{}), make(chan struct{})
 	var executions atomic.Int64
-	wf := workflow.New("orders", "1", "renewed", func(wf workflow.Context, in ChargeIn) (Done, error) {
+	wf := workflow.New("wforders", "1", "renewed", func(wf workflow.Context, in ChargeIn) (Done, error) {
 		_, err := workflow.Step(wf, "wait", func(ctx context.Context) (int64, error) {
 			n := executions.Add(1)
 			if n > 1 {
@@ -140,7 +140,7 @@ func TestLostRenewalCancelsTheRun(t *testing.T) {
 	})
 	store := e.store()
 	store.LeaseTTL = 600 * time.Millisecond // renewed every 200 ms
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, store, wf); err != nil {
 		t.Fatal(err)
 	}

@@ -40,12 +40,12 @@ type (
 )
 
 var (
-	Charge    = engine.NewCommand[ChargeIn, ChargeOut]("payments", "1", "charge")
-	Refund    = engine.NewCommand[RefundIn, Done]("payments", "1", "refund")
-	Reserve   = engine.NewCommand[ChargeIn, Done]("stock", "1", "reserve")
-	Release   = engine.NewCommand[ChargeIn, Done]("stock", "1", "release")
-	Fail      = engine.NewCommand[ChargeIn, Done]("stock", "1", "fail")
-	ShippedEv = engine.NewEvent[Shipped]("order.shipped")
+	Charge    = engine.NewCommand[ChargeIn, ChargeOut]("wfpayments", "1", "charge")
+	Refund    = engine.NewCommand[RefundIn, Done]("wfpayments", "1", "refund")
+	Reserve   = engine.NewCommand[ChargeIn, Done]("wfstock", "1", "reserve")
+	Release   = engine.NewCommand[ChargeIn, Done]("wfstock", "1", "release")
+	Fail      = engine.NewCommand[ChargeIn, Done]("wfstock", "1", "fail")
+	ShippedEv = engine.NewEvent[Shipped]("wftest.shipped")
 )
 
 func quiet() *slog.Logger {
@@ -102,14 +102,14 @@ func (e env) participants(fail func(ChargeIn) error) []*engine.Service {
 		_, err := tx.ExecContext(ctx, `INSERT INTO "`+e.schema+`".effects (kind, key) VALUES ($1, $2)`, kind, key)
 		return err
 	}
-	pay := engine.NewService("payments", "1")
+	pay := engine.NewService("wfpayments", "1")
 	engine.Handle(pay, Charge, func(ctx context.Context, in ChargeIn) (ChargeOut, error) {
 		return ChargeOut{PaymentID: "p-" + in.Order}, effect(ctx, "charge", in.Order)
 	}, inbox)
 	engine.Handle(pay, Refund, func(ctx context.Context, in RefundIn) (Done, error) {
 		return Done{}, effect(ctx, "refund", in.PaymentID)
 	}, inbox)
-	stock := engine.NewService("stock", "1")
+	stock := engine.NewService("wfstock", "1")
 	engine.Handle(stock, Reserve, func(ctx context.Context, in ChargeIn) (Done, error) {
 		return Done{}, effect(ctx, "reserve", in.Order)
 	}, inbox)

@@ -36,7 +36,8 @@ type Store struct {
 	// StepRetry is the in-run retry of a step that failed transiently
 	// (a timeout, an unreachable or unavailable service, a 5xx, a local
 	// step's error not marked Permanent), with the same message id each
-	// time. Default: 5 attempts, 100 ms doubling to 10 s, ±50 %.
+	// time. Default: 100 attempts, 100 ms doubling to 10 s, ±50 % (about a
+	// quarter of an hour): a durable process outlives an outage.
 	StepRetry engine.Retry
 	// SignalRetention is how long a correlated event is kept for an Await
 	// that has not reached it yet. Default 7 days.
@@ -50,7 +51,7 @@ const (
 	DefaultConcurrency     = 16
 	DefaultLeaseTTL        = 30 * time.Second
 	DefaultPollInterval    = time.Second
-	DefaultStepAttempts    = 5
+	DefaultStepAttempts    = 100
 	DefaultSignalRetention = 7 * 24 * time.Hour
 )
 

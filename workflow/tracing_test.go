@@ -29,7 +29,7 @@ func TestStepSpansJoinTheRunsTrace(t *testing.T) {
 	bus := inprocBus(t)
 	var local atomic.Int64
 	wf := place("traced", &local)
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -48,12 +48,12 @@ func TestStepSpansJoinTheRunsTrace(t *testing.T) {
 		}
 		steps[s.Name()] = s
 	}
-	for _, name := range []string{"workflow invoke payments.v1.charge", "workflow invoke stock.v1.reserve", "workflow invoke stock.v1.fail", "workflow step local"} {
+	for _, name := range []string{"workflow invoke wfpayments.v1.charge", "workflow invoke wfstock.v1.reserve", "workflow invoke wfstock.v1.fail", "workflow step local"} {
 		if steps[name] == nil {
 			t.Errorf("no span %q in the caller's trace", name)
 		}
 	}
-	charge, publish := steps["workflow invoke payments.v1.charge"], steps["payments.v1.charge publish"]
+	charge, publish := steps["workflow invoke wfpayments.v1.charge"], steps["wfpayments.v1.charge publish"]
 	if charge == nil || publish == nil || publish.Parent().SpanID() != charge.SpanContext().SpanID() {
 		t.Errorf("the charge message's span is not a child of its step's span")
 	}

@@ -22,7 +22,7 @@ type PlaceOut struct {
 // place is the order workflow of the tests: charge, reserve, a step that
 // may fail (stock.fail), a local step; refund and release compensate.
 func place(name string, local *atomic.Int64) *workflow.Workflow[ChargeIn, PlaceOut] {
-	return workflow.New("orders", "1", name, func(wf workflow.Context, in ChargeIn) (PlaceOut, error) {
+	return workflow.New("wforders", "1", name, func(wf workflow.Context, in ChargeIn) (PlaceOut, error) {
 		pay, err := workflow.Invoke(wf, Charge, in)
 		if err != nil {
 			return PlaceOut{}, err
@@ -55,7 +55,7 @@ func TestRunCompletesEachStepOnce(t *testing.T) {
 			t.Cleanup(func() { _ = bus.Close() })
 			var local atomic.Int64
 			wf := place("place", &local)
-			orders := engine.NewService("orders", "1")
+			orders := engine.NewService("wforders", "1")
 			if err := workflow.Register(orders, e.store(), wf); err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +69,7 @@ func TestRunCompletesEachStepOnce(t *testing.T) {
 			if out.PaymentID != "p-o1" || out.Local != 1 {
 				t.Errorf("output %+v", out)
 			}
-			want := []string{"invoke payments.v1.charge", "invoke stock.v1.reserve", "invoke stock.v1.fail", "step local"}
+			want := []string{"invoke wfpayments.v1.charge", "invoke wfstock.v1.reserve", "invoke wfstock.v1.fail", "step local"}
 			if got := e.steps(t, "r1"); !slices.Equal(got, want) {
 				t.Errorf("steps %q, want %q", got, want)
 			}
@@ -101,7 +101,7 @@ func TestCompensationInReverseOrderOnce(t *testing.T) {
 	}
 	var local atomic.Int64
 	wf := place("place", &local)
-	orders := engine.NewService("orders", "1")
+	orders := engine.NewService("wforders", "1")
 	if err := workflow.Register(orders, e.store(), wf); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestCompensationInReverseOrderOnce(t *testing.T) {
 	if !errors.As(err, &we) || we.Code != http.StatusUnprocessableEntity || we.Reason != "out_of_stock" {
 		t.Fatalf("Invoke: %v, want the step's 422", err)
 	}
-	want := []string{"invoke payments.v1.charge", "invoke stock.v1.reserve", "invoke stock.v1.fail", "compensate stock.v1.release", "compensate payments.v1.refund"}
+	want := []string{"invoke wfpayments.v1.charge", "invoke wfstock.v1.reserve", "invoke wfstock.v1.fail", "compensate wfstock.v1.release", "compensate wfpayments.v1.refund"}
 	if got := e.steps(t, "r2"); !slices.Equal(got, want) {
 		t.Errorf("steps %q, want %q", got, want)
 	}
