@@ -2,7 +2,6 @@ package workflow
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,7 +104,7 @@ type Context interface {
 	RunID() string
 }
 
-func (x *execution) now() time.Time { return time.Now().Add(x.skew) }
+func (x *execution) now() time.Time { return x.r.clock.now().Add(x.skew) }
 
 // messageIDs derives the message ids of steps.
 var messageIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/switchboard-go/switchboard/workflow"))
@@ -156,10 +155,10 @@ func (r *runner) execute(parent context.Context, c *claimed) {
 	<-renewed
 	switch x.halt {
 	case haltStopping:
-		r.release(c.id, c.fence, 0)
+		r.runs.release(c.id, c.fence, 0)
 	case haltFailed:
 		x.log.Warn("workflow: run given back", "err", x.haltErr)
-		r.release(c.id, c.fence, r.st.pollInterval)
+		r.runs.release(c.id, c.fence, r.st.pollInterval)
 	case haltLeaseLost:
 		x.log.Warn("workflow: lease lost: another runner has the run; this one stopped without recording more")
 	}
@@ -180,14 +179,14 @@ func (x *execution) renew(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
-		res, err := x.r.st.db.ExecContext(ctx, x.r.st.q.renew, x.c.id, x.c.fence, ttl.Microseconds())
+		err := x.r.runs.renew(ctx, x.c)
 		cancel()
+		if errors.Is(err, errLeaseLost) {
+			x.lost.Store(true)
+			x.cancel()
+			return
+		}
 		if err == nil {
-			if n, _ := res.RowsAffected(); n == 0 {
-				x.lost.Store(true)
-				x.cancel()
-				return
-			}
 			last = time.Now()
 			continue
 		}
@@ -267,27 +266,26 @@ func (x *execution) runError(err error) *engine.Error {
 
 // finish records the run's end.
 func (x *execution) finish(status string, out []byte, we *engine.Error) {
-	res, err := x.r.st.db.ExecContext(x.ctx, x.r.st.q.finish, x.c.id, x.c.fence, status, out, errorJSON(we))
+	x.check(x.r.runs.finish(x.ctx, x.c, status, out, we), "recording the end of the run")
+}
+
+// check halts the execution when the run store failed: lease lost, or
+// the database failed (given back, unless the run's context ended or the
+// engine stops).
+func (x *execution) check(err error, doing string) {
+	if errors.Is(err, errLeaseLost) {
+		x.stop(haltLeaseLost, nil)
+	}
 	if err != nil {
 		x.interrupted()
-		x.stop(haltFailed, fmt.Errorf("recording the end of the run: %w", err))
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		x.stop(haltLeaseLost, nil)
+		x.stop(haltFailed, fmt.Errorf("%s: %w", doing, err))
 	}
 }
 
 // stopRun stops the run for an operator, with its reason.
 func (x *execution) stopRun(we *engine.Error) {
 	x.log.Error("workflow: run stopped", "err", we)
-	res, err := x.r.st.db.ExecContext(x.ctx, x.r.st.q.stop, x.c.id, x.c.fence, errorJSON(we))
-	if err != nil {
-		x.interrupted()
-		x.stop(haltFailed, fmt.Errorf("recording the stop of the run: %w", err))
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		x.stop(haltLeaseLost, nil)
-	}
+	x.check(x.r.runs.stop(x.ctx, x.c, we), "recording the stop of the run")
 	x.stop(haltStopped, nil)
 }
 
@@ -400,13 +398,7 @@ func (x *execution) attempt(seq int, kind, name string, local bool, work func(ct
 			return attempts, err
 		}
 		x.log.Warn("workflow: step failed; retrying", "attempt", attempts, "wait", wait, "err", err)
-		timer := time.NewTimer(wait)
-		select {
-		case <-x.ctx.Done():
-		case <-x.r.halt:
-		case <-timer.C:
-		}
-		timer.Stop()
+		x.r.clock.wait(x.ctx, x.r.halt, wait)
 		x.interrupted()
 	}
 }
@@ -450,16 +442,8 @@ func errorJSON(we *engine.Error) any {
 // record checkpoints step seq (and renews the lease) in one statement; it
 // halts the execution when the lease is lost.
 func (x *execution) record(seq int, kind, name string, result []byte, we *engine.Error, attempts int, due *time.Time, started time.Time) {
-	var cancel bool
-	err := x.r.st.db.QueryRowContext(x.ctx, x.r.st.q.checkpoint, x.c.id, x.c.fence, x.r.st.leaseTTL.Microseconds(),
-		seq, kind, name, result, errorJSON(we), attempts, due, started).Scan(&cancel)
-	if errors.Is(err, sql.ErrNoRows) {
-		x.stop(haltLeaseLost, nil)
-	}
-	if err != nil {
-		x.interrupted()
-		x.stop(haltFailed, fmt.Errorf("recording step %d: %w", seq, err))
-	}
+	cancel, err := x.r.runs.checkpoint(x.ctx, x.c, stepRecord{seq: seq, kind: kind, name: name, result: result, err: we, attempts: attempts, dueAt: due}, started)
+	x.check(err, fmt.Sprintf("recording step %d", seq))
 	x.cancelRequested = cancel
 }
 
@@ -519,16 +503,8 @@ func (x *execution) compensate() {
 	}
 }
 
-// park gives the run back until due (a Sleep woken early), or until the
-// awaited event comes (event and key not empty).
-func (x *execution) park(due time.Time, event, key any) {
-	res, err := x.r.st.db.ExecContext(x.ctx, x.r.st.q.awaitSuspend, x.c.id, x.c.fence, due, event, key)
-	if err != nil {
-		x.interrupted()
-		x.stop(haltFailed, fmt.Errorf("suspending the run: %w", err))
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		x.stop(haltLeaseLost, nil)
-	}
+// park gives the run back until due (a Sleep woken early).
+func (x *execution) park(due time.Time) {
+	x.check(x.r.runs.park(x.ctx, x.c, due), "suspending the run")
 	x.stop(haltSuspended, nil)
 }

@@ -24,6 +24,8 @@ import (
 // service.
 type runner struct {
 	st    settings
+	runs  runStore // where executions keep their runs
+	clock clock    // the executions' time
 	defs  map[string]*definition
 	names []string
 	owner string
@@ -45,12 +47,14 @@ type runner struct {
 func newRunner(st settings, defs map[string]*definition) *runner {
 	r := &runner{
 		st:    st,
+		clock: realClock{},
 		defs:  defs,
 		kick:  make(chan struct{}, 1),
 		slots: make(chan struct{}, st.concurrency),
 		halt:  make(chan struct{}),
 		drain: st.leaseTTL / 3,
 	}
+	r.runs = pgRuns{db: r.st.db, q: &r.st.q, leaseTTL: r.st.leaseTTL, log: r.st.log}
 	for id := range defs {
 		r.names = append(r.names, id)
 	}
@@ -326,17 +330,7 @@ func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, 
 // releaseAll gives back runs claimed but not executed.
 func (r *runner) releaseAll(cs []*claimed) {
 	for _, c := range cs {
-		r.release(c.id, c.fence, r.st.pollInterval)
-	}
-}
-
-// release gives a run back, runnable after delay: at once when the engine
-// stops, after PollInterval when the database failed (not in a loop).
-func (r *runner) release(id string, fence int64, delay time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := r.st.db.ExecContext(ctx, r.st.q.release, id, fence, delay.Microseconds()); err != nil {
-		r.st.log.Warn("workflow: releasing a run (its lease will expire instead)", "run_id", id, "err", err)
+		r.runs.release(c.id, c.fence, r.st.pollInterval)
 	}
 }
 

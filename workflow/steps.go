@@ -2,7 +2,6 @@ package workflow
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,7 +157,7 @@ func Sleep(wf Context, d time.Duration) error {
 			x.cancelled = true
 			return x.cancelledError()
 		}
-		x.park(*rec.dueAt, nil, nil) // woken early: wait on
+		x.park(*rec.dueAt) // woken early: wait on
 	}
 	started := x.now()
 	due := started.Add(max(d, 0))
@@ -166,11 +165,8 @@ func Sleep(wf Context, d time.Duration) error {
 		x.suspend(seq, due, started)
 	}
 	x.record(seq, kindSleep, "sleep", nil, nil, 1, &due, started)
-	timer := time.NewTimer(due.Sub(x.now()))
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-	case <-x.ctx.Done():
+	x.r.clock.wait(x.ctx, nil, due.Sub(x.now()))
+	if x.ctx.Err() != nil {
 		x.interrupted()
 	}
 	return nil
@@ -179,15 +175,8 @@ func Sleep(wf Context, d time.Duration) error {
 // suspend records the sleep step seq and gives the run back until due, in
 // one statement.
 func (x *execution) suspend(seq int, due, started time.Time) {
-	res, err := x.r.st.db.ExecContext(x.ctx, x.r.st.q.suspend, x.c.id, x.c.fence, x.r.st.leaseTTL.Microseconds(),
-		seq, kindSleep, "sleep", nil, nil, 1, due, started)
-	if err != nil {
-		x.interrupted()
-		x.stop(haltFailed, fmt.Errorf("recording sleep step %d: %w", seq, err))
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		x.stop(haltLeaseLost, nil)
-	}
+	s := stepRecord{seq: seq, kind: kindSleep, name: "sleep", attempts: 1, dueAt: &due}
+	x.check(x.r.runs.suspend(x.ctx, x.c, s, started), fmt.Sprintf("recording sleep step %d", seq))
 	x.stop(haltSuspended, nil)
 }
 
@@ -223,18 +212,17 @@ func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Dura
 		return out, x.replay(rec, &out)
 	}
 	for range 2 { // a signal found while parking is read on the second round
-		var payload []byte
-		err := x.r.st.db.QueryRowContext(x.ctx, x.r.st.q.signalFor, event, key).Scan(&payload)
-		switch {
-		case err == nil:
+		payload, found, err := x.r.runs.signalFor(x.ctx, event, key)
+		if err != nil {
+			x.interrupted()
+			x.stop(haltFailed, fmt.Errorf("reading signals: %w", err))
+		}
+		if found {
 			x.resolve(seq, payload, nil)
 			if err := json.Unmarshal(payload, &out); err != nil {
 				return out, stepError(Permanent(fmt.Errorf("event %s does not decode into %T: %w", event, out, err)))
 			}
 			return out, nil
-		case !errors.Is(err, sql.ErrNoRows):
-			x.interrupted()
-			x.stop(haltFailed, fmt.Errorf("reading signals: %w", err))
 		}
 		if !x.now().Before(*rec.dueAt) {
 			we := &engine.Error{Code: ErrAwaitTimeout.Code, Reason: ErrAwaitTimeout.Reason,
@@ -254,51 +242,20 @@ func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Dura
 
 // resolve records the outcome of the await at seq.
 func (x *execution) resolve(seq int, payload []byte, we *engine.Error) {
-	var cancel bool
-	err := x.r.st.db.QueryRowContext(x.ctx, x.r.st.q.resolve, x.c.id, x.c.fence, x.r.st.leaseTTL.Microseconds(), seq, payload, errorJSON(we)).Scan(&cancel)
-	if errors.Is(err, sql.ErrNoRows) {
-		x.stop(haltLeaseLost, nil)
-	}
-	if err != nil {
-		x.interrupted()
-		x.stop(haltFailed, fmt.Errorf("recording await step %d: %w", seq, err))
-	}
+	cancel, err := x.r.runs.resolve(x.ctx, x.c, seq, payload, we)
+	x.check(err, fmt.Sprintf("recording await step %d", seq))
 	x.cancelRequested = cancel
 }
 
 // parkAwaiting gives the run back until the event comes or due, unless the
-// event is stored already (it returns then). It takes the lock the
-// signal's handler takes, so that an event stored meanwhile is seen here
-// or wakes the run.
+// event is stored already (it returns then). On PostgreSQL it takes the
+// lock the signal's handler takes, so that an event stored meanwhile is
+// seen here or wakes the run.
 func (x *execution) parkAwaiting(due time.Time, event, key string) {
-	tx, err := x.r.st.db.BeginTx(x.ctx, nil)
-	if err == nil {
-		defer func() { _ = tx.Rollback() }()
-		_, err = tx.ExecContext(x.ctx, x.r.st.q.lock, event, key)
-	}
-	var payload []byte
-	if err == nil {
-		err = tx.QueryRowContext(x.ctx, x.r.st.q.signalFor, event, key).Scan(&payload)
-		if err == nil {
-			return // it came: read it
-		}
-		if errors.Is(err, sql.ErrNoRows) {
-			err = nil
-		}
-	}
-	var res sql.Result
-	if err == nil {
-		res, err = tx.ExecContext(x.ctx, x.r.st.q.awaitSuspend, x.c.id, x.c.fence, due, event, key)
-	}
-	if err == nil {
-		if n, _ := res.RowsAffected(); n == 0 {
-			x.stop(haltLeaseLost, nil)
-		}
-		err = tx.Commit()
-	}
-	if err != nil {
-		x.interrupted()
-		x.stop(haltFailed, fmt.Errorf("suspending the await: %w", err))
+	found, err := x.r.runs.parkAwaiting(x.ctx, x.c, due, event, key)
+	x.check(err, "suspending the await")
+	if found {
+		return // it came: read it
 	}
 	x.stop(haltSuspended, nil)
 }
