@@ -53,6 +53,9 @@ type correlation struct {
 	event string
 	typ   reflect.Type // of the *engine.Event[T]
 	key   func(v any) string
+	// keyOf decodes a payload of the event and returns its key
+	// (workflowtest's signals, stored as JSON).
+	keyOf func(payload []byte) (string, error)
 	// subscribe subscribes svc to the event; keys are the key functions of
 	// every workflow of svc that correlates it.
 	subscribe func(svc *engine.Service, r *runner, keys []func(any) string)
@@ -70,6 +73,13 @@ func Correlate[T any](ev *engine.Event[T], key func(T) string) Option {
 			event: ev.String(),
 			typ:   reflect.TypeOf(ev),
 			key:   func(v any) string { return key(v.(T)) },
+			keyOf: func(payload []byte) (string, error) {
+				var v T
+				if err := json.Unmarshal(payload, &v); err != nil {
+					return "", err
+				}
+				return key(v), nil
+			},
 		}
 		c.subscribe = func(svc *engine.Service, r *runner, keys []func(any) string) {
 			engine.Subscribe(svc, ev, func(ctx context.Context, v T) error {
