@@ -216,4 +216,16 @@
 //
 // The admin functions (List, Show, Cancel, Retry) read and change the same
 // tables for `switchboard workflow`.
+//
+// # Testing
+//
+// Package workflowtest runs a workflow in a unit test without a database
+// or a broker: its commands are stubbed on an in-process engine, its run
+// is kept in memory, and its clock is fake, moving only when the run waits,
+// so that a Sleep of 15 minutes, an Await's deadline of 48 hours and a
+// retry's backoff take no time. The execution is this package's — replay
+// after a suspension, retries, compensations in reverse order — through
+// the two seams it keeps its run and reads its time by (PostgreSQL and the
+// real clock at run time). What needs the database (leases, cancellation,
+// a changed history, crashes) is proven by this package's own tests.
 package workflow
