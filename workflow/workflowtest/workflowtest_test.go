@@ -512,3 +512,57 @@ func TestMessageIDs(t *testing.T) {
 		t.Errorf("message ids %q, then %q", first, second)
 	}
 }
+
+// TestEmittedEventArrives: an event a stub emits through its engine is
+// recorded and arrives as a signal, as the workflow's subscription would
+// store it: the Await takes it.
+func TestEmittedEventArrives(t *testing.T) {
+	env := workflowtest.New(t)
+	var p participants
+	p.stub(env, func(ctx context.Context, in ItemIn) (Done, error) {
+		return Done{}, ShippedE.Emit(ctx, Shipped{Order: in.Order, Carrier: "dpd"})
+	})
+	out, err := workflowtest.Run(env, PlaceOrder, OrderIn{Order: "o10"})
+	if err != nil || out.Carrier != "dpd" {
+		t.Fatalf("Run: %+v, %v", out, err)
+	}
+	if got := workflowtest.Emitted(env, ShippedE); !slices.Equal(got, []Shipped{{Order: "o10", Carrier: "dpd"}}) {
+		t.Errorf("emitted %+v", got)
+	}
+}
+
+// TestRetriesExhausted: a step that keeps failing transiently fails after
+// the default StepRetry's 100 attempts, about a quarter of an hour on the
+// clock (100 ms doubling to 10 s, ±50 %: 7.8 to 23.3 minutes), and none of
+// it in real time.
+func TestRetriesExhausted(t *testing.T) {
+	env := workflowtest.New(t)
+	start := env.Now()
+	var calls atomic.Int32
+	workflowtest.Stub(env, Charge, func(context.Context, ChargeIn) (ChargeOut, error) {
+		calls.Add(1)
+		return ChargeOut{}, engine.NewError(http.StatusServiceUnavailable, "bank down")
+	})
+	charge := workflow.New("orders", "1", "charge", func(wf workflow.Context, in ChargeIn) (ChargeOut, error) {
+		return workflow.Invoke(wf, Charge, in)
+	})
+	began := time.Now()
+	_, err := workflowtest.Run(env, charge, ChargeIn{Order: "o11"})
+	if !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("Run: %v, want the stub's 503", err)
+	}
+	if wall := time.Since(began); wall > 10*time.Second {
+		t.Errorf("100 attempts took %s of real time", wall)
+	}
+	if n := calls.Load(); n != workflow.DefaultStepAttempts {
+		t.Errorf("the stub was called %d times, want %d", n, workflow.DefaultStepAttempts)
+	}
+	if s := env.Steps(); len(s) != 1 || s[0].Attempts != workflow.DefaultStepAttempts {
+		t.Errorf("steps %+v", s)
+	}
+	moved := env.Now().Sub(start)
+	if moved < 7*time.Minute || moved > 24*time.Minute {
+		t.Errorf("the clock moved %s, want about a quarter of an hour", moved)
+	}
+	t.Logf("%d attempts: the clock moved %s, in %s of real time", calls.Load(), moved, time.Since(began))
+}
