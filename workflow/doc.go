@@ -33,8 +33,12 @@
 // transport: the workflow's service handles two internal commands,
 // "wf-<name>-start" and "wf-<name>-wait", so any engine — another
 // service, the HTTP gateway, the CLI — starts a workflow knowing only its
-// declaration. Start with RunID(id) is idempotent: the same id again is the
-// same run; the id of another workflow's run is a 409.
+// declaration. An HTTP endpoint routes PlaceOrder.StartCommand()
+// (httpgateway.Route(gw, http.MethodPost, "/orders", PlaceOrder.StartCommand())),
+// and `switchboard workflow start orders.v1.place '{…}' --bridge URL`
+// (StartByName) needs only the name. Start with RunID(id) is idempotent:
+// the same id again is the same run; the id of another workflow's run is a
+// 409.
 //
 // # Execution: replay
 //

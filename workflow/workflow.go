@@ -24,7 +24,7 @@ import (
 // runs it (Register), and any engine starts it (Start, Invoke).
 type Workflow[In, Out any] struct {
 	def   *definition
-	start *engine.Command[startIn, startOut]
+	start *engine.Command[StartRequest[In], Started] // the caller's side of startIn
 	wait  *engine.Command[waitIn, waitOut]
 }
 
@@ -141,7 +141,7 @@ func New[In, Out any](service, version, name string, fn func(wf Context, in In) 
 		opt(&o)
 	}
 	w := &Workflow[In, Out]{
-		start: engine.NewCommand[startIn, startOut](service, version, "wf-"+name+"-start"),
+		start: engine.NewCommand[StartRequest[In], Started](service, version, startName(name)),
 		wait:  engine.NewCommand[waitIn, waitOut](service, version, "wf-"+name+"-wait").Idempotent(),
 	}
 	d := &definition{
@@ -182,9 +182,15 @@ func New[In, Out any](service, version, name string, fn func(wf Context, in In) 
 		return validate(&in)
 	}
 	d.handlers = func(svc *engine.Service, r *runner) {
-		engine.Handle(svc, w.start, func(ctx context.Context, in startIn) (startOut, error) {
+		// The service decodes the input itself (checkInput), whatever the
+		// caller's types: StartRequest[In], or StartByName's raw JSON.
+		start := engine.NewCommand[startIn, Started](service, version, startName(name))
+		engine.Handle(svc, start, func(ctx context.Context, in startIn) (Started, error) {
+			if in.RunID == "" {
+				in.RunID = uuid.NewString()
+			}
 			id, err := r.start(ctx, d, in)
-			return startOut{RunID: id}, err
+			return Started{RunID: id}, err
 		})
 		engine.Handle(svc, w.wait, func(ctx context.Context, in waitIn) (waitOut, error) {
 			return r.wait(ctx, d, in.RunID)
@@ -246,14 +252,56 @@ func validRunID(id string) error {
 	return nil
 }
 
-// The internal commands' payloads.
+// parseName splits "<service>.v<version>.<name>" and checks each part as
+// New does.
+func parseName(s string) (service, version, name string, err error) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || !strings.HasPrefix(parts[1], "v") {
+		return "", "", "", fmt.Errorf("%q is not <service>.v<version>.<name>", s)
+	}
+	service, version, name = parts[0], parts[1][1:], parts[2]
+	if err := errors.Join(router.ValidName("service", service), router.ValidVersion(version), router.ValidName("workflow", name)); err != nil {
+		return "", "", "", err
+	}
+	if len(name) > maxNameLen {
+		return "", "", "", fmt.Errorf("workflow name %q has %d characters, at most %d", name, len(name), maxNameLen)
+	}
+	return service, version, name, nil
+}
+
+// startName is the name of a workflow's start command.
+func startName(workflow string) string { return "wf-" + workflow + "-start" }
+
+// StartRequest is the input of a workflow's start command (StartCommand):
+// the run's input and, optionally, its id (see RunID; empty: a random
+// UUID).
+type StartRequest[In any] struct {
+	RunID string `json:"run_id,omitempty"`
+	Input In     `json:"input"`
+}
+
+// Validate checks the run id, if any, and the input's own Validate method.
+func (r StartRequest[In]) Validate() error {
+	if r.RunID != "" {
+		if err := validRunID(r.RunID); err != nil {
+			return err
+		}
+	}
+	return validate(&r.Input)
+}
+
+// Started is the answer to a start: the run's id.
+type Started struct {
+	RunID string `json:"run_id"`
+}
+
+// The internal commands' payloads. startIn is what the workflow's service
+// decodes a StartRequest as: the input is checked against the workflow's
+// type by the service (checkInput).
 type (
 	startIn struct {
-		RunID string          `json:"run_id"`
+		RunID string          `json:"run_id,omitempty"`
 		Input json.RawMessage `json:"input"`
-	}
-	startOut struct {
-		RunID string `json:"run_id"`
 	}
 	waitIn struct {
 		RunID string `json:"run_id"`
@@ -283,14 +331,42 @@ func (w *Workflow[In, Out]) Start(ctx context.Context, in In, opts ...StartOptio
 	if err := validRunID(o.runID); err != nil {
 		return "", err
 	}
-	if err := validate(&in); err != nil {
+	out, err := w.start.Invoke(ctx, StartRequest[In]{RunID: o.runID, Input: in})
+	if err != nil {
 		return "", err
 	}
-	input, err := json.Marshal(in)
+	return out.RunID, nil
+}
+
+// StartCommand returns the command that starts a run of the workflow, for
+// what routes commands rather than calling Start: an HTTP endpoint
+// (httpgateway.Route(gw, http.MethodPost, "/orders", PlaceOrder.StartCommand())
+// takes {"run_id": …, "input": {…}} and answers {"run_id": …}). Starting
+// through it is starting with Start.
+func (w *Workflow[In, Out]) StartCommand() *engine.Command[StartRequest[In], Started] {
+	return w.start
+}
+
+// StartByName starts a run of the workflow named name — as List shows it,
+// "<service>.v<version>.<name>" — with input, the JSON of its input, for
+// tools that do not import the workflow's package (switchboard workflow
+// start). runID "" is a random UUID. The workflow's service checks input
+// against the workflow's type (a 400 naming the problem); ctx must carry an
+// engine, as for Start.
+func StartByName(ctx context.Context, name string, input json.RawMessage, runID string) (string, error) {
+	service, version, wf, err := parseName(name)
 	if err != nil {
-		return "", engine.Invalid("input", err.Error())
+		return "", engine.Invalid("workflow", err.Error())
 	}
-	out, err := w.start.Invoke(ctx, startIn{RunID: o.runID, Input: input})
+	if runID != "" {
+		if err := validRunID(runID); err != nil {
+			return "", err
+		}
+	}
+	if !json.Valid(input) {
+		return "", engine.Invalid("input", "not JSON")
+	}
+	out, err := engine.NewCommand[startIn, Started](service, version, startName(wf)).Invoke(ctx, startIn{RunID: runID, Input: input})
 	if err != nil {
 		return "", err
 	}
