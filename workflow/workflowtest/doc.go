@@ -35,14 +35,16 @@
 // The clock starts at 2030-01-01 00:00 UTC and moves only when the run
 // waits: to the wake time of a run given back (a Sleep's due time, an
 // Await's deadline), by the duration of a short Sleep, by each retry's
-// backoff (jittered, as at run time). The engine's own timeouts (a stub
-// that blocks) are on the real clock. The caller-side circuit breaker is
-// off. Events (those the workflow or a stub emit, and those Signal makes
-// arrive) are stored as the runtime's subscription stores the events a
-// workflow correlates, at once: an Await sees an event emitted before it.
-// A run cannot be cancelled, lose its lease or meet a changed history
-// (ErrNondeterministic): those need the runtime and its database (see
-// package workflow's tests).
+// backoff (jittered, as at run time). The engine's own timeouts are on the
+// real clock: a stub that blocks holds its attempt for the engine's
+// CallTimeout (30 s), and the step retries it; to test a timeout, return an
+// error matching engine.ErrTimeout from the stub. The caller-side circuit
+// breaker is off. Events (those the workflow or a stub emit, and those
+// Signal makes arrive) are stored as the runtime's subscription stores the
+// events a workflow correlates, at once: an Await sees an event emitted
+// before it. A run cannot be cancelled, lose its lease or meet a changed
+// history (ErrNondeterministic): those need the runtime and its database
+// (see package workflow's tests).
 //
 // # Mechanism
 //

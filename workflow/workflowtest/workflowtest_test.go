@@ -338,12 +338,15 @@ func TestTransientErrorRetried(t *testing.T) {
 		t.Errorf("the clock moved %s, want the two waits' 150 ms to 450 ms", moved)
 	}
 
-	// The same through a stubbed command: a 503 is retried.
+	// The same through a stubbed command: a 503 and a timeout are retried.
 	env = workflowtest.New(t)
 	var charges atomic.Int32
 	workflowtest.Stub(env, Charge, func(_ context.Context, in ChargeIn) (ChargeOut, error) {
-		if charges.Add(1) < 3 {
+		switch charges.Add(1) {
+		case 1:
 			return ChargeOut{}, engine.NewError(http.StatusServiceUnavailable, "bank down")
+		case 2:
+			return ChargeOut{}, engine.ErrTimeout
 		}
 		return ChargeOut{PaymentID: "p-" + in.Order}, nil
 	})
