@@ -19,6 +19,7 @@ import (
 // lost wake-up would leave a run parked until its deadline.
 func TestReviewAwaitRaceLosesNoEvent(t *testing.T) {
 	e := newEnv(t)
+	e.db.SetMaxOpenConns(24) // 120 concurrent calls: queue for connections, not "too many clients" on a shared server
 	bus := inprocBus(t)
 	wf := workflow.New("wfrevawait", "1", "ship", func(wf workflow.Context, in ChargeIn) (Shipped, error) {
 		if _, err := workflow.Step(wf, "before", func(context.Context) (int, error) { return in.Amount, nil }); err != nil {
@@ -44,21 +45,24 @@ func TestReviewAwaitRaceLosesNoEvent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			if _, err := wf.Start(ctx, ChargeIn{Order: order, Amount: i}, workflow.RunID(order)); err != nil {
-				errs <- err
+				errs <- fmt.Errorf("start %s: %w", order, err)
 			}
 		}()
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Duration(i%7) * 3 * time.Millisecond) // spread the events over the runs' progress
 			if err := ShippedEv.Emit(ctx, Shipped{Order: order, Carrier: "c-" + order}); err != nil {
-				errs <- err
+				errs <- fmt.Errorf("emit %s: %w", order, err)
 			}
 		}()
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatal(err)
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 	for i := range runs {
 		order := fmt.Sprintf("aw-%02d", i)
