@@ -301,6 +301,8 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 	if r.kind == bridge.Command {
 		route.Kind = envelope.KindCommand
 	}
+	awaitedRoute := route
+	awaitedRoute.Awaited = true
 	log := e.log.With("service", s.id, "handler", r.name, "kind", route.Kind)
 	inner := func(msg *message.Message) ([]*message.Message, error) {
 		out, err := r.run(msg.Context(), e.codec, msg.Payload, r.allowUnknown)
@@ -371,10 +373,12 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			// would end the handler's context before it starts.
 			meta.Deadline = time.Time{}
 		}
-		rt := route
-		rt.Awaited = awaited
-		ctx, cancel := e.handlerContext(msg.Context(), meta, rt)
-		defer cancel()
+		rt := &route
+		if awaited {
+			rt = &awaitedRoute
+		}
+		ctx := e.handlerContext(msg.Context(), meta, rt)
+		defer ctx.End()
 		msg.SetContext(ctx)
 
 		produced, err := e.runChain(chain, msg, mlog)
@@ -450,12 +454,10 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 // subscription (see package router), carrying the engine, the message's Meta
 // and Route, ending at meta's deadline (the caller clears it on messages
 // nobody awaits) or when a drain runs out of time (e.hardCtx).
-func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
-	ctx := envelope.Handling(parent, e.hardCtx, meta, route, engineKey{}, e)
-	if meta.Deadline.IsZero() {
-		return context.WithCancel(ctx)
-	}
-	return context.WithDeadline(ctx, meta.Deadline)
+// route is one of the handler's two Routes (awaited or not), shared by
+// its messages. End the context when the handler is done.
+func (e *Engine) handlerContext(parent context.Context, meta Meta, route *envelope.Route) *envelope.HandlerContext {
+	return envelope.Handling(parent, e.hardCtx, meta, route, engineKey{}, e)
 }
 
 // msgLogger is a handler's logger for one message, made only when

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -66,49 +68,127 @@ func MetaFrom(ctx context.Context) (Meta, bool) {
 	return Meta{}, false
 }
 
-// Handling returns the context a handler starts from, in one allocation
-// (the engine makes one for every message it handles): the values of
-// values, m (MetaFrom), r (RouteFrom) and val under key, and the
-// cancellation of cancel, which must carry no values (the engine's hard
-// stop), without values' deadline or cancellation, as
-// context.WithoutCancel would. A context derived from it with
-// context.WithCancel or WithDeadline is registered with cancel's, so the
-// handler's context needs no AfterFunc on cancel per message.
-func Handling(values, cancel context.Context, m Meta, r Route, key, val any) context.Context {
-	return &handling{values: values, cancel: cancel, meta: m, route: r, key: key, val: val}
+// Handling returns the context a handler runs in, in one allocation (the
+// engine makes one for every message it handles): the values of values, m
+// (MetaFrom), *r (RouteFrom) and val under key; not values' deadline or
+// cancellation (as context.WithoutCancel would), but m.Deadline (none when
+// zero) and the cancellation of stop, which must carry no values (the
+// engine's hard stop); it ends, with context.Canceled, at End.
+//
+// What a context.WithDeadline (or WithCancel) of stop would allocate per
+// message, a timer included, is made only when something asks for it: Done,
+// a derived context (which asks for Done), or Err and Value once the
+// context has ended. Most handlers never wait on their context, and those
+// calls would otherwise cost three allocations, a runtime timer and two
+// passes through stop's lock per message. Err before then reads the clock,
+// End and stop without making anything.
+func Handling(values, stop context.Context, m Meta, r *Route, key, val any) *HandlerContext {
+	return &HandlerContext{values: values, stop: stop, meta: m, route: r, key: key, val: val}
 }
 
-type handling struct {
-	values, cancel context.Context
-	meta           Meta
-	route          Route
-	key, val       any
+// HandlerContext is Handling's context.
+type HandlerContext struct {
+	values, stop context.Context
+	meta         Meta
+	route        *Route
+	key, val     any
+
+	ended atomic.Bool // End was called
+	made  atomic.Bool // inner and cancel are set (under mu)
+	mu    sync.Mutex
+	inner context.Context // the context.WithDeadline (or WithCancel) of stop
+	end   context.CancelFunc
 }
 
-func (h *handling) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (h *handling) Done() <-chan struct{}       { return h.cancel.Done() }
-func (h *handling) Err() error                  { return h.cancel.Err() }
+// Deadline returns m.Deadline, when not zero.
+func (h *HandlerContext) Deadline() (time.Time, bool) {
+	return h.meta.Deadline, !h.meta.Deadline.IsZero()
+}
 
-// Value looks in cancel before values: cancel has no values but the
-// context package's own key, under which it finds cancel's cancellable
-// context to register derived contexts with (values' lookup of that key
-// would end in a context.WithoutCancel, and allocate there).
-func (h *handling) Value(key any) any {
+// Done makes the context's cancellation, if not made yet.
+func (h *HandlerContext) Done() <-chan struct{} { return h.make().Done() }
+
+// Err is nil while the context runs, without making anything.
+func (h *HandlerContext) Err() error {
+	if !h.made.Load() && !h.over() {
+		return nil
+	}
+	return h.make().Err()
+}
+
+// over reports whether the context has ended (End, its deadline, stop),
+// whether or not its cancellation has been made.
+func (h *HandlerContext) over() bool {
+	if h.ended.Load() || h.stop.Err() != nil {
+		return true
+	}
+	return !h.meta.Deadline.IsZero() && !time.Now().Before(h.meta.Deadline)
+}
+
+// make returns the context's cancellation, making it on first use: a
+// context.WithDeadline of stop (registered with stop's, as a derived
+// context of stop is), already ended if End came first.
+func (h *HandlerContext) make() context.Context {
+	if h.made.Load() {
+		return h.inner
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.made.Load() {
+		if h.meta.Deadline.IsZero() {
+			h.inner, h.end = context.WithCancel(h.stop)
+		} else {
+			h.inner, h.end = context.WithDeadline(h.stop, h.meta.Deadline)
+		}
+		if h.ended.Load() {
+			h.end()
+		}
+		h.made.Store(true)
+	}
+	return h.inner
+}
+
+// End ends the context with context.Canceled (when it has not ended
+// already), as the CancelFunc of a context.WithCancel would.
+func (h *HandlerContext) End() {
+	h.mu.Lock()
+	h.ended.Store(true)
+	end := h.end
+	h.mu.Unlock()
+	if end != nil {
+		end()
+	}
+}
+
+// Value looks up the context package's own keys in the context's
+// cancellation, under which a derived context finds the cancellable
+// context to register with (it asks for Done first, which makes it), and
+// context.Cause the cause: so it is made once the context has ended, and
+// until then the lookup goes to stop, which has nothing else (values'
+// lookup of that key would end in a context.WithoutCancel, and allocate
+// there).
+func (h *HandlerContext) Value(key any) any {
 	switch key {
 	case metaKey{}:
 		return &h.meta
 	case routeKey{}:
-		return &h.route
+		return h.route
 	case h.key:
 		return h.val
 	}
-	if v := h.cancel.Value(key); v != nil {
+	var v any
+	if h.made.Load() || h.over() {
+		v = h.make().Value(key)
+	} else {
+		v = h.stop.Value(key)
+	}
+	if v != nil {
 		return v
 	}
 	return h.values.Value(key)
 }
 
-func (h *handling) String() string { return "switchboard handler context" }
+func (h *HandlerContext) String() string { return "switchboard handler context" }
 
 // Read extracts Meta from a message's metadata. A malformed deadline,
 // traceparent or tracestate is ignored (treated as absent), and so is a

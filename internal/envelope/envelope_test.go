@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,7 +113,8 @@ func TestHandling(t *testing.T) {
 	hard, stop := context.WithCancel(context.Background())
 	m := envelope.Meta{CorrelationID: "c"}
 	r := envelope.Route{Service: "s.v1", Awaited: true}
-	ctx := envelope.Handling(values, hard, m, r, valueKey{}, "own")
+	ctx := envelope.Handling(values, hard, m, &r, valueKey{}, "own")
+	defer ctx.End()
 	if ctx.Err() != nil {
 		t.Fatal("cancelled with the message's context")
 	}
@@ -131,11 +133,129 @@ func TestHandling(t *testing.T) {
 	if !errors.Is(child.Err(), context.Canceled) {
 		t.Errorf("derived context after cancel's end: %v, want Canceled at once", child.Err())
 	}
-	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), context.Background(), m, r, struct{}{}, nil)
+	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), context.Background(), m, &r, struct{}{}, nil)
 	if other.Value(valueKey{}) != "msg" {
 		t.Errorf("the message context's value = %v", other.Value(valueKey{}))
 	}
 }
+
+// A handler context ends at End, at its Meta's deadline and at stop's end,
+// whether or not its cancellation was made before (Done, a derived
+// context), with the error and cause a context.WithDeadline of stop would
+// have; End after a deadline leaves DeadlineExceeded.
+func TestHandlingEnds(t *testing.T) {
+	t.Parallel()
+	none := func() envelope.Meta { return envelope.Meta{} }
+	soon := func() envelope.Meta { return envelope.Meta{Deadline: time.Now().Add(50 * time.Millisecond)} }
+	r := &envelope.Route{}
+	for _, c := range []struct {
+		name    string
+		meta    func() envelope.Meta
+		early   bool                                          // Done asked for before the end
+		end     func(h *envelope.HandlerContext, stop func()) // what ends it
+		want    error
+		derived bool // a context derived before the end ends with it
+	}{
+		{"End, made before", none, true, endIt, context.Canceled, true},
+		{"End, never made", none, false, endIt, context.Canceled, false},
+		{"deadline, made before", soon, true, waitDeadline, context.DeadlineExceeded, true},
+		{"deadline, never made", soon, false, waitDeadline, context.DeadlineExceeded, false},
+		{"stop, made before", soon, true, stopIt, context.Canceled, true},
+		{"stop, never made", soon, false, stopIt, context.Canceled, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			stopCtx, stop := context.WithCancel(context.Background())
+			defer stop()
+			m := c.meta()
+			h := envelope.Handling(context.Background(), stopCtx, m, r, valueKey{}, nil)
+			defer h.End()
+			if d, ok := h.Deadline(); ok != !m.Deadline.IsZero() || !d.Equal(m.Deadline) {
+				t.Errorf("Deadline = %v, %v; want %v", d, ok, m.Deadline)
+			}
+			if h.Err() != nil {
+				t.Fatalf("Err before the end: %v", h.Err())
+			}
+			var derived context.Context
+			if c.early {
+				var cancel context.CancelFunc
+				derived, cancel = context.WithCancel(h)
+				defer cancel()
+			}
+			c.end(h, stop)
+			if !errors.Is(h.Err(), c.want) {
+				t.Errorf("Err = %v, want %v", h.Err(), c.want)
+			}
+			if cause := context.Cause(h); !errors.Is(cause, c.want) {
+				t.Errorf("Cause = %v, want %v", cause, c.want)
+			}
+			select {
+			case <-h.Done():
+			default:
+				t.Error("Done not closed after the end")
+			}
+			if c.derived {
+				select {
+				case <-derived.Done():
+				case <-time.After(10 * time.Second):
+					t.Fatal("a context derived before the end did not end")
+				}
+			}
+			after, cancel := context.WithCancel(h)
+			defer cancel()
+			if after.Err() == nil {
+				t.Error("a context derived after the end runs")
+			}
+			h.End()
+			if !errors.Is(h.Err(), c.want) {
+				t.Errorf("Err after End = %v, want %v still", h.Err(), c.want)
+			}
+		})
+	}
+}
+
+func endIt(h *envelope.HandlerContext, _ func())     { h.End() }
+func stopIt(_ *envelope.HandlerContext, stop func()) { stop() }
+
+// waitDeadline waits for the deadline by the clock, not by Done, so that a
+// context never made is ended by its deadline alone.
+func waitDeadline(h *envelope.HandlerContext, _ func()) {
+	d, _ := h.Deadline()
+	time.Sleep(time.Until(d) + time.Millisecond)
+}
+
+// Done, Err, Value and End from several goroutines at once (run with
+// -race): one cancellation is made, and everyone sees it end.
+func TestHandlingConcurrent(t *testing.T) {
+	t.Parallel()
+	h := envelope.Handling(context.Background(), context.Background(), envelope.Meta{}, &envelope.Route{}, valueKey{}, nil)
+	var wg sync.WaitGroup
+	dones := make(chan (<-chan struct{}), 8)
+	for range 8 {
+		wg.Go(func() {
+			_ = h.Err()
+			_ = h.Value(valueKey{})
+			_ = h.Value(otherKey{})
+			dones <- h.Done()
+		})
+	}
+	wg.Go(h.End)
+	wg.Wait()
+	close(dones)
+	first := <-dones
+	for d := range dones {
+		if d != first {
+			t.Fatal("two cancellations made")
+		}
+	}
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed by End")
+	}
+}
+
+type otherKey struct{}
 
 // scheduled_for reads as Meta.ScheduledFor in UTC; a malformed or overlong
 // value reads as absent, never an error; Child does not pass it on.
