@@ -26,30 +26,32 @@ import (
 var errOutput = errors.New("switchboard: handler output")
 
 // outgoing builds a message caused by the one handled in ctx (or starting a
-// conversation); see stamp. finish ends its producer span.
+// conversation): its Meta derives from ctx's, and with a recording tracer
+// its traceparent is a new producer span's, which the returned function
+// ends. Replies get no span of their own: they are the end of their
+// handler's process span.
 func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error)) {
-	msg := message.NewMessage(envelope.NewID(), payload)
-	msg.SetContext(ctx)
-	return msg, e.stamp(ctx, msg, topic, kind, deadline)
-}
-
-// stamp writes msg's metadata as caused by the message handled in ctx: its
-// Meta derives from ctx's, and with a recording tracer its traceparent is a
-// new producer span's, which the returned function ends. Replies get no span
-// of their own: they are the end of their handler's process span.
-func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind string, deadline time.Time) func(error) {
 	parent, _ := envelope.MetaFrom(ctx)
 	if kind != envelope.KindCommand || deadline.IsZero() {
 		// Only an awaited command inherits a deadline: events, replies and
 		// fire-and-forget commands are processed whenever they arrive.
 		parent.Deadline = time.Time{}
 	}
-	meta := envelope.Child(parent, msg.UUID, deadline)
+	meta := envelope.NewChild(parent, deadline)
+	msg := message.NewMessage(meta.MessageID, payload)
+	msg.SetContext(ctx)
 	envelope.Write(msg, meta)
 	msg.Metadata.Set(envelope.KeyKind, kind)
 	if kind == envelope.KindReply || e.tracingOff() {
-		return noSpan
+		return msg, noSpan
 	}
+	return msg, e.producerSpan(ctx, msg, parent, meta, topic)
+}
+
+// producerSpan starts msg's producer span, as a child of ctx's span or of
+// parent's traceparent, and writes its trace context on msg when it
+// records.
+func (e *Engine) producerSpan(ctx context.Context, msg *message.Message, parent, meta Meta, topic string) func(error) {
 	if !trace.SpanContextFromContext(ctx).IsValid() && parent.Traceparent != "" {
 		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: parent.Traceparent, envelope.KeyTracestate: parent.Tracestate})
 	}
@@ -457,7 +459,7 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 // route is one of the handler's two Routes (awaited or not), shared by
 // its messages. End the context when the handler is done.
 func (e *Engine) handlerContext(parent context.Context, meta Meta, route *envelope.Route) *envelope.HandlerContext {
-	return envelope.Handling(parent, e.hardCtx, meta, route, engineKey{}, e)
+	return envelope.Handling(parent, e.hardCtx, meta, route, e)
 }
 
 // msgLogger is a handler's logger for one message, made only when

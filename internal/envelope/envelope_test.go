@@ -3,6 +3,7 @@ package envelope_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,34 @@ func TestTraceparent(t *testing.T) {
 	fresh := envelope.ChildTraceparent("garbage")
 	if !envelope.ValidTraceparent(fresh) || envelope.TraceID(fresh) == envelope.TraceID(tp) {
 		t.Errorf("new trace %q", fresh)
+	}
+}
+
+// NewChild is Child with a new id: a version 4 UUID, distinct each time,
+// and a traceparent in the parent's trace with a new span (a new trace at
+// the edge, whose correlation id is the new id).
+func TestNewChild(t *testing.T) {
+	t.Parallel()
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	parent := envelope.Meta{MessageID: "m1", CorrelationID: "c1", Traceparent: tp}
+	seen := map[string]bool{}
+	for range 100 {
+		c := envelope.NewChild(parent, time.Time{})
+		if !uuid.MatchString(c.MessageID) || seen[c.MessageID] {
+			t.Fatalf("id %q: want a new version 4 UUID", c.MessageID)
+		}
+		seen[c.MessageID] = true
+		if envelope.TraceID(c.Traceparent) != envelope.TraceID(tp) || c.Traceparent[36:52] == tp[36:52] || c.CausationID != "m1" || c.CorrelationID != "c1" {
+			t.Fatalf("child %+v of %+v", c, parent)
+		}
+		edge := envelope.NewChild(envelope.Meta{}, time.Time{})
+		if !uuid.MatchString(edge.MessageID) || edge.CorrelationID != edge.MessageID || !envelope.ValidTraceparent(edge.Traceparent) || envelope.TraceID(edge.Traceparent) == envelope.TraceID(tp) {
+			t.Fatalf("edge %+v", edge)
+		}
+	}
+	if id := envelope.NewID(); !uuid.MatchString(id) {
+		t.Errorf("NewID %q", id)
 	}
 }
 
@@ -113,7 +142,7 @@ func TestHandling(t *testing.T) {
 	hard, stop := context.WithCancel(context.Background())
 	m := envelope.Meta{CorrelationID: "c"}
 	r := envelope.Route{Service: "s.v1", Awaited: true}
-	ctx := envelope.Handling(values, hard, m, &r, valueKey{}, "own")
+	ctx := envelope.Handling(values, hard, m, &r, "own")
 	defer ctx.End()
 	if ctx.Err() != nil {
 		t.Fatal("cancelled with the message's context")
@@ -124,8 +153,8 @@ func TestHandling(t *testing.T) {
 	if got, _ := envelope.RouteFrom(ctx); got != r {
 		t.Errorf("RouteFrom = %+v", got)
 	}
-	if ctx.Value(valueKey{}) != "own" {
-		t.Errorf("own value = %v", ctx.Value(valueKey{}))
+	if ctx.Value(envelope.EngineKey{}) != "own" {
+		t.Errorf("engine = %v", ctx.Value(envelope.EngineKey{}))
 	}
 	child, cancel := context.WithDeadline(ctx, time.Now().Add(time.Hour))
 	defer cancel()
@@ -133,7 +162,7 @@ func TestHandling(t *testing.T) {
 	if !errors.Is(child.Err(), context.Canceled) {
 		t.Errorf("derived context after cancel's end: %v, want Canceled at once", child.Err())
 	}
-	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), context.Background(), m, &r, struct{}{}, nil)
+	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), context.Background(), m, &r, nil)
 	if other.Value(valueKey{}) != "msg" {
 		t.Errorf("the message context's value = %v", other.Value(valueKey{}))
 	}
@@ -168,7 +197,7 @@ func TestHandlingEnds(t *testing.T) {
 			stopCtx, stop := context.WithCancel(context.Background())
 			defer stop()
 			m := c.meta()
-			h := envelope.Handling(context.Background(), stopCtx, m, r, valueKey{}, nil)
+			h := envelope.Handling(context.Background(), stopCtx, m, r, nil)
 			defer h.End()
 			if d, ok := h.Deadline(); ok != !m.Deadline.IsZero() || !d.Equal(m.Deadline) {
 				t.Errorf("Deadline = %v, %v; want %v", d, ok, m.Deadline)
@@ -228,7 +257,7 @@ func waitDeadline(h *envelope.HandlerContext, _ func()) {
 // -race): one cancellation is made, and everyone sees it end.
 func TestHandlingConcurrent(t *testing.T) {
 	t.Parallel()
-	h := envelope.Handling(context.Background(), context.Background(), envelope.Meta{}, &envelope.Route{}, valueKey{}, nil)
+	h := envelope.Handling(context.Background(), context.Background(), envelope.Meta{}, &envelope.Route{}, nil)
 	var wg sync.WaitGroup
 	dones := make(chan (<-chan struct{}), 8)
 	for range 8 {
