@@ -335,6 +335,7 @@ type Engine struct {
 	schedCtx    context.Context // Scheduler.Run's: cancelled when Stop begins
 	schedCancel context.CancelFunc
 	schedDone   chan struct{} // closed when Run returned; nil until started
+	bgDone      chan struct{} // closed when every Service.Background returned; nil until started
 }
 
 // New validates cfg and opens the bridge. It fails within
@@ -617,7 +618,37 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 	if err := rt.Start(ctx); err != nil {
 		return fmt.Errorf("switchboard: %w", err)
 	}
-	return e.startScheduler(ctx)
+	if err := e.startScheduler(ctx); err != nil {
+		return err
+	}
+	e.startBackground(services)
+	return nil
+}
+
+// startBackground runs every service's Background functions, on the
+// scheduler's context (it ends when the stop begins), with the engine on it.
+func (e *Engine) startBackground(services []*Service) {
+	var wg sync.WaitGroup
+	ctx := WithEngine(e.schedCtx, e)
+	for _, s := range services {
+		for _, fn := range s.background {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := fn(ctx); err != nil && ctx.Err() == nil {
+					e.log.Error("a background task of the service ended with an error", "service", s.id, "err", err)
+				}
+			}()
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	e.mu.Lock()
+	e.bgDone = done
+	e.mu.Unlock()
 }
 
 // Stop drains and stops the engine: no handler starts any more (messages
@@ -677,7 +708,7 @@ func (e *Engine) beginStop() {
 	e.schedCancel() // nothing more is published from the schedule: it waits for the next engine
 	e.mu.Lock()
 	e.state = StateDraining
-	rt, stopRep, schedDone := e.rt, e.stopRep, e.schedDone
+	rt, stopRep, schedDone, bgDone := e.rt, e.stopRep, e.schedDone, e.bgDone
 	e.mu.Unlock()
 	idle := e.handlers.close()
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), e.cfg.DrainTimeout)
@@ -704,6 +735,13 @@ func (e *Engine) beginStop() {
 			case <-schedDone:
 			case <-drainCtx.Done():
 				e.log.Warn("drain timeout: the scheduler has not returned")
+			}
+		}
+		if bgDone != nil {
+			select {
+			case <-bgDone:
+			case <-drainCtx.Done():
+				e.log.Warn("drain timeout: a service's background task has not returned")
 			}
 		}
 		// Replies of the handlers that finished during the drain may still

@@ -29,23 +29,39 @@ var errOutput = errors.New("switchboard: handler output")
 // conversation): its Meta derives from ctx's, and with a recording tracer
 // its traceparent is a new producer span's, which the returned function
 // ends. Replies get no span of their own: they are the end of their
-// handler's process span.
-func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error)) {
+// handler's process span. Its id is the one WithMessageID put on ctx, if
+// any (never for a reply, which is answered with the request's), else a
+// fresh one; an invalid one is ErrInvalidInput.
+func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error), error) {
+	given := ""
+	if kind != envelope.KindReply {
+		if id, ok := ctx.Value(envelope.MessageIDKey{}).(string); ok {
+			if err := checkMessageID(id); err != nil {
+				return nil, nil, err
+			}
+			given = id
+		}
+	}
 	parent, _ := envelope.MetaFrom(ctx)
 	if kind != envelope.KindCommand || deadline.IsZero() {
 		// Only an awaited command inherits a deadline: events, replies and
 		// fire-and-forget commands are processed whenever they arrive.
 		parent.Deadline = time.Time{}
 	}
-	meta := envelope.NewChild(parent, deadline)
+	var meta Meta
+	if given != "" {
+		meta = envelope.Child(parent, given, deadline)
+	} else {
+		meta = envelope.NewChild(parent, deadline)
+	}
 	msg := message.NewMessage(meta.MessageID, payload)
 	msg.SetContext(ctx)
 	envelope.Write(msg, meta)
 	msg.Metadata.Set(envelope.KeyKind, kind)
 	if kind == envelope.KindReply || e.tracingOff() {
-		return msg, noSpan
+		return msg, noSpan, nil
 	}
-	return msg, e.producerSpan(ctx, msg, parent, meta, topic)
+	return msg, e.producerSpan(ctx, msg, parent, meta, topic), nil
 }
 
 // producerSpan starts msg's producer span, as a child of ctx's span or of
@@ -194,7 +210,10 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	if p, ok := envelope.MetaFrom(ctx); ok && !p.Deadline.IsZero() && p.Deadline.Before(deadline) {
 		deadline = p.Deadline
 	}
-	msg, finish := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
+	msg, finish, err := e.outgoing(ctx, topic, envelope.KindCommand, payload, deadline)
+	if err != nil {
+		return nil, err
+	}
 	msg.Metadata.Set(envelope.KeyReplyTo, e.replyTopic)
 	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
 		finish(err) // the receiver would refuse it: say so before sending
@@ -202,9 +221,14 @@ func (e *Engine) callOnce(ctx context.Context, topic string, payload []byte, tim
 	}
 
 	id := msg.UUID // msg is the bridge's once handed over
-	reply := e.calls.Expect(id)
+	reply, ok := e.calls.Expect(id)
+	if !ok {
+		finish(ErrInvalidInput)
+		return nil, with(ErrInvalidInput, "a call with message id "+id+" already waits for its reply on this engine",
+			map[string]any{"topic": topic, "message_id": id})
+	}
 	defer e.calls.Forget(id, reply)
-	err := e.hand(topic, msg)
+	err = e.hand(topic, msg)
 	finish(err)
 	if err != nil {
 		return nil, publishFailure(topic, err)
@@ -255,7 +279,10 @@ func timeoutError(topic string, timeout time.Duration, deadline time.Time) *Erro
 // A missing subscriber is not an error for an event; for a command it is
 // ErrNoHandler.
 func (e *Engine) send(ctx context.Context, topic, kind string, payload []byte) error {
-	msg, finish := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	msg, finish, err := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	if err != nil {
+		return err
+	}
 	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
 		finish(err)
 		return err
@@ -331,7 +358,7 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 		if !awaited {
 			return nil, nil
 		}
-		reply, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
+		reply, _, _ := e.outgoing(msg.Context(), "", envelope.KindReply, out, time.Time{})
 		return []*message.Message{reply}, nil
 	}
 	chain := message.HandlerFunc(inner)

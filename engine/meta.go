@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -108,6 +109,37 @@ func engineFrom(ctx context.Context) (*Engine, error) {
 		return e, nil
 	}
 	return nil, ErrNoEngine
+}
+
+// MaxMessageIDLen bounds an id given to WithMessageID.
+const MaxMessageIDLen = 128
+
+// WithMessageID returns ctx on which every message sent — Invoke, Send, Emit,
+// Schedule — takes id as its message id instead of a fresh random one. A
+// receiver using outbox.Inbox treats a message sent again with the same id
+// as the same message: its handler runs once, and an awaited command's
+// caller gets the first reply again. That makes a retry after a crash safe:
+// durable workflows send each step's message with an id derived from the
+// run and the step. Use one id for one message: two different messages
+// with one id are, to an inbox, one. id must be 1 to MaxMessageIDLen
+// printable ASCII characters without spaces; another is ErrInvalidInput at
+// the call, and so is an Invoke while a call with the same id waits for its
+// reply on the same engine.
+func WithMessageID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, envelope.MessageIDKey{}, id)
+}
+
+// checkMessageID reports what is wrong with an id given to WithMessageID.
+func checkMessageID(id string) error {
+	if id == "" || len(id) > MaxMessageIDLen {
+		return with(ErrInvalidInput, fmt.Sprintf("message id must be 1 to %d characters, got %d", MaxMessageIDLen, len(id)), nil)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return with(ErrInvalidInput, fmt.Sprintf("message id %q: byte %d is not printable ASCII", id, i), nil)
+		}
+	}
+	return nil
 }
 
 type publisherKey struct{}

@@ -67,14 +67,16 @@ func (e *Engine) schedule(ctx context.Context, topic, kind string, payload []byt
 		return "", err
 	}
 	at = at.UTC()
-	msg, finish := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	msg, finish, err := e.outgoing(ctx, topic, kind, payload, time.Time{})
+	if err != nil {
+		return "", err
+	}
 	msg.Metadata.Set(envelope.KeyScheduledFor, envelope.FormatTime(at))
 	if err := envelope.CheckMetadata(msg.Metadata); err != nil {
 		finish(err)
 		return "", err
 	}
 	id := msg.UUID
-	var err error
 	if inTx {
 		err = pub.Publish(topic, msg) // with the caller's context: its transaction
 	} else {

@@ -20,6 +20,7 @@ type Service struct {
 	middleware    []message.HandlerMiddleware
 	regs          []*registration
 	recurs        []*recurrence // Every
+	background    []func(ctx context.Context) error
 	errs          []error
 }
 
@@ -54,6 +55,23 @@ func (s *Service) Use(mw ...message.HandlerMiddleware) {
 		return
 	}
 	s.middleware = append(s.middleware, mw...)
+}
+
+// Background adds fn to what the service runs while its engine runs: fn
+// starts, on a goroutine of its own, once the engine's handlers are
+// subscribed (Start), with a context that carries the engine (so Invoke,
+// Send and Emit work on it) and ends when the engine begins to stop. Stop
+// waits for fn to return, up to Config.DrainTimeout. An error fn returns
+// before the stop is logged at error level with the service's name: it
+// ends fn, not the engine. Packages built on the engine use it for their
+// long-running loops (package workflow runs its runs with it). Add it
+// before Engine.Register; a nil fn is reported by Register.
+func (s *Service) Background(fn func(ctx context.Context) error) {
+	if fn == nil {
+		s.errs = append(s.errs, errors.New("in Service.Background: nil function"))
+		return
+	}
+	s.background = append(s.background, fn)
 }
 
 // HandlerOption configures one command handler or subscription.

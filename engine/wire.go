@@ -52,7 +52,7 @@ func replyToCheck(h message.HandlerFunc) message.HandlerFunc {
 // errorReply builds the reply that answers the command handled in ctx
 // with we.
 func (e *Engine) errorReply(ctx context.Context, we *Error) *message.Message {
-	reply, _ := e.outgoing(ctx, "", envelope.KindReply, envelope.MarshalError(we), time.Time{})
+	reply, _, _ := e.outgoing(ctx, "", envelope.KindReply, envelope.MarshalError(we), time.Time{})
 	reply.Metadata.Set(envelope.KeyError, "1")
 	return reply
 }

@@ -41,8 +41,12 @@ Commands:
   outbox discard ID delete refused outbox rows for good (their messages are never delivered)
   schedule list     list the scheduled messages still waiting, the first due first
   schedule cancel ID cancel waiting scheduled messages by message id
+  workflow list     list workflow runs, the newest first (--status, --workflow)
+  workflow show ID  print a run and its steps: kind, name, attempts, timings, errors
+  workflow cancel ID ask a run to stop: its compensations run and it ends cancelled
+  workflow retry ID resume a stopped or failed run where it stopped
 
-Flags of migrate, dlq, relay, outbox and schedule:
+Flags of migrate, dlq, relay, outbox, schedule and workflow:
   --db URL                PostgreSQL URL (default $SWITCHBOARD_DB)
   --schema NAME           schema of the library's tables (default "switchboard")
 Flags of dlq replay, health and relay:
@@ -85,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runOutbox(ctx, args[1:], stdout)
 	case "schedule":
 		err = runSchedule(ctx, args[1:], stdout)
+	case "workflow":
+		err = runWorkflow(ctx, args[1:], stdout)
 	default:
 		fmt.Fprintf(stderr, "switchboard: unknown command %q\n\n%s", args[0], usage)
 		return 2

@@ -90,6 +90,10 @@ func Handling(values, stop context.Context, m Meta, r *Route, engine any) *Handl
 	return &HandlerContext{values: values, stop: stop, meta: m, route: r, engine: engine}
 }
 
+// MessageIDKey is the context key of engine.WithMessageID: the id the
+// messages sent with that context take.
+type MessageIDKey struct{}
+
 // HandlerContext is Handling's context.
 type HandlerContext struct {
 	values, stop context.Context
@@ -180,6 +184,11 @@ func (h *HandlerContext) Value(key any) any {
 		return h.route
 	case EngineKey{}:
 		return h.engine
+	case MessageIDKey{}:
+		// A handler's messages never inherit a chosen id from what it
+		// was started from: each gets its own unless the handler chooses.
+		// (Answered here, a miss also does not walk down to values' end.)
+		return nil
 	}
 	var v any
 	if h.made.Load() || h.over() {

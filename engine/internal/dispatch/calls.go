@@ -30,13 +30,20 @@ func NewCalls() *Calls {
 // Expect registers a call before its request is published. The returned
 // channel receives the reply at most once, and is only for receiving; Forget
 // must be called when the caller stops waiting, whether or not a reply
-// came, and the channel not used after it (it is recycled).
-func (c *Calls) Expect(requestID string) (reply chan *message.Message) {
+// came, and the channel not used after it (it is recycled). ok is false,
+// and nothing registered, when a call with requestID already waits (an id
+// the caller chose twice: engine.WithMessageID).
+func (c *Calls) Expect(requestID string) (reply chan *message.Message, ok bool) {
 	ch := replyChans.Get().(chan *message.Message)
 	c.mu.Lock()
+	if _, taken := c.pending[requestID]; taken {
+		c.mu.Unlock()
+		replyChans.Put(ch)
+		return nil, false
+	}
 	c.pending[requestID] = ch
 	c.mu.Unlock()
-	return ch
+	return ch, true
 }
 
 // Forget ends the call Expect registered; reply is what Expect returned.

@@ -11,8 +11,12 @@ import (
 
 func TestCallsDeliversOnceByRequestID(t *testing.T) {
 	calls := dispatch.NewCalls()
-	reply := calls.Expect("req-1")
-	defer calls.Forget("req-2", calls.Expect("req-2"))
+	reply, _ := calls.Expect("req-1")
+	other, _ := calls.Expect("req-2")
+	defer calls.Forget("req-2", other)
+	if _, ok := calls.Expect("req-1"); ok {
+		t.Fatal("a second call with a waiting call's id was registered")
+	}
 	r := message.NewMessage("rep", nil)
 	r.Metadata.Set(envelope.KeyCausationID, "req-1")
 	if !calls.Deliver(r) {

@@ -29,7 +29,7 @@ func TestUnsolicitedRepliesAreCountedNotWarned(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	reply := calls.Expect("req-waiting")
+	reply, _ := calls.Expect("req-waiting")
 	defer calls.Forget("req-waiting", reply)
 	const late = 50
 	for i := range late + 1 {
