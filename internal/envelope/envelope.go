@@ -330,15 +330,27 @@ func ValidTraceparent(s string) bool {
 	if len(s) != 55 || s[:3] != "00-" || s[35] != '-' || s[52] != '-' {
 		return false
 	}
-	for i := 3; i < len(s); i++ { // bytes, not runes: only ASCII is valid
+	// One pass over the bytes (not runes: only ASCII is valid), which
+	// also notes whether the trace id and the span id have a digit other
+	// than 0: every message is checked several times.
+	var traceNonZero, spanNonZero bool
+	for i := 3; i < len(s); i++ {
 		if i == 35 || i == 52 {
 			continue
 		}
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return false
 		}
+		if c != '0' {
+			if i < 35 {
+				traceNonZero = true
+			} else if i < 52 {
+				spanNonZero = true
+			}
+		}
 	}
-	return strings.Trim(s[3:35], "0") != "" && strings.Trim(s[36:52], "0") != ""
+	return traceNonZero && spanNonZero
 }
 
 // MaxTracestateBytes is the longest tracestate propagated (W3C Trace
