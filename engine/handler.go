@@ -330,8 +330,10 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 	if r.kind == bridge.Command {
 		route.Kind = envelope.KindCommand
 	}
-	awaitedRoute := route
-	awaitedRoute.Awaited = true
+	// What the contexts of this handler's messages share, awaited or not.
+	scope := &envelope.Scope{Stop: e.hardCtx, Engine: e, Route: route}
+	awaitedScope := &envelope.Scope{Stop: e.hardCtx, Engine: e, Route: route}
+	awaitedScope.Route.Awaited = true
 	log := e.log.With("service", s.id, "handler", r.name, "kind", route.Kind)
 	inner := func(msg *message.Message) ([]*message.Message, error) {
 		out, err := r.run(msg.Context(), e.codec, msg.Payload, r.allowUnknown)
@@ -402,11 +404,15 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			// would end the handler's context before it starts.
 			meta.Deadline = time.Time{}
 		}
-		rt := &route
+		// The handler's context: not cancelled by the subscription (see
+		// package router), carrying the engine, Meta and Route, ending at
+		// meta's deadline (cleared above on messages nobody awaits), when
+		// a drain runs out of time (e.hardCtx), or when the handler is done.
+		sc := scope
 		if awaited {
-			rt = &awaitedRoute
+			sc = awaitedScope
 		}
-		ctx := e.handlerContext(msg.Context(), meta, rt)
+		ctx := envelope.Handling(msg.Context(), meta, sc)
 		defer ctx.End()
 		msg.SetContext(ctx)
 
@@ -477,16 +483,6 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 			return wrapped(msg)
 		}
 	}
-}
-
-// handlerContext derives a handler's context: not cancelled by the
-// subscription (see package router), carrying the engine, the message's Meta
-// and Route, ending at meta's deadline (the caller clears it on messages
-// nobody awaits) or when a drain runs out of time (e.hardCtx).
-// route is one of the handler's two Routes (awaited or not), shared by
-// its messages. End the context when the handler is done.
-func (e *Engine) handlerContext(parent context.Context, meta Meta, route *envelope.Route) *envelope.HandlerContext {
-	return envelope.Handling(parent, e.hardCtx, meta, route, e)
 }
 
 // msgLogger is a handler's logger for one message, made only when

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,25 +68,34 @@ func MetaFrom(ctx context.Context) (Meta, bool) {
 }
 
 // EngineKey is the context key of the engine (engine.WithEngine), here so
-// that Handling answers it without storing a key.
+// that Handling answers it from its Scope.
 type EngineKey struct{}
+
+// Scope is what the contexts of one handler's messages share (the engine
+// makes two per handler: its Route awaited and not), so that each context
+// holds one pointer to it.
+type Scope struct {
+	Stop   context.Context // the engine's hard stop; must carry no values
+	Engine any             // under EngineKey
+	Route  Route           // RouteFrom
+}
 
 // Handling returns the context a handler runs in, in one allocation (the
 // engine makes one for every message it handles): the values of values, m
-// (MetaFrom), *r (RouteFrom) and engine under EngineKey; not values' deadline or
-// cancellation (as context.WithoutCancel would), but m.Deadline (none when
-// zero) and the cancellation of stop, which must carry no values (the
-// engine's hard stop); it ends, with context.Canceled, at End.
+// (MetaFrom), s.Route (RouteFrom) and s.Engine under EngineKey; not
+// values' deadline or cancellation (as context.WithoutCancel would), but
+// m.Deadline (none when zero) and the cancellation of s.Stop; it ends, with
+// context.Canceled, at End.
 //
-// What a context.WithDeadline (or WithCancel) of stop would allocate per
+// What a context.WithDeadline (or WithCancel) of s.Stop would allocate per
 // message, a timer included, is made only when something asks for it: Done,
 // a derived context (which asks for Done), or Err and Value once the
 // context has ended. Most handlers never wait on their context, and those
 // calls would otherwise cost three allocations, a runtime timer and two
-// passes through stop's lock per message. Err before then reads the clock,
-// End and stop without making anything.
-func Handling(values, stop context.Context, m Meta, r *Route, engine any) *HandlerContext {
-	return &HandlerContext{values: values, stop: stop, meta: m, route: r, engine: engine}
+// passes through s.Stop's lock per message. Err before then reads the
+// clock, End and s.Stop without making anything.
+func Handling(values context.Context, m Meta, s *Scope) *HandlerContext {
+	return &HandlerContext{values: values, meta: m, scope: s}
 }
 
 // MessageIDKey is the context key of engine.WithMessageID: the id the
@@ -96,18 +104,28 @@ type MessageIDKey struct{}
 
 // HandlerContext is Handling's context.
 type HandlerContext struct {
-	values, stop context.Context
-	meta         Meta
-	route        *Route
-	engine       any
-
-	// 256 bytes in all: one size class down from 288.
-	ended atomic.Bool // End was called
-	made  atomic.Bool // inner and cancel are set (under mu)
-	mu    sync.Mutex
-	inner context.Context // the context.WithDeadline (or WithCancel) of stop
-	end   context.CancelFunc
+	values context.Context
+	meta   Meta
+	scope  *Scope
+	// state is nil while the context runs and nothing made its
+	// cancellation, &endedUnmade once End came first, then the
+	// cancellation once made. It only moves forward (nil, &endedUnmade,
+	// made), so the loops below take at most three turns. 192 bytes in
+	// all, where the context and the context.WithDeadline it replaces
+	// took 576.
+	state atomic.Pointer[cancellation]
 }
+
+// cancellation is a HandlerContext's context.WithDeadline (or WithCancel)
+// of its Scope.Stop.
+type cancellation struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// endedUnmade is HandlerContext.state after an End that came before
+// anything made the cancellation.
+var endedUnmade cancellation
 
 // Deadline returns m.Deadline, when not zero.
 func (h *HandlerContext) Deadline() (time.Time, bool) {
@@ -119,53 +137,61 @@ func (h *HandlerContext) Done() <-chan struct{} { return h.make().Done() }
 
 // Err is nil while the context runs, without making anything.
 func (h *HandlerContext) Err() error {
-	if !h.made.Load() && !h.over() {
+	if !h.madeOrOver() {
 		return nil
 	}
 	return h.make().Err()
 }
 
-// over reports whether the context has ended (End, its deadline, stop),
-// whether or not its cancellation has been made.
-func (h *HandlerContext) over() bool {
-	if h.ended.Load() || h.stop.Err() != nil {
+// madeOrOver reports whether the cancellation is made or the context has
+// ended (End, its deadline, Scope.Stop) all the same.
+func (h *HandlerContext) madeOrOver() bool {
+	if h.state.Load() != nil || h.scope.Stop.Err() != nil {
 		return true
 	}
 	return !h.meta.Deadline.IsZero() && !time.Now().Before(h.meta.Deadline)
 }
 
 // make returns the context's cancellation, making it on first use: a
-// context.WithDeadline of stop (registered with stop's, as a derived
-// context of stop is), already ended if End came first.
+// context.WithDeadline of Scope.Stop (registered with its, as a derived
+// context of it is), already ended if End came first.
 func (h *HandlerContext) make() context.Context {
-	if h.made.Load() {
-		return h.inner
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !h.made.Load() {
+	for {
+		was := h.state.Load()
+		if was != nil && was != &endedUnmade {
+			return was.ctx
+		}
+		c := new(cancellation)
 		if h.meta.Deadline.IsZero() {
-			h.inner, h.end = context.WithCancel(h.stop)
+			c.ctx, c.cancel = context.WithCancel(h.scope.Stop)
 		} else {
-			h.inner, h.end = context.WithDeadline(h.stop, h.meta.Deadline)
+			c.ctx, c.cancel = context.WithDeadline(h.scope.Stop, h.meta.Deadline)
 		}
-		if h.ended.Load() {
-			h.end()
+		if was == &endedUnmade {
+			c.cancel()
 		}
-		h.made.Store(true)
+		if h.state.CompareAndSwap(was, c) {
+			return c.ctx
+		}
+		c.cancel() // another goroutine made one, or End came: look again
 	}
-	return h.inner
 }
 
 // End ends the context with context.Canceled (when it has not ended
 // already), as the CancelFunc of a context.WithCancel would.
 func (h *HandlerContext) End() {
-	h.mu.Lock()
-	h.ended.Store(true)
-	end := h.end
-	h.mu.Unlock()
-	if end != nil {
-		end()
+	for {
+		switch was := h.state.Load(); was {
+		case nil:
+			if h.state.CompareAndSwap(nil, &endedUnmade) {
+				return
+			}
+		case &endedUnmade:
+			return
+		default:
+			was.cancel()
+			return
+		}
 	}
 }
 
@@ -173,7 +199,7 @@ func (h *HandlerContext) End() {
 // cancellation, under which a derived context finds the cancellable
 // context to register with (it asks for Done first, which makes it), and
 // context.Cause the cause: so it is made once the context has ended, and
-// until then the lookup goes to stop, which has nothing else (values'
+// until then the lookup goes to Scope.Stop, which has nothing else (values'
 // lookup of that key would end in a context.WithoutCancel, and allocate
 // there).
 func (h *HandlerContext) Value(key any) any {
@@ -181,9 +207,9 @@ func (h *HandlerContext) Value(key any) any {
 	case metaKey{}:
 		return &h.meta
 	case routeKey{}:
-		return h.route
+		return &h.scope.Route
 	case EngineKey{}:
-		return h.engine
+		return h.scope.Engine
 	case MessageIDKey{}:
 		// A handler's messages never inherit a chosen id from what it
 		// was started from: each gets its own unless the handler chooses.
@@ -191,10 +217,10 @@ func (h *HandlerContext) Value(key any) any {
 		return nil
 	}
 	var v any
-	if h.made.Load() || h.over() {
+	if h.madeOrOver() {
 		v = h.make().Value(key)
 	} else {
-		v = h.stop.Value(key)
+		v = h.scope.Stop.Value(key)
 	}
 	if v != nil {
 		return v

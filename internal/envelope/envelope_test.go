@@ -142,7 +142,7 @@ func TestHandling(t *testing.T) {
 	hard, stop := context.WithCancel(context.Background())
 	m := envelope.Meta{CorrelationID: "c"}
 	r := envelope.Route{Service: "s.v1", Awaited: true}
-	ctx := envelope.Handling(values, hard, m, &r, "own")
+	ctx := envelope.Handling(values, m, &envelope.Scope{Stop: hard, Engine: "own", Route: r})
 	defer ctx.End()
 	if ctx.Err() != nil {
 		t.Fatal("cancelled with the message's context")
@@ -162,7 +162,7 @@ func TestHandling(t *testing.T) {
 	if !errors.Is(child.Err(), context.Canceled) {
 		t.Errorf("derived context after cancel's end: %v, want Canceled at once", child.Err())
 	}
-	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), context.Background(), m, &r, nil)
+	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), m, &envelope.Scope{Stop: context.Background(), Route: r})
 	if other.Value(valueKey{}) != "msg" {
 		t.Errorf("the message context's value = %v", other.Value(valueKey{}))
 	}
@@ -176,7 +176,6 @@ func TestHandlingEnds(t *testing.T) {
 	t.Parallel()
 	none := func() envelope.Meta { return envelope.Meta{} }
 	soon := func() envelope.Meta { return envelope.Meta{Deadline: time.Now().Add(50 * time.Millisecond)} }
-	r := &envelope.Route{}
 	for _, c := range []struct {
 		name    string
 		meta    func() envelope.Meta
@@ -197,7 +196,7 @@ func TestHandlingEnds(t *testing.T) {
 			stopCtx, stop := context.WithCancel(context.Background())
 			defer stop()
 			m := c.meta()
-			h := envelope.Handling(context.Background(), stopCtx, m, r, nil)
+			h := envelope.Handling(context.Background(), m, &envelope.Scope{Stop: stopCtx})
 			defer h.End()
 			if d, ok := h.Deadline(); ok != !m.Deadline.IsZero() || !d.Equal(m.Deadline) {
 				t.Errorf("Deadline = %v, %v; want %v", d, ok, m.Deadline)
@@ -257,7 +256,7 @@ func waitDeadline(h *envelope.HandlerContext, _ func()) {
 // -race): one cancellation is made, and everyone sees it end.
 func TestHandlingConcurrent(t *testing.T) {
 	t.Parallel()
-	h := envelope.Handling(context.Background(), context.Background(), envelope.Meta{}, &envelope.Route{}, nil)
+	h := envelope.Handling(context.Background(), envelope.Meta{}, &envelope.Scope{Stop: context.Background()})
 	var wg sync.WaitGroup
 	dones := make(chan (<-chan struct{}), 8)
 	for range 8 {
