@@ -290,25 +290,30 @@ func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 // when it is valid and belongs to a valid traceparent (W3C: drop, never
 // fail), so a Meta given to WithMeta at the edge cannot spread a huge one.
 func Child(parent Meta, id string, deadline time.Time) Meta {
-	return child(parent, id, ChildTraceparent(parent.Traceparent), deadline)
+	valid := ValidTraceparent(parent.Traceparent)
+	var tp [55]byte
+	putTraceparent(tp[:], parent.Traceparent, valid)
+	return child(parent, id, string(tp[:]), valid, deadline)
 }
 
 // NewChild is Child with a new message id (NewID), which it allocates with
 // the new traceparent: one allocation for both, not two.
 func NewChild(parent Meta, deadline time.Time) Meta {
-	id, traceparent := newIDs(parent.Traceparent)
-	return child(parent, id, traceparent, deadline)
+	valid := ValidTraceparent(parent.Traceparent)
+	id, traceparent := newIDs(parent.Traceparent, valid)
+	return child(parent, id, traceparent, valid, deadline)
 }
 
-// child is Child with the new message's traceparent given.
-func child(parent Meta, id, traceparent string, deadline time.Time) Meta {
+// child is Child with the new message's traceparent given, and whether
+// parent's is valid.
+func child(parent Meta, id, traceparent string, validParent bool, deadline time.Time) Meta {
 	m := parent
 	m.MessageID = id
 	m.CausationID = parent.MessageID
 	if m.CorrelationID == "" {
 		m.CorrelationID = id
 	}
-	if !ValidTraceparent(parent.Traceparent) || !ValidTracestate(parent.Tracestate) {
+	if !validParent || !ValidTracestate(parent.Tracestate) {
 		m.Tracestate = ""
 	}
 	m.Traceparent = traceparent
@@ -356,28 +361,32 @@ func ValidTraceparent(s string) bool {
 	if len(s) != 55 || s[:3] != "00-" || s[35] != '-' || s[52] != '-' {
 		return false
 	}
-	// One pass over the bytes (not runes: only ASCII is valid), which
-	// also notes whether the trace id and the span id have a digit other
-	// than 0: every message is checked several times.
-	var traceNonZero, spanNonZero bool
-	for i := 3; i < len(s); i++ {
-		if i == 35 || i == 52 {
-			continue
-		}
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+	// Bytes, not runes: only ASCII is valid. Every message checks a
+	// traceparent or two: one pass, a table, and the all-zero test folded
+	// in (an id is all zero when every digit XOR '0' is).
+	var trace, span byte
+	for i := 3; i < 35; i++ {
+		if !lowerHex[s[i]] {
 			return false
 		}
-		if c != '0' {
-			if i < 35 {
-				traceNonZero = true
-			} else if i < 52 {
-				spanNonZero = true
-			}
-		}
+		trace |= s[i] ^ '0'
 	}
-	return traceNonZero && spanNonZero
+	for i := 36; i < 52; i++ {
+		if !lowerHex[s[i]] {
+			return false
+		}
+		span |= s[i] ^ '0'
+	}
+	return lowerHex[s[53]] && lowerHex[s[54]] && trace != 0 && span != 0
 }
+
+// lowerHex[c]: c is a lower-case hex digit.
+var lowerHex = func() (t [256]bool) {
+	for _, c := range []byte("0123456789abcdef") {
+		t[c] = true
+	}
+	return t
+}()
 
 // MaxTracestateBytes is the longest tracestate propagated (W3C Trace
 // Context: "at least 512 characters"; longer ones may be dropped).

@@ -39,16 +39,17 @@ func NewID() string {
 // new span id, or the start of a new sampled trace when parent is invalid.
 func ChildTraceparent(parent string) string {
 	var s [55]byte
-	putTraceparent(s[:], parent)
+	putTraceparent(s[:], parent, ValidTraceparent(parent))
 	return string(s[:])
 }
 
 // newIDs returns NewID() and ChildTraceparent(parent) in one string
-// allocation: every message the engine builds needs both.
-func newIDs(parent string) (id, traceparent string) {
+// allocation (every message the engine builds needs both); valid is
+// ValidTraceparent(parent).
+func newIDs(parent string, valid bool) (id, traceparent string) {
 	var s [36 + 55]byte
 	putID(s[:36])
-	putTraceparent(s[36:], parent)
+	putTraceparent(s[36:], parent, valid)
 	both := string(s[:])
 	return both[:36], both[36:]
 }
@@ -71,9 +72,9 @@ func putID(s []byte) {
 }
 
 // putTraceparent writes a child traceparent of parent (see
-// ChildTraceparent) in s[:55].
-func putTraceparent(s []byte, parent string) {
-	if ValidTraceparent(parent) {
+// ChildTraceparent) in s[:55]; valid is ValidTraceparent(parent).
+func putTraceparent(s []byte, parent string, valid bool) {
+	if valid {
 		copy(s, parent)
 	} else {
 		copy(s, "00-00000000000000000000000000000000-0000000000000000-01")
