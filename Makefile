@@ -55,9 +55,12 @@ services:
 ## clients alone (<backend>/ceiling-*), every backend that is reachable, one
 ## process run (about 10 minutes; the servers of `make test`). Figures:
 ## <figure> <switchboard> <raw-watermill> <ratio> <unit> [<sb>/<raw> of the
-## ceiling], ratio > 1 when Switchboard is better. See BENCHMARKS.md.
+## ceiling], ratio > 1 when Switchboard is better; and durable workflows'
+## per-step overhead next to its floor (one bare commit), runs/s and database
+## round trips (PostgreSQL). See BENCHMARKS.md.
 bench:
 	$(GO) test -run '^$$' -bench BenchmarkInvoke -benchmem -count 1 ./engine/
+	$(GO) test -run '^$$' -bench . -benchtime 3s -count 1 ./workflow/
 	$(GO) run ./internal/bench
 
 ## bench-quick: fewer, shorter figures in under a minute: a smoke check.

@@ -41,6 +41,7 @@ Commands:
   outbox discard ID delete refused outbox rows for good (their messages are never delivered)
   schedule list     list the scheduled messages still waiting, the first due first
   schedule cancel ID cancel waiting scheduled messages by message id
+  workflow start NAME JSON start a run of a workflow through the bridge; print its id
   workflow list     list workflow runs, the newest first (--status, --workflow)
   workflow show ID  print a run and its steps: kind, name, attempts, timings, errors
   workflow cancel ID ask a run to stop: its compensations run and it ends cancelled
@@ -49,7 +50,7 @@ Commands:
 Flags of migrate, dlq, relay, outbox, schedule and workflow:
   --db URL                PostgreSQL URL (default $SWITCHBOARD_DB)
   --schema NAME           schema of the library's tables (default "switchboard")
-Flags of dlq replay, health and relay:
+Flags of dlq replay, health, relay and workflow start:
   --bridge URL            bridge URL (default $SWITCHBOARD_BRIDGE)
 Flags of every command that opens a database or a bridge (all but migrate sql):
   --connect-timeout D     bound on opening the database, and on opening the bridge (default 10s)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
@@ -14,9 +15,11 @@ import (
 )
 
 // workflowUsage is the help of `switchboard workflow -h`.
-const workflowUsage = `Usage: switchboard workflow list|show|cancel|retry [arguments] [flags]
+const workflowUsage = `Usage: switchboard workflow start|list|show|cancel|retry [arguments] [flags]
 
 Actions:
+  workflow start NAME JSON  start a run of workflow NAME (<service>.v<version>.<name>)
+                          with JSON as its input, through the bridge; print its id
   workflow list           list workflow runs, the newest first
   workflow show ID        print a run and its steps: kind, name, attempts, timings, errors
   workflow cancel ID      ask a run to stop: its compensations run and it ends cancelled
@@ -26,6 +29,9 @@ Flags of every action:
   --db URL                PostgreSQL URL (default $SWITCHBOARD_DB)
   --schema NAME           schema of the library's tables (default "switchboard")
   --connect-timeout D     bound on connecting to the database (default 10s)
+Flags of workflow start (instead of --db, --schema):
+  --bridge URL            the bridge the workflow's service listens on (default $SWITCHBOARD_BRIDGE)
+  --run-id ID             the run's id (default: a random UUID); starting again with it is the same run
 Flags of workflow list and workflow show:
   --json                  print JSON
 Flags of workflow list:
@@ -39,7 +45,7 @@ Run 'switchboard workflow <action> -h' for the flags of one action.
 // runWorkflow is `switchboard workflow list|show|cancel|retry`.
 func runWorkflow(ctx context.Context, args []string, stdout io.Writer) error {
 	actions := map[string]func(context.Context, []string, io.Writer) error{
-		"list": workflowList, "show": workflowShow, "cancel": workflowCancel, "retry": workflowRetry,
+		"start": workflowStart, "list": workflowList, "show": workflowShow, "cancel": workflowCancel, "retry": workflowRetry,
 	}
 	g := newGroup("workflow", workflowUsage)
 	var (
@@ -54,18 +60,62 @@ func runWorkflow(ctx context.Context, args []string, stdout io.Writer) error {
 	g.fs.IntVar(&limit, "limit", 0, "")
 	g.fs.StringVar(&status, "status", "", "")
 	g.fs.StringVar(&wfName, "workflow", "", "")
+	g.fs.String("bridge", "", "")
+	g.fs.String("run-id", "", "")
 	action, rest, err := g.splitAction(args)
 	if err != nil {
 		return err
 	}
 	if action == "" {
-		return g.usageErr("workflow: want 'workflow list', 'workflow show ID', 'workflow cancel ID' or 'workflow retry ID'")
+		return g.usageErr("workflow: want 'workflow start NAME JSON', 'workflow list', 'workflow show ID', 'workflow cancel ID' or 'workflow retry ID'")
 	}
 	f, ok := actions[action]
 	if !ok {
-		return g.usageErr("workflow: unknown action %q (want list, show, cancel or retry)", action)
+		return g.usageErr("workflow: unknown action %q (want start, list, show, cancel or retry)", action)
 	}
 	return f(ctx, rest, stdout)
+}
+
+func workflowStart(ctx context.Context, args []string, stdout io.Writer) error {
+	c := newCommand("workflow start", "workflow start NAME JSON [--run-id ID] [--bridge URL] [--connect-timeout D]\n\nStarts a run of workflow NAME (<service>.v<version>.<name>, as workflow list shows it) with JSON as its input, through the bridge its service listens on, and prints the run's id. The service checks the input.")
+	var (
+		raw, runID string
+		timeout    time.Duration
+	)
+	c.fs.StringVar(&raw, "bridge", "", "bridge `URL` of the workflow's service (default $"+envBridge+")")
+	c.fs.StringVar(&runID, "run-id", "", "the run's `id` (default: a random UUID); starting again with it is the same run")
+	c.fs.DurationVar(&timeout, "connect-timeout", 10*time.Second, "bound on opening the bridge, and on the start")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return c.usageErr("workflow start: want a workflow NAME and its input as JSON")
+	}
+	if err := validateConnectTimeout(c, timeout); err != nil {
+		return err
+	}
+	if !json.Valid([]byte(pos[1])) {
+		return c.usageErr("workflow start: the input is not JSON")
+	}
+	rawURL, err := bridgeURL(c, raw)
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(engine.Config{Bridge: rawURL, ConnectTimeout: timeout, CallTimeout: timeout, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	defer func() { _ = eng.Stop(context.WithoutCancel(ctx)) }()
+	id, err := workflow.StartByName(engine.WithEngine(ctx, eng), pos[0], json.RawMessage(pos[1]), runID)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "run %s started\n", oneLine(id))
+	return err
 }
 
 func workflowList(ctx context.Context, args []string, stdout io.Writer) error {

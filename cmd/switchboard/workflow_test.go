@@ -108,7 +108,7 @@ func TestWorkflowListShowCancelRetry(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "want 'workflow list'"},
+		{nil, "want 'workflow start NAME JSON', 'workflow list'"},
 		{[]string{"frob"}, `unknown action "frob"`},
 		{[]string{"show"}, "exactly one run ID"},
 		{[]string{"show", "a", "b"}, "exactly one run ID"},
@@ -145,7 +145,7 @@ func TestWorkflowHelp(t *testing.T) {
 		notWant []string
 	}{
 		{[]string{"-h"}, []string{"workflow list", "workflow show ID", "workflow cancel ID", "workflow retry ID", "outbox, schedule and workflow"}, nil},
-		{[]string{"workflow", "-h"}, []string{"Usage: switchboard workflow list|show|cancel|retry", "--status S", "--workflow NAME", "(default 10s)"}, []string{"dlq list"}},
+		{[]string{"workflow", "-h"}, []string{"Usage: switchboard workflow start|list|show|cancel|retry", "--status S", "--workflow NAME", "(default 10s)"}, []string{"dlq list"}},
 		{[]string{"workflow", "list", "-h"}, []string{"Usage: switchboard workflow list ", "-limit N", "-status status", "-workflow name", "-json", "-connect-timeout"}, []string{"workflow show"}},
 		{[]string{"workflow", "show", "-h"}, []string{"Usage: switchboard workflow show ID", "-json"}, []string{"-limit", "-status"}},
 		{[]string{"workflow", "cancel", "-h"}, []string{"Usage: switchboard workflow cancel ID", "-db URL"}, []string{"-json", "-limit"}},

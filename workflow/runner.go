@@ -1,0 +1,486 @@
+package workflow
+
+import (
+	"context"
+	"crypto/md5"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/switchboard-go/switchboard/engine"
+)
+
+// runner claims and executes the runs of the workflows registered on one
+// service.
+type runner struct {
+	st    settings
+	defs  map[string]*definition
+	names []string
+	owner string
+	kick  chan struct{} // a slot freed or a run was started here: claim now
+	slots chan struct{} // one per run being executed
+	wg    sync.WaitGroup
+	// stopping is set, and halt closed, when the engine begins to stop:
+	// runs being executed halt at their next step boundary (or retry
+	// wait) and give their lease back.
+	stopping atomic.Bool
+	halt     chan struct{}
+	// mu guards execCtx and the start of executions against the stop.
+	mu      sync.Mutex
+	execCtx context.Context // the executions' context; nil until run starts
+	// drain bounds how long a run may go on after stopping was set.
+	drain time.Duration
+}
+
+func newRunner(st settings, defs map[string]*definition) *runner {
+	r := &runner{
+		st:    st,
+		defs:  defs,
+		kick:  make(chan struct{}, 1),
+		slots: make(chan struct{}, st.concurrency),
+		halt:  make(chan struct{}),
+		drain: st.leaseTTL / 3,
+	}
+	for id := range defs {
+		r.names = append(r.names, id)
+	}
+	host, _ := os.Hostname()
+	r.owner = fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
+	return r
+}
+
+func (r *runner) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run is the runner's loop, run by the engine (Service.Background) from its
+// start to its stop. ctx ends when the engine begins to stop.
+func (r *runner) run(ctx context.Context) error {
+	log := r.st.log.With("runner", r.owner)
+	execCtx, cancelExec := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelExec()
+	r.mu.Lock()
+	r.execCtx = execCtx
+	r.mu.Unlock()
+	notes := make(chan struct{}, 1)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		r.listen(ctx, notes)
+	}()
+	var lastPurge time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+		delay := r.st.pollInterval
+		if free := cap(r.slots) - len(r.slots); free > 0 {
+			claimed, next, err := r.claim(ctx, free)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				log.Error("workflow: claiming runs", "err", err)
+			}
+			for _, x := range claimed {
+				r.slots <- struct{}{} // may wait for a slot a start took meanwhile
+				r.wg.Add(1)
+				r.launch(x)
+			}
+			if next != nil && *next < delay {
+				delay = max(*next, 0)
+			}
+			if len(claimed) == free {
+				delay = 0 // there may be more
+			}
+		}
+		if time.Since(lastPurge) > time.Hour {
+			lastPurge = time.Now()
+			if _, err := r.st.db.ExecContext(ctx, r.st.q.purgeSignals, r.st.retention.Microseconds()); err != nil && ctx.Err() == nil {
+				log.Warn("workflow: purging old signals", "err", err)
+			}
+		}
+		if delay == 0 {
+			continue
+		}
+		timer.Reset(delay)
+		select {
+		case <-ctx.Done():
+		case <-r.kick:
+		case <-notes:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+	// The engine stops: runs being executed end their current step, up to
+	// the drain timeout, then give their lease back.
+	r.mu.Lock()
+	r.stopping.Store(true)
+	close(r.halt)
+	r.mu.Unlock()
+	stopTimer := time.AfterFunc(r.drain, cancelExec)
+	r.wg.Wait()
+	stopTimer.Stop()
+	<-listening
+	return nil
+}
+
+// launch executes x on a goroutine of its own; the caller took a slot and
+// added it to r.wg.
+func (r *runner) launch(x *claimed) {
+	go func() {
+		defer r.wg.Done()
+		defer func() { <-r.slots; r.wake() }()
+		r.execute(r.execCtx, x)
+	}()
+}
+
+// notifyChannel is the channel of migration 8's trigger for schema.
+func notifyChannel(schema string) string {
+	sum := md5.Sum([]byte(schema))
+	return "workflow_" + hex.EncodeToString(sum[:])
+}
+
+// listen LISTENs for runs made runnable and signals notes, until ctx ends.
+// Without the pgx driver (or while the connection is down) the runner
+// polls.
+func (r *runner) listen(ctx context.Context, notes chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := r.listenOnce(ctx, notes)
+		if ctx.Err() != nil {
+			return
+		}
+		r.st.log.Warn("workflow: listening for runnable runs; polling meanwhile", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(max(r.st.pollInterval, time.Second)):
+		}
+	}
+}
+
+var errNotPgx = errors.New("the database driver is not pgx's stdlib: polling only")
+
+func (r *runner) listenOnce(ctx context.Context, notes chan<- struct{}) error {
+	conn, err := r.st.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			<-ctx.Done()
+			return errNotPgx
+		}
+		pc := sc.Conn()
+		if _, err := pc.Exec(ctx, `LISTEN "`+notifyChannel(r.st.raw)+`"`); err != nil {
+			return err
+		}
+		defer func() {
+			if !pc.IsClosed() {
+				uctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				_, _ = pc.Exec(uctx, `UNLISTEN *`)
+			}
+		}()
+		for {
+			if _, err := pc.WaitForNotification(ctx); err != nil {
+				return err
+			}
+			select {
+			case notes <- struct{}{}:
+			default:
+			}
+		}
+	})
+}
+
+// claimed is a run the runner took.
+type claimed struct {
+	id, workflow    string
+	input, metadata []byte
+	fence           int64
+	cancelRequested bool
+	dbNow, localNow time.Time
+	history         []stepRecord
+	gap             int // the first seq missing before a recorded one (an operator's deletion)
+}
+
+// stepRecord is a recorded step.
+type stepRecord struct {
+	seq      int
+	kind     string
+	name     string
+	result   []byte
+	err      *engine.Error
+	attempts int
+	dueAt    *time.Time
+	pending  bool // an await not resolved yet
+}
+
+// claim takes up to n runnable runs, with their history, in two round
+// trips, and returns the delay until the next one it could take (nil:
+// none).
+func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, error) {
+	rows, err := r.st.db.QueryContext(ctx, r.st.q.claim, r.names, n, r.owner, r.st.leaseTTL.Microseconds())
+	if err != nil {
+		return nil, nil, fmt.Errorf("workflow: claim: %w", err)
+	}
+	var out []*claimed
+	var next *time.Duration
+	byID := map[string]*claimed{}
+	for rows.Next() {
+		var (
+			id, wf       sql.NullString
+			input, meta  []byte
+			fence        sql.NullInt64
+			cancel       sql.NullBool
+			dbNow        sql.NullTime
+			delaySeconds sql.NullFloat64
+		)
+		if err := rows.Scan(&id, &wf, &input, &meta, &fence, &cancel, &dbNow, &delaySeconds); err != nil {
+			_ = rows.Close()
+			return nil, nil, fmt.Errorf("workflow: claim: %w", err)
+		}
+		if !id.Valid {
+			if delaySeconds.Valid {
+				d := time.Duration(delaySeconds.Float64 * float64(time.Second))
+				next = &d
+			}
+			continue
+		}
+		c := &claimed{id: id.String, workflow: wf.String, input: input, metadata: meta, fence: fence.Int64, cancelRequested: cancel.Bool, dbNow: dbNow.Time, localNow: time.Now()}
+		out = append(out, c)
+		byID[c.id] = c
+	}
+	if err := rows.Close(); err != nil {
+		return nil, nil, fmt.Errorf("workflow: claim: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("workflow: claim: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, next, nil
+	}
+	ids := make([]string, len(out))
+	for i, c := range out {
+		ids[i] = c.id
+	}
+	hist, err := r.st.db.QueryContext(ctx, r.st.q.history, ids)
+	if err != nil {
+		r.releaseAll(out)
+		return nil, next, fmt.Errorf("workflow: reading the history of %d runs: %w", len(out), err)
+	}
+	defer hist.Close()
+	for hist.Next() {
+		var (
+			runID string
+			s     stepRecord
+			errJS []byte
+			due   sql.NullTime
+		)
+		if err := hist.Scan(&runID, &s.seq, &s.kind, &s.name, &s.result, &errJS, &s.attempts, &due); err != nil {
+			r.releaseAll(out)
+			return nil, next, fmt.Errorf("workflow: reading history: %w", err)
+		}
+		if len(errJS) > 0 {
+			s.err = &engine.Error{}
+			if err := json.Unmarshal(errJS, s.err); err != nil {
+				s.err = &engine.Error{Code: http.StatusInternalServerError, Reason: "internal", Message: "unreadable recorded error"}
+			}
+		}
+		if due.Valid {
+			t := due.Time
+			s.dueAt = &t
+		}
+		s.pending = s.kind == kindAwait && s.result == nil && s.err == nil
+		c := byID[runID]
+		if c.gap != 0 {
+			continue
+		}
+		if s.seq != len(c.history)+1 {
+			c.gap = len(c.history) + 1 // executed as a stop: see execute
+			continue
+		}
+		c.history = append(c.history, s)
+	}
+	if err := hist.Err(); err != nil {
+		r.releaseAll(out)
+		return nil, next, fmt.Errorf("workflow: reading history: %w", err)
+	}
+	return out, next, nil
+}
+
+// releaseAll gives back runs claimed but not executed.
+func (r *runner) releaseAll(cs []*claimed) {
+	for _, c := range cs {
+		r.release(c.id, c.fence, r.st.pollInterval)
+	}
+}
+
+// release gives a run back, runnable after delay: at once when the engine
+// stops, after PollInterval when the database failed (not in a loop).
+func (r *runner) release(id string, fence int64, delay time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := r.st.db.ExecContext(ctx, r.st.q.release, id, fence, delay.Microseconds()); err != nil {
+		r.st.log.Warn("workflow: releasing a run (its lease will expire instead)", "run_id", id, "err", err)
+	}
+}
+
+// runMeta is what a run keeps of the Meta of the message that started it.
+type runMeta struct {
+	CorrelationID string `json:"correlation_id,omitempty"`
+	Traceparent   string `json:"traceparent,omitempty"`
+	Tracestate    string `json:"tracestate,omitempty"`
+	PrincipalID   string `json:"principal_id,omitempty"`
+	TenantID      string `json:"tenant_id,omitempty"`
+}
+
+// start is the handler of a workflow's start command.
+func (r *runner) start(ctx context.Context, d *definition, in startIn) (string, error) {
+	if err := validRunID(in.RunID); err != nil {
+		return "", err
+	}
+	if err := d.checkInput(in.Input); err != nil {
+		return "", err
+	}
+	m := engine.MetaFrom(ctx)
+	meta, err := json.Marshal(runMeta{CorrelationID: m.CorrelationID, Traceparent: m.Traceparent, Tracestate: m.Tracestate, PrincipalID: m.PrincipalID, TenantID: m.TenantID})
+	if err != nil {
+		return "", err
+	}
+	if ok, err := r.startHere(ctx, d, in, meta); ok || err != nil {
+		return in.RunID, err
+	}
+	res, err := r.st.db.ExecContext(ctx, r.st.q.insertRun, in.RunID, d.id, []byte(in.Input), string(meta))
+	if err != nil {
+		return "", fmt.Errorf("workflow %s: storing run %s: %w", d.id, in.RunID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		r.wake()
+		return in.RunID, nil
+	}
+	var wf string
+	if err := r.st.db.QueryRowContext(ctx, r.st.q.runWorkflow, in.RunID).Scan(&wf); err != nil {
+		return "", fmt.Errorf("workflow %s: reading run %s: %w", d.id, in.RunID, err)
+	}
+	if wf != d.id {
+		return "", &engine.Error{Code: http.StatusConflict, Reason: "run_id_taken", Message: fmt.Sprintf("run %s is a run of workflow %s, not %s", in.RunID, wf, d.id)}
+	}
+	return in.RunID, nil // the same run: idempotent
+}
+
+// startHere inserts the run already claimed by this runner and executes it,
+// when a slot is free: no notification, claim or history read. It returns
+// false, having done nothing, when no slot is free, the runner is not
+// running, or the run exists.
+func (r *runner) startHere(ctx context.Context, d *definition, in startIn, meta []byte) (bool, error) {
+	r.mu.Lock()
+	if r.execCtx == nil || r.stopping.Load() {
+		r.mu.Unlock()
+		return false, nil
+	}
+	select {
+	case r.slots <- struct{}{}:
+	default:
+		r.mu.Unlock()
+		return false, nil
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	// Not cut by the caller: a run inserted with no execution would wait
+	// for its lease to expire. (A database failure after the commit still
+	// may: the run then starts after LeaseTTL.)
+	var dbNow time.Time
+	err := r.st.db.QueryRowContext(context.WithoutCancel(ctx), r.st.q.insertClaimed, in.RunID, d.id, []byte(in.Input), string(meta), r.owner, r.st.leaseTTL.Microseconds()).Scan(&dbNow)
+	if err != nil {
+		<-r.slots
+		r.wg.Done()
+		if errors.Is(err, sql.ErrNoRows) { // it exists
+			return false, nil
+		}
+		return false, fmt.Errorf("workflow %s: storing run %s: %w", d.id, in.RunID, err)
+	}
+	r.launch(&claimed{id: in.RunID, workflow: d.id, input: in.Input, metadata: meta, fence: 1, dbNow: dbNow, localNow: time.Now()})
+	return true, nil
+}
+
+// waitMax is how long the wait command waits for a run to end.
+const waitMax = 10 * time.Second
+
+// wait is the handler of a workflow's wait command: the run's outcome, once
+// it ended or after waitMax (or before the caller's deadline), polling
+// every 50 ms.
+func (r *runner) wait(ctx context.Context, d *definition, id string) (waitOut, error) {
+	if err := validRunID(id); err != nil {
+		return waitOut{}, err
+	}
+	until := time.Now().Add(waitMax)
+	if dl, ok := ctx.Deadline(); ok && dl.Add(-200*time.Millisecond).Before(until) {
+		until = dl.Add(-200 * time.Millisecond)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var (
+			wf, status string
+			output     []byte
+			errJS      []byte
+		)
+		err := r.st.db.QueryRowContext(ctx, r.st.q.waitRun, id).Scan(&wf, &status, &output, &errJS)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && wf != d.id) {
+			return waitOut{}, &engine.Error{Code: http.StatusNotFound, Reason: "run_not_found", Message: fmt.Sprintf("workflow %s has no run %s", d.id, id)}
+		}
+		if err != nil {
+			return waitOut{}, fmt.Errorf("workflow %s: reading run %s: %w", d.id, id, err)
+		}
+		if status != statusRunning || !time.Now().Before(until) {
+			out := waitOut{Status: status, Output: output}
+			if len(errJS) > 0 {
+				out.Error = &engine.Error{}
+				if err := json.Unmarshal(errJS, out.Error); err != nil {
+					return waitOut{}, fmt.Errorf("workflow %s: run %s: reading its error: %w", d.id, id, err)
+				}
+			}
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return waitOut{}, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// signal stores a correlated event and wakes the runs awaiting it, under
+// the lock an Await takes when it suspends.
+func (r *runner) signal(ctx context.Context, event, key, messageID string, payload []byte) error {
+	tx, err := r.st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("workflow: storing event %s: %w", event, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, r.st.q.lock, event, key); err != nil {
+		return fmt.Errorf("workflow: storing event %s: %w", event, err)
+	}
+	if _, err := tx.ExecContext(ctx, r.st.q.signal, event, key, messageID, payload); err != nil {
+		return fmt.Errorf("workflow: storing event %s: %w", event, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("workflow: storing event %s: %w", event, err)
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package workflow
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/switchboard-go/switchboard/engine"
+)
+
+// Errors of workflow runs, for errors.Is (matched by code and reason, as
+// the engine's sentinels are).
+var (
+	// ErrAwaitTimeout: an Await's deadline passed before its event came
+	// (504, reason "await_timeout").
+	ErrAwaitTimeout = &engine.Error{Code: http.StatusGatewayTimeout, Reason: "await_timeout", Message: "await timed out"}
+	// ErrCancelled: the run was cancelled (switchboard workflow cancel):
+	// the step that sees it returns it, later steps too, and the run's
+	// compensations run (409, reason "cancelled").
+	ErrCancelled = &engine.Error{Code: http.StatusConflict, Reason: "cancelled", Message: "run cancelled"}
+	// ErrNondeterministic: the code no longer matches the run's recorded
+	// history; the run is stopped with this error, naming the step (409,
+	// reason "nondeterministic").
+	ErrNondeterministic = &engine.Error{Code: http.StatusConflict, Reason: "nondeterministic", Message: "the workflow's code does not match the run's history"}
+)
+
+// errNotWorkflow is returned by a step given a Context that is not a
+// workflow function's.
+var errNotWorkflow = errors.New("workflow: the Context is not a workflow run's: give steps the Context the workflow function received")
+
+func execOf(wf Context) (*execution, error) {
+	c, ok := wf.(*runContext)
+	if !ok || c == nil {
+		return nil, errNotWorkflow
+	}
+	return c.x, nil
+}
+
+// permanentError marks a local step's error as permanent.
+type permanentError struct{ err error }
+
+func (p *permanentError) Error() string { return p.err.Error() }
+func (p *permanentError) Unwrap() error { return p.err }
+
+// Permanent marks err, returned by a local Step's function, as permanent:
+// the step fails at once instead of being retried. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// Invoke is a step that calls command c with in and returns its result. Its
+// message has an id derived from the run and the step, the same on every
+// attempt and after any restart, so a participant using outbox.Inbox runs
+// it once. A transient failure (timeout, unreachable, 5xx) is retried
+// (Store.StepRetry); the error returned is the one recorded (an
+// *engine.Error), which a replay returns too.
+func Invoke[In, Out any](wf Context, c *engine.Command[In, Out], in In) (Out, error) {
+	var out Out
+	x, err := execOf(wf)
+	if err != nil {
+		return out, err
+	}
+	name := c.String()
+	seq, rec, err := x.begin(kindInvoke, name)
+	if err != nil || rec != nil {
+		if rec != nil {
+			err = x.replay(rec, &out)
+		}
+		return out, err
+	}
+	started := x.now()
+	id := messageID(x.c.id, seq)
+	attempts, err := x.attempt(seq, kindInvoke, name, false, func(ctx context.Context) error {
+		var err error
+		out, err = c.Invoke(engine.WithMessageID(ctx, id), in)
+		return err
+	})
+	return out, x.settle(seq, kindInvoke, name, started, attempts, out, err)
+}
+
+// Emit is a step that emits ev with payload, with a message id derived
+// from the run and the step (see Invoke).
+func Emit[T any](wf Context, ev *engine.Event[T], payload T) error {
+	x, err := execOf(wf)
+	if err != nil {
+		return err
+	}
+	name := ev.String()
+	seq, rec, err := x.begin(kindEmit, name)
+	if err != nil || rec != nil {
+		if rec != nil {
+			err = x.replay(rec, nil)
+		}
+		return err
+	}
+	started := x.now()
+	id := messageID(x.c.id, seq)
+	attempts, err := x.attempt(seq, kindEmit, name, false, func(ctx context.Context) error {
+		return ev.Emit(engine.WithMessageID(ctx, id), payload)
+	})
+	return x.settle(seq, kindEmit, name, started, attempts, nil, err)
+}
+
+// Step is a local step: fn runs in this process and its result (JSON) is
+// recorded; a replay returns the recorded result without running fn. An
+// error is retried (Store.StepRetry) unless marked Permanent or an
+// *engine.Error that is permanent; the error returned is the recorded one,
+// an *engine.Error (code 500, reason "step_failed", fn's message, for a
+// plain error). fn may run more than once if the process dies before its
+// result is recorded: make its effects idempotent.
+func Step[T any](wf Context, name string, fn func(ctx context.Context) (T, error)) (T, error) {
+	var out T
+	x, err := execOf(wf)
+	if err != nil {
+		return out, err
+	}
+	seq, rec, err := x.begin(kindStep, name)
+	if err != nil || rec != nil {
+		if rec != nil {
+			err = x.replay(rec, &out)
+		}
+		return out, err
+	}
+	started := x.now()
+	attempts, err := x.attempt(seq, kindStep, name, true, func(ctx context.Context) error {
+		var err error
+		out, err = fn(ctx)
+		return err
+	})
+	return out, x.settle(seq, kindStep, name, started, attempts, out, err)
+}
+
+// Sleep is a durable timer: the run continues d after the step began, on
+// whichever instance holds it then. A sleep of more than a second gives
+// the run back (no process holds it meanwhile) until its due time; a
+// shorter one waits in this process.
+func Sleep(wf Context, d time.Duration) error {
+	x, err := execOf(wf)
+	if err != nil {
+		return err
+	}
+	seq, rec, err := x.begin(kindSleep, "sleep")
+	if err != nil {
+		return err
+	}
+	if rec != nil {
+		if rec.dueAt == nil || !x.now().Before(*rec.dueAt) {
+			return nil
+		}
+		if x.cancelRequested { // woken early to be cancelled
+			x.cancelled = true
+			return x.cancelledError()
+		}
+		x.park(*rec.dueAt, nil, nil) // woken early: wait on
+	}
+	started := x.now()
+	due := started.Add(max(d, 0))
+	if d > shortSleep {
+		x.suspend(seq, due, started)
+	}
+	x.record(seq, kindSleep, "sleep", nil, nil, 1, &due, started)
+	timer := time.NewTimer(due.Sub(x.now()))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-x.ctx.Done():
+		x.interrupted()
+	}
+	return nil
+}
+
+// suspend records the sleep step seq and gives the run back until due, in
+// one statement.
+func (x *execution) suspend(seq int, due, started time.Time) {
+	res, err := x.r.st.db.ExecContext(x.ctx, x.r.st.q.suspend, x.c.id, x.c.fence, x.r.st.leaseTTL.Microseconds(),
+		seq, kindSleep, "sleep", nil, nil, 1, due, started)
+	if err != nil {
+		x.interrupted()
+		x.stop(haltFailed, fmt.Errorf("recording sleep step %d: %w", seq, err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		x.stop(haltLeaseLost, nil)
+	}
+	x.stop(haltSuspended, nil)
+}
+
+// Await is a step that waits for event ev whose key (see Correlate) is key,
+// at most timeout after the step began, and returns its payload: the first
+// such event stored, even one that came before the run reached the Await.
+// After the deadline it returns an error matching ErrAwaitTimeout. While it
+// waits, no process holds the run. The workflow must declare ev with
+// Correlate, or Await fails with a permanent error naming the event.
+func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Duration) (T, error) {
+	var out T
+	x, err := execOf(wf)
+	if err != nil {
+		return out, err
+	}
+	event := ev.String()
+	if x.def.correlations[event] == nil {
+		return out, &engine.Error{Code: http.StatusInternalServerError, Reason: "not_correlated",
+			Message: fmt.Sprintf("workflow %s awaits event %s without declaring it (workflow.Correlate)", x.def.id, event)}
+	}
+	name := event + "/" + key
+	seq, rec, err := x.begin(kindAwait, name)
+	if err != nil {
+		return out, err
+	}
+	if rec == nil {
+		started := x.now()
+		due := started.Add(max(timeout, 0))
+		x.record(seq, kindAwait, name, nil, nil, 1, &due, started)
+		rec = &stepRecord{seq: seq, kind: kindAwait, name: name, dueAt: &due, pending: true}
+	}
+	if !rec.pending {
+		return out, x.replay(rec, &out)
+	}
+	for range 2 { // a signal found while parking is read on the second round
+		var payload []byte
+		err := x.r.st.db.QueryRowContext(x.ctx, x.r.st.q.signalFor, event, key).Scan(&payload)
+		switch {
+		case err == nil:
+			x.resolve(seq, payload, nil)
+			if err := json.Unmarshal(payload, &out); err != nil {
+				return out, stepError(Permanent(fmt.Errorf("event %s does not decode into %T: %w", event, out, err)))
+			}
+			return out, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			x.interrupted()
+			x.stop(haltFailed, fmt.Errorf("reading signals: %w", err))
+		}
+		if !x.now().Before(*rec.dueAt) {
+			we := &engine.Error{Code: ErrAwaitTimeout.Code, Reason: ErrAwaitTimeout.Reason,
+				Message: fmt.Sprintf("no event %s with key %q before %s", event, key, rec.dueAt.UTC().Format(time.RFC3339Nano))}
+			x.resolve(seq, nil, we)
+			return out, we
+		}
+		if x.cancelRequested {
+			x.cancelled = true
+			return out, x.cancelledError()
+		}
+		x.parkAwaiting(*rec.dueAt, event, key)
+	}
+	x.stop(haltFailed, errors.New("await: a signal was seen and then not found"))
+	return out, nil
+}
+
+// resolve records the outcome of the await at seq.
+func (x *execution) resolve(seq int, payload []byte, we *engine.Error) {
+	var cancel bool
+	err := x.r.st.db.QueryRowContext(x.ctx, x.r.st.q.resolve, x.c.id, x.c.fence, x.r.st.leaseTTL.Microseconds(), seq, payload, errorJSON(we)).Scan(&cancel)
+	if errors.Is(err, sql.ErrNoRows) {
+		x.stop(haltLeaseLost, nil)
+	}
+	if err != nil {
+		x.interrupted()
+		x.stop(haltFailed, fmt.Errorf("recording await step %d: %w", seq, err))
+	}
+	x.cancelRequested = cancel
+}
+
+// parkAwaiting gives the run back until the event comes or due, unless the
+// event is stored already (it returns then). It takes the lock the
+// signal's handler takes, so that an event stored meanwhile is seen here
+// or wakes the run.
+func (x *execution) parkAwaiting(due time.Time, event, key string) {
+	tx, err := x.r.st.db.BeginTx(x.ctx, nil)
+	if err == nil {
+		defer func() { _ = tx.Rollback() }()
+		_, err = tx.ExecContext(x.ctx, x.r.st.q.lock, event, key)
+	}
+	var payload []byte
+	if err == nil {
+		err = tx.QueryRowContext(x.ctx, x.r.st.q.signalFor, event, key).Scan(&payload)
+		if err == nil {
+			return // it came: read it
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			err = nil
+		}
+	}
+	var res sql.Result
+	if err == nil {
+		res, err = tx.ExecContext(x.ctx, x.r.st.q.awaitSuspend, x.c.id, x.c.fence, due, event, key)
+	}
+	if err == nil {
+		if n, _ := res.RowsAffected(); n == 0 {
+			x.stop(haltLeaseLost, nil)
+		}
+		err = tx.Commit()
+	}
+	if err != nil {
+		x.interrupted()
+		x.stop(haltFailed, fmt.Errorf("suspending the await: %w", err))
+	}
+	x.stop(haltSuspended, nil)
+}
+
+// OnFailure registers a compensation: if the run fails or is cancelled
+// later, c is invoked with in, after the compensations registered after
+// this one (reverse order), each once, as a recorded step retried with
+// Store.StepRetry; one that still fails is sent fire-and-forget with the
+// same message id, so that the participant's engine retries it and
+// dead-letters it. Register it right after the step it compensates
+// succeeded.
+func OnFailure[In, Out any](wf Context, c *engine.Command[In, Out], in In) {
+	x, err := execOf(wf)
+	if err != nil {
+		return
+	}
+	x.comps = append(x.comps, compensation{
+		name: c.String(),
+		invoke: func(ctx context.Context) error {
+			_, err := c.Invoke(ctx, in)
+			return err
+		},
+		send: func(ctx context.Context) error { return c.Send(ctx, in) },
+	})
+}
