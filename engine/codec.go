@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/switchboard-go/switchboard/internal/codec"
 )
@@ -85,4 +86,25 @@ func validate(v any) error {
 // without a field.
 func invalidInput(message string, details map[string]any) *Error {
 	return &Error{Code: 400, Reason: "invalid_input", Message: message, Details: details}
+}
+
+// scratch recycles the *T that encoding and decoding a payload need: a
+// value whose address goes to encoding/json (an interface) is moved to
+// the heap, one allocation per message, however short-lived. get returns
+// a zero T; put zeroes it again, so that nothing decoded stays reachable
+// from the pool, and must come after the last use of the pointer (the
+// value is copied out first). Encoding and decoding see a *T as before.
+type scratch[T any] struct{ pool sync.Pool }
+
+func (s *scratch[T]) get() *T {
+	if v, ok := s.pool.Get().(*T); ok {
+		return v
+	}
+	return new(T)
+}
+
+func (s *scratch[T]) put(v *T) {
+	var zero T
+	*v = zero
+	s.pool.Put(v)
 }

@@ -17,6 +17,8 @@ type Command[In, Out any] struct {
 	topic                  string
 	success                *Event[Out]
 	idempotent             bool
+	ins                    scratch[In]
+	outs                   scratch[Out]
 }
 
 // NewCommand declares command name of service at version. Names are checked
@@ -95,7 +97,10 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 		}
 		timeout = o.timeout
 	}
-	payload, err := e.codec.encodeInput(&in)
+	pin := c.ins.get()
+	*pin = in
+	payload, err := e.codec.encodeInput(pin)
+	c.ins.put(pin)
 	if err != nil {
 		return out, err
 	}
@@ -103,7 +108,11 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 	if err != nil {
 		return out, err
 	}
-	if err := e.codec.decodeOutput(reply, &out); err != nil {
+	pout := c.outs.get()
+	err = e.codec.decodeOutput(reply, pout)
+	out = *pout
+	c.outs.put(pout)
+	if err != nil {
 		return out, fmt.Errorf("invoke %s: %w", c.topic, err)
 	}
 	return out, nil
@@ -151,6 +160,7 @@ func (c *Command[In, Out]) target(In) (topic, kind string) { return c.topic, env
 // it. Declare it once, as a package-level variable.
 type Event[T any] struct {
 	name, topic string
+	payloads    scratch[T]
 }
 
 // NewEvent declares an event named name ("user.created"). An invalid name
@@ -173,7 +183,10 @@ func (ev *Event[T]) Emit(ctx context.Context, payload T) error {
 	if err != nil {
 		return fmt.Errorf("emit %s: %w", ev.name, err)
 	}
-	body, err := e.codec.encodeInput(&payload)
+	p := ev.payloads.get()
+	*p = payload
+	body, err := e.codec.encodeInput(p)
+	ev.payloads.put(p)
 	if err != nil {
 		return err
 	}

@@ -26,44 +26,48 @@ import (
 var errOutput = errors.New("switchboard: handler output")
 
 // outgoing builds a message caused by the one handled in ctx (or starting a
-// conversation); see stamp. finish ends its producer span. Its id is the one
-// WithMessageID put on ctx, if any (never for a reply, which is answered
-// with the request's), else a fresh one; an invalid one is ErrInvalidInput.
+// conversation): its Meta derives from ctx's, and with a recording tracer
+// its traceparent is a new producer span's, which the returned function
+// ends. Replies get no span of their own: they are the end of their
+// handler's process span. Its id is the one WithMessageID put on ctx, if
+// any (never for a reply, which is answered with the request's), else a
+// fresh one; an invalid one is ErrInvalidInput.
 func (e *Engine) outgoing(ctx context.Context, topic, kind string, payload []byte, deadline time.Time) (*message.Message, func(error), error) {
-	id := ""
+	given := ""
 	if kind != envelope.KindReply {
-		if given, ok := ctx.Value(envelope.MessageIDKey{}).(string); ok {
-			if err := checkMessageID(given); err != nil {
+		if id, ok := ctx.Value(envelope.MessageIDKey{}).(string); ok {
+			if err := checkMessageID(id); err != nil {
 				return nil, nil, err
 			}
-			id = given
+			given = id
 		}
 	}
-	if id == "" {
-		id = envelope.NewID()
-	}
-	msg := message.NewMessage(id, payload)
-	msg.SetContext(ctx)
-	return msg, e.stamp(ctx, msg, topic, kind, deadline), nil
-}
-
-// stamp writes msg's metadata as caused by the message handled in ctx: its
-// Meta derives from ctx's, and with a recording tracer its traceparent is a
-// new producer span's, which the returned function ends. Replies get no span
-// of their own: they are the end of their handler's process span.
-func (e *Engine) stamp(ctx context.Context, msg *message.Message, topic, kind string, deadline time.Time) func(error) {
 	parent, _ := envelope.MetaFrom(ctx)
 	if kind != envelope.KindCommand || deadline.IsZero() {
 		// Only an awaited command inherits a deadline: events, replies and
 		// fire-and-forget commands are processed whenever they arrive.
 		parent.Deadline = time.Time{}
 	}
-	meta := envelope.Child(parent, msg.UUID, deadline)
+	var meta Meta
+	if given != "" {
+		meta = envelope.Child(parent, given, deadline)
+	} else {
+		meta = envelope.NewChild(parent, deadline)
+	}
+	msg := message.NewMessage(meta.MessageID, payload)
+	msg.SetContext(ctx)
 	envelope.Write(msg, meta)
 	msg.Metadata.Set(envelope.KeyKind, kind)
 	if kind == envelope.KindReply || e.tracingOff() {
-		return noSpan
+		return msg, noSpan, nil
 	}
+	return msg, e.producerSpan(ctx, msg, parent, meta, topic), nil
+}
+
+// producerSpan starts msg's producer span, as a child of ctx's span or of
+// parent's traceparent, and writes its trace context on msg when it
+// records.
+func (e *Engine) producerSpan(ctx context.Context, msg *message.Message, parent, meta Meta, topic string) func(error) {
 	if !trace.SpanContextFromContext(ctx).IsValid() && parent.Traceparent != "" {
 		ctx = middleware.Extract(ctx, message.Metadata{envelope.KeyTraceparent: parent.Traceparent, envelope.KeyTracestate: parent.Tracestate})
 	}
@@ -326,6 +330,10 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 	if r.kind == bridge.Command {
 		route.Kind = envelope.KindCommand
 	}
+	// What the contexts of this handler's messages share, awaited or not.
+	scope := &envelope.Scope{Stop: e.hardCtx, Engine: e, Route: route}
+	awaitedScope := &envelope.Scope{Stop: e.hardCtx, Engine: e, Route: route}
+	awaitedScope.Route.Awaited = true
 	log := e.log.With("service", s.id, "handler", r.name, "kind", route.Kind)
 	inner := func(msg *message.Message) ([]*message.Message, error) {
 		out, err := r.run(msg.Context(), e.codec, msg.Payload, r.allowUnknown)
@@ -396,10 +404,16 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 			// would end the handler's context before it starts.
 			meta.Deadline = time.Time{}
 		}
-		rt := route
-		rt.Awaited = awaited
-		ctx, cancel := e.handlerContext(msg.Context(), meta, rt)
-		defer cancel()
+		// The handler's context: not cancelled by the subscription (see
+		// package router), carrying the engine, Meta and Route, ending at
+		// meta's deadline (cleared above on messages nobody awaits), when
+		// a drain runs out of time (e.hardCtx), or when the handler is done.
+		sc := scope
+		if awaited {
+			sc = awaitedScope
+		}
+		ctx := envelope.Handling(msg.Context(), meta, sc)
+		defer ctx.End()
 		msg.SetContext(ctx)
 
 		produced, err := e.runChain(chain, msg, mlog)
@@ -469,18 +483,6 @@ func unlessAwaited(mw message.HandlerMiddleware) message.HandlerMiddleware {
 			return wrapped(msg)
 		}
 	}
-}
-
-// handlerContext derives a handler's context: not cancelled by the
-// subscription (see package router), carrying the engine, the message's Meta
-// and Route, ending at meta's deadline (the caller clears it on messages
-// nobody awaits) or when a drain runs out of time (e.hardCtx).
-func (e *Engine) handlerContext(parent context.Context, meta Meta, route envelope.Route) (context.Context, context.CancelFunc) {
-	ctx := envelope.Handling(parent, e.hardCtx, meta, route, engineKey{}, e)
-	if meta.Deadline.IsZero() {
-		return context.WithCancel(ctx)
-	}
-	return context.WithDeadline(ctx, meta.Deadline)
 }
 
 // msgLogger is a handler's logger for one message, made only when

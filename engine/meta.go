@@ -100,14 +100,12 @@ func TraceID(traceparent string) string {
 // outside any handler (a main, a test, an HTTP handler). A handler's
 // context carries its engine already.
 func WithEngine(ctx context.Context, eng *Engine) context.Context {
-	return context.WithValue(ctx, engineKey{}, eng)
+	return context.WithValue(ctx, envelope.EngineKey{}, eng)
 }
-
-type engineKey struct{}
 
 // engineFrom returns the engine ctx carries, or ErrNoEngine.
 func engineFrom(ctx context.Context) (*Engine, error) {
-	if e, ok := ctx.Value(engineKey{}).(*Engine); ok && e != nil {
+	if e, ok := ctx.Value(envelope.EngineKey{}).(*Engine); ok && e != nil {
 		return e, nil
 	}
 	return nil, ErrNoEngine

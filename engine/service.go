@@ -159,9 +159,13 @@ func Handle[In, Out any](s *Service, c *Command[In, Out], fn func(ctx context.Co
 	if c.success != nil {
 		r.successTopic = c.success.topic
 	}
+	var ins scratch[In]
 	r.run = func(ctx context.Context, cd payloadCodec, payload []byte, allowUnknown bool) ([]byte, error) {
-		var in In
-		if err := cd.decodeInput(payload, &in, allowUnknown); err != nil {
+		pin := ins.get()
+		err := cd.decodeInput(payload, pin, allowUnknown)
+		in := *pin
+		ins.put(pin)
+		if err != nil {
 			return nil, err
 		}
 		out, err := fn(ctx, in)
@@ -184,9 +188,13 @@ func Subscribe[T any](s *Service, ev *Event[T], fn func(ctx context.Context, ev 
 	if fn == nil {
 		r.errs = append(r.errs, fmt.Errorf("subscription to %s: nil handler", ev))
 	}
+	var vs scratch[T]
 	r.run = func(ctx context.Context, cd payloadCodec, payload []byte, allowUnknown bool) ([]byte, error) {
-		var v T
-		if err := cd.decodeInput(payload, &v, allowUnknown); err != nil {
+		pv := vs.get()
+		err := cd.decodeInput(payload, pv, allowUnknown)
+		v := *pv
+		vs.put(pv)
+		if err != nil {
 			return nil, err
 		}
 		return nil, fn(ctx, v)

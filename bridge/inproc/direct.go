@@ -115,8 +115,12 @@ func (m *Member) Stop() {
 
 // Next takes the message waiting longest in the group's queue, if any,
 // for a member that has room for one more: a delivery like a subscriber's
-// (a copy, with its bridge.DeliveryKey count and the member's context),
-// which the member then owns as one it took. It returns nil when the queue
+// (with its bridge.DeliveryKey count and the member's context), which the
+// member then owns as one it took. A message Call queued is handed over
+// itself (it is this group's alone and was never delivered); any other is
+// copied: Publish queues one snapshot for every group, a subscriber's nack
+// or release queues the snapshot its delivery was copied from, and a
+// member's Requeue the message it nacked, whose ack is spent. It returns nil when the queue
 // is empty or the member stopped, and, in an event group, while a message
 // a subscriber fetched is not settled (it may wait for the member's slot:
 // the next one must not overtake it).
@@ -130,7 +134,10 @@ func (m *Member) Next() *message.Message {
 	if !ok {
 		return nil
 	}
-	msg := q.msg.Copy()
+	msg := q.msg
+	if !q.own {
+		msg = q.msg.Copy()
+	}
 	msg.Metadata.Set(bridge.DeliveryKey, strconv.Itoa(q.deliveries+1))
 	msg.SetContext(m.ctx)
 	return msg
@@ -207,7 +214,7 @@ func (b *Bus) Call(topic string, msg *message.Message) error {
 			m = msg.Copy()
 		}
 		if !g.hand(m) {
-			g.push(queued{msg: m})
+			g.push(queued{msg: m, own: true})
 		}
 	}
 	return nil

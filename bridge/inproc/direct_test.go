@@ -3,6 +3,7 @@ package inproc_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,6 +138,56 @@ func TestCallFansOutToEveryGroup(t *testing.T) {
 	_ = bus.Close()
 	if err := bus.Call(events.Topic, message.NewMessage("y", nil)); !errors.Is(err, bridge.ErrClosed) {
 		t.Errorf("Call on a closed bus: %v", err)
+	}
+}
+
+// What waits in the queue reaches each group's member as a message of its
+// own: Call's queued message itself (the group's alone), and a copy of
+// Publish's snapshot, which every group's queue shares, so that one
+// group's handling (its metadata, its ack) cannot reach another's.
+func TestNextGivesEachGroupItsOwn(t *testing.T) {
+	bus := inproc.New()
+	t.Cleanup(func() { _ = bus.Close() })
+	var members []*inproc.Member
+	for _, g := range []string{"a", "b"} {
+		spec := bridge.Spec{Topic: "ev", Group: g, Kind: bridge.Event, Concurrency: 1}
+		m, err := bus.Serve(context.Background(), spec, func(*inproc.Member, *message.Message) bool { return false }) // no room: all queued
+		if err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, m)
+	}
+	called := message.NewMessage("called", []byte("{}"))
+	if err := bus.Call("ev", called); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Publisher().Publish("ev", message.NewMessage("published", []byte("{}"))); err != nil {
+		t.Fatal(err)
+	}
+	var got [2][]*message.Message
+	for i, m := range members {
+		for range 2 {
+			msg := m.Next()
+			if msg == nil {
+				t.Fatalf("group %d: Next found nothing", i)
+			}
+			if msg.Metadata.Get(bridge.DeliveryKey) != "1" || !msg.Ack() {
+				t.Errorf("group %d: %s is not a first delivery not yet acked", i, msg.UUID)
+			}
+			msg.Metadata.Set("seen-by", strconv.Itoa(i))
+			got[i] = append(got[i], msg)
+		}
+		if got[i][0].UUID != "called" || got[i][1].UUID != "published" {
+			t.Fatalf("group %d got %s, %s", i, got[i][0].UUID, got[i][1].UUID)
+		}
+	}
+	if got[1][0] != called {
+		t.Error("the last group did not get Call's message itself")
+	}
+	for j := range 2 {
+		if got[0][j] == got[1][j] || got[0][j].Metadata.Get("seen-by") != "0" || got[1][j].Metadata.Get("seen-by") != "1" {
+			t.Errorf("%s: both groups share one message", got[0][j].UUID)
+		}
 	}
 }
 

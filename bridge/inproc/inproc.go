@@ -221,8 +221,11 @@ func (s *subscriber) Close() error {
 
 // queued is a message waiting in one group's queue.
 type queued struct {
-	msg        *message.Message // the published snapshot; never modified
+	msg        *message.Message // the published snapshot; never modified while queued
 	deliveries int              // to this group so far
+	// own: msg is this group's alone and was never delivered (Call's), so
+	// Member.Next may hand it over itself instead of a copy.
+	own bool
 }
 
 // group is one consumer group's queue.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -66,58 +67,168 @@ func MetaFrom(ctx context.Context) (Meta, bool) {
 	return Meta{}, false
 }
 
-// Handling returns the context a handler starts from, in one allocation
-// (the engine makes one for every message it handles): the values of
-// values, m (MetaFrom), r (RouteFrom) and val under key, and the
-// cancellation of cancel, which must carry no values (the engine's hard
-// stop), without values' deadline or cancellation, as
-// context.WithoutCancel would. A context derived from it with
-// context.WithCancel or WithDeadline is registered with cancel's, so the
-// handler's context needs no AfterFunc on cancel per message.
-func Handling(values, cancel context.Context, m Meta, r Route, key, val any) context.Context {
-	return &handling{values: values, cancel: cancel, meta: m, route: r, key: key, val: val}
+// EngineKey is the context key of the engine (engine.WithEngine), here so
+// that Handling answers it from its Scope.
+type EngineKey struct{}
+
+// Scope is what the contexts of one handler's messages share (the engine
+// makes two per handler: its Route awaited and not), so that each context
+// holds one pointer to it.
+type Scope struct {
+	Stop   context.Context // the engine's hard stop; must carry no values
+	Engine any             // under EngineKey
+	Route  Route           // RouteFrom
+}
+
+// Handling returns the context a handler runs in, in one allocation (the
+// engine makes one for every message it handles): the values of values, m
+// (MetaFrom), s.Route (RouteFrom) and s.Engine under EngineKey; not
+// values' deadline or cancellation (as context.WithoutCancel would), but
+// m.Deadline (none when zero) and the cancellation of s.Stop; it ends, with
+// context.Canceled, at End.
+//
+// What a context.WithDeadline (or WithCancel) of s.Stop would allocate per
+// message, a timer included, is made only when something asks for it: Done,
+// a derived context (which asks for Done), or Err and Value once the
+// context has ended. Most handlers never wait on their context, and those
+// calls would otherwise cost three allocations, a runtime timer and two
+// passes through s.Stop's lock per message. Err before then reads the
+// clock, End and s.Stop without making anything.
+func Handling(values context.Context, m Meta, s *Scope) *HandlerContext {
+	return &HandlerContext{values: values, meta: m, scope: s}
 }
 
 // MessageIDKey is the context key of engine.WithMessageID: the id the
 // messages sent with that context take.
 type MessageIDKey struct{}
 
-type handling struct {
-	values, cancel context.Context
-	meta           Meta
-	route          Route
-	key, val       any
+// HandlerContext is Handling's context.
+type HandlerContext struct {
+	values context.Context
+	meta   Meta
+	scope  *Scope
+	// state is nil while the context runs and nothing made its
+	// cancellation, &endedUnmade once End came first, then the
+	// cancellation once made. It only moves forward (nil, &endedUnmade,
+	// made), so the loops below take at most three turns. 192 bytes in
+	// all, where the context and the context.WithDeadline it replaces
+	// took 576.
+	state atomic.Pointer[cancellation]
 }
 
-func (h *handling) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (h *handling) Done() <-chan struct{}       { return h.cancel.Done() }
-func (h *handling) Err() error                  { return h.cancel.Err() }
+// cancellation is a HandlerContext's context.WithDeadline (or WithCancel)
+// of its Scope.Stop.
+type cancellation struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
 
-// Value looks in cancel before values: cancel has no values but the
-// context package's own key, under which it finds cancel's cancellable
-// context to register derived contexts with (values' lookup of that key
-// would end in a context.WithoutCancel, and allocate there).
-func (h *handling) Value(key any) any {
+// endedUnmade is HandlerContext.state after an End that came before
+// anything made the cancellation.
+var endedUnmade cancellation
+
+// Deadline returns m.Deadline, when not zero.
+func (h *HandlerContext) Deadline() (time.Time, bool) {
+	return h.meta.Deadline, !h.meta.Deadline.IsZero()
+}
+
+// Done makes the context's cancellation, if not made yet.
+func (h *HandlerContext) Done() <-chan struct{} { return h.make().Done() }
+
+// Err is nil while the context runs, without making anything.
+func (h *HandlerContext) Err() error {
+	if !h.madeOrOver() {
+		return nil
+	}
+	return h.make().Err()
+}
+
+// madeOrOver reports whether the cancellation is made or the context has
+// ended (End, its deadline, Scope.Stop) all the same.
+func (h *HandlerContext) madeOrOver() bool {
+	if h.state.Load() != nil || h.scope.Stop.Err() != nil {
+		return true
+	}
+	return !h.meta.Deadline.IsZero() && !time.Now().Before(h.meta.Deadline)
+}
+
+// make returns the context's cancellation, making it on first use: a
+// context.WithDeadline of Scope.Stop (registered with its, as a derived
+// context of it is), already ended if End came first.
+func (h *HandlerContext) make() context.Context {
+	for {
+		was := h.state.Load()
+		if was != nil && was != &endedUnmade {
+			return was.ctx
+		}
+		c := new(cancellation)
+		if h.meta.Deadline.IsZero() {
+			c.ctx, c.cancel = context.WithCancel(h.scope.Stop)
+		} else {
+			c.ctx, c.cancel = context.WithDeadline(h.scope.Stop, h.meta.Deadline)
+		}
+		if was == &endedUnmade {
+			c.cancel()
+		}
+		if h.state.CompareAndSwap(was, c) {
+			return c.ctx
+		}
+		c.cancel() // another goroutine made one, or End came: look again
+	}
+}
+
+// End ends the context with context.Canceled (when it has not ended
+// already), as the CancelFunc of a context.WithCancel would.
+func (h *HandlerContext) End() {
+	for {
+		switch was := h.state.Load(); was {
+		case nil:
+			if h.state.CompareAndSwap(nil, &endedUnmade) {
+				return
+			}
+		case &endedUnmade:
+			return
+		default:
+			was.cancel()
+			return
+		}
+	}
+}
+
+// Value looks up the context package's own keys in the context's
+// cancellation, under which a derived context finds the cancellable
+// context to register with (it asks for Done first, which makes it), and
+// context.Cause the cause: so it is made once the context has ended, and
+// until then the lookup goes to Scope.Stop, which has nothing else (values'
+// lookup of that key would end in a context.WithoutCancel, and allocate
+// there).
+func (h *HandlerContext) Value(key any) any {
 	switch key {
 	case metaKey{}:
 		return &h.meta
 	case routeKey{}:
-		return &h.route
-	case h.key:
-		return h.val
+		return &h.scope.Route
+	case EngineKey{}:
+		return h.scope.Engine
 	case MessageIDKey{}:
 		// A handler's messages never inherit a chosen id from what it
 		// was started from: each gets its own unless the handler chooses.
 		// (Answered here, a miss also does not walk down to values' end.)
 		return nil
 	}
-	if v := h.cancel.Value(key); v != nil {
+	var v any
+	if h.madeOrOver() {
+		v = h.make().Value(key)
+	} else {
+		v = h.scope.Stop.Value(key)
+	}
+	if v != nil {
 		return v
 	}
 	return h.values.Value(key)
 }
 
-func (h *handling) String() string { return "switchboard handler context" }
+func (h *HandlerContext) String() string { return "switchboard handler context" }
 
 // Read extracts Meta from a message's metadata. A malformed deadline,
 // traceparent or tracestate is ignored (treated as absent), and so is a
@@ -179,16 +290,33 @@ func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 // when it is valid and belongs to a valid traceparent (W3C: drop, never
 // fail), so a Meta given to WithMeta at the edge cannot spread a huge one.
 func Child(parent Meta, id string, deadline time.Time) Meta {
+	valid := ValidTraceparent(parent.Traceparent)
+	var tp [55]byte
+	putTraceparent(tp[:], parent.Traceparent, valid)
+	return child(parent, id, string(tp[:]), valid, deadline)
+}
+
+// NewChild is Child with a new message id (NewID), which it allocates with
+// the new traceparent: one allocation for both, not two.
+func NewChild(parent Meta, deadline time.Time) Meta {
+	valid := ValidTraceparent(parent.Traceparent)
+	id, traceparent := newIDs(parent.Traceparent, valid)
+	return child(parent, id, traceparent, valid, deadline)
+}
+
+// child is Child with the new message's traceparent given, and whether
+// parent's is valid.
+func child(parent Meta, id, traceparent string, validParent bool, deadline time.Time) Meta {
 	m := parent
 	m.MessageID = id
 	m.CausationID = parent.MessageID
 	if m.CorrelationID == "" {
 		m.CorrelationID = id
 	}
-	if !ValidTraceparent(parent.Traceparent) || !ValidTracestate(parent.Tracestate) {
+	if !validParent || !ValidTracestate(parent.Tracestate) {
 		m.Tracestate = ""
 	}
-	m.Traceparent = ChildTraceparent(parent.Traceparent)
+	m.Traceparent = traceparent
 	if !deadline.IsZero() && (m.Deadline.IsZero() || deadline.Before(m.Deadline)) {
 		m.Deadline = deadline
 	}
@@ -233,16 +361,32 @@ func ValidTraceparent(s string) bool {
 	if len(s) != 55 || s[:3] != "00-" || s[35] != '-' || s[52] != '-' {
 		return false
 	}
-	for i := 3; i < len(s); i++ { // bytes, not runes: only ASCII is valid
-		if i == 35 || i == 52 {
-			continue
-		}
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+	// Bytes, not runes: only ASCII is valid. Every message checks a
+	// traceparent or two: one pass, a table, and the all-zero test folded
+	// in (an id is all zero when every digit XOR '0' is).
+	var trace, span byte
+	for i := 3; i < 35; i++ {
+		if !lowerHex[s[i]] {
 			return false
 		}
+		trace |= s[i] ^ '0'
 	}
-	return strings.Trim(s[3:35], "0") != "" && strings.Trim(s[36:52], "0") != ""
+	for i := 36; i < 52; i++ {
+		if !lowerHex[s[i]] {
+			return false
+		}
+		span |= s[i] ^ '0'
+	}
+	return lowerHex[s[53]] && lowerHex[s[54]] && trace != 0 && span != 0
 }
+
+// lowerHex[c]: c is a lower-case hex digit.
+var lowerHex = func() (t [256]bool) {
+	for _, c := range []byte("0123456789abcdef") {
+		t[c] = true
+	}
+	return t
+}()
 
 // MaxTracestateBytes is the longest tracestate propagated (W3C Trace
 // Context: "at least 512 characters"; longer ones may be dropped).

@@ -3,7 +3,9 @@ package envelope_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +37,34 @@ func TestTraceparent(t *testing.T) {
 	fresh := envelope.ChildTraceparent("garbage")
 	if !envelope.ValidTraceparent(fresh) || envelope.TraceID(fresh) == envelope.TraceID(tp) {
 		t.Errorf("new trace %q", fresh)
+	}
+}
+
+// NewChild is Child with a new id: a version 4 UUID, distinct each time,
+// and a traceparent in the parent's trace with a new span (a new trace at
+// the edge, whose correlation id is the new id).
+func TestNewChild(t *testing.T) {
+	t.Parallel()
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	parent := envelope.Meta{MessageID: "m1", CorrelationID: "c1", Traceparent: tp}
+	seen := map[string]bool{}
+	for range 100 {
+		c := envelope.NewChild(parent, time.Time{})
+		if !uuid.MatchString(c.MessageID) || seen[c.MessageID] {
+			t.Fatalf("id %q: want a new version 4 UUID", c.MessageID)
+		}
+		seen[c.MessageID] = true
+		if envelope.TraceID(c.Traceparent) != envelope.TraceID(tp) || c.Traceparent[36:52] == tp[36:52] || c.CausationID != "m1" || c.CorrelationID != "c1" {
+			t.Fatalf("child %+v of %+v", c, parent)
+		}
+		edge := envelope.NewChild(envelope.Meta{}, time.Time{})
+		if !uuid.MatchString(edge.MessageID) || edge.CorrelationID != edge.MessageID || !envelope.ValidTraceparent(edge.Traceparent) || envelope.TraceID(edge.Traceparent) == envelope.TraceID(tp) {
+			t.Fatalf("edge %+v", edge)
+		}
+	}
+	if id := envelope.NewID(); !uuid.MatchString(id) {
+		t.Errorf("NewID %q", id)
 	}
 }
 
@@ -112,7 +142,8 @@ func TestHandling(t *testing.T) {
 	hard, stop := context.WithCancel(context.Background())
 	m := envelope.Meta{CorrelationID: "c"}
 	r := envelope.Route{Service: "s.v1", Awaited: true}
-	ctx := envelope.Handling(values, hard, m, r, valueKey{}, "own")
+	ctx := envelope.Handling(values, m, &envelope.Scope{Stop: hard, Engine: "own", Route: r})
+	defer ctx.End()
 	if ctx.Err() != nil {
 		t.Fatal("cancelled with the message's context")
 	}
@@ -122,8 +153,8 @@ func TestHandling(t *testing.T) {
 	if got, _ := envelope.RouteFrom(ctx); got != r {
 		t.Errorf("RouteFrom = %+v", got)
 	}
-	if ctx.Value(valueKey{}) != "own" {
-		t.Errorf("own value = %v", ctx.Value(valueKey{}))
+	if ctx.Value(envelope.EngineKey{}) != "own" {
+		t.Errorf("engine = %v", ctx.Value(envelope.EngineKey{}))
 	}
 	child, cancel := context.WithDeadline(ctx, time.Now().Add(time.Hour))
 	defer cancel()
@@ -131,11 +162,128 @@ func TestHandling(t *testing.T) {
 	if !errors.Is(child.Err(), context.Canceled) {
 		t.Errorf("derived context after cancel's end: %v, want Canceled at once", child.Err())
 	}
-	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), context.Background(), m, r, struct{}{}, nil)
+	other := envelope.Handling(context.WithValue(context.Background(), valueKey{}, "msg"), m, &envelope.Scope{Stop: context.Background(), Route: r})
 	if other.Value(valueKey{}) != "msg" {
 		t.Errorf("the message context's value = %v", other.Value(valueKey{}))
 	}
 }
+
+// A handler context ends at End, at its Meta's deadline and at stop's end,
+// whether or not its cancellation was made before (Done, a derived
+// context), with the error and cause a context.WithDeadline of stop would
+// have; End after a deadline leaves DeadlineExceeded.
+func TestHandlingEnds(t *testing.T) {
+	t.Parallel()
+	none := func() envelope.Meta { return envelope.Meta{} }
+	soon := func() envelope.Meta { return envelope.Meta{Deadline: time.Now().Add(50 * time.Millisecond)} }
+	for _, c := range []struct {
+		name    string
+		meta    func() envelope.Meta
+		early   bool                                          // Done asked for before the end
+		end     func(h *envelope.HandlerContext, stop func()) // what ends it
+		want    error
+		derived bool // a context derived before the end ends with it
+	}{
+		{"End, made before", none, true, endIt, context.Canceled, true},
+		{"End, never made", none, false, endIt, context.Canceled, false},
+		{"deadline, made before", soon, true, waitDeadline, context.DeadlineExceeded, true},
+		{"deadline, never made", soon, false, waitDeadline, context.DeadlineExceeded, false},
+		{"stop, made before", soon, true, stopIt, context.Canceled, true},
+		{"stop, never made", soon, false, stopIt, context.Canceled, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			stopCtx, stop := context.WithCancel(context.Background())
+			defer stop()
+			m := c.meta()
+			h := envelope.Handling(context.Background(), m, &envelope.Scope{Stop: stopCtx})
+			defer h.End()
+			if d, ok := h.Deadline(); ok != !m.Deadline.IsZero() || !d.Equal(m.Deadline) {
+				t.Errorf("Deadline = %v, %v; want %v", d, ok, m.Deadline)
+			}
+			if h.Err() != nil {
+				t.Fatalf("Err before the end: %v", h.Err())
+			}
+			var derived context.Context
+			if c.early {
+				var cancel context.CancelFunc
+				derived, cancel = context.WithCancel(h)
+				defer cancel()
+			}
+			c.end(h, stop)
+			if !errors.Is(h.Err(), c.want) {
+				t.Errorf("Err = %v, want %v", h.Err(), c.want)
+			}
+			if cause := context.Cause(h); !errors.Is(cause, c.want) {
+				t.Errorf("Cause = %v, want %v", cause, c.want)
+			}
+			select {
+			case <-h.Done():
+			default:
+				t.Error("Done not closed after the end")
+			}
+			if c.derived {
+				select {
+				case <-derived.Done():
+				case <-time.After(10 * time.Second):
+					t.Fatal("a context derived before the end did not end")
+				}
+			}
+			after, cancel := context.WithCancel(h)
+			defer cancel()
+			if after.Err() == nil {
+				t.Error("a context derived after the end runs")
+			}
+			h.End()
+			if !errors.Is(h.Err(), c.want) {
+				t.Errorf("Err after End = %v, want %v still", h.Err(), c.want)
+			}
+		})
+	}
+}
+
+func endIt(h *envelope.HandlerContext, _ func())     { h.End() }
+func stopIt(_ *envelope.HandlerContext, stop func()) { stop() }
+
+// waitDeadline waits for the deadline by the clock, not by Done, so that a
+// context never made is ended by its deadline alone.
+func waitDeadline(h *envelope.HandlerContext, _ func()) {
+	d, _ := h.Deadline()
+	time.Sleep(time.Until(d) + time.Millisecond)
+}
+
+// Done, Err, Value and End from several goroutines at once (run with
+// -race): one cancellation is made, and everyone sees it end.
+func TestHandlingConcurrent(t *testing.T) {
+	t.Parallel()
+	h := envelope.Handling(context.Background(), envelope.Meta{}, &envelope.Scope{Stop: context.Background()})
+	var wg sync.WaitGroup
+	dones := make(chan (<-chan struct{}), 8)
+	for range 8 {
+		wg.Go(func() {
+			_ = h.Err()
+			_ = h.Value(valueKey{})
+			_ = h.Value(otherKey{})
+			dones <- h.Done()
+		})
+	}
+	wg.Go(h.End)
+	wg.Wait()
+	close(dones)
+	first := <-dones
+	for d := range dones {
+		if d != first {
+			t.Fatal("two cancellations made")
+		}
+	}
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed by End")
+	}
+}
+
+type otherKey struct{}
 
 // scheduled_for reads as Meta.ScheduledFor in UTC; a malformed or overlong
 // value reads as absent, never an error; Child does not pass it on.

@@ -3,6 +3,7 @@ package envelope_test
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +64,13 @@ func FuzzTraceparent(f *testing.F) {
 		"", "k=v,rojo@x=1", strings.Repeat("k=v,", 40), "k=" + strings.Repeat("v", 600)} {
 		f.Add(s)
 	}
+	f.Add("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01")
+	f.Add("00-00000000000000000000000000000001-0000000000000001-00")
 	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := envelope.ValidTraceparent(s), validTraceparent(s); got != want {
+			t.Fatalf("ValidTraceparent(%q) = %v, the W3C rule says %v", s, got, want)
+		}
 		if envelope.ValidTraceparent(s) {
 			if len(s) != 55 || s[:3] != "00-" || strings.ToLower(s) != s {
 				t.Fatalf("accepted %q", s)
@@ -128,4 +135,13 @@ func FuzzUnmarshalError(f *testing.F) {
 			t.Fatalf("second trip changed it:\n%s\n%s", a, b2)
 		}
 	})
+}
+
+// traceparentForm is W3C's version-00 traceparent, for FuzzTraceparent.
+var traceparentForm = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// validTraceparent is ValidTraceparent written plainly: the form, and a
+// trace id and a span id that are not all zeros.
+func validTraceparent(s string) bool {
+	return traceparentForm.MatchString(s) && strings.Trim(s[3:35], "0") != "" && strings.Trim(s[36:52], "0") != ""
 }

@@ -30,11 +30,36 @@ func random(b []byte) {
 // NewID returns a new random message id: a version 4 UUID in its usual
 // text form (36 characters, lower-case), like Watermill's NewUUID.
 func NewID() string {
+	var s [36]byte
+	putID(s[:])
+	return string(s[:])
+}
+
+// ChildTraceparent returns a traceparent in the same trace as parent with a
+// new span id, or the start of a new sampled trace when parent is invalid.
+func ChildTraceparent(parent string) string {
+	var s [55]byte
+	putTraceparent(s[:], parent, ValidTraceparent(parent))
+	return string(s[:])
+}
+
+// newIDs returns NewID() and ChildTraceparent(parent) in one string
+// allocation (every message the engine builds needs both); valid is
+// ValidTraceparent(parent).
+func newIDs(parent string, valid bool) (id, traceparent string) {
+	var s [36 + 55]byte
+	putID(s[:36])
+	putTraceparent(s[36:], parent, valid)
+	both := string(s[:])
+	return both[:36], both[36:]
+}
+
+// putID writes a new id (see NewID) in s[:36].
+func putID(s []byte) {
 	var u [16]byte
 	random(u[:])
 	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	var s [36]byte
 	hex.Encode(s[0:8], u[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], u[4:6])
@@ -44,17 +69,15 @@ func NewID() string {
 	hex.Encode(s[19:23], u[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:36], u[10:16])
-	return string(s[:])
 }
 
-// ChildTraceparent returns a traceparent in the same trace as parent with a
-// new span id, or the start of a new sampled trace when parent is invalid.
-func ChildTraceparent(parent string) string {
-	var s [55]byte
-	if ValidTraceparent(parent) {
-		copy(s[:], parent)
+// putTraceparent writes a child traceparent of parent (see
+// ChildTraceparent) in s[:55]; valid is ValidTraceparent(parent).
+func putTraceparent(s []byte, parent string, valid bool) {
+	if valid {
+		copy(s, parent)
 	} else {
-		copy(s[:], "00-00000000000000000000000000000000-0000000000000000-01")
+		copy(s, "00-00000000000000000000000000000000-0000000000000000-01")
 		var id [16]byte
 		nonZero(id[:])
 		hex.Encode(s[3:35], id[:])
@@ -62,7 +85,6 @@ func ChildTraceparent(parent string) string {
 	var span [8]byte
 	nonZero(span[:])
 	hex.Encode(s[36:52], span[:])
-	return string(s[:])
 }
 
 // nonZero fills b with random bytes, not all zero (W3C: an all-zero trace
