@@ -125,8 +125,9 @@
 //
 // When the workflow function returns an error, the compensations run and
 // the run ends "failed" with the error as data: an *engine.Error as it is,
-// any other error as a 500 that leaks nothing (the original is logged, as
-// the engine does for handlers). A panic in the workflow function is a
+// any other error — a local step's plain error included, whose text stays
+// in the step's record for `switchboard workflow show` — as a 500 that leaks
+// nothing (the original is logged, as the engine does for handlers). A panic in the workflow function is a
 // failure too (500, logged with its stack). Invoke returns the run's error.
 //
 // # Cancellation
@@ -135,7 +136,9 @@
 // it. The runner checks the flag at each step boundary (each checkpoint
 // returns it), and at a sleep or an await it is woken from: that step
 // returns ErrCancelled, as does every later one; the compensations run and
-// the run ends "cancelled".
+// the run ends "cancelled". A cancel seen at the last step's checkpoint
+// cancels the run too; one that comes after it is too late (the run ends as
+// it would have).
 //
 // # Tracing
 //
@@ -206,8 +209,10 @@
 //   - A workflow function whose execution must stop (its run suspended,
 //     its lease lost, the engine stopping, the run stopped) is ended with
 //     runtime.Goexit from inside the step that decided it, so that no code of
-//     the function runs after it; its deferred functions run. Steps must be
-//     called from the workflow function's goroutine.
+//     the function runs after it; its deferred functions run, and a step they
+//     call then does nothing and returns an error: a step in a deferred
+//     function runs only when the function returns. Steps must be called
+//     from the workflow function's goroutine.
 //   - Await records one step row: created with its deadline and no result,
 //     completed when resolved. A pending await is one whose result and error
 //     are both empty.

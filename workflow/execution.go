@@ -200,6 +200,10 @@ func (x *execution) renew(stop <-chan struct{}) {
 }
 
 // stop halts the execution: the workflow function's goroutine ends here.
+// errHalted is what a step returns when called after the execution ended
+// (from a deferred function of the workflow).
+var errHalted = errors.New("workflow: the run's execution has ended (the run was given back, stopped or taken by another runner): a step called then, from a deferred function, does nothing")
+
 func (x *execution) stop(reason haltReason, err error) {
 	x.halt, x.haltErr = reason, err
 	runtime.Goexit()
@@ -223,10 +227,15 @@ func (x *execution) body() {
 			Message: fmt.Sprintf("workflow %s, run %s: step %d is missing from the history, steps after it are recorded", x.def.id, x.c.id, x.c.gap)})
 	}
 	out, err := x.call()
+	if err == nil && x.next <= len(x.c.history) {
+		x.nondeterministic(x.next, "", "the end of the workflow")
+	}
+	if err == nil && x.cancelRequested {
+		// A cancel seen at the last checkpoint (or the claim) and not by a
+		// later step, there being none: the run is cancelled all the same.
+		x.cancelled = true
+	}
 	if err == nil && !x.cancelled {
-		if x.next <= len(x.c.history) {
-			x.nondeterministic(x.next, "", "the end of the workflow")
-		}
 		x.finish(statusCompleted, out, nil)
 		return
 	}
@@ -255,14 +264,20 @@ var errPanicked = errors.New("workflow: the workflow function panicked")
 // 500 that leaks nothing (the original is logged).
 func (x *execution) runError(err error) *engine.Error {
 	var we *engine.Error
-	if errors.As(err, &we) {
+	if errors.As(err, &we) && we.Reason != reasonStepFailed {
 		return we
 	}
+	// A plain error, or a local step's (whose message is the function's
+	// own error text, kept in the step's record for operators): the caller
+	// gets no internals, as from a handler's plain error.
 	if !errors.Is(err, errPanicked) {
 		x.log.Error("workflow: run failed", "err", err)
 	}
 	return &engine.Error{Code: http.StatusInternalServerError, Reason: "internal", Message: "internal error", Details: map[string]any{"run_id": x.c.id}}
 }
+
+// reasonStepFailed is the reason of a local step's plain error.
+const reasonStepFailed = "step_failed"
 
 // finish records the run's end.
 func (x *execution) finish(status string, out []byte, we *engine.Error) {
@@ -311,6 +326,11 @@ func (x *execution) nondeterministic(seq int, kind, name string) {
 // the engine stopping or the lease lost halt the execution, a requested
 // cancellation is ErrCancelled.
 func (x *execution) begin(kind, name string) (int, *stepRecord, error) {
+	if x.halt != notHalted {
+		// A deferred function of the workflow, run by the Goexit that
+		// ended the execution: its step must neither act nor record.
+		return 0, nil, errHalted
+	}
 	if x.cancelled && !x.compensating {
 		return 0, nil, x.cancelledError()
 	}
@@ -425,7 +445,7 @@ func stepError(err error) *engine.Error {
 	if errors.As(err, &we) {
 		return we
 	}
-	return &engine.Error{Code: http.StatusInternalServerError, Reason: "step_failed", Message: err.Error()}
+	return &engine.Error{Code: http.StatusInternalServerError, Reason: reasonStepFailed, Message: err.Error()}
 }
 
 func errorJSON(we *engine.Error) any {

@@ -53,8 +53,10 @@ func newQueries(s string) queries {
 		checkpoint: fenced + `INSERT INTO ` + steps + ` (run_id, seq, kind, name, result, error, attempts, due_at, started_at)
 			SELECT r.id, $4, $5, $6, $7, $8, $9, $10, $11 FROM r RETURNING (SELECT cancel_requested FROM r)`,
 		// suspend records step $4 (a sleep) and gives the run back until
-		// its due time $10.
-		suspend: `WITH r AS (UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL, wake_at = $10, updated_at = now()
+		// its due time $10 — or at once when a cancel came since the last
+		// checkpoint, so that the cancel is seen now, not when it wakes.
+		suspend: `WITH r AS (UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL,
+					wake_at = CASE WHEN cancel_requested THEN now() ELSE $10::timestamptz END, updated_at = now()
 				WHERE id = $1 AND fence = $2 AND status = 'running' AND $3::bigint IS NOT NULL RETURNING id)
 			INSERT INTO ` + steps + ` (run_id, seq, kind, name, result, error, attempts, due_at, started_at)
 			SELECT r.id, $4, $5, $6, $7, $8, $9, $10, $11 FROM r`,
@@ -80,7 +82,8 @@ func newQueries(s string) queries {
 		// one side or the other (see doc.go, "Await").
 		lock:      `SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))`,
 		signalFor: `SELECT payload FROM ` + signals + ` WHERE event = $1 AND key = $2 ORDER BY received_at, message_id LIMIT 1`,
-		awaitSuspend: `UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL, wake_at = $3, updated_at = now(),
+		awaitSuspend: `UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL,
+				wake_at = CASE WHEN cancel_requested THEN now() ELSE $3::timestamptz END, updated_at = now(),
 				awaiting_event = $4, awaiting_key = $5
 			WHERE id = $1 AND fence = $2 AND status = 'running'`,
 		signal: `WITH i AS (INSERT INTO ` + signals + ` (event, key, message_id, payload) VALUES ($1, $2, $3, $4)
