@@ -238,7 +238,10 @@ type startOptions struct {
 // RunID gives the run its id (1 to 200 bytes of printable ASCII) instead of
 // a random UUID. Starting a workflow again with the same id is the same
 // run: Start returns the id without starting another; the id of a run of
-// another workflow is a 409 (engine.ErrConflict).
+// another workflow is a 409 (engine.ErrConflict). The id is scoped to the
+// tenant that started the run (engine.Meta's TenantID, captured at Start):
+// for another tenant it is a 409 as well (reason "run_id_taken", not saying
+// whose run it is), and Invoke's wait finds no such run (ErrRunNotFound).
 func RunID(id string) StartOption {
 	return func(o *startOptions) { o.runID = id }
 }
@@ -325,7 +328,8 @@ type (
 // workflow's service. The run id is chosen here (RunID, or a random UUID),
 // so the call is retried with it when it times out or the service is
 // unavailable: a retry is the same run. The errors are the engine's
-// (*engine.Error), with a 409 for a RunID used by another workflow.
+// (*engine.Error), with a 409 for a RunID used by another workflow or
+// another tenant.
 func (w *Workflow[In, Out]) Start(ctx context.Context, in In, opts ...StartOption) (string, error) {
 	var o startOptions
 	for _, opt := range opts {
