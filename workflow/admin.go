@@ -32,7 +32,8 @@ var ErrRunNotFound = &engine.Error{Code: http.StatusNotFound, Reason: "run_not_f
 
 // ErrRunFinished: the run has ended (completed, failed or cancelled), so
 // it cannot be cancelled; or it cannot be retried: completed, cancelled,
-// or failed after its compensations ran (409, reason "run_finished").
+// or failed after its compensations ran or were sent to their
+// participants (409, reason "run_finished").
 var ErrRunFinished = &engine.Error{Code: http.StatusConflict, Reason: "run_finished", Message: "workflow run finished"}
 
 // Run is a workflow run as stored, for operators.
@@ -279,11 +280,15 @@ func Cancel(ctx context.Context, db *sql.DB, schema, id string) error {
 // it stopped, replaying its recorded steps. The records of the steps that
 // failed are deleted, and every record after the first of them, so that
 // they run again and the history stays the code's sequence; except once a
-// compensation succeeded (the run's earlier effects are being undone): then
-// only the failed compensations, and what follows them, run again, and a
-// failed run whose compensations all succeeded is over (ErrRunFinished, as
-// completed and cancelled runs: start a new run). A running run: an error
-// matching engine.ErrConflict; none: ErrRunNotFound.
+// compensation is recorded done or sent (sent: it kept failing and was
+// handed to the participant's engine, its error's details say "sent":
+// true): the run's earlier effects are being undone, so only the
+// compensations that failed without being sent, and what follows the first
+// of them, run again. A failed run whose compensations were all done or
+// sent is over (ErrRunFinished, as completed and cancelled runs: start a
+// new run): running a sent compensation again would run it under a new
+// message id, which the participant's inbox does not know. A running run:
+// an error matching engine.ErrConflict; none: ErrRunNotFound.
 func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
 	qs, err := adminQuote(schema)
 	if err != nil {
@@ -309,21 +314,27 @@ func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
 	case status != "stopped" && status != "failed":
 		return fmt.Errorf("workflow: run %q is %s: %w", id, status, ErrRunFinished)
 	}
+	// undoing: a compensation is recorded done or sent; firstUnsent: the
+	// first compensation that failed without being sent.
 	var (
-		compensated             sql.NullBool
-		firstFailed, firstUndid sql.NullInt64
+		undoing                  sql.NullBool
+		firstFailed, firstUnsent sql.NullInt64
 	)
-	if err := tx.QueryRowContext(ctx, `SELECT bool_or(kind = 'compensate' AND error IS NULL),
-			min(seq) FILTER (WHERE error IS NOT NULL),
-			min(seq) FILTER (WHERE error IS NOT NULL AND kind = 'compensate')
-		FROM `+qs+`.workflow_steps WHERE run_id = $1`, id).Scan(&compensated, &firstFailed, &firstUndid); err != nil {
+	if err := tx.QueryRowContext(ctx, `WITH s AS (
+			SELECT seq, kind = 'compensate' AS comp, error IS NOT NULL AS failed,
+				coalesce(error #> '{details,sent}' = 'true', false) AS sent
+			FROM `+qs+`.workflow_steps WHERE run_id = $1)
+		SELECT bool_or(comp AND (NOT failed OR sent)),
+			min(seq) FILTER (WHERE failed),
+			min(seq) FILTER (WHERE comp AND failed AND NOT sent)
+		FROM s`, id).Scan(&undoing, &firstFailed, &firstUnsent); err != nil {
 		return fmt.Errorf("workflow: retrying run %q: %w", id, err)
 	}
 	from := firstFailed
-	if compensated.Bool {
-		from = firstUndid
+	if undoing.Bool {
+		from = firstUnsent
 		if !from.Valid && status == "failed" {
-			return fmt.Errorf("workflow: run %q failed and its compensations ran: %w", id, ErrRunFinished)
+			return fmt.Errorf("workflow: run %q failed and its compensations all ran or were handed to the participants: %w", id, ErrRunFinished)
 		}
 	}
 	if from.Valid {

@@ -427,6 +427,20 @@ func TestAdminRetry(t *testing.T) {
 	e.insertStep("compensated", 1, "invoke", 0)
 	e.insertStep("compensated", 2, "invoke", 422)
 	e.insertStep("compensated", 3, "compensate", 0)
+	// A compensation that kept failing and was sent to its participant
+	// counts as run: failed, over; stopped, only the one not sent runs
+	// again.
+	e.insertRun("sent", adminWF, "failed", ended)
+	e.insertStep("sent", 1, "invoke", 0)
+	e.insertStep("sent", 2, "invoke", 422)
+	e.insertStep("sent", 3, "compensate", 503)
+	e.insertRun("unsent", adminWF, "stopped", ended)
+	e.insertStep("unsent", 1, "invoke", 0)
+	e.insertStep("unsent", 2, "invoke", 422)
+	e.insertStep("unsent", 3, "compensate", 503)
+	e.insertStep("unsent", 4, "compensate", 500)
+	e.exec(`UPDATE {s}.workflow_steps SET error = jsonb_set(error, '{details,sent}', 'true')
+		WHERE (run_id, seq) IN (('sent', 3), ('unsent', 3))`)
 	e.insertRun("running", adminWF, "running", `wake_at = now()`)
 	e.insertRun("completed", adminWF, "completed", `finished_at = now()`)
 	e.insertRun("cancelled", adminWF, "cancelled", `finished_at = now()`)
@@ -440,6 +454,7 @@ func TestAdminRetry(t *testing.T) {
 		{"failed", "[1]", 5},
 		{"compensating", "[1 2 3 4]", 5},
 		{"nondet", "[1 2]", 1},
+		{"unsent", "[1 2 3]", 5},
 	} {
 		if err := workflow.Retry(e.ctx, e.db, e.schema, c.id); err != nil {
 			t.Fatalf("Retry(%s): %v", c.id, err)
@@ -463,7 +478,7 @@ func TestAdminRetry(t *testing.T) {
 		t.Errorf("a stale runner's checkpoint after Retry: %d rows, %v", n, err)
 	}
 
-	for _, id := range []string{"compensated", "completed", "cancelled"} {
+	for _, id := range []string{"compensated", "sent", "completed", "cancelled"} {
 		before := e.row(id)
 		if err := workflow.Retry(e.ctx, e.db, e.schema, id); !errors.Is(err, workflow.ErrRunFinished) {
 			t.Errorf("Retry(%s): %v; want ErrRunFinished", id, err)

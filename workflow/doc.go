@@ -38,7 +38,9 @@
 // and `switchboard workflow start orders.v1.place '{…}' --bridge URL`
 // (StartByName) needs only the name. Start with RunID(id) is idempotent:
 // the same id again is the same run; the id of another workflow's run is a
-// 409.
+// 409. A run id is scoped to the tenant that started the run (Meta's
+// TenantID): another tenant's start with that id is the same 409, and its
+// wait is a 404, neither saying whose run it is.
 //
 // # Execution: replay
 //

@@ -25,8 +25,10 @@ func newQueries(s string) queries {
 		insertClaimed: `INSERT INTO ` + runs + ` (id, workflow, input, metadata, wake_at, owner, lease_until, fence, claims)
 			VALUES ($1, $2, $3, $4, now(), $5, now() + $6 * interval '1 microsecond', 1, 1)
 			ON CONFLICT (id) DO NOTHING RETURNING now()`,
-		runWorkflow: `SELECT workflow FROM ` + runs + ` WHERE id = $1`,
-		waitRun:     `SELECT workflow, status, output, error FROM ` + runs + ` WHERE id = $1`,
+		// runWorkflow and waitRun read the tenant captured at Start too: a
+		// run id is scoped to its tenant.
+		runWorkflow: `SELECT workflow, coalesce(metadata->>'tenant_id', '') FROM ` + runs + ` WHERE id = $1`,
+		waitRun:     `SELECT workflow, coalesce(metadata->>'tenant_id', ''), status, output, error FROM ` + runs + ` WHERE id = $1`,
 		// claim takes up to $2 runnable runs of the workflows $1 for owner
 		// $3 with a lease of $4 µs, and returns them, then a last row with
 		// the delay until the next run this runner could claim (NULL: none).

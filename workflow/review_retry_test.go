@@ -80,13 +80,19 @@ func TestReviewRetryRunsASentCompensationTwice(t *testing.T) {
 	undoDown.Store(false)
 	eventually(t, 10*time.Second, "the sent undo handled", func() bool { return e.effects(t, "undo", "r1") == 1 })
 
-	// 2. The operator retries: check passes now, a later step fails.
+	// 2. The operator retries (check would pass now, a later step fail):
+	// the run is undone, its one compensation sent, so there is nothing to
+	// resume. Before the fix, Retry resumed the forward steps and the
+	// compensation ran again at a new seq.
 	checkBroken.Store(false)
 	laterBroken.Store(true)
-	if err := workflow.Retry(ctx, e.db, e.schema, "r1"); err != nil {
-		t.Fatalf("Retry: %v", err)
+	if err := workflow.Retry(ctx, e.db, e.schema, "r1"); !errors.Is(err, workflow.ErrRunFinished) {
+		t.Errorf("Retry: %v; want ErrRunFinished", err)
+		eventually(t, 10*time.Second, "the retried run ended", func() bool { return e.run(t, "r1").status != "running" })
 	}
-	eventually(t, 10*time.Second, "the retried run ended", func() bool { return e.run(t, "r1").status != "running" })
+	if st := e.run(t, "r1").status; st != "failed" {
+		t.Errorf("after Retry, the run is %s, want failed", st)
+	}
 	if n := e.effects(t, "undo", "r1"); n != 1 {
 		t.Errorf("the compensation took effect %d times (charged %d times), want once: Retry deleted its \"sent\" record and ran it again under a new message id; steps now %q",
 			n, e.effects(t, "charge", "r1"), e.steps(t, "r1"))

@@ -2,6 +2,7 @@ package workflow_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -66,17 +67,45 @@ func TestReviewStartLostReplyStartsTwoRuns(t *testing.T) {
 			t.Fatal(err2)
 		}
 	}
-	eventually(t, 10*time.Second, "the slowed insert committed and the runs completed", func() bool {
-		var running, sleeping int
-		_ = e.db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%workflow_runs%'`).Scan(&sleeping)
-		_ = e.db.QueryRow(`SELECT count(*) FROM ` + s + `.workflow_runs WHERE status = 'running'`).Scan(&running)
-		return sleeping == 0 && running == 0
-	})
+	settled := func() {
+		eventually(t, 10*time.Second, "the slowed insert committed and the runs completed", func() bool {
+			var running, sleeping int
+			_ = e.db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%workflow_runs%'`).Scan(&sleeping)
+			_ = e.db.QueryRow(`SELECT count(*) FROM ` + s + `.workflow_runs WHERE status = 'running'`).Scan(&running)
+			return sleeping == 0 && running == 0
+		})
+	}
+	settled()
 	var runs int
 	if err := e.db.QueryRow(`SELECT count(*) FROM ` + s + `.workflow_runs`).Scan(&runs); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.effects(t, "charge", "st1"); n != 1 || err != nil {
 		t.Errorf("Start failed (%v) although its run was stored; the caller's retry started another run: %d runs, charged %d times", err, runs, n)
+	}
+
+	// StartCommand (what a gateway routes) is not retried: its empty
+	// run_id is given a new id by the service at each attempt, so a retry
+	// would start a second run. Its call times out, leaving one run.
+	if _, err := e.db.Exec(`ALTER SEQUENCE ` + s + `.inserts RESTART`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wf.StartCommand().Invoke(ctx, workflow.StartRequest[ChargeIn]{Input: ChargeIn{Order: "st2", Amount: 10}}); err == nil {
+		t.Error("StartCommand: no error although the insert was slowed past the call timeout")
+	}
+	settled()
+	if n := e.effects(t, "charge", "st2"); n != 1 {
+		t.Errorf("StartCommand with no run_id: charged %d times, want once (a timed-out call retried starts another run)", n)
+	}
+
+	// StartByName with no run id chooses it on the caller's side: retried
+	// with it, like Start.
+	if _, err := e.db.Exec(`ALTER SEQUENCE ` + s + `.inserts RESTART`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = workflow.StartByName(ctx, wf.String(), json.RawMessage(`{"order":"st3","amount":10}`), "")
+	settled()
+	if n := e.effects(t, "charge", "st3"); n != 1 || err != nil {
+		t.Errorf("StartByName: %v; charged %d times, want once", err, n)
 	}
 }

@@ -2,6 +2,10 @@ package workflow_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +44,24 @@ func TestReviewRunIDCrossesTenants(t *testing.T) {
 		t.Fatalf("tenant a: %+v, %v", out, err)
 	}
 	out, err = wf.Invoke(b, ChargeIn{Order: "b-order"}, workflow.RunID("order-1"))
-	if err == nil {
-		t.Errorf("tenant b, same run id, other input: got tenant a's run output %+v, want a conflict", out)
+	var we *engine.Error
+	if !errors.As(err, &we) || we.Code != http.StatusConflict || we.Reason != "run_id_taken" || strings.Contains(we.Message, "wfrevtenant") {
+		t.Errorf("tenant b, same run id, other input: %+v, %v; want a 409 run_id_taken that does not say whose run it is", out, err)
+	}
+	// The same tenant again is the same run.
+	if out, err := wf.Invoke(a, ChargeIn{Order: "a-secret-order"}, workflow.RunID("order-1")); err != nil || out.PaymentID != "a:a-secret-order" {
+		t.Errorf("tenant a again: %+v, %v", out, err)
+	}
+	// The wait command ("wf-<name>-wait", see the package documentation)
+	// does not show another tenant's run.
+	type waitIn struct {
+		RunID string `json:"run_id"`
+	}
+	wait := engine.NewCommand[waitIn, json.RawMessage]("wfrevtenant", "1", "wf-echo-wait")
+	if res, err := wait.Invoke(b, waitIn{RunID: "order-1"}); !errors.Is(err, workflow.ErrRunNotFound) {
+		t.Errorf("tenant b waits on tenant a's run: %s, %v; want ErrRunNotFound", res, err)
+	}
+	if res, err := wait.Invoke(a, waitIn{RunID: "order-1"}); err != nil || !strings.Contains(string(res), "a-secret-order") {
+		t.Errorf("tenant a waits on its run: %s, %v", res, err)
 	}
 }

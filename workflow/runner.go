@@ -367,9 +367,12 @@ func (r *runner) start(ctx context.Context, d *definition, in startIn) (string, 
 		r.wake()
 		return in.RunID, nil
 	}
-	var wf string
-	if err := r.st.db.QueryRowContext(ctx, r.st.q.runWorkflow, in.RunID).Scan(&wf); err != nil {
+	var wf, tenant string
+	if err := r.st.db.QueryRowContext(ctx, r.st.q.runWorkflow, in.RunID).Scan(&wf, &tenant); err != nil {
 		return "", fmt.Errorf("workflow %s: reading run %s: %w", d.id, in.RunID, err)
+	}
+	if tenant != m.TenantID { // whose run it is is not the caller's business
+		return "", &engine.Error{Code: http.StatusConflict, Reason: "run_id_taken", Message: fmt.Sprintf("run id %s is taken", in.RunID)}
 	}
 	if wf != d.id {
 		return "", &engine.Error{Code: http.StatusConflict, Reason: "run_id_taken", Message: fmt.Sprintf("run %s is a run of workflow %s, not %s", in.RunID, wf, d.id)}
@@ -417,7 +420,7 @@ const waitMax = 10 * time.Second
 
 // wait is the handler of a workflow's wait command: the run's outcome, once
 // it ended or after waitMax (or before the caller's deadline), polling
-// every 50 ms.
+// every 50 ms. A run of another workflow or another tenant is not found.
 func (r *runner) wait(ctx context.Context, d *definition, id string) (waitOut, error) {
 	if err := validRunID(id); err != nil {
 		return waitOut{}, err
@@ -426,16 +429,17 @@ func (r *runner) wait(ctx context.Context, d *definition, id string) (waitOut, e
 	if dl, ok := ctx.Deadline(); ok && dl.Add(-200*time.Millisecond).Before(until) {
 		until = dl.Add(-200 * time.Millisecond)
 	}
+	caller := engine.MetaFrom(ctx).TenantID
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		var (
-			wf, status string
-			output     []byte
-			errJS      []byte
+			wf, tenant, status string
+			output             []byte
+			errJS              []byte
 		)
-		err := r.st.db.QueryRowContext(ctx, r.st.q.waitRun, id).Scan(&wf, &status, &output, &errJS)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && wf != d.id) {
+		err := r.st.db.QueryRowContext(ctx, r.st.q.waitRun, id).Scan(&wf, &tenant, &status, &output, &errJS)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && (wf != d.id || tenant != caller)) {
 			return waitOut{}, &engine.Error{Code: http.StatusNotFound, Reason: "run_not_found", Message: fmt.Sprintf("workflow %s has no run %s", d.id, id)}
 		}
 		if err != nil {

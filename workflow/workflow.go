@@ -23,9 +23,12 @@ import (
 // Declare it once, as a package-level variable; the service named in New
 // runs it (Register), and any engine starts it (Start, Invoke).
 type Workflow[In, Out any] struct {
-	def   *definition
-	start *engine.Command[StartRequest[In], Started] // the caller's side of startIn
-	wait  *engine.Command[waitIn, waitOut]
+	def *definition
+	// start is the caller's side of startIn for Start, which chooses the
+	// run id: idempotent. routed is StartCommand's, whose run id may be
+	// empty (chosen by the service at each attempt): not idempotent.
+	start, routed *engine.Command[StartRequest[In], Started]
+	wait          *engine.Command[waitIn, waitOut]
 }
 
 // definition is a workflow with its types erased, as the runner sees it.
@@ -141,8 +144,9 @@ func New[In, Out any](service, version, name string, fn func(wf Context, in In) 
 		opt(&o)
 	}
 	w := &Workflow[In, Out]{
-		start: engine.NewCommand[StartRequest[In], Started](service, version, startName(name)),
-		wait:  engine.NewCommand[waitIn, waitOut](service, version, "wf-"+name+"-wait").Idempotent(),
+		start:  engine.NewCommand[StartRequest[In], Started](service, version, startName(name)).Idempotent(),
+		routed: engine.NewCommand[StartRequest[In], Started](service, version, startName(name)),
+		wait:   engine.NewCommand[waitIn, waitOut](service, version, "wf-"+name+"-wait").Idempotent(),
 	}
 	d := &definition{
 		id:           router.CommandTopic(service, version, name),
@@ -234,7 +238,10 @@ type startOptions struct {
 // RunID gives the run its id (1 to 200 bytes of printable ASCII) instead of
 // a random UUID. Starting a workflow again with the same id is the same
 // run: Start returns the id without starting another; the id of a run of
-// another workflow is a 409 (engine.ErrConflict).
+// another workflow is a 409 (engine.ErrConflict). The id is scoped to the
+// tenant that started the run (engine.Meta's TenantID, captured at Start):
+// for another tenant it is a 409 as well (reason "run_id_taken", not saying
+// whose run it is), and Invoke's wait finds no such run (ErrRunNotFound).
 func RunID(id string) StartOption {
 	return func(o *startOptions) { o.runID = id }
 }
@@ -318,8 +325,11 @@ type (
 // happens to the processes involved. ctx must carry an engine (a handler's
 // context, or engine.WithEngine); the workflow's service may run anywhere.
 // in is validated here (its Validate method, if any) and again by the
-// workflow's service. The errors are the engine's (*engine.Error), with a
-// 409 for a RunID used by another workflow.
+// workflow's service. The run id is chosen here (RunID, or a random UUID),
+// so the call is retried with it when it times out or the service is
+// unavailable: a retry is the same run. The errors are the engine's
+// (*engine.Error), with a 409 for a RunID used by another workflow or
+// another tenant.
 func (w *Workflow[In, Out]) Start(ctx context.Context, in In, opts ...StartOption) (string, error) {
 	var o startOptions
 	for _, opt := range opts {
@@ -342,31 +352,38 @@ func (w *Workflow[In, Out]) Start(ctx context.Context, in In, opts ...StartOptio
 // what routes commands rather than calling Start: an HTTP endpoint
 // (httpgateway.Route(gw, http.MethodPost, "/orders", PlaceOrder.StartCommand())
 // takes {"run_id": …, "input": {…}} and answers {"run_id": …}). Starting
-// through it is starting with Start.
+// through it is starting with Start, but for retries: its run_id is
+// optional, and an empty one is given a random UUID by the workflow's
+// service at each attempt, so this command (another object than the one
+// Start uses) is not declared Idempotent and a timed-out call is not
+// retried (a retry could start a second run). Start, whose caller chooses
+// the run id, retries with the same id.
 func (w *Workflow[In, Out]) StartCommand() *engine.Command[StartRequest[In], Started] {
-	return w.start
+	return w.routed
 }
 
 // StartByName starts a run of the workflow named name — as List shows it,
 // "<service>.v<version>.<name>" — with input, the JSON of its input, for
 // tools that do not import the workflow's package (switchboard workflow
-// start). runID "" is a random UUID. The workflow's service checks input
-// against the workflow's type (a 400 naming the problem); ctx must carry an
-// engine, as for Start.
+// start). runID "" is a random UUID, chosen here: like Start, the call is
+// idempotent (retried with the same id after a timeout). The workflow's
+// service checks input against the workflow's type (a 400 naming the
+// problem); ctx must carry an engine, as for Start.
 func StartByName(ctx context.Context, name string, input json.RawMessage, runID string) (string, error) {
 	service, version, wf, err := parseName(name)
 	if err != nil {
 		return "", engine.Invalid("workflow", err.Error())
 	}
-	if runID != "" {
-		if err := validRunID(runID); err != nil {
-			return "", err
-		}
+	if runID == "" {
+		runID = uuid.NewString()
+	}
+	if err := validRunID(runID); err != nil {
+		return "", err
 	}
 	if !json.Valid(input) {
 		return "", engine.Invalid("input", "not JSON")
 	}
-	out, err := engine.NewCommand[startIn, Started](service, version, startName(wf)).Invoke(ctx, startIn{RunID: runID, Input: input})
+	out, err := engine.NewCommand[startIn, Started](service, version, startName(wf)).Idempotent().Invoke(ctx, startIn{RunID: runID, Input: input})
 	if err != nil {
 		return "", err
 	}

@@ -220,7 +220,7 @@ func workflowCancel(ctx context.Context, args []string, stdout io.Writer) error 
 }
 
 func workflowRetry(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("workflow retry", "workflow retry ID [--db URL] [--schema NAME] [--connect-timeout D]\n\nResumes a stopped or failed run where it stopped: its failed steps run again.")
+	c := newCommand("workflow retry", "workflow retry ID [--db URL] [--schema NAME] [--connect-timeout D]\n\nResumes a stopped or failed run where it stopped: its failed steps run again.\nOnce a compensation ran or was sent to its participant, only the compensations\nnot sent run again; a failed run with none left cannot be retried.")
 	var d dbFlags
 	d.register(c.fs)
 	pos, err := c.parse(args)
