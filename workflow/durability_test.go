@@ -606,8 +606,12 @@ func TestRetryResumesAFailedRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 30*time.Second)
 	defer cancel()
 	_, err := wf.Invoke(ctx, ChargeIn{}, workflow.RunID("rt1"))
-	if err == nil || !strings.Contains(err.Error(), "broken today") {
-		t.Fatalf("Invoke: %v, want the step's error", err)
+	var we *engine.Error
+	if !errors.As(err, &we) || we.Code != http.StatusInternalServerError || strings.Contains(err.Error(), "broken today") {
+		t.Fatalf("Invoke: %v, want a 500 without the local step's text", err)
+	}
+	if r, err := workflow.Show(ctx, e.db, e.schema, "rt1"); err != nil || len(r.Steps) != 2 || r.Steps[1].Error == nil || !strings.Contains(r.Steps[1].Error.Message, "broken today") {
+		t.Fatalf("Show: %+v, %v; want the step's record to keep its error for operators", r, err)
 	}
 	if err := workflow.Retry(ctx, e.db, e.schema, "rt1"); err != nil {
 		t.Fatal(err)
