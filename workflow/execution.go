@@ -515,10 +515,11 @@ func (x *execution) compensate() {
 				Message: fmt.Sprintf("workflow %s, run %s: compensation %s (step %d) failed (%v) and could not be sent (%v)", x.def.id, x.c.id, comp.name, seq, err, serr),
 			})
 		}
-		sent := &engine.Error{Code: we.Code, Reason: we.Reason, Message: we.Message, Details: map[string]any{"sent": true}}
+		sent := &engine.Error{Code: we.Code, Reason: we.Reason, Message: we.Message, Details: map[string]any{}}
 		for k, v := range we.Details {
 			sent.Details[k] = v
 		}
+		sent.Details["sent"] = true // last: the participant's own details do not decide it
 		x.record(seq, kindCompensate, comp.name, nil, sent, attempts, nil, started)
 	}
 }
