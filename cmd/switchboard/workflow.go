@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -197,30 +198,20 @@ func workflowShow(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func workflowCancel(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("workflow cancel", "workflow cancel ID [--db URL] [--schema NAME] [--connect-timeout D]\n\nAsks a running or stopped run to stop: a runner runs its compensations, in reverse order, and ends it cancelled.")
-	var d dbFlags
-	d.register(c.fs)
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return c.usageErr("workflow cancel: want exactly one run ID")
-	}
-	db, err := d.open(ctx, c)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := workflow.Cancel(ctx, db, d.schema, pos[0]); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(stdout, "run %s: cancellation requested; a runner compensates it and ends it cancelled\n", oneLine(pos[0]))
-	return err
+	return changeRun(ctx, args, stdout, "cancel", "Asks a running or stopped run to stop: a runner runs its compensations, in reverse order, and ends it cancelled.",
+		workflow.Cancel, "cancellation requested; a runner compensates it and ends it cancelled")
 }
 
 func workflowRetry(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("workflow retry", "workflow retry ID [--db URL] [--schema NAME] [--connect-timeout D]\n\nResumes a stopped or failed run where it stopped: its failed steps run again.\nOnce a compensation ran or was sent to its participant, only the compensations\nnot sent run again; a failed run with none left cannot be retried.")
+	return changeRun(ctx, args, stdout, "retry", "Resumes a stopped or failed run where it stopped: its failed steps run again.\nOnce a compensation ran or was sent to its participant, only the compensations\nnot sent run again; a failed run with none left cannot be retried.",
+		workflow.Retry, "resumed; a runner continues it where it stopped")
+}
+
+// changeRun is `workflow cancel|retry ID`: change applied to one run, done
+// printed after its id.
+func changeRun(ctx context.Context, args []string, stdout io.Writer, action, help string,
+	change func(ctx context.Context, db *sql.DB, schema, id string) error, done string) error {
+	c := newCommand("workflow "+action, "workflow "+action+" ID [--db URL] [--schema NAME] [--connect-timeout D]\n\n"+help)
 	var d dbFlags
 	d.register(c.fs)
 	pos, err := c.parse(args)
@@ -228,17 +219,17 @@ func workflowRetry(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return c.usageErr("workflow retry: want exactly one run ID")
+		return c.usageErr("workflow %s: want exactly one run ID", action)
 	}
 	db, err := d.open(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if err := workflow.Retry(ctx, db, d.schema, pos[0]); err != nil {
+	if err := change(ctx, db, d.schema, pos[0]); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "run %s: resumed; a runner continues it where it stopped\n", oneLine(pos[0]))
+	_, err = fmt.Fprintf(stdout, "run %s: %s\n", oneLine(pos[0]), done)
 	return err
 }
 
