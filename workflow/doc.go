@@ -179,10 +179,12 @@
 // a second: started, woken, given back), a local start, or PollInterval
 // (1 s). A run being executed renews its lease every LeaseTTL/3; a run
 // whose renewal is refused, or fails for 2/3 LeaseTTL, is cancelled. When
-// the engine stops, runs being executed finish their current step (for at
-// most LeaseTTL/3, which should not exceed the engine's DrainTimeout: Stop
-// waits that long for the runner) and are given back, wake_at now, so that
-// another instance continues them at once.
+// the engine stops, runs being executed finish their current step and are
+// given back, wake_at now, so that another instance continues them at
+// once. A step that has not ended after LeaseTTL/3, or after the engine's
+// DrainTimeout less a tenth of it (at least 50 ms, left for giving the runs
+// back: Stop waits DrainTimeout for the runner), whichever is shorter, has
+// its context cancelled.
 //
 // A run started on an instance with a free slot is inserted already
 // claimed by it and executed at once (no notification, claim or history

@@ -40,8 +40,6 @@ type runner struct {
 	// mu guards execCtx and the start of executions against the stop.
 	mu      sync.Mutex
 	execCtx context.Context // the executions' context; nil until run starts
-	// drain bounds how long a run may go on after stopping was set.
-	drain time.Duration
 }
 
 func newRunner(st settings, defs map[string]*definition) *runner {
@@ -52,7 +50,6 @@ func newRunner(st settings, defs map[string]*definition) *runner {
 		kick:  make(chan struct{}, 1),
 		slots: make(chan struct{}, st.concurrency),
 		halt:  make(chan struct{}),
-		drain: st.leaseTTL / 3,
 	}
 	r.runs = pgRuns{db: r.st.db, q: &r.st.q, leaseTTL: r.st.leaseTTL, log: r.st.log}
 	for id := range defs {
@@ -134,12 +131,29 @@ func (r *runner) run(ctx context.Context) error {
 	r.stopping.Store(true)
 	close(r.halt)
 	r.mu.Unlock()
-	stopTimer := time.AfterFunc(r.drain, cancelExec)
+	stopTimer := time.AfterFunc(drainTimeout(ctx, r.st.leaseTTL), cancelExec)
 	r.wg.Wait()
 	stopTimer.Stop()
 	<-listening
 	return nil
 }
+
+// drainTimeout is how long runs being executed may go on once the engine
+// in ctx begins to stop: LeaseTTL/3, and no longer than the engine's
+// DrainTimeout (Stop waits that long for the runner) less a margin for
+// giving the runs back: a tenth of it, at least drainMargin.
+func drainTimeout(ctx context.Context, leaseTTL time.Duration) time.Duration {
+	d := leaseTTL / 3
+	if eng, ok := engine.EngineFrom(ctx); ok {
+		t := eng.DrainTimeout()
+		d = min(d, max(t-max(t/10, drainMargin), 0))
+	}
+	return d
+}
+
+// drainMargin is the least time drainTimeout leaves, within the engine's
+// DrainTimeout, for runs to be given back after their context ended.
+const drainMargin = 50 * time.Millisecond
 
 // launch executes x on a goroutine of its own; the caller took a slot and
 // added it to r.wg.
