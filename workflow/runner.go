@@ -87,18 +87,23 @@ func (r *runner) run(ctx context.Context) error {
 	defer timer.Stop()
 	for ctx.Err() == nil {
 		delay := r.st.pollInterval
-		if free := cap(r.slots) - len(r.slots); free > 0 {
+		// The slots are taken before the claim, so that every run claimed
+		// is executed at once, its lease renewed: a start here meanwhile
+		// finds them taken and leaves its run to a claim.
+		if free := r.reserve(); free > 0 {
 			claimed, next, err := r.claim(ctx, free)
+			for _, x := range claimed {
+				r.wg.Add(1)
+				r.launch(x)
+			}
+			for range free - len(claimed) { // the slots the claim did not use
+				<-r.slots
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					break
 				}
 				log.Error("workflow: claiming runs", "err", err)
-			}
-			for _, x := range claimed {
-				r.slots <- struct{}{} // may wait for a slot a start took meanwhile
-				r.wg.Add(1)
-				r.launch(x)
 			}
 			if next != nil && *next < delay {
 				delay = max(*next, 0)
@@ -136,6 +141,21 @@ func (r *runner) run(ctx context.Context) error {
 	stopTimer.Stop()
 	<-listening
 	return nil
+}
+
+// reserve takes every free slot, without waiting, and returns how many it
+// took.
+func (r *runner) reserve() int {
+	n := 0
+	for n < cap(r.slots) {
+		select {
+		case r.slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
 }
 
 // drainTimeout is how long runs being executed may go on once the engine
