@@ -180,9 +180,12 @@
 // (1 s). It takes its free slots first, without waiting, and claims as
 // many runs, so that each run it claims is executed at once. A run being
 // executed renews its lease every LeaseTTL/3; a run whose renewal is
-// refused, or fails for 2/3 LeaseTTL, is cancelled. When the engine
-// stops, runs being executed finish their current step and are given back,
-// wake_at now, so that another instance continues them at once. A step that has not ended after
+// refused, or fails for 2/3 LeaseTTL, is cancelled. A lease runs from the
+// claim statement's start: a claim slower than LeaseTTL/3 renews the
+// leases it took before executing their runs, and leaves those another
+// runner took meanwhile. When the engine stops, runs being executed finish
+// their current step and are given back, wake_at now, so that another
+// instance continues them at once. A step that has not ended after
 // LeaseTTL/3, or after the engine's DrainTimeout less a tenth of it (at
 // least 50 ms, left for giving the runs back: Stop waits DrainTimeout for
 // the runner), whichever is shorter, has its context cancelled.

@@ -272,6 +272,7 @@ type stepRecord struct {
 // trips, and returns the delay until the next one it could take (nil:
 // none).
 func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, error) {
+	sent := time.Now()
 	rows, err := r.st.db.QueryContext(ctx, r.st.q.claim, r.names, n, r.owner, r.st.leaseTTL.Microseconds())
 	if err != nil {
 		return nil, nil, fmt.Errorf("workflow: claim: %w", err)
@@ -358,7 +359,32 @@ func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, 
 		r.releaseAll(out)
 		return nil, next, fmt.Errorf("workflow: reading history: %w", err)
 	}
+	// The leases run from the claim statement's start: after a claim
+	// slower than the renewal interval they may be about to lapse, or
+	// have lapsed and been taken by another runner. Renew them first.
+	if time.Since(sent) > r.st.leaseTTL/3 {
+		out = r.renewAll(ctx, out)
+	}
 	return out, next, nil
+}
+
+// renewAll renews the leases of runs claimed but not executed yet, and
+// returns those still this runner's; it gives back those it could not
+// renew.
+func (r *runner) renewAll(ctx context.Context, cs []*claimed) []*claimed {
+	kept := cs[:0]
+	for _, c := range cs {
+		switch err := r.runs.renew(ctx, c); {
+		case err == nil:
+			kept = append(kept, c)
+		case errors.Is(err, errLeaseLost):
+			r.st.log.Warn("workflow: the claim was slower than the lease: another runner has the run", "run_id", c.id)
+		default:
+			r.st.log.Warn("workflow: renewing the lease of a slow claim; run given back", "run_id", c.id, "err", err)
+			r.runs.release(c.id, c.fence, r.st.pollInterval)
+		}
+	}
+	return kept
 }
 
 // releaseAll gives back runs claimed but not executed.
