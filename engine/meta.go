@@ -103,9 +103,18 @@ func WithEngine(ctx context.Context, eng *Engine) context.Context {
 	return context.WithValue(ctx, envelope.EngineKey{}, eng)
 }
 
+// EngineFrom returns the engine ctx carries — put there by WithEngine, or
+// by the engine in a handler's context and a Service.Background function's
+// — and false when it carries none. Packages built on the engine read its
+// settings with it (package workflow bounds its drain by DrainTimeout).
+func EngineFrom(ctx context.Context) (*Engine, bool) {
+	e, ok := ctx.Value(envelope.EngineKey{}).(*Engine)
+	return e, ok && e != nil
+}
+
 // engineFrom returns the engine ctx carries, or ErrNoEngine.
 func engineFrom(ctx context.Context) (*Engine, error) {
-	if e, ok := ctx.Value(envelope.EngineKey{}).(*Engine); ok && e != nil {
+	if e, ok := EngineFrom(ctx); ok {
 		return e, nil
 	}
 	return nil, ErrNoEngine

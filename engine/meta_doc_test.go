@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchboard-go/switchboard/bridge/inproc"
 	"github.com/switchboard-go/switchboard/engine"
@@ -130,4 +131,49 @@ func typeDoc(t *testing.T, file, name string) string {
 		}
 	}
 	return ""
+}
+
+// EngineFrom returns the engine a context carries: WithEngine's, a
+// handler's and a Background function's; none elsewhere.
+func TestEngineFrom(t *testing.T) {
+	t.Parallel()
+	if e, ok := engine.EngineFrom(t.Context()); ok || e != nil {
+		t.Errorf("EngineFrom(a bare context) = %v, %v; want nil, false", e, ok)
+	}
+	if e, ok := engine.EngineFrom(engine.WithEngine(t.Context(), nil)); ok || e != nil {
+		t.Errorf("EngineFrom(WithEngine(nil)) = %v, %v; want nil, false", e, ok)
+	}
+	cmd := engine.NewCommand[EchoIn, EchoOut]("enginefrom", "1", "go")
+	svc := engine.NewService("enginefrom", "1")
+	inHandler := make(chan *engine.Engine, 1)
+	engine.Handle(svc, cmd, func(ctx context.Context, in EchoIn) (EchoOut, error) {
+		e, _ := engine.EngineFrom(ctx)
+		inHandler <- e
+		return EchoOut{}, nil
+	})
+	inBackground := make(chan *engine.Engine, 1)
+	svc.Background(func(ctx context.Context) error {
+		e, _ := engine.EngineFrom(ctx)
+		inBackground <- e
+		return nil
+	})
+	e, _ := start(t, inproc.New(), engine.Config{}, svc)
+	ctx := engine.WithEngine(t.Context(), e)
+	if got, ok := engine.EngineFrom(ctx); !ok || got != e {
+		t.Errorf("EngineFrom(WithEngine(e)) = %p, %v; want %p, true", got, ok, e)
+	}
+	if _, err := cmd.Invoke(ctx, EchoIn{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-inHandler; got != e {
+		t.Errorf("EngineFrom in a handler = %p, want %p", got, e)
+	}
+	select {
+	case got := <-inBackground:
+		if got != e {
+			t.Errorf("EngineFrom in a Background function = %p, want %p", got, e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the Background function did not run")
+	}
 }

@@ -182,12 +182,18 @@
 // also returns the delay until the next run it could claim; it sleeps until
 // then, a notification of migration 8's trigger (a run made runnable within
 // a second: started, woken, given back), a local start, or PollInterval
-// (1 s). A run being executed renews its lease every LeaseTTL/3; a run
-// whose renewal is refused, or fails for 2/3 LeaseTTL, is cancelled. When
-// the engine stops, runs being executed finish their current step (for at
-// most LeaseTTL/3, which should not exceed the engine's DrainTimeout: Stop
-// waits that long for the runner) and are given back, wake_at now, so that
-// another instance continues them at once.
+// (1 s). It takes its free slots first, without waiting, and claims as
+// many runs, so that each run it claims is executed at once. A run being
+// executed renews its lease every LeaseTTL/3; a run whose renewal is
+// refused, or fails for 2/3 LeaseTTL, is cancelled. A lease runs from the
+// claim statement's start: a claim slower than LeaseTTL/3 renews the
+// leases it took before executing their runs, and leaves those another
+// runner took meanwhile. When the engine stops, runs being executed finish
+// their current step and are given back, wake_at now, so that another
+// instance continues them at once. A step that has not ended after
+// LeaseTTL/3, or after the engine's DrainTimeout less a tenth of it (at
+// least 50 ms, left for giving the runs back: Stop waits DrainTimeout for
+// the runner), whichever is shorter, has its context cancelled.
 //
 // A run started on an instance with a free slot is inserted already
 // claimed by it and executed at once (no notification, claim or history

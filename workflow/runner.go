@@ -40,8 +40,6 @@ type runner struct {
 	// mu guards execCtx and the start of executions against the stop.
 	mu      sync.Mutex
 	execCtx context.Context // the executions' context; nil until run starts
-	// drain bounds how long a run may go on after stopping was set.
-	drain time.Duration
 }
 
 func newRunner(st settings, defs map[string]*definition) *runner {
@@ -52,7 +50,6 @@ func newRunner(st settings, defs map[string]*definition) *runner {
 		kick:  make(chan struct{}, 1),
 		slots: make(chan struct{}, st.concurrency),
 		halt:  make(chan struct{}),
-		drain: st.leaseTTL / 3,
 	}
 	r.runs = pgRuns{db: r.st.db, q: &r.st.q, leaseTTL: r.st.leaseTTL, log: r.st.log}
 	for id := range defs {
@@ -90,18 +87,23 @@ func (r *runner) run(ctx context.Context) error {
 	defer timer.Stop()
 	for ctx.Err() == nil {
 		delay := r.st.pollInterval
-		if free := cap(r.slots) - len(r.slots); free > 0 {
+		// The slots are taken before the claim, so that every run claimed
+		// is executed at once, its lease renewed: a start here meanwhile
+		// finds them taken and leaves its run to a claim.
+		if free := r.reserve(); free > 0 {
 			claimed, next, err := r.claim(ctx, free)
+			for _, x := range claimed {
+				r.wg.Add(1)
+				r.launch(x)
+			}
+			for range free - len(claimed) { // the slots the claim did not use
+				<-r.slots
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					break
 				}
 				log.Error("workflow: claiming runs", "err", err)
-			}
-			for _, x := range claimed {
-				r.slots <- struct{}{} // may wait for a slot a start took meanwhile
-				r.wg.Add(1)
-				r.launch(x)
 			}
 			if next != nil && *next < delay {
 				delay = max(*next, 0)
@@ -134,12 +136,44 @@ func (r *runner) run(ctx context.Context) error {
 	r.stopping.Store(true)
 	close(r.halt)
 	r.mu.Unlock()
-	stopTimer := time.AfterFunc(r.drain, cancelExec)
+	stopTimer := time.AfterFunc(drainTimeout(ctx, r.st.leaseTTL), cancelExec)
 	r.wg.Wait()
 	stopTimer.Stop()
 	<-listening
 	return nil
 }
+
+// reserve takes every free slot, without waiting, and returns how many it
+// took.
+func (r *runner) reserve() int {
+	n := 0
+	for n < cap(r.slots) {
+		select {
+		case r.slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// drainTimeout is how long runs being executed may go on once the engine
+// in ctx begins to stop: LeaseTTL/3, and no longer than the engine's
+// DrainTimeout (Stop waits that long for the runner) less a margin for
+// giving the runs back: a tenth of it, at least drainMargin.
+func drainTimeout(ctx context.Context, leaseTTL time.Duration) time.Duration {
+	d := leaseTTL / 3
+	if eng, ok := engine.EngineFrom(ctx); ok {
+		t := eng.DrainTimeout()
+		d = min(d, max(t-max(t/10, drainMargin), 0))
+	}
+	return d
+}
+
+// drainMargin is the least time drainTimeout leaves, within the engine's
+// DrainTimeout, for runs to be given back after their context ended.
+const drainMargin = 50 * time.Millisecond
 
 // launch executes x on a goroutine of its own; the caller took a slot and
 // added it to r.wg.
@@ -238,6 +272,7 @@ type stepRecord struct {
 // trips, and returns the delay until the next one it could take (nil:
 // none).
 func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, error) {
+	sent := time.Now()
 	rows, err := r.st.db.QueryContext(ctx, r.st.q.claim, r.names, n, r.owner, r.st.leaseTTL.Microseconds())
 	if err != nil {
 		return nil, nil, fmt.Errorf("workflow: claim: %w", err)
@@ -324,7 +359,32 @@ func (r *runner) claim(ctx context.Context, n int) ([]*claimed, *time.Duration, 
 		r.releaseAll(out)
 		return nil, next, fmt.Errorf("workflow: reading history: %w", err)
 	}
+	// The leases run from the claim statement's start: after a claim
+	// slower than the renewal interval they may be about to lapse, or
+	// have lapsed and been taken by another runner. Renew them first.
+	if time.Since(sent) > r.st.leaseTTL/3 {
+		out = r.renewAll(ctx, out)
+	}
 	return out, next, nil
+}
+
+// renewAll renews the leases of runs claimed but not executed yet, and
+// returns those still this runner's; it gives back those it could not
+// renew.
+func (r *runner) renewAll(ctx context.Context, cs []*claimed) []*claimed {
+	kept := cs[:0]
+	for _, c := range cs {
+		switch err := r.runs.renew(ctx, c); {
+		case err == nil:
+			kept = append(kept, c)
+		case errors.Is(err, errLeaseLost):
+			r.st.log.Warn("workflow: the claim was slower than the lease: another runner has the run", "run_id", c.id)
+		default:
+			r.st.log.Warn("workflow: renewing the lease of a slow claim; run given back", "run_id", c.id, "err", err)
+			r.runs.release(c.id, c.fence, r.st.pollInterval)
+		}
+	}
+	return kept
 }
 
 // releaseAll gives back runs claimed but not executed.
