@@ -468,7 +468,12 @@ func runChaosWorker(t *testing.T, raw string) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	db.SetMaxIdleConns(40)
+	// Three workers and the other packages' tests share the server's 100
+	// connections: at most 16 each. A participant's handler holds one for
+	// its inbox transaction and may take a second (attempts): 4 handlers of
+	// each command hold at most 12, so the runner always gets one.
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
 	q := `"` + order.Schema + `".`
 	c := newChaosContracts(order.Suffix)
 
@@ -496,17 +501,17 @@ func runChaosWorker(t *testing.T, raw string) {
 			return ApplyOut{}, err
 		}
 		return ApplyOut{Step: in.Step}, nil
-	})
+	}, engine.Concurrency(4))
 	engine.Handle(participant, c.undo, func(ctx context.Context, in ApplyIn) (ApplyOut, error) {
 		tx, _ := outbox.TxFrom(ctx)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO `+q+`compensations (run, step) VALUES ($1, $2)`, in.Run, in.Step); err != nil {
 			return ApplyOut{}, err
 		}
 		return ApplyOut{Step: in.Step}, nil
-	})
+	}, engine.Concurrency(4))
 
 	host := engine.NewService("chaosw"+order.Suffix, "1")
-	store := &workflow.Store{DB: db, Schema: order.Schema, LeaseTTL: 3 * time.Second, PollInterval: 500 * time.Millisecond}
+	store := &workflow.Store{DB: db, Schema: order.Schema, Concurrency: 8, LeaseTTL: 3 * time.Second, PollInterval: 500 * time.Millisecond}
 	if err := workflow.Register(host, store, c.flow); err != nil {
 		t.Fatal(err)
 	}
