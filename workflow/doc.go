@@ -132,6 +132,13 @@
 // nothing (the original is logged, as the engine does for handlers). A panic in the workflow function is a
 // failure too (500, logged with its stack). Invoke returns the run's error.
 //
+// # Bounds
+//
+// A run records at most MaxSteps (10,000) steps, compensations aside: a
+// run whose code reaches a step past it is stopped with ErrTooManySteps,
+// since every claim reads a run's whole history and replays it. A process
+// over unbounded input (a stream, a long list) starts a run per part.
+//
 // # Cancellation
 //
 // `switchboard workflow cancel` sets the run's cancel_requested and wakes

@@ -353,9 +353,20 @@ func (x *execution) begin(kind, name string) (int, *stepRecord, error) {
 		x.cancelled = true
 		return 0, nil, x.cancelledError()
 	}
+	if seq > MaxSteps && !x.compensating {
+		x.stopRun(&engine.Error{Code: ErrTooManySteps.Code, Reason: ErrTooManySteps.Reason,
+			Message: fmt.Sprintf("workflow %s, run %s: the code reaches step %d, past MaxSteps (%d): a workflow that loops over its input should start a new run for each part", x.def.id, x.c.id, seq, MaxSteps),
+			Details: map[string]any{"seq": seq}})
+	}
 	x.next++
 	return seq, nil, nil
 }
+
+// MaxSteps bounds a run's history: a run whose code reaches a step past it
+// (compensations aside) is stopped with ErrTooManySteps. Every claim
+// reads a run's whole history and replays it, so a run that loops over its
+// input without bound would cost more at each wake.
+const MaxSteps = 10_000
 
 func (x *execution) cancelledError() *engine.Error {
 	return &engine.Error{Code: ErrCancelled.Code, Reason: ErrCancelled.Reason, Message: "run " + x.c.id + " was cancelled"}

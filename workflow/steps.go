@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/workflow/internal/kit"
 )
 
 // Errors of workflow runs, for errors.Is (matched by code and reason, as
@@ -24,6 +25,9 @@ var (
 	// ErrNondeterministic: the code no longer matches the run's recorded
 	// history; the run is stopped with this error, naming the step (409,
 	// reason "nondeterministic").
+	// ErrTooManySteps: the run's code reached a step past MaxSteps; the run
+	// is stopped (422, reason "too_many_steps").
+	ErrTooManySteps     = kit.ErrTooManySteps
 	ErrNondeterministic = &engine.Error{Code: http.StatusConflict, Reason: "nondeterministic", Message: "the workflow's code does not match the run's history"}
 )
 

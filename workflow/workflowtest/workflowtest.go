@@ -29,13 +29,13 @@ import (
 // returns ErrTooManySteps. Each wait replays the run's history: 1,000
 // waits of a run are half a million replayed steps.
 const (
-	MaxSteps = 10_000
+	MaxSteps = workflow.MaxSteps
 	MaxWaits = 1_000
 )
 
 // ErrTooManySteps: the run recorded MaxSteps steps or waited MaxWaits
 // times, and wanted more (does the workflow loop for ever?).
-var ErrTooManySteps = kit.ErrTooManySteps
+var ErrTooManySteps = workflow.ErrTooManySteps
 
 // Env runs workflows for one test: the stubs of the commands they invoke,
 // on an in-process engine of its own, the events they emit and receive,

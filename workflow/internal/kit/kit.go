@@ -9,8 +9,8 @@ package kit
 
 import (
 	"context"
-	"errors"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/switchboard-go/switchboard/engine"
@@ -29,8 +29,10 @@ type Config struct {
 }
 
 // ErrTooManySteps: a run recorded Config.MaxSteps steps, or waited
-// Config.MaxWaits times, and wanted more.
-var ErrTooManySteps = errors.New("workflowtest: the run made too many steps or waits (does the workflow loop for ever?)")
+// Config.MaxWaits times, and wanted more. It is workflow.ErrTooManySteps,
+// defined here for the package cycle's sake (errors.Is matches the runtime's
+// error by code and reason).
+var ErrTooManySteps = &engine.Error{Code: http.StatusUnprocessableEntity, Reason: "too_many_steps", Message: "the run made too many steps or waits (does the workflow loop for ever?)"}
 
 // Sim executes workflow runs in memory, with a fake clock that moves only
 // when a run waits (a Sleep, an Await's deadline, a retry's backoff). It is
