@@ -38,7 +38,7 @@ func TestRunIsBoundedByMaxSteps(t *testing.T) {
 		t.Errorf("run ended %q, want stopped", r.status)
 	}
 	var n int
-	if err := e.db.QueryRow(`SELECT count(*) FROM "`+e.schema+`".workflow_steps WHERE run_id = 'forever-1'`).Scan(&n); err != nil {
+	if err := e.db.QueryRow(`SELECT count(*) FROM "` + e.schema + `".workflow_steps WHERE run_id = 'forever-1'`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != workflow.MaxSteps {
