@@ -111,6 +111,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func TestSeedScenarioAcrossProcesses(t *testing.T) {
+	// examples/monolith runs the same services on the same servers: one
+	// at a time, or each takes the other's messages.
+	testenv.Exclusive(t, "examples-user-email")
 	for _, server := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
 		t.Run(server, func(t *testing.T) {
 			url := testenv.URL(t, server)

@@ -13,6 +13,8 @@ import (
 // printing the trace of the nested call: in-process and on every broker,
 // with nothing but SWITCHBOARD_BRIDGE changed.
 func TestDemo(t *testing.T) {
+	// examples/microservices runs the same services on the same servers.
+	testenv.Exclusive(t, "examples-user-email")
 	t.Run("gochannel", func(t *testing.T) { demo(t, "") })
 	for _, server := range []string{testenv.NATS, testenv.AMQP, testenv.Postgres} {
 		t.Run(server, func(t *testing.T) { demo(t, testenv.URL(t, server)) })

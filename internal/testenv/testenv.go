@@ -109,6 +109,24 @@ func lock(t testing.TB, name string, how int) {
 	}
 }
 
+// Exclusive holds, until the test ends, the lock named name, which one test
+// at a time may hold, across test processes: for tests of different
+// packages that run the same services (so the same consumer groups) on the
+// shared servers, where each would take the other's messages. It waits for
+// the lock.
+func Exclusive(t testing.TB, name string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "switchboard-test-exclusive-"+name+".lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		t.Fatalf("testenv: lock file: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		_ = f.Close()
+		t.Fatalf("testenv: flock %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = f.Close() }) // closing the file releases the lock
+}
+
 // Outage takes the server away and returns a function that brings it back;
 // the test must call it (Cleanup also does, once). NATS and Mosquitto are
 // stopped and restarted with their own command line (Mosquitto saves its
