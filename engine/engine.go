@@ -627,9 +627,18 @@ func (e *Engine) start(ctx context.Context, services []*Service) error {
 
 // startBackground runs every service's Background functions, on the
 // scheduler's context (it ends when the stop begins), with the engine on it.
+// When Stop began meanwhile (during Start), none is started: the stop,
+// which waits for bgDone, has already read it.
 func (e *Engine) startBackground(services []*Service) {
 	var wg sync.WaitGroup
 	ctx := WithEngine(e.schedCtx, e)
+	e.mu.Lock()
+	if e.state != StateStarting {
+		e.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	e.bgDone = done
 	for _, s := range services {
 		for _, fn := range s.background {
 			wg.Add(1)
@@ -641,14 +650,11 @@ func (e *Engine) startBackground(services []*Service) {
 			}()
 		}
 	}
-	done := make(chan struct{})
+	e.mu.Unlock()
 	go func() {
 		wg.Wait()
 		close(done)
 	}()
-	e.mu.Lock()
-	e.bgDone = done
-	e.mu.Unlock()
 }
 
 // Stop drains and stops the engine: no handler starts any more (messages

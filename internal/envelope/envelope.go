@@ -162,13 +162,19 @@ func (h *HandlerContext) make() context.Context {
 			return was.ctx
 		}
 		c := new(cancellation)
-		if h.meta.Deadline.IsZero() {
+		switch {
+		case was == &endedUnmade: // End came first, before the deadline (see End)
 			c.ctx, c.cancel = context.WithCancel(h.scope.Stop)
-		} else {
-			c.ctx, c.cancel = context.WithDeadline(h.scope.Stop, h.meta.Deadline)
-		}
-		if was == &endedUnmade {
 			c.cancel()
+		case h.meta.Deadline.IsZero():
+			c.ctx, c.cancel = context.WithCancel(h.scope.Stop)
+		case !time.Now().Before(h.meta.Deadline):
+			// Made after its deadline: DeadlineExceeded, even when Scope.Stop
+			// ended since (its deadline came first as far as anyone could
+			// have seen: nothing asked before).
+			c.ctx, c.cancel = context.WithDeadline(context.Background(), h.meta.Deadline)
+		default:
+			c.ctx, c.cancel = context.WithDeadline(h.scope.Stop, h.meta.Deadline)
 		}
 		if h.state.CompareAndSwap(was, c) {
 			return c.ctx
@@ -183,6 +189,12 @@ func (h *HandlerContext) End() {
 	for {
 		switch was := h.state.Load(); was {
 		case nil:
+			if h.madeOrOver() {
+				// Ended already (its deadline, Scope.Stop): that stays its
+				// error, so make it now, and End does nothing more.
+				h.make()
+				continue
+			}
 			if h.state.CompareAndSwap(nil, &endedUnmade) {
 				return
 			}

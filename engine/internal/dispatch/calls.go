@@ -49,7 +49,9 @@ func (c *Calls) Expect(requestID string) (reply chan *message.Message, ok bool) 
 // Forget ends the call Expect registered; reply is what Expect returned.
 func (c *Calls) Forget(requestID string, reply chan *message.Message) {
 	c.mu.Lock()
-	if _, ok := c.pending[requestID]; ok {
+	// Only this call's entry: a later call with the same id (a chosen one,
+	// engine.WithMessageID) may have registered since this one's reply came.
+	if ch, ok := c.pending[requestID]; ok && ch == reply {
 		c.remove(requestID)
 	}
 	c.mu.Unlock()
