@@ -67,15 +67,18 @@ func TestReviewStartLostReplyStartsTwoRuns(t *testing.T) {
 			t.Fatal(err2)
 		}
 	}
-	settled := func() {
+	// settled waits for the slowed insert to be over, the runs it leaves
+	// to be stored (a commit follows the sleep by a moment: at least want
+	// runs) and none to be running.
+	settled := func(want int) {
 		eventually(t, 10*time.Second, "the slowed insert committed and the runs completed", func() bool {
-			var running, sleeping int
+			var running, sleeping, runs int
 			_ = e.db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%workflow_runs%'`).Scan(&sleeping)
-			_ = e.db.QueryRow(`SELECT count(*) FROM ` + s + `.workflow_runs WHERE status = 'running'`).Scan(&running)
-			return sleeping == 0 && running == 0
+			_ = e.db.QueryRow(`SELECT count(*) FILTER (WHERE status = 'running'), count(*) FROM ` + s + `.workflow_runs`).Scan(&running, &runs)
+			return sleeping == 0 && running == 0 && runs >= want
 		})
 	}
-	settled()
+	settled(1)
 	var runs int
 	if err := e.db.QueryRow(`SELECT count(*) FROM ` + s + `.workflow_runs`).Scan(&runs); err != nil {
 		t.Fatal(err)
@@ -93,7 +96,7 @@ func TestReviewStartLostReplyStartsTwoRuns(t *testing.T) {
 	if _, err := wf.StartCommand().Invoke(ctx, workflow.StartRequest[ChargeIn]{Input: ChargeIn{Order: "st2", Amount: 10}}); err == nil {
 		t.Error("StartCommand: no error although the insert was slowed past the call timeout")
 	}
-	settled()
+	settled(runs + 1)
 	if n := e.effects(t, "charge", "st2"); n != 1 {
 		t.Errorf("StartCommand with no run_id: charged %d times, want once (a timed-out call retried starts another run)", n)
 	}
@@ -104,7 +107,7 @@ func TestReviewStartLostReplyStartsTwoRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = workflow.StartByName(ctx, wf.String(), json.RawMessage(`{"order":"st3","amount":10}`), "")
-	settled()
+	settled(runs + 2)
 	if n := e.effects(t, "charge", "st3"); n != 1 || err != nil {
 		t.Errorf("StartByName: %v; charged %d times, want once", err, n)
 	}

@@ -419,7 +419,10 @@ func (r *runner) start(ctx context.Context, d *definition, in startIn) (string, 
 	if ok, err := r.startHere(ctx, d, in, meta); ok || err != nil {
 		return in.RunID, err
 	}
-	res, err := r.st.db.ExecContext(ctx, r.st.q.insertRun, in.RunID, d.id, []byte(in.Input), string(meta))
+	// Not cut by the caller's deadline, as startHere's insert is not: a
+	// start that reached the database is stored either way, and the caller's
+	// retry with the same run id finds it.
+	res, err := r.st.db.ExecContext(context.WithoutCancel(ctx), r.st.q.insertRun, in.RunID, d.id, []byte(in.Input), string(meta))
 	if err != nil {
 		return "", fmt.Errorf("workflow %s: storing run %s: %w", d.id, in.RunID, err)
 	}
