@@ -74,7 +74,7 @@ func TestReviewStartLostReplyStartsTwoRuns(t *testing.T) {
 		eventually(t, 10*time.Second, "the slowed insert committed and the runs completed", func() bool {
 			var running, sleeping, runs int
 			_ = e.db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%workflow_runs%'`).Scan(&sleeping)
-			_ = e.db.QueryRow(`SELECT count(*) FILTER (WHERE status = 'running'), count(*) FROM ` + s + `.workflow_runs`).Scan(&running, &runs)
+			_ = e.db.QueryRow(`SELECT count(*) FILTER (WHERE status = 'running'), count(*) FROM `+s+`.workflow_runs`).Scan(&running, &runs)
 			return sleeping == 0 && running == 0 && runs >= want
 		})
 	}
