@@ -12,6 +12,8 @@
 //	                          group_name, topic), reply column (stored replies)    (outbox)
 //	0007_schedule.sql         outbox deliver_at (scheduled messages) and its
 //	                          indexes, outbox_recurring                            (outbox)
+//	0008_workflow.sql         workflow_runs, workflow_steps, workflow_signals,
+//	                          workflow_notify()                                    (workflow)
 //
 // Migration 5 changes the key dead_letters upserts on: once it is applied,
 // a process of an older release cannot store a dead letter (PostgreSQL
