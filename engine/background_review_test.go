@@ -19,6 +19,9 @@ import (
 type stopDuringStart struct {
 	eng     atomic.Pointer[engine.Engine]
 	stopped chan error
+	// Run, once its context ended, takes runSlow to return.
+	runSlow                 time.Duration
+	runStarted, runReturned atomic.Bool
 }
 
 func (s *stopDuringStart) Schedule(context.Context, string, *message.Message, time.Time) error {
@@ -28,7 +31,10 @@ func (s *stopDuringStart) Cancel(context.Context, string) error                {
 func (s *stopDuringStart) Reschedule(context.Context, string, time.Time) error { return nil }
 func (s *stopDuringStart) Durable() bool                                       { return false }
 func (s *stopDuringStart) Run(ctx context.Context, _ bridge.Bridge) error {
+	s.runStarted.Store(true)
 	<-ctx.Done()
+	time.Sleep(s.runSlow)
+	s.runReturned.Store(true)
 	return nil
 }
 
@@ -90,5 +96,36 @@ func TestReviewBackgroundOutlivesStopDuringStart(t *testing.T) {
 			t.Error("a Background function was running when Stop (begun during Start) returned")
 		}
 	case <-time.After(2 * time.Second): // not started at all: fine
+	}
+}
+
+// A Stop that begins while Start runs waits for the Scheduler's Run, as
+// for Service.Background: Run is not started once the stop began (it was,
+// and Stop returned while it ran).
+func TestStopDuringStartWaitsForTheScheduler(t *testing.T) {
+	t.Parallel()
+	sched := &stopDuringStart{stopped: make(chan error, 1), runSlow: 2 * time.Second}
+	s := engine.NewService("schedreview", "1")
+	engine.Every(s, "tick", "@daily", bgReviewTick, EchoIn{Text: "t"})
+	e, err := engine.New(engine.Config{SharedBridge: inproc.New(), Scheduler: sched, DrainTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched.eng.Store(e)
+	if err := e.Register(s); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.Start(t.Context()) // "stopped while starting"
+	select {
+	case <-sched.stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not return")
+	}
+	if sched.runStarted.Load() && !sched.runReturned.Load() {
+		t.Error("the Scheduler's Run was running when Stop (begun during Start) returned")
+	}
+	time.Sleep(100 * time.Millisecond) // a Run started late would show now
+	if sched.runStarted.Load() && !sched.runReturned.Load() {
+		t.Error("the Scheduler's Run was started after Stop returned")
 	}
 }

@@ -279,6 +279,12 @@ func (e *Engine) startScheduler(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	e.mu.Lock()
+	if e.state != StateStarting {
+		// Stop began during Start and has read schedDone already: it would
+		// not wait for a Run started now.
+		e.mu.Unlock()
+		return nil
+	}
 	e.schedDone = done
 	e.mu.Unlock()
 	go func() {
