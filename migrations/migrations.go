@@ -67,8 +67,10 @@ func (c Config) schema() string {
 	return c.Schema
 }
 
-// quoted validates c and returns the quoted schema identifier.
-func (c Config) quoted() (string, error) {
+// Quoted validates c and returns its schema as a quoted SQL identifier
+// (DefaultSchema when empty), for the packages that write their own SQL on
+// the migrated tables.
+func (c Config) Quoted() (string, error) {
 	if err := c.Validate(); err != nil {
 		return "", err
 	}
@@ -91,7 +93,7 @@ type Migration struct {
 
 // SQL returns the migration's statements for the schema in cfg.
 func (m Migration) SQL(cfg Config) (string, error) {
-	qs, err := cfg.quoted()
+	qs, err := cfg.Quoted()
 	if err != nil {
 		return "", err
 	}
@@ -167,7 +169,7 @@ type querier interface {
 // when it was applied. It only reads: on a database where Up never ran,
 // every migration is pending.
 func Status(ctx context.Context, db *sql.DB, cfg Config) ([]MigrationStatus, error) {
-	qs, err := cfg.quoted()
+	qs, err := cfg.Quoted()
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +253,7 @@ func bootstrapSQL(qs string) string {
 // the migrations applied before the failing one stay applied and are
 // returned.
 func Up(ctx context.Context, db *sql.DB, cfg Config) (applied []Migration, err error) {
-	qs, err := cfg.quoted()
+	qs, err := cfg.Quoted()
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +372,7 @@ func discard(conn *sql.Conn) {
 // schema_migrations, so that Up later finds nothing to apply. It does not
 // touch a database.
 func SQL(cfg Config) (string, error) {
-	qs, err := cfg.quoted()
+	qs, err := cfg.Quoted()
 	if err != nil {
 		return "", err
 	}

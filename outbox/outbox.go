@@ -25,14 +25,7 @@ const DefaultSchema = migrations.DefaultSchema
 
 // quote validates schema and returns it quoted; "" means DefaultSchema.
 func quote(schema string) (string, error) {
-	cfg := migrations.Config{Schema: schema}
-	if err := cfg.Validate(); err != nil {
-		return "", err
-	}
-	if schema == "" {
-		schema = DefaultSchema
-	}
-	return `"` + schema + `"`, nil
+	return migrations.Config{Schema: schema}.Quoted()
 }
 
 // WithTx returns ctx whose Emit and Send write to the outbox in schema

@@ -23,9 +23,6 @@ import (
 // MaxListed bounds Filter.Limit, and the steps Show returns.
 const MaxListed = 1000
 
-// adminMaxID is the longest run id (RunID's bound).
-const adminMaxID = 200
-
 // ErrRunNotFound: no run has that id (404, reason "run_not_found"), from
 // Show, Cancel and Retry.
 var ErrRunNotFound = &engine.Error{Code: http.StatusNotFound, Reason: "run_not_found", Message: "no such workflow run"}
@@ -109,7 +106,7 @@ type Filter struct {
 // first, without their input, output and steps (Show has them). An invalid
 // schema, status or limit is an error.
 func List(ctx context.Context, db *sql.DB, schema string, f Filter) ([]Run, error) {
-	qs, err := adminQuote(schema)
+	qs, err := migrations.Config{Schema: schema}.Quoted()
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +179,7 @@ func scanAdminRun(s interface{ Scan(...any) error }, extra ...any) (Run, error) 
 // and steps (the last MaxListed), read in one snapshot; ErrRunNotFound if
 // there is none.
 func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
-	qs, err := adminQuote(schema)
+	qs, err := migrations.Config{Schema: schema}.Quoted()
 	if err != nil {
 		return Run{}, err
 	}
@@ -238,7 +235,7 @@ func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
 // Cancelling a run already asked to cancel does nothing more. A run that
 // has ended: ErrRunFinished; none: ErrRunNotFound.
 func Cancel(ctx context.Context, db *sql.DB, schema, id string) error {
-	qs, err := adminQuote(schema)
+	qs, err := migrations.Config{Schema: schema}.Quoted()
 	if err != nil {
 		return err
 	}
@@ -290,7 +287,7 @@ func Cancel(ctx context.Context, db *sql.DB, schema, id string) error {
 // message id, which the participant's inbox does not know. A running run:
 // an error matching engine.ErrConflict; none: ErrRunNotFound.
 func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
-	qs, err := adminQuote(schema)
+	qs, err := migrations.Config{Schema: schema}.Quoted()
 	if err != nil {
 		return err
 	}
@@ -353,24 +350,11 @@ func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
 	return nil
 }
 
-// adminQuote validates schema as package outbox does and returns it
-// quoted; "" means the default schema.
-func adminQuote(schema string) (string, error) {
-	cfg := migrations.Config{Schema: schema}
-	if err := cfg.Validate(); err != nil {
-		return "", err
-	}
-	if schema == "" {
-		schema = migrations.DefaultSchema
-	}
-	return `"` + schema + `"`, nil
-}
-
 // checkAdminID refuses an id no run can have (RunID's bound: 1 to 200
 // bytes) as not found, without a query.
 func checkAdminID(id string) error {
-	if id == "" || len(id) > adminMaxID {
-		return fmt.Errorf("workflow: run id of %d bytes (want 1 to %d): %w", len(id), adminMaxID, ErrRunNotFound)
+	if id == "" || len(id) > maxRunIDLen {
+		return fmt.Errorf("workflow: run id of %d bytes (want 1 to %d): %w", len(id), maxRunIDLen, ErrRunNotFound)
 	}
 	return nil
 }

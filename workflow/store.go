@@ -118,7 +118,7 @@ func (s *Store) settings() settings {
 	if st.raw == "" {
 		st.raw = outbox.DefaultSchema
 	}
-	st.schema = `"` + st.raw + `"`
+	st.schema, _ = migrations.Config{Schema: st.raw}.Quoted() // Validate checked it
 	if st.concurrency == 0 {
 		st.concurrency = DefaultConcurrency
 	}

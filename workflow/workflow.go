@@ -246,10 +246,13 @@ func RunID(id string) StartOption {
 	return func(o *startOptions) { o.runID = id }
 }
 
-// validRunID checks a run id: 1 to 200 bytes of printable ASCII.
+// maxRunIDLen is the longest run id (RunID).
+const maxRunIDLen = 200
+
+// validRunID checks a run id: 1 to maxRunIDLen bytes of printable ASCII.
 func validRunID(id string) error {
-	if id == "" || len(id) > 200 {
-		return engine.Invalid("run_id", fmt.Sprintf("want 1 to 200 bytes, have %d", len(id)))
+	if id == "" || len(id) > maxRunIDLen {
+		return engine.Invalid("run_id", fmt.Sprintf("want 1 to %d bytes, have %d", maxRunIDLen, len(id)))
 	}
 	for i := 0; i < len(id); i++ {
 		if id[i] < 0x20 || id[i] > 0x7e {
