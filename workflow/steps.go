@@ -65,50 +65,18 @@ func Permanent(err error) error {
 // (Store.StepRetry); the error returned is the one recorded (an
 // *engine.Error), which a replay returns too.
 func Invoke[In, Out any](wf Context, c *engine.Command[In, Out], in In) (Out, error) {
-	var out Out
-	x, err := execOf(wf)
-	if err != nil {
-		return out, err
-	}
-	name := c.String()
-	seq, rec, err := x.begin(kindInvoke, name)
-	if err != nil || rec != nil {
-		if rec != nil {
-			err = x.replay(rec, &out)
-		}
-		return out, err
-	}
-	started := x.now()
-	id := messageID(x.c.id, seq)
-	attempts, err := x.attempt(seq, kindInvoke, name, false, func(ctx context.Context) error {
-		var err error
-		out, err = c.Invoke(engine.WithMessageID(ctx, id), in)
-		return err
+	return step(wf, kindInvoke, c.String(), false, true, func(ctx context.Context, id string) (Out, error) {
+		return c.Invoke(engine.WithMessageID(ctx, id), in)
 	})
-	return out, x.settle(seq, kindInvoke, name, started, attempts, out, err)
 }
 
 // Emit is a step that emits ev with payload, with a message id derived
 // from the run and the step (see Invoke).
 func Emit[T any](wf Context, ev *engine.Event[T], payload T) error {
-	x, err := execOf(wf)
-	if err != nil {
-		return err
-	}
-	name := ev.String()
-	seq, rec, err := x.begin(kindEmit, name)
-	if err != nil || rec != nil {
-		if rec != nil {
-			err = x.replay(rec, nil)
-		}
-		return err
-	}
-	started := x.now()
-	id := messageID(x.c.id, seq)
-	attempts, err := x.attempt(seq, kindEmit, name, false, func(ctx context.Context) error {
-		return ev.Emit(engine.WithMessageID(ctx, id), payload)
+	_, err := step(wf, kindEmit, ev.String(), false, false, func(ctx context.Context, id string) (struct{}, error) {
+		return struct{}{}, ev.Emit(engine.WithMessageID(ctx, id), payload)
 	})
-	return x.settle(seq, kindEmit, name, started, attempts, nil, err)
+	return err
 }
 
 // Step is a local step: fn runs in this process and its result (JSON) is
@@ -119,25 +87,45 @@ func Emit[T any](wf Context, ev *engine.Event[T], payload T) error {
 // plain error). fn may run more than once if the process dies before its
 // result is recorded: make its effects idempotent.
 func Step[T any](wf Context, name string, fn func(ctx context.Context) (T, error)) (T, error) {
+	return step(wf, kindStep, name, true, true, func(ctx context.Context, _ string) (T, error) { return fn(ctx) })
+}
+
+// step is what Invoke, Emit and Step share: on a replay, the recorded
+// outcome; else work, given the step's message id (none for a local step)
+// and retried (attempt), then its outcome recorded (its result too when
+// keep).
+func step[T any](wf Context, kind, name string, local, keep bool, work func(ctx context.Context, id string) (T, error)) (T, error) {
 	var out T
 	x, err := execOf(wf)
 	if err != nil {
 		return out, err
 	}
-	seq, rec, err := x.begin(kindStep, name)
+	var into any // where a replay decodes the recorded result
+	if keep {
+		into = &out
+	}
+	seq, rec, err := x.begin(kind, name)
 	if err != nil || rec != nil {
 		if rec != nil {
-			err = x.replay(rec, &out)
+			err = x.replay(rec, into)
 		}
 		return out, err
 	}
 	started := x.now()
-	attempts, err := x.attempt(seq, kindStep, name, true, func(ctx context.Context) error {
+	var id string
+	if !local { // a local step sends no message
+		id = messageID(x.c.id, seq)
+	}
+	attempts, err := x.attempt(seq, kind, name, local, func(ctx context.Context) error {
 		var err error
-		out, err = fn(ctx)
+		out, err = work(ctx, id)
 		return err
 	})
-	return out, x.settle(seq, kindStep, name, started, attempts, out, err)
+	var result any
+	if keep {
+		result = out
+	}
+	return out, x.settle(seq, kind, name, started, attempts, result, err)
 }
 
 // Sleep is a durable timer: the run continues d after the step began, on
