@@ -481,19 +481,27 @@ func (r *runner) startHere(ctx context.Context, d *definition, in startIn, meta 
 // waitMax is how long the wait command waits for a run to end.
 const waitMax = 10 * time.Second
 
+// waitPoll is how often the wait command reads the run's status.
+const waitPoll = 50 * time.Millisecond
+
 // wait is the handler of a workflow's wait command: the run's outcome, once
-// it ended or after waitMax (or before the caller's deadline), polling
-// every 50 ms. A run of another workflow or another tenant is not found.
+// it ended or after waitMax (or before the caller's deadline, but after one
+// poll at least), polling every waitPoll. A run of another workflow or another tenant is not found.
 func (r *runner) wait(ctx context.Context, d *definition, id string) (waitOut, error) {
 	if err := validRunID(id); err != nil {
 		return waitOut{}, err
 	}
-	until := time.Now().Add(waitMax)
+	now := time.Now()
+	until := now.Add(waitMax)
 	if dl, ok := ctx.Deadline(); ok && dl.Add(-200*time.Millisecond).Before(until) {
 		until = dl.Add(-200 * time.Millisecond)
 	}
+	// At least one poll, whatever the deadline: a caller whose CallTimeout
+	// is under the margin would otherwise be answered "running" at once and
+	// ask again at once, a busy loop for as long as the run runs.
+	until = later(until, now.Add(waitPoll))
 	caller := engine.MetaFrom(ctx).TenantID
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(waitPoll)
 	defer tick.Stop()
 	for {
 		var (
@@ -544,4 +552,11 @@ func (r *runner) signal(ctx context.Context, event, key, messageID string, paylo
 		return fmt.Errorf("workflow: storing event %s: %w", event, err)
 	}
 	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
