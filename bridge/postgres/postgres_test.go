@@ -13,7 +13,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/switchboard-go/switchboard/bridge"
 	"github.com/switchboard-go/switchboard/bridge/bridgetest"
@@ -25,45 +24,11 @@ import (
 // wait bounds every wait for a delivery in this file's own tests.
 const wait = 20 * time.Second
 
-var (
-	dbOnce sync.Once
-	dbErr  error
-)
-
-// baseURL returns the test database's URL, creating the database if needed
-// (testenv.URL does not).
+// baseURL returns the test database's URL (testenv.URL creates the
+// database if needed).
 func baseURL(t testing.TB) string {
 	t.Helper()
-	raw := testenv.URL(t, testenv.Postgres)
-	dbOnce.Do(func() { dbErr = createDatabase(raw) })
-	if dbErr != nil {
-		t.Fatalf("creating the test database: %v", dbErr)
-	}
-	return raw
-}
-
-func createDatabase(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	name := strings.TrimPrefix(u.Path, "/")
-	admin := *u
-	admin.Path = "/postgres"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin.String())
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	var pgErr *pgconn.PgError
-	// duplicate_database, or a concurrent CREATE DATABASE (unique_violation).
-	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") {
-		return nil
-	}
-	return err
+	return testenv.URL(t, testenv.Postgres)
 }
 
 // schemaURL returns a URL on a fresh schema that is dropped when the test

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -27,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"go.uber.org/goleak"
 )
@@ -79,7 +81,63 @@ func URL(t testing.TB, name string) string {
 	if err := Reachable(host, 3*time.Second); err != nil {
 		t.Fatalf("%s is required and unreachable at %s (%v).\nStart it with: %s\n(or point $%s at a running server)", name, host, err, s.start, s.env)
 	}
+	if name == Postgres {
+		if err := ensureDatabase(raw); err != nil {
+			t.Fatalf("testenv: creating the test database of %s: %v", u.Redacted(), err)
+		}
+	}
 	return raw
+}
+
+// created holds the outcome of ensureDatabase per URL, once per process.
+var created sync.Map // URL → *dbOnce
+
+type dbOnce struct {
+	once sync.Once
+	err  error
+}
+
+// ensureDatabase creates the URL's database when it does not exist: on a
+// new machine nothing else does (scripts/services.sh creates it in start,
+// not in check, which is what make test runs), and every package and
+// benchmark must work whichever runs first.
+func ensureDatabase(raw string) error {
+	v, _ := created.LoadOrStore(raw, &dbOnce{})
+	d := v.(*dbOnce)
+	d.once.Do(func() { d.err = createDatabase(raw) })
+	return d.err
+}
+
+func createDatabase(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" {
+		return nil // the server's default database
+	}
+	admin := *u
+	admin.Path = "/postgres"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := sql.Open("pgx", admin.String())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil || exists {
+		return err
+	}
+	_, err = db.ExecContext(ctx, `CREATE DATABASE "`+strings.ReplaceAll(name, `"`, `""`)+`"`)
+	// Another test process may have created it meanwhile: duplicate_database
+	// (42P04), or unique_violation (23505) from a concurrent CREATE DATABASE.
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") {
+		return nil
+	}
+	return err
 }
 
 // Reachable dials host:port over TCP.
