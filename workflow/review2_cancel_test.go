@@ -1,0 +1,81 @@
+package workflow_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/workflow"
+)
+
+// TestReview2CancelDuringFailingStepEndsFailed: DEFECT (low). A Cancel
+// that arrives while a step runs is returned to the runner by that step's
+// checkpoint; when the step fails and the workflow function returns its
+// error (the usual `if err != nil { return …, err }`), the run ends
+// "failed" with the step's error, not "cancelled": body only makes a run
+// cancelled on a cancel seen when the function returned no error. Cancel
+// (and `switchboard workflow cancel`, which prints "a runner compensates
+// it and ends it cancelled") reported success; the caller's Invoke gets
+// the step's error, not ErrCancelled; and the run, being "failed", may be
+// retried (Retry refuses cancelled runs).
+func TestReview2CancelDuringFailingStepEndsFailed(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	inStep, proceed := make(chan struct{}), make(chan struct{})
+	var compensated atomic.Int64
+	var once atomic.Bool
+	undo := engine.NewCommand[ChargeIn, Done]("wfr2cancel", "1", "undo")
+	wf := workflow.New("wfr2cancel", "1", "failing", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		if _, err := workflow.Step(wf, "first", func(context.Context) (int, error) { return 1, nil }); err != nil {
+			return Done{}, err
+		}
+		workflow.OnFailure(wf, undo, in)
+		_, err := workflow.Step(wf, "declined", func(context.Context) (int, error) {
+			if once.CompareAndSwap(false, true) {
+				close(inStep)
+				<-proceed
+			}
+			return 0, workflow.Permanent(errors.New("declined"))
+		})
+		if err != nil {
+			return Done{}, err
+		}
+		return Done{}, nil
+	})
+	svc := engine.NewService("wfr2cancel", "1")
+	engine.Handle(svc, undo, func(context.Context, ChargeIn) (Done, error) {
+		compensated.Add(1)
+		return Done{}, nil
+	})
+	if err := workflow.Register(svc, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, svc)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 15*time.Second)
+	defer cancel()
+	if _, err := wf.Start(ctx, ChargeIn{Order: "c1"}, workflow.RunID("c1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inStep:
+	case <-ctx.Done():
+		t.Fatal("the run did not reach its step")
+	}
+	cerr := workflow.Cancel(ctx, e.db, e.schema, "c1")
+	close(proceed)
+	if cerr != nil {
+		t.Fatalf("Cancel of a running run: %v", cerr)
+	}
+	_, err := wf.Invoke(ctx, ChargeIn{Order: "c1"}, workflow.RunID("c1"))
+	r := e.run(t, "c1")
+	if r.status != "cancelled" || !errors.Is(err, workflow.ErrCancelled) {
+		t.Errorf("Cancel succeeded while a step ran, and that step's checkpoint returned it, but the run ended %s (Invoke: %v; compensations run: %d); want cancelled and ErrCancelled",
+			r.status, err, compensated.Load())
+	}
+	if n := compensated.Load(); n != 1 {
+		t.Errorf("compensation ran %d times, want 1", n)
+	}
+}
