@@ -230,9 +230,10 @@ func (x *execution) body() {
 	if err == nil && x.next <= len(x.c.history) {
 		x.nondeterministic(x.next, "", "the end of the workflow")
 	}
-	if err == nil && x.cancelRequested {
+	if x.cancelRequested {
 		// A cancel seen at the last checkpoint (or the claim) and not by a
-		// later step, there being none: the run is cancelled all the same.
+		// later step, there being none, or the function having returned
+		// that step's error: the run is cancelled all the same.
 		x.cancelled = true
 	}
 	if err == nil && !x.cancelled {
