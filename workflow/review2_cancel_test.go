@@ -79,3 +79,61 @@ func TestReview2CancelDuringFailingStepEndsFailed(t *testing.T) {
 		t.Errorf("compensation ran %d times, want 1", n)
 	}
 }
+
+// TestReview2CancelDuringShortSleepRunsTheNextStep: DEFECT (low). The
+// package documentation says a cancel is seen "at each step boundary ...
+// and at a sleep or an await it is woken from". A Sleep of a second or
+// less waits in the process after its checkpoint, so a Cancel that lands
+// during it is not seen when it ends: the runner learns of cancels only
+// from checkpoints, and the next step's checkpoint comes after its work.
+// The next step (here a charge) takes effect after the operator's Cancel
+// succeeded, and is then compensated.
+func TestReview2CancelDuringShortSleepRunsTheNextStep(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	sleeping := make(chan struct{})
+	var once atomic.Bool
+	wf := workflow.New("wfr2cancelsleep", "1", "nap", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		if _, err := workflow.Step(wf, "first", func(context.Context) (int, error) { return 1, nil }); err != nil {
+			return Done{}, err
+		}
+		if once.CompareAndSwap(false, true) {
+			close(sleeping)
+		}
+		if err := workflow.Sleep(wf, 900*time.Millisecond); err != nil {
+			return Done{}, err
+		}
+		pay, err := workflow.Invoke(wf, Charge, in)
+		if err != nil {
+			return Done{}, err
+		}
+		workflow.OnFailure(wf, Refund, RefundIn{PaymentID: pay.PaymentID})
+		return Done{}, nil
+	})
+	svc := engine.NewService("wfr2cancelsleep", "1")
+	if err := workflow.Register(svc, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, append(e.participants(nil), svc)...)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 15*time.Second)
+	defer cancel()
+	if _, err := wf.Start(ctx, ChargeIn{Order: "s1"}, workflow.RunID("s1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sleeping:
+	case <-ctx.Done():
+		t.Fatal("the run did not reach its sleep")
+	}
+	time.Sleep(300 * time.Millisecond) // within the 900 ms sleep
+	if err := workflow.Cancel(ctx, e.db, e.schema, "s1"); err != nil {
+		t.Fatalf("Cancel of a sleeping run: %v", err)
+	}
+	_, err := wf.Invoke(ctx, ChargeIn{Order: "s1"}, workflow.RunID("s1"))
+	if !errors.Is(err, workflow.ErrCancelled) {
+		t.Errorf("Invoke: %v, want ErrCancelled", err)
+	}
+	if n := e.effects(t, "charge", "s1"); n != 0 {
+		t.Errorf("the step after the sleep charged %d time(s) after the Cancel succeeded during the sleep (steps %q)", n, e.steps(t, "s1"))
+	}
+}
