@@ -143,8 +143,9 @@
 //
 // `switchboard workflow cancel` sets the run's cancel_requested and wakes
 // it. The runner checks the flag at each step boundary (each checkpoint
-// returns it), and at a sleep or an await it is woken from: that step
-// returns ErrCancelled, as does every later one; the compensations run and
+// returns it; a Sleep of a second or less reads it when it ends), and at
+// a sleep or an await it is woken from: that step returns ErrCancelled, as
+// does every later one; the compensations run and
 // the run ends "cancelled". A cancel seen at the last step's checkpoint
 // cancels the run too; one that comes after it is too late (the run ends as
 // it would have).

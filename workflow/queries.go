@@ -7,7 +7,7 @@ type queries struct {
 	insertRun, insertClaimed, runWorkflow, waitRun      string
 	claim, history                                      string
 	checkpoint, suspend, resolve                        string
-	renew, release, finish, stop                        string
+	renew, renewCancel, release, finish, stop           string
 	lock, signalFor, awaitSuspend, signal, purgeSignals string
 }
 
@@ -71,6 +71,9 @@ func newQueries(s string) queries {
 		// renew leaves alone a run given back (a suspended one).
 		renew: `UPDATE ` + runs + ` SET lease_until = now() + $3 * interval '1 microsecond'
 			WHERE id = $1 AND fence = $2 AND status = 'running' AND lease_until IS NOT NULL`,
+		// renewCancel renews the lease and returns cancel_requested.
+		renewCancel: `UPDATE ` + runs + ` SET lease_until = now() + $3 * interval '1 microsecond'
+			WHERE id = $1 AND fence = $2 AND status = 'running' AND lease_until IS NOT NULL RETURNING cancel_requested`,
 		release: `UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL, wake_at = now() + $3 * interval '1 microsecond', updated_at = now()
 			WHERE id = $1 AND fence = $2 AND status = 'running'`,
 		finish: `UPDATE ` + runs + ` SET status = $3, output = $4, error = $5, owner = NULL, lease_until = NULL,

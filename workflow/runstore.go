@@ -39,6 +39,9 @@ type runStore interface {
 	stop(ctx context.Context, c *claimed, we *engine.Error) error
 	// renew renews the lease of a run being executed.
 	renew(ctx context.Context, c *claimed) error
+	// cancelRequested renews the lease of a run being executed and
+	// returns whether a cancellation is requested (a short Sleep's end).
+	cancelRequested(ctx context.Context, c *claimed) (bool, error)
 	// release gives the run back, runnable after delay; a failure is
 	// logged (the lease expires instead).
 	release(id string, fence int64, delay time.Duration)
@@ -138,6 +141,15 @@ func (p pgRuns) stop(ctx context.Context, c *claimed, we *engine.Error) error {
 
 func (p pgRuns) renew(ctx context.Context, c *claimed) error {
 	return affected(p.db.ExecContext(ctx, p.q.renew, c.id, c.fence, p.leaseTTL.Microseconds()))
+}
+
+func (p pgRuns) cancelRequested(ctx context.Context, c *claimed) (bool, error) {
+	var cancel bool
+	err := p.db.QueryRowContext(ctx, p.q.renewCancel, c.id, c.fence, p.leaseTTL.Microseconds()).Scan(&cancel)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, errLeaseLost
+	}
+	return cancel, err
 }
 
 // release gives a run back, runnable after delay: at once when the engine

@@ -260,4 +260,6 @@ func (s *sim) stop(_ context.Context, _ *claimed, we *engine.Error) error {
 
 func (s *sim) renew(context.Context, *claimed) error { return nil }
 
+func (s *sim) cancelRequested(context.Context, *claimed) (bool, error) { return false, nil }
+
 func (s *sim) release(string, int64, time.Duration) {}

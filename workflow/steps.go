@@ -157,9 +157,16 @@ func Sleep(wf Context, d time.Duration) error {
 		x.suspend(seq, due, started)
 	}
 	x.record(seq, kindSleep, "sleep", nil, nil, 1, &due, started)
-	x.r.clock.wait(x.ctx, nil, due.Sub(x.now()))
-	if x.ctx.Err() != nil {
-		x.interrupted()
+	if wait := due.Sub(x.now()); wait > 0 {
+		x.r.clock.wait(x.ctx, nil, wait)
+		if x.ctx.Err() != nil {
+			x.interrupted()
+		}
+		// A cancel that came while the run waited here is seen now, at
+		// the boundary, not by the next step's checkpoint after its work.
+		cancel, err := x.r.runs.cancelRequested(x.ctx, x.c)
+		x.check(err, fmt.Sprintf("reading the cancellation after sleep step %d", seq))
+		x.cancelRequested = cancel
 	}
 	return nil
 }
