@@ -137,3 +137,50 @@ func TestReview2CancelDuringShortSleepRunsTheNextStep(t *testing.T) {
 		t.Errorf("the step after the sleep charged %d time(s) after the Cancel succeeded during the sleep (steps %q)", n, e.steps(t, "s1"))
 	}
 }
+
+// TestReview2CancelWaitsForAStepsRetries: DEFECT (medium). A Cancel of a
+// run whose step is being retried (its participant unavailable: the usual
+// reason an operator cancels a stuck run) is not seen until the step has
+// used every attempt of Store.StepRetry: by default 100 attempts, about a
+// quarter of an hour, here (the tests' store, 20 to 100 ms backoff) about
+// ten seconds. Meanwhile `switchboard workflow cancel` has printed that "a
+// runner compensates it and ends it cancelled", and the run keeps its slot
+// and keeps calling the unavailable participant. The retry loop already
+// wakes between attempts for the engine's stop; it does not read the
+// run's cancellation.
+func TestReview2CancelWaitsForAStepsRetries(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	down := engine.NewCommand[ChargeIn, Done]("wfr2cancelretry", "1", "down")
+	var calls atomic.Int64
+	wf := workflow.New("wfr2cancelretry", "1", "stuck", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		return workflow.Invoke(wf, down, in)
+	})
+	svc := engine.NewService("wfr2cancelretry", "1")
+	engine.Handle(svc, down, func(context.Context, ChargeIn) (Done, error) {
+		calls.Add(1)
+		return Done{}, engine.NewError(503, "participant unavailable")
+	})
+	if err := workflow.Register(svc, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, svc)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 15*time.Second)
+	defer cancel()
+	if _, err := wf.Start(ctx, ChargeIn{Order: "r1"}, workflow.RunID("r1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the step is retried", func() bool { return calls.Load() >= 3 })
+	if err := workflow.Cancel(ctx, e.db, e.schema, "r1"); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	cancelled := time.Now()
+	deadline := cancelled.Add(3 * time.Second)
+	for e.run(t, "r1").status == "running" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := e.run(t, "r1"); r.status != "cancelled" {
+		before := calls.Load()
+		t.Errorf("3 s after a successful Cancel the run is %s and its step still retried (%d calls so far)", r.status, before)
+	}
+}
