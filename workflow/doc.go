@@ -143,7 +143,9 @@
 //
 // `switchboard workflow cancel` sets the run's cancel_requested and wakes
 // it. The runner checks the flag at each step boundary (each checkpoint
-// returns it; a Sleep of a second or less reads it when it ends), and at
+// returns it; a Sleep of a second or less reads it when it ends, a step
+// being retried between its attempts: it fails then with its last
+// error), and at
 // a sleep or an await it is woken from: that step returns ErrCancelled, as
 // does every later one; the compensations run and
 // the run ends "cancelled". A cancel seen at the last step's checkpoint

@@ -432,6 +432,17 @@ func (x *execution) attempt(seq int, kind, name string, local bool, work func(ct
 		x.log.Warn("workflow: step failed; retrying", "attempt", attempts, "wait", wait, "err", err)
 		x.r.clock.wait(x.ctx, x.r.halt, wait)
 		x.interrupted()
+		if !x.compensating {
+			// A cancel that came since the step began ends its retries: the
+			// step fails with its last error (recorded), the run is
+			// cancelled at this boundary.
+			cancel, cerr := x.r.runs.cancelRequested(x.ctx, x.c)
+			x.check(cerr, fmt.Sprintf("reading the cancellation while retrying step %d", seq))
+			if cancel {
+				x.cancelRequested = true
+				return attempts, err
+			}
+		}
 	}
 }
 
