@@ -143,14 +143,14 @@
 //
 // `switchboard workflow cancel` sets the run's cancel_requested and wakes
 // it. The runner checks the flag at each step boundary (each checkpoint
-// returns it; a Sleep of a second or less reads it when it ends, a step
-// being retried between its attempts: it fails then with its last
-// error), and at
-// a sleep or an await it is woken from: that step returns ErrCancelled, as
-// does every later one; the compensations run and
-// the run ends "cancelled". A cancel seen at the last step's checkpoint
-// cancels the run too; one that comes after it is too late (the run ends as
-// it would have).
+// returns it; a Sleep of a second or less reads it when it ends; a step
+// being retried reads it between its attempts, and then fails with its
+// last error), and at a sleep or an await it is woken from: that step
+// returns ErrCancelled, as does every later one; the compensations run and
+// the run ends "cancelled", also when the workflow function returns the
+// error of the step that saw the cancel. A cancel seen at the last step's
+// checkpoint cancels the run too; one that comes after it is too late (the
+// run ends as it would have).
 //
 // # Tracing
 //
