@@ -432,10 +432,13 @@ func (x *execution) attempt(seq int, kind, name string, local bool, work func(ct
 		x.log.Warn("workflow: step failed; retrying", "attempt", attempts, "wait", wait, "err", err)
 		x.r.clock.wait(x.ctx, x.r.halt, wait)
 		x.interrupted()
-		if !x.compensating {
+		if !x.compensating && !timedOut(err, local) {
 			// A cancel that came since the step began ends its retries: the
 			// step fails with its last error (recorded), the run is
-			// cancelled at this boundary.
+			// cancelled at this boundary. Not after a timeout: the
+			// participant may have acted, and only a later attempt's reply
+			// (its inbox's) says so, and lets the workflow register the
+			// step's compensation.
 			cancel, cerr := x.r.runs.cancelRequested(x.ctx, x.c)
 			x.check(cerr, fmt.Sprintf("reading the cancellation while retrying step %d", seq))
 			if cancel {
@@ -444,6 +447,13 @@ func (x *execution) attempt(seq int, kind, name string, local bool, work func(ct
 			}
 		}
 	}
+}
+
+// timedOut reports whether err, a command's, left its effect unknown: the
+// call timed out (504).
+func timedOut(err error, local bool) bool {
+	var we *engine.Error
+	return !local && errors.As(err, &we) && we.Code == http.StatusGatewayTimeout
 }
 
 // permanent reports whether retrying err cannot help.
