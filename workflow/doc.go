@@ -145,12 +145,12 @@
 // it. The runner checks the flag at each step boundary (each checkpoint
 // returns it; a Sleep of a second or less reads it when it ends; a step
 // being retried reads it between its attempts, and then fails with its
-// last error, unless that was a timeout), and at a sleep or an await it is woken from: that step
-// returns ErrCancelled, as does every later one; the compensations run and
-// the run ends "cancelled", also when the workflow function returns the
-// error of the step that saw the cancel. A cancel seen at the last step's
-// checkpoint cancels the run too; one that comes after it is too late (the
-// run ends as it would have).
+// last error, unless that was a timeout), and at a sleep or an await it is
+// woken from: that step returns ErrCancelled, as does every later one; the
+// compensations run and the run ends "cancelled", also when the workflow
+// function returns the error of the step that saw the cancel. A cancel
+// seen at the last step's checkpoint cancels the run too; one that comes
+// after it is too late (the run ends as it would have).
 //
 // # Tracing
 //
