@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/envelope"
@@ -351,10 +353,14 @@ func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
 }
 
 // checkAdminID refuses an id no run can have (RunID's bound: 1 to 200
-// bytes) as not found, without a query.
+// bytes; text PostgreSQL can hold: UTF-8 without NUL) as not found,
+// without a query: PostgreSQL would answer an encoding error.
 func checkAdminID(id string) error {
 	if id == "" || len(id) > maxRunIDLen {
 		return fmt.Errorf("workflow: run id of %d bytes (want 1 to %d): %w", len(id), maxRunIDLen, ErrRunNotFound)
+	}
+	if !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+		return fmt.Errorf("workflow: run id %q is not UTF-8 text: %w", id, ErrRunNotFound)
 	}
 	return nil
 }
