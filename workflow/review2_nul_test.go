@@ -1,0 +1,45 @@
+package workflow_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/switchboard-go/switchboard/engine"
+	"github.com/switchboard-go/switchboard/workflow"
+)
+
+// TestReview2NULInAStepErrorHangsTheRun: DEFECT (medium, hang on bad
+// input). A JSON input may hold "\u0000" (valid JSON, a Go string with a
+// NUL byte), and a step's error message that quotes the input then holds
+// it too. The step's error is recorded as jsonb, which cannot hold
+// \u0000: the checkpoint fails, the run is given back "after a database
+// failure", claimed again a second later, replays, fails the same
+// checkpoint — for ever. The run never fails nor compensates, Invoke
+// waits until its caller gives up, and only warnings are logged. The same
+// holds for a participant's error (an Invoke step) and for the run's own
+// error (its end is refused the same way).
+func TestReview2NULInAStepErrorHangsTheRun(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	wf := workflow.New("wfr2nul", "1", "declines", func(wf workflow.Context, in ChargeIn) (Done, error) {
+		_, err := workflow.Step(wf, "check", func(context.Context) (int, error) {
+			return 0, &engine.Error{Code: http.StatusUnprocessableEntity, Reason: "declined", Message: "order " + in.Order + " declined"}
+		})
+		return Done{}, err
+	})
+	svc := engine.NewService("wfr2nul", "1")
+	if err := workflow.Register(svc, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, svc)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 6*time.Second)
+	defer cancel()
+	_, err := wf.Invoke(ctx, ChargeIn{Order: "a\x00b"}, workflow.RunID("n1"))
+	var we *engine.Error
+	if !errors.As(err, &we) || we.Code != http.StatusUnprocessableEntity {
+		t.Errorf("Invoke: %v; want the step's 422 (the run is %s after 6 s, claimed %d times)", err, e.run(t, "n1").status, e.run(t, "n1").claims)
+	}
+}
