@@ -43,3 +43,27 @@ func TestReview2NULInAStepErrorHangsTheRun(t *testing.T) {
 		t.Errorf("Invoke: %v; want the step's 422 (the run is %s after 6 s, claimed %d times)", err, e.run(t, "n1").status, e.run(t, "n1").claims)
 	}
 }
+
+// TestReview2NULInAnAwaitKeyHangsTheRun: DEFECT (medium, hang on bad
+// input). An Await's key comes from data (here the input, whose JSON may
+// hold "\u0000"); the step's name is "<event>/<key>", a text column, which
+// cannot hold NUL: the await's record fails, and the run is given back and
+// claimed again every second for ever.
+func TestReview2NULInAnAwaitKeyHangsTheRun(t *testing.T) {
+	e := newEnv(t)
+	bus := inprocBus(t)
+	wf := workflow.New("wfr2nulkey", "1", "awaits", func(wf workflow.Context, in ChargeIn) (Shipped, error) {
+		return workflow.Await(wf, wfr2ShippedEv, in.Order, time.Hour)
+	}, workflow.Correlate(wfr2ShippedEv, func(s Shipped) string { return s.Order }))
+	svc := engine.NewService("wfr2nulkey", "1")
+	if err := workflow.Register(svc, e.store(), wf); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := startEngine(t, bus, svc)
+	ctx, cancel := context.WithTimeout(engine.WithEngine(t.Context(), eng), 6*time.Second)
+	defer cancel()
+	_, err := wf.Invoke(ctx, ChargeIn{Order: "a\x00b"}, workflow.RunID("k1"))
+	if r := e.run(t, "k1"); r.status != "failed" || err == nil {
+		t.Errorf("Invoke: %v; want the run failed with the Await's error (the run is %s after 6 s, claimed %d times)", err, r.status, r.claims)
+	}
+}
