@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,8 +11,10 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cenkalti/backoff/v4"
@@ -489,7 +492,42 @@ func errorJSON(we *engine.Error) any {
 	if err != nil {
 		b, _ = json.Marshal(&engine.Error{Code: we.Code, Reason: we.Reason, Message: we.Message})
 	}
+	if bytes.Contains(b, []byte(`\u0000`)) {
+		// jsonb cannot hold \u0000 (a message quoting an input's NUL):
+		// the checkpoint would fail at every attempt, for ever.
+		var v any
+		if json.Unmarshal(b, &v) == nil {
+			b, _ = json.Marshal(withoutNUL(v))
+		}
+	}
 	return string(b)
+}
+
+// withoutNUL returns v, decoded JSON, with each NUL of its strings and
+// keys replaced by U+FFFD.
+func withoutNUL(v any) any {
+	switch v := v.(type) {
+	case string:
+		return strings.ReplaceAll(v, "\x00", "\uFFFD")
+	case []any:
+		for i := range v {
+			v[i] = withoutNUL(v[i])
+		}
+		return v
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[strings.ReplaceAll(k, "\x00", "\uFFFD")] = withoutNUL(x)
+		}
+		return out
+	}
+	return v
+}
+
+// storable reports whether s can be stored as PostgreSQL text: UTF-8
+// without NUL.
+func storable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // record checkpoints step seq (and renews the lease) in one statement; it

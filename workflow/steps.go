@@ -100,6 +100,10 @@ func step[T any](wf Context, kind, name string, local, keep bool, work func(ctx 
 	if err != nil {
 		return out, err
 	}
+	if !storable(name) {
+		return out, &engine.Error{Code: http.StatusInternalServerError, Reason: "invalid_step_name",
+			Message: fmt.Sprintf("workflow %s: a step's name is not UTF-8 text without NUL", x.def.id)}
+	}
 	var into any // where a replay decodes the recorded result
 	if keep {
 		into = &out
@@ -184,7 +188,9 @@ func (x *execution) suspend(seq int, due, started time.Time) {
 // such event stored, even one that came before the run reached the Await.
 // After the deadline it returns an error matching ErrAwaitTimeout. While it
 // waits, no process holds the run. The workflow must declare ev with
-// Correlate, or Await fails with a permanent error naming the event.
+// Correlate, or Await fails with a permanent error naming the event; a key
+// that is not UTF-8 text without NUL (it is stored as text) fails it with
+// a 422, reason "invalid_await_key".
 func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Duration) (T, error) {
 	var out T
 	x, err := execOf(wf)
@@ -195,6 +201,10 @@ func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Dura
 	if x.def.correlations[event] == nil {
 		return out, &engine.Error{Code: http.StatusInternalServerError, Reason: "not_correlated",
 			Message: fmt.Sprintf("workflow %s awaits event %s without declaring it (workflow.Correlate)", x.def.id, event)}
+	}
+	if !storable(key) {
+		return out, &engine.Error{Code: http.StatusUnprocessableEntity, Reason: "invalid_await_key",
+			Message: fmt.Sprintf("workflow %s awaits event %s with a key that is not UTF-8 text without NUL", x.def.id, event)}
 	}
 	name := event + "/" + key
 	seq, rec, err := x.begin(kindAwait, name)
