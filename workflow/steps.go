@@ -189,8 +189,9 @@ func (x *execution) suspend(seq int, due, started time.Time) {
 // After the deadline it returns an error matching ErrAwaitTimeout. While it
 // waits, no process holds the run. The workflow must declare ev with
 // Correlate, or Await fails with a permanent error naming the event; a key
-// that is not UTF-8 text without NUL (it is stored as text) fails it with
-// a 422, reason "invalid_await_key".
+// longer than 1,024 bytes, or that is not UTF-8 text without NUL (keys are
+// stored as text, and indexed), fails it with a 422, reason
+// "invalid_await_key" (an event with such a key is not kept).
 func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Duration) (T, error) {
 	var out T
 	x, err := execOf(wf)
@@ -202,9 +203,9 @@ func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Dura
 		return out, &engine.Error{Code: http.StatusInternalServerError, Reason: "not_correlated",
 			Message: fmt.Sprintf("workflow %s awaits event %s without declaring it (workflow.Correlate)", x.def.id, event)}
 	}
-	if !storable(key) {
+	if !validKey(key) {
 		return out, &engine.Error{Code: http.StatusUnprocessableEntity, Reason: "invalid_await_key",
-			Message: fmt.Sprintf("workflow %s awaits event %s with a key that is not UTF-8 text without NUL", x.def.id, event)}
+			Message: fmt.Sprintf("workflow %s awaits event %s with a key of %d bytes: want at most %d bytes of UTF-8 text without NUL", x.def.id, event, len(key), maxKeyLen)}
 	}
 	name := event + "/" + key
 	seq, rec, err := x.begin(kindAwait, name)
@@ -248,6 +249,15 @@ func Await[T any](wf Context, ev *engine.Event[T], key string, timeout time.Dura
 	x.stop(haltFailed, errors.New("await: a signal was seen and then not found"))
 	return out, nil
 }
+
+// maxKeyLen bounds an Await's key: keys are indexed with their event
+// (workflow_runs_awaiting, workflow_signals' primary key), and a B-tree
+// entry holds about 2.7 kB.
+const maxKeyLen = 1024
+
+// validKey reports whether key can be awaited: stored as text, and
+// indexed.
+func validKey(key string) bool { return len(key) <= maxKeyLen && storable(key) }
 
 // resolve records the outcome of the await at seq.
 func (x *execution) resolve(seq int, payload []byte, we *engine.Error) {

@@ -93,7 +93,7 @@ func Correlate[T any](ev *engine.Event[T], key func(T) string) Option {
 				seen := map[string]bool{}
 				for _, k := range keys {
 					key := k(v)
-					if key == "" || seen[key] || !storable(key) { // no Await can wait for a key that is not text
+					if key == "" || seen[key] || !validKey(key) { // no Await can wait for such a key
 						continue
 					}
 					seen[key] = true
