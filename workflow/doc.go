@@ -210,7 +210,9 @@
 // read); otherwise it waits for a runner's claim.
 //
 // Database work per step: one round trip (the checkpoint, an autocommit
-// statement), plus a lease renewal every LeaseTTL/3 of a long step. Per run,
+// statement), plus a lease renewal every LeaseTTL/3 of a long step (a
+// Sleep of a second or less: one more, reading the cancellation when it
+// ends; a retried step: one more per retry). Per run,
 // besides its steps: the start's insert and the end; a run that is
 // claimed (it waited for a slot, slept, awaited, or was resumed) adds a
 // claim and a history read, each one statement for up to Concurrency
