@@ -170,7 +170,7 @@ func Sleep(wf Context, d time.Duration) error {
 		// the boundary, not by the next step's checkpoint after its work.
 		cancel, err := x.r.runs.cancelRequested(x.ctx, x.c)
 		x.check(err, fmt.Sprintf("reading the cancellation after sleep step %d", seq))
-		x.cancelRequested = cancel
+		x.cancelRequested = x.cancelRequested || cancel // the kit's store reads none
 	}
 	return nil
 }
