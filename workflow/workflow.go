@@ -444,9 +444,12 @@ type Registrable interface {
 // Register makes svc run the workflows: it adds their internal commands
 // (start, wait), the subscriptions of their Correlate options, and the
 // runner, which runs while svc's engine runs (from the engine's Start to
-// its Stop). Call it before registering svc on its engine. It reports at
-// once a missing or invalid store, a workflow of another service or
-// version, and a workflow given twice.
+// its Stop). Call it before registering svc on its engine, once, with
+// every workflow of svc: two calls whose workflows await the same event
+// subscribe svc to it twice under one subscription name, which the
+// engine's Register refuses. It reports at once a missing or invalid
+// store, a workflow of another service or version, and a workflow given
+// twice.
 func Register(svc *engine.Service, store *Store, wfs ...Registrable) error {
 	var errs []error
 	if svc == nil {
