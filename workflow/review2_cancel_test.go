@@ -100,7 +100,7 @@ func TestReview2CancelDuringShortSleepRunsTheNextStep(t *testing.T) {
 		if once.CompareAndSwap(false, true) {
 			close(sleeping)
 		}
-		if err := workflow.Sleep(wf, 900*time.Millisecond); err != nil {
+		if err := workflow.Sleep(wf, time.Second); err != nil { // waits in the process
 			return Done{}, err
 		}
 		pay, err := workflow.Invoke(wf, Charge, in)
@@ -125,7 +125,7 @@ func TestReview2CancelDuringShortSleepRunsTheNextStep(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the run did not reach its sleep")
 	}
-	time.Sleep(300 * time.Millisecond) // within the 900 ms sleep
+	time.Sleep(200 * time.Millisecond) // within the 1 s sleep, with room for a slow machine
 	if err := workflow.Cancel(ctx, e.db, e.schema, "s1"); err != nil {
 		t.Fatalf("Cancel of a sleeping run: %v", err)
 	}
