@@ -7,7 +7,7 @@ type queries struct {
 	insertRun, insertClaimed, runWorkflow, waitRun      string
 	claim, history                                      string
 	checkpoint, suspend, resolve                        string
-	renew, renewCancel, release, finish, stop           string
+	renew, release, finish, stop                        string
 	lock, signalFor, awaitSuspend, signal, purgeSignals string
 }
 
@@ -68,11 +68,9 @@ func newQueries(s string) queries {
 				WHERE id = $1 AND fence = $2 AND status = 'running' RETURNING id, cancel_requested)
 			UPDATE ` + steps + ` st SET result = $5, error = $6, finished_at = now()
 			FROM r WHERE st.run_id = r.id AND st.seq = $4 RETURNING r.cancel_requested`,
-		// renew leaves alone a run given back (a suspended one).
+		// renew leaves alone a run given back (a suspended one); it returns
+		// cancel_requested.
 		renew: `UPDATE ` + runs + ` SET lease_until = now() + $3 * interval '1 microsecond'
-			WHERE id = $1 AND fence = $2 AND status = 'running' AND lease_until IS NOT NULL`,
-		// renewCancel renews the lease and returns cancel_requested.
-		renewCancel: `UPDATE ` + runs + ` SET lease_until = now() + $3 * interval '1 microsecond'
 			WHERE id = $1 AND fence = $2 AND status = 'running' AND lease_until IS NOT NULL RETURNING cancel_requested`,
 		release: `UPDATE ` + runs + ` SET owner = NULL, lease_until = NULL, wake_at = now() + $3 * interval '1 microsecond', updated_at = now()
 			WHERE id = $1 AND fence = $2 AND status = 'running'`,

@@ -40,7 +40,8 @@ type runStore interface {
 	// renew renews the lease of a run being executed.
 	renew(ctx context.Context, c *claimed) error
 	// cancelRequested renews the lease of a run being executed and
-	// returns whether a cancellation is requested (a short Sleep's end).
+	// returns whether a cancellation is requested (at a short Sleep's
+	// end, between a step's retries).
 	cancelRequested(ctx context.Context, c *claimed) (bool, error)
 	// release gives the run back, runnable after delay; a failure is
 	// logged (the lease expires instead).
@@ -140,12 +141,13 @@ func (p pgRuns) stop(ctx context.Context, c *claimed, we *engine.Error) error {
 }
 
 func (p pgRuns) renew(ctx context.Context, c *claimed) error {
-	return affected(p.db.ExecContext(ctx, p.q.renew, c.id, c.fence, p.leaseTTL.Microseconds()))
+	_, err := p.cancelRequested(ctx, c)
+	return err
 }
 
 func (p pgRuns) cancelRequested(ctx context.Context, c *claimed) (bool, error) {
 	var cancel bool
-	err := p.db.QueryRowContext(ctx, p.q.renewCancel, c.id, c.fence, p.leaseTTL.Microseconds()).Scan(&cancel)
+	err := p.db.QueryRowContext(ctx, p.q.renew, c.id, c.fence, p.leaseTTL.Microseconds()).Scan(&cancel)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, errLeaseLost
 	}
