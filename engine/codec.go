@@ -108,3 +108,32 @@ func (s *scratch[T]) put(v *T) {
 	*v = zero
 	s.pool.Put(v)
 }
+
+// encodeInput is c.encodeInput of v, through a recycled *T.
+func (s *scratch[T]) encodeInput(c payloadCodec, v T) ([]byte, error) {
+	p := s.get()
+	*p = v
+	b, err := c.encodeInput(p)
+	s.put(p)
+	return b, err
+}
+
+// decodeInput is c.decodeInput of b into a recycled *T; it returns the
+// value decoded.
+func (s *scratch[T]) decodeInput(c payloadCodec, b []byte, allowUnknown bool) (T, error) {
+	p := s.get()
+	err := c.decodeInput(b, p, allowUnknown)
+	v := *p
+	s.put(p)
+	return v, err
+}
+
+// decodeOutput is c.decodeOutput of b into a recycled *T; it returns the
+// value decoded.
+func (s *scratch[T]) decodeOutput(c payloadCodec, b []byte) (T, error) {
+	p := s.get()
+	err := c.decodeOutput(b, p)
+	v := *p
+	s.put(p)
+	return v, err
+}

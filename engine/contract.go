@@ -97,10 +97,7 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 		}
 		timeout = o.timeout
 	}
-	pin := c.ins.get()
-	*pin = in
-	payload, err := e.codec.encodeInput(pin)
-	c.ins.put(pin)
+	payload, err := c.ins.encodeInput(e.codec, in)
 	if err != nil {
 		return out, err
 	}
@@ -108,11 +105,7 @@ func (c *Command[In, Out]) Invoke(ctx context.Context, in In, opts ...CallOption
 	if err != nil {
 		return out, err
 	}
-	pout := c.outs.get()
-	err = e.codec.decodeOutput(reply, pout)
-	out = *pout
-	c.outs.put(pout)
-	if err != nil {
+	if out, err = c.outs.decodeOutput(e.codec, reply); err != nil {
 		return out, fmt.Errorf("invoke %s: %w", c.topic, err)
 	}
 	return out, nil
@@ -183,10 +176,7 @@ func (ev *Event[T]) Emit(ctx context.Context, payload T) error {
 	if err != nil {
 		return fmt.Errorf("emit %s: %w", ev.name, err)
 	}
-	p := ev.payloads.get()
-	*p = payload
-	body, err := e.codec.encodeInput(p)
-	ev.payloads.put(p)
+	body, err := ev.payloads.encodeInput(e.codec, payload)
 	if err != nil {
 		return err
 	}

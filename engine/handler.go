@@ -332,7 +332,7 @@ func (e *Engine) handler(s *Service, r *registration) message.NoPublishHandlerFu
 	}
 	// What the contexts of this handler's messages share, awaited or not.
 	scope := &envelope.Scope{Stop: e.hardCtx, Engine: e, Route: route}
-	awaitedScope := &envelope.Scope{Stop: e.hardCtx, Engine: e, Route: route}
+	awaitedScope := new(*scope)
 	awaitedScope.Route.Awaited = true
 	log := e.log.With("service", s.id, "handler", r.name, "kind", route.Kind)
 	inner := func(msg *message.Message) ([]*message.Message, error) {

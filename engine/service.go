@@ -161,10 +161,7 @@ func Handle[In, Out any](s *Service, c *Command[In, Out], fn func(ctx context.Co
 	}
 	var ins scratch[In]
 	r.run = func(ctx context.Context, cd payloadCodec, payload []byte, allowUnknown bool) ([]byte, error) {
-		pin := ins.get()
-		err := cd.decodeInput(payload, pin, allowUnknown)
-		in := *pin
-		ins.put(pin)
+		in, err := ins.decodeInput(cd, payload, allowUnknown)
 		if err != nil {
 			return nil, err
 		}
@@ -190,10 +187,7 @@ func Subscribe[T any](s *Service, ev *Event[T], fn func(ctx context.Context, ev 
 	}
 	var vs scratch[T]
 	r.run = func(ctx context.Context, cd payloadCodec, payload []byte, allowUnknown bool) ([]byte, error) {
-		pv := vs.get()
-		err := cd.decodeInput(payload, pv, allowUnknown)
-		v := *pv
-		vs.put(pv)
+		v, err := vs.decodeInput(cd, payload, allowUnknown)
 		if err != nil {
 			return nil, err
 		}
