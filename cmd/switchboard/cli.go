@@ -239,6 +239,24 @@ func (g *command) splitAction(args []string) (action string, rest []string, err 
 	return args[i], append(slices.Clip(args[:i]), args[i+1:]...), nil
 }
 
+// runAction runs the action of the command group g that args name (see
+// splitAction) with the other arguments. missing is the usage error when
+// args name none, want the list of actions an unknown one is told.
+func (g *command) runAction(ctx context.Context, args []string, stdout io.Writer, actions map[string]func(context.Context, []string, io.Writer) error, missing, want string) error {
+	action, rest, err := g.splitAction(args)
+	if err != nil {
+		return err
+	}
+	if action == "" {
+		return g.usageErr("%s", missing)
+	}
+	f, ok := actions[action]
+	if !ok {
+		return g.usageErr("%s: unknown action %q (want %s)", g.fs.Name(), action, want)
+	}
+	return f(ctx, rest, stdout)
+}
+
 // connectTimeoutFlag registers --connect-timeout on fs: the bound on
 // opening what, a database or a bridge (connecting, authenticating).
 func connectTimeoutFlag(fs *flag.FlagSet, d *time.Duration, what string) {

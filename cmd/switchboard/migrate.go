@@ -35,18 +35,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 	g := newGroup("migrate", migrateUsage)
 	var d dbFlags
 	d.register(g.fs) // every action's flags: they may come before the action
-	action, rest, err := g.splitAction(args)
-	if err != nil {
-		return err
-	}
-	if action == "" {
-		return g.usageErr("migrate: want one of up, status, sql")
-	}
-	f, ok := actions[action]
-	if !ok {
-		return g.usageErr("migrate: unknown action %q (want up, status or sql)", action)
-	}
-	return f(ctx, rest, stdout)
+	return g.runAction(ctx, args, stdout, actions, "migrate: want one of up, status, sql", "up, status or sql")
 }
 
 func migrateSQL(_ context.Context, args []string, stdout io.Writer) error {

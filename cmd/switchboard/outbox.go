@@ -51,18 +51,7 @@ func runOutbox(ctx context.Context, args []string, stdout io.Writer) error {
 	g.fs.BoolVar(&asJSON, "json", false, "")
 	g.fs.IntVar(&limit, "limit", 0, "")
 	g.fs.BoolVar(&all, "all", false, "")
-	action, rest, err := g.splitAction(args)
-	if err != nil {
-		return err
-	}
-	if action == "" {
-		return g.usageErr("outbox: want 'outbox stats', 'outbox failed', 'outbox retry ID...|--all' or 'outbox discard ID...'")
-	}
-	f, ok := actions[action]
-	if !ok {
-		return g.usageErr("outbox: unknown action %q (want stats, failed, retry or discard)", action)
-	}
-	return f(ctx, rest, stdout)
+	return g.runAction(ctx, args, stdout, actions, "outbox: want 'outbox stats', 'outbox failed', 'outbox retry ID...|--all' or 'outbox discard ID...'", "stats, failed, retry or discard")
 }
 
 // rowIDs parses the row ids of outbox retry and discard.

@@ -43,18 +43,7 @@ func runSchedule(ctx context.Context, args []string, stdout io.Writer) error {
 	d.register(g.fs)
 	g.fs.BoolVar(&asJSON, "json", false, "")
 	g.fs.IntVar(&limit, "limit", 0, "")
-	action, rest, err := g.splitAction(args)
-	if err != nil {
-		return err
-	}
-	if action == "" {
-		return g.usageErr("schedule: want 'schedule list' or 'schedule cancel ID...'")
-	}
-	f, ok := actions[action]
-	if !ok {
-		return g.usageErr("schedule: unknown action %q (want list or cancel)", action)
-	}
-	return f(ctx, rest, stdout)
+	return g.runAction(ctx, args, stdout, actions, "schedule: want 'schedule list' or 'schedule cancel ID...'", "list or cancel")
 }
 
 func scheduleList(ctx context.Context, args []string, stdout io.Writer) error {

@@ -63,18 +63,7 @@ func runWorkflow(ctx context.Context, args []string, stdout io.Writer) error {
 	g.fs.StringVar(&wfName, "workflow", "", "")
 	g.fs.String("bridge", "", "")
 	g.fs.String("run-id", "", "")
-	action, rest, err := g.splitAction(args)
-	if err != nil {
-		return err
-	}
-	if action == "" {
-		return g.usageErr("workflow: want 'workflow start NAME JSON', 'workflow list', 'workflow show ID', 'workflow cancel ID' or 'workflow retry ID'")
-	}
-	f, ok := actions[action]
-	if !ok {
-		return g.usageErr("workflow: unknown action %q (want start, list, show, cancel or retry)", action)
-	}
-	return f(ctx, rest, stdout)
+	return g.runAction(ctx, args, stdout, actions, "workflow: want 'workflow start NAME JSON', 'workflow list', 'workflow show ID', 'workflow cancel ID' or 'workflow retry ID'", "start, list, show, cancel or retry")
 }
 
 func workflowStart(ctx context.Context, args []string, stdout io.Writer) error {
