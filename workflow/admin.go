@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/switchboard-go/switchboard/engine"
 	"github.com/switchboard-go/switchboard/internal/envelope"
@@ -181,11 +179,8 @@ func scanAdminRun(s interface{ Scan(...any) error }, extra ...any) (Run, error) 
 // and steps (the last MaxListed), read in one snapshot; ErrRunNotFound if
 // there is none.
 func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
-	qs, err := migrations.Config{Schema: schema}.Quoted()
+	qs, err := quotedFor(schema, id)
 	if err != nil {
-		return Run{}, err
-	}
-	if err := checkAdminID(id); err != nil {
 		return Run{}, err
 	}
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
@@ -237,11 +232,8 @@ func Show(ctx context.Context, db *sql.DB, schema, id string) (Run, error) {
 // Cancelling a run already asked to cancel does nothing more. A run that
 // has ended: ErrRunFinished; none: ErrRunNotFound.
 func Cancel(ctx context.Context, db *sql.DB, schema, id string) error {
-	qs, err := migrations.Config{Schema: schema}.Quoted()
+	qs, err := quotedFor(schema, id)
 	if err != nil {
-		return err
-	}
-	if err := checkAdminID(id); err != nil {
 		return err
 	}
 	// prev reads the status before the update (the statement's snapshot).
@@ -289,11 +281,8 @@ func Cancel(ctx context.Context, db *sql.DB, schema, id string) error {
 // message id, which the participant's inbox does not know. A running run:
 // an error matching engine.ErrConflict; none: ErrRunNotFound.
 func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
-	qs, err := migrations.Config{Schema: schema}.Quoted()
+	qs, err := quotedFor(schema, id)
 	if err != nil {
-		return err
-	}
-	if err := checkAdminID(id); err != nil {
 		return err
 	}
 	tx, err := db.BeginTx(ctx, nil)
@@ -352,6 +341,16 @@ func Retry(ctx context.Context, db *sql.DB, schema, id string) error {
 	return nil
 }
 
+// quotedFor returns schema quoted for Show, Cancel and Retry of run id,
+// after checking both (checkAdminID).
+func quotedFor(schema, id string) (string, error) {
+	qs, err := migrations.Config{Schema: schema}.Quoted()
+	if err != nil {
+		return "", err
+	}
+	return qs, checkAdminID(id)
+}
+
 // checkAdminID refuses an id no run can have (RunID's bound: 1 to 200
 // bytes; text PostgreSQL can hold: UTF-8 without NUL) as not found,
 // without a query: PostgreSQL would answer an encoding error.
@@ -359,7 +358,7 @@ func checkAdminID(id string) error {
 	if id == "" || len(id) > maxRunIDLen {
 		return fmt.Errorf("workflow: run id of %d bytes (want 1 to %d): %w", len(id), maxRunIDLen, ErrRunNotFound)
 	}
-	if !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+	if !storable(id) {
 		return fmt.Errorf("workflow: run id %q is not UTF-8 text: %w", id, ErrRunNotFound)
 	}
 	return nil
